@@ -1,0 +1,70 @@
+"""Exact decimal amounts (prices and quantities) as scaled integers.
+
+Theory of operation
+-------------------
+People and scripts write amounts as decimal strings: ``"3"``, ``"12.5"``. The
+core never sees a float: a string is parsed straight into an ``int`` counting
+units of 10**-8 (``"12.5"`` -> ``1_250_000_000``), and formatted back the same
+way. Integers compare, hash and add exactly and fast, which is what the
+matching engine needs, and the wire format carries them as CBOR integers.
+
+Rules this module keeps
+-----------------------
+* An amount is positive, has at most ``SCALE_DIGITS`` fractional digits and is
+  at most ``MAX_WHOLE`` (10**12).
+* Only plain decimal notation is accepted: no sign, exponent, spaces, ``_``,
+  leading ``.`` or trailing ``.``; trailing fractional zeros are fine.
+* ``format_amount(parse_amount(s))`` is the canonical spelling of ``s``.
+"""
+
+from __future__ import annotations
+
+import re
+
+SCALE_DIGITS = 8
+SCALE = 10**SCALE_DIGITS
+MAX_WHOLE = 10**12
+MAX_UNITS = MAX_WHOLE * SCALE
+
+_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+
+
+class AmountError(ValueError):
+    """An amount string or unit count that is not a valid price or quantity."""
+
+
+def parse_amount(text: object, what: str = "amount") -> int:
+    """Parse a decimal string into scaled integer units, or raise AmountError."""
+    if isinstance(text, bool) or not isinstance(text, str):
+        raise AmountError(
+            f"{what} must be a decimal string such as \"12.5\", got {type(text).__name__}"
+        )
+    match = _DECIMAL.fullmatch(text)
+    if match is None:
+        raise AmountError(f"{what} {text!r} is not a plain decimal number such as \"12.5\"")
+    whole, frac = match.group(1), match.group(2) or ""
+    if len(frac) > SCALE_DIGITS:
+        raise AmountError(f"{what} {text!r} has more than {SCALE_DIGITS} fractional digits")
+    units = int(whole) * SCALE + int(frac.ljust(SCALE_DIGITS, "0") or "0")
+    return check_units(units, what, text)
+
+
+def check_units(units: object, what: str = "amount", shown: object = None) -> int:
+    """Validate a scaled integer (as decoded from the wire) and return it."""
+    if isinstance(units, bool) or not isinstance(units, int):
+        raise AmountError(f"{what} must be an integer count of 1e-8 units, "
+                          f"got {type(units).__name__}")
+    shown = units if shown is None else shown
+    if units <= 0:
+        raise AmountError(f"{what} {shown!r} must be positive")
+    if units > MAX_UNITS:
+        raise AmountError(f"{what} {shown!r} exceeds the maximum of {MAX_WHOLE}")
+    return units
+
+
+def format_amount(units: int) -> str:
+    """Canonical decimal string of scaled integer units (no trailing zeros)."""
+    whole, frac = divmod(units, SCALE)
+    if not frac:
+        return str(whole)
+    return f"{whole}.{frac:0{SCALE_DIGITS}d}".rstrip("0")

@@ -1,0 +1,240 @@
+"""Codec: canonical CBOR for events, deltas and causal contexts.
+
+Theory of operation
+-------------------
+Every message is a CBOR map ``{"v": 1, "kind": ..., ...}`` encoded
+canonically (RFC 8949 core deterministic encoding via cbor2's
+``canonical=True``), so equal values give equal bytes in every process.
+
+    event    [0, replica, seq, clock, side, type, price, qty, account]   order
+             [1, replica, seq, clock, target_replica, target_seq]       cancel
+    context  [[replica, contiguous_seq, [cloud seq, ...]], ...]  sorted by replica
+    delta    {"v": 1, "kind": "delta", "events": [event...], "context": context}
+
+``side`` and ``type`` are small integers (indexes into ``SIDES``/``TYPES``);
+prices and quantities are integers of 1e-8 units (price 0 for market).
+
+Decoding is strict and total: anything but exactly one well-formed message
+(truncated or trailing bytes, wrong types, booleans or floats where integers
+belong, NaN, negatives, out-of-range integers, tags, unknown versions or kinds,
+oversize collections, duplicate dots, events not covered by their delta's
+context) raises ``CodecError`` with a message naming the field. Nothing is
+returned half-built, so a failed decode can never change a replica.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import cbor2
+
+from .amount import AmountError
+from .aworset import AWORSet
+from .context import CausalContext
+from .dot import MAX_SEQ, DotError, check_replica, check_seq
+from .events import (
+    CANCEL,
+    MARKET,
+    ORDER,
+    SIDES,
+    TYPES,
+    Cancel,
+    EventError,
+    Order,
+    make_cancel,
+    make_order,
+)
+
+VERSION = 1
+MAX_EVENTS = 1_000_000
+MAX_REPLICAS = 10_000
+MAX_CLOUD = 1_000_000
+MAX_BYTES = 256 * 1024 * 1024
+
+_ORDER_TAG = 0
+_CANCEL_TAG = 1
+
+
+class CodecError(ValueError):
+    """Bytes that are not a valid crdtbook message; the message says why."""
+
+
+# -- encoding -------------------------------------------------------------
+def event_to_wire(event: Order | Cancel) -> list:
+    if event.kind == ORDER:
+        return [
+            _ORDER_TAG, event.replica, event.seq, event.clock,
+            SIDES.index(event.side), TYPES.index(event.type),
+            event.price, event.qty, event.account,
+        ]
+    return [_CANCEL_TAG, event.replica, event.seq, event.clock,
+            event.target_replica, event.target_seq]
+
+
+def context_to_wire(context: CausalContext) -> list:
+    return [
+        [r, context.contiguous(r), sorted(context.cloud.get(r, ()))]
+        for r in context.replicas()
+    ]
+
+
+def _dumps(message: dict) -> bytes:
+    return cbor2.dumps(message, canonical=True)
+
+
+def encode_event(event: Order | Cancel) -> bytes:
+    return _dumps({"v": VERSION, "kind": "event", "event": event_to_wire(event)})
+
+
+def encode_context(context: CausalContext) -> bytes:
+    return _dumps({"v": VERSION, "kind": "context", "context": context_to_wire(context)})
+
+
+def encode_delta(delta: AWORSet) -> bytes:
+    events = sorted(value for _, _, value in delta.entries())
+    return _dumps({
+        "v": VERSION,
+        "kind": "delta",
+        "events": [event_to_wire(e) for e in events],
+        "context": context_to_wire(delta.context),
+    })
+
+
+# -- decoding -------------------------------------------------------------
+def _loads(data: object, kind: str) -> dict:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"{kind}: expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_BYTES:
+        raise CodecError(f"{kind}: message of {len(data)} bytes exceeds {MAX_BYTES}")
+    if not data:
+        raise CodecError(f"{kind}: empty message")
+    stream = io.BytesIO(data)
+    try:
+        message = cbor2.CBORDecoder(stream).decode()
+    except Exception as exc:  # cbor2 raises several types; all mean "not CBOR"
+        raise CodecError(f"{kind}: not valid CBOR ({exc})") from None
+    if stream.tell() != len(data):
+        raise CodecError(f"{kind}: {len(data) - stream.tell()} trailing bytes after the message")
+    if not isinstance(message, dict):
+        raise CodecError(f"{kind}: message must be a map, got {_name(message)}")
+    version = message.get("v")
+    if version != VERSION or isinstance(version, bool):
+        raise CodecError(f"{kind}: unsupported version {version!r} (this node speaks {VERSION})")
+    if message.get("kind") != kind:
+        raise CodecError(f"expected a {kind} message, got kind {message.get('kind')!r}")
+    return message
+
+
+def _name(value: object) -> str:
+    return type(value).__name__
+
+
+def _field(message: dict, key: str, kind: str) -> Any:
+    if key not in message:
+        raise CodecError(f"{kind}: missing field {key!r}")
+    return message[key]
+
+
+def _int(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CodecError(f"{what} must be an integer, got {_name(value)}")
+    if not low <= value <= high:
+        raise CodecError(f"{what} {value} is out of range {low}..{high}")
+    return value
+
+
+def _list(value: object, what: str, limit: int) -> list:
+    if not isinstance(value, list):
+        raise CodecError(f"{what} must be an array, got {_name(value)}")
+    if len(value) > limit:
+        raise CodecError(f"{what} has {len(value)} items, more than the limit of {limit}")
+    return value
+
+
+def event_from_wire(item: object, where: str = "event") -> Order | Cancel:
+    item = _list(item, where, 9)
+    if not item:
+        raise CodecError(f"{where} is empty")
+    tag = item[0]
+    try:
+        if tag == _ORDER_TAG and not isinstance(tag, bool):
+            if len(item) != 9:
+                raise CodecError(f"{where}: an order has 9 fields, got {len(item)}")
+            _, replica, seq, clock, side, kind, price, qty, account = item
+            side = SIDES[_int(side, f"{where}: side", 0, len(SIDES) - 1)]
+            kind = TYPES[_int(kind, f"{where}: type", 0, len(TYPES) - 1)]
+            if kind == MARKET and price != 0:
+                raise CodecError(f"{where}: a market order must carry price 0")
+            return make_order(clock, replica, seq, side, kind, price, qty, account)
+        if tag == _CANCEL_TAG and not isinstance(tag, bool):
+            if len(item) != 6:
+                raise CodecError(f"{where}: a cancel has 6 fields, got {len(item)}")
+            _, replica, seq, clock, target_replica, target_seq = item
+            return make_cancel(clock, replica, seq, target_replica, target_seq)
+    except (EventError, DotError, AmountError) as exc:
+        raise CodecError(f"{where}: {exc}") from None
+    raise CodecError(f"{where}: unknown event tag {tag!r}")
+
+
+def context_from_wire(items: object, where: str = "context") -> CausalContext:
+    items = _list(items, where, MAX_REPLICAS)
+    vv: dict[str, int] = {}
+    cloud: dict[str, list[int]] = {}
+    cloud_total = 0
+    for i, entry in enumerate(items):
+        entry = _list(entry, f"{where}[{i}]", 3)
+        if len(entry) != 3:
+            raise CodecError(f"{where}[{i}] must be [replica, seq, [cloud...]]")
+        replica, top, extra = entry
+        try:
+            check_replica(replica)
+        except DotError as exc:
+            raise CodecError(f"{where}[{i}]: {exc}") from None
+        if replica in vv:
+            raise CodecError(f"{where}: replica {replica!r} appears twice")
+        vv[replica] = _int(top, f"{where}[{i}] seq", 0, MAX_SEQ)
+        extra = _list(extra, f"{where}[{i}] cloud", MAX_CLOUD - cloud_total)
+        cloud_total += len(extra)
+        for seq in extra:
+            _int(seq, f"{where}[{i}] cloud seq", 1, MAX_SEQ)
+        cloud[replica] = extra
+    return CausalContext.from_parts(vv, cloud)
+
+
+def decode_event(data: bytes) -> Order | Cancel:
+    message = _loads(data, "event")
+    return event_from_wire(_field(message, "event", "event"))
+
+
+def decode_context(data: bytes) -> CausalContext:
+    message = _loads(data, "context")
+    return context_from_wire(_field(message, "context", "context"))
+
+
+def decode_delta(data: bytes) -> AWORSet:
+    message = _loads(data, "delta")
+    items = _list(_field(message, "events", "delta"), "delta events", MAX_EVENTS)
+    context = context_from_wire(_field(message, "context", "delta"), "delta context")
+    store: dict[str, dict[int, Order | Cancel]] = {}
+    for i, item in enumerate(items):
+        event = event_from_wire(item, f"delta event {i}")
+        seqs = store.setdefault(event.replica, {})
+        if event.seq in seqs:
+            raise CodecError(f"delta event {i}: dot {event.replica}:{event.seq} appears twice")
+        if not context.has(event.replica, event.seq):
+            raise CodecError(
+                f"delta event {i}: dot {event.replica}:{event.seq} is not covered by the "
+                "delta's context"
+            )
+        seqs[event.seq] = event
+    delta = AWORSet()
+    delta.store = store
+    delta.context = context
+    return delta
+
+
+__all__ = [
+    "CANCEL", "CodecError", "VERSION", "decode_context", "decode_delta", "decode_event",
+    "encode_context", "encode_delta", "encode_event", "event_to_wire", "context_to_wire",
+]

@@ -1,0 +1,57 @@
+"""Dots: the unique identity of an event.
+
+A ``Dot`` is ``(replica, seq)``: the replica that created the event and its
+per-replica counter, 1, 2, 3, ... without gaps. Replica ids are short ASCII
+names so that they sort the same way everywhere (code-point order) and print
+cleanly as ``"replica:seq"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+MAX_SEQ = 2**63 - 1
+MAX_REPLICA_LEN = 64
+_REPLICA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class DotError(ValueError):
+    """A malformed replica id, sequence number or dot."""
+
+
+class Dot(NamedTuple):
+    replica: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.replica}:{self.seq}"
+
+
+def check_replica(replica: object) -> str:
+    if not isinstance(replica, str):
+        raise DotError(f"replica id must be a string, got {type(replica).__name__}")
+    if not 0 < len(replica) <= MAX_REPLICA_LEN or _REPLICA.fullmatch(replica) is None:
+        raise DotError(
+            f"replica id {replica[:80]!r} must be 1-{MAX_REPLICA_LEN} characters of "
+            "letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return replica
+
+
+def check_seq(seq: object, what: str = "seq") -> int:
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise DotError(f"{what} must be an integer, got {type(seq).__name__}")
+    if not 0 < seq <= MAX_SEQ:
+        raise DotError(f"{what} {seq} is out of range 1..2^63-1")
+    return seq
+
+
+def parse_dot(text: object) -> Dot:
+    """Parse ``"replica:seq"`` (the form used in the API and CLI)."""
+    if not isinstance(text, str) or ":" not in text:
+        raise DotError(f"order id {text!r} must look like 'replica:seq'")
+    replica, _, seq = text.rpartition(":")
+    if not seq.isdigit() or not seq.isascii():
+        raise DotError(f"order id {text!r} must end in ':<number>'")
+    return Dot(check_replica(replica), check_seq(int(seq)))

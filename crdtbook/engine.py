@@ -1,0 +1,273 @@
+"""Engine: price-time matching over events in position order, with an undo log.
+
+Theory of operation
+-------------------
+The engine holds the result of applying a sorted list of events, ``log``, one
+after another, to an empty book. ``outcomes[i]`` records what ``log[i]`` did,
+with just enough to undo it:
+
+* an order keeps its ``Resting`` record: its first fill index (fills are
+  appended, so "undo" truncates the fill list; each fill names its maker and
+  quantity, which is all it takes to restore the maker), and whether its
+  remainder rests (then it is the tail of its level);
+* a cancel keeps the order it removed, the quantity and the index it had in
+  its level.
+
+Undo runs strictly in reverse, so when an event is undone the book is exactly
+as that event left it, and these few facts restore the state before it.
+
+``update(add, drop)`` is the only mutator. New events that sort after
+everything applied are simply applied (O(log n) each). Anything else rewinds:
+the log is cut at the earliest affected position (``bisect`` on the event
+tuples), the undone suffix is merged with the new events (less the dropped
+ones), and that is replayed. The result is identical to replaying the whole
+set from scratch, which is what the tests check against a reference engine.
+
+Matching rules (price-time priority, trade at the maker's price):
+
+* ``limit``: trades while the best opposite price crosses its limit; the
+  remainder rests at its limit, last in its level.
+* ``market``: trades at any price; the remainder is dropped.
+* ``ioc``: like limit; the remainder is dropped.
+* ``fok``: executes like ioc if the quantity available at or better than its
+  limit covers it all; otherwise rejected without fills.
+* ``post_only``: rejected if it would trade on arrival; otherwise rests.
+* cancel: removes its target's resting remainder; a no-op if nothing rests.
+
+Rules this module keeps
+-----------------------
+* No I/O, no clocks, no randomness; every iteration is over sorted or
+  position-ordered data.
+* Semantic rejections are decided from the event set alone (``invalid`` is
+  filled by the replica from each replica's seq chain; the rest here), so
+  every replica rejects the same events for the same reasons.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from .book import BookSide, Resting
+from .events import BUY, FOK, LIMIT, MARKET, ORDER, POST_ONLY, Cancel, Order
+
+REASON_POST_ONLY = "post_only order would trade on arrival"
+REASON_FOK = "fok order cannot be filled in full"
+REASON_FOREIGN = "a replica may only cancel its own orders"
+REASON_NOT_EARLIER = "a cancel must target an earlier event of its own replica"
+REASON_NOT_ORDER = "cancel target is not an order"
+
+
+class CancelOutcome:
+    __slots__ = ("event", "target", "removed", "index", "reason")
+
+    def __init__(self, event: Cancel) -> None:
+        self.event = event
+        self.target: Resting | None = None
+        self.removed = 0  # quantity taken off the book
+        self.index = 0  # where the target stood in its level
+        self.reason: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.reason is not None:
+            return "rejected"
+        return "cancelled" if self.removed else "noop"
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.bids = BookSide(is_bid=True)
+        self.asks = BookSide(is_bid=False)
+        # fills as (taker, maker, price, qty) with Resting records, in replay order
+        self.fills: list[tuple[Resting, Resting, int, int]] = []
+        self.log: list[Order | Cancel] = []
+        self.outcomes: list[Resting | CancelOutcome] = []
+        self.by_dot: dict[str, dict[int, Resting | CancelOutcome]] = {}
+        # replica -> {seq: reason}: events rejected by their seq chain
+        self.invalid: dict[str, dict[int, str]] = {}
+        self.replayed = 0  # events re-applied after a rewind (a cost counter)
+
+    # -- the one mutator -----------------------------------------------
+    def update(self, add: list, drop: list | None = None) -> None:
+        """Apply new events ``add`` (sorted) and withdraw applied events ``drop``."""
+        log = self.log
+        if not drop:
+            if not add:
+                return
+            if not log or add[0] > log[-1]:
+                apply = self._apply
+                for event in add:
+                    apply(event)
+                return
+            first = add[0]
+        else:
+            first = min(drop) if not add else min(add[0], min(drop))
+        suffix = self._rewind(bisect_left(log, first))
+        self.replayed += len(suffix)
+        if drop:
+            gone = set(drop)
+            suffix = [e for e in suffix if e not in gone]
+        suffix.extend(add)
+        suffix.sort()
+        apply = self._apply
+        for event in suffix:
+            apply(event)
+
+    def reset(self) -> None:
+        invalid = self.invalid
+        self.__init__()
+        self.invalid = invalid
+
+    # -- apply -----------------------------------------------------------
+    def _apply(self, event: Order | Cancel) -> None:
+        outcome = (
+            self._apply_order(event) if event.kind == ORDER else self._apply_cancel(event)
+        )
+        self.log.append(event)
+        self.outcomes.append(outcome)
+        seqs = self.by_dot.get(event.replica)
+        if seqs is None:
+            seqs = self.by_dot[event.replica] = {}
+        seqs[event.seq] = outcome
+
+    def _chain_reason(self, event: Order | Cancel) -> str | None:
+        if self.invalid:
+            bad = self.invalid.get(event.replica)
+            if bad:
+                return bad.get(event.seq)
+        return None
+
+    def _apply_order(self, order: Order) -> Resting:
+        fills = self.fills
+        taker = Resting(order, len(fills))
+        reason = self._chain_reason(order)
+        if reason is not None:
+            taker.reason = reason
+            return taker
+        is_buy = order.side == BUY
+        opposite = self.asks if is_buy else self.bids
+        prices = opposite.prices
+        kind = order.type
+        price = order.price
+        remaining = order.qty
+        market = kind == MARKET
+        if prices:
+            if kind == POST_ONLY:
+                best = prices[0] if is_buy else prices[-1]
+                if (best <= price) if is_buy else (best >= price):
+                    taker.reason = REASON_POST_ONLY
+                    return taker
+            elif kind == FOK and _available(opposite, is_buy, price, remaining) < remaining:
+                taker.reason = REASON_FOK
+                return taker
+            levels = opposite.levels
+            while remaining and prices:
+                best = prices[0] if is_buy else prices[-1]
+                if not market and ((best > price) if is_buy else (best < price)):
+                    break
+                level = levels[best]
+                while remaining and level:
+                    maker = level[0]
+                    quantity = maker.remaining
+                    if quantity > remaining:
+                        quantity = remaining
+                    maker.remaining -= quantity
+                    maker.filled += quantity
+                    remaining -= quantity
+                    fills.append((taker, maker, best, quantity))
+                    if not maker.remaining:
+                        level.popleft()
+                if not level:
+                    del levels[best]
+                    prices.pop(0 if is_buy else -1)
+        elif kind == FOK:
+            taker.reason = REASON_FOK
+            return taker
+        taker.filled = order.qty - remaining
+        if remaining and (kind == LIMIT or kind == POST_ONLY):
+            taker.remaining = remaining
+            (self.bids if is_buy else self.asks).append(price, taker)
+        return taker
+
+    def _apply_cancel(self, cancel: Cancel) -> CancelOutcome:
+        outcome = CancelOutcome(cancel)
+        reason = self._chain_reason(cancel)
+        target = None
+        if reason is None:
+            if cancel.target_replica != cancel.replica:
+                reason = REASON_FOREIGN
+            elif cancel.target_seq >= cancel.seq:
+                reason = REASON_NOT_EARLIER
+            else:
+                target = self.by_dot.get(cancel.replica, {}).get(cancel.target_seq)
+                if not isinstance(target, Resting):
+                    reason = REASON_NOT_ORDER
+        if reason is not None:
+            outcome.reason = reason
+            return outcome
+        outcome.target = target
+        if target.remaining:
+            side = self.bids if target.event.side == BUY else self.asks
+            outcome.index = side.take(target.event.price, target)
+            outcome.removed = target.remaining
+            target.remaining = 0
+        return outcome
+
+    # -- undo --------------------------------------------------------------
+    def _rewind(self, index: int) -> list:
+        """Undo log[index:]; return those events in position order."""
+        log, outcomes = self.log, self.outcomes
+        undone = []
+        while len(log) > index:
+            event = log.pop()
+            outcome = outcomes.pop()
+            del self.by_dot[event.replica][event.seq]
+            if event.kind == ORDER:
+                self._undo_order(outcome)
+            else:
+                self._undo_cancel(outcome)
+            undone.append(event)
+        undone.reverse()
+        return undone
+
+    def _undo_order(self, taker: Resting) -> None:
+        order = taker.event
+        is_buy = order.side == BUY
+        if taker.remaining:
+            (self.bids if is_buy else self.asks).pop_tail(order.price)
+        fills = self.fills
+        start = taker.fills_start
+        if len(fills) > start:
+            opposite = self.asks if is_buy else self.bids
+            for i in range(len(fills) - 1, start - 1, -1):
+                _, maker, price, quantity = fills[i]
+                if not maker.remaining:
+                    opposite.push_head(price, maker)
+                maker.remaining += quantity
+                maker.filled -= quantity
+            del fills[start:]
+
+    def _undo_cancel(self, outcome: CancelOutcome) -> None:
+        if outcome.removed:
+            target = outcome.target
+            target.remaining = outcome.removed
+            side = self.bids if target.event.side == BUY else self.asks
+            side.put_back(target.event.price, target, outcome.index)
+
+    # -- queries -----------------------------------------------------------
+    def outcome(self, replica: str, seq: int) -> Resting | CancelOutcome | None:
+        return self.by_dot.get(replica, {}).get(seq)
+
+
+def _available(side: BookSide, is_buy: bool, limit: int, wanted: int) -> int:
+    """Resting quantity at prices crossing ``limit``, counted until ``wanted``."""
+    total = 0
+    prices = side.prices if is_buy else reversed(side.prices)
+    for price in prices:
+        if (price > limit) if is_buy else (price < limit):
+            break
+        for order in side.levels[price]:
+            total += order.remaining
+            if total >= wanted:
+                return total
+    return total

@@ -1,0 +1,155 @@
+"""Events: the members of the replicated set, ordered by position.
+
+Theory of operation
+-------------------
+There are two kinds of event, both immutable tuples whose first three fields
+are the event's *position* ``(clock, replica, seq)``. Because the position
+comes first, plain tuple comparison sorts events in the total order every
+replica uses for matching, and sorting or bisecting a list of events runs at
+C speed. ``(replica, seq)`` is the event's ``Dot``; no two events share one,
+so comparisons never look past the position (a forged duplicate dot is the
+one exception, and the set keeps the smaller tuple: see aworset.py).
+
+* ``Order``: side, type, price and quantity in 1e-8 units (price 0 for a
+  market order, which has none), and an account label ("" if none).
+* ``Cancel``: the dot of the order it cancels. It takes effect at its own
+  position: fills before it stand, the remainder after it is removed.
+
+Validation is split in two:
+
+* *structural* (``check_order`` / ``check_cancel``): types, ranges, a price
+  iff not market. A message failing these is refused whole by the codec and
+  never enters the set;
+* *semantic* (in the engine, see ``Reason``): a well-formed event that breaks
+  a rule of the exchange (a cancel of another replica's order, a clock that
+  does not increase along its replica's seq, ...). Such an event stays in the
+  set and is marked rejected, identically on every replica, at its position.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .amount import check_units, format_amount
+from .clock import MAX_CLOCK
+from .dot import Dot, check_replica, check_seq
+
+ORDER = "order"
+CANCEL = "cancel"
+
+BUY = "buy"
+SELL = "sell"
+SIDES = (BUY, SELL)
+
+LIMIT = "limit"
+MARKET = "market"
+IOC = "ioc"
+FOK = "fok"
+POST_ONLY = "post_only"
+TYPES = (LIMIT, MARKET, IOC, FOK, POST_ONLY)
+
+MAX_ACCOUNT_LEN = 64
+
+
+class EventError(ValueError):
+    """A structurally invalid event (wrong type, out of range, missing price)."""
+
+
+class Order(NamedTuple):
+    clock: int
+    replica: str
+    seq: int
+    kind: str  # always ORDER
+    side: str
+    type: str
+    price: int  # 1e-8 units; 0 for market orders
+    qty: int  # 1e-8 units
+    account: str
+
+    @property
+    def dot(self) -> Dot:
+        return Dot(self.replica, self.seq)
+
+    @property
+    def position(self) -> tuple[int, str, int]:
+        return (self.clock, self.replica, self.seq)
+
+    def describe(self) -> str:
+        price = "market" if self.type == MARKET else format_amount(self.price)
+        return f"{self.replica}:{self.seq} {self.side} {format_amount(self.qty)}@{price}"
+
+
+class Cancel(NamedTuple):
+    clock: int
+    replica: str
+    seq: int
+    kind: str  # always CANCEL
+    target_replica: str
+    target_seq: int
+
+    @property
+    def dot(self) -> Dot:
+        return Dot(self.replica, self.seq)
+
+    @property
+    def target(self) -> Dot:
+        return Dot(self.target_replica, self.target_seq)
+
+    @property
+    def position(self) -> tuple[int, str, int]:
+        return (self.clock, self.replica, self.seq)
+
+    def describe(self) -> str:
+        return f"{self.replica}:{self.seq} cancel {self.target_replica}:{self.target_seq}"
+
+
+Event = Order | Cancel
+
+
+def check_clock(clock: object) -> int:
+    if isinstance(clock, bool) or not isinstance(clock, int):
+        raise EventError(f"clock must be an integer, got {type(clock).__name__}")
+    if not 0 < clock <= MAX_CLOCK:
+        raise EventError(f"clock {clock} is out of range 1..2^63-1")
+    return clock
+
+
+def check_account(account: object) -> str:
+    if not isinstance(account, str):
+        raise EventError(f"account must be a string, got {type(account).__name__}")
+    if len(account) > MAX_ACCOUNT_LEN or not account.isprintable():
+        raise EventError(f"account must be at most {MAX_ACCOUNT_LEN} printable characters")
+    return account
+
+
+def make_order(
+    clock: int, replica: str, seq: int, side: str, type: str, price: int, qty: int, account: str
+) -> Order:
+    """Build an Order, checking every field; raise EventError (or a subclass of ValueError)."""
+    check_clock(clock)
+    check_replica(replica)
+    check_seq(seq)
+    if side not in SIDES:
+        raise EventError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+    if type not in TYPES:
+        raise EventError(f"type must be one of {', '.join(TYPES)}, got {type!r}")
+    if type == MARKET:
+        if price != 0:
+            raise EventError("a market order has no price")
+    else:
+        check_units(price, "price")
+    check_units(qty, "quantity")
+    check_account(account)
+    # Intern the enumerations: every event shares the module's constants.
+    side = BUY if side == BUY else SELL
+    type = TYPES[TYPES.index(type)]
+    return Order(clock, replica, seq, ORDER, side, type, price, qty, account)
+
+
+def make_cancel(clock: int, replica: str, seq: int, target_replica: str, target_seq: int) -> Cancel:
+    check_clock(clock)
+    check_replica(replica)
+    check_seq(seq)
+    check_replica(target_replica)
+    check_seq(target_seq, "target seq")
+    return Cancel(clock, replica, seq, CANCEL, target_replica, target_seq)

@@ -1,0 +1,331 @@
+"""Replica: one participant's copy of the exchange, as a pure state machine.
+
+Theory of operation
+-------------------
+The replicated state is an ``AWORSet`` of events keyed by their dots. The
+book, the fills and every order's status are a function of that set, kept
+up to date incrementally by the ``Engine``.
+
+Which events the engine sees: those a replica has *contiguously* from each
+origin, i.e. dot ``(r, n)`` once every ``(r, 1..n)`` has been seen (the
+causal context's version vector). An event that arrives ahead of a gap waits
+in the set until the gap fills. This is still a function of the set (two
+replicas with the same events apply the same ones), and it lets every
+per-replica rule be checked against the event's predecessors, which are then
+known:
+
+* the clocks along one replica's seq must strictly increase; the first event
+  that breaks this, and every later event of that replica, is rejected;
+* a cancel must target an earlier order of its own replica.
+
+The node drives a replica with four calls and reads it with views:
+
+* ``place`` / ``cancel`` create a local event and return the delta to send;
+* ``merge(delta)`` joins a delta from a peer (or a decoded pull answer);
+* ``missing(context)`` answers a peer's pull with exactly what it lacks;
+* ``book``, ``fills``, ``order``, ``orders``, ``events``, ``digest``.
+
+Time comes in as ``now_ms`` arguments: the replica never reads a clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import cbor2
+
+from .amount import format_amount, parse_amount
+from .aworset import AWORSet, Changes
+from .book import Level, Resting
+from .clock import HybridClock
+from .codec import event_to_wire
+from .context import CausalContext
+from .dot import Dot, check_replica, parse_dot
+from .engine import CancelOutcome, Engine
+from .events import CANCEL, MARKET, ORDER, SIDES, TYPES, Cancel, Order, make_cancel, make_order
+
+REASON_CLOCK = "clock does not increase along its replica's seq"
+REASON_CLOCK_AFTER = "an earlier event of its replica was rejected for its clock"
+
+
+class ReplicaError(ValueError):
+    """A local request the replica refuses (unknown order, not ours, bad field)."""
+
+
+class Fill(NamedTuple):
+    taker: Dot
+    maker: Dot
+    price: int
+    qty: int
+    taker_side: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.taker}/{self.maker}"
+
+
+class OrderView(NamedTuple):
+    dot: Dot
+    clock: int
+    side: str
+    type: str
+    price: int  # 0 for market orders
+    qty: int
+    filled: int
+    resting: int
+    cancelled: int  # removed by a cancel, dropped (ioc/market/fok) or rejected
+    status: str  # open | filled | cancelled | rejected | pending
+    account: str
+    reason: str | None
+
+
+class CancelView(NamedTuple):
+    dot: Dot
+    clock: int
+    target: Dot
+    status: str  # cancelled | noop | rejected | pending
+    removed: int
+    reason: str | None
+
+
+class Book(NamedTuple):
+    bids: list[Level]  # best first
+    asks: list[Level]  # best first
+
+
+class Placed(NamedTuple):
+    delta: AWORSet
+    order: OrderView
+    fills: list[Fill]
+
+
+class Cancelled(NamedTuple):
+    delta: AWORSet
+    cancel: CancelView
+
+
+class Replica:
+    def __init__(self, replica_id: str) -> None:
+        self.id = check_replica(replica_id)
+        self.state = AWORSet()
+        self.clock = HybridClock()
+        self.engine = Engine()
+        # per origin replica: clock of the last event checked along its seq chain
+        self._chain_clock: dict[str, int] = {}
+        self._digest: str | None = None
+
+    # -- local events ------------------------------------------------------
+    def place(
+        self,
+        side: str,
+        qty: str,
+        price: str | None = None,
+        type: str = "limit",
+        account: str = "",
+        now_ms: int = 0,
+    ) -> Placed:
+        """Create an order at this replica. Raises ReplicaError on a bad field."""
+        if side not in SIDES:
+            raise ReplicaError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+        if type not in TYPES:
+            raise ReplicaError(f"type must be one of {', '.join(TYPES)}, got {type!r}")
+        try:
+            units = parse_amount(qty, "quantity")
+            if type == MARKET:
+                if price is not None:
+                    raise ReplicaError("a market order takes no price")
+                price_units = 0
+            elif price is None:
+                raise ReplicaError(f"a {type} order needs a price")
+            else:
+                price_units = parse_amount(price, "price")
+            seq = self._next_seq()
+            order = make_order(self.clock.peek(now_ms), self.id, seq, side, type,
+                               price_units, units, account)
+        except ReplicaError:
+            raise
+        except ValueError as exc:
+            raise ReplicaError(str(exc)) from None
+        order = order._replace(clock=self.clock.tick(now_ms))
+        fills_before = len(self.engine.fills)
+        delta = self._local(order)
+        fills = [f for f in self._fill_views(self.engine.fills[fills_before:])
+                 if f.taker == order.dot]
+        return Placed(delta, self.order(order.dot), fills)
+
+    def cancel(self, order_id: Dot | str, now_ms: int = 0) -> Cancelled:
+        """Cancel an order this replica placed. Raises ReplicaError otherwise."""
+        try:
+            target = parse_dot(order_id) if isinstance(order_id, str) else Dot(*order_id)
+        except ValueError as exc:
+            raise ReplicaError(str(exc)) from None
+        event = self.state.get(target.replica, target.seq)
+        if event is None or event.kind != ORDER:
+            raise ReplicaError(f"unknown order {target}")
+        if target.replica != self.id:
+            raise ReplicaError(f"order {target} was placed at replica {target.replica}, "
+                               f"not here ({self.id}); cancel it there")
+        cancel = make_cancel(self.clock.tick(now_ms), self.id, self._next_seq(),
+                             target.replica, target.seq)
+        delta = self._local(cancel)
+        return Cancelled(delta, self.cancel_view(cancel.dot))
+
+    def _next_seq(self) -> int:
+        return self.state.context.contiguous(self.id) + 1
+
+    def _local(self, event: Order | Cancel) -> AWORSet:
+        delta = AWORSet.from_entries([(event.replica, event.seq, event)])
+        self.merge(delta)
+        return delta
+
+    # -- replication ---------------------------------------------------------
+    def merge(self, delta: AWORSet) -> Changes:
+        """Join a delta (or a whole state) from anywhere; update book and fills."""
+        state = self.state
+        before = {r: state.context.contiguous(r) for r in delta.context.replicas()}
+        changes = state.merge(delta)
+        if not changes and all(state.context.contiguous(r) == n for r, n in before.items()):
+            return changes
+        self._digest = None
+        clock = self.clock
+        for _, _, event in changes.added:
+            clock.observe(event.clock)
+        if changes.replaced:
+            self._rebuild()
+            return changes
+        ready = []
+        for replica, old in before.items():
+            new = state.context.contiguous(replica)
+            if new > old:
+                self._check_chain(replica, old, new, ready)
+        drop = [e for r, s, e in changes.removed if s <= before.get(r, 0)]
+        if len(ready) > 1:
+            ready.sort()
+        self.engine.update(ready, drop)
+        return changes
+
+    def _check_chain(self, replica: str, old: int, new: int, ready: list) -> None:
+        """Admit seqs old+1..new of ``replica`` to the engine, checking their clocks."""
+        seqs = self.state.store.get(replica, {})
+        last = self._chain_clock.get(replica, 0)
+        bad = self.engine.invalid.get(replica)
+        for seq in range(old + 1, new + 1):
+            event = seqs.get(seq)
+            if event is None:  # seen and removed: it never enters the engine
+                continue
+            if bad:
+                bad[seq] = REASON_CLOCK_AFTER
+            elif event.clock <= last:
+                bad = self.engine.invalid[replica] = {seq: REASON_CLOCK}
+            ready.append(event)
+            last = event.clock
+        self._chain_clock[replica] = last
+
+    def _rebuild(self) -> None:
+        """Recompute everything from the set (after a forged duplicate dot)."""
+        self._chain_clock.clear()
+        self.engine.invalid.clear()
+        self.engine.reset()
+        ready: list = []
+        for replica in self.state.context.replicas():
+            self._check_chain(replica, 0, self.state.context.contiguous(replica), ready)
+        ready.sort()
+        self.engine.update(ready)
+
+    def context(self) -> CausalContext:
+        return self.state.context.copy()
+
+    def missing(self, context: CausalContext) -> AWORSet:
+        """The delta a peer with ``context`` lacks."""
+        return self.state.missing(context)
+
+    def snapshot(self) -> AWORSet:
+        """The whole state as one delta."""
+        return self.state.copy()
+
+    # -- views -----------------------------------------------------------------
+    def events(self) -> list[Order | Cancel]:
+        """Every event held, in position order (including ones waiting on a gap)."""
+        return sorted(e for _, _, e in self.state.entries())
+
+    def event_count(self) -> int:
+        return len(self.state)
+
+    def applied_count(self) -> int:
+        return len(self.engine.log)
+
+    def book(self, depth: int | None = None) -> Book:
+        return Book(self.engine.bids.depth(depth), self.engine.asks.depth(depth))
+
+    def fills(self) -> list[Fill]:
+        return self._fill_views(self.engine.fills)
+
+    @staticmethod
+    def _fill_views(fills: Iterable[tuple[Resting, Resting, int, int]]) -> list[Fill]:
+        return [
+            Fill(taker.event.dot, maker.event.dot, price, qty, taker.event.side)
+            for taker, maker, price, qty in fills
+        ]
+
+    def order(self, dot: Dot | str) -> OrderView | None:
+        dot = parse_dot(dot) if isinstance(dot, str) else Dot(*dot)
+        event = self.state.get(dot.replica, dot.seq)
+        if event is None or event.kind != ORDER:
+            return None
+        return self._order_view(event, self.engine.outcome(dot.replica, dot.seq))
+
+    def orders(self) -> list[OrderView]:
+        engine = self.engine
+        return [
+            self._order_view(e, engine.outcome(e.replica, e.seq))
+            for e in self.events()
+            if e.kind == ORDER
+        ]
+
+    @staticmethod
+    def _order_view(event: Order, outcome: Resting | None) -> OrderView:
+        if outcome is None:
+            filled = resting = cancelled = 0
+            status, reason = "pending", None
+        else:
+            filled, resting, reason = outcome.filled, outcome.remaining, outcome.reason
+            cancelled = event.qty - filled - resting
+            if reason is not None:
+                status = "rejected"
+            elif resting:
+                status = "open"
+            elif filled == event.qty:
+                status = "filled"
+            else:
+                status = "cancelled"
+        return OrderView(event.dot, event.clock, event.side, event.type, event.price,
+                         event.qty, filled, resting, cancelled, status, event.account, reason)
+
+    def cancel_view(self, dot: Dot | str) -> CancelView | None:
+        dot = parse_dot(dot) if isinstance(dot, str) else Dot(*dot)
+        event = self.state.get(dot.replica, dot.seq)
+        if event is None or event.kind != CANCEL:
+            return None
+        outcome: CancelOutcome | None = self.engine.outcome(dot.replica, dot.seq)
+        if outcome is None:
+            return CancelView(event.dot, event.clock, event.target, "pending", 0, None)
+        return CancelView(event.dot, event.clock, event.target, outcome.status,
+                          outcome.removed, outcome.reason)
+
+    def digest(self) -> str:
+        """SHA-256 over the canonical CBOR of every event in position order."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            dumps = cbor2.dumps
+            for event in self.events():
+                h.update(dumps(event_to_wire(event), canonical=True))
+            self._digest = h.hexdigest()
+        return self._digest
+
+
+__all__ = [
+    "Book", "CancelView", "Cancelled", "Fill", "OrderView", "Placed", "Replica", "ReplicaError",
+    "format_amount",
+]
