@@ -32,7 +32,7 @@ import cbor2
 from .amount import AmountError
 from .aworset import AWORSet
 from .context import CausalContext
-from .dot import MAX_SEQ, DotError, check_replica, check_seq
+from .dot import MAX_SEQ, DotError, check_replica
 from .events import (
     CANCEL,
     MARKET,

@@ -184,7 +184,7 @@ class Engine:
             taker.reason = REASON_FOK
             return taker
         taker.filled = order.qty - remaining
-        if remaining and (kind == LIMIT or kind == POST_ONLY):
+        if remaining and (kind in (LIMIT, POST_ONLY)):
             taker.remaining = remaining
             (self.bids if is_buy else self.asks).append(price, taker)
         return taker

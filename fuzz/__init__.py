@@ -1,0 +1,1 @@
+"""The delivery-order fuzzer: many replicas, one process, a shuffling network."""

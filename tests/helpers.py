@@ -1,0 +1,55 @@
+"""Shared checks: compare a replica with the reference engine and with its peers."""
+
+from __future__ import annotations
+
+from crdtbook.replica import Replica
+
+from .reference import replay
+
+
+def observable(replica: Replica):
+    """Everything a user can see, in plain comparable values."""
+    book = replica.book()
+    return (
+        replica.digest(),
+        [tuple(level) for level in book.bids],
+        [tuple(level) for level in book.asks],
+        [tuple(f) for f in replica.fills()],
+        [tuple(o) for o in replica.orders()],
+    )
+
+
+def assert_matches_reference(replica: Replica) -> None:
+    fills, statuses, (bids, asks) = replay(replica.events())
+    assert [(tuple(f.taker), tuple(f.maker), f.price, f.qty) for f in replica.fills()] == fills
+    book = replica.book()
+    assert [tuple(level) for level in book.bids] == bids
+    assert [tuple(level) for level in book.asks] == asks
+    mine = {
+        tuple(o.dot): (o.filled, o.resting, o.status)
+        for o in replica.orders()
+        if o.status != "pending"
+    }
+    assert mine == statuses
+
+
+def assert_invariants(replica: Replica) -> None:
+    for order in replica.orders():
+        if order.status == "pending":  # waiting on a gap: not applied yet
+            assert order.filled == order.resting == order.cancelled == 0
+            continue
+        assert order.filled + order.resting + order.cancelled == order.qty, order
+        assert 0 <= order.filled <= order.qty, order
+        assert order.resting >= 0 and order.cancelled >= 0, order
+        if order.type != "limit" and order.type != "post_only":
+            assert order.resting == 0, order
+    book = replica.book()
+    if book.bids and book.asks:
+        assert book.bids[0].price < book.asks[0].price, "crossed book"
+    maker_total: dict = {}
+    for fill in replica.fills():
+        assert fill.qty > 0
+        maker_total[fill.maker] = maker_total.get(fill.maker, 0) + fill.qty
+        maker_total[fill.taker] = maker_total.get(fill.taker, 0) + fill.qty
+    for dot, total in maker_total.items():
+        assert total == replica.order(dot).filled, dot
