@@ -151,9 +151,11 @@ class AWORSet:
         for replica in sorted(other.store):
             theirs = other.store[replica]
             mine = store.get(replica)
+            top = cc.vv.get(replica, 0)
+            cloud = cc.cloud.get(replica, ())
             for seq in sorted(theirs):
                 value = theirs[seq]
-                if not cc.has(replica, seq):
+                if seq > top and seq not in cloud:  # never seen: add it
                     if mine is None:
                         mine = store[replica] = {}
                     mine[seq] = value

@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 The engine holds the result of applying a sorted list of events, ``log``, one
-after another, to an empty book. ``outcomes[i]`` records what ``log[i]`` did,
-with just enough to undo it:
+after another, to an empty book. ``by_dot`` maps each applied event's dot to
+its outcome, which records what the event did with just enough to undo it:
 
 * an order keeps its ``Resting`` record: its first fill index (fills are
   appended, so "undo" truncates the fill list; each fill names its maker and
@@ -81,7 +81,6 @@ class Engine:
         # fills as (taker, maker, price, qty) with Resting records, in replay order
         self.fills: list[tuple[Resting, Resting, int, int]] = []
         self.log: list[Order | Cancel] = []
-        self.outcomes: list[Resting | CancelOutcome] = []
         self.by_dot: dict[str, dict[int, Resting | CancelOutcome]] = {}
         # replica -> {seq: reason}: events rejected by their seq chain
         self.invalid: dict[str, dict[int, str]] = {}
@@ -113,6 +112,14 @@ class Engine:
         for event in suffix:
             apply(event)
 
+    def add(self, event: Order | Cancel) -> None:
+        """``update([event])``, with the in-order case first."""
+        log = self.log
+        if not log or event > log[-1]:
+            self._apply(event)
+        else:
+            self.update([event])
+
     def reset(self) -> None:
         invalid = self.invalid
         self.__init__()
@@ -124,7 +131,6 @@ class Engine:
             self._apply_order(event) if event.kind == ORDER else self._apply_cancel(event)
         )
         self.log.append(event)
-        self.outcomes.append(outcome)
         seqs = self.by_dot.get(event.replica)
         if seqs is None:
             seqs = self.by_dot[event.replica] = {}
@@ -140,10 +146,11 @@ class Engine:
     def _apply_order(self, order: Order) -> Resting:
         fills = self.fills
         taker = Resting(order, len(fills))
-        reason = self._chain_reason(order)
-        if reason is not None:
-            taker.reason = reason
-            return taker
+        if self.invalid:
+            reason = self._chain_reason(order)
+            if reason is not None:
+                taker.reason = reason
+                return taker
         is_buy = order.side == BUY
         opposite = self.asks if is_buy else self.bids
         prices = opposite.prices
@@ -216,12 +223,11 @@ class Engine:
     # -- undo --------------------------------------------------------------
     def _rewind(self, index: int) -> list:
         """Undo log[index:]; return those events in position order."""
-        log, outcomes = self.log, self.outcomes
+        log, by_dot = self.log, self.by_dot
         undone = []
         while len(log) > index:
             event = log.pop()
-            outcome = outcomes.pop()
-            del self.by_dot[event.replica][event.seq]
+            outcome = by_dot[event.replica].pop(event.seq)
             if event.kind == ORDER:
                 self._undo_order(outcome)
             else:

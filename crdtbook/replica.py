@@ -37,7 +37,7 @@ from typing import NamedTuple
 import cbor2
 
 from .amount import format_amount, parse_amount
-from .aworset import AWORSet, Changes
+from .aworset import AWORSet
 from .book import Level, Resting
 from .clock import HybridClock
 from .codec import event_to_wire
@@ -181,20 +181,30 @@ class Replica:
         return delta
 
     # -- replication ---------------------------------------------------------
-    def merge(self, delta: AWORSet) -> Changes:
-        """Join a delta (or a whole state) from anywhere; update book and fills."""
+    def merge(self, delta: AWORSet) -> int:
+        """Join a delta (or a whole state) from anywhere; update book and fills.
+
+        Returns how many events were new here (0 for a duplicate delivery).
+        """
+        if len(delta.store) == 1:
+            single = _single_event(delta)
+            if single is not None:
+                return self._merge_one(single)
+        return self._merge_general(delta)
+
+    def _merge_general(self, delta: AWORSet) -> int:
         state = self.state
         before = {r: state.context.contiguous(r) for r in delta.context.replicas()}
         changes = state.merge(delta)
         if not changes and all(state.context.contiguous(r) == n for r, n in before.items()):
-            return changes
+            return 0
         self._digest = None
         clock = self.clock
         for _, _, event in changes.added:
             clock.observe(event.clock)
         if changes.replaced:
             self._rebuild()
-            return changes
+            return len(changes.added)
         ready = []
         for replica, old in before.items():
             new = state.context.contiguous(replica)
@@ -204,7 +214,56 @@ class Replica:
         if len(ready) > 1:
             ready.sort()
         self.engine.update(ready, drop)
-        return changes
+        return len(changes.added)
+
+    def _merge_one(self, event: Order | Cancel) -> int:
+        """``merge`` for the common delta: one event whose context is its own dot.
+
+        The same join, minus the generality: a fresh dot is stored, its dot
+        added to the context, and whatever became contiguous goes to the engine.
+        The first branch is the hot path of a live node: the next event of its
+        origin, in order.
+        """
+        replica, seq = event.replica, event.seq
+        state = self.state
+        cc = state.context
+        top = cc.vv.get(replica, 0)
+        if seq == top + 1 and replica not in cc.cloud:
+            seqs = state.store.get(replica)
+            if seqs is None:
+                seqs = state.store[replica] = {}
+            seqs[seq] = event
+            cc.vv[replica] = seq
+            clock = self.clock
+            if event.clock > clock.last:
+                clock.last = event.clock
+            self._digest = None
+            engine = self.engine
+            if event.clock <= self._chain_clock.get(replica, 0) or replica in engine.invalid:
+                self._check_chain(replica, top, seq, [])
+            self._chain_clock[replica] = event.clock
+            engine.add(event)
+            return 1
+        if cc.has(replica, seq):
+            held = state.get(replica, seq)
+            if held is None or held == event or held < event:
+                return 0
+            return self._merge_general(AWORSet.from_entries([(replica, seq, event)]))
+        seqs = state.store.get(replica)
+        if seqs is None:
+            seqs = state.store[replica] = {}
+        seqs[seq] = event
+        cc.add(replica, seq)
+        self.clock.observe(event.clock)
+        self._digest = None
+        new = cc.contiguous(replica)
+        if new > top:
+            ready: list = []
+            self._check_chain(replica, top, new, ready)
+            if len(ready) > 1:
+                ready.sort()
+            self.engine.update(ready)
+        return 1
 
     def _check_chain(self, replica: str, old: int, new: int, ready: list) -> None:
         """Admit seqs old+1..new of ``replica`` to the engine, checking their clocks."""
@@ -323,6 +382,23 @@ class Replica:
                 h.update(dumps(event_to_wire(event), canonical=True))
             self._digest = h.hexdigest()
         return self._digest
+
+
+def _single_event(delta: AWORSet) -> Order | Cancel | None:
+    """The event of a delta holding one event and exactly its dot, else None."""
+    context = delta.context
+    if len(context.vv) + len(context.cloud) != 1:
+        return None
+    ((replica, seqs),) = delta.store.items()
+    if len(seqs) != 1:
+        return None
+    ((seq, event),) = seqs.items()
+    if context.vv:
+        if context.vv.get(replica) != 1 or seq != 1:
+            return None
+    elif context.cloud.get(replica) != {seq}:
+        return None
+    return event
 
 
 __all__ = [

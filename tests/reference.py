@@ -2,11 +2,14 @@
 
 Plain lists, full sorts, no incremental state, no cleverness: given the set of
 events a replica holds, compute which are admitted, then replay them in
-position order on a book that is just a list of resting orders. If the real
-engine and this one ever disagree, the real one is wrong.
+position order on a book that is, per side, one list of resting orders kept in
+priority order (best price, then earliest position). If the real engine and
+this one ever disagree, the real one is wrong.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_left, insort
 
 from crdtbook.events import BUY, CANCEL, FOK, LIMIT, MARKET, POST_ONLY
 
@@ -51,7 +54,8 @@ def replay(events):
     book:   (bids, asks), each a list of (price, total qty, order count), best first
     """
     ready, rejected = admitted(events)
-    resting = []  # RefOrder, in the order they came to rest
+    # side -> list of (priority key, RefOrder), best first
+    book = {BUY: [], "sell": []}
     orders = {}
     fills = []
     for event in ready:
@@ -64,8 +68,9 @@ def replay(events):
                 and event.target_seq < event.seq
                 and target is not None
             )
-            if ok and target in resting:
-                resting.remove(target)
+            if ok and target.remaining:
+                side = book[target.event.side]
+                del side[bisect_left(side, (_key(target.event), target))]
                 target.remaining = 0
             continue
         order = RefOrder(event)
@@ -73,37 +78,37 @@ def replay(events):
         if dot in rejected:
             order.rejected = True
             continue
-        is_buy = event.side == BUY
-
-        def crosses(price, event=event, is_buy=is_buy):
-            if event.type == MARKET:
-                return True
-            return price <= event.price if is_buy else price >= event.price
-
-        makers = [o for o in resting if (o.event.side == BUY) != is_buy and crosses(o.event.price)]
-        makers.sort(key=lambda o: ((o.event.price if is_buy else -o.event.price), o.event))
-        if event.type == POST_ONLY and makers:
+        opposite = book["sell" if event.side == BUY else BUY]
+        # The side is in priority order, so the crossing orders are a prefix of it;
+        # take just enough of that prefix to fill the order (all of it if too little).
+        crossing, available = [], 0
+        for entry in opposite:
+            if available >= event.qty or not _crosses(event, entry[1].event.price):
+                break
+            crossing.append(entry)
+            available += entry[1].remaining
+        if event.type == POST_ONLY and crossing:
             order.rejected = True
             continue
-        if event.type == FOK and sum(o.remaining for o in makers) < event.qty:
+        if event.type == FOK and available < event.qty:
             order.rejected = True
             continue
         left = event.qty
-        for maker in makers:
+        for entry in crossing:
             if left == 0:
                 break
+            maker = entry[1]
             qty = min(left, maker.remaining)
             maker.remaining -= qty
             maker.filled += qty
             left -= qty
-            fills.append(((event.replica, event.seq), (maker.event.replica, maker.event.seq),
-                          maker.event.price, qty))
+            fills.append((dot, (maker.event.replica, maker.event.seq), maker.event.price, qty))
             if maker.remaining == 0:
-                resting.remove(maker)
+                del opposite[0]  # the best order is always the first
         order.filled = event.qty - left
         if left and event.type in (LIMIT, POST_ONLY):
             order.remaining = left
-            resting.append(order)
+            insort(book[event.side], (_key(event), order))
     statuses = {}
     for dot, order in orders.items():
         if order.rejected:
@@ -115,14 +120,26 @@ def replay(events):
         else:
             status = "cancelled"
         statuses[dot] = (order.filled, order.remaining, status)
-    return fills, statuses, (_levels(resting, BUY), _levels(resting, "sell"))
+    return fills, statuses, (_levels(book[BUY]), _levels(book["sell"]))
 
 
-def _levels(resting, side):
-    prices = sorted({o.event.price for o in resting if o.event.side == side},
-                    reverse=(side == BUY))
-    return [
-        (p, sum(o.remaining for o in resting if o.event.side == side and o.event.price == p),
-         sum(1 for o in resting if o.event.side == side and o.event.price == p))
-        for p in prices
-    ]
+def _key(event):
+    """Priority on its side: best price first, then earliest position."""
+    return (-event.price if event.side == BUY else event.price, event)
+
+
+def _crosses(taker, price):
+    if taker.type == MARKET:
+        return True
+    return price <= taker.price if taker.side == BUY else price >= taker.price
+
+
+def _levels(side):
+    levels = []
+    for _, order in side:
+        price = order.event.price
+        if levels and levels[-1][0] == price:
+            levels[-1] = (price, levels[-1][1] + order.remaining, levels[-1][2] + 1)
+        else:
+            levels.append((price, order.remaining, 1))
+    return levels
