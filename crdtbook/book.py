@@ -40,28 +40,30 @@ class Level(NamedTuple):
 
 
 class BookSide:
-    __slots__ = ("is_bid", "prices", "levels")
+    __slots__ = ("is_bid", "prices", "levels", "best")
 
     def __init__(self, is_bid: bool) -> None:
         self.is_bid = is_bid
         self.prices: SortedList = SortedList()
         self.levels: dict[int, deque[Resting]] = {}
+        self.best: int | None = None
 
     def __len__(self) -> int:
         return len(self.prices)
 
-    def best(self) -> int | None:
-        if not self.prices:
-            return None
-        return self.prices[-1] if self.is_bid else self.prices[0]
-
     def append(self, price: int, order: Resting) -> None:
         level = self.levels.get(price)
         if level is None:
-            self.levels[price] = deque((order,))
-            self.prices.add(price)
+            self._open(price, order)
         else:
             level.append(order)
+
+    def _open(self, price: int, order: Resting) -> None:
+        self.levels[price] = deque((order,))
+        self.prices.add(price)
+        best = self.best
+        if best is None or (price > best if self.is_bid else price < best):
+            self.best = price
 
     def pop_tail(self, price: int) -> None:
         level = self.levels[price]
@@ -72,8 +74,7 @@ class BookSide:
     def push_head(self, price: int, order: Resting) -> None:
         level = self.levels.get(price)
         if level is None:
-            self.levels[price] = deque((order,))
-            self.prices.add(price)
+            self._open(price, order)
         else:
             level.appendleft(order)
 
@@ -89,14 +90,20 @@ class BookSide:
     def put_back(self, price: int, order: Resting, index: int) -> None:
         level = self.levels.get(price)
         if level is None:
-            self.levels[price] = deque((order,))
-            self.prices.add(price)
+            self._open(price, order)
         else:
             level.insert(index, order)
 
     def _drop(self, price: int) -> None:
         del self.levels[price]
-        self.prices.remove(price)
+        prices = self.prices
+        prices.remove(price)
+        if price == self.best:
+            self.best = (prices[-1] if self.is_bid else prices[0]) if prices else None
+
+    def drop_best(self) -> None:
+        """Remove the best level, which the matcher has just emptied."""
+        self._drop(self.best)
 
     def depth(self, limit: int | None = None) -> list[Level]:
         """Aggregated levels, best first."""

@@ -115,10 +115,17 @@ class Engine:
     def add(self, event: Order | Cancel) -> None:
         """``update([event])``, with the in-order case first."""
         log = self.log
-        if not log or event > log[-1]:
-            self._apply(event)
-        else:
+        if log and event < log[-1]:
             self.update([event])
+            return
+        outcome = (
+            self._apply_order(event) if event.kind == ORDER else self._apply_cancel(event)
+        )
+        log.append(event)
+        seqs = self.by_dot.get(event.replica)
+        if seqs is None:
+            seqs = self.by_dot[event.replica] = {}
+        seqs[event.seq] = outcome
 
     def reset(self) -> None:
         invalid = self.invalid
@@ -153,14 +160,13 @@ class Engine:
                 return taker
         is_buy = order.side == BUY
         opposite = self.asks if is_buy else self.bids
-        prices = opposite.prices
+        best = opposite.best
         kind = order.type
         price = order.price
         remaining = order.qty
         market = kind == MARKET
-        if prices:
+        if best is not None:
             if kind == POST_ONLY:
-                best = prices[0] if is_buy else prices[-1]
                 if (best <= price) if is_buy else (best >= price):
                     taker.reason = REASON_POST_ONLY
                     return taker
@@ -168,8 +174,7 @@ class Engine:
                 taker.reason = REASON_FOK
                 return taker
             levels = opposite.levels
-            while remaining and prices:
-                best = prices[0] if is_buy else prices[-1]
+            while remaining and best is not None:
                 if not market and ((best > price) if is_buy else (best < price)):
                     break
                 level = levels[best]
@@ -185,8 +190,8 @@ class Engine:
                     if not maker.remaining:
                         level.popleft()
                 if not level:
-                    del levels[best]
-                    prices.pop(0 if is_buy else -1)
+                    opposite.drop_best()
+                    best = opposite.best
         elif kind == FOK:
             taker.reason = REASON_FOK
             return taker

@@ -386,19 +386,17 @@ class Replica:
 
 def _single_event(delta: AWORSet) -> Order | Cancel | None:
     """The event of a delta holding one event and exactly its dot, else None."""
-    context = delta.context
-    if len(context.vv) + len(context.cloud) != 1:
-        return None
     ((replica, seqs),) = delta.store.items()
     if len(seqs) != 1:
         return None
     ((seq, event),) = seqs.items()
-    if context.vv:
-        if context.vv.get(replica) != 1 or seq != 1:
-            return None
-    elif context.cloud.get(replica) != {seq}:
-        return None
-    return event
+    vv, cloud = delta.context.vv, delta.context.cloud
+    if seq == 1:
+        exact = not cloud and len(vv) == 1 and vv.get(replica) == 1
+    else:
+        exact = not vv and len(cloud) == 1 and len(cloud.get(replica, ())) == 1 \
+            and seq in cloud[replica]
+    return event if exact else None
 
 
 __all__ = [
