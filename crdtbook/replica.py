@@ -176,16 +176,27 @@ class Replica:
         return self.state.context.contiguous(self.id) + 1
 
     def _local(self, event: Order | Cancel) -> AWORSet:
-        delta = AWORSet.from_entries([(event.replica, event.seq, event)])
-        self.merge(delta)
-        return delta
+        self._merge_one(event)
+        return AWORSet.from_entries([(event.replica, event.seq, event)])
 
     # -- replication ---------------------------------------------------------
     def merge(self, delta: AWORSet) -> int:
         """Join a delta (or a whole state) from anywhere; update book and fills.
 
         Returns how many events were new here (0 for a duplicate delivery).
+        Raises ReplicaError, changing nothing, if the delta speaks for dots of
+        this replica's own id that it never minted (only a forger or a restarted
+        node reusing its id could send those; both would mint duplicate dots).
         """
+        own = self.state.context.contiguous(self.id)
+        context = delta.context
+        if context.contiguous(self.id) > own or any(
+            seq > own for seq in context.cloud.get(self.id, ())
+        ):
+            raise ReplicaError(
+                f"refusing a delta with events under this replica's own id {self.id!r} "
+                "that it never created"
+            )
         if len(delta.store) == 1:
             single = _single_event(delta)
             if single is not None:
