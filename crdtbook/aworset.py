@@ -153,6 +153,10 @@ class AWORSet:
             mine = store.get(replica)
             top = cc.vv.get(replica, 0)
             cloud = cc.cloud.get(replica, ())
+            if mine is None and not top and not cloud:  # a replica new to us: all added
+                store[replica] = dict(theirs)
+                added.extend([(replica, seq, theirs[seq]) for seq in sorted(theirs)])
+                continue
             for seq in sorted(theirs):
                 value = theirs[seq]
                 if seq > top and seq not in cloud:  # never seen: add it

@@ -188,11 +188,10 @@ class Replica:
         this replica's own id that it never minted (only a forger or a restarted
         node reusing its id could send those; both would mint duplicate dots).
         """
-        own = self.state.context.contiguous(self.id)
+        own = self.state.context.vv.get(self.id, 0)
         context = delta.context
-        if context.contiguous(self.id) > own or any(
-            seq > own for seq in context.cloud.get(self.id, ())
-        ):
+        cloud = context.cloud.get(self.id)
+        if context.vv.get(self.id, 0) > own or (cloud and max(cloud) > own):
             raise ReplicaError(
                 f"refusing a delta with events under this replica's own id {self.id!r} "
                 "that it never created"
@@ -210,9 +209,8 @@ class Replica:
         if not changes and all(state.context.contiguous(r) == n for r, n in before.items()):
             return 0
         self._digest = None
-        clock = self.clock
-        for _, _, event in changes.added:
-            clock.observe(event.clock)
+        if changes.added:
+            self.clock.observe(max(event.clock for _, _, event in changes.added))
         if changes.replaced:
             self._rebuild()
             return len(changes.added)
