@@ -1,0 +1,235 @@
+"""The node's HTTP surface as an ASGI app (served by hypercorn's trio worker).
+
+Theory of operation
+-------------------
+Three families of routes share one port:
+
+* the client API, JSON (``/orders``, ``/book``, ``/fills``, ``/events``,
+  ``/status``);
+* the peer API, CBOR (``/peer/push``: a delta; ``/peer/pull``: a causal
+  context, answered with the delta the caller lacks). Peers name themselves
+  in ``x-crdtbook-replica`` / ``x-crdtbook-url`` / ``x-crdtbook-book``;
+* the Grenache-grape registry (``/announce``, ``/lookup``).
+
+Rules this module keeps: a request body is read up to a limit (413 beyond);
+every client or peer mistake is a 4xx with ``{"error", "detail"}`` and changes
+nothing; a 500 means a bug in the node (logged), never bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
+
+from crdtbook.codec import CodecError, decode_context, decode_delta, encode_delta
+from crdtbook.replica import ReplicaError
+
+from . import logs, registry, views
+from .requests import BadRequest, parse_depth, parse_order_id, parse_orders
+from .service import Node
+
+CBOR = b"application/cbor"
+JSON = b"application/json"
+PEER_HEADERS = ("x-crdtbook-replica", "x-crdtbook-url", "x-crdtbook-book")
+
+
+class Request:
+    def __init__(self, scope: dict, body: bytes) -> None:
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.body = body
+        self.query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                        for k, v in scope.get("headers", [])}
+        client = scope.get("client")
+        self.client_host = client[0] if client else "127.0.0.1"
+
+
+class Response:
+    def __init__(self, status: int, body: bytes = b"", content_type: bytes = JSON,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = [(b"content-type", content_type)] + (headers or [])
+
+
+def json_response(status: int, data: object) -> Response:
+    return Response(status, json.dumps(data, separators=(",", ":")).encode())
+
+
+def error_response(status: int, error: str, detail: str) -> Response:
+    return json_response(status, {"error": error, "detail": detail})
+
+
+class App:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        Handler = Callable[[Request], Response]
+        self.exact: dict[str, dict[str, Handler]] = {
+            "/orders": {"POST": self.post_orders},
+            "/book": {"GET": self.get_book},
+            "/fills": {"GET": self.get_fills},
+            "/events": {"GET": self.get_events},
+            "/status": {"GET": self.get_status},
+            "/peer/push": {"POST": self.peer_push},
+            "/peer/pull": {"POST": self.peer_pull},
+        }
+        self.order_routes: dict[str, Handler] = {"GET": self.get_order, "DELETE": self.delete_order}
+
+    # -- ASGI --------------------------------------------------------------
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                       send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response = await self.respond(scope, receive)
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": response.headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def respond(self, scope: dict, receive) -> Response:
+        path = scope["path"]
+        try:
+            if path in ("/announce", "/lookup"):  # grape ignores the method
+                body = await _read_body(receive, 64 * 1024)
+                request = Request(scope, body)
+                answer = registry.handle(self.node.registry, path, body, request.client_host,
+                                         self.node.monotonic())
+                return Response(200, answer)
+            handler = self._route(scope["method"], path)
+            limit = (self.node.config.peer_body_limit if path.startswith("/peer/")
+                     else self.node.config.client_body_limit)
+            body = await _read_body(receive, limit)
+            return handler(Request(scope, body))
+        except BadRequest as exc:
+            if exc.status >= 500:
+                raise
+            logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
+            return error_response(exc.status, exc.error, exc.detail)
+        except Exception as exc:  # a bug in the node, never the caller's input
+            logs.error("http.bug", path=path, error=repr(exc))
+            return error_response(500, "internal", "the node hit a bug; see its log")
+
+    def _route(self, method: str, path: str) -> Callable[[Request], Response]:
+        routes = self.exact.get(path)
+        if routes is None and path.startswith("/orders/") and path.count("/") == 2:
+            routes = self.order_routes
+        if routes is None:
+            raise BadRequest(404, "not_found", f"no route {path}")
+        handler = routes.get(method)
+        if handler is None:
+            raise BadRequest(405, "method_not_allowed",
+                             f"{method} not allowed on {path}; use {', '.join(sorted(routes))}")
+        return handler
+
+    # -- client API -------------------------------------------------------
+    def post_orders(self, request: Request) -> Response:
+        orders, batch = parse_orders(request.body)
+        placed = self.node.place_many(orders)
+        results = [
+            {"order": views.order_json(p.order), "fills": [views.fill_json(f) for f in p.fills]}
+            for p in placed
+        ]
+        return json_response(201, results if batch else results[0])
+
+    def get_order(self, request: Request) -> Response:
+        dot = parse_order_id(request.path.split("/", 2)[2])
+        view = self.node.replica.order(dot)
+        if view is None:
+            raise BadRequest(404, "not_found", f"no order {dot}")
+        return json_response(200, views.order_json(view))
+
+    def delete_order(self, request: Request) -> Response:
+        dot = parse_order_id(request.path.split("/", 2)[2])
+        if self.node.replica.order(dot) is None:
+            raise BadRequest(404, "not_found", f"no order {dot}")
+        if dot.replica != self.node.id:
+            raise BadRequest(409, "not_local",
+                             f"order {dot} was placed at replica {dot.replica}, not at this node "
+                             f"({self.node.id}); cancel it through its own node")
+        try:
+            result = self.node.cancel(dot)
+        except ReplicaError as exc:
+            raise BadRequest(409, "cannot_cancel", str(exc)) from None
+        return json_response(200, {"cancel": views.cancel_json(result.cancel)})
+
+    def get_book(self, request: Request) -> Response:
+        return json_response(200, views.book_json(self.node.replica, parse_depth(request.query)))
+
+    def get_fills(self, request: Request) -> Response:
+        return json_response(200, {"fills": [views.fill_json(f)
+                                             for f in self.node.replica.fills()]})
+
+    def get_events(self, request: Request) -> Response:
+        return json_response(200, {"events": [views.event_json(e)
+                                              for e in self.node.replica.events()]})
+
+    def get_status(self, request: Request) -> Response:
+        return json_response(200, self.node.status())
+
+    # -- peer API -----------------------------------------------------------
+    def _peer_check(self, request: Request) -> None:
+        book = request.headers.get("x-crdtbook-book")
+        if book is not None and book != self.node.config.book:
+            raise BadRequest(409, "wrong_book",
+                             f"this node trades book {self.node.config.book!r}, not {book!r}")
+
+    def _peer_seen(self, request: Request) -> None:
+        self.node.seen(request.headers.get("x-crdtbook-url"),
+                       request.headers.get("x-crdtbook-replica"))
+
+    def _peer_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"x-crdtbook-replica", self.node.id.encode()),
+                (b"x-crdtbook-book", self.node.config.book.encode("utf-8", "replace"))]
+
+    def peer_push(self, request: Request) -> Response:
+        self._peer_check(request)
+        try:
+            delta = decode_delta(request.body)
+            added = self.node.replica.merge(delta)
+        except (CodecError, ReplicaError) as exc:
+            logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-url", "?"),
+                         detail=str(exc))
+            raise BadRequest(400, "bad_delta", str(exc)) from None
+        self._peer_seen(request)
+        logs.debug("peer.push.received", added=added, bytes=len(request.body))
+        return Response(204, b"", headers=self._peer_headers())
+
+    def peer_pull(self, request: Request) -> Response:
+        self._peer_check(request)
+        try:
+            context = decode_context(request.body)
+        except CodecError as exc:
+            raise BadRequest(400, "bad_context", str(exc)) from None
+        self._peer_seen(request)
+        body = encode_delta(self.node.replica.missing(context))
+        return Response(200, body, CBOR, self._peer_headers())
+
+
+async def _read_body(receive, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest(400, "disconnected", "client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, "too_large", f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,116 @@
+"""The CLI's side of the client API: synchronous httpx calls and readable tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import httpx
+
+DEFAULT_NODE = "http://127.0.0.1:8700"
+
+
+class CliError(Exception):
+    """One clear line for the user; the CLI exits 1 (2 for usage errors)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def node_url(given: str | None) -> str:
+    url = given or os.environ.get("CRDTBOOK_NODE") or DEFAULT_NODE
+    if "://" not in url:
+        url = "http://" + url
+    return url.rstrip("/")
+
+
+def call(method: str, url: str, path: str, body: object = None, timeout: float = 10.0):
+    try:
+        response = httpx.request(method, url + path, json=body, timeout=timeout)
+    except httpx.ConnectError:
+        raise CliError(f"cannot reach a node at {url} (connection refused): is `crdtbook node` "
+                       "running? Use --node URL or set CRDTBOOK_NODE") from None
+    except httpx.TimeoutException:
+        raise CliError(f"the node at {url} did not answer within {timeout:g}s") from None
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot talk to the node at {url}: {exc}") from None
+    try:
+        data = response.json()
+    except ValueError:
+        raise CliError(f"the node at {url} answered HTTP {response.status_code} "
+                       "with something that is not JSON") from None
+    if response.status_code >= 400:
+        detail = data.get("detail") if isinstance(data, dict) else data
+        raise CliError(f"refused ({response.status_code}): {detail}")
+    return data
+
+
+def emit_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    cells = [header] + rows
+    widths = [max(len(str(row[i])) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_book(book: dict) -> str:
+    bids, asks = book["bids"], book["asks"]
+    rows = []
+    for i in range(max(len(bids), len(asks))):
+        bid = bids[i] if i < len(bids) else None
+        ask = asks[i] if i < len(asks) else None
+        rows.append([
+            str(bid["orders"]) if bid else "", bid["qty"] if bid else "",
+            bid["price"] if bid else "", ask["price"] if ask else "",
+            ask["qty"] if ask else "", str(ask["orders"]) if ask else "",
+        ])
+    text = table(rows, ["orders", "bid qty", "bid", "ask", "ask qty", "orders"]) if rows \
+        else "(empty book)"
+    return f"{text}\n{book['events']} events, digest {book['digest'][:16]}"
+
+
+def format_fills(fills: list[dict]) -> str:
+    if not fills:
+        return "(no fills)"
+    rows = [[f["taker"], f["taker_side"], f["qty"], f["price"], f["maker"],
+             "final" if f["final"] else "provisional*"] for f in fills]
+    provisional = sum(1 for f in fills if not f["final"])
+    note = (f"\n* {provisional} provisional: may still change if an earlier event arrives"
+            if provisional else "")
+    return table(rows, ["taker", "side", "qty", "price", "maker", "state"]) + note
+
+
+def format_order(order: dict) -> str:
+    price = order["price"] if order["price"] is not None else "market"
+    line = (f"{order['id']}  {order['side']} {order['qty']}@{price} ({order['type']})  "
+            f"{order['status']}: filled {order['filled']}, resting {order['resting']}")
+    if order.get("reason"):
+        line += f"  [{order['reason']}]"
+    return line
+
+
+def format_status(status: dict) -> str:
+    lines = [
+        f"replica   {status['replica']}",
+        f"book      {status['book']}",
+        f"url       {status['url']}",
+        f"registry  {status.get('registry', '?')}",
+        f"events    {status['events']}",
+        f"digest    {status['digest']}",
+        f"clock     {status['clock']}",
+        f"final     {status['final_clock']}",
+        f"peers     {len(status['peers'])}",
+    ]
+    for peer in status["peers"]:
+        seen = "never" if peer["last_seen_s"] is None else f"{peer['last_seen_s']:.1f}s ago"
+        lines.append(f"  {peer['url']}  {peer['replica'] or '?'}  seen {seen}")
+    return "\n".join(lines)

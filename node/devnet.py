@@ -1,0 +1,117 @@
+"""``crdtbook devnet``: a local cluster of real node processes.
+
+Starts n ``crdtbook node`` children on free loopback ports (the first one
+alone, the others with ``--peer`` pointing at it: discovery does the rest),
+prints their URLs and a command to try, and waits for Ctrl-C, then stops
+them with SIGTERM. ``--demo`` also submits a scripted set of crossing orders
+to different nodes, waits until every node holds the same digest, and prints
+each node's book and fills.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from . import client
+from .client import CliError
+
+DEMO = [  # (node index, side, qty, price)
+    (0, "sell", "3", "12"),
+    (1, "sell", "2", "12.5"),
+    (2, "buy", "2", "13"),
+    (0, "buy", "1", "11"),
+    (1, "buy", "4", "12.5"),
+    (2, "sell", "1", "10"),
+]
+
+
+def start_node(extra: list[str], log_level: str = "warning") -> tuple[subprocess.Popen, str]:
+    """Start ``crdtbook node`` on a free port; return the process and its URL."""
+    cmd = [sys.executable, "-m", "node", "node", "--listen", "127.0.0.1:0",
+           "--log-level", log_level, *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if " listening on " not in line:
+        proc.kill()
+        raise CliError(f"a node failed to start (exit {proc.wait()}); run {' '.join(cmd)} "
+                       "to see why")
+    return proc, line.strip().rsplit(" ", 1)[1]
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_converged(urls: list[str], events: int, timeout: float = 20.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        books = [client.call("GET", url, "/book") for url in urls]
+        if all(b["events"] >= events for b in books) and len({b["digest"] for b in books}) == 1:
+            return books
+        if time.monotonic() > deadline:
+            raise CliError(f"nodes did not converge within {timeout:g}s")
+        print(f"\rwaiting for convergence: {[b['events'] for b in books]} events held ...",
+              end="", file=sys.stderr, flush=True)
+        time.sleep(0.1)
+
+
+def run_devnet(n: int, demo: bool, book: str) -> int:
+    procs: list[subprocess.Popen] = []
+    urls: list[str] = []
+    try:
+        print(f"starting {n} nodes ...", file=sys.stderr)
+        for i in range(n):
+            extra = ["--book", book, "--pull-interval", "0.5"]
+            if urls:
+                extra += ["--peer", urls[0]]
+            proc, url = start_node(extra)
+            procs.append(proc)
+            urls.append(url)
+            print(f"  node {i}: {url}")
+        print(f"\ntry:  CRDTBOOK_NODE={urls[0]} crdtbook order sell 3@12")
+        print(f"      CRDTBOOK_NODE={urls[-1]} crdtbook order buy 2@13")
+        print(f"      CRDTBOOK_NODE={urls[0]} crdtbook book")
+        if demo:
+            run_demo(urls)
+        print("\ncluster running; Ctrl-C to stop", file=sys.stderr)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        print("a node exited; stopping the cluster", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", file=sys.stderr)
+        return 0
+    finally:
+        stop(procs)
+
+
+def run_demo(urls: list[str]) -> None:
+    print("\ndemo: submitting crossing orders to different nodes")
+    for index, side, qty, price in DEMO:
+        url = urls[index % len(urls)]
+        result = client.call("POST", url, "/orders", {"side": side, "qty": qty, "price": price})
+        print(f"  {url}  {side} {qty}@{price} -> {result['order']['id']}")
+    books = wait_converged(urls, len(DEMO))
+    print(file=sys.stderr)
+    for url, book in zip(urls, books, strict=True):
+        fills = client.call("GET", url, "/fills")["fills"]
+        print(f"\n== {url}  digest {book['digest'][:16]}")
+        print(client.format_book(book))
+        print(client.format_fills(fills))
+    print(f"\nall {len(urls)} nodes agree on digest {books[0]['digest'][:16]}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_devnet(int(os.environ.get("N", "3")), True, "default"))

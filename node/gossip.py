@@ -1,0 +1,226 @@
+"""Gossip: the node's background tasks — push, pull and discovery.
+
+Theory of operation
+-------------------
+* **Push.** Every peer has a sender task draining its outbox: it takes what
+  is queued (up to ``PUSH_BATCH`` deltas), joins it into one delta and POSTs
+  it to ``/peer/push``. A failure drops that batch and backs the peer off;
+  pull repairs whatever push lost. A dead peer therefore costs one timeout
+  per backoff period and never blocks anyone else.
+* **Pull.** Every ``pull_interval_s`` (jittered by +-20%), the node sends its
+  causal context to each ready peer, concurrently, and merges the delta that
+  comes back: exactly the events it lacks. A new or restarted node catches up
+  this way.
+* **Discovery.** At start and every ``announce_interval_s`` the node
+  announces ``crdtbook:<book>`` with its port to a registry and looks the key
+  up. With the embedded registry, "a registry" is every known peer's own
+  (``--peer URL`` is enough: the node announces itself there and learns what
+  that peer knows); with ``--registry URL``, just that one. Lookups run on the
+  pull interval until the node knows at least one live peer.
+
+Every wait is a trio timeout scope; every task lives in the node's nursery.
+"""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import trio
+
+from crdtbook.aworset import AWORSet
+from crdtbook.codec import CodecError, decode_delta, encode_context, encode_delta
+from crdtbook.replica import ReplicaError
+
+from . import logs
+from .service import Node, Peer
+
+PUSH_BATCH = 5_000
+
+
+def peer_headers(node: Node, content_type: str = "application/cbor") -> dict[str, str]:
+    return {
+        "content-type": content_type,
+        "x-crdtbook-replica": node.id,
+        "x-crdtbook-url": node.url,
+        "x-crdtbook-book": node.config.book,
+    }
+
+
+async def run(node: Node, client: httpx.AsyncClient) -> None:
+    """All gossip tasks; returns only when cancelled."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_senders, node, client, nursery)
+        nursery.start_soon(_pull_loop, node, client)
+        nursery.start_soon(_discovery_loop, node, client)
+
+
+# -- push --------------------------------------------------------------------
+async def _senders(node: Node, client: httpx.AsyncClient, nursery: trio.Nursery) -> None:
+    """Start a sender for every peer, including the ones found later."""
+    started: set[str] = set()
+    while True:
+        for url, peer in list(node.peers.items()):
+            if url not in started:
+                started.add(url)
+                nursery.start_soon(_sender, node, client, peer)
+        started &= set(node.peers)
+        await node.peer_added.wait()
+
+
+async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
+    with trio.CancelScope() as scope:
+        peer.cancel_scope = scope
+        async for first in peer.outbox:
+            batch = [first]
+            while len(batch) < PUSH_BATCH:
+                try:
+                    batch.append(peer.outbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if not peer.ready(node.monotonic()):
+                peer.dropped += len(batch)
+                continue
+            delta = batch[0] if len(batch) == 1 else _join(batch)
+            body = encode_delta(delta)
+            try:
+                with trio.fail_after(node.config.request_timeout_s):
+                    response = await client.post(peer.url + "/peer/push", content=body,
+                                                 headers=peer_headers(node))
+                if response.status_code != 204:
+                    raise httpx.HTTPStatusError(
+                        f"push answered {response.status_code}: {response.text[:200]}",
+                        request=response.request, response=response)
+            except (httpx.HTTPError, trio.TooSlowError, OSError) as exc:
+                _failed(node, peer, "push", exc)
+                peer.dropped += len(batch)
+                continue
+            replica = response.headers.get("x-crdtbook-replica")
+            if node.is_self(peer.url, replica):
+                return
+            peer.ok(replica, node.monotonic())
+            node.stats["pushed"] += len(batch)
+            node.stats["push_bytes"] += len(body)
+
+
+def _join(deltas: list[AWORSet]) -> AWORSet:
+    combined = AWORSet()
+    for delta in deltas:
+        combined.merge(delta)
+    return combined
+
+
+def _failed(node: Node, peer: Peer, what: str, exc: BaseException) -> None:
+    first = peer.failures == 0
+    backoff = peer.failed(node.monotonic())
+    detail = str(exc) or type(exc).__name__
+    (logs.warning if first else logs.debug)(
+        f"peer.{what}_failed", peer=peer.url, failures=peer.failures,
+        backoff_s=round(backoff, 2), detail=detail[:200])
+
+
+# -- pull --------------------------------------------------------------------
+async def _pull_loop(node: Node, client: httpx.AsyncClient) -> None:
+    interval = node.config.pull_interval_s
+    while True:
+        await pull_all(node, client)
+        await trio.sleep(interval * random.uniform(0.8, 1.2))
+
+
+async def pull_all(node: Node, client: httpx.AsyncClient) -> None:
+    now = node.monotonic()
+    ready = [p for p in node.peers.values() if p.ready(now)]
+    if not ready:
+        return
+    async with trio.open_nursery() as nursery:
+        for peer in ready:
+            nursery.start_soon(pull_one, node, client, peer)
+
+
+async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
+    body = encode_context(node.replica.context())
+    try:
+        with trio.fail_after(node.config.request_timeout_s * 4):
+            response = await client.post(peer.url + "/peer/pull", content=body,
+                                         headers=peer_headers(node))
+        if response.status_code != 200:
+            raise httpx.HTTPStatusError(
+                f"pull answered {response.status_code}: {response.text[:200]}",
+                request=response.request, response=response)
+        delta = decode_delta(response.content)
+        replica = response.headers.get("x-crdtbook-replica")
+        if node.is_self(peer.url, replica):
+            return
+        added = node.replica.merge(delta)
+    except (httpx.HTTPError, trio.TooSlowError, OSError, CodecError, ReplicaError) as exc:
+        _failed(node, peer, "pull", exc)
+        return
+    peer.ok(replica, node.monotonic())
+    node.stats["pulled"] += added
+    node.stats["pull_bytes"] += len(response.content) + len(body)
+    if added:
+        logs.info("pull.merged", peer=peer.url, events=added)
+
+
+# -- discovery -----------------------------------------------------------------
+async def _discovery_loop(node: Node, client: httpx.AsyncClient) -> None:
+    last_announce = None
+    while True:
+        now = node.monotonic()
+        if last_announce is None or now - last_announce >= node.config.announce_interval_s:
+            await announce(node, client)
+            last_announce = now
+        await lookup(node, client)
+        lonely = not any(p.last_seen is not None for p in node.peers.values())
+        await trio.sleep(node.config.pull_interval_s if lonely
+                         else min(node.config.announce_interval_s, 5.0))
+
+
+def _registries(node: Node) -> list[str]:
+    if node.config.registry_url:
+        return [node.config.registry_url]
+    return [node.url] + sorted(node.peers)
+
+
+async def announce(node: Node, client: httpx.AsyncClient) -> None:
+    port = int(node.url.rsplit(":", 1)[1])
+    async with trio.open_nursery() as nursery:
+        for registry in _registries(node):
+            nursery.start_soon(_grape_call, node, client, registry, "/announce", [node.key, port])
+
+
+async def lookup(node: Node, client: httpx.AsyncClient) -> None:
+    found: list[str] = []
+
+    async def one(registry: str) -> None:
+        answer = await _grape_call(node, client, registry, "/lookup", node.key)
+        if isinstance(answer, list):
+            found.extend(a for a in answer if isinstance(a, str))
+
+    async with trio.open_nursery() as nursery:
+        for registry in _registries(node):
+            nursery.start_soon(one, registry)
+    own = node.url.split("://", 1)[1]
+    for address in sorted(set(found)):
+        if address != own:
+            node.add_peer(address)
+
+
+async def _grape_call(node: Node, client: httpx.AsyncClient, registry: str, path: str,
+                      data: object) -> object:
+    """One grape API call; errors (string bodies, 500s, empty bodies) are logged, not raised."""
+    try:
+        with trio.fail_after(node.config.request_timeout_s):
+            response = await client.post(registry.rstrip("/") + path, json={"data": data})
+        if response.status_code != 200:
+            raise ValueError(f"HTTP {response.status_code}: {response.text[:100]}")
+        if not response.content:
+            raise ValueError("empty body")
+        answer = response.json()
+        if isinstance(answer, str):
+            raise ValueError(answer)
+        return answer
+    except (httpx.HTTPError, trio.TooSlowError, OSError, ValueError) as exc:
+        logs.debug("registry.call_failed", registry=registry, path=path,
+                   detail=(str(exc) or type(exc).__name__)[:200])
+        return None

@@ -1,0 +1,90 @@
+"""Running a node: bind, serve, gossip, and shut down cleanly.
+
+``serve_node`` is the whole lifetime of a node inside a trio nursery; tests
+start it with ``nursery.start`` (it reports the bound URL) and stop it by
+cancelling. ``main_node`` is what ``crdtbook node`` runs: the same plus
+SIGINT/SIGTERM handling, so a node started in the background by a script
+exits with status 0 when told to stop.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from . import gossip, logs
+from .app import App
+from .service import Node, NodeConfig
+
+
+def hypercorn_config(host: str, port: int) -> Config:
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = 30.0
+    config.include_server_header = False
+    return config
+
+
+async def serve_node(
+    config: NodeConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+    node: Node | None = None,
+) -> None:
+    node = node or Node(config)
+    if shutdown is None:
+        shutdown = trio.Event()
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    async with (
+        httpx.AsyncClient(limits=limits, timeout=config.request_timeout_s * 4) as client,
+        trio.open_nursery() as nursery,
+    ):
+        binds = await nursery.start(
+            lambda task_status: serve(App(node), hypercorn_config(config.host, config.port),
+                                      shutdown_trigger=shutdown.wait,
+                                      task_status=task_status)
+        )
+        bound = binds[0].rsplit(":", 1)
+        host = config.host if config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        node.url = f"http://{host}:{bound[1]}"
+        for url in config.peers:
+            node.add_peer(url, sticky=True)
+        logs.info("node.started", replica=node.id, url=node.url, book=config.book,
+                  registry=config.registry_url or "embedded")
+        gossip_scope = trio.CancelScope()
+
+        async def run_gossip() -> None:
+            with gossip_scope:
+                await gossip.run(node, client)
+
+        nursery.start_soon(run_gossip)
+        task_status.started(node)
+        await shutdown.wait()
+        logs.info("node.stopping", replica=node.id)
+        gossip_scope.cancel()
+        # hypercorn returns by itself once open requests drain (graceful_timeout)
+        nursery.cancel_scope.deadline = trio.current_time() + 5.0
+
+
+async def main_node(config: NodeConfig, announce_url) -> int:
+    """``crdtbook node``: serve until SIGINT or SIGTERM, then exit 0."""
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            node = await nursery.start(lambda task_status: serve_node(
+                config, shutdown=shutdown, task_status=task_status))
+            announce_url(node)
+            async for signum in signals:
+                logs.info("node.signal", signal=signal.Signals(signum).name)
+                shutdown.set()
+                break
+    logs.info("node.stopped", replica=node.id)
+    return 0

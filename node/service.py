@@ -1,0 +1,218 @@
+"""Node: one participant's replica plus what the network needs around it.
+
+Theory of operation
+-------------------
+``Node`` owns the ``Replica`` and everything a running peer knows: its URL,
+the embedded registry, the table of peers (url -> ``Peer``) and, per peer,
+a bounded outbox of deltas to push. It is driven from two sides:
+
+* the HTTP app (node/app.py) calls ``place``, ``cancel``, ``receive_push``,
+  ``answer_pull`` and the views;
+* the gossip tasks (node/gossip.py) drain outboxes, pull, and discover.
+
+All of it runs on one trio thread, so the replica is never touched
+concurrently and needs no lock. Nothing here waits: the only awaits are in
+gossip.py and app.py. Time comes from ``clock_ms`` (wall) and
+``monotonic`` (for peer health), both injectable for tests.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import trio
+
+from crdtbook.aworset import AWORSet
+from crdtbook.replica import Replica
+
+from . import logs
+from .registry import DEFAULT_TTL_S, Registry
+
+OUTBOX_LIMIT = 10_000  # deltas queued per peer before pushes are dropped (pull repairs)
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8700
+    peers: list[str] = field(default_factory=list)
+    registry_url: str | None = None  # None: use the embedded registries of known peers
+    book: str = "default"
+    replica_id: str | None = None
+    pull_interval_s: float = 1.0
+    announce_interval_s: float = DEFAULT_TTL_S / 3
+    registry_ttl_s: float = DEFAULT_TTL_S
+    request_timeout_s: float = 2.0
+    client_body_limit: int = 4 * 1024 * 1024
+    peer_body_limit: int = 64 * 1024 * 1024
+
+
+class Peer:
+    def __init__(self, url: str, sticky: bool) -> None:
+        self.url = url
+        self.sticky = sticky  # given with --peer: never forgotten
+        self.replica: str | None = None
+        self.last_seen: float | None = None  # monotonic seconds
+        self.failures = 0
+        self.retry_at = 0.0
+        self.outbox_send, self.outbox = trio.open_memory_channel[AWORSet](OUTBOX_LIMIT)
+        self.dropped = 0
+        self.cancel_scope: trio.CancelScope | None = None
+
+    def ok(self, replica: str | None, now: float) -> None:
+        if replica:
+            self.replica = replica
+        self.last_seen = now
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def failed(self, now: float) -> float:
+        self.failures += 1
+        backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** min(self.failures, 10))
+        self.retry_at = now + backoff
+        return backoff
+
+    def ready(self, now: float) -> bool:
+        return now >= self.retry_at
+
+
+def new_replica_id() -> str:
+    return "n" + secrets.token_hex(4)
+
+
+def normalize_url(url: str) -> str:
+    """``http://host:port`` or ValueError; accepts ``host:port`` too."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment:
+        raise ValueError(f"peer URL {url!r} must look like http://HOST:PORT")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"peer URL {url!r} has a bad port") from None
+    if port is None:
+        raise ValueError(f"peer URL {url!r} needs a port")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class Node:
+    def __init__(
+        self,
+        config: NodeConfig,
+        clock_ms: Callable[[], int] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.replica = Replica(config.replica_id or new_replica_id())
+        self.registry = Registry(config.registry_ttl_s)
+        self.peers: dict[str, Peer] = {}
+        self.url = ""  # set once the server is bound
+        self.key = f"crdtbook:{config.book}"
+        self.clock_ms = clock_ms or (lambda: math.floor(time.time() * 1000))
+        self.monotonic = monotonic
+        self.peer_added = trio.Event()  # replaced each time a peer is added
+        self.stats = {"pushed": 0, "push_bytes": 0, "pulled": 0, "pull_bytes": 0}
+
+    @property
+    def id(self) -> str:
+        return self.replica.id
+
+    # -- peers -----------------------------------------------------------
+    def add_peer(self, url: str, sticky: bool = False) -> Peer | None:
+        try:
+            url = normalize_url(url)
+        except ValueError as exc:
+            logs.warning("peer.bad_url", detail=str(exc))
+            return None
+        if url == self.url or url in self.peers:
+            return self.peers.get(url)
+        peer = Peer(url, sticky)
+        self.peers[url] = peer
+        logs.info("peer.added", peer=url)
+        self.peer_added.set()
+        self.peer_added = trio.Event()
+        return peer
+
+    def forget_peer(self, url: str, why: str) -> None:
+        peer = self.peers.pop(url, None)
+        if peer is not None:
+            logs.info("peer.forgotten", peer=url, why=why)
+            if peer.cancel_scope is not None:
+                peer.cancel_scope.cancel()
+
+    def seen(self, url: str | None, replica: str | None) -> None:
+        """A request or answer came from ``url`` (if it said) as ``replica``."""
+        if not url:
+            return
+        if replica == self.id:
+            return
+        peer = self.add_peer(url)
+        if peer is not None:
+            peer.ok(replica, self.monotonic())
+
+    def is_self(self, url: str, replica: str | None) -> bool:
+        if replica == self.id and url in self.peers:
+            self.forget_peer(url, "it is this node")
+            return True
+        return False
+
+    # -- local events ----------------------------------------------------
+    def place_many(self, orders) -> list:
+        """Place validated orders; push one combined delta. Returns the Placed list."""
+        placed = []
+        combined = AWORSet()
+        for order in orders:
+            result = self.replica.place(order.side, order.qty, order.price, order.type,
+                                        order.account, now_ms=self.clock_ms())
+            combined.merge(result.delta)
+            placed.append(result)
+        self.push(combined)
+        return placed
+
+    def cancel(self, dot):
+        result = self.replica.cancel(dot, now_ms=self.clock_ms())
+        self.push(result.delta)
+        return result
+
+    def push(self, delta: AWORSet) -> None:
+        for peer in list(self.peers.values()):
+            try:
+                peer.outbox_send.send_nowait(delta)
+            except trio.WouldBlock:
+                peer.dropped += 1  # the peer is slow or down; pull will repair
+
+    # -- views -----------------------------------------------------------
+    def status(self) -> dict:
+        now = self.monotonic()
+        return {
+            "replica": self.id,
+            "book": self.config.book,
+            "url": self.url,
+            "peers": [
+                {
+                    "url": peer.url,
+                    "replica": peer.replica,
+                    "last_seen_s": None if peer.last_seen is None
+                    else round(now - peer.last_seen, 3),
+                    "failures": peer.failures,
+                }
+                for peer in sorted(self.peers.values(), key=lambda p: p.url)
+            ],
+            "events": self.replica.event_count(),
+            "applied": self.replica.applied_count(),
+            "digest": self.replica.digest(),
+            "clock": self.replica.clock.last,
+            "final_clock": None,
+            "registry": self.config.registry_url or "embedded",
+        }

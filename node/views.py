@@ -1,0 +1,98 @@
+"""JSON shapes of the client API (amounts as decimal strings, ids as "replica:seq")."""
+
+from __future__ import annotations
+
+from crdtbook.amount import format_amount
+from crdtbook.book import Level
+from crdtbook.events import MARKET, ORDER, Cancel, Order
+from crdtbook.replica import CancelView, Fill, OrderView, Replica
+
+
+def order_json(view: OrderView) -> dict:
+    return {
+        "id": str(view.dot),
+        "replica": view.dot.replica,
+        "seq": view.dot.seq,
+        "clock": view.clock,
+        "side": view.side,
+        "type": view.type,
+        "price": None if view.type == MARKET else format_amount(view.price),
+        "qty": format_amount(view.qty),
+        "filled": _amount(view.filled),
+        "resting": _amount(view.resting),
+        "cancelled": _amount(view.cancelled),
+        "status": view.status,
+        "reason": view.reason,
+        "final": False,
+        "account": view.account,
+    }
+
+
+def fill_json(fill: Fill) -> dict:
+    return {
+        "id": fill.id,
+        "taker": str(fill.taker),
+        "maker": str(fill.maker),
+        "price": format_amount(fill.price),
+        "qty": format_amount(fill.qty),
+        "taker_side": fill.taker_side,
+        "final": False,
+    }
+
+
+def cancel_json(view: CancelView) -> dict:
+    return {
+        "id": str(view.dot),
+        "kind": "cancel",
+        "replica": view.dot.replica,
+        "seq": view.dot.seq,
+        "clock": view.clock,
+        "target": str(view.target),
+        "status": view.status,
+        "removed": _amount(view.removed),
+        "reason": view.reason,
+    }
+
+
+def event_json(event: Order | Cancel) -> dict:
+    out = {
+        "id": f"{event.replica}:{event.seq}",
+        "kind": event.kind,
+        "clock": event.clock,
+        "replica": event.replica,
+        "seq": event.seq,
+    }
+    if event.kind == ORDER:
+        out.update(
+            side=event.side,
+            type=event.type,
+            price=None if event.type == MARKET else format_amount(event.price),
+            qty=format_amount(event.qty),
+            account=event.account,
+        )
+    else:
+        out["target"] = f"{event.target_replica}:{event.target_seq}"
+    return out
+
+
+def levels_json(levels: list[Level]) -> list[dict]:
+    return [
+        {"price": format_amount(level.price), "qty": format_amount(level.qty),
+         "orders": level.orders}
+        for level in levels
+    ]
+
+
+def book_json(replica: Replica, depth: int | None) -> dict:
+    book = replica.book(depth)
+    return {
+        "bids": levels_json(book.bids),
+        "asks": levels_json(book.asks),
+        "digest": replica.digest(),
+        "events": replica.event_count(),
+        "final_clock": None,
+    }
+
+
+def _amount(units: int) -> str:
+    return format_amount(units) if units else "0"
