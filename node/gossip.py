@@ -7,10 +7,11 @@ Theory of operation
   it to ``/peer/push``. A failure drops that batch and backs the peer off;
   pull repairs whatever push lost. A dead peer therefore costs one timeout
   per backoff period and never blocks anyone else.
-* **Pull.** Every ``pull_interval_s`` (jittered by +-20%), the node sends its
-  causal context to each ready peer, concurrently, and merges the delta that
-  comes back: exactly the events it lacks. A new or restarted node catches up
-  this way.
+* **Pull.** Every ``pull_interval_s`` (jittered by +-20%), each peer's puller
+  sends the node's causal context to that peer and merges the delta that
+  comes back: exactly the events the node lacks. A new or restarted node
+  catches up this way. Pushers and pullers are per peer, so a slow or dead
+  peer only ever delays its own tasks.
 * **Discovery.** At start and every ``announce_interval_s`` the node
   announces ``crdtbook:<book>`` with its port to a registry and looks the key
   up. With the embedded registry, "a registry" is every known peer's own
@@ -50,57 +51,64 @@ def peer_headers(node: Node, content_type: str = "application/cbor") -> dict[str
 async def run(node: Node, client: httpx.AsyncClient) -> None:
     """All gossip tasks; returns only when cancelled."""
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_senders, node, client, nursery)
-        nursery.start_soon(_pull_loop, node, client)
+        nursery.start_soon(_peer_tasks, node, client, nursery)
         nursery.start_soon(_discovery_loop, node, client)
 
 
-# -- push --------------------------------------------------------------------
-async def _senders(node: Node, client: httpx.AsyncClient, nursery: trio.Nursery) -> None:
-    """Start a sender for every peer, including the ones found later."""
+async def _peer_tasks(node: Node, client: httpx.AsyncClient, nursery: trio.Nursery) -> None:
+    """Give every peer, including ones found later, its own sender and puller.
+
+    Per-peer tasks mean a slow or dead peer only ever delays itself.
+    """
     started: set[str] = set()
     while True:
         for url, peer in list(node.peers.items()):
             if url not in started:
                 started.add(url)
-                nursery.start_soon(_sender, node, client, peer)
+                nursery.start_soon(_peer_main, node, client, peer)
         started &= set(node.peers)
         await node.peer_added.wait()
 
 
-async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
+async def _peer_main(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
     with trio.CancelScope() as scope:
         peer.cancel_scope = scope
-        async for first in peer.outbox:
-            batch = [first]
-            while len(batch) < PUSH_BATCH:
-                try:
-                    batch.append(peer.outbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            if not peer.ready(node.monotonic()):
-                peer.dropped += len(batch)
-                continue
-            delta = batch[0] if len(batch) == 1 else _join(batch)
-            body = encode_delta(delta)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sender, node, client, peer)
+            nursery.start_soon(_puller, node, client, peer)
+
+
+async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
+    async for first in peer.outbox:
+        batch = [first]
+        while len(batch) < PUSH_BATCH:
             try:
-                with trio.fail_after(node.config.request_timeout_s):
-                    response = await client.post(peer.url + "/peer/push", content=body,
-                                                 headers=peer_headers(node))
-                if response.status_code != 204:
-                    raise httpx.HTTPStatusError(
-                        f"push answered {response.status_code}: {response.text[:200]}",
-                        request=response.request, response=response)
-            except (httpx.HTTPError, trio.TooSlowError, OSError) as exc:
-                _failed(node, peer, "push", exc)
-                peer.dropped += len(batch)
-                continue
-            replica = response.headers.get("x-crdtbook-replica")
-            if node.is_self(peer.url, replica):
-                return
-            peer.ok(replica, node.monotonic())
-            node.stats["pushed"] += len(batch)
-            node.stats["push_bytes"] += len(body)
+                batch.append(peer.outbox.receive_nowait())
+            except trio.WouldBlock:
+                break
+        if not peer.ready(node.monotonic()):
+            peer.dropped += len(batch)
+            continue
+        delta = batch[0] if len(batch) == 1 else _join(batch)
+        body = encode_delta(delta)
+        try:
+            with trio.fail_after(node.config.request_timeout_s):
+                response = await client.post(peer.url + "/peer/push", content=body,
+                                             headers=peer_headers(node))
+            if response.status_code != 204:
+                raise httpx.HTTPStatusError(
+                    f"push answered {response.status_code}: {response.text[:200]}",
+                    request=response.request, response=response)
+        except (httpx.HTTPError, trio.TooSlowError, OSError) as exc:
+            _failed(node, peer, "push", exc)
+            peer.dropped += len(batch)
+            continue
+        replica = response.headers.get("x-crdtbook-replica")
+        if node.is_self(peer.url, replica):
+            return
+        peer.ok(replica, node.monotonic())
+        node.stats["pushed"] += len(batch)
+        node.stats["push_bytes"] += len(body)
 
 
 def _join(deltas: list[AWORSet]) -> AWORSet:
@@ -120,21 +128,12 @@ def _failed(node: Node, peer: Peer, what: str, exc: BaseException) -> None:
 
 
 # -- pull --------------------------------------------------------------------
-async def _pull_loop(node: Node, client: httpx.AsyncClient) -> None:
+async def _puller(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
     interval = node.config.pull_interval_s
     while True:
-        await pull_all(node, client)
+        if peer.ready(node.monotonic()):
+            await pull_one(node, client, peer)
         await trio.sleep(interval * random.uniform(0.8, 1.2))
-
-
-async def pull_all(node: Node, client: httpx.AsyncClient) -> None:
-    now = node.monotonic()
-    ready = [p for p in node.peers.values() if p.ready(now)]
-    if not ready:
-        return
-    async with trio.open_nursery() as nursery:
-        for peer in ready:
-            nursery.start_soon(pull_one, node, client, peer)
 
 
 async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:

@@ -1,0 +1,73 @@
+"""Helpers for integration tests: real nodes on 127.0.0.1, port 0, in the test's nursery."""
+
+from __future__ import annotations
+
+import functools
+
+import httpx
+import trio
+
+from node.server import serve_node
+from node.service import Node, NodeConfig
+
+
+class Running:
+    """A node started in a nursery; ``stop()`` shuts it down gracefully."""
+
+    def __init__(self, node: Node, shutdown: trio.Event, done: trio.Event) -> None:
+        self.node = node
+        self.shutdown = shutdown
+        self.done = done
+
+    @property
+    def url(self) -> str:
+        return self.node.url
+
+    async def stop(self) -> None:
+        self.shutdown.set()
+        with trio.fail_after(10):
+            await self.done.wait()
+
+
+async def start(nursery: trio.Nursery, *peers: str, **settings) -> Running:
+    settings.setdefault("pull_interval_s", 0.2)
+    settings.setdefault("request_timeout_s", 1.0)
+    config = NodeConfig(host="127.0.0.1", port=0, peers=list(peers), **settings)
+    shutdown, done = trio.Event(), trio.Event()
+
+    async def run(task_status=trio.TASK_STATUS_IGNORED):
+        try:
+            await serve_node(config, shutdown=shutdown, task_status=task_status)
+        finally:
+            done.set()
+
+    node = await nursery.start(run)
+    return Running(node, shutdown, done)
+
+
+async def eventually(check, timeout: float = 15.0, interval: float = 0.05):
+    """Poll ``check`` (sync or async) until it returns a truthy value, or fail."""
+    deadline = trio.current_time() + timeout
+    last = None
+    while trio.current_time() < deadline:
+        last = check()
+        if hasattr(last, "__await__"):
+            last = await last
+        if last:
+            return last
+        await trio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value {last!r})")
+
+
+def views(node: Node):
+    replica = node.replica
+    return replica.digest(), replica.book(), replica.fills()
+
+
+def converged(*running: Running, events: int | None = None) -> bool:
+    digests = {r.node.replica.digest() for r in running}
+    counts = {r.node.replica.event_count() for r in running}
+    return len(digests) == 1 and (events is None or counts == {events})
+
+
+client = functools.partial(httpx.AsyncClient, timeout=10.0)

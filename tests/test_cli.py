@@ -1,0 +1,119 @@
+"""End to end through the CLI, in subprocesses: a real `crdtbook node` and client commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "node"]
+
+
+def crdtbook(*args: str, node: str | None = None, check: bool = True):
+    env = dict(os.environ)
+    if node:
+        env["CRDTBOOK_NODE"] = node
+    result = subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def node_process():
+    proc = subprocess.Popen([*CLI, "node", "--listen", "127.0.0.1:0", "--log-level", "warning"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert " listening on " in line, proc.stderr.read()
+    yield proc, line.split()[-1]
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_order_book_fills_end_to_end(node_process):
+    _, url = node_process
+    crdtbook("order", "sell", "3@12", node=url)
+    out = crdtbook("order", "buy", "2@13", "--node", url).stdout
+    assert "filled" in out
+    book = json.loads(crdtbook("book", "--json", node=url).stdout)
+    assert book["bids"] == []
+    assert book["asks"] == [{"price": "12", "qty": "1", "orders": 1}]
+    fills = json.loads(crdtbook("fills", "--json", node=url).stdout)["fills"]
+    assert [(f["qty"], f["price"]) for f in fills] == [("2", "12")]
+    table = crdtbook("book", node=url).stdout
+    assert "12" in table and "digest" in table
+    assert "provisional" in crdtbook("fills", node=url).stdout
+    status = json.loads(crdtbook("status", "--json", node=url).stdout)
+    assert status["events"] == 2
+    order_id = status["replica"] + ":1"
+    cancelled = json.loads(crdtbook("cancel", order_id, "--json", node=url).stdout)
+    assert cancelled["cancel"]["status"] == "cancelled"
+    market = crdtbook("order", "buy", "5", "--type", "market", "--json", node=url)
+    assert json.loads(market.stdout)["order"]["status"] == "cancelled"  # nothing left to buy
+
+
+def test_graceful_sigterm_exits_zero(node_process):
+    proc, url = node_process
+    crdtbook("status", node=url)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+
+
+def test_graceful_sigint_exits_zero(node_process):
+    proc, _ = node_process
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("order", "sell", "3"), "QTY@PRICE"),
+        (("order", "sell", "3@x"), "not a plain decimal"),
+        (("order", "buy", "5@1", "--type", "market"), "takes no price"),
+        (("cancel", "nonsense"), "replica:seq"),
+    ],
+)
+def test_bad_input_one_clear_line(node_process, args, message):
+    _, url = node_process
+    result = crdtbook(*args, node=url, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_node_one_clear_line():
+    result = crdtbook("book", node="http://127.0.0.1:9", check=False)
+    assert result.returncode == 1
+    assert "cannot reach a node" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_node_refuses_a_bad_peer_url():
+    result = crdtbook("node", "--listen", "127.0.0.1:0", "--peer", "ftp://x", check=False)
+    assert result.returncode == 2 and "http://HOST:PORT" in result.stderr
+
+
+def test_devnet_demo_agrees_and_stops_on_sigint():
+    proc = subprocess.Popen([*CLI, "devnet", "-n", "3", "--demo"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("all 3 nodes agree"):
+            break
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+    assert any(line.startswith("all 3 nodes agree") for line in lines), "".join(lines)

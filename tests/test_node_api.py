@@ -1,0 +1,196 @@
+"""The HTTP API: happy paths, and every kind of bad input gets a 4xx and changes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import cbor2
+import pytest
+
+from crdtbook.codec import encode_context, encode_delta
+from crdtbook.context import CausalContext
+from crdtbook.replica import Replica
+
+from .nodes import client, eventually, start
+
+
+@pytest.fixture
+async def node(nursery):
+    running = await start(nursery)
+    async with client() as http:
+        response = await http.post(f"{running.url}/orders",
+                                   json={"side": "sell", "qty": "3", "price": "12"})
+        assert response.status_code == 201
+    return running
+
+
+async def test_orders_book_fills_events_status(node):
+    url = node.url
+    async with client() as http:
+        r = await http.post(f"{url}/orders", json={"side": "buy", "qty": "2", "price": "13",
+                                                   "account": "alice"})
+        assert r.status_code == 201
+        body = r.json()
+        assert body["order"]["status"] == "filled" and body["order"]["account"] == "alice"
+        assert [(f["qty"], f["price"], f["final"]) for f in body["fills"]] == [("2", "12", False)]
+        batch = await http.post(f"{url}/orders", json=[
+            {"side": "buy", "qty": "1", "price": "11"},
+            {"side": "sell", "qty": "5", "type": "market"},
+        ])
+        assert batch.status_code == 201 and len(batch.json()) == 2
+        assert batch.json()[1]["order"]["price"] is None
+        book = (await http.get(f"{url}/book?depth=5")).json()
+        assert book["bids"] == []  # the market sell took the bid at 11
+        assert book["asks"] == [{"price": "12", "qty": "1", "orders": 1}]
+        assert book["events"] == 4 and len(book["digest"]) == 64
+        fills = (await http.get(f"{url}/fills")).json()["fills"]
+        assert [f["id"] for f in fills][0].endswith(f"/{node.node.id}:1")
+        events = (await http.get(f"{url}/events")).json()["events"]
+        assert [e["seq"] for e in events] == [1, 2, 3, 4]
+        assert {"id", "kind", "clock", "replica", "seq", "side", "qty"} <= set(events[0])
+        order = (await http.get(f"{url}/orders/{node.node.id}:1")).json()
+        assert order["status"] == "open" and order["filled"] == "2" and order["resting"] == "1"
+        status = (await http.get(f"{url}/status")).json()
+        assert status["replica"] == node.node.id and status["events"] == 4
+        assert {"book", "url", "peers", "digest", "clock", "final_clock"} <= set(status)
+
+
+async def test_cancel(node):
+    url, me = node.url, node.node.id
+    async with client() as http:
+        r = await http.delete(f"{url}/orders/{me}:1")
+        assert r.status_code == 200
+        assert r.json()["cancel"]["status"] == "cancelled"
+        assert r.json()["cancel"]["target"] == f"{me}:1"
+        assert (await http.get(f"{url}/orders/{me}:1")).json()["status"] == "cancelled"
+        assert (await http.delete(f"{url}/orders/{me}:99")).status_code == 404
+        # an order from another replica: 409
+        other = Replica("elsewhere")
+        placed = other.place("sell", "1", "20", now_ms=1)
+        r = await http.post(f"{url}/peer/push", content=encode_delta(placed.delta))
+        assert r.status_code == 204
+        r = await http.delete(f"{url}/orders/elsewhere:1")
+        assert r.status_code == 409 and r.json()["error"] == "not_local"
+
+
+def _big() -> bytes:
+    return b'{"side":"buy","qty":"1","price":"1","account":"' + b"x" * (5 * 1024 * 1024) + b'"}'
+
+
+BAD = [
+    ("POST", "/orders", b"{not json", 400, "bad_json"),
+    ("POST", "/orders", b"", 400, "bad_json"),
+    ("POST", "/orders", b"[]", 400, "bad_order"),
+    ("POST", "/orders", b'"sell"', 400, "bad_order"),
+    ("POST", "/orders", b'{"side":"buy","qty":1.5,"price":"1"}', 400, "bad_number"),
+    ("POST", "/orders", b'{"side":"buy","qty":"1","price":12.5}', 400, "bad_number"),
+    ("POST", "/orders", b'{"side":"buy","qty":3,"price":"12"}', 400, "bad_amount"),
+    ("POST", "/orders", b'{"side":"buy","qty":"NaN","price":"1"}', 400, "bad_amount"),
+    ("POST", "/orders", b'{"side":"buy","qty":NaN,"price":"1"}', 400, "bad_number"),
+    ("POST", "/orders", b'{"side":"buy","qty":"-1","price":"1"}', 400, "bad_amount"),
+    ("POST", "/orders", b'{"side":"buy","qty":"0","price":"1"}', 400, "bad_amount"),
+    ("POST", "/orders", b'{"side":"buy","qty":"1e3","price":"1"}', 400, "bad_amount"),
+    ("POST", "/orders", b'{"side":"buy","qty":"1","price":"10000000000000"}', 400, "bad_amount"),
+    ("POST", "/orders", b'{"side":"hold","qty":"1","price":"1"}', 400, "bad_order"),
+    ("POST", "/orders", b'{"side":"buy","qty":"1","price":"1","type":"stop"}', 400, "bad_order"),
+    ("POST", "/orders", b'{"side":"buy","qty":"1","price":"1","colour":"red"}', 400, "bad_order"),
+    ("POST", "/orders", b'{"side":"buy","qty":"1"}', 400, "bad_order"),
+    ("POST", "/orders", b'{"side":"buy","price":"1"}', 400, "bad_order"),
+    ("POST", "/orders", b'{"side":"buy","qty":"1","price":"1","type":"market"}', 400,
+     "bad_order"),
+    ("POST", "/orders", b'{"side":"buy","qty":"1","price":"1","account":7}', 400, "bad_order"),
+    ("POST", "/orders", b'[{"side":"buy","qty":"1","price":"1"},{"side":"x"}]', 400,
+     "bad_order"),
+    ("POST", "/orders", _big(), 413, "too_large"),
+    ("GET", "/orders", b"", 405, "method_not_allowed"),
+    ("PUT", "/book", b"", 405, "method_not_allowed"),
+    ("GET", "/nowhere", b"", 404, "not_found"),
+    ("GET", "/orders/nonsense", b"", 400, "bad_id"),
+    ("GET", "/orders/x:1", b"", 404, "not_found"),
+    ("DELETE", "/orders/x:0", b"", 400, "bad_id"),
+    ("GET", "/book?depth=0", b"", 400, "bad_query"),
+    ("GET", "/book?depth=abc", b"", 400, "bad_query"),
+    ("POST", "/peer/push", b"\xff\x00garbage", 400, "bad_delta"),
+    ("POST", "/peer/push", cbor2.dumps({"v": 9, "kind": "delta"}), 400, "bad_delta"),
+    ("POST", "/peer/push", cbor2.dumps({"v": 1, "kind": "delta", "events": [[0, "x", 1, 5, 0,
+                                       0, 1.5, 1, ""]], "context": [["x", 1, []]]}), 400,
+     "bad_delta"),
+    ("POST", "/peer/pull", b"", 400, "bad_context"),
+    ("POST", "/peer/pull", cbor2.dumps({"v": 1, "kind": "context", "context": [["x", -1, []]]}),
+     400, "bad_context"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "error"), BAD,
+                         ids=[f"{m} {p} {s} {e} {i}" for i, (m, p, _, s, e) in enumerate(BAD)])
+async def test_bad_input_is_refused_and_changes_nothing(node, method, path, body, status, error):
+    before = node.node.replica.digest()
+    async with client() as http:
+        r = await http.request(method, f"{node.url}{path}", content=body)
+    assert r.status_code == status, r.text
+    data = r.json()
+    assert data["error"] == error and data["detail"]
+    assert node.node.replica.digest() == before
+
+
+async def test_forged_own_events_refused(node):
+    forged = Replica(node.node.id)  # same id, fresh counter: would mint duplicate dots
+    forged.place("sell", "1", "1", now_ms=1)
+    forged.place("sell", "1", "1", now_ms=2)
+    before = node.node.replica.digest()
+    async with client() as http:
+        r = await http.post(f"{node.url}/peer/push", content=encode_delta(forged.snapshot()))
+    assert r.status_code == 400 and "own id" in r.json()["detail"]
+    assert node.node.replica.digest() == before
+
+
+async def test_wrong_book_refused(node):
+    async with client() as http:
+        r = await http.post(f"{node.url}/peer/pull", content=encode_context(CausalContext()),
+                            headers={"x-crdtbook-book": "other"})
+    assert r.status_code == 409 and r.json()["error"] == "wrong_book"
+
+
+async def test_pull_answers_exactly_what_is_missing(node):
+    async with client() as http:
+        r = await http.post(f"{node.url}/peer/pull", content=encode_context(CausalContext()))
+        assert r.status_code == 200 and r.headers["content-type"] == "application/cbor"
+        fresh = Replica("fresh")
+        from crdtbook.codec import decode_delta
+
+        fresh.merge(decode_delta(r.content))
+        assert fresh.digest() == node.node.replica.digest()
+        r = await http.post(f"{node.url}/peer/pull", content=encode_context(fresh.context()))
+        assert decode_delta(r.content).context.size() == 0
+
+
+async def test_registry_api_is_grape_compatible(node):
+    url = node.url
+    async with client() as http:
+        r = await http.post(f"{url}/announce", json={"data": ["svc:test", 4321]})
+        assert r.status_code == 200 and r.json() == 1
+        r = await http.post(f"{url}/lookup", json={"data": "svc:test"})
+        assert r.json() == ["127.0.0.1:4321"]
+        assert (await http.post(f"{url}/lookup", json={"data": "none"})).json() == []
+        for body, code in [({"data": ["k", "80"]}, "ERR_GRAPE_SERVICE_PORT"),
+                           ({"data": ["k", 70000]}, "ERR_GRAPE_SERVICE_PORT"),
+                           ({"data": ["k", 1.5]}, "ERR_GRAPE_SERVICE_PORT"),
+                           ({"data": "k"}, "ERR_GRAPE_ANNOUNCE")]:
+            r = await http.post(f"{url}/announce", json=body)
+            assert r.status_code == 200 and r.json() == code
+        r = await http.post(f"{url}/lookup", json={"data": ""})
+        assert r.json() == "ERR_GRAPE_LOOKUP"
+        r = await http.post(f"{url}/lookup", content=b"garbage")
+        assert r.json() == "ERR_GRAPE_LOOKUP"
+        # the node announces itself under crdtbook:<book>
+        mine = node.url.split("://")[1]
+        await eventually(lambda: mine in node.node.registry.lookup("crdtbook:default",
+                                                                   node.node.monotonic()))
+
+
+async def test_json_errors_for_every_unknown_route(node):
+    async with client() as http:
+        for path in ("/", "/orders/a:1/extra", "/peer", "/announce/"):
+            r = await http.get(f"{node.url}{path}")
+            assert 400 <= r.status_code < 500
+            json.loads(r.text)

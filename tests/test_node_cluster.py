@@ -1,0 +1,81 @@
+"""Integration: real nodes on loopback converge, join late, restart, survive a dead peer."""
+
+from __future__ import annotations
+
+import trio
+
+from .nodes import client, converged, eventually, start, views
+
+
+async def submit(http, url: str, side: str, qty: str, price: str) -> dict:
+    response = await http.post(f"{url}/orders", json={"side": side, "qty": qty, "price": price})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_three_nodes_concurrent_orders_converge(nursery):
+    a = await start(nursery)
+    b = await start(nursery, a.url)
+    c = await start(nursery, a.url)
+    # discovery: b and c learn of each other through a's registry
+    await eventually(lambda: all(len(r.node.peers) == 2 for r in (a, b, c)))
+    async with client() as http:
+        async def burst(url: str, offset: int) -> None:
+            for i in range(15):
+                side = "buy" if (i + offset) % 2 else "sell"
+                await submit(http, url, side, str(1 + i % 3), str(100 + (i * 7 + offset) % 5))
+
+        async with trio.open_nursery() as load:
+            for offset, node in enumerate((a, b, c)):
+                load.start_soon(burst, node.url, offset)
+    await eventually(lambda: converged(a, b, c, events=45))
+    assert views(a.node) == views(b.node) == views(c.node)
+    assert a.node.replica.fills(), "the workload was meant to cross"
+
+
+async def test_late_joiner_and_restarted_node_catch_up(nursery):
+    a = await start(nursery)
+    b = await start(nursery, a.url)
+    async with client() as http:
+        for i in range(20):
+            await submit(http, (a.url, b.url)[i % 2], ("buy", "sell")[i % 3 % 2], "1",
+                         str(10 + i % 4))
+    await eventually(lambda: converged(a, b, events=20))
+    late = await start(nursery, b.url)
+    await eventually(lambda: converged(a, b, late, events=20))
+    old_id = late.node.id
+    await late.stop()
+    again = await start(nursery, a.url)  # restarted without state: a new replica id
+    assert again.node.id != old_id
+    await eventually(lambda: converged(a, b, again, events=20))
+    assert views(again.node) == views(a.node)
+
+
+async def black_hole(nursery) -> str:
+    """A peer that accepts connections and never answers: worse than a dead one."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+
+    async def hold(stream):
+        await trio.sleep_forever()
+
+    nursery.start_soon(trio.serve_listeners, hold, listeners)
+    return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+
+async def test_dead_or_hanging_peer_does_not_stall_the_others(nursery):
+    hole = await black_hole(nursery)
+    a = await start(nursery, hole)
+    b = await start(nursery, a.url, hole)
+    c = await start(nursery, a.url)
+    await eventually(lambda: all(c.url in r.node.peers for r in (a, b)))
+    await c.stop()  # c is now dead (connection refused); hole hangs every request
+    async with client() as http:
+        for i in range(10):
+            await submit(http, (a.url, b.url)[i % 2], ("buy", "sell")[i % 2], "1", "50")
+        # Far less than one request timeout per message to the hanging peer.
+        await eventually(lambda: converged(a, b, events=10), timeout=3)
+        late = await start(nursery, a.url, hole)  # catches up by pull alongside the hole
+        await eventually(lambda: converged(a, b, late, events=10), timeout=3)
+    peers = {p["url"]: p for p in a.node.status()["peers"]}
+    assert peers[c.url]["failures"] >= 1
+    assert peers[hole]["last_seen_s"] is None
