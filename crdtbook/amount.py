@@ -54,7 +54,8 @@ def check_units(units: object, what: str = "amount", shown: object = None) -> in
     if isinstance(units, bool) or not isinstance(units, int):
         raise AmountError(f"{what} must be an integer count of 1e-8 units, "
                           f"got {type(units).__name__}")
-    shown = units if shown is None else shown
+    if shown is None:
+        shown = units if -(10**30) < units < 10**30 else f"a {units.bit_length()}-bit integer"
     if units <= 0:
         raise AmountError(f"{what} {shown!r} must be positive")
     if units > MAX_UNITS:

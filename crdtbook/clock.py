@@ -39,10 +39,11 @@ class HybridClock:
         """A fresh clock value for a local event."""
         candidate = now_ms << LOGICAL_BITS
         last = self.last + 1
-        self.last = candidate if candidate > last else last
-        if self.last > MAX_CLOCK:
+        stamp = candidate if candidate > last else last
+        if stamp > MAX_CLOCK:
             raise OverflowError("hybrid clock exhausted the 63-bit range")
-        return self.last
+        self.last = stamp
+        return stamp
 
     def observe(self, clock: int) -> None:
         """Fold in a clock value seen on a remote event."""

@@ -29,11 +29,11 @@ from typing import Any
 
 import cbor2
 
-from .amount import MAX_UNITS, AmountError
+from .amount import MAX_UNITS
 from .aworset import AWORSet
 from .clock import MAX_CLOCK
 from .context import CausalContext
-from .dot import MAX_SEQ, DotError, check_replica
+from .dot import MAX_SEQ, DotError, check_replica, show_int
 from .events import (
     CANCEL,
     MARKET,
@@ -42,7 +42,6 @@ from .events import (
     SIDES,
     TYPES,
     Cancel,
-    EventError,
     Order,
     make_cancel,
     make_order,
@@ -121,8 +120,9 @@ def _loads(data: object, kind: str) -> dict:
     if not isinstance(message, dict):
         raise CodecError(f"{kind}: message must be a map, got {_name(message)}")
     version = message.get("v")
-    if version != VERSION or isinstance(version, bool):
-        raise CodecError(f"{kind}: unsupported version {version!r} (this node speaks {VERSION})")
+    if type(version) is not int or version != VERSION:
+        shown = show_int(version) if type(version) is int else repr(version)[:40]
+        raise CodecError(f"{kind}: unsupported version {shown} (this node speaks {VERSION})")
     if message.get("kind") != kind:
         raise CodecError(f"expected a {kind} message, got kind {message.get('kind')!r}")
     return message
@@ -142,7 +142,7 @@ def _int(value: object, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise CodecError(f"{what} must be an integer, got {_name(value)}")
     if not low <= value <= high:
-        raise CodecError(f"{what} {value} is out of range {low}..{high}")
+        raise CodecError(f"{what} {show_int(value)} is out of range {low}..{high}")
     return value
 
 
@@ -160,23 +160,26 @@ def event_from_wire(item: object, where: str = "event") -> Order | Cancel:
         raise CodecError(f"{where} is empty")
     tag = item[0]
     try:
-        if tag == _ORDER_TAG and not isinstance(tag, bool):
+        if type(tag) is int and tag == _ORDER_TAG:
             if len(item) != 9:
                 raise CodecError(f"{where}: an order has 9 fields, got {len(item)}")
             _, replica, seq, clock, side, kind, price, qty, account = item
             side = SIDES[_int(side, f"{where}: side", 0, len(SIDES) - 1)]
             kind = TYPES[_int(kind, f"{where}: type", 0, len(TYPES) - 1)]
-            if kind == MARKET and price != 0:
+            if kind == MARKET and (type(price) is not int or price != 0):
                 raise CodecError(f"{where}: a market order must carry price 0")
             return make_order(clock, replica, seq, side, kind, price, qty, account)
-        if tag == _CANCEL_TAG and not isinstance(tag, bool):
+        if type(tag) is int and tag == _CANCEL_TAG:
             if len(item) != 6:
                 raise CodecError(f"{where}: a cancel has 6 fields, got {len(item)}")
             _, replica, seq, clock, target_replica, target_seq = item
             return make_cancel(clock, replica, seq, target_replica, target_seq)
-    except (EventError, DotError, AmountError) as exc:
+    except CodecError:
+        raise
+    except ValueError as exc:  # EventError, DotError, AmountError
         raise CodecError(f"{where}: {exc}") from None
-    raise CodecError(f"{where}: unknown event tag {tag!r}")
+    shown = show_int(tag) if type(tag) is int else repr(tag)[:40]
+    raise CodecError(f"{where}: unknown event tag {shown}")
 
 
 def context_from_wire(items: object, where: str = "context") -> CausalContext:
@@ -204,16 +207,35 @@ def context_from_wire(items: object, where: str = "context") -> CausalContext:
     return CausalContext.from_parts(vv, cloud)
 
 
+def _total(decode):
+    """Whatever goes wrong inside a decoder surfaces as CodecError, nothing else."""
+
+    def wrapper(data: bytes):
+        try:
+            return decode(data)
+        except CodecError:
+            raise
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            raise CodecError(f"malformed message ({type(exc).__name__}: {exc})"[:300]) from None
+
+    wrapper.__name__ = decode.__name__
+    wrapper.__doc__ = decode.__doc__
+    return wrapper
+
+
+@_total
 def decode_event(data: bytes) -> Order | Cancel:
     message = _loads(data, "event")
     return event_from_wire(_field(message, "event", "event"))
 
 
+@_total
 def decode_context(data: bytes) -> CausalContext:
     message = _loads(data, "context")
     return context_from_wire(_field(message, "context", "context"))
 
 
+@_total
 def decode_delta(data: bytes) -> AWORSet:
     message = _loads(data, "delta")
     items = _list(_field(message, "events", "delta"), "delta events", MAX_EVENTS)
@@ -242,29 +264,39 @@ def decode_delta(data: bytes) -> AWORSet:
     return delta
 
 
-class _Names(dict):
-    """Validated strings of one message, each kept once (shared by its events)."""
+class _Names:
+    """Validated strings of one message, each kept once (shared by its events).
+
+    Replica ids and account labels follow different rules, so each has its
+    own table: a string valid as an account is not thereby a valid replica id.
+    """
+
+    __slots__ = ("replicas", "accounts")
+
+    def __init__(self) -> None:
+        self.replicas: dict[str, str] = {}
+        self.accounts: dict[str, str] = {}
 
     def replica(self, name: object) -> str | None:
         if type(name) is not str:
             return None
-        known = self.get(name)
+        known = self.replicas.get(name)
         if known is None:
             try:
                 check_replica(name)
             except DotError:
                 return None
-            known = self[name] = name
+            known = self.replicas[name] = name
         return known
 
     def account(self, name: object) -> str | None:
         if type(name) is not str:
             return None
-        known = self.get(name)
+        known = self.accounts.get(name)
         if known is None:
             if len(name) > MAX_ACCOUNT_LEN or not name.isprintable():
                 return None
-            known = self[name] = name
+            known = self.accounts[name] = name
         return known
 
 

@@ -16,6 +16,13 @@ MAX_REPLICA_LEN = 64
 _REPLICA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+def show_int(value: int) -> str:
+    """An integer for an error message; huge ones by size (str() of >4300 digits raises)."""
+    if -(10**30) < value < 10**30:
+        return str(value)
+    return f"a {value.bit_length()}-bit integer"
+
+
 class DotError(ValueError):
     """A malformed replica id, sequence number or dot."""
 
@@ -43,7 +50,7 @@ def check_seq(seq: object, what: str = "seq") -> int:
     if isinstance(seq, bool) or not isinstance(seq, int):
         raise DotError(f"{what} must be an integer, got {type(seq).__name__}")
     if not 0 < seq <= MAX_SEQ:
-        raise DotError(f"{what} {seq} is out of range 1..2^63-1")
+        raise DotError(f"{what} {show_int(seq)} is out of range 1..2^63-1")
     return seq
 
 

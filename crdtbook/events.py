@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 from .amount import check_units, format_amount
 from .clock import MAX_CLOCK
-from .dot import Dot, check_replica, check_seq
+from .dot import Dot, check_replica, check_seq, show_int
 
 ORDER = "order"
 CANCEL = "cancel"
@@ -110,7 +110,7 @@ def check_clock(clock: object) -> int:
     if isinstance(clock, bool) or not isinstance(clock, int):
         raise EventError(f"clock must be an integer, got {type(clock).__name__}")
     if not 0 < clock <= MAX_CLOCK:
-        raise EventError(f"clock {clock} is out of range 1..2^63-1")
+        raise EventError(f"clock {show_int(clock)} is out of range 1..2^63-1")
     return clock
 
 
@@ -134,8 +134,8 @@ def make_order(
     if type not in TYPES:
         raise EventError(f"type must be one of {', '.join(TYPES)}, got {type!r}")
     if type == MARKET:
-        if price != 0:
-            raise EventError("a market order has no price")
+        if isinstance(price, bool) or not isinstance(price, int) or price != 0:
+            raise EventError("a market order has no price (price must be the integer 0)")
     else:
         check_units(price, "price")
     check_units(qty, "quantity")

@@ -148,7 +148,7 @@ class Replica:
             raise
         except ValueError as exc:
             raise ReplicaError(str(exc)) from None
-        order = order._replace(clock=self.clock.tick(now_ms))
+        order = order._replace(clock=self._tick(now_ms))
         fills_before = len(self.engine.fills)
         delta = self._local(order)
         fills = [f for f in self._fill_views(self.engine.fills[fills_before:])
@@ -167,10 +167,16 @@ class Replica:
         if target.replica != self.id:
             raise ReplicaError(f"order {target} was placed at replica {target.replica}, "
                                f"not here ({self.id}); cancel it there")
-        cancel = make_cancel(self.clock.tick(now_ms), self.id, self._next_seq(),
+        cancel = make_cancel(self._tick(now_ms), self.id, self._next_seq(),
                              target.replica, target.seq)
         delta = self._local(cancel)
         return Cancelled(delta, self.cancel_view(cancel.dot))
+
+    def _tick(self, now_ms: int) -> int:
+        try:
+            return self.clock.tick(now_ms)
+        except OverflowError as exc:
+            raise ReplicaError(f"cannot stamp a new event: {exc}") from None
 
     def _next_seq(self) -> int:
         return self.state.context.contiguous(self.id) + 1
@@ -188,19 +194,45 @@ class Replica:
         this replica's own id that it never minted (only a forger or a restarted
         node reusing its id could send those; both would mint duplicate dots).
         """
-        own = self.state.context.vv.get(self.id, 0)
-        context = delta.context
-        cloud = context.cloud.get(self.id)
-        if context.vv.get(self.id, 0) > own or (cloud and max(cloud) > own):
-            raise ReplicaError(
-                f"refusing a delta with events under this replica's own id {self.id!r} "
-                "that it never created"
-            )
+        self._refuse(delta)
         if len(delta.store) == 1:
             single = _single_event(delta)
             if single is not None:
                 return self._merge_one(single)
         return self._merge_general(delta)
+
+    def _refuse(self, delta: AWORSet) -> None:
+        """Raise ReplicaError for the deltas no honest peer sends; check before any change.
+
+        * events under this replica's own id that it never created, or that
+          differ from the ones it did (a forger, or a node restarted with a
+          reused id: either way duplicate dots);
+        * removals: a context covering dots the delta does not carry would
+          delete events here. Removal is reserved for compaction below the
+          final frontier, which this version does not do, and nothing honest
+          sends one yet; accepting them would let chain checks see different
+          predecessors on different replicas.
+        """
+        own = self.state.context.vv.get(self.id, 0)
+        context = delta.context
+        cloud = context.cloud.get(self.id)
+        mine = delta.store.get(self.id)
+        if (
+            context.vv.get(self.id, 0) > own
+            or (cloud and max(cloud) > own)
+            or (mine and any(self.state.get(self.id, s) != e for s, e in mine.items()))
+        ):
+            raise ReplicaError(
+                f"refusing a delta with events under this replica's own id {self.id!r} "
+                "that it did not create"
+            )
+        carried = sum(len(seqs) for seqs in delta.store.values())
+        covered = context.size()
+        if covered != carried:
+            raise ReplicaError(
+                f"refusing a delta whose context covers {covered - carried} dots it does not "
+                "carry (a removal); removal is reserved for compaction, not supported yet"
+            )
 
     def _merge_general(self, delta: AWORSet) -> int:
         state = self.state

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 
 from crdtbook.aworset import AWORSet
-from crdtbook.replica import Replica
+from crdtbook.replica import Replica, ReplicaError
 from tests.helpers import assert_invariants, assert_matches_reference, observable
 
 from .workload import play, random_steps
@@ -57,6 +57,8 @@ def check_run(seed: int, replicas: int, events: int) -> tuple[str | None, int]:
             return "a duplicate delivery changed the state", len(deltas)
     except AssertionError as exc:
         return f"invariant violated: {exc}".splitlines()[0][:300], len(deltas)
+    except ReplicaError as exc:  # a replica refused what an honest peer sent
+        return f"a replica refused an honest delta: {exc}"[:300], len(deltas)
     return None, len(deltas)
 
 

@@ -72,6 +72,7 @@ class App:
             "/fills": {"GET": self.get_fills},
             "/events": {"GET": self.get_events},
             "/status": {"GET": self.get_status},
+            "/context": {"GET": self.get_context},
             "/peer/push": {"POST": self.peer_push},
             "/peer/pull": {"POST": self.peer_pull},
         }
@@ -170,6 +171,9 @@ class App:
     def get_status(self, request: Request) -> Response:
         return json_response(200, self.node.status())
 
+    def get_context(self, request: Request) -> Response:
+        return json_response(200, {"replica": self.node.id, "context": self.node.context()})
+
     # -- peer API -----------------------------------------------------------
     def _peer_check(self, request: Request) -> None:
         book = request.headers.get("x-crdtbook-book")
@@ -189,7 +193,7 @@ class App:
         self._peer_check(request)
         try:
             delta = decode_delta(request.body)
-            added = self.node.replica.merge(delta)
+            added = self.node.accept(delta)
         except (CodecError, ReplicaError) as exc:
             logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-url", "?"),
                          detail=str(exc))

@@ -107,8 +107,20 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         if node.is_self(peer.url, replica):
             return
         peer.ok(replica, node.monotonic())
-        node.stats["pushed"] += len(batch)
-        node.stats["push_bytes"] += len(body)
+        node.stats["pushed_events"] += len(batch)
+        node.stats["push_requests"] += 1
+        node.stats["wire_bytes"] += wire_size(response)
+
+
+def wire_size(response: httpx.Response) -> int:
+    """HTTP/1.1 bytes of one exchange: request line, headers, body, and the same back."""
+    request = response.request
+    size = len(request.method) + len(request.url.raw_path) + len(" HTTP/1.1\r\n")
+    size += sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
+    size += len(request.content)
+    size += len("HTTP/1.1 200 OK\r\n") + sum(len(k) + len(v) + 4 for k, v in
+                                               response.headers.raw) + 2
+    return size + len(response.content)
 
 
 def _join(deltas: list[AWORSet]) -> AWORSet:
@@ -150,13 +162,14 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         replica = response.headers.get("x-crdtbook-replica")
         if node.is_self(peer.url, replica):
             return
-        added = node.replica.merge(delta)
+        added = node.accept(delta)
     except (httpx.HTTPError, trio.TooSlowError, OSError, CodecError, ReplicaError) as exc:
         _failed(node, peer, "pull", exc)
         return
     peer.ok(replica, node.monotonic())
-    node.stats["pulled"] += added
-    node.stats["pull_bytes"] += len(response.content) + len(body)
+    node.stats["pulled_events"] += added
+    node.stats["pull_requests"] += 1
+    node.stats["wire_bytes"] += wire_size(response)
     if added:
         logs.info("pull.merged", peer=peer.url, events=added)
 

@@ -47,6 +47,10 @@ async def serve_node(
         httpx.AsyncClient(limits=limits, timeout=config.request_timeout_s * 4) as client,
         trio.open_nursery() as nursery,
     ):
+        # Peer messages are small: do not pay for headers nobody reads.
+        for name in ("accept", "accept-encoding"):
+            client.headers.pop(name, None)
+        client.headers["user-agent"] = "crdtbook"
         binds = await nursery.start(
             lambda task_status: serve(App(node), hypercorn_config(config.host, config.port),
                                       shutdown_trigger=shutdown.wait,

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import trio
 
 from crdtbook.aworset import AWORSet
+from crdtbook.clock import LOGICAL_BITS
 from crdtbook.replica import Replica
 
 from . import logs
@@ -51,6 +52,7 @@ class NodeConfig:
     request_timeout_s: float = 2.0
     client_body_limit: int = 4 * 1024 * 1024
     peer_body_limit: int = 64 * 1024 * 1024
+    max_clock_ahead_s: float = 60.0  # refuse (for now) events stamped further in the future
 
 
 class Peer:
@@ -122,7 +124,9 @@ class Node:
         self.clock_ms = clock_ms or (lambda: math.floor(time.time() * 1000))
         self.monotonic = monotonic
         self.peer_added = trio.Event()  # replaced each time a peer is added
-        self.stats = {"pushed": 0, "push_bytes": 0, "pulled": 0, "pull_bytes": 0}
+        # peer traffic this node initiated (both directions), for status and bench/
+        self.stats = {"pushed_events": 0, "push_requests": 0, "pulled_events": 0,
+                      "pull_requests": 0, "wire_bytes": 0}
 
     @property
     def id(self) -> str:
@@ -166,6 +170,26 @@ class Node:
             self.forget_peer(url, "it is this node")
             return True
         return False
+
+    # -- remote events ---------------------------------------------------
+    def accept(self, delta: AWORSet) -> int:
+        """Merge a delta from a peer; return how many events were new.
+
+        Events stamped more than ``max_clock_ahead_s`` ahead of this node's
+        wall clock are left out (not lost: a later pull offers them again).
+        Taking them would drag this node's hybrid clock, and so every order
+        placed here, into the future; one far-future clock could exhaust it.
+        Raises ReplicaError (nothing changed) for a delta no honest peer sends.
+        """
+        limit = (self.clock_ms() + int(self.config.max_clock_ahead_s * 1000)) << LOGICAL_BITS
+        entries = list(delta.entries())
+        early = [e for _, _, e in entries if e.clock > limit]
+        if early:
+            logs.warning("peer.clock_ahead", events=len(early), first=str(early[0].dot),
+                         ahead_s=round(((early[0].clock >> LOGICAL_BITS) - self.clock_ms())
+                                       / 1000, 1))
+            delta = AWORSet.from_entries([x for x in entries if x[2].clock <= limit])
+        return self.replica.merge(delta)
 
     # -- local events ----------------------------------------------------
     def place_many(self, orders) -> list:
@@ -215,4 +239,11 @@ class Node:
             "clock": self.replica.clock.last,
             "final_clock": None,
             "registry": self.config.registry_url or "embedded",
+            "gossip": dict(self.stats,
+                           dropped_pushes=sum(p.dropped for p in self.peers.values())),
         }
+
+    def context(self) -> dict:
+        """For each origin replica, the highest seq held with no gap before it."""
+        cc = self.replica.state.context
+        return {replica: cc.contiguous(replica) for replica in cc.replicas()}

@@ -98,6 +98,20 @@ MALFORMED = [
     (_msg(events=[order(clock=cbor2.CBORTag(1, 5))], context=CTX), "clock must be an integer"),
     (cbor2.dumps({"v": 1, "kind": "delta", "events": {1, 2}, "context": []}), "must be an array"),
     (b"\x81" * 1000 + b"\x00", "not valid CBOR"),
+    # found in review: float/bool zero prices, float tags and versions, huge integers
+    (_msg(events=[order(type=1, price=0.0)], context=CTX), "market order must carry price 0"),
+    (_msg(events=[order(type=1, price=False)], context=CTX), "market order must carry price 0"),
+    (_msg(events=[order(tag=0.0)], context=CTX), "unknown event tag"),
+    (_msg(v=1.0), "unsupported version"),
+    (_msg(v=10**5000), "unsupported version a 16610-bit integer"),
+    (_msg(events=[order(seq=10**5000)], context=CTX), "seq a 16610-bit integer is out of range"),
+    (_msg(events=[order(qty=10**5000)], context=CTX), "exceeds the maximum"),
+    (_msg(events=[order(side=10**5000)], context=CTX), "side a 16610-bit integer"),
+    (_msg(context=[["x", 10**5000, []]]), "out of range"),
+    # an account string is no replica id, even when both sit in one message
+    (_msg(events=[order(account="no such replica!"),
+                  [1, "x", 2, 6 << 16, "no such replica!", 1]], context=[["x", 2, []]]),
+     "replica id 'no such replica!'"),
 ]
 
 

@@ -202,3 +202,26 @@ def test_refuses_events_under_its_own_id_it_never_made(ex):
         _inject(ex.a, forged)
     assert ex.a.digest() == before
     assert ex.a.place("sell", "1", "11", now_ms=ex.now + 9).order.dot == ("a", 2)
+
+
+def test_refuses_altered_copies_of_its_own_events(ex):
+    placed = ex.place("sell", "1", "10")  # a:1
+    real = placed.delta.get("a", 1)
+    forged = real._replace(price=real.price - 1)  # compares smaller: would win a min-join
+    with pytest.raises(ReplicaError, match="own id"):
+        _inject(ex.a, forged)
+    assert ex.a.order("a:1").price == real.price
+
+
+def test_exhausted_clock_is_a_clear_error_not_a_crash():
+    from crdtbook.clock import MAX_CLOCK
+
+    a = Replica("a")
+    a.place("sell", "1", "10", now_ms=1)
+    b = Replica("b")
+    b.merge(AWORSet.from_entries(
+        [("z", 1, make_order(MAX_CLOCK, "z", 1, "buy", "limit", SCALE, SCALE, ""))]))
+    for attempt in (lambda: b.place("sell", "1", "1", now_ms=5),
+                    lambda: a.cancel("a:1", now_ms=MAX_CLOCK)):
+        with pytest.raises(ReplicaError):
+            attempt()

@@ -194,3 +194,19 @@ async def test_json_errors_for_every_unknown_route(node):
             r = await http.get(f"{node.url}{path}")
             assert 400 <= r.status_code < 500
             json.loads(r.text)
+
+
+async def test_far_future_events_are_left_out_until_their_time(node):
+    from crdtbook.aworset import AWORSet
+    from crdtbook.events import make_order
+
+    now_ms = node.node.clock_ms()
+    soon = make_order((now_ms + 1_000) << 16, "peer", 1, "buy", "limit", 10**8, 10**8, "")
+    later = make_order((now_ms + 3_600_000) << 16, "other", 1, "buy", "limit", 10**8, 10**8, "")
+    delta = AWORSet.from_entries([("peer", 1, soon), ("other", 1, later)])
+    async with client() as http:
+        r = await http.post(f"{node.url}/peer/push", content=encode_delta(delta))
+    assert r.status_code == 204
+    held = {str(e.dot) for e in node.node.replica.events()}
+    assert "peer:1" in held and "other:1" not in held
+    assert node.node.replica.clock.last < (now_ms + 60_000) << 16

@@ -1,0 +1,253 @@
+"""Benchmark of a 3-node loopback cluster: throughput, convergence latency, wire bytes.
+
+Usage: python bench/cluster.py [--duration S] [--rate R] [--latency-duration S]
+                               [--batch N] [--workers W] [--seed S] [--json]
+
+1. Throughput: W concurrent clients post batches of N orders (seeded prices
+   around a mid, so a share cross) round-robin to the 3 nodes for --duration
+   seconds (default 30); prints orders/s accepted, then waits until all three
+   nodes hold the same events and digest.
+2. Latency: orders at a fixed --rate (default 1,000/s) in batches of 10,
+   spread over the nodes, for --latency-duration seconds. Every 5 ms the bench
+   reads each node's version vector (GET /context); an order's convergence
+   latency runs from the moment it was submitted to the first read that
+   shows it on all three nodes (so figures carry up to ~5 ms of read lag).
+3. Wire: bytes of peer traffic (push and pull exchanges, HTTP headers and
+   bodies, both directions, as counted by each node) per order per peer,
+   against the CBOR size of one order event.
+
+Figures, not assertions. Nodes run with the same settings as `crdtbook node`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crdtbook.codec import encode_event  # noqa: E402
+from crdtbook.events import make_order  # noqa: E402
+from node.devnet import start_node, stop  # noqa: E402
+
+MID = 100
+
+
+def order_stream(rng: random.Random):
+    while True:
+        side = rng.choice(("buy", "sell"))
+        offset = round(rng.gauss(0.1, 0.5), 2)
+        price = MID - offset if side == "buy" else MID + offset
+        yield {"side": side, "qty": str(rng.randint(1, 20)), "price": f"{max(price, 0.01):.2f}"}
+
+
+_last_status = [0.0]
+
+
+def status_line(text: str) -> None:
+    """A progress line: redrawn in place on a terminal, one line a few seconds otherwise."""
+    now = time.monotonic()
+    if sys.stderr.isatty():
+        if now - _last_status[0] >= 0.2:
+            _last_status[0] = now
+            print(f"\r{text:<78}", end="", file=sys.stderr, flush=True)
+    elif now - _last_status[0] >= 5.0:
+        _last_status[0] = now
+        print(text, file=sys.stderr, flush=True)
+
+
+async def throughput(urls, duration, batch, workers, rng) -> tuple[int, float]:
+    orders = order_stream(rng)
+    accepted = 0
+    errors = 0
+    start = trio.current_time()
+    deadline = start + duration
+
+    async def worker(i: int, http: httpx.AsyncClient) -> None:
+        nonlocal accepted, errors
+        n = i
+        while trio.current_time() < deadline:
+            url = urls[n % len(urls)]
+            n += 1
+            body = [next(orders) for _ in range(batch)]
+            response = await http.post(f"{url}/orders", json=body)
+            if response.status_code == 201:
+                accepted += batch
+            else:
+                errors += 1
+
+    async def report() -> None:
+        while trio.current_time() < deadline:
+            elapsed = trio.current_time() - start
+            status_line(f"throughput: {accepted:,} orders in {elapsed:.0f}s "
+                        f"({accepted / max(elapsed, 1e-9):,.0f}/s), {errors} errors")
+            await trio.sleep(1)
+
+    async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as nursery:
+        nursery.start_soon(report)
+        for i in range(workers):
+            nursery.start_soon(worker, i, http)
+    elapsed = trio.current_time() - start
+    print(file=sys.stderr)
+    return accepted, elapsed
+
+
+async def wait_converged(urls, timeout=120.0) -> float:
+    start = trio.current_time()
+    async with httpx.AsyncClient(timeout=60) as http:
+        while True:
+            statuses = [(await http.get(f"{u}/status")).json() for u in urls]
+            counts = [s["events"] for s in statuses]
+            if len({s["digest"] for s in statuses}) == 1:
+                print(file=sys.stderr)
+                return trio.current_time() - start
+            if trio.current_time() - start > timeout:
+                raise SystemExit(f"cluster did not converge in {timeout}s: {counts}")
+            status_line(f"waiting for convergence: events held {counts}")
+            await trio.sleep(0.2)
+
+
+async def latency(urls, rate, duration, rng) -> list[float]:
+    orders = order_stream(rng)
+    batch = 10
+    pending: dict[tuple[str, int], float] = {}  # (origin replica, seq) -> submit time
+    latencies: list[float] = []
+    done = trio.Event()
+
+    async def submit(http: httpx.AsyncClient) -> None:
+        interval = batch / rate
+        start = trio.current_time()
+        n = 0
+        while trio.current_time() - start < duration:
+            url = urls[n % len(urls)]
+            sent_at = trio.current_time()
+            response = await http.post(f"{url}/orders", json=[next(orders) for _ in range(batch)])
+            for item in response.json():
+                order = item["order"]
+                pending[(order["replica"], order["seq"])] = sent_at
+            n += 1
+            await trio.sleep_until(start + n * interval)
+        done.set()
+
+    async def watch(http: httpx.AsyncClient) -> None:
+        while not (done.is_set() and not pending):
+            contexts = []
+            for url in urls:
+                contexts.append((await http.get(f"{url}/context")).json()["context"])
+            now = trio.current_time()
+            for key in sorted(pending):
+                replica, seq = key
+                if all(c.get(replica, 0) >= seq for c in contexts):
+                    latencies.append(now - pending.pop(key))
+            status_line(f"latency: {len(latencies):,} orders measured, {len(pending)} in flight")
+            await trio.sleep(0.005)
+
+    async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as nursery:
+        nursery.start_soon(submit, http)
+        nursery.start_soon(watch, http)
+    print(file=sys.stderr)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def gossip_totals(urls) -> dict:
+    async with httpx.AsyncClient(timeout=30) as http:
+        totals: dict[str, int] = {}
+        for url in urls:
+            for key, value in (await http.get(f"{url}/status")).json()["gossip"].items():
+                totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+async def run(args, urls) -> dict:
+    rng = random.Random(args.seed)
+    before = await gossip_totals(urls)
+    accepted, elapsed = await throughput(urls, args.duration, args.batch, args.workers, rng)
+    converge_s = await wait_converged(urls)
+    mid = await gossip_totals(urls)
+    lat = await latency(urls, args.rate, args.latency_duration, rng)
+    await wait_converged(urls)
+    after = await gossip_totals(urls)
+    orders_total = accepted + len(lat)
+    peers = len(urls) - 1
+    sample = make_order(1_764_000_000_000 << 16, "n0123abcd", 12345, "buy", "limit",
+                        99_87 * 10**6, 12 * 10**8, "")
+    order_cbor = len(encode_event(sample)) - len(b'\xa3aveventekindbv\x01')  # payload only
+    wire = (after["wire_bytes"] - before["wire_bytes"]) / (orders_total * peers)
+    wire_latency_phase = (after["wire_bytes"] - mid["wire_bytes"]) / (len(lat) * peers)
+    return {
+        "nodes": len(urls),
+        "duration_s": args.duration,
+        "batch": args.batch,
+        "workers": args.workers,
+        "orders_accepted": accepted,
+        "orders_per_s": round(accepted / elapsed),
+        "converged_after_load_s": round(converge_s, 3),
+        "latency_rate_per_s": args.rate,
+        "latency_orders": len(lat),
+        "convergence_p50_ms": round(percentile(lat, 0.50) * 1000, 1),
+        "convergence_p99_ms": round(percentile(lat, 0.99) * 1000, 1),
+        "convergence_max_ms": round(max(lat) * 1000, 1),
+        "order_cbor_bytes": order_cbor,
+        "wire_bytes_per_order_per_peer": round(wire, 1),
+        "wire_bytes_per_order_per_peer_at_rate": round(wire_latency_phase, 1),
+        "wire_ratio_to_cbor": round(wire / order_cbor, 2),
+        "push_requests": after["push_requests"] - before["push_requests"],
+        "pull_requests": after["pull_requests"] - before["pull_requests"],
+        "dropped_pushes": after["dropped_pushes"],
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--latency-duration", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    procs, urls = [], []
+    try:
+        for _ in range(3):
+            proc, url = start_node(["--peer", urls[0]] if urls else [])
+            procs.append(proc)
+            urls.append(url)
+        print(f"nodes: {' '.join(urls)}", file=sys.stderr)
+
+        async def discovered() -> None:
+            async with httpx.AsyncClient() as http:
+                while True:
+                    peers = [len((await http.get(f"{u}/status")).json()["peers"]) for u in urls]
+                    if all(p == len(urls) - 1 for p in peers):
+                        return
+                    await trio.sleep(0.1)
+
+        trio.run(discovered)
+        result = trio.run(run, args, urls)
+    finally:
+        stop(procs)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(len(k) for k in result)
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value:,}" if isinstance(value, int)
+                  else f"{key:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
