@@ -114,7 +114,9 @@ class Replica:
         self.engine = Engine()
         # per origin replica: clock of the last event checked along its seq chain
         self._chain_clock: dict[str, int] = {}
-        self._digest: str | None = None
+        # digest: a sum of per-event hashes, brought up to date lazily (see digest())
+        self._digest_sum = 0
+        self._unhashed: list[Order | Cancel] = []
 
     # -- local events ------------------------------------------------------
     def place(
@@ -240,10 +242,11 @@ class Replica:
         changes = state.merge(delta)
         if not changes and all(state.context.contiguous(r) == n for r, n in before.items()):
             return 0
-        self._digest = None
         if changes.added:
             self.clock.observe(max(event.clock for _, _, event in changes.added))
+            self._unhashed.extend(event for _, _, event in changes.added)
         if changes.replaced:
+            self._digest_sum, self._unhashed = 0, [e for _, _, e in state.entries()]
             self._rebuild()
             return len(changes.added)
         ready = []
@@ -278,7 +281,7 @@ class Replica:
             clock = self.clock
             if event.clock > clock.last:
                 clock.last = event.clock
-            self._digest = None
+            self._unhashed.append(event)
             engine = self.engine
             if event.clock <= self._chain_clock.get(replica, 0) or replica in engine.invalid:
                 self._check_chain(replica, top, seq, [])
@@ -296,7 +299,7 @@ class Replica:
         seqs[seq] = event
         cc.add(replica, seq)
         self.clock.observe(event.clock)
-        self._digest = None
+        self._unhashed.append(event)
         new = cc.contiguous(replica)
         if new > top:
             ready: list = []
@@ -415,14 +418,26 @@ class Replica:
                           outcome.removed, outcome.reason)
 
     def digest(self) -> str:
-        """SHA-256 over the canonical CBOR of every event in position order."""
-        if self._digest is None:
-            h = hashlib.sha256()
-            dumps = cbor2.dumps
-            for event in self.events():
-                h.update(dumps(event_to_wire(event), canonical=True))
-            self._digest = h.hexdigest()
-        return self._digest
+        """A hash of the event set: equal on replicas holding the same events.
+
+        Each event is hashed once (SHA-256 of its canonical CBOR) and the
+        hashes are added modulo 2**256, so the digest does not depend on
+        arrival order and costs O(new events) per call, not O(all events).
+        The count of events is hashed in with the sum.
+        """
+        if self._unhashed:
+            total = self._digest_sum
+            dumps, sha256, from_bytes = cbor2.dumps, hashlib.sha256, int.from_bytes
+            for event in self._unhashed:
+                total += from_bytes(sha256(dumps(event_to_wire(event), canonical=True)).digest())
+            self._digest_sum = total % _DIGEST_MODULUS
+            self._unhashed = []
+        return hashlib.sha256(
+            b"crdtbook-digest-v1|%d|%d" % (len(self.state), self._digest_sum)
+        ).hexdigest()
+
+
+_DIGEST_MODULUS = 2**256
 
 
 def _single_event(delta: AWORSet) -> Order | Cancel | None:

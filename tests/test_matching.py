@@ -225,3 +225,15 @@ def test_exhausted_clock_is_a_clear_error_not_a_crash():
                     lambda: a.cancel("a:1", now_ms=MAX_CLOCK)):
         with pytest.raises(ReplicaError):
             attempt()
+
+
+def test_digest_tracks_the_event_set():
+    a, b = Replica("a"), Replica("b")
+    empty = a.digest()
+    placed = a.place("sell", "1", "10", now_ms=1)
+    assert a.digest() != empty
+    b.merge(placed.delta)
+    assert b.digest() == a.digest()
+    other = Replica("c")
+    other.merge(b.place("buy", "1", "9", now_ms=2).delta)
+    assert other.digest() not in (empty, a.digest())
