@@ -203,6 +203,7 @@ async def run(args, urls) -> dict:
         "wire_bytes_per_order_per_peer": round(wire, 1),
         "wire_bytes_per_order_per_peer_at_rate": round(wire_latency_phase, 1),
         "wire_ratio_to_cbor": round(wire / order_cbor, 2),
+        "wire_ratio_to_cbor_at_rate": round(wire_latency_phase / order_cbor, 2),
         "push_requests": after["push_requests"] - before["push_requests"],
         "pull_requests": after["pull_requests"] - before["pull_requests"],
         "dropped_pushes": after["dropped_pushes"],

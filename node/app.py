@@ -200,7 +200,9 @@ class App:
             raise BadRequest(400, "bad_delta", str(exc)) from None
         self._peer_seen(request)
         logs.debug("peer.push.received", added=added, bytes=len(request.body))
-        return Response(204, b"", headers=self._peer_headers())
+        response = Response(204, b"", headers=[(b"x-crdtbook-replica", self.node.id.encode())])
+        response.headers.pop(0)  # no body, no content-type: pushes are small, headers add up
+        return response
 
     def peer_pull(self, request: Request) -> Response:
         self._peer_check(request)

@@ -39,13 +39,17 @@ from .service import Node, Peer
 PUSH_BATCH = 5_000
 
 
-def peer_headers(node: Node, content_type: str = "application/cbor") -> dict[str, str]:
-    return {
-        "content-type": content_type,
+def peer_headers(node: Node, with_url: bool = True) -> dict[str, str]:
+    """Who is calling. Pushes leave the URL out (pulls carry it every interval):
+    at a few orders per push, headers are a large share of the bytes."""
+    headers = {
+        "content-type": "application/cbor",
         "x-crdtbook-replica": node.id,
-        "x-crdtbook-url": node.url,
         "x-crdtbook-book": node.config.book,
     }
+    if with_url:
+        headers["x-crdtbook-url"] = node.url
+    return headers
 
 
 async def run(node: Node, client: httpx.AsyncClient) -> None:
@@ -94,7 +98,7 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         try:
             with trio.fail_after(node.config.request_timeout_s):
                 response = await client.post(peer.url + "/peer/push", content=body,
-                                             headers=peer_headers(node))
+                                             headers=peer_headers(node, with_url=False))
             if response.status_code != 204:
                 raise httpx.HTTPStatusError(
                     f"push answered {response.status_code}: {response.text[:200]}",

@@ -48,7 +48,7 @@ async def serve_node(
         trio.open_nursery() as nursery,
     ):
         # Peer messages are small: do not pay for headers nobody reads.
-        for name in ("accept", "accept-encoding"):
+        for name in ("accept", "accept-encoding", "connection"):  # HTTP/1.1 keeps alive
             client.headers.pop(name, None)
         client.headers["user-agent"] = "crdtbook"
         binds = await nursery.start(
