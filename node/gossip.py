@@ -64,19 +64,19 @@ async def _peer_tasks(node: Node, client: httpx.AsyncClient, nursery: trio.Nurse
 
     Per-peer tasks mean a slow or dead peer only ever delays itself.
     """
-    started: set[str] = set()
     while True:
-        for url, peer in list(node.peers.items()):
-            if url not in started:
-                started.add(url)
+        for peer in list(node.peers.values()):
+            if not peer.started:
+                peer.started = True
                 nursery.start_soon(_peer_main, node, client, peer)
-        started &= set(node.peers)
         await node.peer_added.wait()
 
 
 async def _peer_main(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
     with trio.CancelScope() as scope:
         peer.cancel_scope = scope
+        if node.peers.get(peer.url) is not peer:  # forgotten before it started
+            return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sender, node, client, peer)
             nursery.start_soon(_puller, node, client, peer)
@@ -186,6 +186,7 @@ async def _discovery_loop(node: Node, client: httpx.AsyncClient) -> None:
         if last_announce is None or now - last_announce >= node.config.announce_interval_s:
             await announce(node, client)
             last_announce = now
+        node.forget_dead()
         await lookup(node, client)
         lonely = not any(p.last_seen is not None for p in node.peers.values())
         await trio.sleep(node.config.pull_interval_s if lonely

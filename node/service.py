@@ -62,9 +62,11 @@ class Peer:
         self.replica: str | None = None
         self.last_seen: float | None = None  # monotonic seconds
         self.failures = 0
+        self.failing_since: float | None = None
         self.retry_at = 0.0
         self.outbox_send, self.outbox = trio.open_memory_channel[AWORSet](OUTBOX_LIMIT)
         self.dropped = 0
+        self.started = False  # its push and pull tasks are running
         self.cancel_scope: trio.CancelScope | None = None
 
     def ok(self, replica: str | None, now: float) -> None:
@@ -72,9 +74,12 @@ class Peer:
             self.replica = replica
         self.last_seen = now
         self.failures = 0
+        self.failing_since = None
         self.retry_at = 0.0
 
     def failed(self, now: float) -> float:
+        if not self.failures:
+            self.failing_since = now
         self.failures += 1
         backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** min(self.failures, 10))
         self.retry_at = now + backoff
@@ -154,6 +159,18 @@ class Node:
             logs.info("peer.forgotten", peer=url, why=why)
             if peer.cancel_scope is not None:
                 peer.cancel_scope.cancel()
+
+    def forget_dead(self) -> None:
+        """Drop discovered peers that have failed for longer than a registry TTL.
+
+        Peers given with --peer stay (with backoff); the registry stops listing
+        a dead node after its TTL, so it is not re-added.
+        """
+        now = self.monotonic()
+        for url, peer in sorted(self.peers.items()):
+            if (not peer.sticky and peer.failing_since is not None
+                    and now - peer.failing_since > self.config.registry_ttl_s):
+                self.forget_peer(url, f"unreachable for over {self.config.registry_ttl_s:g}s")
 
     def seen(self, url: str | None, replica: str | None) -> None:
         """A request or answer came from ``url`` (if it said) as ``replica``."""

@@ -79,3 +79,15 @@ async def test_dead_or_hanging_peer_does_not_stall_the_others(nursery):
     peers = {p["url"]: p for p in a.node.status()["peers"]}
     assert peers[c.url]["failures"] >= 1
     assert peers[hole]["last_seen_s"] is None
+
+
+async def test_dead_discovered_peer_is_forgotten_after_the_registry_ttl(nursery):
+    fast = {"registry_ttl_s": 1.0, "announce_interval_s": 0.3}
+    a = await start(nursery, **fast)
+    b = await start(nursery, a.url, **fast)
+    c = await start(nursery, a.url, **fast)
+    await eventually(lambda: c.url in a.node.peers and c.url in b.node.peers)
+    await c.stop()
+    # b learned c from the registry: forgotten. a never had c as --peer either.
+    await eventually(lambda: c.url not in b.node.peers and c.url not in a.node.peers)
+    assert a.url in b.node.peers  # given with --peer: kept
