@@ -74,6 +74,38 @@ def test_graceful_sigint_exits_zero(node_process):
     assert proc.wait(timeout=15) == 0
 
 
+def test_sigint_works_when_started_in_the_background_by_a_script():
+    # A non-interactive shell starts `cmd &` with SIGINT ignored; the node must still stop.
+    proc = subprocess.Popen([*CLI, "node", "--listen", "127.0.0.1:0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert " listening on " in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        assert "event=node.stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_standalone_registry_command():
+    proc = subprocess.Popen([*CLI, "registry", "--listen", "127.0.0.1:0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[-1]
+        import httpx
+
+        assert httpx.post(f"{url}/announce", json={"data": ["k", 1234]}).json() == 1
+        assert httpx.post(f"{url}/lookup", json={"data": "k"}).json() == ["127.0.0.1:1234"]
+        assert httpx.post(f"{url}/lookup", json={"data": 5}).json() == "ERR_GRAPE_LOOKUP"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -91,3 +91,18 @@ async def test_dead_discovered_peer_is_forgotten_after_the_registry_ttl(nursery)
     # b learned c from the registry: forgotten. a never had c as --peer either.
     await eventually(lambda: c.url not in b.node.peers and c.url not in a.node.peers)
     assert a.url in b.node.peers  # given with --peer: kept
+
+
+async def test_nodes_discover_each_other_through_a_shared_registry(nursery):
+    from node.standalone import serve_registry
+
+    binds = await nursery.start(serve_registry, "127.0.0.1", 0, trio.Event())
+    registry = binds[0]
+    a = await start(nursery, registry_url=registry)
+    b = await start(nursery, registry_url=registry)  # no --peer at all
+    await eventually(lambda: b.url in a.node.peers and a.url in b.node.peers)
+    async with client() as http:
+        await submit(http, a.url, "sell", "2", "10")
+        await submit(http, b.url, "buy", "1", "10")
+    await eventually(lambda: converged(a, b, events=2))
+    assert len(a.node.replica.fills()) == 1
