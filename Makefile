@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-FUZZ_BUDGET ?= 30
+FUZZ_BUDGET ?= 40
 
 .PHONY: test lint pytest fuzz-short fuzz bench run install clean
 
