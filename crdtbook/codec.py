@@ -8,8 +8,11 @@ canonically (RFC 8949 core deterministic encoding via cbor2's
 
     event    [0, replica, seq, clock, side, type, price, qty, account]   order
              [1, replica, seq, clock, target_replica, target_seq]       cancel
+             [2, replica, seq, clock, action, target, last_seq]         member (join/leave/evict)
+    claims   [[replica, seq, clock], ...]  sorted by replica (see replica.py, finality)
     context  [[replica, contiguous_seq, [cloud seq, ...]], ...]  sorted by replica
-    delta    {"v": 1, "kind": "delta", "events": [event...], "context": context}
+    delta    {"v": 1, "kind": "delta", "events": [event...], "context": context,
+              "claims": claims}          (claims optional, also on context messages)
 
 ``side`` and ``type`` are small integers (indexes into ``SIDES``/``TYPES``);
 prices and quantities are integers of 1e-8 units (price 0 for market).
@@ -25,7 +28,7 @@ returned half-built, so a failed decode can never change a replica.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 
@@ -38,12 +41,15 @@ from .events import (
     CANCEL,
     MARKET,
     MAX_ACCOUNT_LEN,
+    MEMBER_ACTIONS,
     ORDER,
     SIDES,
     TYPES,
     Cancel,
+    Member,
     Order,
     make_cancel,
+    make_member,
     make_order,
 )
 
@@ -55,6 +61,7 @@ MAX_BYTES = 256 * 1024 * 1024
 
 _ORDER_TAG = 0
 _CANCEL_TAG = 1
+_MEMBER_TAG = 2
 
 
 class CodecError(ValueError):
@@ -62,15 +69,22 @@ class CodecError(ValueError):
 
 
 # -- encoding -------------------------------------------------------------
-def event_to_wire(event: Order | Cancel) -> list:
+def event_to_wire(event: Order | Cancel | Member) -> list:
     if event.kind == ORDER:
         return [
             _ORDER_TAG, event.replica, event.seq, event.clock,
             SIDES.index(event.side), TYPES.index(event.type),
             event.price, event.qty, event.account,
         ]
-    return [_CANCEL_TAG, event.replica, event.seq, event.clock,
-            event.target_replica, event.target_seq]
+    if event.kind == CANCEL:
+        return [_CANCEL_TAG, event.replica, event.seq, event.clock,
+                event.target_replica, event.target_seq]
+    return [_MEMBER_TAG, event.replica, event.seq, event.clock,
+            MEMBER_ACTIONS.index(event.action), event.target, event.last_seq]
+
+
+def claims_to_wire(claims) -> list:
+    return [[c.replica, c.seq, c.clock] for c in sorted(claims)]
 
 
 def context_to_wire(context: CausalContext) -> list:
@@ -88,18 +102,24 @@ def encode_event(event: Order | Cancel) -> bytes:
     return _dumps({"v": VERSION, "kind": "event", "event": event_to_wire(event)})
 
 
-def encode_context(context: CausalContext) -> bytes:
-    return _dumps({"v": VERSION, "kind": "context", "context": context_to_wire(context)})
+def encode_context(context: CausalContext, claims=()) -> bytes:
+    message = {"v": VERSION, "kind": "context", "context": context_to_wire(context)}
+    if claims:
+        message["claims"] = claims_to_wire(claims)
+    return _dumps(message)
 
 
-def encode_delta(delta: AWORSet) -> bytes:
+def encode_delta(delta: AWORSet, claims=()) -> bytes:
     events = sorted(value for _, _, value in delta.entries())
-    return _dumps({
+    message = {
         "v": VERSION,
         "kind": "delta",
         "events": [event_to_wire(e) for e in events],
         "context": context_to_wire(delta.context),
-    })
+    }
+    if claims:
+        message["claims"] = claims_to_wire(claims)
+    return _dumps(message)
 
 
 # -- decoding -------------------------------------------------------------
@@ -174,6 +194,13 @@ def event_from_wire(item: object, where: str = "event") -> Order | Cancel:
                 raise CodecError(f"{where}: a cancel has 6 fields, got {len(item)}")
             _, replica, seq, clock, target_replica, target_seq = item
             return make_cancel(clock, replica, seq, target_replica, target_seq)
+        if type(tag) is int and tag == _MEMBER_TAG:
+            if len(item) != 7:
+                raise CodecError(f"{where}: a membership event has 7 fields, got {len(item)}")
+            _, replica, seq, clock, action, target, last_seq = item
+            action = MEMBER_ACTIONS[_int(action, f"{where}: action", 0,
+                                         len(MEMBER_ACTIONS) - 1)]
+            return make_member(clock, replica, seq, action, target, last_seq)
     except CodecError:
         raise
     except ValueError as exc:  # EventError, DotError, AmountError
@@ -223,6 +250,47 @@ def _total(decode):
     return wrapper
 
 
+class Claim(NamedTuple):
+    """``replica`` will never create an event at or below ``clock`` after ``seq``."""
+
+    replica: str
+    seq: int
+    clock: int
+
+
+def claims_from_wire(items: object, where: str = "claims") -> list[Claim]:
+    items = _list(items, where, MAX_REPLICAS)
+    claims = {}
+    for i, entry in enumerate(items):
+        entry = _list(entry, f"{where}[{i}]", 3)
+        if len(entry) != 3:
+            raise CodecError(f"{where}[{i}] must be [replica, seq, clock]")
+        replica, seq, clock = entry
+        try:
+            check_replica(replica)
+        except DotError as exc:
+            raise CodecError(f"{where}[{i}]: {exc}") from None
+        if replica in claims:
+            raise CodecError(f"{where}: replica {replica!r} appears twice")
+        claims[replica] = Claim(replica, _int(seq, f"{where}[{i}] seq", 0, MAX_SEQ),
+                                _int(clock, f"{where}[{i}] clock", 0, MAX_CLOCK))
+    return [claims[r] for r in sorted(claims)]
+
+
+@_total
+def decode_context_claims(data: bytes) -> tuple[CausalContext, list[Claim]]:
+    message = _loads(data, "context")
+    context = context_from_wire(_field(message, "context", "context"))
+    return context, claims_from_wire(message.get("claims", []))
+
+
+@_total
+def decode_delta_claims(data: bytes) -> tuple[AWORSet, list[Claim]]:
+    message = _loads(data, "delta")
+    claims = claims_from_wire(message.get("claims", []))
+    return _delta_from_message(message), claims
+
+
 @_total
 def decode_event(data: bytes) -> Order | Cancel:
     message = _loads(data, "event")
@@ -237,7 +305,10 @@ def decode_context(data: bytes) -> CausalContext:
 
 @_total
 def decode_delta(data: bytes) -> AWORSet:
-    message = _loads(data, "delta")
+    return _delta_from_message(_loads(data, "delta"))
+
+
+def _delta_from_message(message: dict) -> AWORSet:
     items = _list(_field(message, "events", "delta"), "delta events", MAX_EVENTS)
     context = context_from_wire(_field(message, "context", "delta"), "delta context")
     store: dict[str, dict[int, Order | Cancel]] = {}
@@ -347,6 +418,7 @@ def _fast_event(item: object, names: _Names) -> Order | Cancel | None:
 
 
 __all__ = [
-    "CANCEL", "CodecError", "VERSION", "decode_context", "decode_delta", "decode_event",
-    "encode_context", "encode_delta", "encode_event", "event_to_wire", "context_to_wire",
+    "CANCEL", "Claim", "CodecError", "VERSION", "decode_context", "decode_context_claims",
+    "decode_delta", "decode_delta_claims", "decode_event", "encode_context", "encode_delta",
+    "encode_event", "event_to_wire", "context_to_wire",
 ]

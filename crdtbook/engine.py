@@ -48,13 +48,51 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from .book import BookSide, Resting
-from .events import BUY, FOK, LIMIT, MARKET, ORDER, POST_ONLY, Cancel, Order
+from .events import (
+    BUY,
+    CANCEL,
+    EVICT,
+    FOK,
+    LEAVE,
+    LIMIT,
+    MARKET,
+    ORDER,
+    POST_ONLY,
+    Cancel,
+    Member,
+    Order,
+)
 
 REASON_POST_ONLY = "post_only order would trade on arrival"
 REASON_FOK = "fok order cannot be filled in full"
 REASON_FOREIGN = "a replica may only cancel its own orders"
 REASON_NOT_EARLIER = "a cancel must target an earlier event of its own replica"
 REASON_NOT_ORDER = "cancel target is not an order"
+REASON_LEAVE = "a replica leaves only itself, as its own last event"
+REASON_EVICT_SELF = "a replica cannot evict itself (it leaves instead)"
+
+
+class MemberOutcome:
+    """A membership event changes no book; it is valid or rejected (with a reason)."""
+
+    __slots__ = ("event", "reason")
+
+    def __init__(self, event: Member, reason: str | None) -> None:
+        self.event = event
+        self.reason = reason
+
+    @property
+    def status(self) -> str:
+        return "rejected" if self.reason is not None else "applied"
+
+
+def member_reason(event: Member) -> str | None:
+    """Rules a membership event must keep, whatever else is in the set."""
+    if event.action == LEAVE and (event.target != event.replica or event.last_seq != event.seq):
+        return REASON_LEAVE
+    if event.action == EVICT and event.target == event.replica:
+        return REASON_EVICT_SELF
+    return None
 
 
 class CancelOutcome:
@@ -118,9 +156,13 @@ class Engine:
         if log and event < log[-1]:
             self.update([event])
             return
-        outcome = (
-            self._apply_order(event) if event.kind == ORDER else self._apply_cancel(event)
-        )
+        kind = event.kind
+        if kind == ORDER:
+            outcome = self._apply_order(event)
+        elif kind == CANCEL:
+            outcome = self._apply_cancel(event)
+        else:
+            outcome = MemberOutcome(event, self._chain_reason(event) or member_reason(event))
         log.append(event)
         seqs = self.by_dot.get(event.replica)
         if seqs is None:
@@ -134,9 +176,13 @@ class Engine:
 
     # -- apply -----------------------------------------------------------
     def _apply(self, event: Order | Cancel) -> None:
-        outcome = (
-            self._apply_order(event) if event.kind == ORDER else self._apply_cancel(event)
-        )
+        kind = event.kind
+        if kind == ORDER:
+            outcome = self._apply_order(event)
+        elif kind == CANCEL:
+            outcome = self._apply_cancel(event)
+        else:
+            outcome = MemberOutcome(event, self._chain_reason(event) or member_reason(event))
         self.log.append(event)
         seqs = self.by_dot.get(event.replica)
         if seqs is None:
@@ -235,7 +281,7 @@ class Engine:
             outcome = by_dot[event.replica].pop(event.seq)
             if event.kind == ORDER:
                 self._undo_order(outcome)
-            else:
+            elif event.kind == CANCEL:
                 self._undo_cancel(outcome)
             undone.append(event)
         undone.reverse()

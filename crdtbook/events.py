@@ -32,10 +32,16 @@ from typing import NamedTuple
 
 from .amount import check_units, format_amount
 from .clock import MAX_CLOCK
-from .dot import Dot, check_replica, check_seq, show_int
+from .dot import MAX_SEQ, Dot, check_replica, check_seq, show_int
 
 ORDER = "order"
 CANCEL = "cancel"
+MEMBER = "member"
+
+JOIN = "join"
+LEAVE = "leave"
+EVICT = "evict"
+MEMBER_ACTIONS = (JOIN, LEAVE, EVICT)
 
 BUY = "buy"
 SELL = "sell"
@@ -103,7 +109,39 @@ class Cancel(NamedTuple):
         return f"{self.replica}:{self.seq} cancel {self.target_replica}:{self.target_seq}"
 
 
-Event = Order | Cancel
+class Member(NamedTuple):
+    """A membership change: who counts for the final frontier.
+
+    * join: ``replica`` (a member) admits ``target``; the target's events all
+      sort after it, so no frontier computed before it can have passed them.
+    * leave: ``replica`` leaves (``target`` is itself); its events after
+      ``last_seq`` (this event's own seq) are rejected.
+    * evict: ``replica`` evicts ``target``; the target's events after
+      ``last_seq`` are rejected, identically on every replica.
+    """
+
+    clock: int
+    replica: str
+    seq: int
+    kind: str  # always MEMBER
+    action: str
+    target: str
+    last_seq: int  # 0 for join
+
+    @property
+    def dot(self) -> Dot:
+        return Dot(self.replica, self.seq)
+
+    @property
+    def position(self) -> tuple[int, str, int]:
+        return (self.clock, self.replica, self.seq)
+
+    def describe(self) -> str:
+        tail = f" after seq {self.last_seq}" if self.action != JOIN else ""
+        return f"{self.replica}:{self.seq} {self.action} {self.target}{tail}"
+
+
+Event = Order | Cancel | Member
 
 
 def check_clock(clock: object) -> int:
@@ -144,6 +182,24 @@ def make_order(
     side = BUY if side == BUY else SELL
     type = TYPES[TYPES.index(type)]
     return Order(clock, replica, seq, ORDER, side, type, price, qty, account)
+
+
+def make_member(clock: int, replica: str, seq: int, action: str, target: str,
+                last_seq: int) -> Member:
+    check_clock(clock)
+    check_replica(replica)
+    check_seq(seq)
+    if action not in MEMBER_ACTIONS:
+        raise EventError(f"membership action must be one of {', '.join(MEMBER_ACTIONS)}")
+    check_replica(target)
+    if isinstance(last_seq, bool) or not isinstance(last_seq, int):
+        raise EventError("last seq must be an integer")
+    if action == JOIN and last_seq != 0:
+        raise EventError("a join carries last seq 0")
+    if not 0 <= last_seq <= MAX_SEQ:
+        raise EventError(f"last seq {show_int(last_seq)} is out of range 0..2^63-1")
+    return Member(clock, replica, seq, MEMBER, MEMBER_ACTIONS[MEMBER_ACTIONS.index(action)],
+                  target, last_seq)
 
 
 def make_cancel(clock: int, replica: str, seq: int, target_replica: str, target_seq: int) -> Cancel:

@@ -31,6 +31,7 @@ Time comes in as ``now_ms`` arguments: the replica never reads a clock.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -39,15 +40,32 @@ import cbor2
 from .amount import format_amount, parse_amount
 from .aworset import AWORSet
 from .book import Level, Resting
-from .clock import HybridClock
-from .codec import event_to_wire
+from .clock import LOGICAL_BITS, MAX_CLOCK, HybridClock
+from .codec import Claim, event_to_wire
 from .context import CausalContext
 from .dot import Dot, check_replica, parse_dot
-from .engine import CancelOutcome, Engine
-from .events import CANCEL, MARKET, ORDER, SIDES, TYPES, Cancel, Order, make_cancel, make_order
+from .engine import CancelOutcome, Engine, member_reason
+from .events import (
+    CANCEL,
+    EVICT,
+    JOIN,
+    LEAVE,
+    MARKET,
+    MEMBER,
+    ORDER,
+    SIDES,
+    TYPES,
+    Cancel,
+    Member,
+    Order,
+    make_cancel,
+    make_member,
+    make_order,
+)
 
 REASON_CLOCK = "clock does not increase along its replica's seq"
 REASON_CLOCK_AFTER = "an earlier event of its replica was rejected for its clock"
+REASON_RETIRED = "its replica had left or was evicted before this event"
 
 
 class ReplicaError(ValueError):
@@ -114,6 +132,19 @@ class Replica:
         self.engine = Engine()
         # per origin replica: clock of the last event checked along its seq chain
         self._chain_clock: dict[str, int] = {}
+        self._poisoned: set[str] = set()  # origins whose clock chain broke
+        # membership (see frontier()): earliest valid join per replica, and the
+        # last seq that counts for replicas that left or were evicted
+        self._join_clock: dict[str, int] = {}
+        self._cutoff: dict[str, int] = {}
+        self._claims: dict[str, Claim] = {}
+        self._counted: dict[str, int] = {}
+        self._founded = False
+        self._final = 0
+        # Both must stay 0: an event below F arriving, or F wanting to move back,
+        # would each mean a fill reported final could change (the fuzzer checks).
+        self.frontier_regressions = 0
+        self.frontier_violations = 0
         # digest: a sum of per-event hashes, brought up to date lazily (see digest())
         self._digest_sum = 0
         self._unhashed: list[Order | Cancel] = []
@@ -129,6 +160,7 @@ class Replica:
         now_ms: int = 0,
     ) -> Placed:
         """Create an order at this replica. Raises ReplicaError on a bad field."""
+        self._still_here()
         if side not in SIDES:
             raise ReplicaError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
         if type not in TYPES:
@@ -159,6 +191,7 @@ class Replica:
 
     def cancel(self, order_id: Dot | str, now_ms: int = 0) -> Cancelled:
         """Cancel an order this replica placed. Raises ReplicaError otherwise."""
+        self._still_here()
         try:
             target = parse_dot(order_id) if isinstance(order_id, str) else Dot(*order_id)
         except ValueError as exc:
@@ -173,6 +206,10 @@ class Replica:
                              target.replica, target.seq)
         delta = self._local(cancel)
         return Cancelled(delta, self.cancel_view(cancel.dot))
+
+    def _still_here(self) -> None:
+        if self.id in self._cutoff:
+            raise ReplicaError(f"replica {self.id} has left or was evicted; it creates no events")
 
     def _tick(self, now_ms: int) -> int:
         try:
@@ -254,10 +291,7 @@ class Replica:
             new = state.context.contiguous(replica)
             if new > old:
                 self._check_chain(replica, old, new, ready)
-        drop = [e for r, s, e in changes.removed if s <= before.get(r, 0)]
-        if len(ready) > 1:
-            ready.sort()
-        self.engine.update(ready, drop)
+        self._admit(ready)
         return len(changes.added)
 
     def _merge_one(self, event: Order | Cancel) -> int:
@@ -272,7 +306,7 @@ class Replica:
         state = self.state
         cc = state.context
         top = cc.vv.get(replica, 0)
-        if seq == top + 1 and replica not in cc.cloud:
+        if seq == top + 1 and replica not in cc.cloud and event.kind != MEMBER:
             seqs = state.store.get(replica)
             if seqs is None:
                 seqs = state.store[replica] = {}
@@ -283,7 +317,8 @@ class Replica:
                 clock.last = event.clock
             self._unhashed.append(event)
             engine = self.engine
-            if event.clock <= self._chain_clock.get(replica, 0) or replica in engine.invalid:
+            if (event.clock <= self._chain_clock.get(replica, 0) or replica in engine.invalid
+                    or replica in self._cutoff):
                 self._check_chain(replica, top, seq, [])
             self._chain_clock[replica] = event.clock
             engine.add(event)
@@ -304,38 +339,247 @@ class Replica:
         if new > top:
             ready: list = []
             self._check_chain(replica, top, new, ready)
-            if len(ready) > 1:
-                ready.sort()
-            self.engine.update(ready)
+            self._admit(ready)
         return 1
 
     def _check_chain(self, replica: str, old: int, new: int, ready: list) -> None:
-        """Admit seqs old+1..new of ``replica`` to the engine, checking their clocks."""
+        """Admit seqs old+1..new of ``replica``: check its clock chain and cutoff."""
         seqs = self.state.store.get(replica, {})
         last = self._chain_clock.get(replica, 0)
-        bad = self.engine.invalid.get(replica)
+        poisoned = replica in self._poisoned
+        cut = self._cutoff.get(replica)
+        invalid = self.engine.invalid
         for seq in range(old + 1, new + 1):
             event = seqs.get(seq)
             if event is None:  # seen and removed: it never enters the engine
                 continue
-            if bad:
-                bad[seq] = REASON_CLOCK_AFTER
+            if poisoned:
+                invalid.setdefault(replica, {})[seq] = REASON_CLOCK_AFTER
             elif event.clock <= last:
-                bad = self.engine.invalid[replica] = {seq: REASON_CLOCK}
+                poisoned = True
+                self._poisoned.add(replica)
+                invalid.setdefault(replica, {})[seq] = REASON_CLOCK
+            elif cut is not None and seq > cut:
+                invalid.setdefault(replica, {})[seq] = REASON_RETIRED
             ready.append(event)
             last = event.clock
         self._chain_clock[replica] = last
 
+    def _admit(self, ready: list) -> None:
+        """Send newly contiguous events to the engine, applying membership changes first.
+
+        A valid leave or evict lowers its target's cutoff: the target's events
+        after it are rejected, including ones already matched (they are replayed
+        as rejected, from the earliest of them).
+        """
+        engine = self.engine
+        replay: list = []
+        for event in ready:
+            if event.kind != MEMBER or self._member_reason(event) is not None:
+                continue
+            target = event.target
+            if event.action == JOIN:
+                if event.clock < self._join_clock.get(target, event.clock + 1):
+                    self._join_clock[target] = event.clock
+                if target == event.replica:
+                    self._founded = True  # the cluster's founding self-join
+                continue
+            cut = event.last_seq
+            if cut >= self._cutoff.get(target, cut + 1):
+                continue
+            self._cutoff[target] = cut
+            top = self.state.context.contiguous(target)
+            held = self.state.store.get(target, {})
+            for seq in sorted(s for s in held if cut < s <= top):
+                marks = engine.invalid.setdefault(target, {})
+                marks.setdefault(seq, REASON_RETIRED)
+                if engine.outcome(target, seq) is not None:
+                    replay.append(held[seq])
+        if replay:
+            ready = ready + replay
+        if len(ready) > 1:
+            ready.sort()
+        if ready and ready[0].clock <= self._final:
+            invalid = engine.invalid
+            self.frontier_violations += sum(
+                1 for e in ready
+                if e.clock <= self._final and not invalid.get(e.replica, {}).get(e.seq)
+                and e not in replay
+            )
+        engine.update(ready, replay)
+
+    def _member_reason(self, event: Member) -> str | None:
+        """Why a membership event has no effect, or None.
+
+        Only its own rules and its replica's clock chain count, never a cutoff:
+        a cutoff may arrive before or after it, and the effect must not depend
+        on which came first.
+        """
+        marks = self.engine.invalid.get(event.replica)
+        reason = marks.get(event.seq) if marks else None
+        if reason in (REASON_CLOCK, REASON_CLOCK_AFTER):
+            return reason
+        return member_reason(event)
+
     def _rebuild(self) -> None:
         """Recompute everything from the set (after a forged duplicate dot)."""
         self._chain_clock.clear()
+        self._poisoned.clear()
+        self._join_clock.clear()
+        self._cutoff.clear()
+        self._counted.clear()
+        self._founded = False
         self.engine.invalid.clear()
         self.engine.reset()
         ready: list = []
         for replica in self.state.context.replicas():
             self._check_chain(replica, 0, self.state.context.contiguous(replica), ready)
-        ready.sort()
-        self.engine.update(ready)
+        self._admit(ready)
+
+    # -- membership and finality ---------------------------------------------
+    def bootstrap(self, now_ms: int = 0) -> AWORSet:
+        """Start a new cluster: this replica admits itself (only the very first node)."""
+        if self.is_member(self.id):
+            raise ReplicaError(f"{self.id} is already a member")
+        return self._local(self._member_event(JOIN, self.id, 0, now_ms))
+
+    def join(self, target: str, now_ms: int = 0) -> AWORSet:
+        """Admit ``target`` (sponsor it). Its events will all sort after this one."""
+        try:
+            check_replica(target)
+        except ValueError as exc:
+            raise ReplicaError(str(exc)) from None
+        if not self.is_member(self.id):
+            raise ReplicaError(f"{self.id} is not a member yet and cannot admit others")
+        if target in self._join_clock:
+            raise ReplicaError(f"{target} is already a member")
+        return self._local(self._member_event(JOIN, target, 0, now_ms))
+
+    def leave(self, now_ms: int = 0) -> AWORSet:
+        """Announce that this replica stops here, so it no longer holds finality back."""
+        if self.id in self._cutoff:
+            raise ReplicaError(f"{self.id} has already left")
+        return self._local(self._member_event(LEAVE, self.id, self._next_seq(), now_ms))
+
+    def evict(self, target: str, now_ms: int = 0) -> AWORSet:
+        """Evict a vanished replica: its events after the last one held here are rejected."""
+        if target == self.id:
+            raise ReplicaError("a replica cannot evict itself; it leaves instead")
+        if target not in self.members():
+            raise ReplicaError(f"{target} is not a current member")
+        last = self.state.context.contiguous(target)
+        return self._local(self._member_event(EVICT, target, last, now_ms))
+
+    def _member_event(self, action: str, target: str, last_seq: int, now_ms: int) -> Member:
+        return make_member(self._tick(now_ms), self.id, self._next_seq(), action, target,
+                           last_seq)
+
+    def is_member(self, replica: str) -> bool:
+        if replica in self._cutoff:
+            return False
+        return replica in self._join_clock or self.state.context.contiguous(replica) > 0
+
+    def members(self) -> list[str]:
+        """Replicas that joined or produced events and have not (fully) left."""
+        cc = self.state.context
+        names = set(cc.vv) | set(cc.cloud) | set(self._join_clock)
+        return [
+            r for r in sorted(names)
+            if r not in self._cutoff or cc.contiguous(r) < self._cutoff[r]
+        ]
+
+    def _can_finalize(self, members: list[str]) -> bool:
+        """F may advance only when membership is knowable from what is held here.
+
+        Every member joins through an event of an earlier member, back to the
+        cluster's founding self-join: holding the founder's join, and counting
+        each known member's claim, means holding every join at or below F, so
+        no member can be missing from the minimum. A replica that produced
+        events without a join held here could be one: then F waits.
+        """
+        if not self._founded:
+            return False
+        return all(r in self._join_clock for r in members)
+
+    def claim(self, now_ms: int) -> Claim:
+        """This replica's promise: no new event of it at or below the returned clock.
+
+        Sent in every exchange (a heartbeat when idle). Advances the hybrid
+        clock to ``now_ms`` so the promise keeps up with real time.
+        """
+        candidate = now_ms << LOGICAL_BITS
+        if self.clock.last < candidate <= MAX_CLOCK:
+            self.clock.last = candidate
+        return Claim(self.id, self.state.context.contiguous(self.id), self.clock.last)
+
+    def claims(self) -> list[Claim]:
+        """Every claim known here (max-merged), this replica's own included."""
+        own = Claim(self.id, self.state.context.contiguous(self.id), self.clock.last)
+        return sorted([own, *(c for r, c in self._claims.items() if r != self.id)])
+
+    def observe_claims(self, claims: Iterable[Claim]) -> None:
+        for claim in claims:
+            if claim.replica == self.id:
+                continue
+            held = self._claims.get(claim.replica)
+            if held is None or claim.clock > held.clock:
+                self._claims[claim.replica] = claim
+
+    def frontier(self) -> int:
+        """The final frontier F: every event at or below clock F is known here.
+
+        F = min over members of what is *counted* for each: a member's claim
+        once all its events up to the claim's seq are held, else the clock of
+        its last contiguous event (its next one must be later), and never less
+        than its join. F never decreases; an attempt is counted in
+        ``frontier_regressions`` (it would mean a member appeared below F).
+        """
+        cc = self.state.context
+        store = self.state.store
+        members = self.members()
+        if not self._can_finalize(members):
+            return self._final
+        low = None
+        for replica in members:
+            if replica == self.id:
+                counted = self.clock.last
+            else:
+                counted = self._join_clock.get(replica, 0)
+                top = cc.vv.get(replica, 0)
+                if top:
+                    event = store.get(replica, {}).get(top)
+                    if event is not None and event.clock > counted:
+                        counted = event.clock
+                claim = self._claims.get(replica)
+                if claim is not None and claim.seq <= top and claim.clock > counted:
+                    counted = claim.clock
+                # Once counted, a claim's promise stands even after a newer claim
+                # (not yet countable) replaced it in the table.
+                previous = self._counted.get(replica, 0)
+                if counted > previous:
+                    self._counted[replica] = counted
+                else:
+                    counted = previous
+            if low is None or counted < low:
+                low = counted
+        if low is not None:
+            if low > self._final:
+                self._final = low
+            elif low < self._final:
+                self.frontier_regressions += 1
+        return self._final
+
+    def is_final(self, event) -> bool:
+        return event.clock <= self.frontier()
+
+    def final_fill_count(self) -> int:
+        """Fills are in taker position order, so the final ones are a prefix: its length."""
+        return bisect_right(self.engine.fills, self.frontier(),
+                            key=lambda fill: fill[0].event.clock)
+
+    def newest_clock(self) -> int:
+        log = self.engine.log
+        return log[-1].clock if log else 0
 
     def context(self) -> CausalContext:
         return self.state.context.copy()

@@ -11,6 +11,7 @@ ORDER_TYPES = ("limit", "market", "ioc", "fok", "post_only")
 WEIGHTS = (
     ("place", 34), ("cancel", 5), ("time", 10), ("deliver", 30), ("pull", 7),
     ("dup", 3), ("drop", 3), ("hold", 3), ("partition", 1), ("heal", 1), ("restart", 1),
+    ("leave", 1), ("evict", 1),
 )
 
 
@@ -48,6 +49,8 @@ def schedule(seed: int, replicas: int, events: int) -> Schedule:
             actions.append(("partition", (tuple(sorted(slots[:cut])), tuple(sorted(slots[cut:])))))
         elif kind == "heal":
             actions.append(("heal",))
+        elif kind == "evict":
+            actions.append(("evict", slot, rng.randrange(1000)))
         else:
-            actions.append(("restart", slot))
+            actions.append((kind, slot))  # restart, leave
     return Schedule(replicas, offsets, tuple(actions))

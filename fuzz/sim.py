@@ -14,16 +14,24 @@ schedule is its own reproducer (and the reducer can cut it down). Actions:
     ("dup", k) / ("drop", k)                  duplicate / lose in-flight message k
     ("hold", k, n)                            message k waits n more deliveries
     ("partition", groups) / ("heal",)         split the slots into groups / rejoin
-    ("restart", slot)                         the slot loses its state, takes a new id
+    ("restart", slot)                         the slot vanishes; a new id takes its place
+    ("leave", slot)                           the slot leaves gracefully, then rejoins anew
+    ("evict", slot, k)                        the slot evicts the k-th vanished replica
+
+Membership: slot 0 starts the cluster and admits the others before the first
+action; a restarted or rejoining slot is admitted by the lowest live slot
+and places no orders until it holds its own join. Every message carries the
+sender's claims (finality), so pulls are also heartbeats.
 
 Every local event is pushed to every other slot as an encoded delta; a pull
 request carries an encoded context and its answer the encoded missing delta.
 Messages between slots in different partition groups are lost on delivery.
 All payloads go through the real codec.
 
-``quiesce`` heals the network, delivers what is left, then runs pull rounds
-between every pair until nothing changes: afterwards every replica should
-hold the same events, and the checks in checks.py run.
+``quiesce`` heals the network, delivers what is left, evicts the vanished,
+lets time pass and runs pull rounds between every pair until nothing
+changes; then every replica should hold the same events, and all fills
+should be final.
 """
 
 from __future__ import annotations
@@ -31,7 +39,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from crdtbook.codec import decode_context, decode_delta, encode_context, encode_delta
+from crdtbook.aworset import AWORSet
+from crdtbook.codec import (
+    decode_context_claims,
+    decode_delta_claims,
+    encode_context,
+    encode_delta,
+)
 from crdtbook.replica import Replica, ReplicaError
 
 
@@ -56,6 +70,7 @@ class Sim:
     own_orders: list[list[str]] = field(default_factory=list)
     flight: list[list] = field(default_factory=list)  # [Message, wait]
     groups: dict[int, int] = field(default_factory=dict)  # slot -> partition group
+    vanished: list[str] = field(default_factory=list)  # ids that died without leaving
     now: int = 1_700_000_000_000
     events_created: int = 0
     observers: list = field(default_factory=list)  # called after every change
@@ -65,6 +80,12 @@ class Sim:
         self.generation = [0] * n
         self.replicas = [Replica(self._name(i)) for i in range(n)]
         self.own_orders = [[] for _ in range(n)]
+        founder = self.replicas[0]
+        genesis = [founder.bootstrap(self._wall(0))]
+        genesis += [founder.join(r.id, self._wall(0)) for r in self.replicas[1:]]
+        for replica in self.replicas[1:]:
+            for delta in genesis:
+                replica.merge(delta)
 
     def _name(self, slot: int) -> str:
         return f"s{slot}g{self.generation[slot]}"
@@ -75,8 +96,7 @@ class Sim:
             self.step(action)
 
     def step(self, action: tuple) -> None:
-        kind = action[0]
-        getattr(self, "_" + kind)(*action[1:])
+        getattr(self, "_" + action[0])(*action[1:])
 
     def _changed(self, slot: int) -> None:
         for observe in self.observers:
@@ -85,31 +105,37 @@ class Sim:
     def _wall(self, slot: int) -> int:
         return self.now + self.schedule.offsets[slot]
 
+    def _claims(self, slot: int):
+        replica = self.replicas[slot]
+        replica.claim(self._wall(slot))
+        return replica.claims()
+
     def _send(self, src: int, dst: int, kind: str, payload: bytes) -> None:
         self.flight.append([Message(src, dst, kind, payload), 0])
 
-    def _broadcast(self, src: int, payload: bytes) -> None:
+    def _broadcast(self, src: int, delta: AWORSet) -> None:
+        payload = encode_delta(delta, self._claims(src))
         for dst in range(self.schedule.replicas):
             if dst != src:
                 self._send(src, dst, "push", payload)
+        self.events_created += 1
+        self._changed(src)
 
     def _place(self, slot: int, kind: str, side: str, qty: int, price: int) -> None:
         replica = self.replicas[slot]
+        if not replica.is_member(replica.id):
+            return  # still waiting for its join
         placed = replica.place(side, str(qty), None if kind == "market" else str(price), kind,
                                now_ms=self._wall(slot))
         self.own_orders[slot].append(str(placed.order.dot))
-        self.events_created += 1
-        self._broadcast(slot, encode_delta(placed.delta))
-        self._changed(slot)
+        self._broadcast(slot, placed.delta)
 
     def _cancel(self, slot: int, k: int) -> None:
         mine = self.own_orders[slot]
         if not mine:
             return
         cancelled = self.replicas[slot].cancel(mine[k % len(mine)], now_ms=self._wall(slot))
-        self.events_created += 1
-        self._broadcast(slot, encode_delta(cancelled.delta))
-        self._changed(slot)
+        self._broadcast(slot, cancelled.delta)
 
     def _time(self, ms: int) -> None:
         self.now += ms
@@ -132,19 +158,27 @@ class Sim:
             return  # partitioned: lost
         replica = self.replicas[message.dst]
         if message.kind == "pull":
-            missing = replica.missing(decode_context(message.payload))
-            self._send(message.dst, message.src, "answer", encode_delta(missing))
+            context, claims = decode_context_claims(message.payload)
+            replica.observe_claims(claims)
+            missing = replica.missing(context)
+            self._send(message.dst, message.src, "answer",
+                       encode_delta(missing, self._claims(message.dst)))
             return
+        delta, claims = decode_delta_claims(message.payload)
+        self._merge(message.dst, delta, claims, message.kind)
+
+    def _merge(self, slot: int, delta: AWORSet, claims, what: str) -> None:
+        replica = self.replicas[slot]
+        replica.observe_claims(claims)
         try:
-            added = replica.merge(decode_delta(message.payload))
+            replica.merge(delta)
         except ReplicaError as exc:
-            raise AssertionError(f"slot {message.dst} refused a {message.kind}: {exc}") from None
-        if added:
-            self._changed(message.dst)
+            raise AssertionError(f"slot {slot} refused a {what}: {exc}") from None
+        self._changed(slot)
 
     def _pull(self, a: int, b: int) -> None:
         if a != b:
-            self._send(a, b, "pull", encode_context(self.replicas[a].context()))
+            self._send(a, b, "pull", encode_context(self.replicas[a].context(), self._claims(a)))
 
     def _dup(self, k: int) -> None:
         if self.flight:
@@ -165,11 +199,72 @@ class Sim:
     def _heal(self) -> None:
         self.groups = {}
 
-    def _restart(self, slot: int) -> None:
+    def _replicated(self, slot: int) -> bool:
+        """Every event the slot holds is also held by another slot.
+
+        Nodes keep no disk yet: a crash of the last holder loses events, and no
+        protocol can keep promises about lost data, so the fuzzer only crashes
+        or retires a slot whose events survive elsewhere.
+        """
+        others = [r.state.context for i, r in enumerate(self.replicas) if i != slot]
+        return all(any(cc.has(r, s) for cc in others)
+                   for r, s, _ in self.replicas[slot].state.entries())
+
+    def _restart(self, slot: int, graceful: bool = False) -> None:
+        if not graceful and not self._replicated(slot):
+            return
+        old = self.replicas[slot]
+        # It may have been admitted somewhere, and a leave can be lost like any
+        # message: if it is still a member at the end, the operator evicts it.
+        self.vanished.append(old.id)
         self.generation[slot] += 1
         self.replicas[slot] = Replica(self._name(slot))
         self.own_orders[slot] = []
         self._changed(slot)
+        for sponsor in range(self.schedule.replicas):
+            candidate = self.replicas[sponsor]
+            if sponsor != slot and candidate.is_member(candidate.id):
+                self._broadcast(sponsor, candidate.join(self.replicas[slot].id,
+                                                        self._wall(sponsor)))
+                return
+
+    def _leave(self, slot: int) -> None:
+        replica = self.replicas[slot]
+        if not self._replicated(slot):
+            return
+        if replica.is_member(replica.id):
+            self._broadcast(slot, replica.leave(self._wall(slot)))
+        self._restart(slot, graceful=True)
+
+    def _evict(self, slot: int, k: int) -> None:
+        """An operator evicts a vanished replica, as `crdtbook evict` does.
+
+        The evicting node first pulls from every live node, so that the last
+        seq it names is the highest any live node holds; eviction is refused
+        during a partition (the documented trade-off: events of the evicted
+        replica held only by unreachable nodes would be rejected, even if those
+        nodes had reported their fills final).
+        """
+        replica = self.replicas[slot]
+        if self.groups or not self.vanished or not replica.is_member(replica.id):
+            return
+        target = self.vanished[k % len(self.vanished)]
+        if target not in replica.members():
+            return
+        for other in range(self.schedule.replicas):
+            if other != slot:
+                self._pull_now(slot, other)
+        if target in replica.members():
+            self._broadcast(slot, replica.evict(target, self._wall(slot)))
+
+    def _pull_now(self, a: int, b: int) -> None:
+        """A pull from a to b, answered at once (no network delay)."""
+        request = encode_context(self.replicas[a].context(), self._claims(a))
+        context, claims = decode_context_claims(request)
+        self.replicas[b].observe_claims(claims)
+        answer = encode_delta(self.replicas[b].missing(context), self._claims(b))
+        delta, claims = decode_delta_claims(answer)
+        self._merge(a, delta, claims, "pull answer")
 
     # -- quiescence -----------------------------------------------------------
     def quiesce(self) -> None:
@@ -177,6 +272,18 @@ class Sim:
         while self.flight:
             message, _ = self.flight.pop(0)
             self.receive(message)
+        self._sync()
+        for target in self.vanished:  # an operator evicts every vanished replica
+            for slot, replica in enumerate(self.replicas):
+                if replica.is_member(replica.id) and target in replica.members():
+                    self._broadcast(slot, replica.evict(target, self._wall(slot)))
+                    break
+        self.flight.clear()  # the evictions reach everyone through the pulls below
+        self.now += 1_000
+        self._sync()
+        self._sync()  # once more, so that every claim is counted everywhere
+
+    def _sync(self) -> None:
         n = self.schedule.replicas
         for _ in range(n + 2):
             changed = False
@@ -184,15 +291,9 @@ class Sim:
                 for b in range(n):
                     if a == b:
                         continue
-                    missing = self.replicas[b].missing(self.replicas[a].context())
-                    if len(missing):
-                        try:
-                            self.replicas[a].merge(decode_delta(encode_delta(missing)))
-                        except ReplicaError as exc:
-                            raise AssertionError(f"slot {a} refused a pull answer: {exc}") \
-                                from None
-                        self._changed(a)
-                        changed = True
+                    before = self.replicas[a].event_count()
+                    self._pull_now(a, b)
+                    changed |= self.replicas[a].event_count() != before
             if not changed:
                 return
         raise AssertionError("anti-entropy did not settle")

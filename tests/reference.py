@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 
-from crdtbook.events import BUY, CANCEL, FOK, LIMIT, MARKET, POST_ONLY
+from crdtbook.events import BUY, CANCEL, EVICT, FOK, LEAVE, LIMIT, MARKET, MEMBER, POST_ONLY
 
 
 class RefOrder:
@@ -43,6 +43,19 @@ def admitted(events):
             last_clock = event.clock
             ready.append(event)
             seq += 1
+    # A valid leave or evict rejects every later event of its target.
+    cutoff = {}
+    for event in ready:
+        if event.kind != MEMBER or (event.replica, event.seq) in rejected:
+            continue
+        if event.action == LEAVE and event.target == event.replica \
+                and event.last_seq == event.seq:
+            cutoff[event.target] = min(cutoff.get(event.target, event.seq), event.seq)
+        if event.action == EVICT and event.target != event.replica:
+            cutoff[event.target] = min(cutoff.get(event.target, event.last_seq), event.last_seq)
+    for event in ready:
+        if event.seq > cutoff.get(event.replica, event.seq):
+            rejected.add((event.replica, event.seq))
     return sorted(ready), rejected
 
 
@@ -60,6 +73,8 @@ def replay(events):
     fills = []
     for event in ready:
         dot = (event.replica, event.seq)
+        if event.kind == MEMBER:  # membership changes no book
+            continue
         if event.kind == CANCEL:
             target = orders.get((event.target_replica, event.target_seq))
             ok = (

@@ -24,10 +24,17 @@ def test_real_core_passes_a_few_seeds():
 def test_schedules_exercise_the_chaos():
     kinds = {a[0] for seed in range(5) for a in schedule(seed, 4, 150).actions}
     assert kinds >= {"place", "cancel", "deliver", "pull", "dup", "drop", "hold", "partition",
-                     "heal", "restart", "time"}
-    sim = Sim(schedule(3, 4, 150))
-    sim.run()
-    assert any(sim.generation) and sim.events_created > 100
+                     "heal", "restart", "leave", "evict", "time"}
+    restarted = evicted = 0
+    for seed in range(6):
+        sim = Sim(schedule(seed, 4, 150))
+        sim.run()
+        sim.quiesce()
+        assert sim.events_created > 100
+        restarted += sum(sim.generation)
+        evicted += sum(1 for e in sim.replicas[0].events() if e.kind == "member"
+                       and e.action == "evict")
+    assert restarted and evicted
 
 
 def test_catches_an_engine_that_never_rewinds():
