@@ -123,10 +123,18 @@ class AWORSet:
         """Remove every entry holding ``value`` (observed-remove)."""
         return self.remove_dots([(r, s) for r, s, v in self.entries() if v == value])
 
-    def missing(self, context: CausalContext) -> AWORSet:
-        """Our state restricted to the dots ``context`` has not seen."""
+    def missing(self, context: CausalContext, limit: int | None = None) -> AWORSet:
+        """Our state restricted to the dots ``context`` has not seen.
+
+        With ``limit``, at most that many entries (lowest seqs of each replica
+        first, replicas in sorted order): a page. The delta's context covers
+        exactly the dots it carries, so a page is as valid as the whole.
+        """
         delta = AWORSet()
+        room = limit
         for replica in self.context.replicas():
+            if room is not None and room <= 0:
+                break
             theirs_top = context.contiguous(replica)
             ours = self.store.get(replica, {})
             seqs = list(range(theirs_top + 1, self.context.contiguous(replica) + 1))
@@ -134,6 +142,10 @@ class AWORSet:
             for seq in seqs:
                 if context.has(replica, seq):
                     continue
+                if room is not None:
+                    if room <= 0:
+                        break
+                    room -= 1
                 delta.context.add(replica, seq)
                 value = ours.get(seq)
                 if value is not None:

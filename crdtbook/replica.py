@@ -572,6 +572,11 @@ class Replica:
     def is_final(self, event) -> bool:
         return event.clock <= self.frontier()
 
+    def order_final(self, view: OrderView) -> bool:
+        """An order is final once it is at or below F and nothing of it rests:
+        then neither its status nor its fills can change."""
+        return view.status not in ("open", "pending") and view.clock <= self.frontier()
+
     def final_fill_count(self) -> int:
         """Fills are in taker position order, so the final ones are a prefix: its length."""
         return bisect_right(self.engine.fills, self.frontier(),
@@ -584,9 +589,9 @@ class Replica:
     def context(self) -> CausalContext:
         return self.state.context.copy()
 
-    def missing(self, context: CausalContext) -> AWORSet:
-        """The delta a peer with ``context`` lacks."""
-        return self.state.missing(context)
+    def missing(self, context: CausalContext, limit: int | None = None) -> AWORSet:
+        """The delta a peer with ``context`` lacks (at most ``limit`` events: a page)."""
+        return self.state.missing(context, limit)
 
     def snapshot(self) -> AWORSet:
         """The whole state as one delta."""

@@ -18,16 +18,18 @@ nothing; a 500 means a bug in the node (logged), never bad input.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
-from crdtbook.codec import CodecError, decode_context, decode_delta, encode_delta
+from crdtbook.codec import CodecError, decode_context_claims, decode_delta_claims, encode_delta
+from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
-from . import logs, registry, views
-from .requests import BadRequest, parse_depth, parse_order_id, parse_orders
-from .service import Node
+from . import gossip, logs, registry, views
+from .requests import BadRequest, parse_depth, parse_json, parse_order_id, parse_orders
+from .service import Node, NotReady
 
 CBOR = b"application/cbor"
 JSON = b"application/json"
@@ -75,6 +77,8 @@ class App:
             "/context": {"GET": self.get_context},
             "/peer/push": {"POST": self.peer_push},
             "/peer/pull": {"POST": self.peer_pull},
+            "/peer/join": {"POST": self.peer_join},
+            "/evict": {"POST": self.post_evict},
         }
         self.order_routes: dict[str, Handler] = {"GET": self.get_order, "DELETE": self.delete_order}
 
@@ -104,12 +108,15 @@ class App:
             limit = (self.node.config.peer_body_limit if path.startswith("/peer/")
                      else self.node.config.client_body_limit)
             body = await _read_body(receive, limit)
-            return handler(Request(scope, body))
+            response = handler(Request(scope, body))
+            if inspect.isawaitable(response):
+                response = await response
+            return response
         except BadRequest as exc:
-            if exc.status >= 500:
-                raise
             logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
             return error_response(exc.status, exc.error, exc.detail)
+        except NotReady as exc:
+            return error_response(503, exc.error, exc.detail)
         except Exception as exc:  # a bug in the node, never the caller's input
             logs.error("http.bug", path=path, error=repr(exc))
             return error_response(500, "internal", "the node hit a bug; see its log")
@@ -130,8 +137,10 @@ class App:
     def post_orders(self, request: Request) -> Response:
         orders, batch = parse_orders(request.body)
         placed = self.node.place_many(orders)
+        replica = self.node.replica
         results = [
-            {"order": views.order_json(p.order), "fills": [views.fill_json(f) for f in p.fills]}
+            {"order": views.order_json(p.order, replica.order_final(p.order)),
+             "fills": [views.fill_json(f, False) for f in p.fills]}
             for p in placed
         ]
         return json_response(201, results if batch else results[0])
@@ -141,7 +150,7 @@ class App:
         view = self.node.replica.order(dot)
         if view is None:
             raise BadRequest(404, "not_found", f"no order {dot}")
-        return json_response(200, views.order_json(view))
+        return json_response(200, views.order_json(view, self.node.replica.order_final(view)))
 
     def delete_order(self, request: Request) -> Response:
         dot = parse_order_id(request.path.split("/", 2)[2])
@@ -161,8 +170,12 @@ class App:
         return json_response(200, views.book_json(self.node.replica, parse_depth(request.query)))
 
     def get_fills(self, request: Request) -> Response:
-        return json_response(200, {"fills": [views.fill_json(f)
-                                             for f in self.node.replica.fills()]})
+        replica = self.node.replica
+        final = replica.final_fill_count()
+        return json_response(200, {
+            "fills": [views.fill_json(f, i < final) for i, f in enumerate(replica.fills())],
+            "final_clock": replica.frontier(),
+        })
 
     def get_events(self, request: Request) -> Response:
         return json_response(200, {"events": [views.event_json(e)
@@ -192,11 +205,11 @@ class App:
     def peer_push(self, request: Request) -> Response:
         self._peer_check(request)
         try:
-            delta = decode_delta(request.body)
-            added = self.node.accept(delta)
+            delta, claims = decode_delta_claims(request.body)
+            added = self.node.accept(delta, claims)
         except (CodecError, ReplicaError) as exc:
-            logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-url", "?"),
-                         detail=str(exc))
+            logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-replica", "?"),
+                         detail=str(exc)[:300])
             raise BadRequest(400, "bad_delta", str(exc)) from None
         self._peer_seen(request)
         logs.debug("peer.push.received", added=added, bytes=len(request.body))
@@ -207,12 +220,65 @@ class App:
     def peer_pull(self, request: Request) -> Response:
         self._peer_check(request)
         try:
-            context = decode_context(request.body)
+            context, claims = decode_context_claims(request.body)
         except CodecError as exc:
             raise BadRequest(400, "bad_context", str(exc)) from None
+        self.node.replica.observe_claims(claims)  # a pull is a heartbeat too
         self._peer_seen(request)
-        body = encode_delta(self.node.replica.missing(context))
+        missing = self.node.replica.missing(context, limit=gossip.PAGE)
+        body = encode_delta(missing, self.node.claims())
         return Response(200, body, CBOR, self._peer_headers())
+
+    def peer_join(self, request: Request) -> Response:
+        self._peer_check(request)
+        replica = request.headers.get("x-crdtbook-replica", "")
+        try:
+            check_replica(replica)
+        except ValueError as exc:
+            raise BadRequest(400, "bad_replica", str(exc)) from None
+        if replica == self.node.id:
+            raise BadRequest(409, "same_replica", "that is this node's own replica id")
+        try:
+            self.node.ready_to_trade()  # only a member can admit others
+            delta = self.node.sponsor(replica)
+        except ReplicaError as exc:
+            raise BadRequest(409, "cannot_admit", str(exc)) from None
+        self._peer_seen(request)
+        body = encode_delta(delta, self.node.claims())
+        return Response(200, body, CBOR, self._peer_headers())
+
+    async def post_evict(self, request: Request) -> Response:
+        """Evict a vanished replica: first pull everything from every peer, so the
+        last seq named is the highest any reachable node holds; refuse (409)
+        while a peer is unreachable, unless ``"force": true``."""
+        data = parse_json(request.body)
+        if not isinstance(data, dict) or set(data) - {"replica", "force"} \
+                or "replica" not in data or not isinstance(data.get("force", False), bool):
+            raise BadRequest(400, "bad_request",
+                             'expected {"replica": "<replica id>", "force": false}')
+        replica = data["replica"]
+        try:
+            check_replica(replica)
+        except ValueError as exc:
+            raise BadRequest(400, "bad_replica", str(exc)) from None
+        self.node.ready_to_trade()
+        if replica not in self.node.replica.members():
+            raise BadRequest(409, "cannot_evict", f"{replica} is not a current member")
+        unreachable = await gossip.pull_everything(self.node, self.node.client)
+        unreachable = [u for u in unreachable if self.node.peers.get(u) is not None
+                       and self.node.peers[u].replica != replica]
+        if unreachable and not data.get("force", False):
+            raise BadRequest(409, "peers_unreachable",
+                             f"cannot reach {', '.join(unreachable)}: evicting now could reject "
+                             f"events of {replica} that only they hold (and that they may have "
+                             "reported final); retry, or force")
+        try:
+            delta = self.node.evict(replica)
+        except ReplicaError as exc:
+            raise BadRequest(409, "cannot_evict", str(exc)) from None
+        event = next(e for _, _, e in delta.entries())
+        return json_response(200, {"evict": views.event_json(event),
+                                   "final_clock": self.node.replica.frontier()})
 
 
 async def _read_body(receive, limit: int) -> bytes:

@@ -1,42 +1,56 @@
-"""Gossip: the node's background tasks — push, pull and discovery.
+"""Gossip: the node's background tasks — join, push, pull and discovery.
 
 Theory of operation
 -------------------
+* **Join.** A node started with peers (or a registry that knows some) asks
+  one of them to admit it (``POST /peer/join``): the sponsor adds a join event
+  for it to the set. Until the node holds its own join it refuses orders.
+  A node with nobody to ask founds a new cluster (a self-join).
 * **Push.** Every peer has a sender task draining its outbox: it takes what
   is queued (up to ``PUSH_BATCH`` deltas), joins it into one delta and POSTs
   it to ``/peer/push``. A failure drops that batch and backs the peer off;
-  pull repairs whatever push lost. A dead peer therefore costs one timeout
-  per backoff period and never blocks anyone else.
+  pull repairs whatever push lost.
 * **Pull.** Every ``pull_interval_s`` (jittered by +-20%), each peer's puller
   sends the node's causal context to that peer and merges the delta that
-  comes back: exactly the events the node lacks. A new or restarted node
-  catches up this way. Pushers and pullers are per peer, so a slow or dead
-  peer only ever delays its own tasks.
+  comes back: exactly the events the node lacks, at most ``PAGE`` of them (a
+  full page is followed at once by the next). A new or restarted node catches
+  up this way.
+* **Claims.** Every push, pull and answer carries the sender's claims (its
+  own renewed at send time), so pulls double as heartbeats and the final
+  frontier advances while the book is idle.
 * **Discovery.** At start and every ``announce_interval_s`` the node
   announces ``crdtbook:<book>`` with its port to a registry and looks the key
   up. With the embedded registry, "a registry" is every known peer's own
   (``--peer URL`` is enough: the node announces itself there and learns what
-  that peer knows); with ``--registry URL``, just that one. Lookups run on the
-  pull interval until the node knows at least one live peer.
+  that peer knows); with ``--registry URL``, just that one.
 
-Every wait is a trio timeout scope; every task lives in the node's nursery.
+Per-peer tasks mean a slow or dead peer only ever delays itself; every wait
+is a trio timeout scope, every answer is read up to a size limit, and no
+answer from a peer can crash the node (anything unexpected is a failed call:
+logged, backed off).
 """
 
 from __future__ import annotations
 
+import json
 import random
 
 import httpx
 import trio
 
 from crdtbook.aworset import AWORSet
-from crdtbook.codec import CodecError, decode_delta, encode_context, encode_delta
-from crdtbook.replica import ReplicaError
+from crdtbook.codec import decode_delta_claims, encode_context, encode_delta
 
 from . import logs
 from .service import Node, Peer
 
-PUSH_BATCH = 5_000
+PUSH_BATCH = 1_000
+PAGE = 20_000  # events per pull answer
+REGISTRY_ANSWER_LIMIT = 256 * 1024
+
+
+class CallFailed(Exception):
+    """A peer call that did not give a usable answer."""
 
 
 def peer_headers(node: Node, with_url: bool = True) -> dict[str, str]:
@@ -52,18 +66,41 @@ def peer_headers(node: Node, with_url: bool = True) -> dict[str, str]:
     return headers
 
 
+async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict,
+               timeout: float, limit: int, expect: int = 200) -> httpx.Response:
+    """POST and read the answer up to ``limit`` bytes; CallFailed for anything else."""
+    try:
+        with trio.fail_after(timeout):
+            async with client.stream("POST", url, content=body, headers=headers) as response:
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise CallFailed(f"answer larger than {limit} bytes")
+                    chunks.append(chunk)
+                response._content = b"".join(chunks)
+    except CallFailed:
+        raise
+    except trio.TooSlowError:
+        raise CallFailed(f"no answer within {timeout:g}s") from None
+    except Exception as exc:  # refused, reset, bad URL, protocol error: all one outcome
+        raise CallFailed(f"{type(exc).__name__}: {exc}") from None
+    if response.status_code != expect:
+        raise CallFailed(f"answered {response.status_code}: {response.content[:200]!r}")
+    return response
+
+
 async def run(node: Node, client: httpx.AsyncClient) -> None:
     """All gossip tasks; returns only when cancelled."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_peer_tasks, node, client, nursery)
         nursery.start_soon(_discovery_loop, node, client)
+        if not node.joined:
+            nursery.start_soon(_join_loop, node, client)
 
 
 async def _peer_tasks(node: Node, client: httpx.AsyncClient, nursery: trio.Nursery) -> None:
-    """Give every peer, including ones found later, its own sender and puller.
-
-    Per-peer tasks mean a slow or dead peer only ever delays itself.
-    """
+    """Give every peer, including ones found later, its own sender and puller."""
     while True:
         for peer in list(node.peers.values()):
             if not peer.started:
@@ -82,6 +119,46 @@ async def _peer_main(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
             nursery.start_soon(_puller, node, client, peer)
 
 
+# -- join ----------------------------------------------------------------------
+async def _join_loop(node: Node, client: httpx.AsyncClient) -> None:
+    """Ask known peers to admit this node; found a cluster if there is nobody to ask.
+
+    All known peers are asked at once: a dead or hanging one costs nothing.
+    """
+    waited = 0.0
+    while not node.joined:
+        peers = sorted(node.peers)
+        nobody = not peers and not node.config.peers
+        if nobody and (node.config.registry_url is None
+                       or waited >= node.config.pull_interval_s * 2):
+            node.bootstrap()
+            return
+        with trio.move_on_after(node.config.request_timeout_s * 4):
+            async with trio.open_nursery() as nursery:
+                for url in peers:
+                    nursery.start_soon(_ask_to_join, node, client, url, nursery.cancel_scope)
+        if node.joined:
+            return
+        await trio.sleep(node.config.pull_interval_s / 2)
+        waited += node.config.pull_interval_s / 2
+
+
+async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
+                       done: trio.CancelScope) -> None:
+    try:
+        response = await post(client, url + "/peer/join", b"", peer_headers(node),
+                              node.config.request_timeout_s * 4, node.config.peer_body_limit)
+        delta, claims = decode_delta_claims(response.content)
+        node.accept(delta, claims)
+    except (CallFailed, ValueError) as exc:
+        logs.debug("join.failed", peer=url, detail=str(exc)[:200])
+        return
+    if node.joined:
+        logs.info("node.joined", replica=node.id, sponsor=url)
+        done.cancel()
+
+
+# -- push ----------------------------------------------------------------------
 async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
     async for first in peer.outbox:
         batch = [first]
@@ -94,16 +171,12 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
             peer.dropped += len(batch)
             continue
         delta = batch[0] if len(batch) == 1 else _join(batch)
-        body = encode_delta(delta)
+        body = encode_delta(delta, node.claims())
         try:
-            with trio.fail_after(node.config.request_timeout_s):
-                response = await client.post(peer.url + "/peer/push", content=body,
-                                             headers=peer_headers(node, with_url=False))
-            if response.status_code != 204:
-                raise httpx.HTTPStatusError(
-                    f"push answered {response.status_code}: {response.text[:200]}",
-                    request=response.request, response=response)
-        except (httpx.HTTPError, trio.TooSlowError, OSError) as exc:
+            response = await post(client, peer.url + "/peer/push", body,
+                                  peer_headers(node, with_url=False),
+                                  node.config.request_timeout_s, 64 * 1024, expect=204)
+        except CallFailed as exc:
             _failed(node, peer, "push", exc)
             peer.dropped += len(batch)
             continue
@@ -111,7 +184,7 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         if node.is_self(peer.url, replica):
             return
         peer.ok(replica, node.monotonic())
-        node.stats["pushed_events"] += len(batch)
+        node.stats["pushed_events"] += len(delta)
         node.stats["push_requests"] += 1
         node.stats["wire_bytes"] += wire_size(response)
 
@@ -143,42 +216,80 @@ def _failed(node: Node, peer: Peer, what: str, exc: BaseException) -> None:
         backoff_s=round(backoff, 2), detail=detail[:200])
 
 
-# -- pull --------------------------------------------------------------------
+# -- pull ----------------------------------------------------------------------
 async def _puller(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
     interval = node.config.pull_interval_s
     while True:
         if peer.ready(node.monotonic()):
-            await pull_one(node, client, peer)
+            while (await pull_one(node, client, peer) or 0) >= PAGE:
+                pass  # a full page: there is more, go on at once
         await trio.sleep(interval * random.uniform(0.8, 1.2))
 
 
-async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
-    body = encode_context(node.replica.context())
+async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | None:
+    """One pull exchange; returns how many events came back (None on failure)."""
+    body = encode_context(node.replica.context(), node.claims())
     try:
-        with trio.fail_after(node.config.request_timeout_s * 4):
-            response = await client.post(peer.url + "/peer/pull", content=body,
-                                         headers=peer_headers(node))
-        if response.status_code != 200:
-            raise httpx.HTTPStatusError(
-                f"pull answered {response.status_code}: {response.text[:200]}",
-                request=response.request, response=response)
-        delta = decode_delta(response.content)
+        response = await post(client, peer.url + "/peer/pull", body, peer_headers(node),
+                              node.config.request_timeout_s * 4, node.config.peer_body_limit)
         replica = response.headers.get("x-crdtbook-replica")
         if node.is_self(peer.url, replica):
-            return
-        added = node.accept(delta)
-    except (httpx.HTTPError, trio.TooSlowError, OSError, CodecError, ReplicaError) as exc:
+            return 0
+        delta, claims = decode_delta_claims(response.content)
+        received = len(delta)
+        added = node.accept(delta, claims)
+    except (CallFailed, ValueError) as exc:  # CodecError and ReplicaError are ValueErrors
         _failed(node, peer, "pull", exc)
-        return
+        return None
     peer.ok(replica, node.monotonic())
     node.stats["pulled_events"] += added
     node.stats["pull_requests"] += 1
     node.stats["wire_bytes"] += wire_size(response)
     if added:
         logs.info("pull.merged", peer=peer.url, events=added)
+    return received
 
 
-# -- discovery -----------------------------------------------------------------
+async def pull_everything(node: Node, client: httpx.AsyncClient) -> list[str]:
+    """Pull from every peer until each has nothing more; return the unreachable ones."""
+    unreachable: list[str] = []
+
+    async def drain(peer: Peer) -> None:
+        while True:
+            got = await pull_one(node, client, peer)
+            if got is None:
+                unreachable.append(peer.url)
+                return
+            if got < PAGE:
+                return
+
+    async with trio.open_nursery() as nursery:
+        for peer in list(node.peers.values()):
+            nursery.start_soon(drain, peer)
+    return sorted(unreachable)
+
+
+async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
+    """On a graceful stop: leave, and push the leave to every peer (best effort, 1 s)."""
+    delta = node.leave()
+    if delta is None:
+        return
+    body = encode_delta(delta, node.claims())
+
+    async def tell(peer: Peer) -> None:
+        try:
+            await post(client, peer.url + "/peer/push", body, peer_headers(node, with_url=False),
+                       1.0, 64 * 1024, expect=204)
+        except CallFailed as exc:
+            logs.debug("leave.push_failed", peer=peer.url, detail=str(exc)[:200])
+
+    with trio.move_on_after(1.5):
+        async with trio.open_nursery() as nursery:
+            for peer in list(node.peers.values()):
+                nursery.start_soon(tell, peer)
+
+
+# -- discovery -------------------------------------------------------------------
 async def _discovery_loop(node: Node, client: httpx.AsyncClient) -> None:
     last_announce = None
     while True:
@@ -212,7 +323,7 @@ async def lookup(node: Node, client: httpx.AsyncClient) -> None:
     async def one(registry: str) -> None:
         answer = await _grape_call(node, client, registry, "/lookup", node.key)
         if isinstance(answer, list):
-            found.extend(a for a in answer if isinstance(a, str))
+            found.extend(a for a in answer[:100] if isinstance(a, str))
 
     async with trio.open_nursery() as nursery:
         for registry in _registries(node):
@@ -227,17 +338,17 @@ async def _grape_call(node: Node, client: httpx.AsyncClient, registry: str, path
                       data: object) -> object:
     """One grape API call; errors (string bodies, 500s, empty bodies) are logged, not raised."""
     try:
-        with trio.fail_after(node.config.request_timeout_s):
-            response = await client.post(registry.rstrip("/") + path, json={"data": data})
-        if response.status_code != 200:
-            raise ValueError(f"HTTP {response.status_code}: {response.text[:100]}")
+        response = await post(client, registry.rstrip("/") + path,
+                              json.dumps({"data": data}).encode(),
+                              {"content-type": "application/json"},
+                              node.config.request_timeout_s, REGISTRY_ANSWER_LIMIT)
         if not response.content:
-            raise ValueError("empty body")
-        answer = response.json()
+            raise CallFailed("empty body")
+        answer = json.loads(response.content)
         if isinstance(answer, str):
-            raise ValueError(answer)
+            raise CallFailed(answer)
         return answer
-    except (httpx.HTTPError, trio.TooSlowError, OSError, ValueError) as exc:
+    except (CallFailed, ValueError, RecursionError) as exc:
         logs.debug("registry.call_failed", registry=registry, path=path,
                    detail=(str(exc) or type(exc).__name__)[:200])
         return None

@@ -17,6 +17,7 @@ without waiting.
 from __future__ import annotations
 
 import json
+import random
 
 DEFAULT_TTL_S = 60.0
 MAX_KEY_LEN = 256
@@ -37,9 +38,14 @@ class Registry:
                 raise OverflowError("registry is full")
         addresses[address] = now + self.ttl_s
 
-    def lookup(self, key: str, now: float) -> list[str]:
+    def lookup(self, key: str, now: float, rng: random.Random | None = None) -> list[str]:
+        """Live addresses; beyond MAX_RESULTS a random subset, as a grape answers
+        (a fixed subset would let a flood of bogus announcements hide real ones)."""
         addresses = self._entries.get(key, {})
-        return sorted(a for a, expires in addresses.items() if expires > now)[:MAX_RESULTS]
+        live = sorted(a for a, expires in addresses.items() if expires > now)
+        if len(live) > MAX_RESULTS:
+            live = sorted((rng or random).sample(live, MAX_RESULTS))
+        return live
 
     def expire(self, now: float) -> None:
         for key in sorted(self._entries):
@@ -57,7 +63,7 @@ def handle(registry: Registry, path: str, body: bytes, client_host: str, now: fl
     """Answer a grape API call; always a JSON body (errors are JSON strings)."""
     try:
         message = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         message = None
     data = message.get("data") if isinstance(message, dict) else None
     if path == "/announce":
@@ -68,8 +74,9 @@ def handle(registry: Registry, path: str, body: bytes, client_host: str, now: fl
             return _err("ERR_GRAPE_ANNOUNCE")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             return _err("ERR_GRAPE_SERVICE_PORT")
+        host = f"[{client_host}]" if ":" in client_host else client_host  # IPv6
         try:
-            registry.announce(key, f"{client_host}:{port}", now)
+            registry.announce(key, f"{host}:{port}", now)
         except OverflowError:
             return _err("ERR_GRAPE_ANNOUNCE")
         return b"1"

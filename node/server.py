@@ -51,6 +51,7 @@ async def serve_node(
         for name in ("accept", "accept-encoding", "connection"):  # HTTP/1.1 keeps alive
             client.headers.pop(name, None)
         client.headers["user-agent"] = "crdtbook"
+        node.client = client
         binds = await nursery.start(
             lambda task_status: serve(App(node), hypercorn_config(config.host, config.port),
                                       shutdown_trigger=shutdown.wait,

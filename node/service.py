@@ -25,17 +25,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
 import trio
 
 from crdtbook.aworset import AWORSet
 from crdtbook.clock import LOGICAL_BITS
-from crdtbook.replica import Replica
+from crdtbook.context import CausalContext
+from crdtbook.replica import Replica, ReplicaError
 
 from . import logs
 from .registry import DEFAULT_TTL_S, Registry
 
 OUTBOX_LIMIT = 10_000  # deltas queued per peer before pushes are dropped (pull repairs)
 MAX_BACKOFF_S = 30.0
+MAX_PEERS = 64  # beyond this, newly heard-of peers are ignored (a flood must not stall us)
 
 
 @dataclass
@@ -53,6 +56,16 @@ class NodeConfig:
     client_body_limit: int = 4 * 1024 * 1024
     peer_body_limit: int = 64 * 1024 * 1024
     max_clock_ahead_s: float = 60.0  # refuse (for now) events stamped further in the future
+    leave_on_stop: bool = True  # a graceful stop announces that this replica leaves
+
+
+class NotReady(Exception):
+    """The node cannot create events now (joining, or its id is in conflict)."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
 
 
 class Peer:
@@ -95,22 +108,29 @@ def new_replica_id() -> str:
 
 def normalize_url(url: str) -> str:
     """``http://host:port`` or ValueError; accepts ``host:port`` too."""
+    if not isinstance(url, str) or len(url) > 300 or not url.isascii():
+        raise ValueError("peer URL must be a short ASCII http://HOST:PORT")
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") \
-            or parts.query or parts.fragment:
+            or parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError(f"peer URL {url!r} must look like http://HOST:PORT")
     try:
         port = parts.port
     except ValueError:
         raise ValueError(f"peer URL {url!r} has a bad port") from None
-    if port is None:
+    if not port:
         raise ValueError(f"peer URL {url!r} needs a port")
     host = parts.hostname
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    normal = f"http://{host}:{port}"
+    try:  # exactly what the HTTP client will do with it later
+        httpx.Request("POST", normal + "/peer/pull")
+    except Exception:
+        raise ValueError(f"peer URL {url!r} is not a usable address") from None
+    return normal
 
 
 class Node:
@@ -130,6 +150,8 @@ class Node:
         self.monotonic = monotonic
         self.peer_added = trio.Event()  # replaced each time a peer is added
         # peer traffic this node initiated (both directions), for status and bench/
+        self.conflict: str | None = None  # set if peers hold events under our id
+        self.client = None  # the node's httpx.AsyncClient, set by the server
         self.stats = {"pushed_events": 0, "push_requests": 0, "pulled_events": 0,
                       "pull_requests": 0, "wire_bytes": 0}
 
@@ -146,6 +168,9 @@ class Node:
             return None
         if url == self.url or url in self.peers:
             return self.peers.get(url)
+        if len(self.peers) >= MAX_PEERS and not sticky:
+            logs.debug("peer.ignored", peer=url, why=f"already {MAX_PEERS} peers")
+            return None
         peer = Peer(url, sticky)
         self.peers[url] = peer
         logs.info("peer.added", peer=url)
@@ -179,8 +204,10 @@ class Node:
         if replica == self.id:
             return
         peer = self.add_peer(url)
-        if peer is not None:
-            peer.ok(replica, self.monotonic())
+        if peer is not None and replica:
+            # Hearing from a peer says nothing about whether *we* can reach it:
+            # its backoff stays as our own calls left it.
+            peer.replica = replica
 
     def is_self(self, url: str, replica: str | None) -> bool:
         if replica == self.id and url in self.peers:
@@ -189,14 +216,15 @@ class Node:
         return False
 
     # -- remote events ---------------------------------------------------
-    def accept(self, delta: AWORSet) -> int:
-        """Merge a delta from a peer; return how many events were new.
+    def accept(self, delta: AWORSet, claims=()) -> int:
+        """Merge a delta (and the claims riding with it) from a peer; return new events.
 
-        Events stamped more than ``max_clock_ahead_s`` ahead of this node's
-        wall clock are left out (not lost: a later pull offers them again).
-        Taking them would drag this node's hybrid clock, and so every order
-        placed here, into the future; one far-future clock could exhaust it.
-        Raises ReplicaError (nothing changed) for a delta no honest peer sends.
+        Events and claims stamped more than ``max_clock_ahead_s`` ahead of this
+        node's wall clock are left out (not lost: a later pull offers them
+        again). Taking them would drag this node's hybrid clock, and so every
+        order placed here, into the future, or push the final frontier past
+        events that may still come. Raises ReplicaError (nothing changed) for a
+        delta no honest peer sends.
         """
         limit = (self.clock_ms() + int(self.config.max_clock_ahead_s * 1000)) << LOGICAL_BITS
         entries = list(delta.entries())
@@ -206,11 +234,62 @@ class Node:
                          ahead_s=round(((early[0].clock >> LOGICAL_BITS) - self.clock_ms())
                                        / 1000, 1))
             delta = AWORSet.from_entries([x for x in entries if x[2].clock <= limit])
-        return self.replica.merge(delta)
+        self.replica.observe_claims(c for c in claims if c.clock <= limit)
+        try:
+            return self.replica.merge(delta)
+        except ReplicaError as exc:
+            if "own id" in str(exc) and self.conflict is None:
+                self.conflict = str(exc)
+                logs.error("node.id_conflict", replica=self.id, detail=str(exc),
+                           hint="another node uses this replica id; restart without --id")
+            raise
+
+    def claims(self) -> list:
+        """This node's claims for an outgoing message (its own renewed: a heartbeat)."""
+        self.replica.claim(self.clock_ms())
+        return self.replica.claims()
+
+    @property
+    def joined(self) -> bool:
+        return self.replica.is_member(self.id)
+
+    def ready_to_trade(self) -> None:
+        """Raise NotReady unless this node may create events."""
+        if self.conflict is not None:
+            raise NotReady("conflict", "another node uses this replica id; this node stopped "
+                                       "accepting orders (restart it without --id)")
+        if not self.joined:
+            raise NotReady("joining", "this node has not joined the cluster yet; retry shortly")
+
+    def bootstrap(self) -> None:
+        self.replica.bootstrap(self.clock_ms())
+        logs.info("node.founded", replica=self.id, book=self.config.book)
+
+    def sponsor(self, replica: str) -> AWORSet:
+        """Admit ``replica`` (asked by a joining node); returns what it needs to hear."""
+        if replica not in self.replica.members():
+            delta = self.replica.join(replica, self.clock_ms())
+            self.push(delta)
+            logs.info("node.admitted", replica=replica)
+        return self.replica.missing(CausalContext())
+
+    def leave(self) -> AWORSet | None:
+        if not self.joined:
+            return None
+        delta = self.replica.leave(self.clock_ms())
+        logs.info("node.left", replica=self.id)
+        return delta
+
+    def evict(self, replica: str) -> AWORSet:
+        delta = self.replica.evict(replica, self.clock_ms())
+        self.push(delta)
+        logs.warning("node.evicted", replica=replica)
+        return delta
 
     # -- local events ----------------------------------------------------
     def place_many(self, orders) -> list:
         """Place validated orders; push one combined delta. Returns the Placed list."""
+        self.ready_to_trade()
         placed = []
         combined = AWORSet()
         for order in orders:
@@ -222,6 +301,7 @@ class Node:
         return placed
 
     def cancel(self, dot):
+        self.ready_to_trade()
         result = self.replica.cancel(dot, now_ms=self.clock_ms())
         self.push(result.delta)
         return result
@@ -236,6 +316,8 @@ class Node:
     # -- views -----------------------------------------------------------
     def status(self) -> dict:
         now = self.monotonic()
+        final = self.replica.frontier()
+        newest = self.replica.newest_clock()
         return {
             "replica": self.id,
             "book": self.config.book,
@@ -254,7 +336,11 @@ class Node:
             "applied": self.replica.applied_count(),
             "digest": self.replica.digest(),
             "clock": self.replica.clock.last,
-            "final_clock": None,
+            "final_clock": final,
+            "final_lag_ms": max(0, (newest - final) >> LOGICAL_BITS) if final else None,
+            "members": self.replica.members(),
+            "joined": self.joined,
+            "conflict": self.conflict,
             "registry": self.config.registry_url or "embedded",
             "gossip": dict(self.stats,
                            dropped_pushes=sum(p.dropped for p in self.peers.values())),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from crdtbook.amount import format_amount
 from crdtbook.book import Level
-from crdtbook.events import MARKET, ORDER, Cancel, Order
+from crdtbook.events import CANCEL, MARKET, ORDER, Cancel, Member, Order
 from crdtbook.replica import CancelView, Fill, OrderView, Replica
 
 
-def order_json(view: OrderView) -> dict:
+def order_json(view: OrderView, final: bool = False) -> dict:
     return {
         "id": str(view.dot),
         "replica": view.dot.replica,
@@ -23,12 +23,12 @@ def order_json(view: OrderView) -> dict:
         "cancelled": _amount(view.cancelled),
         "status": view.status,
         "reason": view.reason,
-        "final": False,
+        "final": final,
         "account": view.account,
     }
 
 
-def fill_json(fill: Fill) -> dict:
+def fill_json(fill: Fill, final: bool) -> dict:
     return {
         "id": fill.id,
         "taker": str(fill.taker),
@@ -36,7 +36,7 @@ def fill_json(fill: Fill) -> dict:
         "price": format_amount(fill.price),
         "qty": format_amount(fill.qty),
         "taker_side": fill.taker_side,
-        "final": False,
+        "final": final,
     }
 
 
@@ -54,7 +54,7 @@ def cancel_json(view: CancelView) -> dict:
     }
 
 
-def event_json(event: Order | Cancel) -> dict:
+def event_json(event: Order | Cancel | Member) -> dict:
     out = {
         "id": f"{event.replica}:{event.seq}",
         "kind": event.kind,
@@ -70,8 +70,10 @@ def event_json(event: Order | Cancel) -> dict:
             qty=format_amount(event.qty),
             account=event.account,
         )
-    else:
+    elif event.kind == CANCEL:
         out["target"] = f"{event.target_replica}:{event.target_seq}"
+    else:
+        out.update(action=event.action, target=event.target, last_seq=event.last_seq)
     return out
 
 
@@ -90,7 +92,7 @@ def book_json(replica: Replica, depth: int | None) -> dict:
         "asks": levels_json(book.asks),
         "digest": replica.digest(),
         "events": replica.event_count(),
-        "final_clock": None,
+        "final_clock": replica.frontier(),
     }
 
 

@@ -42,6 +42,7 @@ async def start(nursery: trio.Nursery, *peers: str, **settings) -> Running:
             done.set()
 
     node = await nursery.start(run)
+    await eventually(lambda: node.joined)  # founded, or admitted by a peer
     return Running(node, shutdown, done)
 
 
@@ -64,9 +65,15 @@ def views(node: Node):
     return replica.digest(), replica.book(), replica.fills()
 
 
+def trading_events(node: Node) -> int:
+    """Orders and cancels held (membership events, such as joins, left out)."""
+    return sum(1 for e in node.replica.events() if e.kind != "member")
+
+
 def converged(*running: Running, events: int | None = None) -> bool:
+    """Same digest everywhere (and, if given, exactly ``events`` orders and cancels)."""
     digests = {r.node.replica.digest() for r in running}
-    counts = {r.node.replica.event_count() for r in running}
+    counts = {trading_events(r.node) for r in running}
     return len(digests) == 1 and (events is None or counts == {events})
 
 

@@ -116,3 +116,20 @@ def test_conflicting_values_for_one_dot_converge_to_the_smaller():
     b = AWORSet.from_entries([("z", 1, "alpha")])
     ab, ba = a.join(b), b.join(a)
     assert ab == ba and ab.values() == ["alpha"]
+
+
+def test_missing_in_pages_adds_up_to_the_whole():
+    a = AWORSet()
+    for v in range(7):
+        a.add("a", v)
+        a.add("b", v)
+    b = AWORSet()
+    pages = 0
+    while True:
+        page = a.missing(b.context, limit=3)
+        if not len(page):
+            break
+        assert len(page) <= 3 and page.context.size() == len(page)
+        b.merge(page)
+        pages += 1
+    assert b == a and pages == 5

@@ -42,27 +42,28 @@ async def test_orders_book_fills_events_status(node):
         book = (await http.get(f"{url}/book?depth=5")).json()
         assert book["bids"] == []  # the market sell took the bid at 11
         assert book["asks"] == [{"price": "12", "qty": "1", "orders": 1}]
-        assert book["events"] == 4 and len(book["digest"]) == 64
+        assert book["events"] == 5 and len(book["digest"]) == 64  # with the founding join
         fills = (await http.get(f"{url}/fills")).json()["fills"]
-        assert [f["id"] for f in fills][0].endswith(f"/{node.node.id}:1")
+        assert [f["id"] for f in fills][0].endswith(f"/{node.node.id}:2")
         events = (await http.get(f"{url}/events")).json()["events"]
-        assert [e["seq"] for e in events] == [1, 2, 3, 4]
-        assert {"id", "kind", "clock", "replica", "seq", "side", "qty"} <= set(events[0])
-        order = (await http.get(f"{url}/orders/{node.node.id}:1")).json()
+        assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+        assert events[0]["kind"] == "member" and events[0]["action"] == "join"
+        assert {"id", "kind", "clock", "replica", "seq", "side", "qty"} <= set(events[1])
+        order = (await http.get(f"{url}/orders/{node.node.id}:2")).json()
         assert order["status"] == "open" and order["filled"] == "2" and order["resting"] == "1"
         status = (await http.get(f"{url}/status")).json()
-        assert status["replica"] == node.node.id and status["events"] == 4
+        assert status["replica"] == node.node.id and status["events"] == 5
         assert {"book", "url", "peers", "digest", "clock", "final_clock"} <= set(status)
 
 
 async def test_cancel(node):
     url, me = node.url, node.node.id
     async with client() as http:
-        r = await http.delete(f"{url}/orders/{me}:1")
+        r = await http.delete(f"{url}/orders/{me}:2")
         assert r.status_code == 200
         assert r.json()["cancel"]["status"] == "cancelled"
-        assert r.json()["cancel"]["target"] == f"{me}:1"
-        assert (await http.get(f"{url}/orders/{me}:1")).json()["status"] == "cancelled"
+        assert r.json()["cancel"]["target"] == f"{me}:2"
+        assert (await http.get(f"{url}/orders/{me}:2")).json()["status"] == "cancelled"
         assert (await http.delete(f"{url}/orders/{me}:99")).status_code == 404
         # an order from another replica: 409
         other = Replica("elsewhere")

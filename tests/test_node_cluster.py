@@ -64,7 +64,8 @@ async def black_hole(nursery) -> str:
 
 async def test_dead_or_hanging_peer_does_not_stall_the_others(nursery):
     hole = await black_hole(nursery)
-    a = await start(nursery, hole)
+    a = await start(nursery)
+    a.node.add_peer(hole, sticky=True)
     b = await start(nursery, a.url, hole)
     c = await start(nursery, a.url)
     await eventually(lambda: all(c.url in r.node.peers for r in (a, b)))
