@@ -41,6 +41,24 @@ def replica_id(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def book_name(text: str) -> str:
+    try:
+        return check_replica(text)  # same alphabet: it travels in HTTP headers
+    except DotError:
+        raise argparse.ArgumentTypeError(
+            f"book name {text[:40]!r} must be 1-64 letters, digits, '.', '_' or '-'") from None
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.01 <= value <= 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0.01 and 3600 seconds")
+    return value
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
@@ -63,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a node to join through (repeatable); the rest are discovered")
     node.add_argument("--registry", metavar="URL",
                       help="use this grape-compatible registry instead of the embedded ones")
-    node.add_argument("--book", default="default", help="book name (default: default)")
+    node.add_argument("--book", type=book_name, default="default",
+                      help="book name (default: default)")
     node.add_argument("--id", type=replica_id, help="replica id (default: a fresh random one)")
-    node.add_argument("--pull-interval", type=float, default=1.0, metavar="SECONDS",
+    node.add_argument("--pull-interval", type=seconds, default=1.0, metavar="SECONDS",
                       help="anti-entropy pull interval (default 1.0)")
     node.add_argument("--log-level", choices=logs.LEVELS, default="info")
 
@@ -94,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
     client_command("fills", "list fills in replay order")
     client_command("events", "list events in position order")
-    client_command("status", "show the node's status and peers")
+    client_command("status", "show the node's status, peers and final frontier")
+    evict = client_command("evict", "evict a vanished replica so finality can advance")
+    evict.add_argument("replica", help="the replica id to evict")
+    evict.add_argument("--force", action="store_true",
+                       help="evict even if some peers cannot be reached (see README)")
 
     registry = sub.add_parser("registry", help="run a standalone grape-compatible registry")
     registry.add_argument("--listen", type=listen_address, default=("127.0.0.1", 30001),
@@ -105,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     devnet.add_argument("-n", type=positive_int, default=3, help="number of nodes (default 3)")
     devnet.add_argument("--demo", action="store_true",
                         help="submit scripted crossing orders and show every node's result")
-    devnet.add_argument("--book", default="default")
+    devnet.add_argument("--book", type=book_name, default="default")
     return parser
 
 
@@ -128,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return run(args)
+    except (KeyError, TypeError, AttributeError, IndexError):
+        print(f"crdtbook {args.command}: unexpected answer: is {client.node_url(args.node)} "
+              "a crdtbook node?" if hasattr(args, "node") else
+              f"crdtbook {args.command}: unexpected data", file=sys.stderr)
+        return 1
     except CliError as exc:
         print(f"crdtbook {args.command}: {exc}", file=sys.stderr)
         return exc.code
@@ -205,6 +233,16 @@ def run(args: argparse.Namespace) -> int:
         result = client.call("GET", url, "/status")
         client.emit_json(result) if args.json else print(client.format_status(result))
         return 0
+    if args.command == "evict":
+        result = client.call("POST", url, "/evict", {"replica": args.replica,
+                                                     "force": args.force}, timeout=60)
+        if args.json:
+            client.emit_json(result)
+        else:
+            e = result["evict"]
+            print(f"{e['id']} evicts {e['target']}: its events after seq {e['last_seq']} "
+                  "are rejected everywhere")
+        return 0
     raise CliError(f"unknown command {args.command}", 2)
 
 
@@ -221,8 +259,6 @@ def run_node(args: argparse.Namespace) -> int:
             normalize_url(url)
         except ValueError as exc:
             raise CliError(str(exc), 2) from None
-    if args.pull_interval <= 0:
-        raise CliError("--pull-interval must be positive", 2)
     tune()
     config = NodeConfig(host=args.listen[0], port=args.listen[1], peers=args.peer,
                         registry_url=args.registry and normalize_url(args.registry),
@@ -234,9 +270,9 @@ def run_node(args: argparse.Namespace) -> int:
 
     try:
         return trio.run(main_node, config, announce)
-    except OSError as exc:
-        raise CliError(f"cannot serve on {args.listen[0]}:{args.listen[1]}: {exc.strerror}") \
-            from None
+    except (OSError, BaseExceptionGroup) as exc:
+        raise CliError(f"cannot serve on {args.listen[0]}:{args.listen[1]}: "
+                       f"{_os_error(exc)}") from None
 
 
 def run_registry(args: argparse.Namespace) -> int:
@@ -251,9 +287,19 @@ def run_registry(args: argparse.Namespace) -> int:
 
     try:
         return trio.run(main_registry, args.listen[0], args.listen[1], announce)
-    except OSError as exc:
-        raise CliError(f"cannot serve on {args.listen[0]}:{args.listen[1]}: {exc.strerror}") \
-            from None
+    except (OSError, BaseExceptionGroup) as exc:
+        raise CliError(f"cannot serve on {args.listen[0]}:{args.listen[1]}: "
+                       f"{_os_error(exc)}") from None
+
+
+def _os_error(exc: BaseException) -> str:
+    """The OSError inside what trio raised (possibly an exception group), as text."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if isinstance(e, OSError | BaseExceptionGroup)]
+        if not inner:
+            raise exc
+        exc = inner[0]
+    return exc.strerror or str(exc)
 
 
 if __name__ == "__main__":

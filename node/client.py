@@ -29,21 +29,21 @@ def node_url(given: str | None) -> str:
 def call(method: str, url: str, path: str, body: object = None, timeout: float = 10.0):
     try:
         response = httpx.request(method, url + path, json=body, timeout=timeout)
-    except httpx.ConnectError:
-        raise CliError(f"cannot reach a node at {url} (connection refused): is `crdtbook node` "
-                       "running? Use --node URL or set CRDTBOOK_NODE") from None
+    except httpx.ConnectError as exc:
+        raise CliError(f"cannot reach a node at {url} ({exc or 'connection failed'}): is "
+                       "`crdtbook node` running? Use --node URL or set CRDTBOOK_NODE") from None
     except httpx.TimeoutException:
         raise CliError(f"the node at {url} did not answer within {timeout:g}s") from None
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot talk to the node at {url}: {exc}") from None
+    except Exception as exc:  # a bad URL, a protocol error: one line, never a traceback
+        raise CliError(f"cannot talk to a node at {url}: {type(exc).__name__}: {exc}") from None
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CliError(f"the node at {url} answered HTTP {response.status_code} "
                        "with something that is not JSON") from None
     if response.status_code >= 400:
         detail = data.get("detail") if isinstance(data, dict) else data
-        raise CliError(f"refused ({response.status_code}): {detail}")
+        raise CliError(f"refused ({response.status_code}): {str(detail)[:300]}")
     return data
 
 
@@ -107,7 +107,9 @@ def format_status(status: dict) -> str:
         f"events    {status['events']}",
         f"digest    {status['digest']}",
         f"clock     {status['clock']}",
-        f"final     {status['final_clock']}",
+        f"final     {status['final_clock']} (lags the newest event by "
+        f"{status.get('final_lag_ms')} ms)",
+        f"members   {' '.join(status.get('members', []))}",
         f"peers     {len(status['peers'])}",
     ]
     for peer in status["peers"]:

@@ -74,6 +74,8 @@ async def serve_node(
         task_status.started(node)
         await shutdown.wait()
         logs.info("node.stopping", replica=node.id)
+        if node.joined and config.leave_on_stop:
+            await gossip.say_goodbye(node, client)
         gossip_scope.cancel()
         # hypercorn returns by itself once open requests drain (graceful_timeout)
         nursery.cancel_scope.deadline = trio.current_time() + 5.0

@@ -107,3 +107,42 @@ async def test_nodes_discover_each_other_through_a_shared_registry(nursery):
         await submit(http, b.url, "buy", "1", "10")
     await eventually(lambda: converged(a, b, events=2))
     assert len(a.node.replica.fills()) == 1
+
+
+async def test_fills_become_final_leave_and_evict_release_the_frontier(nursery):
+    a = await start(nursery)
+    b = await start(nursery, a.url)
+    c = await start(nursery, a.url)
+    async with client() as http:
+        await submit(http, a.url, "sell", "2", "10")
+        await submit(http, b.url, "buy", "1", "10")
+
+        async def all_final(url):
+            fills = (await http.get(f"{url}/fills")).json()["fills"]
+            return fills and all(f["final"] for f in fills)
+
+        for node in (a, b, c):  # heartbeats move F past the fill with no new orders
+            await eventually(lambda node=node: all_final(node.url))
+        await c.stop()  # a graceful stop: c leaves, and stops holding F back
+        await eventually(lambda: c.node.id not in a.node.replica.members())
+        await submit(http, b.url, "buy", "1", "10")
+        await eventually(lambda: all_final(a.url))
+
+        d = await start(nursery, a.url, leave_on_stop=False)
+        await eventually(lambda: d.node.id in a.node.replica.members())
+        await d.stop()  # vanished without a word: F is stuck behind it
+        await submit(http, a.url, "sell", "1", "11")
+        await submit(http, b.url, "buy", "1", "11")
+        await eventually(lambda: converged(a, b, events=5))
+        fills = (await http.get(f"{a.url}/fills")).json()["fills"]
+        assert not fills[-1]["final"]
+        r = await http.post(f"{a.url}/evict", json={"replica": d.node.id})
+        assert r.status_code == 409 and r.json()["error"] == "peers_unreachable"
+        r = await http.post(f"{a.url}/evict", json={"replica": d.node.id, "force": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["evict"]["target"] == d.node.id
+        await eventually(lambda: all_final(a.url))
+        await eventually(lambda: all_final(b.url))
+        status = (await http.get(f"{a.url}/status")).json()
+        assert status["final_clock"] and status["final_lag_ms"] is not None
+        assert d.node.id not in status["members"]
