@@ -12,6 +12,8 @@ Usage: python bench/cluster.py [--duration S] [--rate R] [--latency-duration S]
    reads each node's version vector (GET /context); an order's convergence
    latency runs from the moment it was submitted to the first read that
    shows it on all three nodes (so figures carry up to ~5 ms of read lag).
+   Meanwhile it samples every node's frontier lag every 50 ms (GET /status
+   final_lag_ms: newest event's clock minus the final frontier F, in ms).
 3. Wire: bytes of peer traffic (push and pull exchanges, HTTP headers and
    bodies, both directions, as counted by each node) per order per peer,
    against the CBOR size of one order event.
@@ -114,7 +116,7 @@ async def wait_converged(urls, timeout=120.0) -> float:
             await trio.sleep(0.2)
 
 
-async def latency(urls, rate, duration, rng) -> list[float]:
+async def latency(urls, rate, duration, rng, lags: list[int]) -> list[float]:
     orders = order_stream(rng)
     batch = 10
     pending: dict[tuple[str, int], float] = {}  # (origin replica, seq) -> submit time
@@ -149,9 +151,18 @@ async def latency(urls, rate, duration, rng) -> list[float]:
             status_line(f"latency: {len(latencies):,} orders measured, {len(pending)} in flight")
             await trio.sleep(0.005)
 
+    async def lag(http: httpx.AsyncClient) -> None:
+        while not done.is_set():
+            for url in urls:
+                status = (await http.get(f"{url}/status")).json()
+                if status["final_lag_ms"] is not None:
+                    lags.append(status["final_lag_ms"])
+            await trio.sleep(0.05)
+
     async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as nursery:
         nursery.start_soon(submit, http)
         nursery.start_soon(watch, http)
+        nursery.start_soon(lag, http)
     print(file=sys.stderr)
     return latencies
 
@@ -176,7 +187,8 @@ async def run(args, urls) -> dict:
     accepted, elapsed = await throughput(urls, args.duration, args.batch, args.workers, rng)
     converge_s = await wait_converged(urls)
     mid = await gossip_totals(urls)
-    lat = await latency(urls, args.rate, args.latency_duration, rng)
+    lags: list[int] = []
+    lat = await latency(urls, args.rate, args.latency_duration, rng, lags)
     await wait_converged(urls)
     after = await gossip_totals(urls)
     orders_total = accepted + len(lat)
@@ -199,6 +211,10 @@ async def run(args, urls) -> dict:
         "convergence_p50_ms": round(percentile(lat, 0.50) * 1000, 1),
         "convergence_p99_ms": round(percentile(lat, 0.99) * 1000, 1),
         "convergence_max_ms": round(max(lat) * 1000, 1),
+        "pull_interval_s": args.pull_interval,
+        "frontier_lag_samples": len(lags),
+        "frontier_lag_p50_ms": round(percentile(lags, 0.50)) if lags else None,
+        "frontier_lag_p99_ms": round(percentile(lags, 0.99)) if lags else None,
         "order_cbor_bytes": order_cbor,
         "wire_bytes_per_order_per_peer": round(wire, 1),
         "wire_bytes_per_order_per_peer_at_rate": round(wire_latency_phase, 1),
@@ -218,12 +234,15 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--workers", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pull-interval", type=float, default=1.0,
+                        help="the nodes' pull (heartbeat) interval, seconds (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     procs, urls = [], []
     try:
         for _ in range(3):
-            proc, url = start_node(["--peer", urls[0]] if urls else [])
+            extra = ["--pull-interval", str(args.pull_interval)]
+            proc, url = start_node(extra + (["--peer", urls[0]] if urls else []))
             procs.append(proc)
             urls.append(url)
         print(f"nodes: {' '.join(urls)}", file=sys.stderr)
@@ -231,8 +250,8 @@ def main(argv=None) -> int:
         async def discovered() -> None:
             async with httpx.AsyncClient() as http:
                 while True:
-                    peers = [len((await http.get(f"{u}/status")).json()["peers"]) for u in urls]
-                    if all(p == len(urls) - 1 for p in peers):
+                    statuses = [(await http.get(f"{u}/status")).json() for u in urls]
+                    if all(len(s["peers"]) == len(urls) - 1 and s["joined"] for s in statuses):
                         return
                     await trio.sleep(0.1)
 

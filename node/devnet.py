@@ -54,15 +54,27 @@ def stop(procs: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
+def wait_joined(urls: list[str], timeout: float = 20.0) -> None:
+    """Until every node has joined the cluster (the first founds it, the rest are admitted)."""
+    deadline = time.monotonic() + timeout
+    while not all(client.call("GET", url, "/status").get("joined") for url in urls):
+        if time.monotonic() > deadline:
+            raise CliError(f"nodes did not all join within {timeout:g}s")
+        time.sleep(0.05)
+
+
 def wait_converged(urls: list[str], events: int, timeout: float = 20.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         books = [client.call("GET", url, "/book") for url in urls]
-        if all(b["events"] >= events for b in books) and len({b["digest"] for b in books}) == 1:
+        fills = [client.call("GET", url, "/fills")["fills"] for url in urls]
+        if (all(b["events"] >= events for b in books) and len({b["digest"] for b in books}) == 1
+                and all(f and all(x["final"] for x in f) for f in fills)):
             return books
         if time.monotonic() > deadline:
             raise CliError(f"nodes did not converge within {timeout:g}s")
-        print(f"\rwaiting for convergence: {[b['events'] for b in books]} events held ...",
+        print(f"\rwaiting until all agree and fills are final: "
+              f"{[b['events'] for b in books]} events held ...",
               end="", file=sys.stderr, flush=True)
         time.sleep(0.1)
 
@@ -80,6 +92,7 @@ def run_devnet(n: int, demo: bool, book: str) -> int:
             procs.append(proc)
             urls.append(url)
             print(f"  node {i}: {url}")
+        wait_joined(urls)
         print(f"\ntry:  CRDTBOOK_NODE={urls[0]} crdtbook order sell 3@12")
         print(f"      CRDTBOOK_NODE={urls[-1]} crdtbook order buy 2@13")
         print(f"      CRDTBOOK_NODE={urls[0]} crdtbook book")
