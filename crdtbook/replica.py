@@ -233,11 +233,13 @@ class Replica:
         this replica's own id that it never minted (only a forger or a restarted
         node reusing its id could send those; both would mint duplicate dots).
         """
-        self._refuse(delta)
         if len(delta.store) == 1:
             single = _single_event(delta)
-            if single is not None:
+            if single is not None:  # its context is exactly its own dot: no removal
+                if single.replica == self.id:
+                    self._refuse(delta)
                 return self._merge_one(single)
+        self._refuse(delta)
         return self._merge_general(delta)
 
     def _refuse(self, delta: AWORSet) -> None:
