@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-FUZZ_BUDGET ?= 40
+FUZZ_BUDGET ?= 55
+FUZZ_SEEDS ?= 600
 
 .PHONY: test lint pytest fuzz-short fuzz bench run install clean
 
@@ -23,7 +24,7 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q
 
 fuzz-short: $(STAMP)
-	$(PY) -m fuzz --budget $(FUZZ_BUDGET)
+	$(PY) -m fuzz --seeds $(FUZZ_SEEDS) --budget $(FUZZ_BUDGET)
 
 test: lint pytest fuzz-short
 

@@ -155,19 +155,8 @@ class Engine:
         log = self.log
         if log and event < log[-1]:
             self.update([event])
-            return
-        kind = event.kind
-        if kind == ORDER:
-            outcome = self._apply_order(event)
-        elif kind == CANCEL:
-            outcome = self._apply_cancel(event)
         else:
-            outcome = MemberOutcome(event, self._chain_reason(event) or member_reason(event))
-        log.append(event)
-        seqs = self.by_dot.get(event.replica)
-        if seqs is None:
-            seqs = self.by_dot[event.replica] = {}
-        seqs[event.seq] = outcome
+            self._apply(event)
 
     def reset(self) -> None:
         invalid = self.invalid

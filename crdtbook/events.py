@@ -72,14 +72,6 @@ class Order(NamedTuple):
     qty: int  # 1e-8 units
     account: str
 
-    @property
-    def dot(self) -> Dot:
-        return Dot(self.replica, self.seq)
-
-    @property
-    def position(self) -> tuple[int, str, int]:
-        return (self.clock, self.replica, self.seq)
-
     def describe(self) -> str:
         price = "market" if self.type == MARKET else format_amount(self.price)
         return f"{self.replica}:{self.seq} {self.side} {format_amount(self.qty)}@{price}"
@@ -94,16 +86,8 @@ class Cancel(NamedTuple):
     target_seq: int
 
     @property
-    def dot(self) -> Dot:
-        return Dot(self.replica, self.seq)
-
-    @property
     def target(self) -> Dot:
         return Dot(self.target_replica, self.target_seq)
-
-    @property
-    def position(self) -> tuple[int, str, int]:
-        return (self.clock, self.replica, self.seq)
 
     def describe(self) -> str:
         return f"{self.replica}:{self.seq} cancel {self.target_replica}:{self.target_seq}"
@@ -128,20 +112,25 @@ class Member(NamedTuple):
     target: str
     last_seq: int  # 0 for join
 
-    @property
-    def dot(self) -> Dot:
-        return Dot(self.replica, self.seq)
-
-    @property
-    def position(self) -> tuple[int, str, int]:
-        return (self.clock, self.replica, self.seq)
-
     def describe(self) -> str:
         tail = f" after seq {self.last_seq}" if self.action != JOIN else ""
         return f"{self.replica}:{self.seq} {self.action} {self.target}{tail}"
 
 
 Event = Order | Cancel | Member
+
+
+def _dot(event) -> Dot:
+    return Dot(event.replica, event.seq)
+
+
+def _position(event) -> tuple[int, str, int]:
+    return (event.clock, event.replica, event.seq)
+
+
+for _kind in (Order, Cancel, Member):  # every event: its identity and its place in the order
+    _kind.dot = property(_dot)
+    _kind.position = property(_position)
 
 
 def check_clock(clock: object) -> int:
