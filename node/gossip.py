@@ -42,10 +42,9 @@ from crdtbook.aworset import AWORSet
 from crdtbook.codec import decode_delta_claims, encode_context, encode_delta
 
 from . import logs
-from .service import Node, Peer
+from .service import PAGE, Node, Peer
 
 PUSH_BATCH = 1_000
-PAGE = 20_000  # events per pull answer
 REGISTRY_ANSWER_LIMIT = 256 * 1024
 
 

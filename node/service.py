@@ -39,6 +39,7 @@ from .registry import DEFAULT_TTL_S, Registry
 OUTBOX_LIMIT = 10_000  # deltas queued per peer before pushes are dropped (pull repairs)
 MAX_BACKOFF_S = 30.0
 MAX_PEERS = 64  # beyond this, newly heard-of peers are ignored (a flood must not stall us)
+PAGE = 20_000  # events per pull answer (and per join answer): a bounded message
 
 
 @dataclass
@@ -266,12 +267,16 @@ class Node:
         logs.info("node.founded", replica=self.id, book=self.config.book)
 
     def sponsor(self, replica: str) -> AWORSet:
-        """Admit ``replica`` (asked by a joining node); returns what it needs to hear."""
+        """Admit ``replica`` (asked by a joining node); returns a first page of state.
+
+        The joiner holds its join once it has this node's events up to it;
+        its pulls fetch the rest, page by page.
+        """
         if replica not in self.replica.members():
             delta = self.replica.join(replica, self.clock_ms())
             self.push(delta)
             logs.info("node.admitted", replica=replica)
-        return self.replica.missing(CausalContext())
+        return self.replica.missing(CausalContext(), limit=PAGE)
 
     def leave(self) -> AWORSet | None:
         if not self.joined:

@@ -146,3 +146,18 @@ async def test_fills_become_final_leave_and_evict_release_the_frontier(nursery):
         status = (await http.get(f"{a.url}/status")).json()
         assert status["final_clock"] and status["final_lag_ms"] is not None
         assert d.node.id not in status["members"]
+
+
+async def test_newcomer_catches_up_page_by_page(nursery, monkeypatch):
+    from node import gossip, service
+
+    monkeypatch.setattr(gossip, "PAGE", 7)
+    monkeypatch.setattr(service, "PAGE", 7)
+    a = await start(nursery)
+    async with client() as http:
+        batch = [{"side": "buy", "qty": "1", "price": str(10 + i % 5)} for i in range(30)]
+        r = await http.post(f"{a.url}/orders", json=batch)
+        assert r.status_code == 201
+    b = await start(nursery, a.url)
+    await eventually(lambda: converged(a, b, events=30))
+    assert b.node.stats["pull_requests"] >= 30 // 7
