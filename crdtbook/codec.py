@@ -422,3 +422,125 @@ __all__ = [
     "decode_delta", "decode_delta_claims", "decode_event", "encode_context", "encode_delta",
     "encode_event", "event_to_wire", "context_to_wire",
 ]
+
+
+# -- snapshots --------------------------------------------------------------
+# Reasons an event can be marked invalid before matching (replica.py); a
+# snapshot carries them as small integers.
+MARK_REASONS = (
+    "clock does not increase along its replica's seq",
+    "an earlier event of its replica was rejected for its clock",
+    "its replica had left or was evicted before this event",
+)
+
+
+def encode_snapshot(snapshot, claims=()) -> bytes:
+    """A replica's standing (replica.Snapshot) as one message."""
+    return _dumps({
+        "v": VERSION,
+        "kind": "snapshot",
+        "context": context_to_wire(snapshot.context),
+        "events": [event_to_wire(e) for e in snapshot.events],
+        "base": [list(b) for b in snapshot.base],
+        "fills_base": snapshot.fills_base,
+        "invalid": [[r, s, MARK_REASONS.index(reason)] for r, s, reason in snapshot.invalid],
+        "chain": [[r, c, bool(p)] for r, c, p in snapshot.chain],
+        "cutoff": [list(x) for x in snapshot.cutoff],
+        "joins": [list(x) for x in snapshot.joins],
+        "counted": [list(x) for x in snapshot.counted],
+        "founded": bool(snapshot.founded),
+        "final": snapshot.final,
+        "events_total": snapshot.events_total,
+        "digest_sum": snapshot.digest_sum,
+        "claims": claims_to_wire(claims),
+    })
+
+
+def _pairs(items: object, what: str, high: int) -> list[tuple[str, int]]:
+    out = {}
+    for i, entry in enumerate(_list(items, what, MAX_REPLICAS)):
+        entry = _list(entry, f"{what}[{i}]", 2)
+        if len(entry) != 2:
+            raise CodecError(f"{what}[{i}] must be [replica, number]")
+        replica, number = entry
+        try:
+            check_replica(replica)
+        except DotError as exc:
+            raise CodecError(f"{what}[{i}]: {exc}") from None
+        if replica in out:
+            raise CodecError(f"{what}: replica {replica!r} appears twice")
+        out[replica] = _int(number, f"{what}[{i}]", 0, high)
+    return sorted(out.items())
+
+
+@_total
+def decode_snapshot(data: bytes):
+    """Return (Snapshot, claims); CodecError if anything is off."""
+    from .replica import Snapshot  # the shape lives with the replica that makes it
+
+    message = _loads(data, "snapshot")
+    context = context_from_wire(_field(message, "context", "snapshot"), "snapshot context")
+    events = []
+    held: dict[tuple[str, int], object] = {}
+    for i, item in enumerate(_list(_field(message, "events", "snapshot"), "snapshot events",
+                                   MAX_EVENTS)):
+        event = event_from_wire(item, f"snapshot event {i}")
+        if (event.replica, event.seq) in held:
+            raise CodecError(f"snapshot event {i}: dot appears twice")
+        if not context.has(event.replica, event.seq):
+            raise CodecError(f"snapshot event {i}: not covered by the snapshot's context")
+        held[(event.replica, event.seq)] = event
+        events.append(event)
+    base = []
+    for i, entry in enumerate(_list(_field(message, "base", "snapshot"), "snapshot base",
+                                    MAX_EVENTS)):
+        entry = _list(entry, f"snapshot base[{i}]", 4)
+        if len(entry) != 4:
+            raise CodecError(f"snapshot base[{i}] must be [replica, seq, remaining, filled]")
+        replica, seq, remaining, filled = entry
+        event = held.get((replica, seq)) if isinstance(replica, str) and type(seq) is int \
+            else None
+        if event is None or event.kind != ORDER:
+            raise CodecError(f"snapshot base[{i}] does not name an order in the snapshot")
+        remaining = _int(remaining, f"snapshot base[{i}] remaining", 0, event.qty)
+        filled = _int(filled, f"snapshot base[{i}] filled", 0, event.qty - remaining)
+        base.append((replica, seq, remaining, filled))
+    invalid = []
+    for i, entry in enumerate(_list(_field(message, "invalid", "snapshot"), "snapshot invalid",
+                                    MAX_EVENTS)):
+        entry = _list(entry, f"snapshot invalid[{i}]", 3)
+        names_event = (len(entry) == 3 and isinstance(entry[0], str) and type(entry[1]) is int
+                       and (entry[0], entry[1]) in held)
+        if not names_event:
+            raise CodecError(f"snapshot invalid[{i}] must name an event of the snapshot")
+        code = _int(entry[2], f"snapshot invalid[{i}] reason", 0, len(MARK_REASONS) - 1)
+        invalid.append((entry[0], entry[1], MARK_REASONS[code]))
+    chain = []
+    for i, entry in enumerate(_list(_field(message, "chain", "snapshot"), "snapshot chain",
+                                    MAX_REPLICAS)):
+        entry = _list(entry, f"snapshot chain[{i}]", 3)
+        if len(entry) != 3 or not isinstance(entry[2], bool):
+            raise CodecError(f"snapshot chain[{i}] must be [replica, clock, poisoned]")
+        (replica, clock), = _pairs([entry[:2]], f"snapshot chain[{i}]", MAX_CLOCK)
+        chain.append((replica, clock, entry[2]))
+    founded = message.get("founded")
+    if not isinstance(founded, bool):
+        raise CodecError("snapshot: founded must be true or false")
+    snapshot = Snapshot(
+        context=context,
+        events=sorted(events),
+        base=base,
+        fills_base=_int(_field(message, "fills_base", "snapshot"), "fills_base", 0, MAX_SEQ),
+        invalid=invalid,
+        chain=chain,
+        cutoff=_pairs(_field(message, "cutoff", "snapshot"), "snapshot cutoff", MAX_SEQ),
+        joins=_pairs(_field(message, "joins", "snapshot"), "snapshot joins", MAX_CLOCK),
+        counted=_pairs(_field(message, "counted", "snapshot"), "snapshot counted", MAX_CLOCK),
+        founded=founded,
+        final=_int(_field(message, "final", "snapshot"), "final", 0, MAX_CLOCK),
+        events_total=_int(_field(message, "events_total", "snapshot"), "events_total", 0,
+                          MAX_SEQ),
+        digest_sum=_int(_field(message, "digest_sum", "snapshot"), "digest_sum", 0,
+                        2**256 - 1),
+    )
+    return snapshot, claims_from_wire(message.get("claims", []))

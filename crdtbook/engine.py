@@ -45,7 +45,7 @@ Rules this module keeps
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 from .book import BookSide, Resting
 from .events import (
@@ -67,7 +67,6 @@ REASON_POST_ONLY = "post_only order would trade on arrival"
 REASON_FOK = "fok order cannot be filled in full"
 REASON_FOREIGN = "a replica may only cancel its own orders"
 REASON_NOT_EARLIER = "a cancel must target an earlier event of its own replica"
-REASON_NOT_ORDER = "cancel target is not an order"
 REASON_LEAVE = "a replica leaves only itself, as its own last event"
 REASON_EVICT_SELF = "a replica cannot evict itself (it leaves instead)"
 
@@ -119,6 +118,11 @@ class Engine:
         # fills as (taker, maker, price, qty) with Resting records, in replay order
         self.fills: list[tuple[Resting, Resting, int, int]] = []
         self.log: list[Order | Cancel] = []
+        # compaction (see compact()): fills before fills_base are gone; retained
+        # holds orders at or below the frontier still needed (resting, or
+        # referenced by a fill or cancel that could still be undone)
+        self.fills_base = 0
+        self.retained: list[Resting] = []
         self.by_dot: dict[str, dict[int, Resting | CancelOutcome]] = {}
         # replica -> {seq: reason}: events rejected by their seq chain
         self.invalid: dict[str, dict[int, str]] = {}
@@ -187,7 +191,7 @@ class Engine:
 
     def _apply_order(self, order: Order) -> Resting:
         fills = self.fills
-        taker = Resting(order, len(fills))
+        taker = Resting(order, self.fills_base + len(fills))
         if self.invalid:
             reason = self._chain_reason(order)
             if reason is not None:
@@ -247,10 +251,13 @@ class Engine:
                 reason = REASON_NOT_EARLIER
             else:
                 target = self.by_dot.get(cancel.replica, {}).get(cancel.target_seq)
-                if not isinstance(target, Resting):
-                    reason = REASON_NOT_ORDER
         if reason is not None:
             outcome.reason = reason
+            return outcome
+        if not isinstance(target, Resting):
+            # Not an order, or an order settled and compacted away: nothing rests,
+            # so nothing to do, whichever it was (a replica that compacted cannot
+            # tell, so no replica may).
             return outcome
         outcome.target = target
         if target.remaining:
@@ -282,7 +289,7 @@ class Engine:
         if taker.remaining:
             (self.bids if is_buy else self.asks).pop_tail(order.price)
         fills = self.fills
-        start = taker.fills_start
+        start = taker.fills_start - self.fills_base
         if len(fills) > start:
             opposite = self.asks if is_buy else self.bids
             for i in range(len(fills) - 1, start - 1, -1):
@@ -299,6 +306,49 @@ class Engine:
             target.remaining = outcome.removed
             side = self.bids if target.event.side == BUY else self.asks
             side.put_back(target.event.price, target, outcome.index)
+
+    # -- compaction ----------------------------------------------------------
+    def compact(self, final_clock: int, keep=None) -> tuple[list, list]:
+        """Forget what can never change: history at or below ``final_clock`` (F).
+
+        No event at or below F can arrive any more, so the log's prefix up to F
+        can never be rewound: it is dropped, and so are the fills whose taker is
+        at or below F (a prefix of the fills) and the outcomes of settled events.
+        Orders still resting, or that a later fill or cancel could give back
+        quantity to on undo, are retained; so is anything ``keep(event)`` asks
+        for (events some peer has not acknowledged yet). Returns (events whose
+        outcome was dropped, fills dropped).
+        """
+        cut = bisect_left(self.log, (final_clock + 1,))
+        fills = self.fills
+        done = bisect_right(fills, final_clock, key=lambda f: f[0].event.clock)
+        if not cut and not done and not self.retained:
+            return [], []
+        prefix = self.log[:cut]
+        del self.log[:cut]
+        dropped_fills = fills[:done]
+        del fills[:done]
+        self.fills_base += done
+        needed = {id(f[1]) for f in fills}
+        for event in self.log:
+            if event.kind == CANCEL:
+                target = self.by_dot[event.replica][event.seq].target
+                if target is not None:
+                    needed.add(id(target))
+        candidates = [self.by_dot[e.replica][e.seq] for e in prefix] + self.retained
+        self.retained = []
+        gone = []
+        for outcome in candidates:
+            if isinstance(outcome, Resting) and (outcome.remaining or id(outcome) in needed):
+                self.retained.append(outcome)
+                continue
+            if keep is not None and keep(outcome.event):
+                self.retained.append(outcome)
+                continue
+            event = outcome.event
+            del self.by_dot[event.replica][event.seq]
+            gone.append(event)
+        return gone, dropped_fills
 
     # -- queries -----------------------------------------------------------
     def outcome(self, replica: str, seq: int) -> Resting | CancelOutcome | None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -46,6 +47,7 @@ from .context import CausalContext
 from .dot import Dot, check_replica, parse_dot
 from .engine import CancelOutcome, Engine, member_reason
 from .events import (
+    BUY,
     CANCEL,
     EVICT,
     JOIN,
@@ -124,6 +126,27 @@ class Cancelled(NamedTuple):
     cancel: CancelView
 
 
+FINAL_HISTORY = 10_000
+
+
+class Snapshot(NamedTuple):
+    """A replica's standing below and around its final frontier (see Replica.snapshot_state)."""
+
+    context: CausalContext
+    events: list  # every event held: retained orders, then the window, in position order
+    base: list  # (replica, seq, remaining, filled) of retained orders, before the window
+    fills_base: int
+    invalid: list  # (replica, seq, reason) for held events
+    chain: list  # (replica, clock of its last checked event, poisoned)
+    cutoff: list  # (replica, last seq that counts)
+    joins: list  # (replica, join clock)
+    counted: list  # (replica, counted clock)
+    founded: bool
+    final: int
+    events_total: int
+    digest_sum: int
+
+
 class Replica:
     def __init__(self, replica_id: str) -> None:
         self.id = check_replica(replica_id)
@@ -148,6 +171,12 @@ class Replica:
         # digest: a sum of per-event hashes, brought up to date lazily (see digest())
         self._digest_sum = 0
         self._unhashed: list[Order | Cancel] = []
+        self._events_total = 0  # every event ever held, compacted ones included
+        self._compacted = False
+        self._acks: dict[str, CausalContext] = {}  # per peer replica: its last pull's context
+        self.forged_conflicts = 0
+        # the most recent fills that compaction took out of the engine (for views)
+        self.final_history: deque[Fill] = deque(maxlen=FINAL_HISTORY)
 
     # -- local events ------------------------------------------------------
     def place(
@@ -197,6 +226,8 @@ class Replica:
         except ValueError as exc:
             raise ReplicaError(str(exc)) from None
         event = self.state.get(target.replica, target.seq)
+        if event is None and self.state.context.has(target.replica, target.seq):
+            raise ReplicaError(f"order {target} is settled and final; nothing rests to cancel")
         if event is None or event.kind != ORDER:
             raise ReplicaError(f"unknown order {target}")
         if target.replica != self.id:
@@ -261,7 +292,7 @@ class Replica:
         if (
             context.vv.get(self.id, 0) > own
             or (cloud and max(cloud) > own)
-            or (mine and any(self.state.get(self.id, s) != e for s, e in mine.items()))
+            or (mine and any(self._altered_own(s, e) for s, e in mine.items()))
         ):
             raise ReplicaError(
                 f"refusing a delta with events under this replica's own id {self.id!r} "
@@ -275,6 +306,13 @@ class Replica:
                 "carry (a removal); removal is reserved for compaction, not supported yet"
             )
 
+    def _altered_own(self, seq: int, event) -> bool:
+        """An event under this replica's id that is not the one it made."""
+        held = self.state.get(self.id, seq)
+        if held is None:  # never made (seq beyond ours), or compacted away: then fine
+            return seq > self.state.context.contiguous(self.id)
+        return held != event
+
     def _merge_general(self, delta: AWORSet) -> int:
         state = self.state
         before = {r: state.context.contiguous(r) for r in delta.context.replicas()}
@@ -284,10 +322,18 @@ class Replica:
         if changes.added:
             self.clock.observe(max(event.clock for _, _, event in changes.added))
             self._unhashed.extend(event for _, _, event in changes.added)
+            self._events_total += len(changes.added)
         if changes.replaced:
-            self._digest_sum, self._unhashed = 0, [e for _, _, e in state.entries()]
-            self._rebuild()
-            return len(changes.added)
+            if self._compacted:
+                # History is gone, so no rebuild: keep what was held. Only a forger
+                # sends two events under one dot.
+                for replica, seq, old, _ in changes.replaced:
+                    state.store[replica][seq] = old
+                self.forged_conflicts += len(changes.replaced)
+            else:
+                self._digest_sum, self._unhashed = 0, [e for _, _, e in state.entries()]
+                self._rebuild()
+                return len(changes.added)
         ready = []
         for replica, old in before.items():
             new = state.context.contiguous(replica)
@@ -318,6 +364,7 @@ class Replica:
             if event.clock > clock.last:
                 clock.last = event.clock
             self._unhashed.append(event)
+            self._events_total += 1
             engine = self.engine
             if (event.clock <= self._chain_clock.get(replica, 0) or replica in engine.invalid
                     or replica in self._cutoff):
@@ -337,6 +384,7 @@ class Replica:
         cc.add(replica, seq)
         self.clock.observe(event.clock)
         self._unhashed.append(event)
+        self._events_total += 1
         new = cc.contiguous(replica)
         if new > top:
             ready: list = []
@@ -580,9 +628,174 @@ class Replica:
         return view.status not in ("open", "pending") and view.clock <= self.frontier()
 
     def final_fill_count(self) -> int:
-        """Fills are in taker position order, so the final ones are a prefix: its length."""
-        return bisect_right(self.engine.fills, self.frontier(),
-                            key=lambda fill: fill[0].event.clock)
+        """Fills are in taker position order, so the final ones are a prefix: its
+        length, counted from the very first fill (compacted ones included)."""
+        return self.engine.fills_base + bisect_right(
+            self.engine.fills, self.frontier(), key=lambda fill: fill[0].event.clock)
+
+    @property
+    def fills_base(self) -> int:
+        """How many fills compaction took out: ``fills()[i]`` is fill number base + i."""
+        return self.engine.fills_base
+
+    # -- compaction and snapshots ----------------------------------------------
+    def compact(self) -> int:
+        """Drop settled history at or below the final frontier; return events removed.
+
+        The engine forgets the log and fills it can never rewind (see
+        Engine.compact); the events whose outcome it dropped leave the set.
+        The causal context still covers them, so they never come back; the
+        digest already counts them. A peer that lacks them gets a snapshot
+        (``snapshot()``) instead of a delta.
+        """
+        final = self.frontier()
+        if not final:
+            return 0
+        self.digest()  # hash every event before any leaves the store
+        peers = [self._acks.get(r) for r in self.members() if r != self.id]
+        if any(ack is None for ack in peers):
+            keep = _keep_everything
+        else:
+            def keep(event) -> bool:  # until every live member has it: it may need it
+                return not all(ack.has(event.replica, event.seq) for ack in peers)
+        gone, fills = self.engine.compact(final, keep)
+        store = self.state.store
+        for event in gone:
+            seqs = store.get(event.replica)
+            if seqs is not None:
+                seqs.pop(event.seq, None)
+                if not seqs:
+                    del store[event.replica]
+        if gone or fills:
+            self._compacted = True
+            self.final_history.extend(self._fill_views(fills))
+        return len(gone)
+
+    def observe_ack(self, replica: str, context: CausalContext) -> None:
+        """``replica`` (a peer, in a pull) has seen everything in ``context``.
+
+        Compaction drops an event only once every live member acknowledged it:
+        a node that has not got an event yet must still be able to get it, even
+        if the only node holding it is this one.
+        """
+        if replica != self.id:
+            self._acks[replica] = context
+
+    def needs_snapshot(self, delta: AWORSet) -> bool:
+        """A delta from ``missing`` that names dots it cannot carry (they were compacted)."""
+        return delta.context.size() != len(delta)
+
+    def snapshot_state(self) -> Snapshot:
+        """Everything a peer needs to stand where this replica stands.
+
+        The retained orders are captured as they were before the engine's window
+        (undo the window, read them, replay it: the same result by construction);
+        the window's events travel as events and are matched again on arrival.
+        """
+        engine = self.engine
+        window = engine._rewind(0)
+        base = [(r.event.replica, r.event.seq, r.remaining, r.filled)
+                for r in sorted(engine.retained, key=lambda r: r.event)
+                if isinstance(r, Resting)]
+        for event in window:
+            engine._apply(event)
+        self.digest()
+        return Snapshot(
+            context=self.state.context.copy(),
+            events=self.events(),
+            base=base,
+            fills_base=engine.fills_base,
+            invalid=sorted((r, s, reason) for r, marks in engine.invalid.items()
+                           for s, reason in marks.items() if self.state.get(r, s) is not None),
+            chain=sorted((r, c, r in self._poisoned) for r, c in self._chain_clock.items()),
+            cutoff=sorted(self._cutoff.items()),
+            joins=sorted(self._join_clock.items()),
+            counted=sorted(self._counted.items()),
+            founded=self._founded,
+            final=self._final,
+            events_total=self._events_total,
+            digest_sum=self._digest_sum,
+        )
+
+    def _covers_what_was_dropped(self, context: CausalContext) -> bool:
+        """Every dot seen here is either still held here or seen by ``context``.
+
+        Installing a snapshot replaces this replica's state; what it still
+        holds is merged back, but what it compacted is only a dot in its
+        context, and must already be part of the snapshot's state.
+        """
+        cc, store = self.state.context, self.state.store
+        for replica in cc.replicas():
+            held = store.get(replica, {})
+            theirs = context.contiguous(replica)
+            for seq in range(theirs + 1, cc.contiguous(replica) + 1):
+                if seq not in held and not context.has(replica, seq):
+                    return False
+            for seq in cc.cloud.get(replica, ()):
+                if seq not in held and not context.has(replica, seq):
+                    return False
+        return True
+
+    def install(self, snapshot: Snapshot) -> int:
+        """Stand where a snapshot's sender stood, then re-merge what was held here.
+
+        For a newcomer, or a replica too far behind for a delta (the events it
+        lacks were compacted). Returns how many events it now holds.
+        """
+        if not self._covers_what_was_dropped(snapshot.context):
+            raise ReplicaError("the snapshot does not cover history this replica already "
+                               "compacted; ask a peer that is further ahead")
+        held = self.state.copy()
+        clock = self.clock.last
+        claims = list(self._claims.values())
+        old_final, old_counted, acks = self._final, dict(self._counted), dict(self._acks)
+        self.__init__(self.id)
+        self._acks = acks
+        self.clock.observe(clock)
+        self.observe_claims(claims)
+        self.state.context = snapshot.context.copy()
+        for event in snapshot.events:
+            self.state.store.setdefault(event.replica, {})[event.seq] = event
+            self.clock.observe(event.clock)
+        engine = self.engine
+        engine.fills_base = snapshot.fills_base
+        for replica, seq, reason in snapshot.invalid:
+            engine.invalid.setdefault(replica, {})[seq] = reason
+        based = set()
+        for replica, seq, remaining, filled in snapshot.base:
+            event = self.state.get(replica, seq)
+            resting = Resting(event, engine.fills_base)
+            resting.remaining, resting.filled = remaining, filled
+            if remaining:
+                (engine.bids if event.side == BUY else engine.asks).append(event.price, resting)
+            engine.by_dot.setdefault(replica, {})[seq] = resting
+            engine.retained.append(resting)
+            based.add((replica, seq))
+        for replica, clock_, poisoned in snapshot.chain:
+            self._chain_clock[replica] = clock_
+            if poisoned:
+                self._poisoned.add(replica)
+        self._cutoff = dict(snapshot.cutoff)
+        self._join_clock = dict(snapshot.joins)
+        self._counted = dict(snapshot.counted)
+        for replica, counted in old_counted.items():  # what was known here still holds
+            self._counted[replica] = max(counted, self._counted.get(replica, 0))
+        self._founded = snapshot.founded
+        self._final = snapshot.final  # raised to the old F once the held events are back
+        self._events_total = snapshot.events_total
+        self._digest_sum = snapshot.digest_sum
+        self._compacted = True
+        cc = self.state.context
+        window = [e for e in snapshot.events
+                  if (e.replica, e.seq) not in based and e.seq <= cc.contiguous(e.replica)]
+        engine.update(sorted(window))
+        leftover = AWORSet.from_entries(
+            [(r, s, e) for r, s, e in held.entries() if not cc.has(r, s)])
+        if len(leftover):
+            self._merge_general(leftover)
+        self._final = max(self._final, old_final)
+        return len(self.state)
+
 
     def newest_clock(self) -> int:
         log = self.engine.log
@@ -605,7 +818,12 @@ class Replica:
         return sorted(e for _, _, e in self.state.entries())
 
     def event_count(self) -> int:
+        """Events held now (compaction removes settled history)."""
         return len(self.state)
+
+    def events_total(self) -> int:
+        """Every event this replica has held, compacted ones included."""
+        return self._events_total
 
     def applied_count(self) -> int:
         return len(self.engine.log)
@@ -684,11 +902,15 @@ class Replica:
             self._digest_sum = total % _DIGEST_MODULUS
             self._unhashed = []
         return hashlib.sha256(
-            b"crdtbook-digest-v1|%d|%d" % (len(self.state), self._digest_sum)
+            b"crdtbook-digest-v1|%d|%d" % (self._events_total, self._digest_sum)
         ).hexdigest()
 
 
 _DIGEST_MODULUS = 2**256
+
+
+def _keep_everything(event) -> bool:
+    return True
 
 
 def _single_event(delta: AWORSet) -> Order | Cancel | None:

@@ -11,7 +11,7 @@ ORDER_TYPES = ("limit", "market", "ioc", "fok", "post_only")
 WEIGHTS = (
     ("place", 34), ("cancel", 5), ("time", 10), ("deliver", 30), ("pull", 7),
     ("dup", 3), ("drop", 3), ("hold", 3), ("partition", 1), ("heal", 1), ("restart", 1),
-    ("leave", 1), ("evict", 1),
+    ("leave", 1), ("evict", 1), ("compact", 4),
 )
 
 
@@ -52,5 +52,5 @@ def schedule(seed: int, replicas: int, events: int) -> Schedule:
         elif kind == "evict":
             actions.append(("evict", slot, rng.randrange(1000)))
         else:
-            actions.append((kind, slot))  # restart, leave
+            actions.append((kind, slot))  # restart, leave, compact
     return Schedule(replicas, offsets, tuple(actions))

@@ -15,6 +15,7 @@ schedule is its own reproducer (and the reducer can cut it down). Actions:
     ("hold", k, n)                            message k waits n more deliveries
     ("partition", groups) / ("heal",)         split the slots into groups / rejoin
     ("restart", slot)                         the slot vanishes; a new id takes its place
+    ("compact", slot)                         the slot drops its settled history below F
     ("leave", slot)                           the slot leaves gracefully, then rejoins anew
     ("evict", slot, k)                        the slot evicts the k-th vanished replica
 
@@ -24,7 +25,8 @@ and places no orders until it holds its own join. Every message carries the
 sender's claims (finality), so pulls are also heartbeats.
 
 Every local event is pushed to every other slot as an encoded delta; a pull
-request carries an encoded context and its answer the encoded missing delta.
+request carries an encoded context and its answer the encoded missing delta,
+or a snapshot when what is missing was compacted.
 Messages between slots in different partition groups are lost on delivery.
 All payloads go through the real codec.
 
@@ -43,8 +45,10 @@ from crdtbook.aworset import AWORSet
 from crdtbook.codec import (
     decode_context_claims,
     decode_delta_claims,
+    decode_snapshot,
     encode_context,
     encode_delta,
+    encode_snapshot,
 )
 from crdtbook.replica import Replica, ReplicaError
 
@@ -58,8 +62,9 @@ class Schedule(NamedTuple):
 class Message(NamedTuple):
     src: int
     dst: int
-    kind: str  # push | pull | answer
+    kind: str  # push | pull | answer | snapshot
     payload: bytes
+    sender: str  # the replica id of the source slot when it was sent
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Sim:
     vanished: list[str] = field(default_factory=list)  # ids that died without leaving
     now: int = 1_700_000_000_000
     events_created: int = 0
+    created: list = field(default_factory=list)  # every event any replica created
     observers: list = field(default_factory=list)  # called after every change
 
     def __post_init__(self) -> None:
@@ -86,6 +92,7 @@ class Sim:
         for replica in self.replicas[1:]:
             for delta in genesis:
                 replica.merge(delta)
+        self.created.extend(e for delta in genesis for _, _, e in delta.entries())
 
     def _name(self, slot: int) -> str:
         return f"s{slot}g{self.generation[slot]}"
@@ -111,9 +118,10 @@ class Sim:
         return replica.claims()
 
     def _send(self, src: int, dst: int, kind: str, payload: bytes) -> None:
-        self.flight.append([Message(src, dst, kind, payload), 0])
+        self.flight.append([Message(src, dst, kind, payload, self.replicas[src].id), 0])
 
     def _broadcast(self, src: int, delta: AWORSet) -> None:
+        self.created.extend(e for _, _, e in delta.entries())
         payload = encode_delta(delta, self._claims(src))
         for dst in range(self.schedule.replicas):
             if dst != src:
@@ -134,7 +142,10 @@ class Sim:
         mine = self.own_orders[slot]
         if not mine:
             return
-        cancelled = self.replicas[slot].cancel(mine[k % len(mine)], now_ms=self._wall(slot))
+        try:
+            cancelled = self.replicas[slot].cancel(mine[k % len(mine)], now_ms=self._wall(slot))
+        except ReplicaError:  # settled, final and compacted away: nothing to cancel
+            return
         self._broadcast(slot, cancelled.delta)
 
     def _time(self, ms: int) -> None:
@@ -156,16 +167,35 @@ class Sim:
     def receive(self, message: Message) -> None:
         if self.groups and self.groups.get(message.src) != self.groups.get(message.dst):
             return  # partitioned: lost
-        replica = self.replicas[message.dst]
         if message.kind == "pull":
-            context, claims = decode_context_claims(message.payload)
-            replica.observe_claims(claims)
-            missing = replica.missing(context)
-            self._send(message.dst, message.src, "answer",
-                       encode_delta(missing, self._claims(message.dst)))
+            kind, payload = self._answer(message.dst, message.payload, message.sender)
+            self._send(message.dst, message.src, kind, payload)
             return
-        delta, claims = decode_delta_claims(message.payload)
-        self._merge(message.dst, delta, claims, message.kind)
+        self._take(message.dst, message.kind, message.payload)
+
+    def _answer(self, slot: int, request: bytes, requester: str) -> tuple[str, bytes]:
+        """Answer a pull: the missing delta, or a snapshot if some of it was compacted."""
+        replica = self.replicas[slot]
+        context, claims = decode_context_claims(request)
+        replica.observe_claims(claims)
+        replica.observe_ack(requester, context)
+        missing = replica.missing(context)
+        if replica.needs_snapshot(missing):
+            return "snapshot", encode_snapshot(replica.snapshot_state(), self._claims(slot))
+        return "answer", encode_delta(missing, self._claims(slot))
+
+    def _take(self, slot: int, kind: str, payload: bytes) -> None:
+        if kind == "snapshot":
+            snapshot, claims = decode_snapshot(payload)
+            self.replicas[slot].observe_claims(claims)
+            try:
+                self.replicas[slot].install(snapshot)
+            except ReplicaError:
+                return  # the sender is behind what this slot compacted: ask another
+            self._changed(slot)
+            return
+        delta, claims = decode_delta_claims(payload)
+        self._merge(slot, delta, claims, kind)
 
     def _merge(self, slot: int, delta: AWORSet, claims, what: str) -> None:
         replica = self.replicas[slot]
@@ -260,11 +290,12 @@ class Sim:
     def _pull_now(self, a: int, b: int) -> None:
         """A pull from a to b, answered at once (no network delay)."""
         request = encode_context(self.replicas[a].context(), self._claims(a))
-        context, claims = decode_context_claims(request)
-        self.replicas[b].observe_claims(claims)
-        answer = encode_delta(self.replicas[b].missing(context), self._claims(b))
-        delta, claims = decode_delta_claims(answer)
-        self._merge(a, delta, claims, "pull answer")
+        kind, payload = self._answer(b, request, self.replicas[a].id)
+        self._take(a, kind, payload)
+
+    def _compact(self, slot: int) -> None:
+        self._changed(slot)  # observers look at what is final before it is dropped
+        self.replicas[slot].compact()
 
     # -- quiescence -----------------------------------------------------------
     def quiesce(self) -> None:

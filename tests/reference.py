@@ -77,7 +77,7 @@ def replay(events):
             continue
         if event.kind == CANCEL:
             target = orders.get((event.target_replica, event.target_seq))
-            ok = (
+            ok = (  # a cancel of a non-order is a no-op, like one of a filled order
                 dot not in rejected
                 and event.target_replica == event.replica
                 and event.target_seq < event.seq
