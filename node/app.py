@@ -23,7 +23,14 @@ import json
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
-from crdtbook.codec import CodecError, decode_context_claims, decode_delta_claims, encode_delta
+from crdtbook.codec import (
+    CodecError,
+    decode_context_claims,
+    decode_delta_claims,
+    encode_delta,
+    encode_snapshot,
+)
+from crdtbook.context import CausalContext
 from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
@@ -223,9 +230,23 @@ class App:
             context, claims = decode_context_claims(request.body)
         except CodecError as exc:
             raise BadRequest(400, "bad_context", str(exc)) from None
-        self.node.replica.observe_claims(claims)  # a pull is a heartbeat too
+        replica = self.node.replica
+        replica.observe_claims(claims)  # a pull is a heartbeat too
+        sender = request.headers.get("x-crdtbook-replica")
+        if sender:
+            replica.observe_ack(sender, context)  # and an acknowledgement
         self._peer_seen(request)
-        missing = self.node.replica.missing(context, limit=gossip.PAGE)
+        return self._state_for(context)
+
+    def _state_for(self, context) -> Response:
+        """What a peer with ``context`` lacks: a page of events, or a snapshot if
+        some of it was compacted away here."""
+        replica = self.node.replica
+        missing = replica.missing(context, limit=gossip.PAGE)
+        if replica.needs_snapshot(missing):
+            body = encode_snapshot(replica.snapshot_state(), self.node.claims())
+            return Response(200, body, CBOR,
+                            self._peer_headers() + [(b"x-crdtbook-kind", b"snapshot")])
         body = encode_delta(missing, self.node.claims())
         return Response(200, body, CBOR, self._peer_headers())
 
@@ -240,12 +261,11 @@ class App:
             raise BadRequest(409, "same_replica", "that is this node's own replica id")
         try:
             self.node.ready_to_trade()  # only a member can admit others
-            delta = self.node.sponsor(replica)
+            self.node.sponsor(replica)
         except ReplicaError as exc:
             raise BadRequest(409, "cannot_admit", str(exc)) from None
         self._peer_seen(request)
-        body = encode_delta(delta, self.node.claims())
-        return Response(200, body, CBOR, self._peer_headers())
+        return self._state_for(CausalContext())
 
     async def post_evict(self, request: Request) -> Response:
         """Evict a vanished replica: first pull everything from every peer, so the

@@ -68,7 +68,8 @@ def wait_converged(urls: list[str], events: int, timeout: float = 20.0) -> list[
     while True:
         books = [client.call("GET", url, "/book") for url in urls]
         fills = [client.call("GET", url, "/fills")["fills"] for url in urls]
-        if (all(b["events"] >= events for b in books) and len({b["digest"] for b in books}) == 1
+        agree = len({b["digest"] for b in books}) == 1
+        if (agree and all(b["events_total"] >= events for b in books)
                 and all(f and all(x["final"] for x in f) for f in fills)):
             return books
         if time.monotonic() > deadline:

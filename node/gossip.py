@@ -39,7 +39,7 @@ import httpx
 import trio
 
 from crdtbook.aworset import AWORSet
-from crdtbook.codec import decode_delta_claims, encode_context, encode_delta
+from crdtbook.codec import encode_context, encode_delta
 
 from . import logs
 from .service import PAGE, Node, Peer
@@ -94,6 +94,8 @@ async def run(node: Node, client: httpx.AsyncClient) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_peer_tasks, node, client, nursery)
         nursery.start_soon(_discovery_loop, node, client)
+        if node.config.compact_interval_s:
+            nursery.start_soon(_compaction_loop, node)
         if not node.joined:
             nursery.start_soon(_join_loop, node, client)
 
@@ -147,8 +149,7 @@ async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
     try:
         response = await post(client, url + "/peer/join", b"", peer_headers(node),
                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
-        delta, claims = decode_delta_claims(response.content)
-        node.accept(delta, claims)
+        node.take(response.headers.get("x-crdtbook-kind", "delta"), response.content)
     except (CallFailed, ValueError) as exc:
         logs.debug("join.failed", peer=url, detail=str(exc)[:200])
         return
@@ -234,9 +235,9 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         replica = response.headers.get("x-crdtbook-replica")
         if node.is_self(peer.url, replica):
             return 0
-        delta, claims = decode_delta_claims(response.content)
-        received = len(delta)
-        added = node.accept(delta, claims)
+        kind = response.headers.get("x-crdtbook-kind", "delta")
+        added = node.take(kind, response.content)
+        received = 0 if kind == "snapshot" else added
     except (CallFailed, ValueError) as exc:  # CodecError and ReplicaError are ValueErrors
         _failed(node, peer, "pull", exc)
         return None
@@ -286,6 +287,15 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
         async with trio.open_nursery() as nursery:
             for peer in list(node.peers.values()):
                 nursery.start_soon(tell, peer)
+
+
+async def _compaction_loop(node: Node) -> None:
+    while True:
+        await trio.sleep(node.config.compact_interval_s)
+        removed = node.replica.compact()
+        if removed:
+            logs.debug("node.compacted", events=removed, held=node.replica.event_count(),
+                       final_clock=node.replica.frontier())
 
 
 # -- discovery -------------------------------------------------------------------

@@ -30,7 +30,7 @@ import trio
 
 from crdtbook.aworset import AWORSet
 from crdtbook.clock import LOGICAL_BITS
-from crdtbook.context import CausalContext
+from crdtbook.codec import decode_delta_claims, decode_snapshot
 from crdtbook.replica import Replica, ReplicaError
 
 from . import logs
@@ -58,6 +58,7 @@ class NodeConfig:
     peer_body_limit: int = 64 * 1024 * 1024
     max_clock_ahead_s: float = 60.0  # refuse (for now) events stamped further in the future
     leave_on_stop: bool = True  # a graceful stop announces that this replica leaves
+    compact_interval_s: float | None = 5.0  # drop settled history below F this often
 
 
 class NotReady(Exception):
@@ -245,6 +246,19 @@ class Node:
                            hint="another node uses this replica id; restart without --id")
             raise
 
+    def take(self, kind: str, payload: bytes) -> int:
+        """A peer's answer: a delta (merged) or a snapshot (installed). New events."""
+        if kind == "snapshot":
+            snapshot, claims = decode_snapshot(payload)
+            self.replica.observe_claims(claims)
+            before = self.replica.events_total()
+            self.replica.install(snapshot)
+            logs.info("node.snapshot_installed", events=len(snapshot.events),
+                      final_clock=snapshot.final)
+            return self.replica.events_total() - before
+        delta, claims = decode_delta_claims(payload)
+        return self.accept(delta, claims)
+
     def claims(self) -> list:
         """This node's claims for an outgoing message (its own renewed: a heartbeat)."""
         self.replica.claim(self.clock_ms())
@@ -266,17 +280,13 @@ class Node:
         self.replica.bootstrap(self.clock_ms())
         logs.info("node.founded", replica=self.id, book=self.config.book)
 
-    def sponsor(self, replica: str) -> AWORSet:
-        """Admit ``replica`` (asked by a joining node); returns a first page of state.
-
-        The joiner holds its join once it has this node's events up to it;
-        its pulls fetch the rest, page by page.
-        """
+    def sponsor(self, replica: str) -> None:
+        """Admit ``replica`` (asked by a joining node). The answer is a first page
+        of state (or a snapshot); the joiner's pulls fetch the rest."""
         if replica not in self.replica.members():
             delta = self.replica.join(replica, self.clock_ms())
             self.push(delta)
             logs.info("node.admitted", replica=replica)
-        return self.replica.missing(CausalContext(), limit=PAGE)
 
     def leave(self) -> AWORSet | None:
         if not self.joined:
@@ -338,6 +348,7 @@ class Node:
                 for peer in sorted(self.peers.values(), key=lambda p: p.url)
             ],
             "events": self.replica.event_count(),
+            "events_total": self.replica.events_total(),
             "applied": self.replica.applied_count(),
             "digest": self.replica.digest(),
             "clock": self.replica.clock.last,

@@ -92,6 +92,7 @@ def book_json(replica: Replica, depth: int | None) -> dict:
         "asks": levels_json(book.asks),
         "digest": replica.digest(),
         "events": replica.event_count(),
+        "events_total": replica.events_total(),
         "final_clock": replica.frontier(),
     }
 

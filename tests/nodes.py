@@ -32,6 +32,7 @@ class Running:
 async def start(nursery: trio.Nursery, *peers: str, **settings) -> Running:
     settings.setdefault("pull_interval_s", 0.2)
     settings.setdefault("request_timeout_s", 1.0)
+    settings.setdefault("compact_interval_s", None)  # tests count held events
     config = NodeConfig(host="127.0.0.1", port=0, peers=list(peers), **settings)
     shutdown, done = trio.Event(), trio.Event()
 

@@ -161,3 +161,25 @@ async def test_newcomer_catches_up_page_by_page(nursery, monkeypatch):
     b = await start(nursery, a.url)
     await eventually(lambda: converged(a, b, events=30))
     assert b.node.stats["pull_requests"] >= 30 // 7
+
+
+async def test_compaction_and_a_newcomer_served_by_snapshot(nursery):
+    fast = {"compact_interval_s": 0.2}
+    a = await start(nursery, **fast)
+    b = await start(nursery, a.url, **fast)
+    async with client() as http:
+        for i in range(20):  # orders that cross and settle
+            await submit(http, (a.url, b.url)[i % 2], ("sell", "buy")[i % 2], "1", "10")
+        await submit(http, a.url, "sell", "1", "99")  # one stays resting
+    await eventually(lambda: converged(a, b))
+    # settled, final, acknowledged history leaves both nodes
+    await eventually(lambda: a.node.replica.event_count() < a.node.replica.events_total() // 2)
+    await eventually(lambda: b.node.replica.event_count() < b.node.replica.events_total() // 2)
+    late = await start(nursery, a.url, **fast)  # what it lacks was compacted: a snapshot
+    await eventually(lambda: converged(a, b, late))
+    assert views(late.node)[1] == views(a.node)[1]  # the same book
+    assert late.node.replica.events_total() == a.node.replica.events_total()
+    async with client() as http:
+        await submit(http, late.url, "buy", "1", "99")  # and it trades on from there
+        await eventually(lambda: converged(a, b, late))
+        assert views(a.node)[1].asks == []
