@@ -33,6 +33,8 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/core.py
+	$(PY) bench/cluster.py
+	$(PY) bench/memory.py
 
 run: $(STAMP)
 	$(VENV)/bin/crdtbook devnet --demo
