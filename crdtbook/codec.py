@@ -425,13 +425,22 @@ __all__ = [
 
 
 # -- snapshots --------------------------------------------------------------
-# Reasons an event can be marked invalid before matching (replica.py); a
-# snapshot carries them as small integers.
-MARK_REASONS = (
+# Why an event was rejected, as a snapshot carries it (a small integer).
+REASONS = (
     "clock does not increase along its replica's seq",
     "an earlier event of its replica was rejected for its clock",
     "its replica had left or was evicted before this event",
+    "post_only order would trade on arrival",
+    "fok order cannot be filled in full",
+    "a replica may only cancel its own orders",
+    "a cancel must target an earlier event of its own replica",
+    "a replica leaves only itself, as its own last event",
+    "a replica cannot evict itself (it leaves instead)",
 )
+
+
+def _reason_code(reason: str | None) -> int | None:
+    return None if reason is None else REASONS.index(reason)
 
 
 def encode_snapshot(snapshot, claims=()) -> bytes:
@@ -441,9 +450,10 @@ def encode_snapshot(snapshot, claims=()) -> bytes:
         "kind": "snapshot",
         "context": context_to_wire(snapshot.context),
         "events": [event_to_wire(e) for e in snapshot.events],
-        "base": [list(b) for b in snapshot.base],
+        "base": [[r, q, amount, filled, _reason_code(reason)]
+                 for r, q, amount, filled, reason in snapshot.base],
         "fills_base": snapshot.fills_base,
-        "invalid": [[r, s, MARK_REASONS.index(reason)] for r, s, reason in snapshot.invalid],
+        "invalid": [[r, s, REASONS.index(reason)] for r, s, reason in snapshot.invalid],
         "chain": [[r, c, bool(p)] for r, c, p in snapshot.chain],
         "cutoff": [list(x) for x in snapshot.cutoff],
         "joins": [list(x) for x in snapshot.joins],
@@ -492,19 +502,27 @@ def decode_snapshot(data: bytes):
         held[(event.replica, event.seq)] = event
         events.append(event)
     base = []
+    seen_base = set()
     for i, entry in enumerate(_list(_field(message, "base", "snapshot"), "snapshot base",
                                     MAX_EVENTS)):
-        entry = _list(entry, f"snapshot base[{i}]", 4)
-        if len(entry) != 4:
-            raise CodecError(f"snapshot base[{i}] must be [replica, seq, remaining, filled]")
-        replica, seq, remaining, filled = entry
+        entry = _list(entry, f"snapshot base[{i}]", 5)
+        if len(entry) != 5:
+            raise CodecError(f"snapshot base[{i}] must be [replica, seq, amount, filled, reason]")
+        replica, seq, amount, filled, code = entry
         event = held.get((replica, seq)) if isinstance(replica, str) and type(seq) is int \
             else None
-        if event is None or event.kind != ORDER:
-            raise CodecError(f"snapshot base[{i}] does not name an order in the snapshot")
-        remaining = _int(remaining, f"snapshot base[{i}] remaining", 0, event.qty)
-        filled = _int(filled, f"snapshot base[{i}] filled", 0, event.qty - remaining)
-        base.append((replica, seq, remaining, filled))
+        if event is None or (replica, seq) in seen_base:
+            raise CodecError(f"snapshot base[{i}] must name an event of the snapshot, once")
+        seen_base.add((replica, seq))
+        reason = None if code is None else REASONS[_int(code, f"snapshot base[{i}] reason", 0,
+                                                         len(REASONS) - 1)]
+        if event.kind == ORDER:
+            amount = _int(amount, f"snapshot base[{i}] remaining", 0, event.qty)
+            filled = _int(filled, f"snapshot base[{i}] filled", 0, event.qty - amount)
+        else:
+            amount = _int(amount, f"snapshot base[{i}] removed", 0, MAX_UNITS)
+            filled = _int(filled, f"snapshot base[{i}] filled", 0, 0)
+        base.append((replica, seq, amount, filled, reason))
     invalid = []
     for i, entry in enumerate(_list(_field(message, "invalid", "snapshot"), "snapshot invalid",
                                     MAX_EVENTS)):
@@ -513,8 +531,8 @@ def decode_snapshot(data: bytes):
                        and (entry[0], entry[1]) in held)
         if not names_event:
             raise CodecError(f"snapshot invalid[{i}] must name an event of the snapshot")
-        code = _int(entry[2], f"snapshot invalid[{i}] reason", 0, len(MARK_REASONS) - 1)
-        invalid.append((entry[0], entry[1], MARK_REASONS[code]))
+        code = _int(entry[2], f"snapshot invalid[{i}] reason", 0, len(REASONS) - 1)
+        invalid.append((entry[0], entry[1], REASONS[code]))
     chain = []
     for i, entry in enumerate(_list(_field(message, "chain", "snapshot"), "snapshot chain",
                                     MAX_REPLICAS)):

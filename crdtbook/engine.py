@@ -123,6 +123,7 @@ class Engine:
         # referenced by a fill or cancel that could still be undone)
         self.fills_base = 0
         self.retained: list[Resting] = []
+        self.floor = 0  # clock of the last compaction cut: the log holds only later events
         self.by_dot: dict[str, dict[int, Resting | CancelOutcome]] = {}
         # replica -> {seq: reason}: events rejected by their seq chain
         self.invalid: dict[str, dict[int, str]] = {}
@@ -326,6 +327,7 @@ class Engine:
             return [], []
         prefix = self.log[:cut]
         del self.log[:cut]
+        self.floor = max(self.floor, final_clock)
         dropped_fills = fills[:done]
         del fills[:done]
         self.fills_base += done
@@ -349,6 +351,10 @@ class Engine:
             del self.by_dot[event.replica][event.seq]
             gone.append(event)
         return gone, dropped_fills
+
+    def in_window(self, event) -> bool:
+        """Whether ``event`` sorts after the last compaction cut (it can be replayed)."""
+        return event.clock > self.floor
 
     # -- queries -----------------------------------------------------------
     def outcome(self, replica: str, seq: int) -> Resting | CancelOutcome | None:

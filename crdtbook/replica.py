@@ -45,7 +45,7 @@ from .clock import LOGICAL_BITS, MAX_CLOCK, HybridClock
 from .codec import Claim, event_to_wire
 from .context import CausalContext
 from .dot import Dot, check_replica, parse_dot
-from .engine import CancelOutcome, Engine, member_reason
+from .engine import CancelOutcome, Engine, MemberOutcome, member_reason
 from .events import (
     BUY,
     CANCEL,
@@ -134,7 +134,7 @@ class Snapshot(NamedTuple):
 
     context: CausalContext
     events: list  # every event held: retained orders, then the window, in position order
-    base: list  # (replica, seq, remaining, filled) of retained orders, before the window
+    base: list  # (replica, seq, remaining|removed, filled, reason) of kept outcomes
     fills_base: int
     invalid: list  # (replica, seq, reason) for held events
     chain: list  # (replica, clock of its last checked event, poisoned)
@@ -370,6 +370,8 @@ class Replica:
                     or replica in self._cutoff):
                 self._check_chain(replica, top, seq, [])
             self._chain_clock[replica] = event.clock
+            if event.clock <= self._final:  # see _admit: must never happen
+                self.frontier_violations += 1
             engine.add(event)
             return 1
         if cc.has(replica, seq):
@@ -442,9 +444,16 @@ class Replica:
             held = self.state.store.get(target, {})
             for seq in sorted(s for s in held if cut < s <= top):
                 marks = engine.invalid.setdefault(target, {})
-                marks.setdefault(seq, REASON_RETIRED)
-                if engine.outcome(target, seq) is not None:
-                    replay.append(held[seq])
+                if marks.setdefault(seq, REASON_RETIRED) != REASON_RETIRED:
+                    continue  # already rejected for its clock: nothing changes
+                event = held[seq]
+                if event.clock <= self._final:
+                    # A cutoff reaching back below F would change what was reported
+                    # final: only an evict racing the evicted replica's own last
+                    # messages does that (the documented trade-off). Count it.
+                    self.frontier_violations += 1
+                if engine.outcome(target, seq) is not None and engine.in_window(event):
+                    replay.append(event)
         if replay:
             ready = ready + replay
         if len(ready) > 1:
@@ -694,9 +703,15 @@ class Replica:
         """
         engine = self.engine
         window = engine._rewind(0)
-        base = [(r.event.replica, r.event.seq, r.remaining, r.filled)
-                for r in sorted(engine.retained, key=lambda r: r.event)
-                if isinstance(r, Resting)]
+        base = []  # (replica, seq, remaining or removed, filled, reason): kept outcomes
+        for outcome in sorted(engine.retained, key=lambda o: o.event):
+            event = outcome.event
+            if isinstance(outcome, Resting):
+                base.append((event.replica, event.seq, outcome.remaining, outcome.filled,
+                             outcome.reason))
+            else:  # a cancel (with what it removed) or a membership event
+                base.append((event.replica, event.seq, getattr(outcome, "removed", 0), 0,
+                             outcome.reason))
         for event in window:
             engine._apply(event)
         self.digest()
@@ -749,8 +764,10 @@ class Replica:
         clock = self.clock.last
         claims = list(self._claims.values())
         old_final, old_counted, acks = self._final, dict(self._counted), dict(self._acks)
+        counters = (self.frontier_regressions, self.frontier_violations, self.forged_conflicts)
         self.__init__(self.id)
         self._acks = acks
+        self.frontier_regressions, self.frontier_violations, self.forged_conflicts = counters
         self.clock.observe(clock)
         self.observe_claims(claims)
         self.state.context = snapshot.context.copy()
@@ -762,14 +779,23 @@ class Replica:
         for replica, seq, reason in snapshot.invalid:
             engine.invalid.setdefault(replica, {})[seq] = reason
         based = set()
-        for replica, seq, remaining, filled in snapshot.base:
+        for replica, seq, amount, filled, reason in snapshot.base:
             event = self.state.get(replica, seq)
-            resting = Resting(event, engine.fills_base)
-            resting.remaining, resting.filled = remaining, filled
-            if remaining:
-                (engine.bids if event.side == BUY else engine.asks).append(event.price, resting)
-            engine.by_dot.setdefault(replica, {})[seq] = resting
-            engine.retained.append(resting)
+            if event.kind == ORDER:
+                outcome = Resting(event, engine.fills_base)
+                outcome.remaining, outcome.filled, outcome.reason = amount, filled, reason
+                if amount:
+                    (engine.bids if event.side == BUY else engine.asks).append(event.price,
+                                                                               outcome)
+            elif event.kind == CANCEL:
+                outcome = CancelOutcome(event)
+                outcome.removed, outcome.reason = amount, reason
+                outcome.target = engine.by_dot.get(event.target_replica, {}).get(
+                    event.target_seq)  # it sorts earlier: installed before it, if kept
+            else:
+                outcome = MemberOutcome(event, reason)
+            engine.by_dot.setdefault(replica, {})[seq] = outcome
+            engine.retained.append(outcome)
             based.add((replica, seq))
         for replica, clock_, poisoned in snapshot.chain:
             self._chain_clock[replica] = clock_

@@ -75,7 +75,8 @@ class Sim:
     own_orders: list[list[str]] = field(default_factory=list)
     flight: list[list] = field(default_factory=list)  # [Message, wait]
     groups: dict[int, int] = field(default_factory=dict)  # slot -> partition group
-    vanished: list[str] = field(default_factory=list)  # ids that died without leaving
+    vanished: list[str] = field(default_factory=list)  # ids replaced by a restart or leave
+    left: set[str] = field(default_factory=set)  # of those, the ones that left gracefully
     now: int = 1_700_000_000_000
     events_created: int = 0
     created: list = field(default_factory=list)  # every event any replica created
@@ -264,6 +265,7 @@ class Sim:
             return
         if replica.is_member(replica.id):
             self._broadcast(slot, replica.leave(self._wall(slot)))
+            self.left.add(replica.id)
         self._restart(slot, graceful=True)
 
     def _evict(self, slot: int, k: int) -> None:
@@ -279,8 +281,13 @@ class Sim:
         if self.groups or not self.vanished or not replica.is_member(replica.id):
             return
         target = self.vanished[k % len(self.vanished)]
-        if target not in replica.members():
+        if target not in replica.members() or target in self.left:
             return
+        # An operator evicts a replica that died a while ago: whatever it sent
+        # before dying has arrived by then.
+        for entry in [e for e in self.flight if e[0].sender == target]:
+            self.flight.remove(entry)
+            self.receive(entry[0])
         for other in range(self.schedule.replicas):
             if other != slot:
                 self._pull_now(slot, other)

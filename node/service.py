@@ -250,7 +250,10 @@ class Node:
         """A peer's answer: a delta (merged) or a snapshot (installed). New events."""
         if kind == "snapshot":
             snapshot, claims = decode_snapshot(payload)
-            self.replica.observe_claims(claims)
+            limit = (self.clock_ms() + int(self.config.max_clock_ahead_s * 1000)) << LOGICAL_BITS
+            if snapshot.final > limit or any(e.clock > limit for e in snapshot.events):
+                raise ValueError("snapshot stamped in the future; not installed")
+            self.replica.observe_claims(c for c in claims if c.clock <= limit)
             before = self.replica.events_total()
             self.replica.install(snapshot)
             logs.info("node.snapshot_installed", events=len(snapshot.events),

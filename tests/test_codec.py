@@ -139,3 +139,32 @@ def test_malformed_context():
         decode_context(cbor2.dumps({"v": 1, "kind": "context", "context": "x"}))
     with pytest.raises(CodecError, match="expected bytes"):
         decode_context("not bytes")
+
+
+def _snapshot_parts():
+    from crdtbook.replica import Replica
+
+    a = Replica("a")
+    a.bootstrap(1)
+    a.place("sell", "1", "10", now_ms=2)
+    a.claim(3)
+    a.compact()
+    return a
+
+
+def test_snapshot_round_trip_and_duplicate_base_refused():
+    from crdtbook.codec import decode_snapshot, encode_snapshot
+
+    a = _snapshot_parts()
+    snap = a.snapshot_state()
+    data = encode_snapshot(snap)
+    back, _ = decode_snapshot(data)
+    assert back == snap
+    message = cbor2.loads(data)
+    assert message["base"], "the resting order is kept"
+    message["base"] = message["base"] * 2
+    with pytest.raises(CodecError, match="once"):
+        decode_snapshot(cbor2.dumps(message, canonical=True))
+    message["base"] = [["a", 99, 0, 0, None]]
+    with pytest.raises(CodecError, match="must name an event"):
+        decode_snapshot(cbor2.dumps(message, canonical=True))
