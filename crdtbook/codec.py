@@ -209,27 +209,37 @@ def event_from_wire(item: object, where: str = "event") -> Order | Cancel:
     raise CodecError(f"{where}: unknown event tag {shown}")
 
 
-def context_from_wire(items: object, where: str = "context") -> CausalContext:
-    items = _list(items, where, MAX_REPLICAS)
-    vv: dict[str, int] = {}
-    cloud: dict[str, list[int]] = {}
-    cloud_total = 0
-    for i, entry in enumerate(items):
-        entry = _list(entry, f"{where}[{i}]", 3)
-        if len(entry) != 3:
-            raise CodecError(f"{where}[{i}] must be [replica, seq, [cloud...]]")
-        replica, top, extra = entry
+def _keyed(items: object, where: str, shape: str):
+    """Entries ``[replica, ...]`` of a per-replica table: each a list of the
+    shape's width, a valid replica id first, each replica once. Yields
+    (label, replica, rest)."""
+    names = shape.strip("[]").split(", ")
+    seen = set()
+    for i, entry in enumerate(_list(items, where, MAX_REPLICAS)):
+        entry = _list(entry, f"{where}[{i}]", len(names))
+        if len(entry) != len(names):
+            raise CodecError(f"{where}[{i}] must be {shape}")
+        replica = entry[0]
         try:
             check_replica(replica)
         except DotError as exc:
             raise CodecError(f"{where}[{i}]: {exc}") from None
-        if replica in vv:
+        if replica in seen:
             raise CodecError(f"{where}: replica {replica!r} appears twice")
-        vv[replica] = _int(top, f"{where}[{i}] seq", 0, MAX_SEQ)
-        extra = _list(extra, f"{where}[{i}] cloud", MAX_CLOUD - cloud_total)
+        seen.add(replica)
+        yield f"{where}[{i}]", replica, entry[1:]
+
+
+def context_from_wire(items: object, where: str = "context") -> CausalContext:
+    vv: dict[str, int] = {}
+    cloud: dict[str, list[int]] = {}
+    cloud_total = 0
+    for label, replica, (top, extra) in _keyed(items, where, "[replica, seq, [cloud...]]"):
+        vv[replica] = _int(top, f"{label} seq", 0, MAX_SEQ)
+        extra = _list(extra, f"{label} cloud", MAX_CLOUD - cloud_total)
         cloud_total += len(extra)
         for seq in extra:
-            _int(seq, f"{where}[{i}] cloud seq", 1, MAX_SEQ)
+            _int(seq, f"{label} cloud seq", 1, MAX_SEQ)
         cloud[replica] = extra
     return CausalContext.from_parts(vv, cloud)
 
@@ -259,21 +269,10 @@ class Claim(NamedTuple):
 
 
 def claims_from_wire(items: object, where: str = "claims") -> list[Claim]:
-    items = _list(items, where, MAX_REPLICAS)
     claims = {}
-    for i, entry in enumerate(items):
-        entry = _list(entry, f"{where}[{i}]", 3)
-        if len(entry) != 3:
-            raise CodecError(f"{where}[{i}] must be [replica, seq, clock]")
-        replica, seq, clock = entry
-        try:
-            check_replica(replica)
-        except DotError as exc:
-            raise CodecError(f"{where}[{i}]: {exc}") from None
-        if replica in claims:
-            raise CodecError(f"{where}: replica {replica!r} appears twice")
-        claims[replica] = Claim(replica, _int(seq, f"{where}[{i}] seq", 0, MAX_SEQ),
-                                _int(clock, f"{where}[{i}] clock", 0, MAX_CLOCK))
+    for label, replica, (seq, clock) in _keyed(items, where, "[replica, seq, clock]"):
+        claims[replica] = Claim(replica, _int(seq, f"{label} seq", 0, MAX_SEQ),
+                                _int(clock, f"{label} clock", 0, MAX_CLOCK))
     return [claims[r] for r in sorted(claims)]
 
 
@@ -468,18 +467,8 @@ def encode_snapshot(snapshot, claims=()) -> bytes:
 
 def _pairs(items: object, what: str, high: int) -> list[tuple[str, int]]:
     out = {}
-    for i, entry in enumerate(_list(items, what, MAX_REPLICAS)):
-        entry = _list(entry, f"{what}[{i}]", 2)
-        if len(entry) != 2:
-            raise CodecError(f"{what}[{i}] must be [replica, number]")
-        replica, number = entry
-        try:
-            check_replica(replica)
-        except DotError as exc:
-            raise CodecError(f"{what}[{i}]: {exc}") from None
-        if replica in out:
-            raise CodecError(f"{what}: replica {replica!r} appears twice")
-        out[replica] = _int(number, f"{what}[{i}]", 0, high)
+    for label, replica, (number,) in _keyed(items, what, "[replica, number]"):
+        out[replica] = _int(number, label, 0, high)
     return sorted(out.items())
 
 
