@@ -178,7 +178,7 @@ class App:
 
     def get_fills(self, request: Request) -> Response:
         replica = self.node.replica
-        final = replica.final_fill_count()
+        final = replica.final_fill_count() - replica.fills_base  # final ones in the window
         return json_response(200, {
             "fills": [views.fill_json(f, i < final) for i, f in enumerate(replica.fills())],
             "final_clock": replica.frontier(),

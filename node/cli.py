@@ -79,8 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
                       "port 0 picks a free one)")
     node.add_argument("--peer", action="append", default=[], metavar="URL",
                       help="a node to join through (repeatable); the rest are discovered")
-    node.add_argument("--registry", metavar="URL",
-                      help="use this grape-compatible registry instead of the embedded ones")
+    node.add_argument("--registry", "--grape", metavar="URL", dest="registry",
+                      help="use this registry (a crdtbook registry or a Grenache grape's HTTP "
+                           "API) instead of the embedded ones")
+    node.add_argument("--registry-ttl", type=seconds, default=60.0, metavar="SECONDS",
+                      help="how long the registry keeps an announcement (a grape's --dpa, in "
+                           "seconds); the node re-announces every third of it (default 60)")
+    node.add_argument("--rpc-listen", type=listen_address, default=("127.0.0.1", 0),
+                      metavar="HOST:PORT",
+                      help="serve Grenache PeerRPC here, announced as crdtbook:<book>:rpc "
+                           "(default 127.0.0.1 on a free port)")
     node.add_argument("--book", type=book_name, default="default",
                       help="book name (default: default)")
     node.add_argument("--id", type=replica_id, help="replica id (default: a fresh random one)")
@@ -262,7 +270,10 @@ def run_node(args: argparse.Namespace) -> int:
     tune()
     config = NodeConfig(host=args.listen[0], port=args.listen[1], peers=args.peer,
                         registry_url=args.registry and normalize_url(args.registry),
-                        book=args.book, replica_id=args.id, pull_interval_s=args.pull_interval)
+                        book=args.book, replica_id=args.id, pull_interval_s=args.pull_interval,
+                        registry_ttl_s=args.registry_ttl,
+                        announce_interval_s=args.registry_ttl / 3,
+                        rpc_host=args.rpc_listen[0], rpc_port=args.rpc_listen[1])
 
     def announce(node) -> None:
         # One line on stdout for scripts (devnet, tests) to learn the URL from.

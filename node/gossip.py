@@ -320,10 +320,16 @@ def _registries(node: Node) -> list[str]:
 
 
 async def announce(node: Node, client: httpx.AsyncClient) -> None:
-    port = int(node.url.rsplit(":", 1)[1])
+    """Announce the node (and its PeerRPC port) to every registry in use."""
+    entries = [(node.key, int(node.url.rsplit(":", 1)[1]))]
+    if node.rpc_port:
+        entries.append((f"{node.key}:rpc", node.rpc_port))
     async with trio.open_nursery() as nursery:
         for registry in _registries(node):
-            nursery.start_soon(_grape_call, node, client, registry, "/announce", [node.key, port])
+            for key, port in entries:
+                if 0 < port < 65536:  # an out-of-range port crashes a real grape
+                    nursery.start_soon(_grape_call, node, client, registry, "/announce",
+                                       [key, port])
 
 
 async def lookup(node: Node, client: httpx.AsyncClient) -> None:

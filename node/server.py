@@ -18,6 +18,7 @@ from hypercorn.trio import serve
 
 from . import gossip, logs
 from .app import App
+from .peerrpc import PeerRPCApp
 from .service import Node, NodeConfig
 
 
@@ -57,6 +58,14 @@ async def serve_node(
                                       shutdown_trigger=shutdown.wait,
                                       task_status=task_status)
         )
+        if config.rpc_host is not None:
+            rpc_binds = await nursery.start(
+                lambda task_status: serve(PeerRPCApp(node),
+                                          hypercorn_config(config.rpc_host, config.rpc_port),
+                                          shutdown_trigger=shutdown.wait,
+                                          task_status=task_status)
+            )
+            node.rpc_port = int(rpc_binds[0].rsplit(":", 1)[1])
         bound = binds[0].rsplit(":", 1)
         host = config.host if config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         node.url = f"http://{host}:{bound[1]}"

@@ -59,6 +59,8 @@ class NodeConfig:
     max_clock_ahead_s: float = 60.0  # refuse (for now) events stamped further in the future
     leave_on_stop: bool = True  # a graceful stop announces that this replica leaves
     compact_interval_s: float | None = 5.0  # drop settled history below F this often
+    rpc_host: str | None = "127.0.0.1"  # Grenache PeerRPC listener (None: off)
+    rpc_port: int = 0
 
 
 class NotReady(Exception):
@@ -147,6 +149,7 @@ class Node:
         self.registry = Registry(config.registry_ttl_s)
         self.peers: dict[str, Peer] = {}
         self.url = ""  # set once the server is bound
+        self.rpc_port: int | None = None  # the PeerRPC port, once bound
         self.key = f"crdtbook:{config.book}"
         self.clock_ms = clock_ms or (lambda: math.floor(time.time() * 1000))
         self.monotonic = monotonic
@@ -361,6 +364,7 @@ class Node:
             "joined": self.joined,
             "conflict": self.conflict,
             "registry": self.config.registry_url or "embedded",
+            "rpc": (f"{self.config.rpc_host}:{self.rpc_port}" if self.rpc_port else None),
             "gossip": dict(self.stats,
                            dropped_pushes=sum(p.dropped for p in self.peers.values())),
         }

@@ -1,0 +1,124 @@
+"""Grenache PeerRPC over HTTP: a Grenache client can trade on a node.
+
+Theory of operation
+-------------------
+grenache-nodejs-http's transport (measured, see shared/design/grenache.md):
+the client POSTs ``[rid, key, payload]`` as JSON (method and path ignored);
+with ``grc-compress: gzip`` the body is gzipped JSON and the reply must be
+gzipped too, with no Content-Encoding header. The server answers HTTP 200
+with ``[rid, null, result]`` or ``[rid, "ERR_...", null]``, echoing the rid
+exactly (a wrong rid is a client timeout).
+
+The node serves this on its own port and announces it under
+``crdtbook:<book>:rpc``. A payload is ``{"action": ..., ...}``:
+
+    order   the fields of POST /orders (type defaults to limit)
+    cancel  {"id": "replica:seq"}
+    book    {"depth": N} (optional)
+    fills / status
+
+Results are the JSON the HTTP API returns. Any bad request gets an
+``ERR_...`` reply (with the reason after a colon), never a hang: even an
+unparseable body is answered, with a null rid.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+from crdtbook.replica import ReplicaError
+
+from . import views
+from .app import _lifespan, _read_body
+from .requests import BadRequest, parse_order, parse_order_id
+from .service import Node, NotReady
+
+MAX_BODY = 1024 * 1024
+
+
+def rpc_key(book: str) -> str:
+    return f"crdtbook:{book}:rpc"
+
+
+class PeerRPCApp:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        gzipped = headers.get("grc-compress", "").lower() == "gzip"
+        try:
+            body = await _read_body(receive, MAX_BODY)
+        except BadRequest as exc:
+            body, reply = None, [None, f"ERR_REQUEST:{exc.detail}", None]
+        if body is not None:
+            reply = self.answer(body, gzipped)
+        data = json.dumps(reply, separators=(",", ":")).encode()
+        if gzipped:
+            data = gzip.compress(data)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": data})
+
+    def answer(self, body: bytes, gzipped: bool) -> list:
+        try:
+            if gzipped:
+                body = gzip.decompress(body)
+            message = json.loads(body)
+        except (ValueError, OSError, EOFError, RecursionError):
+            return [None, "ERR_REQUEST:body is not [rid, key, payload] JSON", None]
+        if not isinstance(message, list) or len(message) != 3 or not isinstance(message[0], str):
+            return [None, "ERR_REQUEST:body is not [rid, key, payload] JSON", None]
+        rid, key, payload = message
+        if key != rpc_key(self.node.config.book):
+            return [rid, f"ERR_SERVICE_NOT_FOUND:this node serves {rpc_key(self.node.config.book)}",
+                    None]
+        try:
+            return [rid, None, self.act(payload)]
+        except (BadRequest, NotReady) as exc:
+            code = exc.error.upper() if hasattr(exc, "error") else "BAD_REQUEST"
+            return [rid, f"ERR_{code}:{exc.detail}", None]
+        except ReplicaError as exc:
+            return [rid, f"ERR_REFUSED:{exc}", None]
+
+    def act(self, payload: object) -> object:
+        if not isinstance(payload, dict) or not isinstance(payload.get("action"), str):
+            raise BadRequest(400, "bad_action", 'payload must be {"action": ...}')
+        fields = {k: v for k, v in payload.items() if k != "action"}
+        action = payload["action"]
+        replica = self.node.replica
+        if action == "order":
+            order = parse_order(fields, "")
+            placed = self.node.place_many([order])[0]
+            return {"order": views.order_json(placed.order, replica.order_final(placed.order)),
+                    "fills": [views.fill_json(f, False) for f in placed.fills]}
+        if action == "cancel":
+            if set(fields) != {"id"} or not isinstance(fields["id"], str):
+                raise BadRequest(400, "bad_cancel", 'cancel takes {"id": "replica:seq"}')
+            dot = parse_order_id(fields["id"])
+            if replica.order(dot) is None:
+                raise BadRequest(404, "not_found", f"no order {dot}")
+            if dot.replica != self.node.id:
+                raise BadRequest(409, "not_local", f"order {dot} was placed at another node")
+            return {"cancel": views.cancel_json(self.node.cancel(dot).cancel)}
+        if action == "book":
+            depth = fields.get("depth")
+            bad_depth = depth is not None and (
+                isinstance(depth, bool) or not isinstance(depth, int) or not 0 < depth <= 10_000)
+            if set(fields) - {"depth"} or bad_depth:
+                raise BadRequest(400, "bad_book", 'book takes {"depth": 1..10000}')
+            return views.book_json(replica, depth)
+        if action == "fills":
+            final = replica.final_fill_count() - replica.fills_base
+            return {"fills": [views.fill_json(f, i < final) for i, f in enumerate(replica.fills())]}
+        if action == "status":
+            return self.node.status()
+        raise BadRequest(400, "bad_action",
+                         f"unknown action {action[:40]!r}; use order, cancel, book, fills, status")
