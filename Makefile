@@ -1,5 +1,6 @@
 # One test command: `make test`. It builds .venv on first use (and again when
-# pyproject.toml changes), then runs ruff, pytest and a short fuzz run.
+# pyproject.toml changes), installs the Grenache npm packages the interop tests
+# use (tests/grenache), then runs ruff, pytest and a short fuzz run.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 FUZZ_BUDGET ?= 55
 FUZZ_SEEDS ?= 600
 
-.PHONY: test lint pytest fuzz-short fuzz bench run install clean
+GRENACHE := tests/grenache
+GRENACHE_STAMP := $(GRENACHE)/node_modules/.installed-stamp
+
+.PHONY: test lint pytest fuzz-short fuzz bench run install clean grenache test-grenache
 
 install: $(STAMP)
 
@@ -20,7 +24,19 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check crdtbook node tests fuzz bench
 
-pytest: $(STAMP)
+# Real Grenache components (grapes, JS PeerRPC) for the interop tests, from npm.
+grenache: $(GRENACHE_STAMP)
+
+$(GRENACHE_STAMP): $(GRENACHE)/package.json
+	@command -v node >/dev/null 2>&1 || { echo "make: Node.js is needed for the Grenache interop tests (apt-get install nodejs)" >&2; exit 1; }
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for the Grenache interop tests (apt-get install npm)" >&2; exit 1; }
+	cd $(GRENACHE) && npm install --no-audit --no-fund --loglevel=error
+	touch $(GRENACHE_STAMP)
+
+test-grenache: $(STAMP) $(GRENACHE_STAMP)
+	$(PY) -m pytest -q tests/test_grenache.py
+
+pytest: $(STAMP) $(GRENACHE_STAMP)
 	$(PY) -m pytest -q
 
 fuzz-short: $(STAMP)
@@ -40,4 +56,4 @@ run: $(STAMP)
 	$(VENV)/bin/crdtbook devnet --demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis $(GRENACHE)/node_modules

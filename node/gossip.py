@@ -364,6 +364,9 @@ async def _grape_call(node: Node, client: httpx.AsyncClient, registry: str, path
             raise CallFailed(answer)
         return answer
     except (CallFailed, ValueError, RecursionError) as exc:
-        logs.debug("registry.call_failed", registry=registry, path=path,
-                   detail=(str(exc) or type(exc).__name__)[:200])
+        # A configured registry (or grape) failing is worth a warning; the
+        # embedded registries of dead peers fail all the time.
+        log = logs.warning if registry == node.config.registry_url else logs.debug
+        log("registry.call_failed", registry=registry, path=path,
+            detail=(str(exc) or type(exc).__name__)[:200])
         return None
