@@ -119,5 +119,12 @@ async def test_js_peerrpc_server_registers_in_an_embedded_registry(nursery):
             r = await http.post(f"http://127.0.0.1:{port}/",
                                 content=json.dumps(["rid-1", "rpc_test", {"x": 1}]))
             assert r.json() == ["rid-1", None, {"echo": {"x": 1}}]
+        # and a JS client finds it through the node's registry (link.lookup)
+        reply = await node_js("rpc_client.js", a.url, "rpc_test", json.dumps({"y": 2}))
+        assert reply == {"result": {"echo": {"y": 2}}}
+        # ... as it finds the node's own PeerRPC there
+        status = await node_js("rpc_client.js", a.url, "crdtbook:default:rpc",
+                               json.dumps({"action": "status"}))
+        assert status["result"]["replica"] == a.node.id
     finally:
         proc.terminate()
