@@ -183,3 +183,40 @@ async def test_compaction_and_a_newcomer_served_by_snapshot(nursery):
         await submit(http, late.url, "buy", "1", "99")  # and it trades on from there
         await eventually(lambda: converged(a, b, late))
         assert views(a.node)[1].asks == []
+
+
+async def test_grape_error_shapes_are_errors_not_crashes(nursery, caplog):
+    """A JSON string, a 500 with plain text, an empty body: each a failed call, logged."""
+    from hypercorn.trio import serve
+
+    from node import gossip
+    from node.app import _lifespan
+    from node.server import hypercorn_config
+
+    answers = {
+        "/announce": (200, b'"ERR_GRAPE_ANNOUNCE"'),
+        "/lookup": (500, b"Internal Server Error"),
+        "/empty": (200, b""),
+    }
+
+    async def fake_grape(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        status, body = answers.get(scope["path"], (404, b""))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+    binds = await nursery.start(lambda task_status: serve(
+        fake_grape, hypercorn_config("127.0.0.1", 0), task_status=task_status))
+    grape = binds[0]
+    a = await start(nursery, registry_url=grape)
+    caplog.set_level("WARNING", logger="crdtbook")
+    for path in ("/announce", "/lookup", "/empty"):
+        assert await gossip._grape_call(a.node, a.node.client, grape, path, "k") is None
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged.count("registry.call_failed") >= 3
+    assert a.node.peers == {}  # nothing came of it, and the node is still up
+    async with client() as http:
+        assert (await http.get(f"{a.url}/status")).status_code == 200
