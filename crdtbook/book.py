@@ -115,8 +115,3 @@ class BookSide:
             level = self.levels[price]
             out.append(Level(price, sum(o.remaining for o in level), len(level)))
         return out
-
-    def orders(self) -> list[Resting]:
-        """Every resting order, best price first, FIFO within a price."""
-        prices = reversed(self.prices) if self.is_bid else iter(self.prices)
-        return [order for price in prices for order in self.levels[price]]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .amount import check_units, format_amount
+from .amount import check_units
 from .clock import MAX_CLOCK
 from .dot import MAX_SEQ, Dot, check_replica, check_seq, show_int
 
@@ -72,10 +72,6 @@ class Order(NamedTuple):
     qty: int  # 1e-8 units
     account: str
 
-    def describe(self) -> str:
-        price = "market" if self.type == MARKET else format_amount(self.price)
-        return f"{self.replica}:{self.seq} {self.side} {format_amount(self.qty)}@{price}"
-
 
 class Cancel(NamedTuple):
     clock: int
@@ -88,9 +84,6 @@ class Cancel(NamedTuple):
     @property
     def target(self) -> Dot:
         return Dot(self.target_replica, self.target_seq)
-
-    def describe(self) -> str:
-        return f"{self.replica}:{self.seq} cancel {self.target_replica}:{self.target_seq}"
 
 
 class Member(NamedTuple):
@@ -111,10 +104,6 @@ class Member(NamedTuple):
     action: str
     target: str
     last_seq: int  # 0 for join
-
-    def describe(self) -> str:
-        tail = f" after seq {self.last_seq}" if self.action != JOIN else ""
-        return f"{self.replica}:{self.seq} {self.action} {self.target}{tail}"
 
 
 Event = Order | Cancel | Member

@@ -628,9 +628,6 @@ class Replica:
                 self.frontier_regressions += 1
         return self._final
 
-    def is_final(self, event) -> bool:
-        return event.clock <= self.frontier()
-
     def order_final(self, view: OrderView) -> bool:
         """An order is final once it is at or below F and nothing of it rests:
         then neither its status nor its fills can change."""

@@ -34,7 +34,7 @@ from crdtbook.context import CausalContext
 from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
-from . import gossip, logs, registry, views
+from . import gossip, logs, registry, service, views
 from .requests import BadRequest, parse_depth, parse_json, parse_order_id, parse_orders
 from .service import Node, NotReady
 
@@ -92,15 +92,7 @@ class App:
     # -- ASGI --------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        response = await self.respond(scope, receive)
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": response.headers})
-        await send({"type": "http.response.body", "body": response.body})
+        await serve_asgi(scope, receive, send, self.respond)
 
     async def respond(self, scope: dict, receive) -> Response:
         path = scope["path"]
@@ -242,7 +234,7 @@ class App:
         """What a peer with ``context`` lacks: a page of events, or a snapshot if
         some of it was compacted away here."""
         replica = self.node.replica
-        missing = replica.missing(context, limit=gossip.PAGE)
+        missing = replica.missing(context, limit=service.PAGE)
         if replica.needs_snapshot(missing):
             body = encode_snapshot(replica.snapshot_state(), self.node.claims())
             return Response(200, body, CBOR,
@@ -315,6 +307,19 @@ async def _read_body(receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def serve_asgi(scope: dict, receive, send, respond) -> None:
+    """The ASGI plumbing of every app here: lifespan, then one Response per request."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    response = await respond(scope, receive)
+    await send({"type": "http.response.start", "status": response.status,
+                "headers": response.headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 async def _lifespan(receive, send) -> None:

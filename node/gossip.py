@@ -323,7 +323,7 @@ async def announce(node: Node, client: httpx.AsyncClient) -> None:
     """Announce the node (and its PeerRPC port) to every registry in use."""
     entries = [(node.key, int(node.url.rsplit(":", 1)[1]))]
     if node.rpc_port:
-        entries.append((f"{node.key}:rpc", node.rpc_port))
+        entries.append((node.rpc_key, node.rpc_port))
     async with trio.open_nursery() as nursery:
         for registry in _registries(node):
             for key, port in entries:

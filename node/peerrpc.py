@@ -30,15 +30,11 @@ import json
 from crdtbook.replica import ReplicaError
 
 from . import views
-from .app import _lifespan, _read_body
+from .app import Request, Response, _read_body, serve_asgi
 from .requests import BadRequest, parse_order, parse_order_id
 from .service import Node, NotReady
 
 MAX_BODY = 1024 * 1024
-
-
-def rpc_key(book: str) -> str:
-    return f"crdtbook:{book}:rpc"
 
 
 class PeerRPCApp:
@@ -46,14 +42,10 @@ class PeerRPCApp:
         self.node = node
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
-        gzipped = headers.get("grc-compress", "").lower() == "gzip"
+        await serve_asgi(scope, receive, send, self.respond)
+
+    async def respond(self, scope, receive) -> Response:
+        gzipped = Request(scope, b"").headers.get("grc-compress", "").lower() == "gzip"
         try:
             body = await _read_body(receive, MAX_BODY)
         except BadRequest as exc:
@@ -61,11 +53,7 @@ class PeerRPCApp:
         if body is not None:
             reply = self.answer(body, gzipped)
         data = json.dumps(reply, separators=(",", ":")).encode()
-        if gzipped:
-            data = gzip.compress(data)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": data})
+        return Response(200, gzip.compress(data) if gzipped else data)
 
     def answer(self, body: bytes, gzipped: bool) -> list:
         try:
@@ -77,9 +65,8 @@ class PeerRPCApp:
         if not isinstance(message, list) or len(message) != 3 or not isinstance(message[0], str):
             return [None, "ERR_REQUEST:body is not [rid, key, payload] JSON", None]
         rid, key, payload = message
-        if key != rpc_key(self.node.config.book):
-            return [rid, f"ERR_SERVICE_NOT_FOUND:this node serves {rpc_key(self.node.config.book)}",
-                    None]
+        if key != self.node.rpc_key:
+            return [rid, f"ERR_SERVICE_NOT_FOUND:this node serves {self.node.rpc_key}", None]
         try:
             return [rid, None, self.act(payload)]
         except (BadRequest, NotReady) as exc:

@@ -150,7 +150,8 @@ class Node:
         self.peers: dict[str, Peer] = {}
         self.url = ""  # set once the server is bound
         self.rpc_port: int | None = None  # the PeerRPC port, once bound
-        self.key = f"crdtbook:{config.book}"
+        self.key = f"crdtbook:{config.book}"  # announced with the HTTP port
+        self.rpc_key = f"{self.key}:rpc"  # announced with the PeerRPC port
         self.clock_ms = clock_ms or (lambda: math.floor(time.time() * 1000))
         self.monotonic = monotonic
         self.peer_added = trio.Event()  # replaced each time a peer is added
@@ -231,14 +232,14 @@ class Node:
         events that may still come. Raises ReplicaError (nothing changed) for a
         delta no honest peer sends.
         """
-        limit = (self.clock_ms() + int(self.config.max_clock_ahead_s * 1000)) << LOGICAL_BITS
-        entries = list(delta.entries())
-        early = [e for _, _, e in entries if e.clock > limit]
+        limit = self._clock_limit()
+        early = sorted(e for seqs in delta.store.values() for e in seqs.values()
+                       if e.clock > limit)
         if early:
             logs.warning("peer.clock_ahead", events=len(early), first=str(early[0].dot),
                          ahead_s=round(((early[0].clock >> LOGICAL_BITS) - self.clock_ms())
                                        / 1000, 1))
-            delta = AWORSet.from_entries([x for x in entries if x[2].clock <= limit])
+            delta = AWORSet.from_entries([x for x in delta.entries() if x[2].clock <= limit])
         self.replica.observe_claims(c for c in claims if c.clock <= limit)
         try:
             return self.replica.merge(delta)
@@ -253,7 +254,7 @@ class Node:
         """A peer's answer: a delta (merged) or a snapshot (installed). New events."""
         if kind == "snapshot":
             snapshot, claims = decode_snapshot(payload)
-            limit = (self.clock_ms() + int(self.config.max_clock_ahead_s * 1000)) << LOGICAL_BITS
+            limit = self._clock_limit()
             if snapshot.final > limit or any(e.clock > limit for e in snapshot.events):
                 raise ValueError("snapshot stamped in the future; not installed")
             self.replica.observe_claims(c for c in claims if c.clock <= limit)
@@ -264,6 +265,10 @@ class Node:
             return self.replica.events_total() - before
         delta, claims = decode_delta_claims(payload)
         return self.accept(delta, claims)
+
+    def _clock_limit(self) -> int:
+        """The highest clock taken from peers: ``max_clock_ahead_s`` past our wall clock."""
+        return (self.clock_ms() + int(self.config.max_clock_ahead_s * 1000)) << LOGICAL_BITS
 
     def claims(self) -> list:
         """This node's claims for an outgoing message (its own renewed: a heartbeat)."""

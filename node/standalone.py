@@ -9,7 +9,7 @@ import trio
 from hypercorn.trio import serve
 
 from . import logs, registry
-from .app import _lifespan, _read_body
+from .app import Request, Response, _read_body, serve_asgi
 from .server import hypercorn_config
 
 
@@ -18,21 +18,16 @@ class RegistryApp:
         self.table = table
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+        await serve_asgi(scope, receive, send, self.respond)
+
+    async def respond(self, scope, receive) -> Response:
         try:
             body = await _read_body(receive, 64 * 1024)
         except Exception:
             body = b""
-        client = scope.get("client")
         answer = registry.handle(self.table, scope["path"], body,
-                                 client[0] if client else "127.0.0.1", time.monotonic())
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": answer})
+                                 Request(scope, b"").client_host, time.monotonic())
+        return Response(200, answer)
 
 
 async def serve_registry(host: str, port: int, shutdown: trio.Event,
