@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crdtbook.codec import encode_event  # noqa: E402
 from crdtbook.events import make_order  # noqa: E402
-from node.devnet import start_node, stop  # noqa: E402
+from node.cli.devnet import start_node, stop  # noqa: E402
 
 MID = 100
 

@@ -13,24 +13,14 @@ import signal
 
 import httpx
 import trio
-from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from . import gossip, logs
-from .app import App
-from .peerrpc import PeerRPCApp
+from . import logs
+from .api.app import App
+from .api.peerrpc import PeerRPCApp
+from .asgi import hypercorn_config
+from .cluster import gossip
 from .service import Node, NodeConfig
-
-
-def hypercorn_config(host: str, port: int) -> Config:
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 2.0
-    config.keep_alive_timeout = 30.0
-    config.include_server_header = False
-    return config
 
 
 async def serve_node(

@@ -6,13 +6,13 @@ Theory of operation
 the embedded registry, the table of peers (url -> ``Peer``) and, per peer,
 a bounded outbox of deltas to push. It is driven from two sides:
 
-* the HTTP app (node/app.py) calls ``place``, ``cancel``, ``receive_push``,
-  ``answer_pull`` and the views;
-* the gossip tasks (node/gossip.py) drain outboxes, pull, and discover.
+* the HTTP apps (node/api/app.py for clients, node/cluster/peerapi.py for
+  peers) call ``place_many``, ``cancel``, ``accept``, ``sponsor`` and the views;
+* the gossip tasks (node/cluster/gossip.py) drain outboxes, pull, and discover.
 
 All of it runs on one trio thread, so the replica is never touched
 concurrently and needs no lock. Nothing here waits: the only awaits are in
-gossip.py and app.py. Time comes from ``clock_ms`` (wall) and
+gossip.py and the apps. Time comes from ``clock_ms`` (wall) and
 ``monotonic`` (for peer health), both injectable for tests.
 """
 
@@ -34,7 +34,7 @@ from crdtbook.codec import decode_delta_claims, decode_snapshot
 from crdtbook.replica import Replica, ReplicaError
 
 from . import logs
-from .registry import DEFAULT_TTL_S, Registry
+from .cluster.registry import DEFAULT_TTL_S, Registry
 
 OUTBOX_LIMIT = 10_000  # deltas queued per peer before pushes are dropped (pull repairs)
 MAX_BACKOFF_S = 30.0

@@ -95,7 +95,7 @@ async def test_dead_discovered_peer_is_forgotten_after_the_registry_ttl(nursery)
 
 
 async def test_nodes_discover_each_other_through_a_shared_registry(nursery):
-    from node.standalone import serve_registry
+    from node.cluster.standalone import serve_registry
 
     binds = await nursery.start(serve_registry, "127.0.0.1", 0, trio.Event())
     registry = binds[0]
@@ -149,7 +149,8 @@ async def test_fills_become_final_leave_and_evict_release_the_frontier(nursery):
 
 
 async def test_newcomer_catches_up_page_by_page(nursery, monkeypatch):
-    from node import gossip, service
+    from node import service
+    from node.cluster import gossip
 
     monkeypatch.setattr(gossip, "PAGE", 7)
     monkeypatch.setattr(service, "PAGE", 7)
@@ -189,9 +190,8 @@ async def test_grape_error_shapes_are_errors_not_crashes(nursery, caplog):
     """A JSON string, a 500 with plain text, an empty body: each a failed call, logged."""
     from hypercorn.trio import serve
 
-    from node import gossip
-    from node.app import _lifespan
-    from node.server import hypercorn_config
+    from node.asgi import _lifespan, hypercorn_config
+    from node.cluster import gossip
 
     answers = {
         "/announce": (200, b'"ERR_GRAPE_ANNOUNCE"'),

@@ -2,14 +2,14 @@
 
 Theory of operation
 -------------------
-Three families of routes share one port:
+Three families of routes share one port, and this app routes them all:
 
 * the client API, JSON (``/orders``, ``/book``, ``/fills``, ``/events``,
-  ``/status``);
-* the peer API, CBOR (``/peer/push``: a delta; ``/peer/pull``: a causal
-  context, answered with the delta the caller lacks). Peers name themselves
-  in ``x-crdtbook-replica`` / ``x-crdtbook-url`` / ``x-crdtbook-book``;
-* the Grenache-grape registry (``/announce``, ``/lookup``).
+  ``/status``, ``/context``, ``/evict``), answered here;
+* the peer API, CBOR (``/peer/push``, ``/peer/pull``, ``/peer/join``),
+  answered by ``PeerAPI`` (node/cluster/peerapi.py);
+* the Grenache-grape registry (``/announce``, ``/lookup``), answered by
+  node/cluster/registry.py from the node's embedded table.
 
 Rules this module keeps: a request body is read up to a limit (413 beyond);
 every client or peer mistake is a 4xx with ``{"error", "detail"}`` and changes
@@ -21,46 +21,17 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl
 
-from crdtbook.codec import (
-    CodecError,
-    decode_context_claims,
-    decode_delta_claims,
-    encode_delta,
-    encode_snapshot,
-)
-from crdtbook.context import CausalContext
 from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
-from . import gossip, logs, registry, service, views
-from .requests import BadRequest, parse_depth, parse_json, parse_order_id, parse_orders
-from .service import Node, NotReady
-
-CBOR = b"application/cbor"
-JSON = b"application/json"
-PEER_HEADERS = ("x-crdtbook-replica", "x-crdtbook-url", "x-crdtbook-book")
-
-
-class Request:
-    def __init__(self, scope: dict, body: bytes) -> None:
-        self.method: str = scope["method"]
-        self.path: str = scope["path"]
-        self.body = body
-        self.query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                        for k, v in scope.get("headers", [])}
-        client = scope.get("client")
-        self.client_host = client[0] if client else "127.0.0.1"
-
-
-class Response:
-    def __init__(self, status: int, body: bytes = b"", content_type: bytes = JSON,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.status = status
-        self.body = body
-        self.headers = [(b"content-type", content_type)] + (headers or [])
+from .. import logs
+from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
+from ..cluster import gossip, registry
+from ..cluster.peerapi import PeerAPI
+from ..service import Node, NotReady
+from . import views
+from .requests import parse_depth, parse_json, parse_order_id, parse_orders
 
 
 def json_response(status: int, data: object) -> Response:
@@ -74,6 +45,7 @@ def error_response(status: int, error: str, detail: str) -> Response:
 class App:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.peer = PeerAPI(node)
         Handler = Callable[[Request], Response]
         self.exact: dict[str, dict[str, Handler]] = {
             "/orders": {"POST": self.post_orders},
@@ -82,9 +54,9 @@ class App:
             "/events": {"GET": self.get_events},
             "/status": {"GET": self.get_status},
             "/context": {"GET": self.get_context},
-            "/peer/push": {"POST": self.peer_push},
-            "/peer/pull": {"POST": self.peer_pull},
-            "/peer/join": {"POST": self.peer_join},
+            "/peer/push": {"POST": self.peer.peer_push},
+            "/peer/pull": {"POST": self.peer.peer_pull},
+            "/peer/join": {"POST": self.peer.peer_join},
             "/evict": {"POST": self.post_evict},
         }
         self.order_routes: dict[str, Handler] = {"GET": self.get_order, "DELETE": self.delete_order}
@@ -186,79 +158,6 @@ class App:
     def get_context(self, request: Request) -> Response:
         return json_response(200, {"replica": self.node.id, "context": self.node.context()})
 
-    # -- peer API -----------------------------------------------------------
-    def _peer_check(self, request: Request) -> None:
-        book = request.headers.get("x-crdtbook-book")
-        if book is not None and book != self.node.config.book:
-            raise BadRequest(409, "wrong_book",
-                             f"this node trades book {self.node.config.book!r}, not {book!r}")
-
-    def _peer_seen(self, request: Request) -> None:
-        self.node.seen(request.headers.get("x-crdtbook-url"),
-                       request.headers.get("x-crdtbook-replica"))
-
-    def _peer_headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"x-crdtbook-replica", self.node.id.encode()),
-                (b"x-crdtbook-book", self.node.config.book.encode("utf-8", "replace"))]
-
-    def peer_push(self, request: Request) -> Response:
-        self._peer_check(request)
-        try:
-            delta, claims = decode_delta_claims(request.body)
-            added = self.node.accept(delta, claims)
-        except (CodecError, ReplicaError) as exc:
-            logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-replica", "?"),
-                         detail=str(exc)[:300])
-            raise BadRequest(400, "bad_delta", str(exc)) from None
-        self._peer_seen(request)
-        logs.debug("peer.push.received", added=added, bytes=len(request.body))
-        response = Response(204, b"", headers=[(b"x-crdtbook-replica", self.node.id.encode())])
-        response.headers.pop(0)  # no body, no content-type: pushes are small, headers add up
-        return response
-
-    def peer_pull(self, request: Request) -> Response:
-        self._peer_check(request)
-        try:
-            context, claims = decode_context_claims(request.body)
-        except CodecError as exc:
-            raise BadRequest(400, "bad_context", str(exc)) from None
-        replica = self.node.replica
-        replica.observe_claims(claims)  # a pull is a heartbeat too
-        sender = request.headers.get("x-crdtbook-replica")
-        if sender:
-            replica.observe_ack(sender, context)  # and an acknowledgement
-        self._peer_seen(request)
-        return self._state_for(context)
-
-    def _state_for(self, context) -> Response:
-        """What a peer with ``context`` lacks: a page of events, or a snapshot if
-        some of it was compacted away here."""
-        replica = self.node.replica
-        missing = replica.missing(context, limit=service.PAGE)
-        if replica.needs_snapshot(missing):
-            body = encode_snapshot(replica.snapshot_state(), self.node.claims())
-            return Response(200, body, CBOR,
-                            self._peer_headers() + [(b"x-crdtbook-kind", b"snapshot")])
-        body = encode_delta(missing, self.node.claims())
-        return Response(200, body, CBOR, self._peer_headers())
-
-    def peer_join(self, request: Request) -> Response:
-        self._peer_check(request)
-        replica = request.headers.get("x-crdtbook-replica", "")
-        try:
-            check_replica(replica)
-        except ValueError as exc:
-            raise BadRequest(400, "bad_replica", str(exc)) from None
-        if replica == self.node.id:
-            raise BadRequest(409, "same_replica", "that is this node's own replica id")
-        try:
-            self.node.ready_to_trade()  # only a member can admit others
-            self.node.sponsor(replica)
-        except ReplicaError as exc:
-            raise BadRequest(409, "cannot_admit", str(exc)) from None
-        self._peer_seen(request)
-        return self._state_for(CausalContext())
-
     async def post_evict(self, request: Request) -> Response:
         """Evict a vanished replica: first pull everything from every peer, so the
         last seq named is the highest any reachable node holds; refuse (409)
@@ -291,42 +190,3 @@ class App:
         event = next(e for _, _, e in delta.entries())
         return json_response(200, {"evict": views.event_json(event),
                                    "final_clock": self.node.replica.frontier()})
-
-
-async def _read_body(receive, limit: int) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest(400, "disconnected", "client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, "too_large", f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def serve_asgi(scope: dict, receive, send, respond) -> None:
-    """The ASGI plumbing of every app here: lifespan, then one Response per request."""
-    if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
-        return
-    if scope["type"] != "http":
-        return
-    response = await respond(scope, receive)
-    await send({"type": "http.response.start", "status": response.status,
-                "headers": response.headers})
-    await send({"type": "http.response.body", "body": response.body})
-
-
-async def _lifespan(receive, send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -13,19 +13,11 @@ from crdtbook.amount import AmountError, parse_amount
 from crdtbook.dot import Dot, DotError, parse_dot
 from crdtbook.events import MARKET, MAX_ACCOUNT_LEN, SIDES, TYPES
 
+from ..asgi import BadRequest
+
 ORDER_FIELDS = ("side", "qty", "price", "type", "account")
 MAX_BATCH = 10_000
 MAX_DEPTH = 10_000
-
-
-class BadRequest(Exception):
-    """A client error: HTTP status, a short error code and a human detail."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
 
 
 class OrderRequest(NamedTuple):

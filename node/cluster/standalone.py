@@ -8,9 +8,9 @@ import time
 import trio
 from hypercorn.trio import serve
 
-from . import logs, registry
-from .app import Request, Response, _read_body, serve_asgi
-from .server import hypercorn_config
+from .. import logs
+from ..asgi import Request, Response, _read_body, hypercorn_config, serve_asgi
+from . import registry
 
 
 class RegistryApp:

@@ -21,7 +21,8 @@ import time
 
 from crdtbook.dot import DotError, check_replica
 
-from . import client, logs
+from .. import logs
+from . import client
 from .client import CliError
 
 TYPES = ("limit", "market", "ioc", "fok", "post_only")
@@ -257,9 +258,9 @@ def run(args: argparse.Namespace) -> int:
 def run_node(args: argparse.Namespace) -> int:
     import trio
 
-    from .gcpolicy import tune
-    from .server import main_node
-    from .service import NodeConfig, normalize_url
+    from ..gcpolicy import tune
+    from ..server import main_node
+    from ..service import NodeConfig, normalize_url
 
     logs.setup(args.log_level)
     for url in args.peer + ([args.registry] if args.registry else []):
@@ -289,7 +290,7 @@ def run_node(args: argparse.Namespace) -> int:
 def run_registry(args: argparse.Namespace) -> int:
     import trio
 
-    from .standalone import main_registry
+    from ..cluster.standalone import main_registry
 
     logs.setup(args.log_level)
 

@@ -29,10 +29,10 @@ import json
 
 from crdtbook.replica import ReplicaError
 
+from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
+from ..service import Node, NotReady
 from . import views
-from .app import Request, Response, _read_body, serve_asgi
-from .requests import BadRequest, parse_order, parse_order_id
-from .service import Node, NotReady
+from .requests import parse_order, parse_order_id
 
 MAX_BODY = 1024 * 1024
 

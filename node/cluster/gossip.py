@@ -41,8 +41,8 @@ import trio
 from crdtbook.aworset import AWORSet
 from crdtbook.codec import encode_context, encode_delta
 
-from . import logs
-from .service import PAGE, Node, Peer
+from .. import logs
+from ..service import PAGE, Node, Peer
 
 PUSH_BATCH = 1_000
 REGISTRY_ANSWER_LIMIT = 256 * 1024

@@ -1,0 +1,5 @@
+"""The command line: ``crdtbook`` and its subcommands (main.py), the HTTP
+client its client commands use (client.py) and the local devnet of real node
+processes (devnet.py). Client commands reach a node over HTTP only; ``crdtbook
+node`` and ``crdtbook registry`` start one in this process.
+"""
