@@ -1,0 +1,131 @@
+"""Journal: the node's way to the store, with group commit, off the event loop.
+
+Theory of operation
+-------------------
+The node appends what must become durable (new events, final history, the
+snapshot, meta) with plain calls that never wait. A writer task takes
+everything appended so far as one ``Batch`` and commits it on a worker
+thread (``trio.to_thread``), so one transaction and one fsync serve however
+many clients are waiting; appends made meanwhile go into the next batch.
+
+``await journal.sync()`` returns once everything appended *before the call*
+is committed. It is the gate in front of every promise:
+
+* a 201 to a client (the order is durable here);
+* every push to a peer and every pull or join answer (a peer never holds an
+  event this node could lose in a crash, so a restart never mints a second,
+  different event under a seq a peer already has).
+
+If a commit fails (disk full, I/O error) the journal is *failed*: ``sync``
+raises ``StoreFailed`` from then on, so the node acknowledges nothing and
+sends nothing it has not made durable. The operator fixes the disk and
+restarts the node; the events of the failed batch were never promised.
+
+Reads of history run on their own connection and thread, one at a time, so
+a long page never delays a commit (WAL lets both proceed).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from .. import logs
+from .sqlite import Batch, Store, StoreError
+
+
+class StoreFailed(Exception):
+    """The store could not commit; the node promises nothing until restarted."""
+
+
+class Journal:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._batch = Batch()
+        self._appended = 0  # appends so far (a counter, not a size)
+        self._durable = 0  # appends committed
+        self._wake = trio.Event()
+        self._committed = trio.Event()  # replaced after every commit
+        self._write_lock = trio.CapacityLimiter(1)
+        self._read_lock = trio.CapacityLimiter(1)
+        self.failed: str | None = None
+        self.commits = 0
+        self.committed_events = 0
+
+    # -- appending (never waits) ---------------------------------------------
+    def _touch(self) -> None:
+        self._appended += 1
+        self._wake.set()
+
+    def events(self, events) -> None:
+        if events:
+            self._batch.events.extend(events)
+            self._touch()
+
+    def history(self, orders, fills, snapshot: tuple[int, int, bytes] | None) -> None:
+        self._batch.orders.extend(orders)
+        self._batch.fills.extend(fills)
+        if snapshot is not None:
+            self._batch.snapshot = snapshot
+        self._touch()
+
+    def meta(self, **values) -> None:
+        self._batch.meta.update(values)
+        self._touch()
+
+    @property
+    def pending(self) -> bool:
+        return self._durable < self._appended
+
+    # -- waiting -----------------------------------------------------------------
+    async def sync(self) -> None:
+        """Return once everything appended before this call is durable."""
+        target = self._appended
+        while self._durable < target:
+            if self.failed:
+                raise StoreFailed(self.failed)
+            await self._committed.wait()
+        if self.failed:
+            raise StoreFailed(self.failed)
+
+    async def run(self) -> None:
+        """The writer task: commit what was appended, batch after batch, until cancelled.
+
+        A commit under way is finished even when the task is cancelled (the
+        worker thread is not abandoned), so a graceful stop never cuts one.
+        """
+        while True:
+            await self._wake.wait()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit everything appended so far (one batch)."""
+        self._wake = trio.Event()
+        if self.failed:
+            return
+        batch, target = self._batch, self._appended
+        self._batch = Batch()
+        if not batch:
+            self._durable = target
+        else:
+            await self._commit(batch, target)
+        committed, self._committed = self._committed, trio.Event()
+        committed.set()
+
+    async def _commit(self, batch: Batch, target: int) -> None:
+        try:
+            await trio.to_thread.run_sync(self.store.write, batch, limiter=self._write_lock)
+        except StoreError as exc:
+            self.failed = str(exc)
+            logs.error("store.failed", detail=self.failed,
+                       hint="the node acknowledges nothing more; fix the disk and restart it")
+        else:
+            self._durable = target
+            self.commits += 1
+            self.committed_events += len(batch.events)
+
+    # -- reading ---------------------------------------------------------------
+    async def read(self, method, *args, **kwargs):
+        """Run ``store.method(*args)`` on the reader connection, off the event loop."""
+        def call():
+            return method(*args, **kwargs)
+        return await trio.to_thread.run_sync(call, limiter=self._read_lock)

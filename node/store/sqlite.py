@@ -1,0 +1,414 @@
+"""The embedded store: one node's durable state in one SQLite file (WAL mode).
+
+Theory of operation
+-------------------
+A node's data directory holds ``store.sqlite`` (plus SQLite's ``-wal`` and
+``-shm`` files) and ``LOCK``. The store keeps:
+
+* ``meta``: schema version, book name, the replica id, the clock lease (see
+  journal.py) and whether this replica has left or was evicted;
+* ``events``: every event the node ever held, its own and its peers', keyed
+  by position ``(clock, replica, seq)`` so history pages in the order every
+  node agrees on; a second index finds an event by its dot. Once an order is
+  final, its final state (status, filled, reason) is written into its row;
+* ``fills``: every final fill, numbered in replay order (fill number ``i`` is
+  the same fill on every node), with the accounts of both sides;
+* ``snapshot``: the replica's last standing (``crdtbook.codec`` snapshot),
+  written with the history that compaction took out of memory, in the same
+  transaction. A restart installs it and replays the events after it.
+
+Replica ids and account names are interned in ``names`` (small integers in
+the big tables keep a row near 60 bytes).
+
+Rules this module keeps
+-----------------------
+* Synchronous and thread-confined: every method runs on a worker thread
+  (journal.py hands them to ``trio.to_thread``); one connection writes, one
+  reads, never both on the same connection at once.
+* One ``write`` is one transaction; with ``synchronous=FULL`` its commit is
+  one fsync of the WAL. Nothing is acknowledged before that commit.
+* Opening never repairs, resets or overwrites: a locked, unwritable or corrupt
+  directory, another book's store or an unknown schema raises ``StoreError``
+  with a sentence a person can act on, and leaves the files as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sqlite3
+from dataclasses import dataclass, field
+
+import cbor2
+
+from crdtbook.codec import event_from_wire, event_to_wire
+from crdtbook.events import ORDER
+
+SCHEMA_VERSION = 1
+STORE_FILE = "store.sqlite"
+LOCK_FILE = "LOCK"
+STATUSES = ("open", "filled", "cancelled", "rejected")
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE events (
+    clock INTEGER NOT NULL, rid INTEGER NOT NULL, seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    acct INTEGER,
+    status INTEGER, filled INTEGER, reason TEXT,
+    PRIMARY KEY (clock, rid, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX events_dot ON events (rid, seq);
+CREATE INDEX events_account ON events (acct, clock) WHERE acct IS NOT NULL;
+CREATE TABLE fills (
+    idx INTEGER PRIMARY KEY, clock INTEGER NOT NULL,
+    taker_rid INTEGER NOT NULL, taker_seq INTEGER NOT NULL,
+    maker_rid INTEGER NOT NULL, maker_seq INTEGER NOT NULL,
+    price INTEGER NOT NULL, qty INTEGER NOT NULL, side INTEGER NOT NULL,
+    taker_acct INTEGER NOT NULL, maker_acct INTEGER NOT NULL
+);
+CREATE INDEX fills_taker ON fills (taker_acct, idx);
+CREATE INDEX fills_maker ON fills (maker_acct, idx);
+CREATE TABLE snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    final INTEGER NOT NULL, fills_base INTEGER NOT NULL, body BLOB NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class FinalOrder:
+    """An order's final state, written into its event row."""
+
+    replica: str
+    seq: int
+    status: str
+    filled: int
+    reason: str | None
+
+
+@dataclass
+class StoredFill:
+    index: int  # fill number in replay order, the same on every node
+    clock: int  # the taker's clock
+    taker: tuple[str, int]
+    maker: tuple[str, int]
+    price: int
+    qty: int
+    taker_side: str
+    taker_account: str
+    maker_account: str
+
+
+@dataclass
+class Batch:
+    """Everything one group commit writes, in one transaction."""
+
+    events: list = field(default_factory=list)
+    orders: list[FinalOrder] = field(default_factory=list)
+    fills: list[StoredFill] = field(default_factory=list)
+    snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
+    meta: dict = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.orders or self.fills or self.snapshot or self.meta)
+
+
+def _event_body(event) -> bytes:
+    wire = event_to_wire(event)
+    return cbor2.dumps([wire[0], *wire[4:]])  # position lives in the key columns
+
+
+def _event_from_row(clock: int, name: str, seq: int, body: bytes):
+    tag, *rest = cbor2.loads(body)
+    return event_from_wire([tag, name, seq, clock, *rest], "stored event")
+
+
+class Store:
+    """One node's data directory. Open with ``Store.open``; close when done."""
+
+    def __init__(self, directory: str, lock_fd: int, writer: sqlite3.Connection,
+                 reader: sqlite3.Connection) -> None:
+        self.directory = directory
+        self._lock_fd = lock_fd
+        self._db = writer
+        self._read = reader
+        self._ids: dict[str, int] = dict(
+            (name, id_) for id_, name in writer.execute("SELECT id, name FROM names"))
+        self.meta: dict = dict(writer.execute("SELECT key, value FROM meta"))
+
+    # -- opening -------------------------------------------------------------
+    @classmethod
+    def open(cls, directory: str, book: str, *, fsync: bool = True) -> Store:
+        """Open (or create) the store in ``directory`` for ``book``; StoreError if unusable."""
+        directory = os.path.abspath(directory)
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise StoreError(f"data directory {directory} exists and is not a directory")
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            lock_fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot use data directory {directory}: {exc.strerror}") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(lock_fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreError(f"data directory {directory} is in use by another node "
+                                 "(its LOCK is held); stop that node or pick another "
+                                 "--data-dir") from None
+            raise StoreError(f"cannot lock data directory {directory}: {exc.strerror}") from None
+        try:
+            if not os.access(directory, os.W_OK):
+                raise StoreError(f"data directory {directory} is not writable")
+            path = os.path.join(directory, STORE_FILE)
+            fresh = not os.path.exists(path)
+            writer = _connect(path, fsync)
+            reader = _connect(path, fsync)
+            try:
+                if fresh:
+                    with writer:
+                        writer.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                        writer.executemany("INSERT INTO meta VALUES (?, ?)",
+                                           [("schema", SCHEMA_VERSION), ("book", book)])
+                store = cls(directory, lock_fd, writer, reader)
+                store._check(book, path)
+            except BaseException:
+                writer.close()
+                reader.close()
+                raise
+        except sqlite3.DatabaseError as exc:
+            os.close(lock_fd)
+            raise StoreError(_explain(exc, directory)) from None
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return store
+
+    def _check(self, book: str, path: str) -> None:
+        schema = self.meta.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise StoreError(f"{path} has store schema {schema!r}; this crdtbook reads schema "
+                             f"{SCHEMA_VERSION} only (nothing was changed)")
+        if self.meta.get("book") != book:
+            raise StoreError(f"{path} holds book {self.meta.get('book')!r}, not {book!r}; "
+                             "use --book to match it or another --data-dir")
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StoreError(f"{path} is corrupt ({'; '.join(problems)[:300]}); it was left "
+                             "as it is: restore a backup or move it aside")
+
+    def close(self) -> None:
+        for conn in (self._db, self._read):
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- writing ---------------------------------------------------------------
+    def _intern(self, name: str) -> int:
+        id_ = self._ids.get(name)
+        if id_ is None:
+            id_ = self._db.execute("INSERT INTO names (name) VALUES (?)", (name,)).lastrowid
+            self._ids[name] = id_
+        return id_
+
+    def write(self, batch: Batch) -> None:
+        """Commit ``batch`` as one transaction (one fsync); StoreError on failure."""
+        db, intern = self._db, self._intern
+        ids_before = dict(self._ids)
+        try:
+            db.execute("BEGIN")
+            if batch.events:
+                db.executemany(
+                    "INSERT OR IGNORE INTO events (clock, rid, seq, body, acct) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(e.clock, intern(e.replica), e.seq, _event_body(e),
+                      intern(e.account) if e.kind == ORDER else None)
+                     for e in batch.events])
+            if batch.orders:
+                db.executemany(
+                    "UPDATE events SET status = ?, filled = ?, reason = ? "
+                    "WHERE rid = ? AND seq = ?",
+                    [(STATUSES.index(o.status), o.filled, o.reason, intern(o.replica), o.seq)
+                     for o in batch.orders])
+            if batch.fills:
+                db.executemany(
+                    "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(f.index, f.clock, intern(f.taker[0]), f.taker[1], intern(f.maker[0]),
+                      f.maker[1], f.price, f.qty, 0 if f.taker_side == "buy" else 1,
+                      intern(f.taker_account), intern(f.maker_account)) for f in batch.fills])
+            if batch.snapshot is not None:
+                db.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
+                           batch.snapshot)
+            if batch.meta:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                               sorted(batch.meta.items()))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._ids = ids_before  # names inserted in the failed transaction are gone
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise StoreError(f"writing to the store failed: {exc}") from None
+        self.meta.update(batch.meta)
+
+    # -- reading (on the reader connection) ------------------------------------
+    def snapshot(self) -> tuple[int, int, bytes] | None:
+        return self._read.execute("SELECT final, fills_base, body FROM snapshot").fetchone()
+
+    def events_after(self, clock: int, limit: int = 50_000):
+        """Every stored event with a clock above ``clock``, in position order, in pages."""
+        after = (clock, "", 0)
+        while True:
+            page = self.events_page(after, limit)
+            if not page:
+                return
+            yield page
+            after = page[-1].position
+
+    def events_page(self, after: tuple[int, str, int] | None, limit: int) -> list:
+        """Up to ``limit`` events after position ``after``, in position order."""
+        clock = after[0] if after else 0
+        rows = self._read.execute(
+            "SELECT e.clock, n.name, e.seq, e.body FROM events e JOIN names n ON n.id = e.rid "
+            "WHERE e.clock >= ? ORDER BY e.clock LIMIT ?",
+            (clock, self._overfetch(limit))).fetchall()
+        events = sorted(_event_from_row(*row) for row in rows)
+        if after:
+            events = [e for e in events if e.position > after]
+        return events[:limit]
+
+    def _overfetch(self, limit: int) -> int:
+        """Rows to fetch, ordered by clock only, for an exact page in position order.
+
+        Rows are keyed by interned ids, whose order is not the names' order. At
+        one clock value there is at most one event per replica (R of them), so
+        with ``limit + 2R + 1`` rows the page cannot end inside the last clock
+        value fetched, even after dropping the rows at the cursor's own clock.
+        """
+        return limit + 2 * len(self._ids) + 1
+
+    def events_of(self, replica: str, low: int, high: int) -> dict[int, object]:
+        """Events of ``replica`` with seqs in low..high, by seq."""
+        rid = self._ids_read(replica)
+        if rid is None:
+            return {}
+        rows = self._read.execute(
+            "SELECT clock, seq, body FROM events WHERE rid = ? AND seq BETWEEN ? AND ?",
+            (rid, low, high)).fetchall()
+        return {seq: _event_from_row(clock, replica, seq, body) for clock, seq, body in rows}
+
+    def order(self, replica: str, seq: int):
+        """(event, final state or None) of a stored order, or None."""
+        rid = self._ids_read(replica)
+        if rid is None:
+            return None
+        row = self._read.execute(
+            "SELECT clock, body, status, filled, reason FROM events WHERE rid = ? AND seq = ?",
+            (rid, seq)).fetchone()
+        if row is None:
+            return None
+        event = _event_from_row(row[0], replica, seq, row[1])
+        if event.kind != ORDER:
+            return None
+        return event, _final(replica, seq, row[2:])
+
+    def final_orders_page(self, after: tuple[int, str, int] | None, limit: int,
+                          account: str | None = None, status: str | None = None) -> list:
+        """Final orders after position ``after``: [(event, FinalOrder)], position order."""
+        clock = after[0] if after else 0
+        sql = ("SELECT e.clock, n.name, e.seq, e.body, e.status, e.filled, e.reason "
+               "FROM events e JOIN names n ON n.id = e.rid WHERE e.status IS NOT NULL "
+               "AND e.clock >= ?")
+        args: list = [clock]
+        if account is not None:
+            acct = self._ids_read(account)
+            if acct is None:
+                return []
+            sql += " AND e.acct = ?"
+            args.append(acct)
+        if status is not None:
+            sql += " AND e.status = ?"
+            args.append(STATUSES.index(status))
+        sql += " ORDER BY e.clock LIMIT ?"
+        args.append(self._overfetch(limit))
+        out = []
+        for clock_, name, seq, body, *state in self._read.execute(sql, args).fetchall():
+            event = _event_from_row(clock_, name, seq, body)
+            if after is None or event.position > after:
+                out.append((event, _final(name, seq, state)))
+        out.sort(key=lambda pair: pair[0])
+        return out[:limit]
+
+    def fill_count(self) -> int:
+        row = self._read.execute("SELECT max(idx) FROM fills").fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def fills_page(self, after: int, limit: int, account: str | None = None) -> list[StoredFill]:
+        """Final fills numbered above ``after`` (-1 for the first), oldest first."""
+        sql = ("SELECT f.idx, f.clock, tr.name, f.taker_seq, mr.name, f.maker_seq, f.price, "
+               "f.qty, f.side, ta.name, ma.name FROM fills f "
+               "JOIN names tr ON tr.id = f.taker_rid JOIN names mr ON mr.id = f.maker_rid "
+               "JOIN names ta ON ta.id = f.taker_acct JOIN names ma ON ma.id = f.maker_acct "
+               "WHERE f.idx > ?")
+        args: list = [after]
+        if account is not None:
+            acct = self._ids_read(account)
+            if acct is None:
+                return []
+            sql += " AND (f.taker_acct = ? OR f.maker_acct = ?)"
+            args += [acct, acct]
+        sql += " ORDER BY f.idx LIMIT ?"
+        args.append(limit)
+        return [StoredFill(idx, clock, (tn, ts), (mn, ms), price, qty,
+                           "buy" if side == 0 else "sell", ta, ma)
+                for idx, clock, tn, ts, mn, ms, price, qty, side, ta, ma
+                in self._read.execute(sql, args).fetchall()]
+
+    def _ids_read(self, name: str) -> int | None:
+        row = self._read.execute("SELECT id FROM names WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(os.path.join(self.directory, STORE_FILE + suffix))
+        return total
+
+    def event_count(self) -> int:
+        return self._read.execute("SELECT count(*) FROM events").fetchone()[0]
+
+
+def _final(replica: str, seq: int, state) -> FinalOrder | None:
+    status, filled, reason = state
+    if status is None:
+        return None
+    return FinalOrder(replica, seq, STATUSES[status], filled, reason)
+
+
+def _connect(path: str, fsync: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
+    return conn
+
+
+def _explain(exc: sqlite3.DatabaseError, directory: str) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (f"the store in {directory} is corrupt ({text}); it was left as it is: restore "
+                "a backup or move it aside")
+    if "readonly" in text or "unable to open" in text:
+        return f"cannot write the store in {directory} ({text})"
+    if "full" in text:
+        return f"the disk holding {directory} is full ({text})"
+    return f"the store in {directory} cannot be used ({text})"

@@ -1,0 +1,127 @@
+"""The embedded store: round trips, paging in position order, and refusals at open."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from crdtbook.events import make_cancel, make_member, make_order
+from node.store.sqlite import Batch, FinalOrder, Store, StoredFill, StoreError
+
+
+def order(clock, replica, seq, account="alice"):
+    return make_order(clock, replica, seq, "buy", "limit", 100, 5, account)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(str(tmp_path / "d"), "book1")
+    yield s
+    s.close()
+
+
+def test_events_round_trip_in_position_order(store):
+    events = [order(30, "b", 1), order(10, "a", 1), make_cancel(40, "a", 2, "a", 1),
+              make_member(5, "a", 3, "join", "b", 0), order(30, "a", 4)]
+    store.write(Batch(events=events))
+    store.write(Batch(events=events[:2]))  # duplicates are ignored
+    assert store.event_count() == 5
+    everything = store.events_page(None, 100)
+    assert everything == sorted(events)
+    # pages of 1 walk the same order, ties on the clock broken by replica name
+    walked, after = [], None
+    while page := store.events_page(after, 1):
+        walked += page
+        after = page[-1].position
+    assert walked == sorted(events)
+    assert store.events_of("a", 1, 2) == {1: events[1], 2: events[2]}
+
+
+def test_final_orders_and_fills(store):
+    a1, b1 = order(10, "a", 1, "alice"), order(20, "b", 1, "bob")
+    store.write(Batch(events=[a1, b1]))
+    assert store.order("a", 1) == (a1, None)
+    store.write(Batch(orders=[FinalOrder("a", 1, "filled", 5, None)],
+                      fills=[StoredFill(0, 20, ("b", 1), ("a", 1), 100, 5, "sell", "bob",
+                                        "alice")]))
+    assert store.order("a", 1) == (a1, FinalOrder("a", 1, "filled", 5, None))
+    assert store.final_orders_page(None, 10, account="alice") == [
+        (a1, FinalOrder("a", 1, "filled", 5, None))]
+    assert store.final_orders_page(None, 10, account="bob") == []
+    assert store.final_orders_page(None, 10, status="cancelled") == []
+    assert [f.index for f in store.fills_page(-1, 10, account="alice")] == [0]
+    assert [f.index for f in store.fills_page(-1, 10, account="bob")] == [0]
+    assert store.fills_page(-1, 10, account="carol") == []
+    assert store.fill_count() == 1
+
+
+def test_reopen_keeps_everything(tmp_path):
+    path = str(tmp_path / "d")
+    s = Store.open(path, "book1")
+    s.write(Batch(events=[order(10, "a", 1)], meta={"replica": "a"}))
+    s.close()
+    s = Store.open(path, "book1")
+    assert s.meta["replica"] == "a"
+    assert s.events_page(None, 10) == [order(10, "a", 1)]
+    s.close()
+
+
+def test_second_open_is_refused_while_locked(store):
+    with pytest.raises(StoreError, match="in use by another node"):
+        Store.open(store.directory, "book1")
+
+
+def test_wrong_book_is_refused_and_left_alone(tmp_path):
+    path = str(tmp_path / "d")
+    Store.open(path, "book1").close()
+    before = _files(path)
+    with pytest.raises(StoreError, match="holds book 'book1', not 'other'"):
+        Store.open(path, "other")
+    assert _files(path) == before
+
+
+def test_unknown_schema_is_refused(tmp_path):
+    path = str(tmp_path / "d")
+    Store.open(path, "book1").close()
+    with sqlite3.connect(os.path.join(path, "store.sqlite")) as db:
+        db.execute("UPDATE meta SET value = 99 WHERE key = 'schema'")
+    with pytest.raises(StoreError, match="schema 99"):
+        Store.open(path, "book1")
+
+
+def test_corrupt_store_is_refused_and_not_overwritten(tmp_path):
+    path = tmp_path / "d"
+    path.mkdir()
+    garbage = b"this is not a database" * 100
+    (path / "store.sqlite").write_bytes(garbage)
+    with pytest.raises(StoreError, match="corrupt"):
+        Store.open(str(path), "book1")
+    assert (path / "store.sqlite").read_bytes() == garbage
+
+
+def test_path_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(StoreError, match="not a directory"):
+        Store.open(str(target), "book1")
+    with pytest.raises(StoreError, match="cannot use data directory"):
+        Store.open(str(target / "below"), "book1")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+def test_unwritable_directory_is_refused(tmp_path):
+    path = tmp_path / "d"
+    path.mkdir()
+    path.chmod(0o500)
+    try:
+        with pytest.raises(StoreError):
+            Store.open(str(path), "book1")
+    finally:
+        path.chmod(0o700)
+
+
+def _files(path):
+    return sorted((name, os.path.getsize(os.path.join(path, name))) for name in os.listdir(path)
+                  if not name.endswith(("-wal", "-shm")))
