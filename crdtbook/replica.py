@@ -34,15 +34,14 @@ import hashlib
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
-from typing import NamedTuple
 
 import cbor2
 
 from .amount import format_amount, parse_amount
 from .aworset import AWORSet
-from .book import Level, Resting
+from .book import Resting
 from .clock import LOGICAL_BITS, MAX_CLOCK, HybridClock
-from .codec import Claim, event_to_wire
+from .codec import event_to_wire
 from .context import CausalContext
 from .dot import Dot, check_replica, parse_dot
 from .engine import CancelOutcome, Engine, MemberOutcome, member_reason
@@ -64,6 +63,18 @@ from .events import (
     make_member,
     make_order,
 )
+from .snapshot import Claim, Snapshot
+from .views import (
+    Book,
+    Cancelled,
+    CancelView,
+    Fill,
+    OrderView,
+    Placed,
+    fill_views,
+    order_view,
+)
+from .views import cancel_view as _cancel_view
 
 REASON_CLOCK = "clock does not increase along its replica's seq"
 REASON_CLOCK_AFTER = "an earlier event of its replica was rejected for its clock"
@@ -74,77 +85,7 @@ class ReplicaError(ValueError):
     """A local request the replica refuses (unknown order, not ours, bad field)."""
 
 
-class Fill(NamedTuple):
-    taker: Dot
-    maker: Dot
-    price: int
-    qty: int
-    taker_side: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.taker}/{self.maker}"
-
-
-class OrderView(NamedTuple):
-    dot: Dot
-    clock: int
-    side: str
-    type: str
-    price: int  # 0 for market orders
-    qty: int
-    filled: int
-    resting: int
-    cancelled: int  # removed by a cancel, dropped (ioc/market/fok) or rejected
-    status: str  # open | filled | cancelled | rejected | pending
-    account: str
-    reason: str | None
-
-
-class CancelView(NamedTuple):
-    dot: Dot
-    clock: int
-    target: Dot
-    status: str  # cancelled | noop | rejected | pending
-    removed: int
-    reason: str | None
-
-
-class Book(NamedTuple):
-    bids: list[Level]  # best first
-    asks: list[Level]  # best first
-
-
-class Placed(NamedTuple):
-    delta: AWORSet
-    order: OrderView
-    fills: list[Fill]
-
-
-class Cancelled(NamedTuple):
-    delta: AWORSet
-    cancel: CancelView
-
-
 FINAL_HISTORY = 10_000
-
-
-class Snapshot(NamedTuple):
-    """A replica's standing below and around its final frontier (see Replica.snapshot_state)."""
-
-    context: CausalContext
-    events: list  # every event held: retained orders, then the window, in position order
-    base: list  # (replica, seq, remaining|removed, filled, reason) of kept outcomes
-    fills_base: int
-    invalid: list  # (replica, seq, reason) for held events
-    chain: list  # (replica, clock of its last checked event, poisoned)
-    cutoff: list  # (replica, last seq that counts)
-    joins: list  # (replica, join clock)
-    counted: list  # (replica, counted clock)
-    founded: bool
-    final: int
-    events_total: int
-    digest_sum: int
 
 
 class Replica:
@@ -214,7 +155,7 @@ class Replica:
         order = order._replace(clock=self._tick(now_ms))
         fills_before = len(self.engine.fills)
         delta = self._local(order)
-        fills = [f for f in self._fill_views(self.engine.fills[fills_before:])
+        fills = [f for f in fill_views(self.engine.fills[fills_before:])
                  if f.taker == order.dot]
         return Placed(delta, self.order(order.dot), fills)
 
@@ -674,7 +615,7 @@ class Replica:
                     del store[event.replica]
         if gone or fills:
             self._compacted = True
-            self.final_history.extend(self._fill_views(fills))
+            self.final_history.extend(fill_views(fills))
         return len(gone)
 
     def observe_ack(self, replica: str, context: CausalContext) -> None:
@@ -855,59 +796,29 @@ class Replica:
         return Book(self.engine.bids.depth(depth), self.engine.asks.depth(depth))
 
     def fills(self) -> list[Fill]:
-        return self._fill_views(self.engine.fills)
-
-    @staticmethod
-    def _fill_views(fills: Iterable[tuple[Resting, Resting, int, int]]) -> list[Fill]:
-        return [
-            Fill(taker.event.dot, maker.event.dot, price, qty, taker.event.side)
-            for taker, maker, price, qty in fills
-        ]
+        return fill_views(self.engine.fills)
 
     def order(self, dot: Dot | str) -> OrderView | None:
         dot = parse_dot(dot) if isinstance(dot, str) else Dot(*dot)
         event = self.state.get(dot.replica, dot.seq)
         if event is None or event.kind != ORDER:
             return None
-        return self._order_view(event, self.engine.outcome(dot.replica, dot.seq))
+        return order_view(event, self.engine.outcome(dot.replica, dot.seq))
 
     def orders(self) -> list[OrderView]:
         engine = self.engine
         return [
-            self._order_view(e, engine.outcome(e.replica, e.seq))
+            order_view(e, engine.outcome(e.replica, e.seq))
             for e in self.events()
             if e.kind == ORDER
         ]
-
-    @staticmethod
-    def _order_view(event: Order, outcome: Resting | None) -> OrderView:
-        if outcome is None:
-            filled = resting = cancelled = 0
-            status, reason = "pending", None
-        else:
-            filled, resting, reason = outcome.filled, outcome.remaining, outcome.reason
-            cancelled = event.qty - filled - resting
-            if reason is not None:
-                status = "rejected"
-            elif resting:
-                status = "open"
-            elif filled == event.qty:
-                status = "filled"
-            else:
-                status = "cancelled"
-        return OrderView(event.dot, event.clock, event.side, event.type, event.price,
-                         event.qty, filled, resting, cancelled, status, event.account, reason)
 
     def cancel_view(self, dot: Dot | str) -> CancelView | None:
         dot = parse_dot(dot) if isinstance(dot, str) else Dot(*dot)
         event = self.state.get(dot.replica, dot.seq)
         if event is None or event.kind != CANCEL:
             return None
-        outcome: CancelOutcome | None = self.engine.outcome(dot.replica, dot.seq)
-        if outcome is None:
-            return CancelView(event.dot, event.clock, event.target, "pending", 0, None)
-        return CancelView(event.dot, event.clock, event.target, outcome.status,
-                          outcome.removed, outcome.reason)
+        return _cancel_view(event, self.engine.outcome(dot.replica, dot.seq))
 
     def digest(self) -> str:
         """A hash of the event set: equal on replicas holding the same events.
@@ -953,5 +864,5 @@ def _single_event(delta: AWORSet) -> Order | Cancel | None:
 
 __all__ = [
     "Book", "CancelView", "Cancelled", "Fill", "OrderView", "Placed", "Replica", "ReplicaError",
-    "format_amount",
+    "Snapshot", "format_amount",
 ]
