@@ -12,6 +12,10 @@ networked node (``node/``) feeds it events and asks it what to send.
     book      BookSide: price levels, FIFO within a level
     engine    Engine: price-time matching with an undo log
     codec     canonical CBOR for events, deltas, contexts
+    snapshot  Claim and Snapshot, the shapes replica and codec share
+    views     Fill, OrderView, CancelView, Book: what callers see
+    membership  Membership: joins, cutoffs, claims, the floor under F
+    compaction  dropping settled history; snapshots and installing them
     replica   Replica: the facade the node drives
 """
 

@@ -9,7 +9,7 @@ canonically (RFC 8949 core deterministic encoding via cbor2's
     event    [0, replica, seq, clock, side, type, price, qty, account]   order
              [1, replica, seq, clock, target_replica, target_seq]       cancel
              [2, replica, seq, clock, action, target, last_seq]         member (join/leave/evict)
-    claims   [[replica, seq, clock], ...]  sorted by replica (see replica.py, finality)
+    claims   [[replica, seq, clock], ...]  sorted by replica (see membership.py, finality)
     context  [[replica, contiguous_seq, [cloud seq, ...]], ...]  sorted by replica
     delta    {"v": 1, "kind": "delta", "events": [event...], "context": context,
               "claims": claims}          (claims optional, also on context messages)
@@ -28,7 +28,7 @@ returned half-built, so a failed decode can never change a replica.
 from __future__ import annotations
 
 import io
-from typing import Any, NamedTuple
+from typing import Any
 
 import cbor2
 
@@ -52,6 +52,7 @@ from .events import (
     make_member,
     make_order,
 )
+from .snapshot import Claim, Snapshot
 
 VERSION = 1
 MAX_EVENTS = 1_000_000
@@ -260,14 +261,6 @@ def _total(decode):
     return wrapper
 
 
-class Claim(NamedTuple):
-    """``replica`` will never create an event at or below ``clock`` after ``seq``."""
-
-    replica: str
-    seq: int
-    clock: int
-
-
 def claims_from_wire(items: object, where: str = "claims") -> list[Claim]:
     claims = {}
     for label, replica, (seq, clock) in _keyed(items, where, "[replica, seq, clock]"):
@@ -443,7 +436,7 @@ def _reason_code(reason: str | None) -> int | None:
 
 
 def encode_snapshot(snapshot, claims=()) -> bytes:
-    """A replica's standing (replica.Snapshot) as one message."""
+    """A replica's standing (snapshot.Snapshot) as one message."""
     return _dumps({
         "v": VERSION,
         "kind": "snapshot",
@@ -475,8 +468,6 @@ def _pairs(items: object, what: str, high: int) -> list[tuple[str, int]]:
 @_total
 def decode_snapshot(data: bytes):
     """Return (Snapshot, claims); CodecError if anything is off."""
-    from .replica import Snapshot  # the shape lives with the replica that makes it
-
     message = _loads(data, "snapshot")
     context = context_from_wire(_field(message, "context", "snapshot"), "snapshot context")
     events = []

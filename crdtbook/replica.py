@@ -26,6 +26,26 @@ The node drives a replica with four calls and reads it with views:
 * ``book``, ``fills``, ``order``, ``orders``, ``events``, ``digest``.
 
 Time comes in as ``now_ms`` arguments: the replica never reads a clock.
+
+This module keeps placing and merging (the hot paths) and the chain checks;
+the other concerns live beside it and the facade delegates to them:
+
+    membership   Membership: joins, cutoffs, claims, the floor under F
+    compaction   compact, snapshot_state, install (functions of a Replica)
+    views        the NamedTuples callers get, built from engine outcomes
+    snapshot     Claim and Snapshot, shared with the codec
+
+Rules this module keeps
+-----------------------
+* One event's admission depends only on the set: contiguity, its replica's
+  clock chain and cutoff, never on arrival order.
+* The final frontier F never moves back, and no event at or below it is
+  admitted; both are counted (``frontier_regressions``,
+  ``frontier_violations``) rather than trusted.
+* The in-order path of ``_merge_one`` reads plain attributes of the replica
+  only (``_cutoff`` is the membership's own dict, ``_final`` is F itself):
+  it is the throughput of a live node.
+* Deltas no honest peer sends are refused before anything changes.
 """
 
 from __future__ import annotations
@@ -34,20 +54,18 @@ import hashlib
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
-from typing import NamedTuple
 
 import cbor2
 
+from . import compaction
 from .amount import format_amount, parse_amount
 from .aworset import AWORSet
-from .book import Level, Resting
-from .clock import LOGICAL_BITS, MAX_CLOCK, HybridClock
-from .codec import Claim, event_to_wire
+from .clock import HybridClock
+from .codec import event_to_wire
 from .context import CausalContext
 from .dot import Dot, check_replica, parse_dot
-from .engine import CancelOutcome, Engine, MemberOutcome, member_reason
+from .engine import Engine, member_reason
 from .events import (
-    BUY,
     CANCEL,
     EVICT,
     JOIN,
@@ -64,6 +82,19 @@ from .events import (
     make_member,
     make_order,
 )
+from .membership import Membership
+from .snapshot import Claim, Snapshot
+from .views import (
+    Book,
+    Cancelled,
+    CancelView,
+    Fill,
+    OrderView,
+    Placed,
+    fill_views,
+    order_view,
+)
+from .views import cancel_view as _cancel_view
 
 REASON_CLOCK = "clock does not increase along its replica's seq"
 REASON_CLOCK_AFTER = "an earlier event of its replica was rejected for its clock"
@@ -74,77 +105,7 @@ class ReplicaError(ValueError):
     """A local request the replica refuses (unknown order, not ours, bad field)."""
 
 
-class Fill(NamedTuple):
-    taker: Dot
-    maker: Dot
-    price: int
-    qty: int
-    taker_side: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.taker}/{self.maker}"
-
-
-class OrderView(NamedTuple):
-    dot: Dot
-    clock: int
-    side: str
-    type: str
-    price: int  # 0 for market orders
-    qty: int
-    filled: int
-    resting: int
-    cancelled: int  # removed by a cancel, dropped (ioc/market/fok) or rejected
-    status: str  # open | filled | cancelled | rejected | pending
-    account: str
-    reason: str | None
-
-
-class CancelView(NamedTuple):
-    dot: Dot
-    clock: int
-    target: Dot
-    status: str  # cancelled | noop | rejected | pending
-    removed: int
-    reason: str | None
-
-
-class Book(NamedTuple):
-    bids: list[Level]  # best first
-    asks: list[Level]  # best first
-
-
-class Placed(NamedTuple):
-    delta: AWORSet
-    order: OrderView
-    fills: list[Fill]
-
-
-class Cancelled(NamedTuple):
-    delta: AWORSet
-    cancel: CancelView
-
-
 FINAL_HISTORY = 10_000
-
-
-class Snapshot(NamedTuple):
-    """A replica's standing below and around its final frontier (see Replica.snapshot_state)."""
-
-    context: CausalContext
-    events: list  # every event held: retained orders, then the window, in position order
-    base: list  # (replica, seq, remaining|removed, filled, reason) of kept outcomes
-    fills_base: int
-    invalid: list  # (replica, seq, reason) for held events
-    chain: list  # (replica, clock of its last checked event, poisoned)
-    cutoff: list  # (replica, last seq that counts)
-    joins: list  # (replica, join clock)
-    counted: list  # (replica, counted clock)
-    founded: bool
-    final: int
-    events_total: int
-    digest_sum: int
 
 
 class Replica:
@@ -156,14 +117,11 @@ class Replica:
         # per origin replica: clock of the last event checked along its seq chain
         self._chain_clock: dict[str, int] = {}
         self._poisoned: set[str] = set()  # origins whose clock chain broke
-        # membership (see frontier()): earliest valid join per replica, and the
-        # last seq that counts for replicas that left or were evicted
-        self._join_clock: dict[str, int] = {}
-        self._cutoff: dict[str, int] = {}
-        self._claims: dict[str, Claim] = {}
-        self._counted: dict[str, int] = {}
-        self._founded = False
-        self._final = 0
+        self.membership = Membership(self.id)
+        # The membership's own cutoff dict, not a copy: the in-order merge path
+        # reads it for every event and must not take a hop through the object.
+        self._cutoff = self.membership.cutoff
+        self._final = 0  # F (see frontier()); merging checks every event against it
         # Both must stay 0: an event below F arriving, or F wanting to move back,
         # would each mean a fill reported final could change (the fuzzer checks).
         self.frontier_regressions = 0
@@ -214,7 +172,7 @@ class Replica:
         order = order._replace(clock=self._tick(now_ms))
         fills_before = len(self.engine.fills)
         delta = self._local(order)
-        fills = [f for f in self._fill_views(self.engine.fills[fills_before:])
+        fills = [f for f in fill_views(self.engine.fills[fills_before:])
                  if f.taker == order.dot]
         return Placed(delta, self.order(order.dot), fills)
 
@@ -429,17 +387,10 @@ class Replica:
         for event in ready:
             if event.kind != MEMBER or self._member_reason(event) is not None:
                 continue
+            cut = self.membership.apply(event)
+            if cut is None:
+                continue
             target = event.target
-            if event.action == JOIN:
-                if event.clock < self._join_clock.get(target, event.clock + 1):
-                    self._join_clock[target] = event.clock
-                if target == event.replica:
-                    self._founded = True  # the cluster's founding self-join
-                continue
-            cut = event.last_seq
-            if cut >= self._cutoff.get(target, cut + 1):
-                continue
-            self._cutoff[target] = cut
             top = self.state.context.contiguous(target)
             held = self.state.store.get(target, {})
             for seq in sorted(s for s in held if cut < s <= top):
@@ -484,10 +435,7 @@ class Replica:
         """Recompute everything from the set (after a forged duplicate dot)."""
         self._chain_clock.clear()
         self._poisoned.clear()
-        self._join_clock.clear()
-        self._cutoff.clear()
-        self._counted.clear()
-        self._founded = False
+        self.membership.reset()
         self.engine.invalid.clear()
         self.engine.reset()
         ready: list = []
@@ -510,7 +458,7 @@ class Replica:
             raise ReplicaError(str(exc)) from None
         if not self.is_member(self.id):
             raise ReplicaError(f"{self.id} is not a member yet and cannot admit others")
-        if target in self._join_clock:
+        if target in self.membership.joins:
             raise ReplicaError(f"{target} is already a member")
         return self._local(self._member_event(JOIN, target, 0, now_ms))
 
@@ -534,93 +482,35 @@ class Replica:
                            last_seq)
 
     def is_member(self, replica: str) -> bool:
-        if replica in self._cutoff:
-            return False
-        return replica in self._join_clock or self.state.context.contiguous(replica) > 0
+        return self.membership.is_member(replica, self.state.context)
 
     def members(self) -> list[str]:
         """Replicas that joined or produced events and have not (fully) left."""
-        cc = self.state.context
-        names = set(cc.vv) | set(cc.cloud) | set(self._join_clock)
-        return [
-            r for r in sorted(names)
-            if r not in self._cutoff or cc.contiguous(r) < self._cutoff[r]
-        ]
-
-    def _can_finalize(self, members: list[str]) -> bool:
-        """F may advance only when membership is knowable from what is held here.
-
-        Every member joins through an event of an earlier member, back to the
-        cluster's founding self-join: holding the founder's join, and counting
-        each known member's claim, means holding every join at or below F, so
-        no member can be missing from the minimum. A replica that produced
-        events without a join held here could be one: then F waits.
-        """
-        if not self._founded:
-            return False
-        return all(r in self._join_clock for r in members)
+        return self.membership.members(self.state.context)
 
     def claim(self, now_ms: int) -> Claim:
         """This replica's promise: no new event of it at or below the returned clock.
 
-        Sent in every exchange (a heartbeat when idle). Advances the hybrid
-        clock to ``now_ms`` so the promise keeps up with real time.
+        Sent in every exchange (a heartbeat when idle).
         """
-        candidate = now_ms << LOGICAL_BITS
-        if self.clock.last < candidate <= MAX_CLOCK:
-            self.clock.last = candidate
-        return Claim(self.id, self.state.context.contiguous(self.id), self.clock.last)
+        return self.membership.claim(self.clock, self.state.context, now_ms)
 
     def claims(self) -> list[Claim]:
         """Every claim known here (max-merged), this replica's own included."""
-        own = Claim(self.id, self.state.context.contiguous(self.id), self.clock.last)
-        return sorted([own, *(c for r, c in self._claims.items() if r != self.id)])
+        return self.membership.claims(self.clock, self.state.context)
 
     def observe_claims(self, claims: Iterable[Claim]) -> None:
-        for claim in claims:
-            if claim.replica == self.id:
-                continue
-            held = self._claims.get(claim.replica)
-            if held is None or claim.clock > held.clock:
-                self._claims[claim.replica] = claim
+        self.membership.observe_claims(claims)
 
+    # -- finality --------------------------------------------------------------
     def frontier(self) -> int:
         """The final frontier F: every event at or below clock F is known here.
 
-        F = min over members of what is *counted* for each: a member's claim
-        once all its events up to the claim's seq are held, else the clock of
-        its last contiguous event (its next one must be later), and never less
-        than its join. F never decreases; an attempt is counted in
-        ``frontier_regressions`` (it would mean a member appeared below F).
+        F is raised to the membership's floor (the least clock counted for any
+        member; see membership.py) and never decreases; an attempt is counted
+        in ``frontier_regressions`` (it would mean a member appeared below F).
         """
-        cc = self.state.context
-        store = self.state.store
-        members = self.members()
-        if not self._can_finalize(members):
-            return self._final
-        low = None
-        for replica in members:
-            if replica == self.id:
-                counted = self.clock.last
-            else:
-                counted = self._join_clock.get(replica, 0)
-                top = cc.vv.get(replica, 0)
-                if top:
-                    event = store.get(replica, {}).get(top)
-                    if event is not None and event.clock > counted:
-                        counted = event.clock
-                claim = self._claims.get(replica)
-                if claim is not None and claim.seq <= top and claim.clock > counted:
-                    counted = claim.clock
-                # Once counted, a claim's promise stands even after a newer claim
-                # (not yet countable) replaced it in the table.
-                previous = self._counted.get(replica, 0)
-                if counted > previous:
-                    self._counted[replica] = counted
-                else:
-                    counted = previous
-            if low is None or counted < low:
-                low = counted
+        low = self.membership.floor(self.state, self.clock.last)
         if low is not None:
             if low > self._final:
                 self._final = low
@@ -644,109 +534,25 @@ class Replica:
         """How many fills compaction took out: ``fills()[i]`` is fill number base + i."""
         return self.engine.fills_base
 
-    # -- compaction and snapshots ----------------------------------------------
+    # -- compaction and snapshots (see compaction.py) ---------------------------
     def compact(self) -> int:
         """Drop settled history at or below the final frontier; return events removed.
 
-        The engine forgets the log and fills it can never rewind (see
-        Engine.compact); the events whose outcome it dropped leave the set.
-        The causal context still covers them, so they never come back; the
-        digest already counts them. A peer that lacks them gets a snapshot
-        (``snapshot()``) instead of a delta.
+        A peer that lacks what was dropped gets a snapshot instead of a delta.
         """
-        final = self.frontier()
-        if not final:
-            return 0
-        self.digest()  # hash every event before any leaves the store
-        peers = [self._acks.get(r) for r in self.members() if r != self.id]
-        if any(ack is None for ack in peers):
-            keep = _keep_everything
-        else:
-            def keep(event) -> bool:  # until every live member has it: it may need it
-                return not all(ack.has(event.replica, event.seq) for ack in peers)
-        gone, fills = self.engine.compact(final, keep)
-        store = self.state.store
-        for event in gone:
-            seqs = store.get(event.replica)
-            if seqs is not None:
-                seqs.pop(event.seq, None)
-                if not seqs:
-                    del store[event.replica]
-        if gone or fills:
-            self._compacted = True
-            self.final_history.extend(self._fill_views(fills))
-        return len(gone)
+        return compaction.compact(self)
 
     def observe_ack(self, replica: str, context: CausalContext) -> None:
-        """``replica`` (a peer, in a pull) has seen everything in ``context``.
-
-        Compaction drops an event only once every live member acknowledged it:
-        a node that has not got an event yet must still be able to get it, even
-        if the only node holding it is this one.
-        """
-        if replica != self.id:
-            self._acks[replica] = context
+        """``replica`` (a peer, in a pull) has seen everything in ``context``."""
+        compaction.observe_ack(self, replica, context)
 
     def needs_snapshot(self, delta: AWORSet) -> bool:
         """A delta from ``missing`` that names dots it cannot carry (they were compacted)."""
-        return delta.context.size() != len(delta)
+        return compaction.needs_snapshot(delta)
 
     def snapshot_state(self) -> Snapshot:
-        """Everything a peer needs to stand where this replica stands.
-
-        The retained orders are captured as they were before the engine's window
-        (undo the window, read them, replay it: the same result by construction);
-        the window's events travel as events and are matched again on arrival.
-        """
-        engine = self.engine
-        window = engine._rewind(0)
-        base = []  # (replica, seq, remaining or removed, filled, reason): kept outcomes
-        for outcome in sorted(engine.retained, key=lambda o: o.event):
-            event = outcome.event
-            if isinstance(outcome, Resting):
-                base.append((event.replica, event.seq, outcome.remaining, outcome.filled,
-                             outcome.reason))
-            else:  # a cancel (with what it removed) or a membership event
-                base.append((event.replica, event.seq, getattr(outcome, "removed", 0), 0,
-                             outcome.reason))
-        for event in window:
-            engine._apply(event)
-        self.digest()
-        return Snapshot(
-            context=self.state.context.copy(),
-            events=self.events(),
-            base=base,
-            fills_base=engine.fills_base,
-            invalid=sorted((r, s, reason) for r, marks in engine.invalid.items()
-                           for s, reason in marks.items() if self.state.get(r, s) is not None),
-            chain=sorted((r, c, r in self._poisoned) for r, c in self._chain_clock.items()),
-            cutoff=sorted(self._cutoff.items()),
-            joins=sorted(self._join_clock.items()),
-            counted=sorted(self._counted.items()),
-            founded=self._founded,
-            final=self._final,
-            events_total=self._events_total,
-            digest_sum=self._digest_sum,
-        )
-
-    def _covers_what_was_dropped(self, context: CausalContext) -> bool:
-        """Every dot seen here is either still held here or seen by ``context``.
-
-        Installing a snapshot replaces this replica's state; what it still
-        holds is merged back, but what it compacted is only a dot in its
-        context, and must already be part of the snapshot's state.
-        """
-        cc, store = self.state.context, self.state.store
-        for replica in cc.replicas():
-            held = store.get(replica, {})
-            theirs = context.contiguous(replica)
-            for seq in range(theirs + 1, cc.contiguous(replica) + 1):
-                if seq not in held and not context.has(replica, seq):
-                    return False
-            for seq in cc.cloud.get(replica, ()):
-                if seq not in held and not context.has(replica, seq):
-                    return False
-        return True
+        """Everything a peer needs to stand where this replica stands."""
+        return compaction.snapshot_state(self)
 
     def install(self, snapshot: Snapshot) -> int:
         """Stand where a snapshot's sender stood, then re-merge what was held here.
@@ -754,71 +560,10 @@ class Replica:
         For a newcomer, or a replica too far behind for a delta (the events it
         lacks were compacted). Returns how many events it now holds.
         """
-        if not self._covers_what_was_dropped(snapshot.context):
+        if not compaction.covers_what_was_dropped(self.state, snapshot.context):
             raise ReplicaError("the snapshot does not cover history this replica already "
                                "compacted; ask a peer that is further ahead")
-        held = self.state.copy()
-        clock = self.clock.last
-        claims = list(self._claims.values())
-        old_final, old_counted, acks = self._final, dict(self._counted), dict(self._acks)
-        counters = (self.frontier_regressions, self.frontier_violations, self.forged_conflicts)
-        self.__init__(self.id)
-        self._acks = acks
-        self.frontier_regressions, self.frontier_violations, self.forged_conflicts = counters
-        self.clock.observe(clock)
-        self.observe_claims(claims)
-        self.state.context = snapshot.context.copy()
-        for event in snapshot.events:
-            self.state.store.setdefault(event.replica, {})[event.seq] = event
-            self.clock.observe(event.clock)
-        engine = self.engine
-        engine.fills_base = snapshot.fills_base
-        for replica, seq, reason in snapshot.invalid:
-            engine.invalid.setdefault(replica, {})[seq] = reason
-        based = set()
-        for replica, seq, amount, filled, reason in snapshot.base:
-            event = self.state.get(replica, seq)
-            if event.kind == ORDER:
-                outcome = Resting(event, engine.fills_base)
-                outcome.remaining, outcome.filled, outcome.reason = amount, filled, reason
-                if amount:
-                    (engine.bids if event.side == BUY else engine.asks).append(event.price,
-                                                                               outcome)
-            elif event.kind == CANCEL:
-                outcome = CancelOutcome(event)
-                outcome.removed, outcome.reason = amount, reason
-                outcome.target = engine.by_dot.get(event.target_replica, {}).get(
-                    event.target_seq)  # it sorts earlier: installed before it, if kept
-            else:
-                outcome = MemberOutcome(event, reason)
-            engine.by_dot.setdefault(replica, {})[seq] = outcome
-            engine.retained.append(outcome)
-            based.add((replica, seq))
-        for replica, clock_, poisoned in snapshot.chain:
-            self._chain_clock[replica] = clock_
-            if poisoned:
-                self._poisoned.add(replica)
-        self._cutoff = dict(snapshot.cutoff)
-        self._join_clock = dict(snapshot.joins)
-        self._counted = dict(snapshot.counted)
-        for replica, counted in old_counted.items():  # what was known here still holds
-            self._counted[replica] = max(counted, self._counted.get(replica, 0))
-        self._founded = snapshot.founded
-        self._final = snapshot.final  # raised to the old F once the held events are back
-        self._events_total = snapshot.events_total
-        self._digest_sum = snapshot.digest_sum
-        self._compacted = True
-        cc = self.state.context
-        window = [e for e in snapshot.events
-                  if (e.replica, e.seq) not in based and e.seq <= cc.contiguous(e.replica)]
-        engine.update(sorted(window))
-        leftover = AWORSet.from_entries(
-            [(r, s, e) for r, s, e in held.entries() if not cc.has(r, s)])
-        if len(leftover):
-            self._merge_general(leftover)
-        self._final = max(self._final, old_final)
-        return len(self.state)
-
+        return compaction.install(self, snapshot)
 
     def newest_clock(self) -> int:
         log = self.engine.log
@@ -855,59 +600,29 @@ class Replica:
         return Book(self.engine.bids.depth(depth), self.engine.asks.depth(depth))
 
     def fills(self) -> list[Fill]:
-        return self._fill_views(self.engine.fills)
-
-    @staticmethod
-    def _fill_views(fills: Iterable[tuple[Resting, Resting, int, int]]) -> list[Fill]:
-        return [
-            Fill(taker.event.dot, maker.event.dot, price, qty, taker.event.side)
-            for taker, maker, price, qty in fills
-        ]
+        return fill_views(self.engine.fills)
 
     def order(self, dot: Dot | str) -> OrderView | None:
         dot = parse_dot(dot) if isinstance(dot, str) else Dot(*dot)
         event = self.state.get(dot.replica, dot.seq)
         if event is None or event.kind != ORDER:
             return None
-        return self._order_view(event, self.engine.outcome(dot.replica, dot.seq))
+        return order_view(event, self.engine.outcome(dot.replica, dot.seq))
 
     def orders(self) -> list[OrderView]:
         engine = self.engine
         return [
-            self._order_view(e, engine.outcome(e.replica, e.seq))
+            order_view(e, engine.outcome(e.replica, e.seq))
             for e in self.events()
             if e.kind == ORDER
         ]
-
-    @staticmethod
-    def _order_view(event: Order, outcome: Resting | None) -> OrderView:
-        if outcome is None:
-            filled = resting = cancelled = 0
-            status, reason = "pending", None
-        else:
-            filled, resting, reason = outcome.filled, outcome.remaining, outcome.reason
-            cancelled = event.qty - filled - resting
-            if reason is not None:
-                status = "rejected"
-            elif resting:
-                status = "open"
-            elif filled == event.qty:
-                status = "filled"
-            else:
-                status = "cancelled"
-        return OrderView(event.dot, event.clock, event.side, event.type, event.price,
-                         event.qty, filled, resting, cancelled, status, event.account, reason)
 
     def cancel_view(self, dot: Dot | str) -> CancelView | None:
         dot = parse_dot(dot) if isinstance(dot, str) else Dot(*dot)
         event = self.state.get(dot.replica, dot.seq)
         if event is None or event.kind != CANCEL:
             return None
-        outcome: CancelOutcome | None = self.engine.outcome(dot.replica, dot.seq)
-        if outcome is None:
-            return CancelView(event.dot, event.clock, event.target, "pending", 0, None)
-        return CancelView(event.dot, event.clock, event.target, outcome.status,
-                          outcome.removed, outcome.reason)
+        return _cancel_view(event, self.engine.outcome(dot.replica, dot.seq))
 
     def digest(self) -> str:
         """A hash of the event set: equal on replicas holding the same events.
@@ -932,10 +647,6 @@ class Replica:
 _DIGEST_MODULUS = 2**256
 
 
-def _keep_everything(event) -> bool:
-    return True
-
-
 def _single_event(delta: AWORSet) -> Order | Cancel | None:
     """The event of a delta holding one event and exactly its dot, else None."""
     ((replica, seqs),) = delta.store.items()
@@ -953,5 +664,5 @@ def _single_event(delta: AWORSet) -> Order | Cancel | None:
 
 __all__ = [
     "Book", "CancelView", "Cancelled", "Fill", "OrderView", "Placed", "Replica", "ReplicaError",
-    "format_amount",
+    "Snapshot", "format_amount",
 ]
