@@ -45,7 +45,7 @@ from .clock import LOGICAL_BITS, MAX_CLOCK, HybridClock
 from .codec import Claim, event_to_wire
 from .context import CausalContext
 from .dot import Dot, check_replica, parse_dot
-from .engine import CancelOutcome, Engine, MemberOutcome, member_reason
+from .engine import CANCEL_REASONS, CancelOutcome, Engine, MemberOutcome, member_reason
 from .events import (
     BUY,
     CANCEL,
@@ -95,7 +95,7 @@ class OrderView(NamedTuple):
     qty: int
     filled: int
     resting: int
-    cancelled: int  # removed by a cancel, dropped (ioc/market/fok) or rejected
+    cancelled: int  # removed by a cancel, leave or evict, dropped (ioc/market/fok) or rejected
     status: str  # open | filled | cancelled | rejected | pending
     account: str
     reason: str | None
@@ -134,7 +134,8 @@ class Snapshot(NamedTuple):
 
     context: CausalContext
     events: list  # every event held: retained orders, then the window, in position order
-    base: list  # (replica, seq, remaining|removed, filled, reason) of kept outcomes
+    base: list  # (replica, seq, remaining|removed, filled, reason) of kept outcomes; an
+    # order's reason is its rejection or, if a leave or evict removed it, that cancel reason
     fills_base: int
     invalid: list  # (replica, seq, reason) for held events
     chain: list  # (replica, clock of its last checked event, poisoned)
@@ -705,7 +706,8 @@ class Replica:
             event = outcome.event
             if isinstance(outcome, Resting):
                 base.append((event.replica, event.seq, outcome.remaining, outcome.filled,
-                             outcome.reason))
+                             outcome.reason if outcome.reason is not None
+                             else outcome.cancel_reason))
             else:  # a cancel (with what it removed) or a membership event
                 base.append((event.replica, event.seq, getattr(outcome, "removed", 0), 0,
                              outcome.reason))
@@ -780,7 +782,11 @@ class Replica:
             event = self.state.get(replica, seq)
             if event.kind == ORDER:
                 outcome = Resting(event, engine.fills_base)
-                outcome.remaining, outcome.filled, outcome.reason = amount, filled, reason
+                outcome.remaining, outcome.filled = amount, filled
+                if reason in CANCEL_REASONS:
+                    outcome.cancel_reason = reason
+                else:
+                    outcome.reason = reason
                 if amount:
                     (engine.bids if event.side == BUY else engine.asks).append(event.price,
                                                                                outcome)
@@ -895,6 +901,7 @@ class Replica:
                 status = "filled"
             else:
                 status = "cancelled"
+                reason = outcome.cancel_reason  # set if a leave or evict removed it
         return OrderView(event.dot, event.clock, event.side, event.type, event.price,
                          event.qty, filled, resting, cancelled, status, event.account, reason)
 
