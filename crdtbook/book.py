@@ -21,15 +21,17 @@ from sortedcontainers import SortedList
 
 
 class Resting:
-    """Mutable outcome of one order: what rests, what filled, why rejected."""
+    """Mutable outcome of one order: what rests, what filled, why rejected
+    (``reason``) or why a leave or evict removed its remainder (``cancel_reason``)."""
 
-    __slots__ = ("event", "remaining", "filled", "reason", "fills_start")
+    __slots__ = ("event", "remaining", "filled", "reason", "cancel_reason", "fills_start")
 
     def __init__(self, event, fills_start: int) -> None:
         self.event = event
         self.remaining = 0  # quantity resting on the book now
         self.filled = 0
         self.reason: str | None = None  # set if the order was rejected
+        self.cancel_reason: str | None = None  # set while a leave or evict cancels it
         self.fills_start = fills_start  # index of its first fill as taker (for undo)
 
 

@@ -37,6 +37,7 @@ from .aworset import AWORSet
 from .clock import MAX_CLOCK
 from .context import CausalContext
 from .dot import MAX_SEQ, DotError, check_replica, show_int
+from .engine import CANCEL_REASONS
 from .events import (
     CANCEL,
     MARKET,
@@ -428,6 +429,8 @@ REASONS = (
     "a cancel must target an earlier event of its own replica",
     "a replica leaves only itself, as its own last event",
     "a replica cannot evict itself (it leaves instead)",
+    "owner left",  # not rejections: why a leave or evict removed an order's remainder
+    "owner evicted",
 )
 
 
@@ -499,6 +502,12 @@ def decode_snapshot(data: bytes):
         if event.kind == ORDER:
             amount = _int(amount, f"snapshot base[{i}] remaining", 0, event.qty)
             filled = _int(filled, f"snapshot base[{i}] filled", 0, event.qty - amount)
+            if reason in CANCEL_REASONS and (amount or filled == event.qty):
+                raise CodecError(f"snapshot base[{i}]: an order cancelled by a leave or "
+                                 "evict has nothing resting and something cancelled")
+        elif reason in CANCEL_REASONS:
+            raise CodecError(f"snapshot base[{i}]: only an order can be cancelled by a leave "
+                             "or evict")
         else:
             amount = _int(amount, f"snapshot base[{i}] removed", 0, MAX_UNITS)
             filled = _int(filled, f"snapshot base[{i}] filled", 0, 0)
@@ -512,6 +521,8 @@ def decode_snapshot(data: bytes):
         if not names_event:
             raise CodecError(f"snapshot invalid[{i}] must name an event of the snapshot")
         code = _int(entry[2], f"snapshot invalid[{i}] reason", 0, len(REASONS) - 1)
+        if REASONS[code] in CANCEL_REASONS:
+            raise CodecError(f"snapshot invalid[{i}] reason is not a rejection")
         invalid.append((entry[0], entry[1], REASONS[code]))
     chain = []
     for i, entry in enumerate(_list(_field(message, "chain", "snapshot"), "snapshot chain",

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from .aworset import AWORSet
 from .book import Resting
 from .context import CausalContext
-from .engine import CancelOutcome, MemberOutcome
+from .engine import CANCEL_REASONS, CancelOutcome, MemberOutcome
 from .events import BUY, CANCEL, ORDER
 from .snapshot import Snapshot
 from .views import fill_views
@@ -97,7 +97,8 @@ def snapshot_state(replica: Replica) -> Snapshot:
         event = outcome.event
         if isinstance(outcome, Resting):
             base.append((event.replica, event.seq, outcome.remaining, outcome.filled,
-                         outcome.reason))
+                         outcome.reason if outcome.reason is not None
+                         else outcome.cancel_reason))
         else:  # a cancel (with what it removed) or a membership event
             base.append((event.replica, event.seq, getattr(outcome, "removed", 0), 0,
                          outcome.reason))
@@ -174,7 +175,11 @@ def install(replica: Replica, snapshot: Snapshot) -> int:
         event = replica.state.get(origin, seq)
         if event.kind == ORDER:
             outcome = Resting(event, engine.fills_base)
-            outcome.remaining, outcome.filled, outcome.reason = amount, filled, reason
+            outcome.remaining, outcome.filled = amount, filled
+            if reason in CANCEL_REASONS:
+                outcome.cancel_reason = reason
+            else:
+                outcome.reason = reason
             if amount:
                 (engine.bids if event.side == BUY else engine.asks).append(event.price,
                                                                            outcome)

@@ -11,7 +11,9 @@ its outcome, which records what the event did with just enough to undo it:
   quantity, which is all it takes to restore the maker), and whether its
   remainder rests (then it is the tail of its level);
 * a cancel keeps the order it removed, the quantity and the index it had in
-  its level.
+  its level;
+* a valid leave or evict keeps, for each order of its target it removed, the
+  same three facts, in the order it removed them.
 
 Undo runs strictly in reverse, so when an event is undone the book is exactly
 as that event left it, and these few facts restore the state before it.
@@ -33,6 +35,9 @@ Matching rules (price-time priority, trade at the maker's price):
   limit covers it all; otherwise rejected without fills.
 * ``post_only``: rejected if it would trade on arrival; otherwise rests.
 * cancel: removes its target's resting remainder; a no-op if nothing rests.
+* leave / evict (valid ones): removes the resting remainder of every order of
+  its target, in seq order (cancel-on-disconnect: nobody trades against a
+  participant that can no longer manage its orders).
 
 Rules this module keeps
 -----------------------
@@ -53,9 +58,11 @@ from .events import (
     CANCEL,
     EVICT,
     FOK,
+    JOIN,
     LEAVE,
     LIMIT,
     MARKET,
+    MEMBER,
     ORDER,
     POST_ONLY,
     Cancel,
@@ -69,16 +76,26 @@ REASON_FOREIGN = "a replica may only cancel its own orders"
 REASON_NOT_EARLIER = "a cancel must target an earlier event of its own replica"
 REASON_LEAVE = "a replica leaves only itself, as its own last event"
 REASON_EVICT_SELF = "a replica cannot evict itself (it leaves instead)"
+# why a valid leave or evict removed an order's remainder (Resting.cancel_reason)
+REASON_OWNER_LEFT = "owner left"
+REASON_OWNER_EVICTED = "owner evicted"
+CANCEL_REASONS = (REASON_OWNER_LEFT, REASON_OWNER_EVICTED)
 
 
 class MemberOutcome:
-    """A membership event changes no book; it is valid or rejected (with a reason)."""
+    """A membership event is valid or rejected (with a reason).
 
-    __slots__ = ("event", "reason")
+    A valid leave or evict cancels its target's resting orders: ``cancelled``
+    holds (order, quantity removed, index in its level) for each, in the order
+    they were removed, so undo can put them back in reverse.
+    """
+
+    __slots__ = ("event", "reason", "cancelled")
 
     def __init__(self, event: Member, reason: str | None) -> None:
         self.event = event
         self.reason = reason
+        self.cancelled: list[tuple[Resting, int, int]] = []
 
     @property
     def status(self) -> str:
@@ -176,7 +193,7 @@ class Engine:
         elif kind == CANCEL:
             outcome = self._apply_cancel(event)
         else:
-            outcome = MemberOutcome(event, self._chain_reason(event) or member_reason(event))
+            outcome = self._apply_member(event)
         self.log.append(event)
         seqs = self.by_dot.get(event.replica)
         if seqs is None:
@@ -268,6 +285,25 @@ class Engine:
             target.remaining = 0
         return outcome
 
+    def _apply_member(self, event: Member) -> MemberOutcome:
+        outcome = MemberOutcome(event, self._chain_reason(event) or member_reason(event))
+        if outcome.reason is not None or event.action == JOIN:
+            return outcome
+        seqs = self.by_dot.get(event.target)
+        if not seqs:
+            return outcome
+        why = REASON_OWNER_LEFT if event.action == LEAVE else REASON_OWNER_EVICTED
+        cancelled = outcome.cancelled
+        for seq in sorted(seqs):
+            order = seqs[seq]
+            if isinstance(order, Resting) and order.remaining:
+                side = self.bids if order.event.side == BUY else self.asks
+                index = side.take(order.event.price, order)
+                cancelled.append((order, order.remaining, index))
+                order.remaining = 0
+                order.cancel_reason = why
+        return outcome
+
     # -- undo --------------------------------------------------------------
     def _rewind(self, index: int) -> list:
         """Undo log[index:]; return those events in position order."""
@@ -280,6 +316,8 @@ class Engine:
                 self._undo_order(outcome)
             elif event.kind == CANCEL:
                 self._undo_cancel(outcome)
+            elif outcome.cancelled:
+                self._undo_member(outcome)
             undone.append(event)
         undone.reverse()
         return undone
@@ -307,6 +345,14 @@ class Engine:
             target.remaining = outcome.removed
             side = self.bids if target.event.side == BUY else self.asks
             side.put_back(target.event.price, target, outcome.index)
+
+    def _undo_member(self, outcome: MemberOutcome) -> None:
+        for order, removed, index in reversed(outcome.cancelled):
+            order.remaining = removed
+            order.cancel_reason = None
+            side = self.bids if order.event.side == BUY else self.asks
+            side.put_back(order.event.price, order, index)
+        outcome.cancelled = []
 
     # -- compaction ----------------------------------------------------------
     def compact(self, final_clock: int, keep=None) -> tuple[list, list]:
@@ -337,7 +383,13 @@ class Engine:
                 target = self.by_dot[event.replica][event.seq].target
                 if target is not None:
                     needed.add(id(target))
+            elif event.kind == MEMBER:  # a leave or evict that could still be undone
+                for order, _, _ in self.by_dot[event.replica][event.seq].cancelled:
+                    needed.add(id(order))
         candidates = [self.by_dot[e.replica][e.seq] for e in prefix] + self.retained
+        for outcome in candidates:  # a leave or evict below the cut is never undone
+            if isinstance(outcome, MemberOutcome):
+                outcome.cancelled = []
         self.retained = []
         gone = []
         for outcome in candidates:

@@ -41,7 +41,8 @@ class Snapshot(NamedTuple):
 
     context: CausalContext
     events: list  # every event held: retained orders, then the window, in position order
-    base: list  # (replica, seq, remaining|removed, filled, reason) of kept outcomes
+    base: list  # (replica, seq, remaining|removed, filled, reason) of kept outcomes; an
+    # order's reason is its rejection or, if a leave or evict removed it, that cancel reason
     fills_base: int
     invalid: list  # (replica, seq, reason) for held events
     chain: list  # (replica, clock of its last checked event, poisoned)

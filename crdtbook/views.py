@@ -53,7 +53,7 @@ class OrderView(NamedTuple):
     qty: int
     filled: int
     resting: int
-    cancelled: int  # removed by a cancel, dropped (ioc/market/fok) or rejected
+    cancelled: int  # removed by a cancel, leave or evict, dropped (ioc/market/fok) or rejected
     status: str  # open | filled | cancelled | rejected | pending
     account: str
     reason: str | None
@@ -106,6 +106,7 @@ def order_view(event: Order, outcome: Resting | None) -> OrderView:
             status = "filled"
         else:
             status = "cancelled"
+            reason = outcome.cancel_reason  # set if a leave or evict removed it
     return OrderView(event.dot, event.clock, event.side, event.type, event.price,
                      event.qty, filled, resting, cancelled, status, event.account, reason)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from crdtbook.aworset import AWORSet
 from tests.helpers import assert_invariants, observable
-from tests.reference import replay
+from tests.reference import replay_all
 
 from .sim import Schedule, Sim
 
@@ -73,7 +73,7 @@ def run_and_check(schedule: Schedule) -> Sim:
     # Sequential equivalence, on every event that made it into the set.
     cc = replicas[0].state.context
     held = sorted({e for e in sim.created if cc.has(e.replica, e.seq)})
-    fills, statuses, (bids, asks) = replay(held)
+    fills, statuses, (bids, asks), reasons = replay_all(held)
     assert [(f[0], f[1], f[2], f[3]) for f in watch.record] == \
         [(tuple(t), tuple(m), p, q) for t, m, p, q in fills], "fills differ from the reference"
     book = replicas[0].book()
@@ -83,6 +83,9 @@ def run_and_check(schedule: Schedule) -> Sim:
         if order.status != "pending":
             assert statuses[tuple(order.dot)] == (order.filled, order.resting, order.status), \
                 f"order {order.dot} differs from the reference"
+            if order.status == "cancelled":
+                assert order.reason == reasons.get(tuple(order.dot)), \
+                    f"order {order.dot}: cancel reason differs from the reference"
     # Idempotence: every event delivered again changes nothing.
     for event in held:
         assert replicas[0].merge(AWORSet.from_entries([(event.replica, event.seq, event)])) \

@@ -16,7 +16,7 @@ schedule is its own reproducer (and the reducer can cut it down). Actions:
     ("partition", groups) / ("heal",)         split the slots into groups / rejoin
     ("restart", slot)                         the slot vanishes; a new id takes its place
     ("compact", slot)                         the slot drops its settled history below F
-    ("leave", slot)                           the slot leaves gracefully, then rejoins anew
+    ("leave", slot)                           the slot hands over its events, leaves, rejoins anew
     ("evict", slot, k)                        the slot evicts the k-th vanished replica
 
 Membership: slot 0 starts the cluster and admits the others before the first
@@ -260,13 +260,22 @@ class Sim:
                 return
 
     def _leave(self, slot: int) -> None:
+        """A graceful leave: the slot first hands its events to the slots it can reach
+        (so that it usually may go, resting orders and all), then leaves and rejoins,
+        catching up at once from the slots it can reach (its join included)."""
         replica = self.replicas[slot]
+        reachable = [other for other in range(self.schedule.replicas)
+                     if other != slot and self.groups.get(other) == self.groups.get(slot)]
+        for other in reachable:
+            self._pull_now(other, slot)
         if not self._replicated(slot):
             return
         if replica.is_member(replica.id):
             self._broadcast(slot, replica.leave(self._wall(slot)))
             self.left.add(replica.id)
         self._restart(slot, graceful=True)
+        for other in reachable:
+            self._pull_now(slot, other)
 
     def _evict(self, slot: int, k: int) -> None:
         """An operator evicts a vanished replica, as `crdtbook evict` does.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from crdtbook.replica import Replica
 
-from .reference import replay
+from .reference import replay_all
 
 
 def observable(replica: Replica):
@@ -20,7 +20,7 @@ def observable(replica: Replica):
 
 
 def assert_matches_reference(replica: Replica) -> None:
-    fills, statuses, (bids, asks) = replay(replica.events())
+    fills, statuses, (bids, asks), reasons = replay_all(replica.events())
     assert [(tuple(f.taker), tuple(f.maker), f.price, f.qty) for f in replica.fills()] == fills
     book = replica.book()
     assert [tuple(level) for level in book.bids] == bids
@@ -31,6 +31,8 @@ def assert_matches_reference(replica: Replica) -> None:
         if o.status != "pending"
     }
     assert mine == statuses
+    assert {tuple(o.dot): o.reason for o in replica.orders()
+            if o.status == "cancelled" and o.reason is not None} == reasons
 
 
 def assert_invariants(replica: Replica) -> None:

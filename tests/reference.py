@@ -5,6 +5,9 @@ events a replica holds, compute which are admitted, then replay them in
 position order on a book that is, per side, one list of resting orders kept in
 priority order (best price, then earliest position). If the real engine and
 this one ever disagree, the real one is wrong.
+
+A valid leave or evict cancels, at its position, every order of its target
+still resting (reason "owner left" / "owner evicted").
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class RefOrder:
         self.remaining = 0
         self.filled = 0
         self.rejected = False
+        self.cancel_reason = None  # "owner left" / "owner evicted"
 
 
 def admitted(events):
@@ -66,6 +70,12 @@ def replay(events):
     orders: {dot: (filled, resting, status)}
     book:   (bids, asks), each a list of (price, total qty, order count), best first
     """
+    return replay_all(events)[:3]
+
+
+def replay_all(events):
+    """``replay``'s (fills, orders, book), plus {dot: reason} of the orders a leave
+    or evict cancelled."""
     ready, rejected = admitted(events)
     # side -> list of (priority key, RefOrder), best first
     book = {BUY: [], "sell": []}
@@ -73,7 +83,19 @@ def replay(events):
     fills = []
     for event in ready:
         dot = (event.replica, event.seq)
-        if event.kind == MEMBER:  # membership changes no book
+        if event.kind == MEMBER:
+            # A valid leave or evict cancels every resting order of its target.
+            valid = dot not in rejected and (
+                (event.action == LEAVE and event.target == event.replica
+                 and event.last_seq == event.seq)
+                or (event.action == EVICT and event.target != event.replica))
+            if valid:
+                why = "owner left" if event.action == LEAVE else "owner evicted"
+                for side in book.values():
+                    for entry in [e for e in side if e[1].event.replica == event.target]:
+                        side.remove(entry)
+                        entry[1].remaining = 0
+                        entry[1].cancel_reason = why
             continue
         if event.kind == CANCEL:
             target = orders.get((event.target_replica, event.target_seq))
@@ -135,7 +157,8 @@ def replay(events):
         else:
             status = "cancelled"
         statuses[dot] = (order.filled, order.remaining, status)
-    return fills, statuses, (_levels(book[BUY]), _levels(book["sell"]))
+    reasons = {dot: o.cancel_reason for dot, o in orders.items() if o.cancel_reason}
+    return fills, statuses, (_levels(book[BUY]), _levels(book["sell"])), reasons
 
 
 def _key(event):
