@@ -32,7 +32,7 @@ Rules this module keeps
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .aworset import AWORSet
 from .book import Resting
@@ -40,17 +40,22 @@ from .context import CausalContext
 from .engine import CANCEL_REASONS, CancelOutcome, MemberOutcome
 from .events import BUY, CANCEL, ORDER
 from .snapshot import Snapshot
-from .views import fill_views
+from .views import order_view
 
 if TYPE_CHECKING:
     from .replica import Replica
 
 
-def compact(replica: Replica) -> int:
-    """Drop settled history at or below the final frontier; return events removed."""
+def compact(replica: Replica) -> Compaction:
+    """Drop settled history at or below the final frontier; say what left memory.
+
+    What leaves is final: the orders whose outcome was dropped (their final
+    views) and the fills below F (numbered from ``fills_start``); the caller
+    keeps them (the node's store) if it wants history.
+    """
     final = replica.frontier()
     if not final:
-        return 0
+        return Compaction(0, [], [], replica.engine.fills_base)
     replica.digest()  # hash every event before any leaves the store
     peers = [replica._acks.get(r) for r in replica.members() if r != replica.id]
     if any(ack is None for ack in peers):
@@ -58,9 +63,14 @@ def compact(replica: Replica) -> int:
     else:
         def keep(event) -> bool:  # until every live member has it: it may need it
             return not all(ack.has(event.replica, event.seq) for ack in peers)
+    start = replica.engine.fills_base
     gone, fills = replica.engine.compact(final, keep)
     store = replica.state.store
-    for event in gone:
+    orders = []
+    for outcome in gone:
+        event = outcome.event
+        if event.kind == ORDER:
+            orders.append(order_view(event, outcome))
         seqs = store.get(event.replica)
         if seqs is not None:
             seqs.pop(event.seq, None)
@@ -68,8 +78,14 @@ def compact(replica: Replica) -> int:
                 del store[event.replica]
     if gone or fills:
         replica._compacted = True
-        replica.final_history.extend(fill_views(fills))
-    return len(gone)
+    return Compaction(len(gone), orders, fills, start)
+
+
+class Compaction(NamedTuple):
+    removed: int  # events that left memory
+    orders: list  # OrderView of every order among them (final)
+    fills: list  # the engine's (taker, maker, price, qty) records of the fills that left
+    fills_start: int  # the number of the first of those fills
 
 
 def observe_ack(replica: Replica, peer: str, context: CausalContext) -> None:
@@ -157,7 +173,7 @@ def install(replica: Replica, snapshot: Snapshot) -> int:
     claims = list(membership.claimed.values())
     old_final, old_counted, acks = replica._final, dict(membership.counted), dict(replica._acks)
     counters = (replica.frontier_regressions, replica.frontier_violations, replica.forged_conflicts)
-    replica.__init__(replica.id)
+    replica.__init__(replica.id, replica._fresh is not None)
     replica._acks = acks
     replica.frontier_regressions, replica.frontier_violations, replica.forged_conflicts = counters
     replica.clock.observe(clock)

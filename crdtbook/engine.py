@@ -363,8 +363,8 @@ class Engine:
         at or below F (a prefix of the fills) and the outcomes of settled events.
         Orders still resting, or that a later fill or cancel could give back
         quantity to on undo, are retained; so is anything ``keep(event)`` asks
-        for (events some peer has not acknowledged yet). Returns (events whose
-        outcome was dropped, fills dropped).
+        for (events some peer has not acknowledged yet). Returns (the outcomes
+        dropped, in position order: they are final; the fills dropped).
         """
         cut = bisect_left(self.log, (final_clock + 1,))
         fills = self.fills
@@ -401,7 +401,7 @@ class Engine:
                 continue
             event = outcome.event
             del self.by_dot[event.replica][event.seq]
-            gone.append(event)
+            gone.append(outcome)
         return gone, dropped_fills
 
     def in_window(self, event) -> bool:

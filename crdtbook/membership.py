@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from .aworset import AWORSet
 from .clock import LOGICAL_BITS, MAX_CLOCK, HybridClock
 from .context import CausalContext
-from .events import JOIN, Member
+from .events import JOIN, LEAVE, Member
 from .snapshot import Claim
 
 
@@ -50,6 +50,7 @@ class Membership:
         self.id = replica_id
         self.joins: dict[str, int] = {}  # earliest valid join clock per replica
         self.cutoff: dict[str, int] = {}  # last seq that counts, once left or evicted
+        self.how: dict[str, str] = {}  # "left" or "evicted", for whoever has a cutoff
         self.claimed: dict[str, Claim] = {}  # latest claim heard from each peer
         self.counted: dict[str, int] = {}  # clock counted per peer (never decreases)
         self.founded = False  # the cluster's founding self-join is held here
@@ -61,6 +62,7 @@ class Membership:
         """
         self.joins.clear()
         self.cutoff.clear()
+        self.how.clear()
         self.counted.clear()
         self.founded = False
 
@@ -82,6 +84,7 @@ class Membership:
         if cut >= self.cutoff.get(target, cut + 1):
             return None
         self.cutoff[target] = cut
+        self.how[target] = "left" if event.action == LEAVE else "evicted"
         return cut
 
     def is_member(self, replica: str, context: CausalContext) -> bool:

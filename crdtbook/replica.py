@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Iterable
 
 import cbor2
@@ -105,11 +104,8 @@ class ReplicaError(ValueError):
     """A local request the replica refuses (unknown order, not ours, bad field)."""
 
 
-FINAL_HISTORY = 10_000
-
-
 class Replica:
-    def __init__(self, replica_id: str) -> None:
+    def __init__(self, replica_id: str, track_fresh: bool = False) -> None:
         self.id = check_replica(replica_id)
         self.state = AWORSet()
         self.clock = HybridClock()
@@ -133,8 +129,9 @@ class Replica:
         self._compacted = False
         self._acks: dict[str, CausalContext] = {}  # per peer replica: its last pull's context
         self.forged_conflicts = 0
-        # the most recent fills that compaction took out of the engine (for views)
-        self.final_history: deque[Fill] = deque(maxlen=FINAL_HISTORY)
+        # events new here since the last take_fresh(), for an owner that persists
+        # them (None: nobody asked, so nothing accumulates)
+        self._fresh: list[Order | Cancel | Member] | None = [] if track_fresh else None
 
     # -- local events ------------------------------------------------------
     def place(
@@ -280,6 +277,8 @@ class Replica:
         if changes.added:
             self.clock.observe(max(event.clock for _, _, event in changes.added))
             self._unhashed.extend(event for _, _, event in changes.added)
+            if self._fresh is not None:
+                self._fresh.extend(event for _, _, event in changes.added)
             self._events_total += len(changes.added)
         if changes.replaced:
             if self._compacted:
@@ -322,6 +321,8 @@ class Replica:
             if event.clock > clock.last:
                 clock.last = event.clock
             self._unhashed.append(event)
+            if self._fresh is not None:
+                self._fresh.append(event)
             self._events_total += 1
             engine = self.engine
             if (event.clock <= self._chain_clock.get(replica, 0) or replica in engine.invalid
@@ -344,6 +345,8 @@ class Replica:
         cc.add(replica, seq)
         self.clock.observe(event.clock)
         self._unhashed.append(event)
+        if self._fresh is not None:
+            self._fresh.append(event)
         self._events_total += 1
         new = cc.contiguous(replica)
         if new > top:
@@ -535,11 +538,48 @@ class Replica:
         return self.engine.fills_base
 
     # -- compaction and snapshots (see compaction.py) ---------------------------
-    def compact(self) -> int:
-        """Drop settled history at or below the final frontier; return events removed.
+    def take_fresh(self) -> list:
+        """Every event that became new here since the last call, in arrival order.
 
-        A peer that lacks what was dropped gets a snapshot instead of a delta.
+        The node hands them to its store: an event enters the set in memory
+        and the store in the same step, whatever path brought it in.
         """
+        fresh, self._fresh = self._fresh, []
+        return fresh or []
+
+    def restore(self, events: list) -> int:
+        """Re-admit events from this replica's own durable store (restart).
+
+        The one path that takes events under this replica's own id from
+        outside: they are the ones it made before it stopped. Never for
+        anything a peer sent. Returns how many were new.
+        """
+        if not events:
+            return 0
+        return self._merge_general(AWORSet.from_entries([(e.replica, e.seq, e)
+                                                         for e in events]))
+
+    def retirement(self, replica: str) -> str | None:
+        """``"left"`` or ``"evicted"`` if ``replica`` is out of the cluster, else None."""
+        if replica not in self._cutoff:
+            return None
+        return self.membership.how.get(replica, "left or was evicted")
+
+    def frontier_holder(self) -> tuple[str, int] | None:
+        """The member whose counted clock is F's floor (who holds finality back), or None."""
+        counted = self.membership.counted
+        low = None
+        for replica in self.members():
+            if replica == self.id:
+                continue
+            value = counted.get(replica, self.membership.joins.get(replica, 0))
+            if low is None or value < low[1]:
+                low = (replica, value)
+        return low
+
+    def compact(self) -> compaction.Compaction:
+        """Drop settled history at or below the final frontier; return what left
+        memory (see compaction.Compaction): the caller keeps it if it keeps history."""
         return compaction.compact(self)
 
     def observe_ack(self, replica: str, context: CausalContext) -> None:
