@@ -33,11 +33,28 @@ async def serve_node(
     node = node or Node(config)
     if shutdown is None:
         shutdown = trio.Event()
+    try:
+        await _serve(node, config, shutdown, task_status)
+    finally:
+        node.close()
+
+
+async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_status) -> None:
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
     async with (
         httpx.AsyncClient(limits=limits, timeout=config.request_timeout_s * 4) as client,
         trio.open_nursery() as nursery,
     ):
+        journal_scope = trio.CancelScope()
+
+        async def run_journal() -> None:
+            with journal_scope:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(node.journal.run)
+                    inner.start_soon(_lease_loop, node)
+
+        nursery.start_soon(run_journal)
+        await _first_lease(node)
         # Peer messages are small: do not pay for headers nobody reads.
         for name in ("accept", "accept-encoding", "connection"):  # HTTP/1.1 keeps alive
             client.headers.pop(name, None)
@@ -71,26 +88,65 @@ async def serve_node(
 
         nursery.start_soon(run_gossip)
         task_status.started(node)
-        await shutdown.wait()
+        async with trio.open_nursery() as waiting:  # a signal, or `crdtbook leave` done
+            async def stop_when(event) -> None:
+                await event.wait()
+                waiting.cancel_scope.cancel()
+            waiting.start_soon(stop_when, shutdown)
+            waiting.start_soon(stop_when, node.stop_requested)
+        shutdown.set()
         logs.info("node.stopping", replica=node.id)
         if node.joined and config.leave_on_stop:
             await gossip.say_goodbye(node, client)
         gossip_scope.cancel()
+        with trio.move_on_after(5.0):
+            await node.journal.flush()  # whatever is still appended (history, lease)
+        journal_scope.cancel()
         # hypercorn returns by itself once open requests drain (graceful_timeout)
         nursery.cancel_scope.deadline = trio.current_time() + 5.0
 
 
-async def main_node(config: NodeConfig, announce_url) -> int:
-    """``crdtbook node``: serve until SIGINT or SIGTERM, then exit 0."""
+LEASE_RENEW_S = 0.5
+
+
+async def _first_lease(node: Node) -> None:
+    """A lease before the first claim: claims never pass a durable lease."""
+    lease = node.renew_lease()
+    await node.journal.sync()
+    node.lease_renewed(lease)
+
+
+async def _lease_loop(node: Node) -> None:
+    while True:
+        await trio.sleep(LEASE_RENEW_S)
+        lease = node.renew_lease()
+        try:
+            await node.journal.sync()
+        except Exception:  # a failed store: claims stop advancing, nothing more to do
+            return
+        node.lease_renewed(lease)
+
+
+async def main_node(config: NodeConfig, announce_url, node: Node | None = None) -> int:
+    """``crdtbook node``: serve until SIGINT or SIGTERM (or `crdtbook leave`), then exit 0."""
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             node = await nursery.start(lambda task_status: serve_node(
-                config, shutdown=shutdown, task_status=task_status))
+                config, shutdown=shutdown, task_status=task_status, node=node))
             announce_url(node)
-            async for signum in signals:
-                logs.info("node.signal", signal=signal.Signals(signum).name)
-                shutdown.set()
-                break
+
+            signal_scope = trio.CancelScope()
+
+            async def on_signal() -> None:
+                with signal_scope:
+                    async for signum in signals:
+                        logs.info("node.signal", signal=signal.Signals(signum).name)
+                        shutdown.set()
+                        return
+
+            nursery.start_soon(on_signal)
+            await shutdown.wait()  # a signal, or the node stopping itself (leave)
+            signal_scope.cancel()
     logs.info("node.stopped", replica=node.id)
     return 0

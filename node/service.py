@@ -14,12 +14,21 @@ All of it runs on one trio thread, so the replica is never touched
 concurrently and needs no lock. Nothing here waits: the only awaits are in
 gossip.py and the apps. Time comes from ``clock_ms`` (wall) and
 ``monotonic`` (for peer health), both injectable for tests.
+
+Durability: the node opens its data directory (node/store/) before anything
+else, stands its replica up from it (same id, same seq), and hands every
+event new to the replica to the ``Journal`` in the same step that made it
+(``_journal_fresh``). Whoever answers or sends afterwards awaits
+``journal.sync()`` first: that is the whole durability rule.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
-import secrets
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,11 +39,14 @@ import trio
 
 from crdtbook.aworset import AWORSet
 from crdtbook.clock import LOGICAL_BITS
-from crdtbook.codec import decode_delta_claims, decode_snapshot
-from crdtbook.replica import Replica, ReplicaError
+from crdtbook.codec import decode_delta_claims, encode_snapshot
+from crdtbook.replica import ReplicaError
 
 from . import logs
 from .cluster.registry import DEFAULT_TTL_S, Registry
+from .store.journal import Journal
+from .store.recover import identity, recover
+from .store.sqlite import FinalOrder, Store, StoredFill, StoreError
 
 OUTBOX_LIMIT = 10_000  # deltas queued per peer before pushes are dropped (pull repairs)
 MAX_BACKOFF_S = 30.0
@@ -49,7 +61,11 @@ class NodeConfig:
     peers: list[str] = field(default_factory=list)
     registry_url: str | None = None  # None: use the embedded registries of known peers
     book: str = "default"
-    replica_id: str | None = None
+    replica_id: str | None = None  # only for a new (or ephemeral) store
+    data_dir: str | None = None  # None: ephemeral (a throwaway store, a new id each start)
+    fsync: bool = True
+    rejoin_as_new: bool = False  # a retired (left/evicted) store is set aside, not refused
+    clock_lease_ms: int = 2_000  # how far past now a claim may promise (see renew_lease)
     pull_interval_s: float = 1.0
     announce_interval_s: float = DEFAULT_TTL_S / 3
     registry_ttl_s: float = DEFAULT_TTL_S
@@ -57,7 +73,7 @@ class NodeConfig:
     client_body_limit: int = 4 * 1024 * 1024
     peer_body_limit: int = 64 * 1024 * 1024
     max_clock_ahead_s: float = 60.0  # refuse (for now) events stamped further in the future
-    leave_on_stop: bool = True  # a graceful stop announces that this replica leaves
+    leave_on_stop: bool | None = None  # None: only an ephemeral node leaves when it stops
     compact_interval_s: float | None = 5.0  # drop settled history below F this often
     rpc_host: str | None = "127.0.0.1"  # Grenache PeerRPC listener (None: off)
     rpc_port: int = 0
@@ -66,10 +82,11 @@ class NodeConfig:
 class NotReady(Exception):
     """The node cannot create events now (joining, or its id is in conflict)."""
 
-    def __init__(self, error: str, detail: str) -> None:
+    def __init__(self, error: str, detail: str, status: int = 503) -> None:
         super().__init__(detail)
         self.error = error
         self.detail = detail
+        self.status = status
 
 
 class Peer:
@@ -80,6 +97,8 @@ class Peer:
         self.last_seen: float | None = None  # monotonic seconds
         self.failures = 0
         self.failing_since: float | None = None
+        self.warned_at: float | None = None  # last warning logged about it failing
+        self.last_error: str | None = None
         self.retry_at = 0.0
         self.outbox_send, self.outbox = trio.open_memory_channel[AWORSet](OUTBOX_LIMIT)
         self.dropped = 0
@@ -92,6 +111,8 @@ class Peer:
         self.last_seen = now
         self.failures = 0
         self.failing_since = None
+        self.warned_at = None
+        self.last_error = None
         self.retry_at = 0.0
 
     def failed(self, now: float) -> float:
@@ -106,8 +127,50 @@ class Peer:
         return now >= self.retry_at
 
 
-def new_replica_id() -> str:
-    return "n" + secrets.token_hex(4)
+class Retired(Exception):
+    """The store's replica has left the cluster or was evicted: it cannot trade again."""
+
+
+def open_store(config: NodeConfig) -> tuple[Store, str]:
+    """The node's store and its replica id (StoreError/Retired if unusable)."""
+    if config.data_dir is None:
+        directory = tempfile.mkdtemp(prefix="crdtbook-ephemeral-")
+        store = Store.open(directory, config.book, fsync=False)
+        store.ephemeral = True
+        return store, identity(store, config.replica_id)
+    store = Store.open(config.data_dir, config.book, fsync=config.fsync)
+    store.ephemeral = False
+    try:
+        held = store.meta.get("replica")
+        if config.replica_id and held and held != config.replica_id:
+            raise StoreError(f"{store.directory} belongs to replica {held}, not "
+                             f"{config.replica_id}; drop --id or use another --data-dir")
+        retired = store.meta.get("retired")
+        if retired and config.rejoin_as_new:
+            store = _set_aside(store, config)
+        elif retired:
+            raise Retired(f"replica {held} {retired} the cluster; its data in "
+                          f"{store.directory} cannot trade again. Start with --rejoin-as-new "
+                          "to keep that data aside and join as a new replica")
+        return store, identity(store, config.replica_id)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _set_aside(store: Store, config: NodeConfig) -> Store:
+    """Move a retired replica's files into a subdirectory; open a new store."""
+    directory, replica = store.directory, store.meta.get("replica")
+    store.close()
+    aside = os.path.join(directory, f"retired-{replica}-{int(time.time())}")
+    os.makedirs(aside)
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("store.sqlite"):
+            shutil.move(os.path.join(directory, name), os.path.join(aside, name))
+    logs.warning("store.set_aside", replica=replica, kept_in=aside)
+    fresh = Store.open(directory, config.book, fsync=config.fsync)
+    fresh.ephemeral = False
+    return fresh
 
 
 def normalize_url(url: str) -> str:
@@ -145,7 +208,26 @@ class Node:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.replica = Replica(config.replica_id or new_replica_id())
+        self.store, replica_id = open_store(config)
+        try:
+            self.replica, replayed = recover(self.store, replica_id)
+        except BaseException:
+            self.close()
+            raise
+        self.journal = Journal(self.store)
+        self.replica.take_fresh()  # recovered events are durable already
+        if config.leave_on_stop is None:
+            config.leave_on_stop = self.store.ephemeral
+        self.retired: str | None = self.store.meta.get("retired")
+        self.lease = self.store.meta.get("clock_lease", 0)  # highest clock a claim may reach
+        # own seq each peer replica is known to hold (push answers, pull contexts)
+        self.peer_holds: dict[str, int] = {}
+        self.replicated = trio.Event()  # replaced whenever peer_holds grows
+        self.stop_requested = trio.Event()  # set by `crdtbook leave` once it is done
+        # history that compaction took out of memory but the journal has not committed yet
+        self.unflushed_orders: dict[tuple[str, int], tuple] = {}
+        self.unflushed_fills: list = []
+        self.recovered = replayed
         self.registry = Registry(config.registry_ttl_s)
         self.peers: dict[str, Peer] = {}
         self.url = ""  # set once the server is bound
@@ -242,27 +324,26 @@ class Node:
             delta = AWORSet.from_entries([x for x in delta.entries() if x[2].clock <= limit])
         self.replica.observe_claims(c for c in claims if c.clock <= limit)
         try:
-            return self.replica.merge(delta)
+            added = self.replica.merge(delta)
         except ReplicaError as exc:
             if "own id" in str(exc) and self.conflict is None:
                 self.conflict = str(exc)
                 logs.error("node.id_conflict", replica=self.id, detail=str(exc),
                            hint="another node uses this replica id; restart without --id")
             raise
+        if added:
+            self._journal_fresh()
+        return added
 
     def take(self, kind: str, payload: bytes) -> int:
-        """A peer's answer: a delta (merged) or a snapshot (installed). New events."""
-        if kind == "snapshot":
-            snapshot, claims = decode_snapshot(payload)
-            limit = self._clock_limit()
-            if snapshot.final > limit or any(e.clock > limit for e in snapshot.events):
-                raise ValueError("snapshot stamped in the future; not installed")
-            self.replica.observe_claims(c for c in claims if c.clock <= limit)
-            before = self.replica.events_total()
-            self.replica.install(snapshot)
-            logs.info("node.snapshot_installed", events=len(snapshot.events),
-                      final_clock=snapshot.final)
-            return self.replica.events_total() - before
+        """A peer's answer (a delta): merged; returns new events.
+
+        Snapshots are not taken from peers: every node keeps every event, so a
+        peer answers with events (from its store if compacted from memory) and
+        this node replays them, computing its history itself.
+        """
+        if kind != "delta":
+            raise ValueError(f"answer of kind {kind[:40]!r} not taken (events only)")
         delta, claims = decode_delta_claims(payload)
         return self.accept(delta, claims)
 
@@ -271,9 +352,57 @@ class Node:
         return (self.clock_ms() + int(self.config.max_clock_ahead_s * 1000)) << LOGICAL_BITS
 
     def claims(self) -> list:
-        """This node's claims for an outgoing message (its own renewed: a heartbeat)."""
-        self.replica.claim(self.clock_ms())
+        """This node's claims for an outgoing message (its own renewed: a heartbeat).
+
+        A claim promises no new event at or below its clock, so it never goes
+        past the clock lease the store holds: after a crash, the restarted
+        replica stamps its next event above the lease, keeping the promise.
+        """
+        self.replica.claim(min(self.clock_ms(), self.lease >> LOGICAL_BITS))
         return self.replica.claims()
+
+    def renew_lease(self) -> int:
+        """Append a new clock lease (``clock_lease_ms`` past now); return it.
+        It counts once durable: see ``lease_renewed``."""
+        lease = (self.clock_ms() + self.config.clock_lease_ms) << LOGICAL_BITS
+        self.journal.meta(clock_lease=lease)
+        return lease
+
+    def lease_renewed(self, lease: int) -> None:
+        self.lease = max(self.lease, lease)
+
+    # -- durability --------------------------------------------------------
+    def _journal_fresh(self) -> None:
+        """Hand every event new to the replica to the journal (never waits)."""
+        self.journal.events(self.replica.take_fresh())
+        if self.retired is None:
+            how = self.replica.retirement(self.id)
+            if how is not None:
+                self.retired = how
+                self.journal.meta(retired=how)
+                logs.error("node.retired", replica=self.id, how=how,
+                           hint="this replica creates no more events; restart with "
+                                "--rejoin-as-new to join again as a new replica")
+
+    def note_held(self, replica: str | None, seq: int) -> None:
+        """Peer ``replica`` holds this node's events up to ``seq`` (for ack=replicated)."""
+        if replica and replica != self.id and seq > self.peer_holds.get(replica, 0):
+            self.peer_holds[replica] = seq
+            self.replicated.set()
+            self.replicated = trio.Event()
+
+    def replicas_holding(self, seq: int) -> int:
+        return sum(1 for held in self.peer_holds.values() if held >= seq)
+
+    def close(self) -> None:
+        store = getattr(self, "store", None)
+        if store is None:
+            return
+        store.close()
+        if store.ephemeral:
+            shutil.rmtree(store.directory, ignore_errors=True)
+        self.store = None
+
 
     @property
     def joined(self) -> bool:
@@ -281,6 +410,12 @@ class Node:
 
     def ready_to_trade(self) -> None:
         """Raise NotReady unless this node may create events."""
+        if self.retired is not None:
+            raise NotReady(self.retired, f"replica {self.id} {self.retired} the cluster and "
+                                         "creates no more events", status=409)
+        if self.journal.failed:
+            raise NotReady("store_failed", f"the store failed ({self.journal.failed}); "
+                                           "restart the node once the disk is fixed")
         if self.conflict is not None:
             raise NotReady("conflict", "another node uses this replica id; this node stopped "
                                        "accepting orders (restart it without --id)")
@@ -289,6 +424,7 @@ class Node:
 
     def bootstrap(self) -> None:
         self.replica.bootstrap(self.clock_ms())
+        self._journal_fresh()
         logs.info("node.founded", replica=self.id, book=self.config.book)
 
     def sponsor(self, replica: str) -> None:
@@ -296,6 +432,7 @@ class Node:
         of state (or a snapshot); the joiner's pulls fetch the rest."""
         if replica not in self.replica.members():
             delta = self.replica.join(replica, self.clock_ms())
+            self._journal_fresh()
             self.push(delta)
             logs.info("node.admitted", replica=replica)
 
@@ -303,11 +440,13 @@ class Node:
         if not self.joined:
             return None
         delta = self.replica.leave(self.clock_ms())
+        self._journal_fresh()
         logs.info("node.left", replica=self.id)
         return delta
 
     def evict(self, replica: str) -> AWORSet:
         delta = self.replica.evict(replica, self.clock_ms())
+        self._journal_fresh()
         self.push(delta)
         logs.warning("node.evicted", replica=replica)
         return delta
@@ -318,17 +457,21 @@ class Node:
         self.ready_to_trade()
         placed = []
         combined = AWORSet()
-        for order in orders:
-            result = self.replica.place(order.side, order.qty, order.price, order.type,
-                                        order.account, now_ms=self.clock_ms())
-            combined.merge(result.delta)
-            placed.append(result)
-        self.push(combined)
+        try:
+            for order in orders:
+                result = self.replica.place(order.side, order.qty, order.price, order.type,
+                                            order.account, now_ms=self.clock_ms())
+                combined.merge(result.delta)
+                placed.append(result)
+        finally:
+            self._journal_fresh()  # whatever was placed before a failure is kept, and sent
+            self.push(combined)
         return placed
 
     def cancel(self, dot):
         self.ready_to_trade()
         result = self.replica.cancel(dot, now_ms=self.clock_ms())
+        self._journal_fresh()
         self.push(result.delta)
         return result
 
@@ -338,6 +481,34 @@ class Node:
                 peer.outbox_send.send_nowait(delta)
             except trio.WouldBlock:
                 peer.dropped += 1  # the peer is slow or down; pull will repair
+
+    # -- compaction and history ------------------------------------------------
+    def compact(self) -> int:
+        """Trim memory below the final frontier; hand what left it to the journal.
+
+        Final fills and final order states go to the store with a new snapshot
+        in one batch; until that batch commits they stay readable from
+        ``unflushed_*`` (see api/history.py). Returns events removed from memory.
+        """
+        replica = self.replica
+        done = replica.compact()
+        if not done.removed and not done.fills:
+            return 0
+        orders = [final_order(view) for view in done.orders]
+        fills = [stored_fill(done.fills_start + i, raw) for i, raw in enumerate(done.fills)]
+        for order, view in zip(orders, done.orders, strict=True):
+            self.unflushed_orders[(order.replica, order.seq)] = (view, order)
+        self.unflushed_fills.extend(fills)
+        snapshot = replica.snapshot_state()
+        body = encode_snapshot(snapshot, replica.claims())
+        self.journal.history(orders, fills, (snapshot.final, snapshot.fills_base, body))
+        return done.removed
+
+    def history_committed(self, orders: int, fills: int) -> None:
+        """The oldest ``orders``/``fills`` of the unflushed history are in the store now."""
+        for key in list(self.unflushed_orders)[:orders]:
+            del self.unflushed_orders[key]
+        del self.unflushed_fills[:fills]
 
     # -- views -----------------------------------------------------------
     def status(self) -> dict:
@@ -355,6 +526,9 @@ class Node:
                     "last_seen_s": None if peer.last_seen is None
                     else round(now - peer.last_seen, 3),
                     "failures": peer.failures,
+                    "failing_s": None if peer.failing_since is None
+                    else round(now - peer.failing_since, 1),
+                    "error": peer.last_error,
                 }
                 for peer in sorted(self.peers.values(), key=lambda p: p.url)
             ],
@@ -366,7 +540,15 @@ class Node:
             "final_clock": final,
             "final_lag_ms": max(0, (newest - final) >> LOGICAL_BITS) if final else None,
             "members": self.replica.members(),
+            "held_back_by": self._holder(final),
             "joined": self.joined,
+            "retired": self.retired,
+            "evicted": self.retired == "evicted",
+            "data_dir": None if self.store is None or self.store.ephemeral
+            else self.store.directory,
+            "store": {"commits": self.journal.commits,
+                      "committed_events": self.journal.committed_events,
+                      "failed": self.journal.failed},
             "conflict": self.conflict,
             "registry": self.config.registry_url or "embedded",
             "rpc": (f"{self.config.rpc_host}:{self.rpc_port}" if self.rpc_port else None),
@@ -374,7 +556,37 @@ class Node:
                            dropped_pushes=sum(p.dropped for p in self.peers.values())),
         }
 
+    def _holder(self, final: int) -> dict | None:
+        """Who holds the final frontier back, and since when (wall-clock of what counts)."""
+        holder = self.replica.frontier_holder()
+        if holder is None or not final:
+            return None
+        replica, counted = holder
+        behind = max(0, self.clock_ms() - (counted >> LOGICAL_BITS))
+        return {"replica": replica, "counted_clock": counted,
+                "since": iso_time(counted) if counted else None, "behind_ms": behind}
+
     def context(self) -> dict:
         """For each origin replica, the highest seq held with no gap before it."""
         cc = self.replica.state.context
         return {replica: cc.contiguous(replica) for replica in cc.replicas()}
+
+
+def iso_time(clock: int) -> str:
+    """The wall-clock part of a hybrid clock, ISO 8601 UTC with milliseconds."""
+    ms = clock >> LOGICAL_BITS
+    moment = datetime.datetime.fromtimestamp(ms // 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def final_order(view) -> FinalOrder:
+    """The stored final state of an order (an ``OrderView`` that is final)."""
+    return FinalOrder(view.dot.replica, view.dot.seq, view.status, view.filled, view.reason)
+
+
+def stored_fill(index: int, raw) -> StoredFill:
+    """A fill as the store keeps it, from the engine's (taker, maker, price, qty) record."""
+    taker, maker, price, qty = raw
+    t, m = taker.event, maker.event
+    return StoredFill(index, t.clock, (t.replica, t.seq), (m.replica, m.seq), price, qty,
+                      t.side, t.account, m.account)

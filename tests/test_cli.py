@@ -28,8 +28,9 @@ def crdtbook(*args: str, node: str | None = None, check: bool = True):
 
 
 @pytest.fixture
-def node_process():
-    proc = subprocess.Popen([*CLI, "node", "--listen", "127.0.0.1:0", "--log-level", "warning"],
+def node_process(tmp_path):
+    proc = subprocess.Popen([*CLI, "node", "--listen", "127.0.0.1:0", "--log-level", "warning",
+                             "--data-dir", str(tmp_path / "node")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert " listening on " in line, proc.stderr.read()
@@ -47,7 +48,7 @@ def test_order_book_fills_end_to_end(node_process):
     book = json.loads(crdtbook("book", "--json", node=url).stdout)
     assert book["bids"] == []
     assert book["asks"] == [{"price": "12", "qty": "1", "orders": 1}]
-    fills = json.loads(crdtbook("fills", "--json", node=url).stdout)["fills"]
+    fills = json.loads(crdtbook("fills", "--json", node=url).stdout)
     assert [(f["qty"], f["price"]) for f in fills] == [("2", "12")]
     table = crdtbook("book", node=url).stdout
     assert "12" in table and "digest" in table
@@ -77,7 +78,7 @@ def test_graceful_sigint_exits_zero(node_process):
 
 def test_sigint_works_when_started_in_the_background_by_a_script():
     # A non-interactive shell starts `cmd &` with SIGINT ignored; the node must still stop.
-    proc = subprocess.Popen([*CLI, "node", "--listen", "127.0.0.1:0"], cwd=ROOT,
+    proc = subprocess.Popen([*CLI, "node", "--listen", "127.0.0.1:0", "--ephemeral"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:

@@ -22,6 +22,8 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable
 
+import trio
+
 from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
@@ -30,7 +32,8 @@ from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
 from ..cluster import gossip, registry
 from ..cluster.peerapi import PeerAPI
 from ..service import Node, NotReady
-from . import views
+from ..store.journal import StoreFailed
+from . import history, views
 from .requests import parse_depth, parse_json, parse_order_id, parse_orders
 
 
@@ -48,7 +51,7 @@ class App:
         self.peer = PeerAPI(node)
         Handler = Callable[[Request], Response]
         self.exact: dict[str, dict[str, Handler]] = {
-            "/orders": {"POST": self.post_orders},
+            "/orders": {"POST": self.post_orders, "GET": self.get_orders},
             "/book": {"GET": self.get_book},
             "/fills": {"GET": self.get_fills},
             "/events": {"GET": self.get_events},
@@ -58,6 +61,7 @@ class App:
             "/peer/pull": {"POST": self.peer.peer_pull},
             "/peer/join": {"POST": self.peer.peer_join},
             "/evict": {"POST": self.post_evict},
+            "/leave": {"POST": self.post_leave},
         }
         self.order_routes: dict[str, Handler] = {"GET": self.get_order, "DELETE": self.delete_order}
 
@@ -87,7 +91,10 @@ class App:
             logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
             return error_response(exc.status, exc.error, exc.detail)
         except NotReady as exc:
-            return error_response(503, exc.error, exc.detail)
+            return error_response(exc.status, exc.error, exc.detail)
+        except StoreFailed as exc:
+            return error_response(503, "store_failed", f"the store failed ({exc}); nothing was "
+                                  "acknowledged; the node needs its disk fixed and a restart")
         except Exception as exc:  # a bug in the node, never the caller's input
             logs.error("http.bug", path=path, error=repr(exc))
             return error_response(500, "internal", "the node hit a bug; see its log")
@@ -105,27 +112,52 @@ class App:
         return handler
 
     # -- client API -------------------------------------------------------
-    def post_orders(self, request: Request) -> Response:
+    async def post_orders(self, request: Request) -> Response:
+        """Place one order or a batch; 201 once durable here (and, with ``ack=replicated``
+        or ``ack=all``, once peers hold it too; 202 if they did not in time)."""
+        ack, timeout = parse_ack(request.query)
         orders, batch = parse_orders(request.body)
         placed = self.node.place_many(orders)
+        await self.node.journal.sync()
+        status, extra = 201, {}
+        if ack != "local":
+            replicated = await wait_replicated(self.node, placed[-1].order.dot.seq, ack, timeout)
+            status, extra = (201 if replicated else 202), {"replicated": replicated}
         replica = self.node.replica
         results = [
             {"order": views.order_json(p.order, replica.order_final(p.order)),
-             "fills": [views.fill_json(f, False) for f in p.fills]}
+             "fills": [views.fill_json(f, False, p.order.clock) for f in p.fills], **extra}
             for p in placed
         ]
-        return json_response(201, results if batch else results[0])
+        return json_response(status, results if batch else results[0])
 
-    def get_order(self, request: Request) -> Response:
+    async def get_order(self, request: Request) -> Response:
         dot = parse_order_id(request.path.split("/", 2)[2])
-        view = self.node.replica.order(dot)
-        if view is None:
+        found = await history.order(self.node, dot.replica, dot.seq)
+        if found is None:
             raise BadRequest(404, "not_found", f"no order {dot}")
-        return json_response(200, views.order_json(view, self.node.replica.order_final(view)))
+        view, final, _ = found
+        is_final = final is not None or self.node.replica.order_final(view)
+        return json_response(200, views.order_json(view, is_final))
 
-    def delete_order(self, request: Request) -> Response:
+    async def get_orders(self, request: Request) -> Response:
+        query = request.query
+        after, limit = history.parse_position(query), history.parse_limit(query)
+        account, status = history.parse_account(query), history.parse_status(query)
+        page, cursor = await history.orders_page(self.node, after, limit, account, status)
+        replica = self.node.replica
+        return json_response(200, {
+            "orders": [views.order_json(view, final is not None or replica.order_final(view))
+                       for _, view, final in page],
+            "next": cursor,
+        })
+
+    async def delete_order(self, request: Request) -> Response:
         dot = parse_order_id(request.path.split("/", 2)[2])
         if self.node.replica.order(dot) is None:
+            if await history.order(self.node, dot.replica, dot.seq) is not None:
+                raise BadRequest(409, "cannot_cancel",
+                                 f"order {dot} is settled and final; nothing rests to cancel")
             raise BadRequest(404, "not_found", f"no order {dot}")
         if dot.replica != self.node.id:
             raise BadRequest(409, "not_local",
@@ -135,22 +167,30 @@ class App:
             result = self.node.cancel(dot)
         except ReplicaError as exc:
             raise BadRequest(409, "cannot_cancel", str(exc)) from None
+        await self.node.journal.sync()
         return json_response(200, {"cancel": views.cancel_json(result.cancel)})
 
     def get_book(self, request: Request) -> Response:
         return json_response(200, views.book_json(self.node.replica, parse_depth(request.query)))
 
-    def get_fills(self, request: Request) -> Response:
-        replica = self.node.replica
-        final = replica.final_fill_count() - replica.fills_base  # final ones in the window
+    async def get_fills(self, request: Request) -> Response:
+        """Every fill ever produced, oldest first: final ones, then the provisional window."""
+        query = request.query
+        after, limit = history.parse_fill_cursor(query), history.parse_limit(query)
+        account = history.parse_account(query)
+        page, cursor = await history.fills_page(self.node, after, limit, account)
         return json_response(200, {
-            "fills": [views.fill_json(f, i < final) for i, f in enumerate(replica.fills())],
-            "final_clock": replica.frontier(),
+            "fills": [views.stored_fill_json(fill, final) for fill, final in page],
+            "next": cursor,
+            "final_clock": self.node.replica.frontier(),
         })
 
-    def get_events(self, request: Request) -> Response:
-        return json_response(200, {"events": [views.event_json(e)
-                                              for e in self.node.replica.events()]})
+    async def get_events(self, request: Request) -> Response:
+        query = request.query
+        after, limit = history.parse_position(query), history.parse_limit(query)
+        events, cursor = await history.events_page(self.node, after, limit)
+        return json_response(200, {"events": [views.event_json(e) for e in events],
+                                   "next": cursor})
 
     def get_status(self, request: Request) -> Response:
         return json_response(200, self.node.status())
@@ -187,6 +227,54 @@ class App:
             delta = self.node.evict(replica)
         except ReplicaError as exc:
             raise BadRequest(409, "cannot_evict", str(exc)) from None
+        await self.node.journal.sync()
         event = next(e for _, _, e in delta.entries())
         return json_response(200, {"evict": views.event_json(event),
                                    "final_clock": self.node.replica.frontier()})
+
+    async def post_leave(self, request: Request) -> Response:
+        """Leave the cluster for good: announce the leave (durable, pushed, replicated
+        to a peer if one answers within the timeout), then stop the node."""
+        _, timeout = parse_ack(request.query)
+        self.node.ready_to_trade()
+        delta = self.node.leave()
+        if delta is None:
+            raise BadRequest(409, "cannot_leave", "this node is not a member")
+        self.node.push(delta)
+        await self.node.journal.sync()
+        event = next(e for _, _, e in delta.entries())
+        replicated = await wait_replicated(self.node, event.seq, "replicated", timeout)
+        self.node.stop_requested.set()
+        return json_response(200, {"leave": views.event_json(event), "replicated": replicated})
+
+
+ACKS = ("local", "replicated", "all")
+
+
+def parse_ack(query: dict[str, str]) -> tuple[str, float]:
+    ack = query.get("ack", "local")
+    if ack not in ACKS:
+        raise BadRequest(400, "bad_ack", f"ack must be one of {', '.join(ACKS)}")
+    text = query.get("timeout", "5")
+    try:
+        timeout = float(text)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout <= 60:  # also refuses nan and inf
+        raise BadRequest(400, "bad_timeout", "timeout must be a number of seconds, 0-60")
+    return ack, timeout
+
+
+async def wait_replicated(node: Node, seq: int, ack: str, timeout: float) -> bool:
+    """Wait until one peer (``replicated``) or every other member (``all``) holds this
+    node's events up to ``seq``; False if that did not happen within ``timeout``."""
+    with trio.move_on_after(timeout):
+        while True:
+            others = [r for r in node.replica.members() if r != node.id]
+            if ack == "all":
+                if all(node.peer_holds.get(r, 0) >= seq for r in others):
+                    return True
+            elif node.replicas_holding(seq) >= 1:
+                return True
+            await node.replicated.wait()
+    return False

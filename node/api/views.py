@@ -7,6 +7,9 @@ from crdtbook.book import Level
 from crdtbook.events import CANCEL, MARKET, ORDER, Cancel, Member, Order
 from crdtbook.replica import CancelView, Fill, OrderView, Replica
 
+from ..service import iso_time
+from ..store.sqlite import StoredFill
+
 
 def order_json(view: OrderView, final: bool = False) -> dict:
     return {
@@ -25,10 +28,31 @@ def order_json(view: OrderView, final: bool = False) -> dict:
         "reason": view.reason,
         "final": final,
         "account": view.account,
+        "time": iso_time(view.clock),
     }
 
 
-def fill_json(fill: Fill, final: bool) -> dict:
+def stored_fill_json(fill: StoredFill, final: bool) -> dict:
+    """A fill as the history pages show it (store or memory alike)."""
+    taker, maker = ":".join(map(str, fill.taker)), ":".join(map(str, fill.maker))
+    return {
+        "id": f"{taker}/{maker}",
+        "index": fill.index,
+        "taker": taker,
+        "maker": maker,
+        "price": format_amount(fill.price),
+        "qty": format_amount(fill.qty),
+        "taker_side": fill.taker_side,
+        "taker_account": fill.taker_account,
+        "maker_account": fill.maker_account,
+        "clock": fill.clock,
+        "time": iso_time(fill.clock),
+        "final": final,
+    }
+
+
+def fill_json(fill: Fill, final: bool, clock: int | None = None) -> dict:
+    """A fill as an order's answer shows it (``clock``: its taker's, if known)."""
     return {
         "id": fill.id,
         "taker": str(fill.taker),
@@ -37,6 +61,7 @@ def fill_json(fill: Fill, final: bool) -> dict:
         "qty": format_amount(fill.qty),
         "taker_side": fill.taker_side,
         "final": final,
+        **({"time": iso_time(clock)} if clock else {}),
     }
 
 
@@ -59,6 +84,7 @@ def event_json(event: Order | Cancel | Member) -> dict:
         "id": f"{event.replica}:{event.seq}",
         "kind": event.kind,
         "clock": event.clock,
+        "time": iso_time(event.clock),
         "replica": event.replica,
         "seq": event.seq,
     }

@@ -78,15 +78,45 @@ def format_book(book: dict) -> str:
     return f"{text}\n{book['events']} events, digest {book['digest'][:16]}"
 
 
+def human_time(iso: str | None) -> str:
+    """``2026-11-28T05:19:05.123Z`` as ``2026-11-28 05:19:05.123`` (UTC)."""
+    return iso.replace("T", " ").rstrip("Z") if iso else ""
+
+
 def format_fills(fills: list[dict]) -> str:
     if not fills:
         return "(no fills)"
-    rows = [[f["taker"], f["taker_side"], f["qty"], f["price"], f["maker"],
-             "final" if f["final"] else "provisional*"] for f in fills]
+    rows = [[human_time(f.get("time")), f["taker"], f["taker_side"], f["qty"], f["price"],
+             f["maker"], "final" if f["final"] else "provisional*"] for f in fills]
     provisional = sum(1 for f in fills if not f["final"])
     note = (f"\n* {provisional} provisional: may still change if an earlier event arrives"
             if provisional else "")
-    return table(rows, ["taker", "side", "qty", "price", "maker", "state"]) + note
+    return table(rows, ["time (UTC)", "taker", "side", "qty", "price", "maker", "state"]) + note
+
+
+def format_orders(orders: list[dict]) -> str:
+    if not orders:
+        return "(no orders)"
+    rows = [[human_time(o.get("time")), o["id"], o["account"], o["side"], o["type"],
+             o["price"] or "market", o["qty"], o["filled"], o["resting"], o["status"],
+             o.get("reason") or ""] for o in orders]
+    return table(rows, ["time (UTC)", "id", "account", "side", "type", "price", "qty",
+                        "filled", "resting", "status", "reason"])
+
+
+def format_events(events: list[dict]) -> str:
+    if not events:
+        return "(no events)"
+    lines = []
+    for e in events:
+        if e["kind"] == "order":
+            what = f"{e['side']} {e['qty']}@{e['price'] or 'market'} {e['type']}"
+        elif e["kind"] == "cancel":
+            what = f"cancel {e['target']}"
+        else:
+            what = f"{e['action']} {e['target']}"
+        lines.append(f"{human_time(e.get('time'))}  {e['id']:<24} {what}")
+    return "\n".join(lines)
 
 
 def format_order(order: dict) -> str:

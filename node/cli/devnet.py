@@ -2,6 +2,8 @@
 
 Starts n ``crdtbook node`` children on free loopback ports (the first one
 alone, the others with ``--peer`` pointing at it: discovery does the rest),
+each with its data directory under one folder (a new temporary one unless
+``--data-dir`` names it),
 prints their URLs and a command to try, and waits for Ctrl-C, then stops
 them with SIGTERM. ``--demo`` also submits a scripted set of crossing orders
 to different nodes, waits until every node holds the same digest, and prints
@@ -14,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from . import client
@@ -80,13 +83,15 @@ def wait_converged(urls: list[str], events: int, timeout: float = 20.0) -> list[
         time.sleep(0.1)
 
 
-def run_devnet(n: int, demo: bool, book: str) -> int:
+def run_devnet(n: int, demo: bool, book: str, data_root: str | None = None) -> int:
     procs: list[subprocess.Popen] = []
     urls: list[str] = []
+    data_root = data_root or tempfile.mkdtemp(prefix="crdtbook-devnet-")
     try:
-        print(f"starting {n} nodes ...", file=sys.stderr)
+        print(f"starting {n} nodes, data under {data_root} ...", file=sys.stderr)
         for i in range(n):
-            extra = ["--book", book, "--pull-interval", "0.5"]
+            extra = ["--book", book, "--pull-interval", "0.5",
+                     "--data-dir", os.path.join(data_root, f"node{i}")]
             if urls:
                 extra += ["--peer", urls[0]]
             proc, url = start_node(extra)

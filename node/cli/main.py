@@ -16,8 +16,10 @@ one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from urllib.parse import urlencode
 
 from crdtbook.dot import DotError, check_replica
 
@@ -92,7 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 127.0.0.1 on a free port)")
     node.add_argument("--book", type=book_name, default="default",
                       help="book name (default: default)")
-    node.add_argument("--id", type=replica_id, help="replica id (default: a fresh random one)")
+    node.add_argument("--id", type=replica_id,
+                      help="replica id of a new data directory (default: a fresh random one)")
+    node.add_argument("--data-dir", metavar="DIR",
+                      help="keep the node's state here: identity, every event, history "
+                           "(default ./crdtbook-data/<book>-<port>)")
+    node.add_argument("--ephemeral", action="store_true",
+                      help="keep nothing: a throwaway store, a new replica each start, and a "
+                           "leave on stop")
+    node.add_argument("--rejoin-as-new", action="store_true",
+                      help="if this data directory's replica left or was evicted, set its "
+                           "data aside and join as a new replica")
     node.add_argument("--pull-interval", type=seconds, default=1.0, metavar="SECONDS",
                       help="anti-entropy pull interval (default 1.0)")
     node.add_argument("--log-level", choices=logs.LEVELS, default="info")
@@ -110,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     order.add_argument("amount", metavar="QTY@PRICE", help="e.g. 3@12 (market orders: just QTY)")
     order.add_argument("--type", choices=TYPES, default="limit")
     order.add_argument("--account", default="", help="account label")
+    order.add_argument("--ack", choices=("local", "replicated", "all"), default="local",
+                       help="answer once durable here (local, default), also held by a peer "
+                            "(replicated) or by every member (all)")
+    order.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS",
+                       help="how long --ack replicated/all waits (default 5)")
 
     cancel = client_command("cancel", "cancel an order placed at your node")
     cancel.add_argument("id", help="order id, replica:seq")
@@ -120,8 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     book = client_command("book", "show the book")
     book.add_argument("--depth", type=positive_int, help="price levels per side")
     book.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
-    client_command("fills", "list fills in replay order")
-    client_command("events", "list events in position order")
+    fills = client_command("fills", "list fills in replay order, oldest first")
+    fills.add_argument("--account", help="only fills where this account is taker or maker")
+    paging(fills)
+    orders = client_command("orders", "list orders, oldest first")
+    orders.add_argument("--account", help="only this account's orders")
+    orders.add_argument("--open", action="store_true", help="only orders still resting")
+    paging(orders)
+    events = client_command("events", "list events in position order")
+    paging(events)
+    client_command("leave", "leave the cluster for good (cancels this node's resting "
+                   "orders everywhere), then stop the node")
     client_command("status", "show the node's status, peers and final frontier")
     evict = client_command("evict", "evict a vanished replica so finality can advance")
     evict.add_argument("replica", help="the replica id to evict")
@@ -138,7 +164,35 @@ def build_parser() -> argparse.ArgumentParser:
     devnet.add_argument("--demo", action="store_true",
                         help="submit scripted crossing orders and show every node's result")
     devnet.add_argument("--book", type=book_name, default="default")
+    devnet.add_argument("--data-dir", metavar="DIR",
+                        help="keep the nodes' data directories under DIR (default: a new "
+                             "temporary folder)")
     return parser
+
+
+def paging(cmd: argparse.ArgumentParser) -> None:
+    group = cmd.add_mutually_exclusive_group()
+    group.add_argument("--limit", type=positive_int, default=100,
+                       help="show at most this many, the oldest first (default 100)")
+    group.add_argument("--all", action="store_true", help="page through everything")
+
+
+def pages(url: str, path: str, key: str, args: argparse.Namespace, query: dict) -> list:
+    """Items of a paged history route: ``--limit`` of them, or every page with ``--all``."""
+    items: list = []
+    after = None
+    while True:
+        want = 10_000 if args.all else min(10_000, args.limit - len(items))
+        params = dict(query, limit=str(want))
+        if after is not None:
+            params["after"] = after
+        result = client.call("GET", url, path + "?" + urlencode(sorted(params.items())))
+        items.extend(result[key])
+        after = result.get("next")
+        if after is None or (not args.all and len(items) >= args.limit):
+            return items
+        if args.all:
+            print(f"\r{len(items)} {key} ...", end="", file=sys.stderr, flush=True)
 
 
 def parse_amount_arg(text: str, kind: str) -> tuple[str, str | None]:
@@ -180,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "devnet":
         from .devnet import run_devnet
 
-        return run_devnet(args.n, args.demo, args.book)
+        return run_devnet(args.n, args.demo, args.book, args.data_dir)
     url = client.node_url(args.node)
     if args.command == "order":
         qty, price = parse_amount_arg(args.amount, args.type)
@@ -189,11 +243,17 @@ def run(args: argparse.Namespace) -> int:
             body["price"] = price
         if args.account:
             body["account"] = args.account
-        result = client.call("POST", url, "/orders", body)
+        path = "/orders"
+        if args.ack != "local":
+            path += f"?ack={args.ack}&timeout={args.timeout:g}"
+        result = client.call("POST", url, path, body, timeout=args.timeout + 10)
         if args.json:
             client.emit_json(result)
         else:
             print(client.format_order(result["order"]))
+            if result.get("replicated") is False:
+                print(f"not yet held by a peer after {args.timeout:g}s (ack={args.ack}); "
+                      "the order stands and is durable here")
             if result["fills"]:
                 print(client.format_fills(result["fills"]))
         return 0
@@ -225,18 +285,30 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             time.sleep(1.0)
     if args.command == "fills":
-        result = client.call("GET", url, "/fills")
-        client.emit_json(result) if args.json else print(client.format_fills(result["fills"]))
+        query = {"account": args.account} if args.account else {}
+        fills = pages(url, "/fills", "fills", args, query)
+        client.emit_json(fills) if args.json else print(client.format_fills(fills))
+        return 0
+    if args.command == "orders":
+        query = {"account": args.account} if args.account else {}
+        if args.open:
+            query["status"] = "open"
+        orders = pages(url, "/orders", "orders", args, query)
+        client.emit_json(orders) if args.json else print(client.format_orders(orders))
         return 0
     if args.command == "events":
-        result = client.call("GET", url, "/events")
+        events = pages(url, "/events", "events", args, {})
+        client.emit_json(events) if args.json else print(client.format_events(events))
+        return 0
+    if args.command == "leave":
+        result = client.call("POST", url, "/leave", timeout=30)
         if args.json:
             client.emit_json(result)
         else:
-            for e in result["events"]:
-                what = (f"{e['side']} {e['qty']}@{e['price'] or 'market'} {e['type']}"
-                        if e["kind"] == "order" else f"cancel {e['target']}")
-                print(f"{e['clock']:>20}  {e['id']:<20} {what}")
+            e = result["leave"]
+            held = "held by a peer" if result["replicated"] else "not yet confirmed by a peer"
+            print(f"{e['id']}: replica {e['replica']} left the cluster ({held}); its resting "
+                  "orders are cancelled on every node; the node is stopping")
         return 0
     if args.command == "status":
         result = client.call("GET", url, "/status")
@@ -260,7 +332,8 @@ def run_node(args: argparse.Namespace) -> int:
 
     from ..gcpolicy import tune
     from ..server import main_node
-    from ..service import NodeConfig, normalize_url
+    from ..service import Node, NodeConfig, Retired, normalize_url
+    from ..store.sqlite import StoreError
 
     logs.setup(args.log_level)
     for url in args.peer + ([args.registry] if args.registry else []):
@@ -268,21 +341,40 @@ def run_node(args: argparse.Namespace) -> int:
             normalize_url(url)
         except ValueError as exc:
             raise CliError(str(exc), 2) from None
+    if args.ephemeral and (args.data_dir or args.rejoin_as_new):
+        raise CliError("--ephemeral keeps no data directory: drop --data-dir/--rejoin-as-new",
+                       2)
+    data_dir = None
+    if not args.ephemeral:
+        if not args.data_dir and args.listen[1] == 0:
+            raise CliError("with --listen on port 0 there is no default data directory: "
+                           "give --data-dir DIR (or --ephemeral)", 2)
+        data_dir = args.data_dir or os.path.join("crdtbook-data",
+                                                 f"{args.book}-{args.listen[1]}")
     tune()
     config = NodeConfig(host=args.listen[0], port=args.listen[1], peers=args.peer,
                         registry_url=args.registry and normalize_url(args.registry),
                         book=args.book, replica_id=args.id, pull_interval_s=args.pull_interval,
                         registry_ttl_s=args.registry_ttl,
                         announce_interval_s=args.registry_ttl / 3,
-                        rpc_host=args.rpc_listen[0], rpc_port=args.rpc_listen[1])
+                        rpc_host=args.rpc_listen[0], rpc_port=args.rpc_listen[1],
+                        data_dir=data_dir, rejoin_as_new=args.rejoin_as_new)
+    try:
+        node = Node(config)
+    except (StoreError, Retired) as exc:
+        raise CliError(str(exc), 3) from None
+    where = "nowhere (--ephemeral)" if args.ephemeral else os.path.abspath(data_dir)
+    logs.info("node.data_dir", path=where, replica=node.id, recovered_events=node.recovered)
+    print(f"crdtbook node {node.id}: data in {where}", file=sys.stderr, flush=True)
 
     def announce(node) -> None:
         # One line on stdout for scripts (devnet, tests) to learn the URL from.
         print(f"crdtbook node {node.id} listening on {node.url}", flush=True)
 
     try:
-        return trio.run(main_node, config, announce)
+        return trio.run(main_node, config, announce, node)
     except (OSError, BaseExceptionGroup) as exc:
+        node.close()
         raise CliError(f"cannot serve on {args.listen[0]}:{args.listen[1]}: "
                        f"{_os_error(exc)}") from None
 

@@ -43,6 +43,7 @@ from crdtbook.codec import encode_context, encode_delta
 
 from .. import logs
 from ..service import PAGE, Node, Peer
+from ..store.journal import StoreFailed
 
 PUSH_BATCH = 1_000
 REGISTRY_ANSWER_LIMIT = 256 * 1024
@@ -171,6 +172,10 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
             peer.dropped += len(batch)
             continue
         delta = batch[0] if len(batch) == 1 else _join(batch)
+        try:
+            await node.journal.sync()  # a peer never holds what a crash here could lose
+        except StoreFailed:
+            return
         body = encode_delta(delta, node.claims())
         try:
             response = await post(client, peer.url + "/peer/push", body,
@@ -184,6 +189,7 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         if node.is_self(peer.url, replica):
             return
         peer.ok(replica, node.monotonic())
+        node.note_held(replica, _held_after(delta, node.id, node.peer_holds.get(replica, 0)))
         node.stats["pushed_events"] += len(delta)
         node.stats["push_requests"] += 1
         node.stats["wire_bytes"] += wire_size(response)
@@ -200,6 +206,14 @@ def wire_size(response: httpx.Response) -> int:
     return size + len(response.content)
 
 
+def _held_after(delta: AWORSet, own: str, held: int) -> int:
+    """Own seq a peer holds contiguously after taking ``delta`` (it held ``held``)."""
+    seqs = delta.store.get(own, ())
+    while held + 1 in seqs:
+        held += 1
+    return held
+
+
 def _join(deltas: list[AWORSet]) -> AWORSet:
     combined = AWORSet()
     for delta in deltas:
@@ -207,11 +221,20 @@ def _join(deltas: list[AWORSet]) -> AWORSet:
     return combined
 
 
+WARN_EVERY_S = 5.0
+
+
 def _failed(node: Node, peer: Peer, what: str, exc: BaseException) -> None:
-    first = peer.failures == 0
-    backoff = peer.failed(node.monotonic())
-    detail = str(exc) or type(exc).__name__
-    (logs.warning if first else logs.debug)(
+    now = node.monotonic()
+    # A peer that stays unreachable is worth a warning every few seconds, not
+    # only the first time: an operator tailing the log must see it.
+    loud = peer.warned_at is None or now - peer.warned_at >= WARN_EVERY_S
+    backoff = peer.failed(now)
+    peer.last_error = str(exc) or type(exc).__name__
+    detail = peer.last_error
+    if loud:
+        peer.warned_at = now
+    (logs.warning if loud else logs.debug)(
         f"peer.{what}_failed", peer=peer.url, failures=peer.failures,
         backoff_s=round(backoff, 2), detail=detail[:200])
 
@@ -274,6 +297,7 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
     delta = node.leave()
     if delta is None:
         return
+    await node.journal.sync()
     body = encode_delta(delta, node.claims())
 
     async def tell(peer: Peer) -> None:
@@ -292,10 +316,23 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
 async def _compaction_loop(node: Node) -> None:
     while True:
         await trio.sleep(node.config.compact_interval_s)
-        removed = node.replica.compact()
-        if removed:
-            logs.debug("node.compacted", events=removed, held=node.replica.event_count(),
-                       final_clock=node.replica.frontier())
+        await compact_once(node)
+
+
+async def compact_once(node: Node) -> int:
+    """Compact, and wait until the history it took out of memory is in the store."""
+    orders, fills = len(node.unflushed_orders), len(node.unflushed_fills)
+    removed = node.compact()
+    orders, fills = len(node.unflushed_orders) - orders, len(node.unflushed_fills) - fills
+    try:
+        await node.journal.sync()
+    except StoreFailed:
+        return removed  # the history stays readable from memory until the node stops
+    node.history_committed(orders, fills)
+    if removed:
+        logs.debug("node.compacted", events=removed, held=node.replica.event_count(),
+                   final_clock=node.replica.frontier())
+    return removed
 
 
 # -- discovery -------------------------------------------------------------------

@@ -3,9 +3,12 @@
 Theory of operation
 -------------------
 ``/peer/push`` takes a delta; ``/peer/pull`` takes a causal context and
-answers with the delta the caller lacks (a page of at most ``PAGE`` events,
-or a snapshot if some of it was compacted away here); ``/peer/join`` admits
-a new replica and answers with the state it needs. Peers name themselves in
+answers with the delta the caller lacks (a page of at most ``PAGE`` events;
+events compacted from memory are read back from the store, so a peer always
+gets events, never a snapshot); ``/peer/join`` admits a new replica and
+answers with the state it needs. Every answer waits for the journal: a push
+is answered once its events are durable here, and a pull or join answer
+carries only events durable here. Peers name themselves in
 ``x-crdtbook-replica`` / ``x-crdtbook-url`` / ``x-crdtbook-book``; a peer of
 another book is refused (409). A malformed delta or context is a 400 and
 changes nothing. The client app (node/api/app.py) routes these paths here;
@@ -14,12 +17,12 @@ the gossip tasks (gossip.py) are the callers on the other side.
 
 from __future__ import annotations
 
+from crdtbook.aworset import AWORSet
 from crdtbook.codec import (
     CodecError,
     decode_context_claims,
     decode_delta_claims,
     encode_delta,
-    encode_snapshot,
 )
 from crdtbook.context import CausalContext
 from crdtbook.dot import check_replica
@@ -28,6 +31,7 @@ from crdtbook.replica import ReplicaError
 from .. import logs, service
 from ..asgi import BadRequest, Request, Response
 from ..service import Node
+from ..store.journal import StoreFailed
 
 CBOR = b"application/cbor"
 PEER_HEADERS = ("x-crdtbook-replica", "x-crdtbook-url", "x-crdtbook-book")
@@ -51,7 +55,7 @@ class PeerAPI:
         return [(b"x-crdtbook-replica", self.node.id.encode()),
                 (b"x-crdtbook-book", self.node.config.book.encode("utf-8", "replace"))]
 
-    def peer_push(self, request: Request) -> Response:
+    async def peer_push(self, request: Request) -> Response:
         self._peer_check(request)
         try:
             delta, claims = decode_delta_claims(request.body)
@@ -61,12 +65,13 @@ class PeerAPI:
                          detail=str(exc)[:300])
             raise BadRequest(400, "bad_delta", str(exc)) from None
         self._peer_seen(request)
+        await self._durable()
         logs.debug("peer.push.received", added=added, bytes=len(request.body))
         response = Response(204, b"", headers=[(b"x-crdtbook-replica", self.node.id.encode())])
         response.headers.pop(0)  # no body, no content-type: pushes are small, headers add up
         return response
 
-    def peer_pull(self, request: Request) -> Response:
+    async def peer_pull(self, request: Request) -> Response:
         self._peer_check(request)
         try:
             context, claims = decode_context_claims(request.body)
@@ -77,22 +82,44 @@ class PeerAPI:
         sender = request.headers.get("x-crdtbook-replica")
         if sender:
             replica.observe_ack(sender, context)  # and an acknowledgement
+            self.node.note_held(sender, context.contiguous(self.node.id))
         self._peer_seen(request)
-        return self._state_for(context)
+        return await self._state_for(context)
 
-    def _state_for(self, context) -> Response:
-        """What a peer with ``context`` lacks: a page of events, or a snapshot if
-        some of it was compacted away here."""
+    async def _durable(self) -> None:
+        try:
+            await self.node.journal.sync()
+        except StoreFailed as exc:
+            raise BadRequest(503, "store_failed", str(exc)) from None
+
+    async def _state_for(self, context) -> Response:
+        """What a peer with ``context`` lacks: a page of events, durable here."""
         replica = self.node.replica
         missing = replica.missing(context, limit=service.PAGE)
-        if replica.needs_snapshot(missing):
-            body = encode_snapshot(replica.snapshot_state(), self.node.claims())
-            return Response(200, body, CBOR,
-                            self._peer_headers() + [(b"x-crdtbook-kind", b"snapshot")])
+        if replica.needs_snapshot(missing):  # some of it left memory: read it back
+            missing = await self._with_stored(missing)
+        await self._durable()
         body = encode_delta(missing, self.node.claims())
         return Response(200, body, CBOR, self._peer_headers())
 
-    def peer_join(self, request: Request) -> Response:
+    async def _with_stored(self, missing: AWORSet) -> AWORSet:
+        """``missing`` with the events it names but memory no longer holds, from the store.
+
+        A dot the store lacks too (never, unless the store was tampered with)
+        is left out of the page's context: a page only ever claims what it carries.
+        """
+        entries = list(missing.entries())
+        held = missing.store
+        for replica in missing.context.replicas():
+            dots = [s for s in _seqs(missing.context, replica) if s not in held.get(replica, ())]
+            if not dots:
+                continue
+            found = await self.node.journal.read(self.node.store.events_of, replica,
+                                                 dots[0], dots[-1])
+            entries.extend((replica, s, found[s]) for s in dots if s in found)
+        return AWORSet.from_entries(entries)
+
+    async def peer_join(self, request: Request) -> Response:
         self._peer_check(request)
         replica = request.headers.get("x-crdtbook-replica", "")
         try:
@@ -107,4 +134,11 @@ class PeerAPI:
         except ReplicaError as exc:
             raise BadRequest(409, "cannot_admit", str(exc)) from None
         self._peer_seen(request)
-        return self._state_for(CausalContext())
+        return await self._state_for(CausalContext())
+
+
+def _seqs(context: CausalContext, replica: str) -> list[int]:
+    """The seqs ``context`` covers for ``replica``, ascending (a page: a few thousand)."""
+    seqs = list(range(1, context.contiguous(replica) + 1))
+    seqs.extend(sorted(context.cloud.get(replica, ())))
+    return seqs

@@ -46,6 +46,7 @@ class Journal:
         self._wake = trio.Event()
         self._committed = trio.Event()  # replaced after every commit
         self._write_lock = trio.CapacityLimiter(1)
+        self._flushing = trio.Lock()  # batches commit one after another, in order
         self._read_lock = trio.CapacityLimiter(1)
         self.failed: str | None = None
         self.commits = 0
@@ -98,7 +99,11 @@ class Journal:
             await self.flush()
 
     async def flush(self) -> None:
-        """Commit everything appended so far (one batch)."""
+        """Commit everything appended so far (one batch), after any commit under way."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         self._wake = trio.Event()
         if self.failed:
             return

@@ -1,0 +1,196 @@
+"""History reads: fills, orders and events, paged, from the store and from memory.
+
+Theory of operation
+-------------------
+Every fill and every order lives in exactly one of three places, and moves
+only forward through them:
+
+1. memory (the replica's engine): provisional fills and orders not settled
+   and final yet;
+2. ``node.unflushed_*``: taken out of memory by compaction, not yet committed;
+3. the store: final, for good.
+
+A page reads the three in that order of age and stitches them together, so
+a reader never sees a gap or a double while history moves.
+
+Cursors are opaque strings every node understands for the final range:
+
+* fills: the fill's number in replay order (fill ``i`` is the same fill on
+  every node once final), so ``after=i`` continues with fill ``i+1``;
+* orders and events: the position ``clock:replica:seq``, the total order
+  every replica sorts by.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from crdtbook.dot import check_replica, check_seq
+from crdtbook.replica import OrderView
+
+from ..asgi import BadRequest
+from ..service import Node, stored_fill
+
+DEFAULT_LIMIT = 1_000
+MAX_LIMIT = 10_000
+ORDER_STATUSES = ("open", "filled", "cancelled", "rejected")
+
+
+# -- parameters --------------------------------------------------------------
+def parse_limit(query: dict[str, str]) -> int:
+    text = query.get("limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    if not text.isdigit() or len(text) > 6 or not 1 <= int(text) <= MAX_LIMIT:
+        raise BadRequest(400, "bad_limit", f"limit must be an integer 1..{MAX_LIMIT}")
+    return int(text)
+
+
+def parse_fill_cursor(query: dict[str, str]) -> int:
+    text = query.get("after")
+    if text is None:
+        return -1
+    if not text.isdigit() or len(text) > 18:
+        raise BadRequest(400, "bad_cursor", "after must be a fill cursor (a number) from `next`")
+    return int(text)
+
+
+def parse_position(query: dict[str, str]) -> tuple[int, str, int] | None:
+    text = query.get("after")
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) > 19:
+            raise ValueError
+        return int(parts[0]), check_replica(parts[1]), check_seq(int(parts[2][:19]))
+    except ValueError:
+        raise BadRequest(400, "bad_cursor",
+                         "after must be a position cursor (clock:replica:seq) from `next`") \
+            from None
+
+
+def parse_account(query: dict[str, str]) -> str | None:
+    account = query.get("account")
+    if account is not None and (len(account) > 64 or not account.isprintable()):
+        raise BadRequest(400, "bad_account", "account must be at most 64 printable characters")
+    return account
+
+
+def parse_status(query: dict[str, str]) -> str | None:
+    status = query.get("status")
+    if status is not None and status not in ORDER_STATUSES:
+        raise BadRequest(400, "bad_status", f"status must be one of {', '.join(ORDER_STATUSES)}")
+    return status
+
+
+def position_cursor(position: tuple[int, str, int]) -> str:
+    clock, replica, seq = position
+    return f"{clock}:{replica}:{seq}"
+
+
+# -- fills -------------------------------------------------------------------
+async def fills_page(node: Node, after: int, limit: int, account: str | None):
+    """(fills as StoredFill with their final flag, next cursor or None)."""
+    replica = node.replica
+    final_count = replica.final_fill_count()
+    memory_base = replica.fills_base
+    unflushed = list(node.unflushed_fills)
+    stored_end = unflushed[0].index if unflushed else memory_base
+    out: list = []
+    if after + 1 < stored_end:
+        stored = await node.journal.read(node.store.fills_page, after, limit + 1, account)
+        out.extend(f for f in stored if f.index < stored_end)
+        # memory may have moved on while the store was read: start from what it holds now
+        unflushed = list(node.unflushed_fills)
+        memory_base = replica.fills_base
+        final_count = replica.final_fill_count()
+    seen = out[-1].index if out else after
+    out.extend(f for f in unflushed if f.index > seen and _touches(f, account))
+    seen = out[-1].index if out else seen
+    raw = replica.engine.fills
+    start = max(seen + 1 - memory_base, 0)
+    for i in range(start, len(raw)):
+        if len(out) > limit:
+            break
+        fill = stored_fill(memory_base + i, raw[i])
+        if _touches(fill, account):
+            out.append(fill)
+    more = len(out) > limit
+    out = out[:limit]
+    return [(f, f.index < final_count) for f in out], (str(out[-1].index) if more else None)
+
+
+def _touches(fill, account: str | None) -> bool:
+    return account is None or account in (fill.taker_account, fill.maker_account)
+
+
+# -- orders ------------------------------------------------------------------
+async def order(node: Node, replica_id: str, seq: int):
+    """(OrderView, FinalOrder or None, stored event or None) of any order ever held, or None."""
+    view = node.replica.order((replica_id, seq))
+    if view is not None:
+        return view, None, None
+    pending = node.unflushed_orders.get((replica_id, seq))
+    if pending is not None:
+        return pending[0], pending[1], None
+    found = await node.journal.read(node.store.order, replica_id, seq)
+    if found is None:
+        return None
+    event, final = found
+    return stored_view(event, final), final, event
+
+
+def stored_view(event, final) -> OrderView:
+    """The view of a stored order: its final state, or pending if it has none yet
+    (held in the store, not applied in memory: waiting on a gap)."""
+    if final is None:
+        return OrderView(event.dot, event.clock, event.side, event.type, event.price,
+                         event.qty, 0, 0, 0, "pending", event.account, None)
+    return OrderView(event.dot, event.clock, event.side, event.type, event.price, event.qty,
+                     final.filled, 0, event.qty - final.filled, final.status, event.account,
+                     final.reason)
+
+
+async def orders_page(node: Node, after, limit: int, account: str | None, status: str | None):
+    """([(position, OrderView, FinalOrder or None)], next cursor): oldest position first."""
+    replica = node.replica
+    memory = []
+    for view in replica.orders():
+        if (after is None or (view.clock, view.dot.replica, view.dot.seq) > after) \
+                and (account is None or view.account == account) \
+                and (status is None or view.status == status):
+            memory.append(((view.clock, view.dot.replica, view.dot.seq), view, None))
+            if len(memory) > limit:
+                break
+    pending = sorted(
+        ((view.clock, view.dot.replica, view.dot.seq), view, final)
+        for view, final in node.unflushed_orders.values()
+        if (after is None or (view.clock, view.dot.replica, view.dot.seq) > after)
+        and (account is None or view.account == account)
+        and (status is None or view.status == status))
+    stored = []
+    if status != "open":
+        rows = await node.journal.read(node.store.final_orders_page, after, limit + 1,
+                                       account, status)
+        stored = [(event.position, stored_view(event, final), final) for event, final in rows]
+    merged, seen = [], set()
+    for item in heapq.merge(stored, pending, memory, key=lambda item: item[0]):
+        if item[0] in seen:  # moved from memory to the store during the read
+            continue
+        seen.add(item[0])
+        merged.append(item)
+        if len(merged) > limit:
+            break
+    more = len(merged) > limit
+    merged = merged[:limit]
+    return merged, (position_cursor(merged[-1][0]) if more else None)
+
+
+# -- events ------------------------------------------------------------------
+async def events_page(node: Node, after, limit: int):
+    """Events from the store (every event the node holds), in position order."""
+    events = await node.journal.read(node.store.events_page, after, limit + 1)
+    more = len(events) > limit
+    events = events[:limit]
+    return events, (position_cursor(events[-1].position) if more else None)
