@@ -55,7 +55,7 @@ def test_order_book_fills_end_to_end(node_process):
     # a single node is the whole membership: its fills are final at once
     assert "final" in crdtbook("fills", node=url).stdout and fills[0]["final"] is True
     status = json.loads(crdtbook("status", "--json", node=url).stdout)
-    assert status["events"] == 3  # its founding join, then the two orders
+    assert status["events_total"] == 3  # its founding join, then the two orders
     order_id = fills[0]["maker"]
     cancelled = json.loads(crdtbook("cancel", order_id, "--json", node=url).stdout)
     assert cancelled["cancel"]["status"] == "cancelled"

@@ -133,16 +133,30 @@ def format_status(status: dict) -> str:
         f"replica   {status['replica']}",
         f"book      {status['book']}",
         f"url       {status['url']}",
+        f"data      {status.get('data_dir') or '(ephemeral: nothing kept)'}",
         f"registry  {status.get('registry', '?')}",
-        f"events    {status['events']}",
+        f"events    {status['events']} in memory, {status.get('events_total', '?')} in all",
         f"digest    {status['digest']}",
-        f"clock     {status['clock']}",
-        f"final     {status['final_clock']} (lags the newest event by "
-        f"{status.get('final_lag_ms')} ms)",
+        f"final     lags the newest event by {status.get('final_lag_ms')} ms",
         f"members   {' '.join(status.get('members', []))}",
-        f"peers     {len(status['peers'])}",
     ]
+    if status.get("retired"):
+        lines.append(f"RETIRED   this replica {status['retired']} the cluster: it creates no "
+                     "more events (restart with --rejoin-as-new to join as a new replica)")
+    if (status.get("store") or {}).get("failed"):
+        lines.append(f"STORE     failed: {status['store']['failed']}")
+    holder = status.get("held_back_by")
+    if holder and holder.get("behind_ms", 0) > 5_000:
+        seconds = holder["behind_ms"] / 1000
+        lines.append(f"held back by {holder['replica']}: nothing counted from it since "
+                     f"{human_time(holder['since'])} UTC ({seconds:.0f}s)")
+        if seconds > 60:
+            lines.append(f"          if it is gone for good: crdtbook evict {holder['replica']}")
+    lines.append(f"peers     {len(status['peers'])}")
     for peer in status["peers"]:
         seen = "never" if peer["last_seen_s"] is None else f"{peer['last_seen_s']:.1f}s ago"
-        lines.append(f"  {peer['url']}  {peer['replica'] or '?'}  seen {seen}")
+        line = f"  {peer['url']}  {peer['replica'] or '?'}  seen {seen}"
+        if peer.get("failing_s") is not None:
+            line += f"  UNREACHABLE for {peer['failing_s']:.0f}s: {peer.get('error') or '?'}"
+        lines.append(line)
     return "\n".join(lines)

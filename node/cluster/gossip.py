@@ -152,7 +152,9 @@ async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
         node.take(response.headers.get("x-crdtbook-kind", "delta"), response.content)
     except (CallFailed, ValueError) as exc:
-        logs.debug("join.failed", peer=url, detail=str(exc)[:200])
+        peer = node.peers.get(url)
+        if peer is not None:  # a --peer that cannot be reached: said every few seconds
+            _failed(node, peer, "join", exc)
         return
     if node.joined:
         logs.info("node.joined", replica=node.id, sponsor=url)

@@ -1,0 +1,66 @@
+"""Durable node behaviour in process: restart, write concern, unreachable peers."""
+
+from __future__ import annotations
+
+from node.server import serve_node
+from node.service import NodeConfig
+
+from .nodes import client, converged, eventually, start
+
+
+async def test_restart_on_its_data_directory_is_the_same_replica(nursery, tmp_path):
+    data = str(tmp_path / "a")
+    a = await start(nursery, data_dir=data)
+    b = await start(nursery, a.url)
+    async with client() as http:
+        r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "3", "price": "12"})
+        assert r.status_code == 201
+        first = r.json()["order"]["id"]
+    replica = a.node.id
+    await a.stop()
+    assert replica in b.node.replica.members()  # a graceful stop is not a leave
+    a = await start(nursery, b.url, data_dir=data)
+    assert a.node.id == replica
+    async with client() as http:
+        assert (await http.get(f"{a.url}/orders/{first}")).json()["resting"] == "3"
+        r = await http.post(a.url + "/orders", json={"side": "buy", "qty": "1", "price": "12"})
+        seq = int(first.rsplit(":", 1)[1])
+        assert r.json()["order"]["id"] == f"{replica}:{seq + 1}"  # its seq continues
+    await eventually(lambda: converged(a, b, events=2))
+
+
+async def test_ack_replicated_waits_for_a_peer_and_says_when_it_did_not(nursery):
+    a = await start(nursery)
+    b = await start(nursery, a.url)
+    c = await start(nursery, a.url)
+    await eventually(lambda: len(a.node.replica.members()) == 3)
+    order = {"side": "sell", "qty": "1", "price": "50"}
+    async with client() as http:
+        r = await http.post(a.url + "/orders?ack=replicated&timeout=5", json=order)
+        assert r.status_code == 201 and r.json()["replicated"] is True
+        dot = r.json()["order"]["id"]
+        assert b.node.replica.order(dot) or c.node.replica.order(dot)
+        r = await http.post(a.url + "/orders?ack=all&timeout=5", json=order)
+        assert r.status_code == 201 and r.json()["replicated"] is True
+        dot = r.json()["order"]["id"]
+        assert b.node.replica.order(dot) and c.node.replica.order(dot)
+        await b.stop()
+        await c.stop()
+        r = await http.post(a.url + "/orders?ack=replicated&timeout=0.5", json=order)
+        assert r.status_code == 202 and r.json()["replicated"] is False
+        dot = r.json()["order"]["id"]
+        assert a.node.replica.order(dot).status == "open"  # the order stands
+
+
+async def test_an_unreachable_peer_is_shown_not_waited_on_in_silence(nursery):
+    config = NodeConfig(host="127.0.0.1", port=0, peers=["http://127.0.0.1:9"],
+                        pull_interval_s=0.2, request_timeout_s=0.5, compact_interval_s=None)
+    node = await nursery.start(lambda task_status: serve_node(config, task_status=task_status))
+
+    def failing():
+        peers = node.status()["peers"]
+        return peers and peers[0]["failing_s"] is not None and peers[0]["error"]
+
+    await eventually(failing)
+    assert not node.joined  # it never founds a cluster of its own behind a dead --peer
+    nursery.cancel_scope.cancel()
