@@ -22,8 +22,6 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable
 
-import trio
-
 from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
@@ -34,6 +32,7 @@ from ..cluster.peerapi import PeerAPI
 from ..service import Node, NotReady
 from ..store.journal import StoreFailed
 from . import history, views
+from .acks import parse_ack, wait_replicated
 from .requests import parse_depth, parse_json, parse_order_id, parse_orders
 
 
@@ -246,35 +245,3 @@ class App:
         replicated = await wait_replicated(self.node, event.seq, "replicated", timeout)
         self.node.stop_requested.set()
         return json_response(200, {"leave": views.event_json(event), "replicated": replicated})
-
-
-ACKS = ("local", "replicated", "all")
-
-
-def parse_ack(query: dict[str, str]) -> tuple[str, float]:
-    ack = query.get("ack", "local")
-    if ack not in ACKS:
-        raise BadRequest(400, "bad_ack", f"ack must be one of {', '.join(ACKS)}")
-    text = query.get("timeout", "5")
-    try:
-        timeout = float(text)
-    except ValueError:
-        timeout = -1.0
-    if not 0 < timeout <= 60:  # also refuses nan and inf
-        raise BadRequest(400, "bad_timeout", "timeout must be a number of seconds, 0-60")
-    return ack, timeout
-
-
-async def wait_replicated(node: Node, seq: int, ack: str, timeout: float) -> bool:
-    """Wait until one peer (``replicated``) or every other member (``all``) holds this
-    node's events up to ``seq``; False if that did not happen within ``timeout``."""
-    with trio.move_on_after(timeout):
-        while True:
-            others = [r for r in node.replica.members() if r != node.id]
-            if ack == "all":
-                if all(node.peer_holds.get(r, 0) >= seq for r in others):
-                    return True
-            elif node.replicas_holding(seq) >= 1:
-                return True
-            await node.replicated.wait()
-    return False

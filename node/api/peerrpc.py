@@ -12,10 +12,14 @@ exactly (a wrong rid is a client timeout).
 The node serves this on its own port and announces it under
 ``crdtbook:<book>:rpc``. A payload is ``{"action": ..., ...}``:
 
-    order   the fields of POST /orders (type defaults to limit)
+    order   the fields of POST /orders (type defaults to limit), and optionally
+            "ack": "local"|"replicated"|"all" with "timeout": seconds
     cancel  {"id": "replica:seq"}
     book    {"depth": N} (optional)
-    fills / status
+    fills   {"after": cursor, "limit": N, "account": A} (all optional), as GET /fills
+    status
+
+An order or cancel is answered once durable here, as over HTTP.
 
 Results are the JSON the HTTP API returns. Any bad request gets an
 ``ERR_...`` reply (with the reason after a colon), never a hang: even an
@@ -31,7 +35,9 @@ from crdtbook.replica import ReplicaError
 
 from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
 from ..service import Node, NotReady
-from . import views
+from ..store.journal import StoreFailed
+from . import history, views
+from .acks import parse_ack, wait_replicated
 from .requests import parse_order, parse_order_id
 
 MAX_BODY = 1024 * 1024
@@ -51,11 +57,11 @@ class PeerRPCApp:
         except BadRequest as exc:
             body, reply = None, [None, f"ERR_REQUEST:{exc.detail}", None]
         if body is not None:
-            reply = self.answer(body, gzipped)
+            reply = await self.answer(body, gzipped)
         data = json.dumps(reply, separators=(",", ":")).encode()
         return Response(200, gzip.compress(data) if gzipped else data)
 
-    def answer(self, body: bytes, gzipped: bool) -> list:
+    async def answer(self, body: bytes, gzipped: bool) -> list:
         try:
             if gzipped:
                 body = gzip.decompress(body)
@@ -68,24 +74,34 @@ class PeerRPCApp:
         if key != self.node.rpc_key:
             return [rid, f"ERR_SERVICE_NOT_FOUND:this node serves {self.node.rpc_key}", None]
         try:
-            return [rid, None, self.act(payload)]
+            return [rid, None, await self.act(payload)]
+        except StoreFailed as exc:
+            return [rid, f"ERR_STORE_FAILED:{exc}", None]
         except (BadRequest, NotReady) as exc:
             code = exc.error.upper() if hasattr(exc, "error") else "BAD_REQUEST"
             return [rid, f"ERR_{code}:{exc.detail}", None]
         except ReplicaError as exc:
             return [rid, f"ERR_REFUSED:{exc}", None]
 
-    def act(self, payload: object) -> object:
+    async def act(self, payload: object) -> object:
         if not isinstance(payload, dict) or not isinstance(payload.get("action"), str):
             raise BadRequest(400, "bad_action", 'payload must be {"action": ...}')
         fields = {k: v for k, v in payload.items() if k != "action"}
         action = payload["action"]
         replica = self.node.replica
         if action == "order":
+            ack, timeout = parse_ack({k: fields.pop(k) for k in ("ack", "timeout")
+                                      if k in fields})
             order = parse_order(fields, "")
             placed = self.node.place_many([order])[0]
-            return {"order": views.order_json(placed.order, replica.order_final(placed.order)),
-                    "fills": [views.fill_json(f, False) for f in placed.fills]}
+            await self.node.journal.sync()
+            answer = {"order": views.order_json(placed.order, replica.order_final(placed.order)),
+                      "fills": [views.fill_json(f, False, placed.order.clock)
+                                for f in placed.fills]}
+            if ack != "local":
+                answer["replicated"] = await wait_replicated(
+                    self.node, placed.order.dot.seq, ack, timeout)
+            return answer
         if action == "cancel":
             if set(fields) != {"id"} or not isinstance(fields["id"], str):
                 raise BadRequest(400, "bad_cancel", 'cancel takes {"id": "replica:seq"}')
@@ -94,7 +110,9 @@ class PeerRPCApp:
                 raise BadRequest(404, "not_found", f"no order {dot}")
             if dot.replica != self.node.id:
                 raise BadRequest(409, "not_local", f"order {dot} was placed at another node")
-            return {"cancel": views.cancel_json(self.node.cancel(dot).cancel)}
+            cancelled = self.node.cancel(dot)
+            await self.node.journal.sync()
+            return {"cancel": views.cancel_json(cancelled.cancel)}
         if action == "book":
             depth = fields.get("depth")
             bad_depth = depth is not None and (
@@ -103,8 +121,16 @@ class PeerRPCApp:
                 raise BadRequest(400, "bad_book", 'book takes {"depth": 1..10000}')
             return views.book_json(replica, depth)
         if action == "fills":
-            final = replica.final_fill_count() - replica.fills_base
-            return {"fills": [views.fill_json(f, i < final) for i, f in enumerate(replica.fills())]}
+            if set(fields) - {"after", "limit", "account"} \
+                    or any(not isinstance(v, str | int) or isinstance(v, bool)
+                           for v in fields.values()):
+                raise BadRequest(400, "bad_fills", 'fills takes {"after", "limit", "account"}')
+            query = {k: str(v) for k, v in fields.items()}
+            page, cursor = await history.fills_page(
+                self.node, history.parse_fill_cursor(query), history.parse_limit(query),
+                history.parse_account(query))
+            return {"fills": [views.stored_fill_json(f, final) for f, final in page],
+                    "next": cursor}
         if action == "status":
             return self.node.status()
         raise BadRequest(400, "bad_action",

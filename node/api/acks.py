@@ -1,0 +1,52 @@
+"""Write concerns: how much an order's answer waits for (``ack``).
+
+* ``local`` (default): the event is durable in this node's store (fsynced);
+* ``replicated``: also held by at least one peer;
+* ``all``: also held by every other current member.
+
+What a peer holds of this node's events is learnt from its pull requests
+(their causal context) and from its answers to pushes (a push is answered
+once durable there): see ``Node.note_held``. On timeout the order stands;
+the answer says ``"replicated": false`` (HTTP 202).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ..asgi import BadRequest
+from ..service import Node
+
+ACKS = ("local", "replicated", "all")
+
+
+def parse_ack(query: dict) -> tuple[str, float]:
+    """``ack`` and ``timeout`` from a query string (or a PeerRPC payload's fields)."""
+    ack = query.get("ack", "local")
+    if ack not in ACKS:
+        raise BadRequest(400, "bad_ack", f"ack must be one of {', '.join(ACKS)}")
+    text = query.get("timeout", "5")
+    try:
+        if isinstance(text, bool):
+            raise ValueError
+        timeout = float(text)
+    except (TypeError, ValueError):
+        timeout = -1.0
+    if not 0 < timeout <= 60:  # also refuses nan and inf
+        raise BadRequest(400, "bad_timeout", "timeout must be a number of seconds, 0-60")
+    return ack, timeout
+
+
+async def wait_replicated(node: Node, seq: int, ack: str, timeout: float) -> bool:
+    """Wait until one peer (``replicated``) or every other member (``all``) holds this
+    node's events up to ``seq``; False if that did not happen within ``timeout``."""
+    with trio.move_on_after(timeout):
+        while True:
+            others = [r for r in node.replica.members() if r != node.id]
+            if ack == "all":
+                if all(node.peer_holds.get(r, 0) >= seq for r in others):
+                    return True
+            elif node.replicas_holding(seq) >= 1:
+                return True
+            await node.replicated.wait()
+    return False
