@@ -46,7 +46,7 @@ from . import logs
 from .cluster.registry import DEFAULT_TTL_S, Registry
 from .store.journal import Journal
 from .store.recover import identity, recover
-from .store.sqlite import FinalOrder, Store, StoredFill, StoreError
+from .store.sqlite import Batch, FinalOrder, Store, StoredFill, StoreError
 
 OUTBOX_LIMIT = 10_000  # deltas queued per peer before pushes are dropped (pull repairs)
 MAX_BACKOFF_S = 30.0
@@ -219,6 +219,12 @@ class Node:
         if config.leave_on_stop is None:
             config.leave_on_stop = self.store.ephemeral
         self.retired: str | None = self.store.meta.get("retired")
+        how = self.replica.retirement(self.replica.id)
+        if how is not None and self.retired is None:  # learnt just before a crash
+            self.store.write(Batch(meta={"retired": how}))
+            self.close()
+            raise Retired(f"replica {replica_id} {how} the cluster; start with --rejoin-as-new "
+                          "to keep its data aside and join as a new replica")
         self.lease = self.store.meta.get("clock_lease", 0)  # highest clock a claim may reach
         # own seq each peer replica is known to hold (push answers, pull contexts)
         self.peer_holds: dict[str, int] = {}
