@@ -64,3 +64,18 @@ async def test_an_unreachable_peer_is_shown_not_waited_on_in_silence(nursery):
     await eventually(failing)
     assert not node.joined  # it never founds a cluster of its own behind a dead --peer
     nursery.cancel_scope.cancel()
+
+
+async def test_status_names_the_member_that_holds_finality_back(nursery, tmp_path):
+    a = await start(nursery)
+    b = await start(nursery, a.url, data_dir=str(tmp_path / "b"))  # durable: stop != leave
+    await eventually(lambda: len(a.node.replica.members()) == 2)
+    gone = b.node.id
+    await b.stop()  # stopped, not left: it still counts, and F waits for it
+
+    def held_back():
+        holder = a.node.status()["held_back_by"]
+        return holder and holder["replica"] == gone and holder["behind_ms"] > 300
+
+    await eventually(held_back)
+    assert gone in a.node.status()["members"]
