@@ -131,6 +131,10 @@ class Retired(Exception):
     """The store's replica has left the cluster or was evicted: it cannot trade again."""
 
 
+def _phrase(how: str) -> str:
+    return "was evicted from the cluster" if how == "evicted" else "left the cluster"
+
+
 def open_store(config: NodeConfig) -> tuple[Store, str]:
     """The node's store and its replica id (StoreError/Retired if unusable)."""
     if config.data_dir is None:
@@ -149,7 +153,7 @@ def open_store(config: NodeConfig) -> tuple[Store, str]:
         if retired and config.rejoin_as_new:
             store = _set_aside(store, config)
         elif retired:
-            raise Retired(f"replica {held} {retired} the cluster; its data in "
+            raise Retired(f"replica {held} {_phrase(retired)}; its data in "
                           f"{store.directory} cannot trade again. Start with --rejoin-as-new "
                           "to keep that data aside and join as a new replica")
         return store, identity(store, config.replica_id)
@@ -223,7 +227,7 @@ class Node:
         if how is not None and self.retired is None:  # learnt just before a crash
             self.store.write(Batch(meta={"retired": how}))
             self.close()
-            raise Retired(f"replica {replica_id} {how} the cluster; start with --rejoin-as-new "
+            raise Retired(f"replica {replica_id} {_phrase(how)}; start with --rejoin-as-new "
                           "to keep its data aside and join as a new replica")
         self.lease = self.store.meta.get("clock_lease", 0)  # highest clock a claim may reach
         # own seq each peer replica is known to hold (push answers, pull contexts)
@@ -386,7 +390,8 @@ class Node:
             if how is not None:
                 self.retired = how
                 self.journal.meta(retired=how)
-                logs.error("node.retired", replica=self.id, how=how,
+                (logs.info if how == "left" else logs.error)(
+                    "node.retired", replica=self.id, how=how,
                            hint="this replica creates no more events; restart with "
                                 "--rejoin-as-new to join again as a new replica")
 
@@ -417,7 +422,7 @@ class Node:
     def ready_to_trade(self) -> None:
         """Raise NotReady unless this node may create events."""
         if self.retired is not None:
-            raise NotReady(self.retired, f"replica {self.id} {self.retired} the cluster and "
+            raise NotReady(self.retired, f"replica {self.id} {_phrase(self.retired)} and "
                                          "creates no more events", status=409)
         if self.journal.failed:
             raise NotReady("store_failed", f"the store failed ({self.journal.failed}); "
@@ -558,6 +563,8 @@ class Node:
             "conflict": self.conflict,
             "registry": self.config.registry_url or "embedded",
             "rpc": (f"{self.config.rpc_host}:{self.rpc_port}" if self.rpc_port else None),
+            "finality": {"regressions": self.replica.frontier_regressions,
+                         "violations": self.replica.frontier_violations},
             "gossip": dict(self.stats,
                            dropped_pushes=sum(p.dropped for p in self.peers.values())),
         }

@@ -153,20 +153,7 @@ class App:
 
     async def delete_order(self, request: Request) -> Response:
         dot = parse_order_id(request.path.split("/", 2)[2])
-        if self.node.replica.order(dot) is None:
-            if await history.order(self.node, dot.replica, dot.seq) is not None:
-                raise BadRequest(409, "cannot_cancel",
-                                 f"order {dot} is settled and final; nothing rests to cancel")
-            raise BadRequest(404, "not_found", f"no order {dot}")
-        if dot.replica != self.node.id:
-            raise BadRequest(409, "not_local",
-                             f"order {dot} was placed at replica {dot.replica}, not at this node "
-                             f"({self.node.id}); cancel it through its own node")
-        try:
-            result = self.node.cancel(dot)
-        except ReplicaError as exc:
-            raise BadRequest(409, "cannot_cancel", str(exc)) from None
-        await self.node.journal.sync()
+        result = await history.cancel(self.node, dot)
         return json_response(200, {"cancel": views.cancel_json(result.cancel)})
 
     def get_book(self, request: Request) -> Response:

@@ -26,14 +26,14 @@ from __future__ import annotations
 import heapq
 
 from crdtbook.dot import check_replica, check_seq
-from crdtbook.replica import OrderView
+from crdtbook.replica import OrderView, ReplicaError
 
 from ..asgi import BadRequest
 from ..service import Node, stored_fill
 
 DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 10_000
-ORDER_STATUSES = ("open", "filled", "cancelled", "rejected")
+ORDER_STATUSES = ("open", "filled", "cancelled", "rejected", "pending")
 
 
 # -- parameters --------------------------------------------------------------
@@ -170,7 +170,7 @@ async def orders_page(node: Node, after, limit: int, account: str | None, status
         and (account is None or view.account == account)
         and (status is None or view.status == status))
     stored = []
-    if status != "open":
+    if status not in ("open", "pending"):  # never final: only in memory
         rows = await node.journal.read(node.store.final_orders_page, after, limit + 1,
                                        account, status)
         stored = [(event.position, stored_view(event, final), final) for event, final in rows]
@@ -185,6 +185,33 @@ async def orders_page(node: Node, after, limit: int, account: str | None, status
     more = len(merged) > limit
     merged = merged[:limit]
     return merged, (position_cursor(merged[-1][0]) if more else None)
+
+
+async def cancel(node: Node, dot):
+    """Cancel an order placed at this node; BadRequest (404/409) with the reason otherwise.
+
+    Only an order that still rests can be cancelled: a filled, cancelled or
+    rejected one gets 409 whether it is still in memory or already in the store.
+    """
+    view = node.replica.order(dot)
+    if view is None:
+        if await order(node, dot.replica, dot.seq) is not None:
+            raise BadRequest(409, "cannot_cancel",
+                             f"order {dot} is settled and final; nothing rests to cancel")
+        raise BadRequest(404, "not_found", f"no order {dot}")
+    if dot.replica != node.id:
+        raise BadRequest(409, "not_local",
+                         f"order {dot} was placed at replica {dot.replica}, not at this node "
+                         f"({node.id}); cancel it through its own node")
+    if view.status != "open":
+        raise BadRequest(409, "cannot_cancel", f"order {dot} is {view.status}; nothing rests "
+                                               "to cancel")
+    try:
+        result = node.cancel(dot)
+    except ReplicaError as exc:
+        raise BadRequest(409, "cannot_cancel", str(exc)) from None
+    await node.journal.sync()
+    return result
 
 
 # -- events ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-grenache-nodejs-http's transport (measured, see shared/design/grenache.md):
+grenache-nodejs-http's transport (as measured against the real library):
 the client POSTs ``[rid, key, payload]`` as JSON (method and path ignored);
 with ``grc-compress: gzip`` the body is gzipped JSON and the reply must be
 gzipped too, with no Content-Encoding header. The server answers HTTP 200
@@ -105,13 +105,7 @@ class PeerRPCApp:
         if action == "cancel":
             if set(fields) != {"id"} or not isinstance(fields["id"], str):
                 raise BadRequest(400, "bad_cancel", 'cancel takes {"id": "replica:seq"}')
-            dot = parse_order_id(fields["id"])
-            if replica.order(dot) is None:
-                raise BadRequest(404, "not_found", f"no order {dot}")
-            if dot.replica != self.node.id:
-                raise BadRequest(409, "not_local", f"order {dot} was placed at another node")
-            cancelled = self.node.cancel(dot)
-            await self.node.journal.sync()
+            cancelled = await history.cancel(self.node, parse_order_id(fields["id"]))
             return {"cancel": views.cancel_json(cancelled.cancel)}
         if action == "book":
             depth = fields.get("depth")

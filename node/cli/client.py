@@ -75,7 +75,8 @@ def format_book(book: dict) -> str:
         ])
     text = table(rows, ["orders", "bid qty", "bid", "ask", "ask qty", "orders"]) if rows \
         else "(empty book)"
-    return f"{text}\n{book['events']} events, digest {book['digest'][:16]}"
+    total = book.get("events_total", book["events"])
+    return f"{text}\n{total} events, digest {book['digest'][:16]}"
 
 
 def human_time(iso: str | None) -> str:

@@ -1,12 +1,13 @@
 """The ``crdtbook`` command line.
 
     crdtbook node [--listen HOST:PORT] [--peer URL ...] [--registry URL] [--book NAME]
-                  [--id REPLICA] [--log-level LEVEL]
-    crdtbook order buy|sell QTY@PRICE [--type T] [--account A]     (market: QTY --type market)
-    crdtbook cancel ID
-    crdtbook book [--depth N] [--watch] | fills | events | status | order ID
+                  [--data-dir DIR | --ephemeral] [--rejoin-as-new] [--log-level LEVEL]
+    crdtbook order buy|sell QTY@PRICE [--type T] [--account A] [--ack replicated]
+    crdtbook cancel ID | order-status ID | leave | evict REPLICA
+    crdtbook book [--depth N] [--watch] | status
+    crdtbook fills [--account A] | orders [--account A] [--open] | events   [--limit N | --all]
     crdtbook registry [--listen HOST:PORT]
-    crdtbook devnet [-n 3] [--demo]
+    crdtbook devnet [-n 3] [--demo] [--data-dir DIR]
 
 Client commands talk to ``--node`` (default ``$CRDTBOOK_NODE``, else
 http://127.0.0.1:8700); read commands take ``--json`` for scripts. Errors are
@@ -86,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="use this registry (a crdtbook registry or a Grenache grape's HTTP "
                            "API) instead of the embedded ones")
     node.add_argument("--registry-ttl", type=seconds, default=60.0, metavar="SECONDS",
-                      help="how long the registry keeps an announcement (a grape's --dpa, in "
-                           "seconds); the node re-announces every third of it (default 60)")
+                      help="how long the registry keeps an announcement (in seconds; a "
+                           "grape's --dpa is the same in milliseconds); the node re-announces "
+                           "every third of it (default 60)")
     node.add_argument("--rpc-listen", type=listen_address, default=("127.0.0.1", 0),
                       metavar="HOST:PORT",
                       help="serve Grenache PeerRPC here, announced as crdtbook:<book>:rpc "
@@ -152,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     evict = client_command("evict", "evict a vanished replica so finality can advance")
     evict.add_argument("replica", help="the replica id to evict")
     evict.add_argument("--force", action="store_true",
-                       help="evict even if some peers cannot be reached (see README)")
+                       help="evict even if some peers cannot be reached (see docs/semantics.md)")
 
     registry = sub.add_parser("registry", help="run a standalone grape-compatible registry")
     registry.add_argument("--listen", type=listen_address, default=("127.0.0.1", 30001),

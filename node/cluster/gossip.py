@@ -260,9 +260,7 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         replica = response.headers.get("x-crdtbook-replica")
         if node.is_self(peer.url, replica):
             return 0
-        kind = response.headers.get("x-crdtbook-kind", "delta")
-        added = node.take(kind, response.content)
-        received = 0 if kind == "snapshot" else added
+        added = node.take(response.headers.get("x-crdtbook-kind", "delta"), response.content)
     except (CallFailed, ValueError) as exc:  # CodecError and ReplicaError are ValueErrors
         _failed(node, peer, "pull", exc)
         return None
@@ -272,7 +270,7 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
     node.stats["wire_bytes"] += wire_size(response)
     if added:
         logs.info("pull.merged", peer=peer.url, events=added)
-    return received
+    return added
 
 
 async def pull_everything(node: Node, client: httpx.AsyncClient) -> list[str]:

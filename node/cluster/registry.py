@@ -8,7 +8,7 @@ host being the address the announcement came from) with an expiry of
 HTTP API of Grenache's grape (``POST /announce`` with ``{"data": [key,
 port]}``, ``POST /lookup`` with ``{"data": key}``), including its error
 shapes: a failed call answers HTTP 200 with a JSON *string* such as
-``"ERR_GRAPE_LOOKUP"`` (see shared/design/grenache.md).
+``"ERR_GRAPE_LOOKUP"`` (as a real grape does).
 
 Time is passed in (``now``, seconds, monotonic), so the table is testable
 without waiting.
