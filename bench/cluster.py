@@ -1,20 +1,36 @@
-"""Benchmark of a 3-node loopback cluster: throughput, convergence latency, wire bytes.
+"""Benchmark of a 3-node loopback cluster: throughput, ack and convergence latency, wire bytes.
 
-Usage: python bench/cluster.py [--duration S] [--rate R] [--latency-duration S]
-                               [--batch N] [--workers W] [--seed S] [--json]
+Usage: python bench/cluster.py [--ephemeral | --data-dir [ROOT]] [--duration S]
+                               [--ack-rate R] [--ack-duration S] [--rate R]
+                               [--latency-duration S] [--batch N] [--workers W]
+                               [--seed S] [--json]
+
+By default two fresh clusters run one after the other: first 3 ``--ephemeral``
+nodes (a throwaway store without fsync, the in-memory figure), phase 1 only;
+then 3 durable nodes, each with its own data directory (fsync on) under a new
+temporary folder, all phases. Both throughputs are printed with their ratio
+(durable / ephemeral). ``--ephemeral`` runs only the first cluster (all
+phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
 
 1. Throughput: W concurrent clients post batches of N orders (seeded prices
    around a mid, so a share cross) round-robin to the 3 nodes for --duration
-   seconds (default 30); prints orders/s accepted, then waits until all three
-   nodes hold the same events and digest.
-2. Latency: orders at a fixed --rate (default 1,000/s) in batches of 10,
-   spread over the nodes, for --latency-duration seconds. Every 5 ms the bench
+   seconds (default 10); prints orders/s accepted (a 201 answers once the
+   order is durable), then waits until all three nodes hold the same events
+   and digest.
+2. Ack latency: one order per request (POST /orders), at a fixed --ack-rate
+   (default 500/s) for --ack-duration seconds (default 8), round-robin over
+   the nodes, open loop (each request starts on schedule in its own task, so
+   a slow answer does not hold the next back); client-side latency from the
+   start of the request to its 201.
+3. Convergence latency: orders at a fixed --rate (default 1,000/s) in batches
+   of 10, spread over the nodes, for --latency-duration seconds (default 10).
+   Every 5 ms the bench
    reads each node's version vector (GET /context); an order's convergence
    latency runs from the moment it was submitted to the first read that
    shows it on all three nodes (so figures carry up to ~5 ms of read lag).
    Meanwhile it samples every node's frontier lag every 50 ms (GET /status
    final_lag_ms: newest event's clock minus the final frontier F, in ms).
-3. Wire: bytes of peer traffic (push and pull exchanges, HTTP headers and
+4. Wire: bytes of peer traffic (push and pull exchanges, HTTP headers and
    bodies, both directions, as counted by each node) per order per peer,
    against the CBOR size of one order event.
 
@@ -25,8 +41,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,7 +125,7 @@ async def wait_converged(urls, timeout=120.0) -> float:
     async with httpx.AsyncClient(timeout=60) as http:
         while True:
             statuses = [(await http.get(f"{u}/status")).json() for u in urls]
-            counts = [s["events"] for s in statuses]
+            counts = [s["events_total"] for s in statuses]
             if len({s["digest"] for s in statuses}) == 1:
                 print(file=sys.stderr)
                 return trio.current_time() - start
@@ -181,17 +200,90 @@ async def gossip_totals(urls) -> dict:
     return totals
 
 
-async def run(args, urls) -> dict:
-    rng = random.Random(args.seed)
-    before = await gossip_totals(urls)
+async def ack_latency(urls, rate, duration, rng) -> tuple[list[float], int, int]:
+    """Client-side latency of single-order POSTs at a fixed rate (open loop)."""
+    orders = order_stream(rng)
+    latencies: list[float] = []
+    errors = 0
+    late = 0  # requests started more than 1 ms behind schedule (the bench itself lagging)
+    interval = 1 / rate
+    total = int(rate * duration)
+
+    async def one(http: httpx.AsyncClient, url: str, body: dict) -> None:
+        nonlocal errors
+        sent_at = trio.current_time()
+        response = await http.post(f"{url}/orders", json=body)
+        if response.status_code == 201:
+            latencies.append(trio.current_time() - sent_at)
+        else:
+            errors += 1
+
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        # warm up: one connection per node before the clock starts
+        for url in urls:
+            await http.get(f"{url}/status")
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+            for n in range(total):
+                await trio.sleep_until(start + n * interval)
+                if trio.current_time() - (start + n * interval) > 0.001:
+                    late += 1
+                nursery.start_soon(one, http, urls[n % len(urls)], next(orders))
+                status_line(f"ack latency: {n + 1:,} of {total:,} sent, "
+                            f"{len(latencies):,} acknowledged, {errors} errors")
+    print(file=sys.stderr)
+    return latencies, errors, late
+
+
+async def discovered(urls) -> None:
+    async with httpx.AsyncClient() as http:
+        while True:
+            statuses = [(await http.get(f"{u}/status")).json() for u in urls]
+            if all(len(s["peers"]) == len(urls) - 1 and s["joined"] for s in statuses):
+                return
+            await trio.sleep(0.1)
+
+
+def start_cluster(args, data_root: str | None) -> tuple[list, list[str]]:
+    """3 nodes: ephemeral if ``data_root`` is None, else durable under it."""
+    procs: list = []
+    urls: list[str] = []
+    try:
+        for i in range(3):
+            extra = ["--pull-interval", str(args.pull_interval)]
+            extra += (["--ephemeral"] if data_root is None
+                      else ["--data-dir", os.path.join(data_root, f"node{i}")])
+            proc, url = start_node(extra + (["--peer", urls[0]] if urls else []))
+            procs.append(proc)
+            urls.append(url)
+        print(f"nodes ({'ephemeral' if data_root is None else 'data under ' + data_root}): "
+              f"{' '.join(urls)}", file=sys.stderr)
+        trio.run(discovered, urls)
+    except BaseException:
+        stop(procs)
+        raise
+    return procs, urls
+
+
+async def run_throughput(args, urls, rng) -> dict:
     accepted, elapsed = await throughput(urls, args.duration, args.batch, args.workers, rng)
     converge_s = await wait_converged(urls)
+    return {"orders_accepted": accepted, "orders_per_s": round(accepted / elapsed),
+            "converged_after_load_s": round(converge_s, 3)}
+
+
+async def run(args, urls, rng) -> dict:
+    before = await gossip_totals(urls)
+    result = await run_throughput(args, urls, rng)
+    acks, ack_errors, late = await ack_latency(urls, args.ack_rate, args.ack_duration, rng)
+    await wait_converged(urls)
     mid = await gossip_totals(urls)
     lags: list[int] = []
     lat = await latency(urls, args.rate, args.latency_duration, rng, lags)
     await wait_converged(urls)
     after = await gossip_totals(urls)
-    orders_total = accepted + len(lat)
+    orders_total = result["orders_accepted"] + len(acks) + len(lat)
     peers = len(urls) - 1
     sample = make_order(1_764_000_000_000 << 16, "n0123abcd", 12345, "buy", "limit",
                         99_87 * 10**6, 12 * 10**8, "")
@@ -199,13 +291,14 @@ async def run(args, urls) -> dict:
     wire = (after["wire_bytes"] - before["wire_bytes"]) / (orders_total * peers)
     wire_latency_phase = (after["wire_bytes"] - mid["wire_bytes"]) / (len(lat) * peers)
     return {
-        "nodes": len(urls),
-        "duration_s": args.duration,
-        "batch": args.batch,
-        "workers": args.workers,
-        "orders_accepted": accepted,
-        "orders_per_s": round(accepted / elapsed),
-        "converged_after_load_s": round(converge_s, 3),
+        **result,
+        "ack_rate_per_s": args.ack_rate,
+        "ack_orders": len(acks),
+        "ack_errors": ack_errors,
+        "ack_late_starts": late,
+        "ack_p50_ms": round(percentile(acks, 0.50) * 1000, 2),
+        "ack_p99_ms": round(percentile(acks, 0.99) * 1000, 2),
+        "ack_max_ms": round(max(acks) * 1000, 2),
         "latency_rate_per_s": args.rate,
         "latency_orders": len(lat),
         "convergence_p50_ms": round(percentile(lat, 0.50) * 1000, 1),
@@ -226,9 +319,28 @@ async def run(args, urls) -> dict:
     }
 
 
+def measure(args, data_root: str | None, full: bool) -> dict:
+    """Start a fresh cluster, run the phases (throughput only unless ``full``), stop it."""
+    rng = random.Random(args.seed)
+    procs, urls = start_cluster(args, data_root)
+    try:
+        if full:
+            return trio.run(run, args, urls, rng)
+        return trio.run(run_throughput, args, urls, rng)
+    finally:
+        stop(procs)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=30.0)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--ephemeral", action="store_true",
+                       help="only the ephemeral cluster (no fsync), all phases")
+    which.add_argument("--data-dir", nargs="?", const="", metavar="ROOT",
+                       help="only the durable cluster, data under ROOT (default: a temp folder)")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--ack-rate", type=float, default=500.0)
+    parser.add_argument("--ack-duration", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--latency-duration", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=100)
@@ -238,27 +350,31 @@ def main(argv=None) -> int:
                         help="the nodes' pull (heartbeat) interval, seconds (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    procs, urls = [], []
-    try:
-        for _ in range(3):
-            extra = ["--pull-interval", str(args.pull_interval)]
-            proc, url = start_node(extra + (["--peer", urls[0]] if urls else []))
-            procs.append(proc)
-            urls.append(url)
-        print(f"nodes: {' '.join(urls)}", file=sys.stderr)
-
-        async def discovered() -> None:
-            async with httpx.AsyncClient() as http:
-                while True:
-                    statuses = [(await http.get(f"{u}/status")).json() for u in urls]
-                    if all(len(s["peers"]) == len(urls) - 1 and s["joined"] for s in statuses):
-                        return
-                    await trio.sleep(0.1)
-
-        trio.run(discovered)
-        result = trio.run(run, args, urls)
-    finally:
-        stop(procs)
+    result: dict = {"nodes": 3, "duration_s": args.duration, "batch": args.batch,
+                    "workers": args.workers}
+    if args.data_dir is None:
+        print("== ephemeral cluster (--ephemeral: no fsync)", file=sys.stderr)
+        eph = measure(args, None, full=args.ephemeral)
+        if args.ephemeral:
+            result.update({"mode": "ephemeral", **eph})
+        else:
+            result["ephemeral_orders_per_s"] = eph["orders_per_s"]
+    if not args.ephemeral:
+        print("== durable cluster (--data-dir, fsync on)", file=sys.stderr)
+        root = args.data_dir or tempfile.mkdtemp(prefix="crdtbook-bench-")
+        try:
+            dur = measure(args, root, full=True)
+        finally:
+            if not args.data_dir:
+                shutil.rmtree(root, ignore_errors=True)
+        if args.data_dir is not None:
+            result.update({"mode": "durable", **dur})
+        else:
+            result["mode"] = "ephemeral+durable"
+            result["durable_orders_per_s"] = dur.pop("orders_per_s")
+            result["durable_to_ephemeral"] = round(
+                result["durable_orders_per_s"] / result["ephemeral_orders_per_s"], 3)
+            result.update(dur)
     if args.json:
         print(json.dumps(result))
     else:
