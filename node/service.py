@@ -25,6 +25,7 @@ event new to the replica to the ``Journal`` in the same step that made it
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import os
 import shutil
@@ -588,8 +589,14 @@ class Node:
 def iso_time(clock: int) -> str:
     """The wall-clock part of a hybrid clock, ISO 8601 UTC with milliseconds."""
     ms = clock >> LOGICAL_BITS
-    moment = datetime.datetime.fromtimestamp(ms // 1000, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{_iso_second(ms // 1000)}{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    # Answers show many events of the same second: format each second once.
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.")
 
 
 def final_order(view) -> FinalOrder:

@@ -125,3 +125,11 @@ def test_unwritable_directory_is_refused(tmp_path):
 def _files(path):
     return sorted((name, os.path.getsize(os.path.join(path, name))) for name in os.listdir(path)
                   if not name.endswith(("-wal", "-shm")))
+
+
+def test_the_empty_account_is_stored_without_an_index_entry(store):
+    store.write(Batch(events=[order(10, "a", 1, ""), order(20, "b", 1, "")],
+                      fills=[StoredFill(0, 20, ("b", 1), ("a", 1), 100, 5, "sell", "", "")]))
+    assert [f.taker_account for f in store.fills_page(-1, 10)] == [""]
+    assert store.events_page(None, 10)[0].account == ""
+    assert store._read.execute("SELECT count(*) FROM events WHERE acct IS NULL").fetchone() == (2,)

@@ -72,8 +72,8 @@ def parse_position(query: dict[str, str]) -> tuple[int, str, int] | None:
 
 def parse_account(query: dict[str, str]) -> str | None:
     account = query.get("account")
-    if account is not None and (len(account) > 64 or not account.isprintable()):
-        raise BadRequest(400, "bad_account", "account must be at most 64 printable characters")
+    if account is not None and not (0 < len(account) <= 64 and account.isprintable()):
+        raise BadRequest(400, "bad_account", "account must be 1-64 printable characters")
     return account
 
 

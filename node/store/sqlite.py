@@ -18,7 +18,8 @@ A node's data directory holds ``store.sqlite`` (plus SQLite's ``-wal`` and
   transaction. A restart installs it and replays the events after it.
 
 Replica ids and account names are interned in ``names`` (small integers in
-the big tables keep a row near 60 bytes).
+the big tables keep a row near 60 bytes); the empty account is NULL and stays
+out of the account indexes.
 
 Rules this module keeps
 -----------------------
@@ -68,10 +69,10 @@ CREATE TABLE fills (
     taker_rid INTEGER NOT NULL, taker_seq INTEGER NOT NULL,
     maker_rid INTEGER NOT NULL, maker_seq INTEGER NOT NULL,
     price INTEGER NOT NULL, qty INTEGER NOT NULL, side INTEGER NOT NULL,
-    taker_acct INTEGER NOT NULL, maker_acct INTEGER NOT NULL
+    taker_acct INTEGER, maker_acct INTEGER
 );
-CREATE INDEX fills_taker ON fills (taker_acct, idx);
-CREATE INDEX fills_maker ON fills (maker_acct, idx);
+CREATE INDEX fills_taker ON fills (taker_acct, idx) WHERE taker_acct IS NOT NULL;
+CREATE INDEX fills_maker ON fills (maker_acct, idx) WHERE maker_acct IS NOT NULL;
 CREATE TABLE snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     final INTEGER NOT NULL, fills_base INTEGER NOT NULL, body BLOB NOT NULL
@@ -232,7 +233,7 @@ class Store:
                     "INSERT OR IGNORE INTO events (clock, rid, seq, body, acct) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [(e.clock, intern(e.replica), e.seq, _event_body(e),
-                      intern(e.account) if e.kind == ORDER else None)
+                      intern(e.account) if e.kind == ORDER and e.account else None)
                      for e in batch.events])
             if batch.orders:
                 db.executemany(
@@ -245,7 +246,8 @@ class Store:
                     "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(f.index, f.clock, intern(f.taker[0]), f.taker[1], intern(f.maker[0]),
                       f.maker[1], f.price, f.qty, 0 if f.taker_side == "buy" else 1,
-                      intern(f.taker_account), intern(f.maker_account)) for f in batch.fills])
+                      f.taker_account and intern(f.taker_account),
+                      f.maker_account and intern(f.maker_account)) for f in batch.fills])
             if batch.snapshot is not None:
                 db.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
                            batch.snapshot)
@@ -357,7 +359,8 @@ class Store:
         sql = ("SELECT f.idx, f.clock, tr.name, f.taker_seq, mr.name, f.maker_seq, f.price, "
                "f.qty, f.side, ta.name, ma.name FROM fills f "
                "JOIN names tr ON tr.id = f.taker_rid JOIN names mr ON mr.id = f.maker_rid "
-               "JOIN names ta ON ta.id = f.taker_acct JOIN names ma ON ma.id = f.maker_acct "
+               "LEFT JOIN names ta ON ta.id = f.taker_acct "
+               "LEFT JOIN names ma ON ma.id = f.maker_acct "
                "WHERE f.idx > ?")
         args: list = [after]
         if account is not None:
@@ -369,7 +372,7 @@ class Store:
         sql += " ORDER BY f.idx LIMIT ?"
         args.append(limit)
         return [StoredFill(idx, clock, (tn, ts), (mn, ms), price, qty,
-                           "buy" if side == 0 else "sell", ta, ma)
+                           "buy" if side == 0 else "sell", ta or "", ma or "")
                 for idx, clock, tn, ts, mn, ms, price, qty, side, ta, ma
                 in self._read.execute(sql, args).fetchall()]
 
