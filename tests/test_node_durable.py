@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from node.cluster import gossip
 from node.server import serve_node
 from node.service import NodeConfig
+from node.store.sqlite import StoreError
 
 from .nodes import client, converged, eventually, start
 
@@ -79,3 +81,28 @@ async def test_status_names_the_member_that_holds_finality_back(nursery, tmp_pat
 
     await eventually(held_back)
     assert gone in a.node.status()["members"]
+
+
+async def test_a_failed_store_acknowledges_and_sends_nothing(nursery):
+    a = await start(nursery)
+    b = await start(nursery, a.url)
+    await eventually(lambda: len(b.node.replica.members()) == 2)
+
+    def disk_full(batch):
+        raise StoreError("writing to the store failed: database or disk is full")
+
+    a.node.store.write = disk_full
+    async with client() as http:
+        r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "9"})
+        assert r.status_code == 503 and r.json()["error"] == "store_failed"
+        r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "9"})
+        assert r.status_code == 503 and r.json()["error"] == "store_failed"  # refused up front
+        r = await http.post(a.url + "/peer/pull", content=b"\xa1av\x01", headers={
+            "content-type": "application/cbor"})
+        assert r.status_code in (400, 503)
+        status = (await http.get(a.url + "/status")).json()
+        assert "disk is full" in status["store"]["failed"]
+    # what was never durable at a never reaches b: a pull from a is refused
+    peer = b.node.peers[a.url]
+    assert await gossip.pull_one(b.node, b.node.client, peer) is None
+    assert all(e.kind == "member" for e in b.node.replica.events())
