@@ -235,10 +235,9 @@ class Replica:
           differ from the ones it did (a forger, or a node restarted with a
           reused id: either way duplicate dots);
         * removals: a context covering dots the delta does not carry would
-          delete events here. Removal is reserved for compaction below the
-          final frontier, which this version does not do, and nothing honest
-          sends one yet; accepting them would let chain checks see different
-          predecessors on different replicas.
+          delete events here. Removal is local compaction below the final
+          frontier, never something a peer sends; accepting one would let
+          chain checks see different predecessors on different replicas.
         """
         own = self.state.context.vv.get(self.id, 0)
         context = delta.context

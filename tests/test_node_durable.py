@@ -106,3 +106,30 @@ async def test_a_failed_store_acknowledges_and_sends_nothing(nursery):
     peer = b.node.peers[a.url]
     assert await gossip.pull_one(b.node, b.node.client, peer) is None
     assert all(e.kind == "member" for e in b.node.replica.events())
+
+
+async def test_fill_pages_have_no_gap_when_compaction_commits_during_a_read(nursery):
+    from node.api import history
+
+    a = await start(nursery)
+    node = a.node
+
+    def trade(n):
+        for i in range(n):
+            node.replica.place("sell", "1", "10", now_ms=node.clock_ms())
+            node.replica.place("buy", "1", "10", now_ms=node.clock_ms())
+        node._journal_fresh()
+
+    trade(20)
+    await gossip.compact_once(node)  # fills 0..19 go to the store
+    trade(20)  # fills 20..39 in memory, final
+    read = node.journal.read
+
+    async def read_while_compacting(method, *args):
+        await gossip.compact_once(node)  # 20..39 leave memory while the store is read
+        return await read(method, *args)
+
+    node.journal.read = read_while_compacting
+    page, cursor = await history.fills_page(node, 4, 100, None)
+    assert [f.index for f, _ in page] == list(range(5, 40))
+    assert cursor is None

@@ -133,3 +133,28 @@ def test_the_empty_account_is_stored_without_an_index_entry(store):
     assert [f.taker_account for f in store.fills_page(-1, 10)] == [""]
     assert store.events_page(None, 10)[0].account == ""
     assert store._read.execute("SELECT count(*) FROM events WHERE acct IS NULL").fetchone() == (2,)
+
+
+def test_an_empty_store_file_is_corrupt_and_left_empty(tmp_path):
+    path = tmp_path / "d"
+    path.mkdir()
+    (path / "store.sqlite").write_bytes(b"")
+    with pytest.raises(StoreError, match="corrupt"):
+        Store.open(str(path), "book1")
+    assert (path / "store.sqlite").read_bytes() == b""
+
+
+def test_a_damaged_row_is_reported_at_recovery(tmp_path):
+    from node.store.recover import identity, recover
+
+    path = str(tmp_path / "d")
+    s = Store.open(path, "book1")
+    s.write(Batch(events=[order(10, "a", 1)], meta={"replica": "a"}))
+    s._db.execute("UPDATE events SET body = x'ff00'")
+    with pytest.raises(StoreError, match="cannot be read back"):
+        recover(s, identity(s))
+    s._db.execute("UPDATE meta SET value = 7 WHERE key = 'replica'")
+    s.meta["replica"] = 7
+    with pytest.raises(StoreError, match="no valid replica id"):
+        identity(s)
+    s.close()

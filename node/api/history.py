@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 
+from crdtbook.clock import MAX_CLOCK
 from crdtbook.dot import check_replica, check_seq
 from crdtbook.replica import OrderView, ReplicaError
 
@@ -41,7 +42,7 @@ def parse_limit(query: dict[str, str]) -> int:
     text = query.get("limit")
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or len(text) > 6 or not 1 <= int(text) <= MAX_LIMIT:
+    if not _digits(text, 6) or not 1 <= int(text) <= MAX_LIMIT:
         raise BadRequest(400, "bad_limit", f"limit must be an integer 1..{MAX_LIMIT}")
     return int(text)
 
@@ -50,7 +51,7 @@ def parse_fill_cursor(query: dict[str, str]) -> int:
     text = query.get("after")
     if text is None:
         return -1
-    if not text.isdigit() or len(text) > 18:
+    if not _digits(text, 18):
         raise BadRequest(400, "bad_cursor", "after must be a fill cursor (a number) from `next`")
     return int(text)
 
@@ -61,13 +62,19 @@ def parse_position(query: dict[str, str]) -> tuple[int, str, int] | None:
         return None
     parts = text.split(":")
     try:
-        if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) > 19:
+        if len(parts) != 3 or not _digits(parts[0], 19) or not _digits(parts[2], 19) \
+                or int(parts[0]) > MAX_CLOCK:
             raise ValueError
-        return int(parts[0]), check_replica(parts[1]), check_seq(int(parts[2][:19]))
+        return int(parts[0]), check_replica(parts[1]), check_seq(int(parts[2]))
     except ValueError:
         raise BadRequest(400, "bad_cursor",
                          "after must be a position cursor (clock:replica:seq) from `next`") \
             from None
+
+
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes superscripts and other scripts)."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
 
 
 def parse_account(query: dict[str, str]) -> str | None:
@@ -91,31 +98,41 @@ def position_cursor(position: tuple[int, str, int]) -> str:
 
 # -- fills -------------------------------------------------------------------
 async def fills_page(node: Node, after: int, limit: int, account: str | None):
-    """(fills as StoredFill with their final flag, next cursor or None)."""
+    """(fills as StoredFill with their final flag, next cursor or None).
+
+    Compaction may move fills from memory to the store while the store is
+    read (the read waits on a thread): the store part is read again until it
+    reaches what the store held when memory was last looked at, and the
+    unflushed and memory parts are then read with no wait in between, so the
+    three parts join without a gap or a double.
+    """
     replica = node.replica
-    final_count = replica.final_fill_count()
-    memory_base = replica.fills_base
-    unflushed = list(node.unflushed_fills)
-    stored_end = unflushed[0].index if unflushed else memory_base
     out: list = []
-    if after + 1 < stored_end:
-        stored = await node.journal.read(node.store.fills_page, after, limit + 1, account)
-        out.extend(f for f in stored if f.index < stored_end)
-        # memory may have moved on while the store was read: start from what it holds now
-        unflushed = list(node.unflushed_fills)
-        memory_base = replica.fills_base
-        final_count = replica.final_fill_count()
-    seen = out[-1].index if out else after
-    out.extend(f for f in unflushed if f.index > seen and _touches(f, account))
-    seen = out[-1].index if out else seen
-    raw = replica.engine.fills
-    start = max(seen + 1 - memory_base, 0)
-    for i in range(start, len(raw)):
-        if len(out) > limit:
+    seen = after
+    while len(out) <= limit:
+        unflushed = node.unflushed_fills
+        stored_end = unflushed[0].index if unflushed else replica.fills_base
+        if seen + 1 >= stored_end:
             break
-        fill = stored_fill(memory_base + i, raw[i])
-        if _touches(fill, account):
-            out.append(fill)
+        want = limit + 1 - len(out)
+        rows = await node.journal.read(node.store.fills_page, seen, want, account)
+        out.extend(rows)
+        if rows:
+            seen = rows[-1].index
+        if len(rows) < want:  # every fill committed before the read was scanned
+            seen = max(seen, stored_end - 1)
+    # no await from here on: unflushed and memory are read at one instant
+    final_count = replica.final_fill_count()
+    if len(out) <= limit:
+        out.extend(f for f in node.unflushed_fills if f.index > seen and _touches(f, account))
+        memory_base = replica.fills_base
+        raw = replica.engine.fills
+        for i in range(max(seen + 1 - memory_base, 0), len(raw)):
+            if len(out) > limit:
+                break
+            fill = stored_fill(memory_base + i, raw[i])
+            if _touches(fill, account):
+                out.append(fill)
     more = len(out) > limit
     out = out[:limit]
     return [(f, f.index < final_count) for f in out], (str(out[-1].index) if more else None)

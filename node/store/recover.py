@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import secrets
 
+import cbor2
+
 from crdtbook.codec import decode_snapshot
+from crdtbook.dot import check_replica
 from crdtbook.replica import Replica
 
 from .sqlite import Batch, Store, StoreError
@@ -40,11 +43,27 @@ def identity(store: Store, wanted: str | None = None) -> str:
     if replica_id is None:
         replica_id = wanted or new_replica_id()
         store.write(Batch(meta={"replica": replica_id}))
-    return replica_id
+    try:
+        return check_replica(replica_id)
+    except ValueError:
+        raise StoreError(f"the store in {store.directory} names no valid replica id "
+                         f"({str(replica_id)[:80]!r}); it was left as it is") from None
 
 
 def recover(store: Store, replica_id: str) -> tuple[Replica, int]:
-    """The replica as the store left it, and how many events were replayed."""
+    """The replica as the store left it, and how many events were replayed.
+
+    StoreError if what the store holds cannot be read back (a damaged row).
+    """
+    try:
+        return _recover(store, replica_id)
+    except (ValueError, LookupError, TypeError, cbor2.CBORError) as exc:  # a damaged row
+        raise StoreError(f"the store in {store.directory} holds data that cannot be read back "
+                         f"({str(exc)[:200]}); it was left as it is: restore a backup or move "
+                         "it aside") from None
+
+
+def _recover(store: Store, replica_id: str) -> tuple[Replica, int]:
     replica = Replica(replica_id, track_fresh=True)
     final = 0
     saved = store.snapshot()

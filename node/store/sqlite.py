@@ -171,6 +171,9 @@ class Store:
                 raise StoreError(f"data directory {directory} is not writable")
             path = os.path.join(directory, STORE_FILE)
             fresh = not os.path.exists(path)
+            if not fresh and not _looks_like_sqlite(path):
+                raise StoreError(f"the store in {directory} is corrupt (not an SQLite database); "
+                                 "it was left as it is: restore a backup or move it aside")
             writer = _connect(path, fsync)
             reader = _connect(path, fsync)
             try:
@@ -396,6 +399,16 @@ def _final(replica: str, seq: int, state) -> FinalOrder | None:
     if status is None:
         return None
     return FinalOrder(replica, seq, STATUSES[status], filled, reason)
+
+
+def _looks_like_sqlite(path: str) -> bool:
+    """Check the file's header before SQLite touches it: SQLite would take an empty
+    file for a new database and write into it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def _connect(path: str, fsync: bool) -> sqlite3.Connection:
