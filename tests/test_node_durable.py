@@ -115,7 +115,7 @@ async def test_fill_pages_have_no_gap_when_compaction_commits_during_a_read(nurs
     node = a.node
 
     def trade(n):
-        for i in range(n):
+        for _ in range(n):
             node.replica.place("sell", "1", "10", now_ms=node.clock_ms())
             node.replica.place("buy", "1", "10", now_ms=node.clock_ms())
         node._journal_fresh()
