@@ -100,6 +100,10 @@ async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_stat
             await gossip.say_goodbye(node, client)
         gossip_scope.cancel()
         with trio.move_on_after(5.0):
+            if not node.journal.failed and not node.store.ephemeral:
+                if config.compact_interval_s:
+                    await gossip.compact_once(node)
+                node.snapshot_now()  # so the next start replays (almost) nothing
             await node.journal.flush()  # whatever is still appended (history, lease)
         journal_scope.cancel()
         # hypercorn returns by itself once open requests drain (graceful_timeout)

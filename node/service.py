@@ -67,6 +67,7 @@ class NodeConfig:
     fsync: bool = True
     rejoin_as_new: bool = False  # a retired (left/evicted) store is set aside, not refused
     clock_lease_ms: int = 2_000  # how far past now a claim may promise (see renew_lease)
+    snapshot_interval_s: float = 30.0  # at most this often a snapshot goes to the store
     pull_interval_s: float = 1.0
     announce_interval_s: float = DEFAULT_TTL_S / 3
     registry_ttl_s: float = DEFAULT_TTL_S
@@ -239,6 +240,7 @@ class Node:
         self.unflushed_orders: dict[tuple[str, int], tuple] = {}
         self.unflushed_fills: list = []
         self.recovered = replayed
+        self._snapshot_at: float | None = None  # when the last snapshot was written
         self.registry = Registry(config.registry_ttl_s)
         self.peers: dict[str, Peer] = {}
         self.url = ""  # set once the server is bound
@@ -511,10 +513,30 @@ class Node:
         for order, view in zip(orders, done.orders, strict=True):
             self.unflushed_orders[(order.replica, order.seq)] = (view, order)
         self.unflushed_fills.extend(fills)
+        self.journal.history(orders, fills, self._snapshot_if_due())
+        return done.removed
+
+    def snapshot_now(self) -> None:
+        """Append a snapshot (a graceful stop: the next start replays nothing)."""
+        self._snapshot_at = None
+        self.journal.history([], [], self._snapshot_if_due())
+
+    def _snapshot_if_due(self) -> tuple[int, int, bytes] | None:
+        """A snapshot for the store, at most every ``snapshot_interval_s``.
+
+        Building one costs a pass over everything held in memory; a restart
+        replays the events stored after the last one, so this trades CPU now
+        for seconds at restart (events after F, at most an interval's worth).
+        """
+        now = self.monotonic()
+        if self._snapshot_at is not None \
+                and now - self._snapshot_at < self.config.snapshot_interval_s:
+            return None
+        self._snapshot_at = now
+        replica = self.replica
         snapshot = replica.snapshot_state()
         body = encode_snapshot(snapshot, replica.claims())
-        self.journal.history(orders, fills, (snapshot.final, snapshot.fills_base, body))
-        return done.removed
+        return snapshot.final, snapshot.fills_base, body
 
     def history_committed(self, orders: int, fills: int) -> None:
         """The oldest ``orders``/``fills`` of the unflushed history are in the store now."""
