@@ -49,6 +49,7 @@ class Journal:
         self._committed = trio.Event()  # replaced after every commit
         self._write_lock = trio.CapacityLimiter(1)
         self._flushing = trio.Lock()  # batches commit one after another, in order
+        self._last_batch = 0  # appends the last commit served
         self._read_lock = trio.CapacityLimiter(1)
         self.failed: str | None = None
         self.commits = 0
@@ -98,9 +99,12 @@ class Journal:
         """
         while True:
             await self._wake.wait()
-            # Let appends gather for a moment: under load one commit then serves
-            # many requests (and many peers' events) for one fsync and one thread hop.
-            await trio.sleep(COMMIT_WINDOW_S)
+            if self._last_batch > 1:
+                # Under load (the last batch served several appends), let appends
+                # gather for a moment: one commit then serves many requests and
+                # peers' events for one fsync and one thread hop. A node serving
+                # one request at a time commits at once.
+                await trio.sleep(COMMIT_WINDOW_S)
             await self.flush()
 
     async def flush(self) -> None:
@@ -113,6 +117,7 @@ class Journal:
         if self.failed:
             return
         batch, target = self._batch, self._appended
+        self._last_batch = target - self._durable
         self._batch = Batch()
         if not batch:
             self._durable = target
