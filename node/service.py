@@ -27,9 +27,7 @@ from __future__ import annotations
 import datetime
 import functools
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,9 +43,10 @@ from crdtbook.replica import ReplicaError
 
 from . import logs
 from .cluster.registry import DEFAULT_TTL_S, Registry
+from .store.datadir import Retired, open_store, phrase
 from .store.journal import Journal
-from .store.recover import identity, recover
-from .store.sqlite import Batch, FinalOrder, Store, StoredFill, StoreError
+from .store.recover import recover
+from .store.sqlite import Batch, FinalOrder, StoredFill
 
 OUTBOX_LIMIT = 10_000  # deltas queued per peer before pushes are dropped (pull repairs)
 MAX_BACKOFF_S = 30.0
@@ -129,56 +128,6 @@ class Peer:
         return now >= self.retry_at
 
 
-class Retired(Exception):
-    """The store's replica has left the cluster or was evicted: it cannot trade again."""
-
-
-def _phrase(how: str) -> str:
-    return "was evicted from the cluster" if how == "evicted" else "left the cluster"
-
-
-def open_store(config: NodeConfig) -> tuple[Store, str]:
-    """The node's store and its replica id (StoreError/Retired if unusable)."""
-    if config.data_dir is None:
-        directory = tempfile.mkdtemp(prefix="crdtbook-ephemeral-")
-        store = Store.open(directory, config.book, fsync=False)
-        store.ephemeral = True
-        return store, identity(store, config.replica_id)
-    store = Store.open(config.data_dir, config.book, fsync=config.fsync)
-    store.ephemeral = False
-    try:
-        held = store.meta.get("replica")
-        if config.replica_id and held and held != config.replica_id:
-            raise StoreError(f"{store.directory} belongs to replica {held}, not "
-                             f"{config.replica_id}; drop --id or use another --data-dir")
-        retired = store.meta.get("retired")
-        if retired and config.rejoin_as_new:
-            store = _set_aside(store, config)
-        elif retired:
-            raise Retired(f"replica {held} {_phrase(retired)}; its data in "
-                          f"{store.directory} cannot trade again. Start with --rejoin-as-new "
-                          "to keep that data aside and join as a new replica")
-        return store, identity(store, config.replica_id)
-    except BaseException:
-        store.close()
-        raise
-
-
-def _set_aside(store: Store, config: NodeConfig) -> Store:
-    """Move a retired replica's files into a subdirectory; open a new store."""
-    directory, replica = store.directory, store.meta.get("replica")
-    store.close()
-    aside = os.path.join(directory, f"retired-{replica}-{int(time.time())}")
-    os.makedirs(aside)
-    for name in sorted(os.listdir(directory)):
-        if name.startswith("store.sqlite"):
-            shutil.move(os.path.join(directory, name), os.path.join(aside, name))
-    logs.warning("store.set_aside", replica=replica, kept_in=aside)
-    fresh = Store.open(directory, config.book, fsync=config.fsync)
-    fresh.ephemeral = False
-    return fresh
-
-
 def normalize_url(url: str) -> str:
     """``http://host:port`` or ValueError; accepts ``host:port`` too."""
     if not isinstance(url, str) or len(url) > 300 or not url.isascii():
@@ -214,7 +163,9 @@ class Node:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.store, replica_id = open_store(config)
+        self.store, replica_id = open_store(config.data_dir, config.book, fsync=config.fsync,
+                                            replica_id=config.replica_id,
+                                            rejoin_as_new=config.rejoin_as_new)
         try:
             self.replica, replayed = recover(self.store, replica_id)
         except BaseException:
@@ -229,7 +180,7 @@ class Node:
         if how is not None and self.retired is None:  # learnt just before a crash
             self.store.write(Batch(meta={"retired": how}))
             self.close()
-            raise Retired(f"replica {replica_id} {_phrase(how)}; start with --rejoin-as-new "
+            raise Retired(f"replica {replica_id} {phrase(how)}; start with --rejoin-as-new "
                           "to keep its data aside and join as a new replica")
         self.lease = self.store.meta.get("clock_lease", 0)  # highest clock a claim may reach
         # own seq each peer replica is known to hold (push answers, pull contexts)
@@ -425,7 +376,7 @@ class Node:
     def ready_to_trade(self) -> None:
         """Raise NotReady unless this node may create events."""
         if self.retired is not None:
-            raise NotReady(self.retired, f"replica {self.id} {_phrase(self.retired)} and "
+            raise NotReady(self.retired, f"replica {self.id} {phrase(self.retired)} and "
                                          "creates no more events", status=409)
         if self.journal.failed:
             raise NotReady("store_failed", f"the store failed ({self.journal.failed}); "

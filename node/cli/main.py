@@ -334,7 +334,8 @@ def run_node(args: argparse.Namespace) -> int:
 
     from ..gcpolicy import tune
     from ..server import main_node
-    from ..service import Node, NodeConfig, Retired, normalize_url
+    from ..service import Node, NodeConfig, normalize_url
+    from ..store.datadir import Retired
     from ..store.sqlite import StoreError
 
     logs.setup(args.log_level)

@@ -138,6 +138,7 @@ class Store:
     def __init__(self, directory: str, lock_fd: int, writer: sqlite3.Connection,
                  reader: sqlite3.Connection) -> None:
         self.directory = directory
+        self.ephemeral = False  # a throwaway store (see datadir.open_store)
         self._lock_fd = lock_fd
         self._db = writer
         self._read = reader
