@@ -78,8 +78,7 @@ def _recover(store: Store, replica_id: str) -> tuple[Replica, int]:
         replica.observe_claims(claims)
     replayed = 0
     for page in store.events_after(final):
-        replica.restore(page)
-        replayed += len(page)
+        replayed += replica.restore(page)  # what the snapshot did not hold already
     lease = store.meta.get("clock_lease")
     if isinstance(lease, int):
         replica.clock.observe(lease)
