@@ -1,0 +1,292 @@
+"""Merging: how events enter a replica, and which of them the engine sees.
+
+Theory of operation
+-------------------
+``Merging`` is the base class of ``Replica`` (replica.py): the methods that
+join deltas into the set and admit events to the engine. It owns no state of
+its own; it works on the replica's attributes (``state``, ``engine``,
+``clock``, ``membership`` and the plain ``_cutoff``/``_final`` the hot path
+reads), set up by ``Replica.__init__``.
+
+An event enters the set when merged; it reaches the engine once its origin's
+seqs before it are all held (contiguity), after two checks along its
+origin's seq chain: clocks strictly increase (the first that does not, and
+every later event of that origin, is rejected), and nothing past the
+origin's cutoff (a leave or evict) counts. A valid leave or evict lowers its
+target's cutoff and rejects the target's later events, replaying from the
+earliest of them if they were already matched.
+
+Rules this module keeps
+-----------------------
+* One event's admission depends only on the set, never on arrival order.
+* The in-order path of ``_merge_one`` reads plain attributes only: it is the
+  throughput of a live node.
+* Deltas no honest peer sends (events under this replica's own id that it
+  did not make, removals) are refused before anything changes.
+"""
+
+from __future__ import annotations
+
+from .aworset import AWORSet
+from .engine import member_reason
+from .events import MEMBER, Cancel, Member, Order
+
+REASON_CLOCK = "clock does not increase along its replica's seq"
+REASON_CLOCK_AFTER = "an earlier event of its replica was rejected for its clock"
+REASON_RETIRED = "its replica had left or was evicted before this event"
+
+
+class ReplicaError(ValueError):
+    """A local request the replica refuses (unknown order, not ours, bad field)."""
+
+
+class Merging:
+    # -- replication ---------------------------------------------------------
+    def merge(self, delta: AWORSet) -> int:
+        """Join a delta (or a whole state) from anywhere; update book and fills.
+
+        Returns how many events were new here (0 for a duplicate delivery).
+        Raises ReplicaError, changing nothing, if the delta speaks for dots of
+        this replica's own id that it never minted (only a forger or a restarted
+        node reusing its id could send those; both would mint duplicate dots).
+        """
+        if len(delta.store) == 1:
+            single = _single_event(delta)
+            if single is not None:  # its context is exactly its own dot: no removal
+                if single.replica == self.id:
+                    self._refuse(delta)
+                return self._merge_one(single)
+        self._refuse(delta)
+        return self._merge_general(delta)
+
+    def _refuse(self, delta: AWORSet) -> None:
+        """Raise ReplicaError for the deltas no honest peer sends; check before any change.
+
+        * events under this replica's own id that it never created, or that
+          differ from the ones it did (a forger, or a node restarted with a
+          reused id: either way duplicate dots);
+        * removals: a context covering dots the delta does not carry would
+          delete events here. Removal is local compaction below the final
+          frontier, never something a peer sends; accepting one would let
+          chain checks see different predecessors on different replicas.
+        """
+        own = self.state.context.vv.get(self.id, 0)
+        context = delta.context
+        cloud = context.cloud.get(self.id)
+        mine = delta.store.get(self.id)
+        if (
+            context.vv.get(self.id, 0) > own
+            or (cloud and max(cloud) > own)
+            or (mine and any(self._altered_own(s, e) for s, e in mine.items()))
+        ):
+            raise ReplicaError(
+                f"refusing a delta with events under this replica's own id {self.id!r} "
+                "that it did not create"
+            )
+        carried = sum(len(seqs) for seqs in delta.store.values())
+        covered = context.size()
+        if covered != carried:
+            raise ReplicaError(
+                f"refusing a delta whose context covers {covered - carried} dots it does not "
+                "carry (a removal); removal is reserved for compaction, not supported yet"
+            )
+
+    def _altered_own(self, seq: int, event) -> bool:
+        """An event under this replica's id that is not the one it made."""
+        held = self.state.get(self.id, seq)
+        if held is None:  # never made (seq beyond ours), or compacted away: then fine
+            return seq > self.state.context.contiguous(self.id)
+        return held != event
+
+    def _merge_general(self, delta: AWORSet) -> int:
+        state = self.state
+        before = {r: state.context.contiguous(r) for r in delta.context.replicas()}
+        changes = state.merge(delta)
+        if not changes and all(state.context.contiguous(r) == n for r, n in before.items()):
+            return 0
+        if changes.added:
+            self.clock.observe(max(event.clock for _, _, event in changes.added))
+            self._unhashed.extend(event for _, _, event in changes.added)
+            if self._fresh is not None:
+                self._fresh.extend(event for _, _, event in changes.added)
+            self._events_total += len(changes.added)
+        if changes.replaced:
+            if self._compacted:
+                # History is gone, so no rebuild: keep what was held. Only a forger
+                # sends two events under one dot.
+                for replica, seq, old, _ in changes.replaced:
+                    state.store[replica][seq] = old
+                self.forged_conflicts += len(changes.replaced)
+            else:
+                self._digest_sum, self._unhashed = 0, [e for _, _, e in state.entries()]
+                self._rebuild()
+                return len(changes.added)
+        ready = []
+        for replica, old in before.items():
+            new = state.context.contiguous(replica)
+            if new > old:
+                self._check_chain(replica, old, new, ready)
+        self._admit(ready)
+        return len(changes.added)
+
+    def _merge_one(self, event: Order | Cancel) -> int:
+        """``merge`` for the common delta: one event whose context is its own dot.
+
+        The same join, minus the generality: a fresh dot is stored, its dot
+        added to the context, and whatever became contiguous goes to the engine.
+        The first branch is the hot path of a live node: the next event of its
+        origin, in order.
+        """
+        replica, seq = event.replica, event.seq
+        state = self.state
+        cc = state.context
+        top = cc.vv.get(replica, 0)
+        if seq == top + 1 and replica not in cc.cloud and event.kind != MEMBER:
+            seqs = state.store.get(replica)
+            if seqs is None:
+                seqs = state.store[replica] = {}
+            seqs[seq] = event
+            cc.vv[replica] = seq
+            clock = self.clock
+            if event.clock > clock.last:
+                clock.last = event.clock
+            self._unhashed.append(event)
+            if self._fresh is not None:
+                self._fresh.append(event)
+            self._events_total += 1
+            engine = self.engine
+            if (event.clock <= self._chain_clock.get(replica, 0) or replica in engine.invalid
+                    or replica in self._cutoff):
+                self._check_chain(replica, top, seq, [])
+            self._chain_clock[replica] = event.clock
+            if event.clock <= self._final:  # see _admit: must never happen
+                self.frontier_violations += 1
+            engine.add(event)
+            return 1
+        if cc.has(replica, seq):
+            held = state.get(replica, seq)
+            if held is None or held == event or held < event:
+                return 0
+            return self._merge_general(AWORSet.from_entries([(replica, seq, event)]))
+        seqs = state.store.get(replica)
+        if seqs is None:
+            seqs = state.store[replica] = {}
+        seqs[seq] = event
+        cc.add(replica, seq)
+        self.clock.observe(event.clock)
+        self._unhashed.append(event)
+        if self._fresh is not None:
+            self._fresh.append(event)
+        self._events_total += 1
+        new = cc.contiguous(replica)
+        if new > top:
+            ready: list = []
+            self._check_chain(replica, top, new, ready)
+            self._admit(ready)
+        return 1
+
+    def _check_chain(self, replica: str, old: int, new: int, ready: list) -> None:
+        """Admit seqs old+1..new of ``replica``: check its clock chain and cutoff."""
+        seqs = self.state.store.get(replica, {})
+        last = self._chain_clock.get(replica, 0)
+        poisoned = replica in self._poisoned
+        cut = self._cutoff.get(replica)
+        invalid = self.engine.invalid
+        for seq in range(old + 1, new + 1):
+            event = seqs.get(seq)
+            if event is None:  # seen and removed: it never enters the engine
+                continue
+            if poisoned:
+                invalid.setdefault(replica, {})[seq] = REASON_CLOCK_AFTER
+            elif event.clock <= last:
+                poisoned = True
+                self._poisoned.add(replica)
+                invalid.setdefault(replica, {})[seq] = REASON_CLOCK
+            elif cut is not None and seq > cut:
+                invalid.setdefault(replica, {})[seq] = REASON_RETIRED
+            ready.append(event)
+            last = event.clock
+        self._chain_clock[replica] = last
+
+    def _admit(self, ready: list) -> None:
+        """Send newly contiguous events to the engine, applying membership changes first.
+
+        A valid leave or evict lowers its target's cutoff: the target's events
+        after it are rejected, including ones already matched (they are replayed
+        as rejected, from the earliest of them).
+        """
+        engine = self.engine
+        replay: list = []
+        for event in ready:
+            if event.kind != MEMBER or self._member_reason(event) is not None:
+                continue
+            cut = self.membership.apply(event)
+            if cut is None:
+                continue
+            target = event.target
+            top = self.state.context.contiguous(target)
+            held = self.state.store.get(target, {})
+            for seq in sorted(s for s in held if cut < s <= top):
+                marks = engine.invalid.setdefault(target, {})
+                if marks.setdefault(seq, REASON_RETIRED) != REASON_RETIRED:
+                    continue  # already rejected for its clock: nothing changes
+                event = held[seq]
+                if event.clock <= self._final:
+                    # A cutoff reaching back below F would change what was reported
+                    # final: only an evict racing the evicted replica's own last
+                    # messages does that (the documented trade-off). Count it.
+                    self.frontier_violations += 1
+                if engine.outcome(target, seq) is not None and engine.in_window(event):
+                    replay.append(event)
+        if replay:
+            ready = ready + replay
+        if len(ready) > 1:
+            ready.sort()
+        if ready and ready[0].clock <= self._final:
+            invalid = engine.invalid
+            self.frontier_violations += sum(
+                1 for e in ready
+                if e.clock <= self._final and not invalid.get(e.replica, {}).get(e.seq)
+                and e not in replay
+            )
+        engine.update(ready, replay)
+
+    def _member_reason(self, event: Member) -> str | None:
+        """Why a membership event has no effect, or None.
+
+        Only its own rules and its replica's clock chain count, never a cutoff:
+        a cutoff may arrive before or after it, and the effect must not depend
+        on which came first.
+        """
+        marks = self.engine.invalid.get(event.replica)
+        reason = marks.get(event.seq) if marks else None
+        if reason in (REASON_CLOCK, REASON_CLOCK_AFTER):
+            return reason
+        return member_reason(event)
+
+    def _rebuild(self) -> None:
+        """Recompute everything from the set (after a forged duplicate dot)."""
+        self._chain_clock.clear()
+        self._poisoned.clear()
+        self.membership.reset()
+        self.engine.invalid.clear()
+        self.engine.reset()
+        ready: list = []
+        for replica in self.state.context.replicas():
+            self._check_chain(replica, 0, self.state.context.contiguous(replica), ready)
+        self._admit(ready)
+
+
+def _single_event(delta: AWORSet) -> Order | Cancel | None:
+    """The event of a delta holding one event and exactly its dot, else None."""
+    ((replica, seqs),) = delta.store.items()
+    if len(seqs) != 1:
+        return None
+    ((seq, event),) = seqs.items()
+    vv, cloud = delta.context.vv, delta.context.cloud
+    if seq == 1:
+        exact = not cloud and len(vv) == 1 and vv.get(replica) == 1
+    else:
+        exact = not vv and len(cloud) == 1 and len(cloud.get(replica, ())) == 1 \
+            and seq in cloud[replica]
+    return event if exact else None
