@@ -35,7 +35,9 @@ class Request:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.body = body
-        self.query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        # blank values kept: `timeout=` is a mistake to report, not an absent parameter
+        self.query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                    keep_blank_values=True))
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                         for k, v in scope.get("headers", [])}
         client = scope.get("client")

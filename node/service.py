@@ -191,6 +191,10 @@ class Node:
         self.unflushed_orders: dict[tuple[str, int], tuple] = {}
         self.unflushed_fills: list = []
         self.recovered = replayed
+        # A restarted member takes no order before one peer has answered a pull:
+        # if its store lost acknowledged events (a lost WAL, a stale backup), a
+        # peer holding them shows it, before a new event reuses one of their seqs.
+        self.caught_up = not any(r != self.id for r in self.replica.members())
         self._snapshot_at: float | None = None  # when the last snapshot was written
         self.registry = Registry(config.registry_ttl_s)
         self.peers: dict[str, Peer] = {}
@@ -293,7 +297,9 @@ class Node:
             if "own id" in str(exc) and self.conflict is None:
                 self.conflict = str(exc)
                 logs.error("node.id_conflict", replica=self.id, detail=str(exc),
-                           hint="another node uses this replica id; restart without --id")
+                           hint="another node uses this replica id, or this node's store lost "
+                                "events it had acknowledged (restored from an old backup, lost "
+                                "WAL): start a new replica (new --data-dir) and evict this one")
             raise
         if added:
             self._journal_fresh()
@@ -382,10 +388,15 @@ class Node:
             raise NotReady("store_failed", f"the store failed ({self.journal.failed}); "
                                            "restart the node once the disk is fixed")
         if self.conflict is not None:
-            raise NotReady("conflict", "another node uses this replica id; this node stopped "
-                                       "accepting orders (restart it without --id)")
+            raise NotReady("conflict", "peers hold events under this replica's id that this "
+                                       "node never made or no longer has (another node uses "
+                                       "this id, or this store lost acknowledged events); it "
+                                       "stopped accepting orders")
         if not self.joined:
             raise NotReady("joining", "this node has not joined the cluster yet; retry shortly")
+        if not self.caught_up:
+            raise NotReady("catching_up", "this node restarted and waits to hear from a peer "
+                                          "before it takes orders; retry shortly")
 
     def bootstrap(self) -> None:
         self.replica.bootstrap(self.clock_ms())
@@ -527,6 +538,7 @@ class Node:
             "members": self.replica.members(),
             "held_back_by": self._holder(final),
             "joined": self.joined,
+            "caught_up": self.caught_up,
             "retired": self.retired,
             "evicted": self.retired == "evicted",
             "data_dir": None if self.store is None or self.store.ephemeral

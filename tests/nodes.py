@@ -43,7 +43,7 @@ async def start(nursery: trio.Nursery, *peers: str, **settings) -> Running:
             done.set()
 
     node = await nursery.start(run)
-    await eventually(lambda: node.joined)  # founded, or admitted by a peer
+    await eventually(lambda: node.joined and node.caught_up)  # founded or admitted, caught up
     return Running(node, shutdown, done)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from node.cluster import gossip
 from node.server import serve_node
 from node.service import NodeConfig
@@ -133,3 +135,41 @@ async def test_fill_pages_have_no_gap_when_compaction_commits_during_a_read(nurs
     page, cursor = await history.fills_page(node, 4, 100, None)
     assert [f.index for f, _ in page] == list(range(5, 40))
     assert cursor is None
+
+
+async def test_a_restarted_node_whose_store_lost_events_takes_no_order(nursery, tmp_path):
+    import sqlite3
+
+    data = str(tmp_path / "a")
+    a = await start(nursery, data_dir=data)
+    b = await start(nursery, a.url)
+    async with client() as http:
+        for _ in range(5):
+            r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1",
+                                                         "price": "7"})
+            assert r.status_code == 201
+        last = r.json()["order"]["id"]
+        await eventually(lambda: b.node.replica.order(last) is not None)
+        replica, seq = a.node.id, int(last.rsplit(":", 1)[1])
+        await a.stop()
+        # what a lost WAL does: the newest acknowledged events are gone from the store
+        with sqlite3.connect(f"{data}/store.sqlite") as db:
+            db.execute("DELETE FROM snapshot")
+            db.execute("DELETE FROM events WHERE seq > ? AND rid = "
+                       "(SELECT id FROM names WHERE name = ?)", (seq - 2, replica))
+        a = await start_unready(nursery, b.url, data_dir=data)
+        assert a.node.id == replica
+        r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "7"})
+        assert r.status_code == 503  # catching up, then in conflict: never a reused seq
+        await eventually(lambda: a.node.conflict is not None)
+        r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "7"})
+        assert r.status_code == 503 and r.json()["error"] == "conflict"
+        assert b.node.replica.order(last).qty > 0  # b's copy stands
+
+
+async def start_unready(nursery, *peers, **settings):
+    """A node started without waiting for it to be ready to trade."""
+    config = NodeConfig(host="127.0.0.1", port=0, peers=list(peers), pull_interval_s=0.2,
+                        request_timeout_s=1.0, compact_interval_s=None, **settings)
+    node = await nursery.start(lambda task_status: serve_node(config, task_status=task_status))
+    return SimpleNamespace(node=node, url=node.url)

@@ -158,3 +158,15 @@ def test_a_damaged_row_is_reported_at_recovery(tmp_path):
     with pytest.raises(StoreError, match="no valid replica id"):
         identity(s)
     s.close()
+
+
+def test_a_store_with_events_but_no_replica_id_is_refused(tmp_path):
+    from node.store.recover import identity
+
+    path = str(tmp_path / "d")
+    s = Store.open(path, "book1")
+    s.write(Batch(events=[order(10, "a", 1)]))
+    with pytest.raises(StoreError, match="names no replica id"):
+        identity(s)
+    assert "replica" not in s.meta  # nothing minted
+    s.close()

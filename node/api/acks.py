@@ -12,12 +12,15 @@ the answer says ``"replicated": false`` (HTTP 202).
 
 from __future__ import annotations
 
+import re
+
 import trio
 
 from ..asgi import BadRequest
 from ..service import Node
 
 ACKS = ("local", "replicated", "all")
+_SECONDS = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?", re.ASCII)
 
 
 def parse_ack(query: dict) -> tuple[str, float]:
@@ -26,12 +29,11 @@ def parse_ack(query: dict) -> tuple[str, float]:
     if ack not in ACKS:
         raise BadRequest(400, "bad_ack", f"ack must be one of {', '.join(ACKS)}")
     text = query.get("timeout", "5")
-    try:
-        if isinstance(text, bool):
-            raise ValueError
-        timeout = float(text)
-    except (TypeError, ValueError):
-        timeout = -1.0
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        text = str(text)  # a number in a PeerRPC payload
+    if not isinstance(text, str) or not _SECONDS.fullmatch(text):
+        raise BadRequest(400, "bad_timeout", "timeout must be a number of seconds, 0-60")
+    timeout = float(text)
     if not 0 < timeout <= 60:  # also refuses nan and inf
         raise BadRequest(400, "bad_timeout", "timeout must be a number of seconds, 0-60")
     return ack, timeout

@@ -265,6 +265,9 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         _failed(node, peer, "pull", exc)
         return None
     peer.ok(replica, node.monotonic())
+    if not node.caught_up and replica in node.replica.members():
+        node.caught_up = True  # a member told us all it holds, of our own events too
+        logs.info("node.caught_up", peer=peer.url)
     node.stats["pulled_events"] += added
     node.stats["pull_requests"] += 1
     node.stats["wire_bytes"] += wire_size(response)

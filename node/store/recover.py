@@ -41,6 +41,10 @@ def identity(store: Store, wanted: str | None = None) -> str:
     (made durable before anything else)."""
     replica_id = store.meta.get("replica")
     if replica_id is None:
+        if store.event_count() or store.snapshot() is not None:
+            raise StoreError(f"the store in {store.directory} holds events but names no "
+                             "replica id; it was left as it is: restore a backup or move it "
+                             "aside")
         replica_id = wanted or new_replica_id()
         store.write(Batch(meta={"replica": replica_id}))
     try:
