@@ -61,6 +61,9 @@ async def test_kill_9_under_load_loses_no_acknowledged_order(tmp_path):
     try:
         async with httpx.AsyncClient(timeout=5) as client:
             stop = trio.Event()
+            up = {node.url: trio.Event() for node in nodes}  # replaced while a node is down
+            for event in up.values():
+                event.set()
 
             async def trader(node: NodeProcess, seed: int) -> None:
                 local = random.Random(seed)
@@ -72,7 +75,7 @@ async def test_kill_9_under_load_loses_no_acknowledged_order(tmp_path):
                     try:
                         response = await client.post(node.url + "/orders", json=batch)
                     except httpx.HTTPError:
-                        await trio.sleep(0.05)  # the node is down: retry shortly
+                        await up[node.url].wait()  # the node is down: retry once it is back
                         continue
                     if response.status_code == 201:
                         for result in response.json():
@@ -82,14 +85,19 @@ async def test_kill_9_under_load_loses_no_acknowledged_order(tmp_path):
                 for i, node in enumerate(nodes):
                     nursery.start_soon(trader, node, i)
                 for _ in range(3):
-                    await trio.sleep(rng.uniform(0.3, 0.9))  # load runs meanwhile
+                    # a random moment: after a random amount of acknowledged load
+                    target = len(acknowledged) + rng.randint(50, 400)
+                    await eventually(lambda t=target: len(acknowledged) >= t, timeout=60)
                     victim = nodes[rng.randrange(1, len(nodes))]
                     before = victim.replica
+                    up[victim.url] = trio.Event()
                     victim.kill()
                     await victim.start()
+                    up[victim.url].set()
                     assert victim.replica == before  # the same replica, not a new one
                     victim_ids.add(victim.replica)
-                await trio.sleep(0.3)
+                target = len(acknowledged) + 100  # load after the last restart too
+                await eventually(lambda: len(acknowledged) >= target, timeout=60)
                 stop.set()
 
             assert len(acknowledged) > 50
