@@ -379,8 +379,13 @@ class Node:
     def joined(self) -> bool:
         return self.replica.is_member(self.id)
 
-    def ready_to_trade(self) -> None:
-        """Raise NotReady unless this node may create events."""
+    def ready_to_trade(self, forced: bool = False) -> None:
+        """Raise NotReady unless this node may create events.
+
+        ``forced`` (an operator's evict with force) skips the wait for a peer
+        after a restart: when every other member is gone for good, evicting
+        them is the only way forward, and nobody is left to hold a lost event.
+        """
         if self.retired is not None:
             raise NotReady(self.retired, f"replica {self.id} {phrase(self.retired)} and "
                                          "creates no more events", status=409)
@@ -394,7 +399,8 @@ class Node:
                                        "stopped accepting orders")
         if not self.joined:
             raise NotReady("joining", "this node has not joined the cluster yet; retry shortly")
-        if not self.caught_up:
+        if not self.caught_up and not forced \
+                and any(r != self.id for r in self.replica.members()):
             raise NotReady("catching_up", "this node restarted and waits to hear from a peer "
                                           "before it takes orders; retry shortly")
 

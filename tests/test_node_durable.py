@@ -173,3 +173,24 @@ async def start_unready(nursery, *peers, **settings):
                         request_timeout_s=1.0, compact_interval_s=None, **settings)
     node = await nursery.start(lambda task_status: serve_node(config, task_status=task_status))
     return SimpleNamespace(node=node, url=node.url)
+
+
+async def test_a_restarted_node_whose_peers_are_all_gone_can_evict_them(nursery, tmp_path):
+    data = str(tmp_path / "a")
+    a = await start(nursery, data_dir=data)
+    b = await start(nursery, a.url, data_dir=str(tmp_path / "b"))
+    await eventually(lambda: len(a.node.replica.members()) == 2)
+    gone = b.node.id
+    await b.stop()
+    await a.stop()
+    a = await start_unready(nursery, data_dir=data)  # b never comes back
+    async with client() as http:
+        r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "7"})
+        assert r.json()["error"] == "catching_up"
+        r = await http.post(a.url + "/evict", json={"replica": gone}, timeout=30)
+        assert r.json()["error"] == "catching_up"  # not without force
+        r = await http.post(a.url + "/evict", json={"replica": gone, "force": True},
+                            timeout=30)
+        assert r.status_code == 200, r.text
+        r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "7"})
+        assert r.status_code == 201  # alone now: nobody left to catch up with

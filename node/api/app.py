@@ -198,7 +198,7 @@ class App:
             check_replica(replica)
         except ValueError as exc:
             raise BadRequest(400, "bad_replica", str(exc)) from None
-        self.node.ready_to_trade()
+        self.node.ready_to_trade(forced=data.get("force", False))
         if replica not in self.node.replica.members():
             raise BadRequest(409, "cannot_evict", f"{replica} is not a current member")
         unreachable = await gossip.pull_everything(self.node, self.node.client)
