@@ -228,6 +228,7 @@ class Replica(Merging):
 
     def evict(self, target: str, now_ms: int = 0) -> AWORSet:
         """Evict a vanished replica: its events after the last one held here are rejected."""
+        self._still_here()
         if target == self.id:
             raise ReplicaError("a replica cannot evict itself; it leaves instead")
         if target not in self.members():

@@ -163,9 +163,9 @@ class Node:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.store, replica_id = open_store(config.data_dir, config.book, fsync=config.fsync,
-                                            replica_id=config.replica_id,
-                                            rejoin_as_new=config.rejoin_as_new)
+        self.store, replica_id, fresh = open_store(
+            config.data_dir, config.book, fsync=config.fsync, replica_id=config.replica_id,
+            rejoin_as_new=config.rejoin_as_new)
         try:
             self.replica, replayed = recover(self.store, replica_id)
         except BaseException:
@@ -194,7 +194,7 @@ class Node:
         # A restarted member takes no order before one peer has answered a pull:
         # if its store lost acknowledged events (a lost WAL, a stale backup), a
         # peer holding them shows it, before a new event reuses one of their seqs.
-        self.caught_up = not any(r != self.id for r in self.replica.members())
+        self.caught_up = fresh  # a new replica has nothing a store could have lost
         self._snapshot_at: float | None = None  # when the last snapshot was written
         self.registry = Registry(config.registry_ttl_s)
         self.peers: dict[str, Peer] = {}
@@ -329,12 +329,16 @@ class Node:
         replica stamps its next event above the lease, keeping the promise.
         """
         self.replica.claim(min(self.clock_ms(), self.lease >> LOGICAL_BITS))
-        return self.replica.claims()
+        # the hybrid clock can be ahead of the lease (a peer's clock, a stalled
+        # renewal): the promise sent never is
+        return [c._replace(clock=min(c.clock, self.lease)) if c.replica == self.id else c
+                for c in self.replica.claims()]
 
     def renew_lease(self) -> int:
         """Append a new clock lease (``clock_lease_ms`` past now); return it.
         It counts once durable: see ``lease_renewed``."""
-        lease = (self.clock_ms() + self.config.clock_lease_ms) << LOGICAL_BITS
+        lease = max((self.clock_ms() + self.config.clock_lease_ms) << LOGICAL_BITS,
+                    self.replica.clock.last)
         self.journal.meta(clock_lease=lease)
         return lease
 

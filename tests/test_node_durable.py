@@ -194,3 +194,13 @@ async def test_a_restarted_node_whose_peers_are_all_gone_can_evict_them(nursery,
         assert r.status_code == 200, r.text
         r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "7"})
         assert r.status_code == 201  # alone now: nobody left to catch up with
+
+
+async def test_an_own_claim_never_promises_past_the_durable_clock_lease(nursery):
+    a = await start(nursery)
+    node = a.node
+    node.replica.clock.observe(node.lease + (10_000 << 16))  # a peer's clock, 10 s ahead
+    own = next(c for c in node.claims() if c.replica == node.id)
+    assert own.clock <= node.lease
+    lease = node.renew_lease()  # the next lease covers the clock, once durable
+    assert lease >= node.replica.clock.last

@@ -170,3 +170,14 @@ def test_a_store_with_events_but_no_replica_id_is_refused(tmp_path):
         identity(s)
     assert "replica" not in s.meta  # nothing minted
     s.close()
+
+
+def test_pages_are_exact_when_many_events_share_a_clock(store):
+    # a chain that breaks the clock rule is stored too: many events, one clock
+    events = [order(50, "b", seq) for seq in range(1, 31)] + [order(50, "a", 1), order(60, "a", 2)]
+    store.write(Batch(events=events))
+    walked, after = [], None
+    while page := store.events_page(after, 7):
+        walked += page
+        after = page[-1].position
+    assert walked == sorted(events)

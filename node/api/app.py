@@ -209,6 +209,7 @@ class App:
                              f"cannot reach {', '.join(unreachable)}: evicting now could reject "
                              f"events of {replica} that only they hold (and that they may have "
                              "reported final); retry, or force")
+        self.node.ready_to_trade(forced=data.get("force", False))  # again, after the awaits
         try:
             delta = self.node.evict(replica)
         except ReplicaError as exc:

@@ -253,7 +253,12 @@ async def _puller(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
 
 async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | None:
     """One pull exchange; returns how many events came back (None on failure)."""
-    body = encode_context(node.replica.context(), node.claims())
+    context = node.replica.context()
+    try:
+        await node.journal.sync()  # the context counts as held (ack=replicated): durable
+    except StoreFailed:
+        return None
+    body = encode_context(context, node.claims())
     try:
         response = await post(client, peer.url + "/peer/pull", body, peer_headers(node),
                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
@@ -265,7 +270,7 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         _failed(node, peer, "pull", exc)
         return None
     peer.ok(replica, node.monotonic())
-    if not node.caught_up and replica in node.replica.members():
+    if not node.caught_up and added < PAGE and replica in node.replica.members():
         node.caught_up = True  # a member told us all it holds, of our own events too
         logs.info("node.caught_up", peer=peer.url)
     node.stats["pulled_events"] += added

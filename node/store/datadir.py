@@ -32,8 +32,10 @@ def phrase(how: str) -> str:
 
 
 def open_store(data_dir: str | None, book: str, *, fsync: bool = True,
-               replica_id: str | None = None, rejoin_as_new: bool = False) -> tuple[Store, str]:
-    """The node's store and its replica id (StoreError or Retired if unusable).
+               replica_id: str | None = None,
+               rejoin_as_new: bool = False) -> tuple[Store, str, bool]:
+    """The node's store, its replica id, and whether that id is new here (minted
+    now, not given): StoreError or Retired if the directory is unusable.
 
     ``data_dir`` None: a throwaway store in a new temporary directory, without
     fsync (``--ephemeral``); the node deletes it when it closes.
@@ -42,7 +44,7 @@ def open_store(data_dir: str | None, book: str, *, fsync: bool = True,
         directory = tempfile.mkdtemp(prefix="crdtbook-ephemeral-")
         store = Store.open(directory, book, fsync=False)
         store.ephemeral = True
-        return store, identity(store, replica_id)
+        return store, identity(store, replica_id), replica_id is None
     store = Store.open(data_dir, book, fsync=fsync)
     try:
         held = store.meta.get("replica")
@@ -51,12 +53,16 @@ def open_store(data_dir: str | None, book: str, *, fsync: bool = True,
                              f"{replica_id}; drop --id or use another --data-dir")
         retired = store.meta.get("retired")
         if retired and rejoin_as_new:
+            if replica_id == held:
+                raise StoreError(f"--rejoin-as-new joins as a new replica; drop --id {held}, "
+                                 "which is the retired one")
             store = _set_aside(store, book, fsync)
         elif retired:
             raise Retired(f"replica {held} {phrase(retired)}; its data in "
                           f"{store.directory} cannot trade again. Start with --rejoin-as-new "
                           "to keep that data aside and join as a new replica")
-        return store, identity(store, replica_id)
+        fresh = replica_id is None and "replica" not in store.meta
+        return store, identity(store, replica_id), fresh
     except BaseException:
         store.close()
         raise

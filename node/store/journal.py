@@ -129,8 +129,8 @@ class Journal:
     async def _commit(self, batch: Batch, target: int) -> None:
         try:
             await trio.to_thread.run_sync(self.store.write, batch, limiter=self._write_lock)
-        except StoreError as exc:
-            self.failed = str(exc)
+        except Exception as exc:  # StoreError, or a bug: either way nothing more is promised
+            self.failed = str(exc) if isinstance(exc, StoreError) else repr(exc)
             logs.error("store.failed", detail=self.failed,
                        hint="the node acknowledges nothing more; fix the disk and restart it")
         else:

@@ -178,11 +178,11 @@ class Store:
             writer = _connect(path, fsync)
             reader = _connect(path, fsync)
             try:
-                if fresh:
-                    with writer:
-                        writer.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
-                        writer.executemany("INSERT INTO meta VALUES (?, ?)",
-                                           [("schema", SCHEMA_VERSION), ("book", book)])
+                if fresh:  # schema and meta in one transaction: a crash leaves neither
+                    writer.executescript(
+                        "BEGIN;" + _SCHEMA
+                        + f"INSERT INTO meta VALUES ('schema', {SCHEMA_VERSION});"
+                        + f"INSERT INTO meta VALUES ('book', {_sql_text(book)});COMMIT;")
                 store = cls(directory, lock_fd, writer, reader)
                 store._check(book, path)
             except BaseException:
@@ -282,25 +282,33 @@ class Store:
 
     def events_page(self, after: tuple[int, str, int] | None, limit: int) -> list:
         """Up to ``limit`` events after position ``after``, in position order."""
-        clock = after[0] if after else 0
-        rows = self._read.execute(
-            "SELECT e.clock, n.name, e.seq, e.body FROM events e JOIN names n ON n.id = e.rid "
-            "WHERE e.clock >= ? ORDER BY e.clock LIMIT ?",
-            (clock, self._overfetch(limit))).fetchall()
-        events = sorted(_event_from_row(*row) for row in rows)
-        if after:
-            events = [e for e in events if e.position > after]
-        return events[:limit]
+        rows = self._by_position(
+            "SELECT e.clock, n.name, e.seq, e.body FROM events e "
+            "JOIN names n ON n.id = e.rid WHERE 1", [], after, limit)
+        return [_event_from_row(*row) for row in rows]
 
-    def _overfetch(self, limit: int) -> int:
-        """Rows to fetch, ordered by clock only, for an exact page in position order.
+    def _by_position(self, sql: str, args: list, after, limit: int) -> list:
+        """The first ``limit`` rows after position ``after``, in position order.
 
-        Rows are keyed by interned ids, whose order is not the names' order. At
-        one clock value there is at most one event per replica (R of them), so
-        with ``limit + 2R + 1`` rows the page cannot end inside the last clock
-        value fetched, even after dropping the rows at the cursor's own clock.
+        ``sql`` selects ``clock, name, seq, ...`` and ends in a WHERE clause.
+        Rows are keyed by interned ids, whose order is not the names' order, so
+        the query orders by clock only; every clock value at the edges of the
+        page (the cursor's own, the last one fetched) is then read whole, so
+        the sort by position is exact however many rows share a clock.
         """
-        return limit + 2 * len(self._ids) + 1
+        read = self._read.execute
+        start = after[0] if after else -1
+        rows = read(f"{sql} AND e.clock > ? ORDER BY e.clock LIMIT ?",
+                    [*args, start, limit + 1]).fetchall()
+        if len(rows) > limit:
+            edge = rows[-1][0]
+            rows = [r for r in rows if r[0] != edge]
+            rows += read(f"{sql} AND e.clock = ?", [*args, edge]).fetchall()
+        if after:
+            rows += [r for r in read(f"{sql} AND e.clock = ?", [*args, start]).fetchall()
+                     if (r[0], r[1], r[2]) > after]
+        rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        return rows[:limit]
 
     def events_of(self, replica: str, low: int, high: int) -> dict[int, object]:
         """Events of ``replica`` with seqs in low..high, by seq."""
@@ -330,11 +338,9 @@ class Store:
     def final_orders_page(self, after: tuple[int, str, int] | None, limit: int,
                           account: str | None = None, status: str | None = None) -> list:
         """Final orders after position ``after``: [(event, FinalOrder)], position order."""
-        clock = after[0] if after else 0
         sql = ("SELECT e.clock, n.name, e.seq, e.body, e.status, e.filled, e.reason "
-               "FROM events e JOIN names n ON n.id = e.rid WHERE e.status IS NOT NULL "
-               "AND e.clock >= ?")
-        args: list = [clock]
+               "FROM events e JOIN names n ON n.id = e.rid WHERE e.status IS NOT NULL")
+        args: list = []
         if account is not None:
             acct = self._ids_read(account)
             if acct is None:
@@ -344,15 +350,9 @@ class Store:
         if status is not None:
             sql += " AND e.status = ?"
             args.append(STATUSES.index(status))
-        sql += " ORDER BY e.clock LIMIT ?"
-        args.append(self._overfetch(limit))
-        out = []
-        for clock_, name, seq, body, *state in self._read.execute(sql, args).fetchall():
-            event = _event_from_row(clock_, name, seq, body)
-            if after is None or event.position > after:
-                out.append((event, _final(name, seq, state)))
-        out.sort(key=lambda pair: pair[0])
-        return out[:limit]
+        return [(_event_from_row(clock, name, seq, body), _final(name, seq, state))
+                for clock, name, seq, body, *state
+                in self._by_position(sql, args, after, limit)]
 
     def fill_count(self) -> int:
         row = self._read.execute("SELECT max(idx) FROM fills").fetchone()
@@ -400,6 +400,11 @@ def _final(replica: str, seq: int, state) -> FinalOrder | None:
     if status is None:
         return None
     return FinalOrder(replica, seq, STATUSES[status], filled, reason)
+
+
+def _sql_text(text: str) -> str:
+    """A SQL string literal (book names are checked: letters, digits, '.', '_', '-')."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _looks_like_sqlite(path: str) -> bool:
