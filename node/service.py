@@ -43,6 +43,7 @@ from crdtbook.replica import ReplicaError
 
 from . import logs
 from .cluster.registry import DEFAULT_TTL_S, Registry
+from .store import admintoken
 from .store.datadir import Retired, open_store, phrase
 from .store.journal import Journal
 from .store.recover import recover
@@ -167,6 +168,8 @@ class Node:
             config.data_dir, config.book, fsync=config.fsync, replica_id=config.replica_id,
             rejoin_as_new=config.rejoin_as_new)
         try:
+            # only the token's digest stays in memory (see node/store/admintoken.py)
+            self.admin_digest = admintoken.ensure(self.store.directory)
             self.replica, replayed = recover(self.store, replica_id)
         except BaseException:
             self.close()

@@ -9,6 +9,7 @@ import trio
 
 from node.server import serve_node
 from node.service import Node, NodeConfig
+from node.store import admintoken
 
 
 class Running:
@@ -22,6 +23,11 @@ class Running:
     @property
     def url(self) -> str:
         return self.node.url
+
+    @property
+    def admin(self) -> dict[str, str]:
+        """Headers that make a request the node's operator (for /evict, /leave)."""
+        return admin_headers(self.node.store.directory)
 
     async def stop(self) -> None:
         self.shutdown.set()
@@ -45,6 +51,11 @@ async def start(nursery: trio.Nursery, *peers: str, **settings) -> Running:
     node = await nursery.start(run)
     await eventually(lambda: node.joined and node.caught_up)  # founded or admitted, caught up
     return Running(node, shutdown, done)
+
+
+def admin_headers(data_dir: str) -> dict[str, str]:
+    """The Authorization header with the admin token kept in ``data_dir``."""
+    return {"Authorization": f"Bearer {admintoken.read(data_dir)}"}
 
 
 async def eventually(check, timeout: float = 15.0, interval: float = 0.05):

@@ -16,7 +16,7 @@ import sys
 import httpx
 import trio
 
-from .nodes import eventually
+from .nodes import admin_headers, eventually
 from .procs import ROOT, NodeProcess, get, paged
 from .reference import replay
 
@@ -250,14 +250,15 @@ async def test_leave_and_evict_cancel_resting_orders_everywhere(tmp_path):
                 resting[node.url] = r.json()["order"]["id"]
             await eventually(lambda: converged(client, nodes), timeout=30)
 
-            r = await client.post(leaver.url + "/leave")
+            r = await client.post(leaver.url + "/leave", headers=admin_headers(leaver.data_dir))
             assert r.status_code == 200, r.text
             assert await trio.to_thread.run_sync(leaver.proc.wait) == 0  # it stops by itself
 
             gone.kill()
             gone_id = gone.replica
             r = await client.post(nodes[0].url + "/evict",
-                                  json={"replica": gone_id, "force": True}, timeout=30)
+                                  json={"replica": gone_id, "force": True}, timeout=30,
+                                  headers=admin_headers(nodes[0].data_dir))
             assert r.status_code == 200, r.text
 
             async def cancelled():

@@ -112,7 +112,7 @@ BAD = [
     ("POST", "/orders?ack=replicated&timeout=%D9%A3", b"{}", 400, "bad_timeout"),
     ("POST", "/orders?timeout=", b"{}", 400, "bad_timeout"),
     ("POST", "/orders?timeout=1_0", b"{}", 400, "bad_timeout"),
-    ("POST", "/leave?timeout=%20", b"", 400, "bad_timeout"),
+    ("POST", "/leave?timeout=%20", b"", 401, "unauthorized"),  # the token comes first
     ("GET", "/fills?limit=", b"", 400, "bad_limit"),
     ("PUT", "/book", b"", 405, "method_not_allowed"),
     ("GET", "/nowhere", b"", 404, "not_found"),

@@ -136,9 +136,10 @@ async def test_fills_become_final_leave_and_evict_release_the_frontier(nursery):
         await eventually(lambda: converged(a, b, events=5))
         fills = (await http.get(f"{a.url}/fills")).json()["fills"]
         assert not fills[-1]["final"]
-        r = await http.post(f"{a.url}/evict", json={"replica": d.node.id})
+        r = await http.post(f"{a.url}/evict", json={"replica": d.node.id}, headers=a.admin)
         assert r.status_code == 409 and r.json()["error"] == "peers_unreachable"
-        r = await http.post(f"{a.url}/evict", json={"replica": d.node.id, "force": True})
+        r = await http.post(f"{a.url}/evict", json={"replica": d.node.id, "force": True},
+                            headers=a.admin)
         assert r.status_code == 200, r.text
         assert r.json()["evict"]["target"] == d.node.id
         await eventually(lambda: all_final(a.url))

@@ -9,7 +9,7 @@ from node.server import serve_node
 from node.service import NodeConfig
 from node.store.sqlite import StoreError
 
-from .nodes import client, converged, eventually, start
+from .nodes import admin_headers, client, converged, eventually, start
 
 
 async def test_restart_on_its_data_directory_is_the_same_replica(nursery, tmp_path):
@@ -187,10 +187,11 @@ async def test_a_restarted_node_whose_peers_are_all_gone_can_evict_them(nursery,
     async with client() as http:
         r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "7"})
         assert r.json()["error"] == "catching_up"
-        r = await http.post(a.url + "/evict", json={"replica": gone}, timeout=30)
+        r = await http.post(a.url + "/evict", json={"replica": gone}, timeout=30,
+                            headers=admin_headers(data))
         assert r.json()["error"] == "catching_up"  # not without force
         r = await http.post(a.url + "/evict", json={"replica": gone, "force": True},
-                            timeout=30)
+                            timeout=30, headers=admin_headers(data))
         assert r.status_code == 200, r.text
         r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "7"})
         assert r.status_code == 201  # alone now: nobody left to catch up with

@@ -11,6 +11,12 @@ Three families of routes share one port, and this app routes them all:
 * the Grenache-grape registry (``/announce``, ``/lookup``), answered by
   node/cluster/registry.py from the node's embedded table.
 
+Operator actions (``/evict``, ``/leave``: they end a membership for ever)
+need ``Authorization: Bearer <admin token>`` (node/store/admintoken.py). The
+check comes right after routing, before the body is read and before any
+other work (an evict's pull from every peer included): a missing or wrong
+token is a 401 that changes nothing. Every other route is open, as before.
+
 Rules this module keeps: a request body is read up to a limit (413 beyond);
 every client or peer mistake is a 4xx with ``{"error", "detail"}`` and changes
 nothing; a 500 means a bug in the node (logged), never bad input.
@@ -30,6 +36,7 @@ from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
 from ..cluster import gossip, registry
 from ..cluster.peerapi import PeerAPI
 from ..service import Node, NotReady
+from ..store import admintoken
 from ..store.journal import StoreFailed
 from . import history, views
 from .acks import parse_ack, wait_replicated
@@ -42,6 +49,23 @@ def json_response(status: int, data: object) -> Response:
 
 def error_response(status: int, error: str, detail: str) -> Response:
     return json_response(status, {"error": error, "detail": detail})
+
+
+ADMIN_ROUTES = frozenset({"/evict", "/leave"})  # routes that need the admin token
+
+
+def admin_denied(headers: dict[str, str], expected: bytes) -> str | None:
+    """Why the request may not act as the node's operator, or None if it may."""
+    given = headers.get("authorization")
+    if given is None:
+        return ("this route needs the node's admin token: send 'Authorization: Bearer "
+                "<token>' (the token is in the node's data directory, file admin-token)")
+    scheme, _, token = given.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return "expected 'Authorization: Bearer <admin token>'"
+    if not admintoken.matches(expected, token.strip()):
+        return "wrong admin token"  # never echo what was sent: it may be a near-miss secret
+    return None
 
 
 class App:
@@ -79,6 +103,13 @@ class App:
                                          self.node.monotonic())
                 return Response(200, answer)
             handler = self._route(scope["method"], path)
+            if path in ADMIN_ROUTES:
+                denied = admin_denied(Request(scope, b"").headers, self.node.admin_digest)
+                if denied is not None:
+                    logs.info("http.unauthorized", path=path)
+                    return Response(401, json.dumps({"error": "unauthorized", "detail": denied},
+                                                    separators=(",", ":")).encode(),
+                                    headers=[(b"www-authenticate", b'Bearer realm="crdtbook"')])
             limit = (self.node.config.peer_body_limit if path.startswith("/peer/")
                      else self.node.config.client_body_limit)
             body = await _read_body(receive, limit)

@@ -26,9 +26,12 @@ def node_url(given: str | None) -> str:
     return url.rstrip("/")
 
 
-def call(method: str, url: str, path: str, body: object = None, timeout: float = 10.0):
+def call(method: str, url: str, path: str, body: object = None, timeout: float = 10.0,
+         admin_token: str | None = None):
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
     try:
-        response = httpx.request(method, url + path, json=body, timeout=timeout)
+        response = httpx.request(method, url + path, json=body, timeout=timeout,
+                                 headers=headers)
     except httpx.ConnectError as exc:
         raise CliError(f"cannot reach a node at {url} ({exc or 'connection failed'}): is "
                        "`crdtbook node` running? Use --node URL or set CRDTBOOK_NODE") from None
@@ -41,6 +44,10 @@ def call(method: str, url: str, path: str, body: object = None, timeout: float =
     except (ValueError, RecursionError):
         raise CliError(f"the node at {url} answered HTTP {response.status_code} "
                        "with something that is not JSON") from None
+    if response.status_code == 401:
+        raise CliError(f"the node at {url} refused the admin token (401): it is not this "
+                       "node's token; pass the right one with --admin-token, "
+                       "$CRDTBOOK_ADMIN_TOKEN or --data-dir DIR")
     if response.status_code >= 400:
         detail = data.get("detail") if isinstance(data, dict) else data
         raise CliError(f"refused ({response.status_code}): {str(detail)[:300]}")

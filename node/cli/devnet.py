@@ -102,6 +102,8 @@ def run_devnet(n: int, demo: bool, book: str, data_root: str | None = None) -> i
         print(f"\ntry:  CRDTBOOK_NODE={urls[0]} crdtbook order sell 3@12")
         print(f"      CRDTBOOK_NODE={urls[-1]} crdtbook order buy 2@13")
         print(f"      CRDTBOOK_NODE={urls[0]} crdtbook book")
+        # leave/evict need a node's admin token, which is in its data directory
+        print(f"      crdtbook admin-token --data-dir {os.path.join(data_root, 'node0')}")
         if demo:
             run_demo(urls)
         print("\ncluster running; Ctrl-C to stop", file=sys.stderr)

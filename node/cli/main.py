@@ -3,7 +3,8 @@
     crdtbook node [--listen HOST:PORT] [--peer URL ...] [--registry URL] [--book NAME]
                   [--data-dir DIR | --ephemeral] [--rejoin-as-new] [--log-level LEVEL]
     crdtbook order buy|sell QTY@PRICE [--type T] [--account A] [--ack replicated]
-    crdtbook cancel ID | order-status ID | leave | evict REPLICA
+    crdtbook cancel ID | order-status ID | leave | evict REPLICA   [--admin-token T]
+    crdtbook admin-token [--data-dir DIR]
     crdtbook book [--depth N] [--watch] | status
     crdtbook fills [--account A] | orders [--account A] [--open] | events   [--limit N | --all]
     crdtbook registry [--listen HOST:PORT]
@@ -12,6 +13,12 @@
 Client commands talk to ``--node`` (default ``$CRDTBOOK_NODE``, else
 http://127.0.0.1:8700); read commands take ``--json`` for scripts. Errors are
 one line on stderr and a non-zero exit, never a traceback.
+
+``leave`` and ``evict`` act as the node's operator and send its admin token:
+``--admin-token``, else ``$CRDTBOOK_ADMIN_TOKEN``, else the ``admin-token``
+file of the node's data directory when the CLI runs on the node's machine
+(``--data-dir``, by default the directory ``crdtbook node`` would pick for
+that port: ./crdtbook-data/<book>-<port>).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import argparse
 import os
 import sys
 import time
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from crdtbook.dot import DotError, check_replica
 
@@ -148,13 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     paging(orders)
     events = client_command("events", "list events in position order")
     paging(events)
-    client_command("leave", "leave the cluster for good (cancels this node's resting "
-                   "orders everywhere), then stop the node")
+    leave = client_command("leave", "leave the cluster for good (cancels this node's "
+                           "resting orders everywhere), then stop the node")
+    admin_options(leave)
     client_command("status", "show the node's status, peers and final frontier")
     evict = client_command("evict", "evict a vanished replica so finality can advance")
     evict.add_argument("replica", help="the replica id to evict")
     evict.add_argument("--force", action="store_true",
                        help="evict even if some peers cannot be reached (see docs/semantics.md)")
+    admin_options(evict)
+    token = sub.add_parser("admin-token", help="print the admin token of a local data "
+                           "directory (for scripts, or to use on another machine)")
+    token.add_argument("--node", metavar="URL",
+                       help="only to find the default data directory by its port (default "
+                            f"$CRDTBOOK_NODE or {client.DEFAULT_NODE})")
+    data_dir_options(token)
 
     registry = sub.add_parser("registry", help="run a standalone grape-compatible registry")
     registry.add_argument("--listen", type=listen_address, default=("127.0.0.1", 30001),
@@ -170,6 +185,63 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the nodes' data directories under DIR (default: a new "
                              "temporary folder)")
     return parser
+
+
+def data_dir_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--data-dir", metavar="DIR",
+                     help="the node's data directory (default ./crdtbook-data/<book>-<port of "
+                          "--node>, as `crdtbook node` picks it)")
+    cmd.add_argument("--book", type=book_name, default="default",
+                     help="book name, for the default --data-dir (default: default)")
+
+
+def admin_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--admin-token", metavar="TOKEN",
+                     help="the node's admin token (default $CRDTBOOK_ADMIN_TOKEN, else read "
+                          "from --data-dir)")
+    data_dir_options(cmd)
+
+
+def default_data_dir(args: argparse.Namespace, url: str) -> str:
+    """``--data-dir``, or the one ``crdtbook node`` picks for the port of ``url``."""
+    if args.data_dir:
+        return args.data_dir
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise CliError(f"{url!r} is not a node URL", 2) from None
+    return os.path.join("crdtbook-data", f"{args.book}-{port}")
+
+
+def read_token(directory: str) -> str | None:
+    """The admin token kept in ``directory``, or None if it holds none."""
+    from ..store import admintoken
+    from ..store.sqlite import StoreError
+
+    try:
+        return admintoken.read(directory)
+    except FileNotFoundError:
+        return None
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+
+
+def admin_token(args: argparse.Namespace, url: str) -> str:
+    """The token for an operator action: --admin-token, the environment, the data directory."""
+    if args.admin_token:
+        return args.admin_token
+    if os.environ.get("CRDTBOOK_ADMIN_TOKEN"):
+        return os.environ["CRDTBOOK_ADMIN_TOKEN"]
+    directory = default_data_dir(args, url)
+    token = read_token(directory)
+    if token is None:
+        where = os.path.join(os.path.abspath(directory), "admin-token")
+        raise CliError(f"no admin token: no --admin-token, no $CRDTBOOK_ADMIN_TOKEN, and no "
+                       f"{where}; pass --admin-token TOKEN, set CRDTBOOK_ADMIN_TOKEN, or "
+                       "--data-dir DIR of the node (`crdtbook admin-token --data-dir DIR` on "
+                       "the node's machine prints it)")
+    return token
 
 
 def paging(cmd: argparse.ArgumentParser) -> None:
@@ -238,6 +310,15 @@ def run(args: argparse.Namespace) -> int:
 
         return run_devnet(args.n, args.demo, args.book, args.data_dir)
     url = client.node_url(args.node)
+    if args.command == "admin-token":
+        directory = default_data_dir(args, url)
+        token = read_token(directory)
+        if token is None:
+            raise CliError(f"no admin token in {os.path.abspath(directory)}: is it a node's "
+                           "data directory? (a node makes its token when it starts; give "
+                           "--data-dir DIR)")
+        print(token)
+        return 0
     if args.command == "order":
         qty, price = parse_amount_arg(args.amount, args.type)
         body = {"side": args.side, "qty": qty, "type": args.type}
@@ -303,7 +384,8 @@ def run(args: argparse.Namespace) -> int:
         client.emit_json(events) if args.json else print(client.format_events(events))
         return 0
     if args.command == "leave":
-        result = client.call("POST", url, "/leave", timeout=30)
+        result = client.call("POST", url, "/leave", timeout=30,
+                             admin_token=admin_token(args, url))
         if args.json:
             client.emit_json(result)
         else:
@@ -318,7 +400,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "evict":
         result = client.call("POST", url, "/evict", {"replica": args.replica,
-                                                     "force": args.force}, timeout=60)
+                                                     "force": args.force}, timeout=60,
+                             admin_token=admin_token(args, url))
         if args.json:
             client.emit_json(result)
         else:
