@@ -101,6 +101,14 @@ async def test_the_token_file_is_private_and_made_for_every_directory(nursery, t
     assert stat.S_IMODE(os.stat(admintoken.path(data)).st_mode) == 0o600
 
 
+def test_a_token_file_readable_by_others_is_used_with_a_warning(tmp_path, caplog):
+    data = str(tmp_path / "a")
+    Node(NodeConfig(port=0, data_dir=data, fsync=False)).close()
+    os.chmod(admintoken.path(data), 0o644)
+    Node(NodeConfig(port=0, data_dir=data, fsync=False)).close()
+    assert any("admin_token.readable_by_others" in r.getMessage() for r in caplog.records)
+
+
 def test_a_garbled_token_file_is_refused_clearly(tmp_path):
     data = tmp_path / "a"
     data.mkdir()

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 
+from .. import logs
 from .sqlite import StoreError
 
 TOKEN_FILE = "admin-token"
@@ -43,7 +44,14 @@ def ensure(directory: str) -> bytes:
     where = path(directory)
     if not os.path.exists(where):
         _create(directory)
-    return digest(read(directory))
+    token = read(directory)
+    try:
+        if os.stat(where).st_mode & 0o077:  # an operator's copy, or a careless restore
+            logs.warning("admin_token.readable_by_others", path=where,
+                         fix=f"chmod 600 {where}")
+    except OSError:
+        pass  # read() just succeeded: a vanishing file is not worth refusing to start
+    return digest(token)
 
 
 def read(directory: str) -> str:
