@@ -117,6 +117,18 @@ def test_a_garbled_token_file_is_refused_clearly(tmp_path):
         Node(NodeConfig(port=0, data_dir=str(data), fsync=False))
 
 
+def test_a_token_file_that_is_a_link_is_refused(tmp_path):
+    planted = tmp_path / "planted"
+    planted.write_text("attackerattackerattacker\n")
+    for target in (planted, tmp_path / "missing"):  # a chosen token, or a dangling link
+        data = tmp_path / f"dir-{target.name}"
+        data.mkdir()
+        (data / "admin-token").symlink_to(target)
+        with pytest.raises(StoreError, match="regular file, not a link"):
+            Node(NodeConfig(port=0, data_dir=str(data), fsync=False))
+    assert not (tmp_path / "missing").exists()  # nothing written through the link
+
+
 def crdtbook(*args: str, cwd: str = ROOT, **env: str):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CRDTBOOK_")}
     return subprocess.run([*CLI, *args], cwd=cwd, env={**environment, **env},

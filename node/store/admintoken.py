@@ -26,6 +26,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 
 from .. import logs
 from .sqlite import StoreError
@@ -42,7 +43,7 @@ def ensure(directory: str) -> bytes:
     """The SHA-256 of the directory's admin token, made first if missing; StoreError
     if the token file cannot be made or read."""
     where = path(directory)
-    if not os.path.exists(where):
+    if not os.path.lexists(where):  # a dangling link is not "missing": read() refuses it
         _create(directory)
     token = read(directory)
     try:
@@ -59,13 +60,25 @@ def read(directory: str) -> str:
     StoreError if the file is unreadable or does not hold a token."""
     where = path(directory)
     try:
-        with open(where, encoding="ascii") as f:
-            token = f.read(1024).strip()
+        # never through a link: whoever planted one would choose the token
+        fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise
+    except OSError as exc:
+        raise StoreError(f"cannot read the admin token {where}: it must be a regular file, "
+                         f"not a link ({exc.strerror or exc})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"the admin token {where} must be a regular file")
+        with os.fdopen(fd, encoding="ascii") as f:
+            fd = -1
+            token = f.read(1024).strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise StoreError(f"cannot read the admin token {where}: "
                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if not _TOKEN.fullmatch(token):
         raise StoreError(f"{where} does not hold an admin token (16-512 letters, digits, "
                          "'-' or '_'); delete it and restart the node to have a new one made")
