@@ -40,7 +40,6 @@ Figures, not assertions. Nodes run with the same settings as `crdtbook node`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -53,6 +52,8 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from figures import print_figures  # noqa: E402
 
 from crdtbook.codec import encode_event  # noqa: E402
 from crdtbook.events import make_order  # noqa: E402
@@ -375,13 +376,7 @@ def main(argv=None) -> int:
             result["durable_to_ephemeral"] = round(
                 result["durable_orders_per_s"] / result["ephemeral_orders_per_s"], 3)
             result.update(dur)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        width = max(len(k) for k in result)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value:,}" if isinstance(value, int)
-                  else f"{key:<{width}}  {value}")
+    print_figures(result, args.json)
     return 0
 
 

@@ -28,7 +28,6 @@ The data directory is a new temporary one (removed afterwards) unless
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -44,6 +43,8 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from figures import print_figures  # noqa: E402
 
 from node.cli.devnet import start_node, stop  # noqa: E402
 from node.store.sqlite import STORE_FILE  # noqa: E402
@@ -207,13 +208,7 @@ def main(argv=None) -> int:
         "restart_sigkill_listening_s": round(crash_listen_s, 2),
         "digest_after_sigkill": after["digest"][:16],
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        width = max(len(k) for k in result)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value:,}" if isinstance(value, int)
-                  else f"{key:<{width}}  {value}")
+    print_figures(result, args.json)
     return 0
 
 

@@ -384,13 +384,6 @@ class Store:
         row = self._read.execute("SELECT id FROM names WHERE name = ?", (name,)).fetchone()
         return None if row is None else row[0]
 
-    def size_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(os.path.join(self.directory, STORE_FILE + suffix))
-        return total
-
     def event_count(self) -> int:
         return self._read.execute("SELECT count(*) FROM events").fetchone()[0]
 
