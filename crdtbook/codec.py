@@ -8,7 +8,7 @@ canonically (RFC 8949 core deterministic encoding via cbor2's
 
     event    [0, replica, seq, clock, side, type, price, qty, account]   order
              [1, replica, seq, clock, target_replica, target_seq]       cancel
-             [2, replica, seq, clock, action, target, last_seq]         member (join/leave/evict)
+             [2, replica, seq, clock, action, target, last_seq, key]    member (join/leave/evict)
     claims   [[replica, seq, clock], ...]  sorted by replica (see membership.py, finality)
     context  [[replica, contiguous_seq, [cloud seq, ...]], ...]  sorted by replica
     delta    {"v": 1, "kind": "delta", "events": [event...], "context": context,
@@ -53,6 +53,7 @@ from .events import (
     make_member,
     make_order,
 )
+from .keys import owns
 from .snapshot import Claim, Snapshot
 
 VERSION = 1
@@ -82,7 +83,7 @@ def event_to_wire(event: Order | Cancel | Member) -> list:
         return [_CANCEL_TAG, event.replica, event.seq, event.clock,
                 event.target_replica, event.target_seq]
     return [_MEMBER_TAG, event.replica, event.seq, event.clock,
-            MEMBER_ACTIONS.index(event.action), event.target, event.last_seq]
+            MEMBER_ACTIONS.index(event.action), event.target, event.last_seq, event.key]
 
 
 def claims_to_wire(claims) -> list:
@@ -177,7 +178,7 @@ def _list(value: object, what: str, limit: int) -> list:
 
 
 def event_from_wire(item: object, where: str = "event") -> Order | Cancel:
-    item = _list(item, where, 9)
+    item = _list(item, where, 9)  # an order's 9 fields are the most
     if not item:
         raise CodecError(f"{where} is empty")
     tag = item[0]
@@ -197,12 +198,12 @@ def event_from_wire(item: object, where: str = "event") -> Order | Cancel:
             _, replica, seq, clock, target_replica, target_seq = item
             return make_cancel(clock, replica, seq, target_replica, target_seq)
         if type(tag) is int and tag == _MEMBER_TAG:
-            if len(item) != 7:
-                raise CodecError(f"{where}: a membership event has 7 fields, got {len(item)}")
-            _, replica, seq, clock, action, target, last_seq = item
+            if len(item) != 8:
+                raise CodecError(f"{where}: a membership event has 8 fields, got {len(item)}")
+            _, replica, seq, clock, action, target, last_seq, key = item
             action = MEMBER_ACTIONS[_int(action, f"{where}: action", 0,
                                          len(MEMBER_ACTIONS) - 1)]
-            return make_member(clock, replica, seq, action, target, last_seq)
+            return make_member(clock, replica, seq, action, target, last_seq, key)
     except CodecError:
         raise
     except ValueError as exc:  # EventError, DotError, AmountError
@@ -458,6 +459,7 @@ def encode_snapshot(snapshot, claims=()) -> bytes:
         "events_total": snapshot.events_total,
         "digest_sum": snapshot.digest_sum,
         "claims": claims_to_wire(claims),
+        "keys": [[r, k] for r, k in snapshot.keys],
     })
 
 
@@ -552,4 +554,10 @@ def decode_snapshot(data: bytes):
         digest_sum=_int(_field(message, "digest_sum", "snapshot"), "digest_sum", 0,
                         2**256 - 1),
     )
-    return snapshot, claims_from_wire(message.get("claims", []))
+    keys = []
+    for label, replica, (key,) in _keyed(message.get("keys", []), "snapshot keys",
+                                         "[replica, key]"):
+        if not owns(replica, key):
+            raise CodecError(f"{label}: the key is not the one the replica id was derived from")
+        keys.append((replica, key))
+    return snapshot._replace(keys=tuple(keys)), claims_from_wire(message.get("claims", []))

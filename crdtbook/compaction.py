@@ -135,6 +135,7 @@ def snapshot_state(replica: Replica) -> Snapshot:
         joins=sorted(membership.joins.items()),
         counted=sorted(membership.counted.items()),
         founded=membership.founded,
+        keys=tuple(sorted(membership.keys.items())),
         final=replica._final,
         events_total=replica._events_total,
         digest_sum=replica._digest_sum,
@@ -222,6 +223,7 @@ def install(replica: Replica, snapshot: Snapshot) -> int:
     for origin, counted in old_counted.items():  # what was known here still holds
         membership.counted[origin] = max(counted, membership.counted.get(origin, 0))
     membership.founded = snapshot.founded
+    membership.keys.update(snapshot.keys)
     replica._final = snapshot.final  # raised to the old F once the held events are back
     replica._events_total = snapshot.events_total
     replica._digest_sum = snapshot.digest_sum

@@ -33,6 +33,7 @@ from typing import NamedTuple
 from .amount import check_units
 from .clock import MAX_CLOCK
 from .dot import MAX_SEQ, Dot, check_replica, check_seq, show_int
+from .keys import KEY_BYTES
 
 ORDER = "order"
 CANCEL = "cancel"
@@ -91,6 +92,8 @@ class Member(NamedTuple):
 
     * join: ``replica`` (a member) admits ``target``; the target's events all
       sort after it, so no frontier computed before it can have passed them.
+      ``key`` is the target's public key (its id is derived from it, see
+      keys.py): what every receiver checks the target's signatures with.
     * leave: ``replica`` leaves (``target`` is itself); its events after
       ``last_seq`` (this event's own seq) are rejected.
     * evict: ``replica`` evicts ``target``; the target's events after
@@ -104,6 +107,7 @@ class Member(NamedTuple):
     action: str
     target: str
     last_seq: int  # 0 for join
+    key: bytes = b""  # join: the target's Ed25519 public key; b"" otherwise
 
 
 Event = Order | Cancel | Member
@@ -163,7 +167,7 @@ def make_order(
 
 
 def make_member(clock: int, replica: str, seq: int, action: str, target: str,
-                last_seq: int) -> Member:
+                last_seq: int, key: bytes = b"") -> Member:
     check_clock(clock)
     check_replica(replica)
     check_seq(seq)
@@ -176,8 +180,11 @@ def make_member(clock: int, replica: str, seq: int, action: str, target: str,
         raise EventError("a join carries last seq 0")
     if not 0 <= last_seq <= MAX_SEQ:
         raise EventError(f"last seq {show_int(last_seq)} is out of range 0..2^63-1")
+    if not isinstance(key, bytes) or len(key) not in (0, KEY_BYTES) or (key and action != JOIN):
+        raise EventError(f"a join carries a {KEY_BYTES}-byte public key (or none); "
+                         "a leave or evict carries none")
     return Member(clock, replica, seq, MEMBER, MEMBER_ACTIONS[MEMBER_ACTIONS.index(action)],
-                  target, last_seq)
+                  target, last_seq, key)
 
 
 def make_cancel(clock: int, replica: str, seq: int, target_replica: str, target_seq: int) -> Cancel:

@@ -40,6 +40,7 @@ from .aworset import AWORSet
 from .clock import LOGICAL_BITS, MAX_CLOCK, HybridClock
 from .context import CausalContext
 from .events import JOIN, LEAVE, Member
+from .keys import owns
 from .snapshot import Claim
 
 
@@ -51,6 +52,7 @@ class Membership:
         self.joins: dict[str, int] = {}  # earliest valid join clock per replica
         self.cutoff: dict[str, int] = {}  # last seq that counts, once left or evicted
         self.how: dict[str, str] = {}  # "left" or "evicted", for whoever has a cutoff
+        self.keys: dict[str, bytes] = {}  # public key of each replica admitted with one
         self.claimed: dict[str, Claim] = {}  # latest claim heard from each peer
         self.counted: dict[str, int] = {}  # clock counted per peer (never decreases)
         self.founded = False  # the cluster's founding self-join is held here
@@ -63,6 +65,7 @@ class Membership:
         self.joins.clear()
         self.cutoff.clear()
         self.how.clear()
+        self.keys.clear()
         self.counted.clear()
         self.founded = False
 
@@ -77,6 +80,8 @@ class Membership:
         if event.action == JOIN:
             if event.clock < self.joins.get(target, event.clock + 1):
                 self.joins[target] = event.clock
+            if owns(target, event.key):  # a key that is not the target's is ignored
+                self.keys[target] = event.key
             if target == event.replica:
                 self.founded = True  # the cluster's founding self-join
             return None

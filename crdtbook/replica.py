@@ -202,14 +202,20 @@ class Replica(Merging):
         return AWORSet.from_entries([(event.replica, event.seq, event)])
 
     # -- membership and finality ---------------------------------------------
-    def bootstrap(self, now_ms: int = 0) -> AWORSet:
-        """Start a new cluster: this replica admits itself (only the very first node)."""
+    def bootstrap(self, now_ms: int = 0, key: bytes = b"") -> AWORSet:
+        """Start a new cluster: this replica admits itself (only the very first node).
+
+        ``key`` is this replica's public key (see keys.py), carried by the join.
+        """
         if self.is_member(self.id):
             raise ReplicaError(f"{self.id} is already a member")
-        return self._local(self._member_event(JOIN, self.id, 0, now_ms))
+        return self._local(self._member_event(JOIN, self.id, 0, now_ms, key))
 
-    def join(self, target: str, now_ms: int = 0) -> AWORSet:
-        """Admit ``target`` (sponsor it). Its events will all sort after this one."""
+    def join(self, target: str, now_ms: int = 0, key: bytes = b"") -> AWORSet:
+        """Admit ``target`` (sponsor it). Its events will all sort after this one.
+
+        ``key`` is the target's public key: its signatures are checked with it.
+        """
         try:
             check_replica(target)
         except ValueError as exc:
@@ -218,7 +224,7 @@ class Replica(Merging):
             raise ReplicaError(f"{self.id} is not a member yet and cannot admit others")
         if target in self.membership.joins:
             raise ReplicaError(f"{target} is already a member")
-        return self._local(self._member_event(JOIN, target, 0, now_ms))
+        return self._local(self._member_event(JOIN, target, 0, now_ms, key))
 
     def leave(self, now_ms: int = 0) -> AWORSet:
         """Announce that this replica stops here, so it no longer holds finality back."""
@@ -236,9 +242,13 @@ class Replica(Merging):
         last = self.state.context.contiguous(target)
         return self._local(self._member_event(EVICT, target, last, now_ms))
 
-    def _member_event(self, action: str, target: str, last_seq: int, now_ms: int) -> Member:
-        return make_member(self._tick(now_ms), self.id, self._next_seq(), action, target,
-                           last_seq)
+    def _member_event(self, action: str, target: str, last_seq: int, now_ms: int,
+                      key: bytes = b"") -> Member:
+        try:
+            return make_member(self._tick(now_ms), self.id, self._next_seq(), action, target,
+                               last_seq, key)
+        except ValueError as exc:
+            raise ReplicaError(str(exc)) from None
 
     def is_member(self, replica: str) -> bool:
         return self.membership.is_member(replica, self.state.context)

@@ -53,6 +53,7 @@ class Snapshot(NamedTuple):
     final: int
     events_total: int
     digest_sum: int
+    keys: tuple = ()  # (replica, public key) of every member admitted with a key
 
 
 __all__ = ["Claim", "Snapshot"]
