@@ -53,7 +53,8 @@ from .events import (
     make_member,
     make_order,
 )
-from .keys import owns
+from .feed import HASH_BYTES, Block, SignedClaim, Tip
+from .keys import SIG_BYTES, owns
 from .snapshot import Claim, Snapshot
 
 VERSION = 1
@@ -458,6 +459,7 @@ def encode_snapshot(snapshot, claims=()) -> bytes:
         "final": snapshot.final,
         "events_total": snapshot.events_total,
         "digest_sum": snapshot.digest_sum,
+        "uncounted": snapshot.uncounted,
         "claims": claims_to_wire(claims),
         "keys": [[r, k] for r, k in snapshot.keys],
     })
@@ -560,4 +562,127 @@ def decode_snapshot(data: bytes):
         if not owns(replica, key):
             raise CodecError(f"{label}: the key is not the one the replica id was derived from")
         keys.append((replica, key))
-    return snapshot._replace(keys=tuple(keys)), claims_from_wire(message.get("claims", []))
+    uncounted = _int(message.get("uncounted", 0), "snapshot uncounted", 0, snapshot.events_total)
+    claims = claims_from_wire(message.get("claims", []))
+    return snapshot._replace(keys=tuple(keys), uncounted=uncounted), claims
+
+
+# -- signed feeds: blocks and signed claims (feed.py, door.py) ----------------
+# The messages peers exchange since events are signed (the delta and context
+# messages above remain for trusted use: tests, the fuzzer, local tooling).
+#
+#     block    [replica, first_seq, body, sig]   body: canonical CBOR of its events
+#     sclaims  [[replica, seq, clock, sig], ...]  sorted by replica
+#     tips     [[replica, last_seq, hash], ...]   sorted by replica
+#     blocks   {"v": 1, "kind": "blocks", "blocks": [block...], "claims": sclaims}
+#     pull     {"v": 1, "kind": "pull", "context": context, "tips": tips, "claims": sclaims}
+#
+# A block's events must all be of its replica, with seqs first_seq, first_seq+1,
+# ... in order; the signature is checked by the door, not here.
+MAX_BLOCKS = 100_000
+
+
+def encode_body(events) -> bytes:
+    """A block's bytes: the canonical CBOR array of its events' wire forms."""
+    return _dumps([event_to_wire(e) for e in events])
+
+
+def signed_claims_to_wire(claims) -> list:
+    return [[c.replica, c.seq, c.clock, c.sig] for c in sorted(claims)]
+
+
+def encode_blocks(blocks, claims=()) -> bytes:
+    return _dumps({
+        "v": VERSION,
+        "kind": "blocks",
+        "blocks": [[b.replica, b.first, b.body, b.sig] for b in blocks],
+        "claims": signed_claims_to_wire(claims),
+    })
+
+
+def encode_pull(context: CausalContext, tips=(), claims=()) -> bytes:
+    return _dumps({
+        "v": VERSION,
+        "kind": "pull",
+        "context": context_to_wire(context),
+        "tips": [[r, t.last, t.hash] for r, t in sorted(tips)],
+        "claims": signed_claims_to_wire(claims),
+    })
+
+
+def _bytes(value: object, what: str, size: int | None = None, limit: int = MAX_BYTES) -> bytes:
+    if not isinstance(value, bytes):
+        raise CodecError(f"{what} must be a byte string, got {_name(value)}")
+    if size is not None and len(value) != size:
+        raise CodecError(f"{what} must be {size} bytes, got {len(value)}")
+    if len(value) > limit:
+        raise CodecError(f"{what} has {len(value)} bytes, more than {limit}")
+    return value
+
+
+def block_from_wire(item: object, where: str, names: _Names | None = None) -> Block:
+    item = _list(item, where, 4)
+    if len(item) != 4:
+        raise CodecError(f"{where} must be [replica, first_seq, body, sig]")
+    replica, first, body, sig = item
+    try:
+        check_replica(replica)
+    except DotError as exc:
+        raise CodecError(f"{where}: {exc}") from None
+    first = _int(first, f"{where} first seq", 1, MAX_SEQ)
+    body = _bytes(body, f"{where} body")
+    sig = _bytes(sig, f"{where} signature", SIG_BYTES)
+    try:
+        items = cbor2.loads(body)
+    except Exception as exc:  # cbor2 raises several types; all mean "not CBOR"
+        raise CodecError(f"{where}: body is not valid CBOR ({exc})"[:300]) from None
+    items = _list(items, f"{where} body", MAX_EVENTS)
+    if not items:
+        raise CodecError(f"{where} holds no events")
+    names = names or _Names()
+    events = []
+    for i, raw in enumerate(items):
+        event = _fast_event(raw, names)
+        if event is None:
+            event = event_from_wire(raw, f"{where} event {i}")
+        if event.replica != replica or event.seq != first + i:
+            raise CodecError(f"{where} event {i} must be {replica}:{first + i}, "
+                             f"got {event.replica}:{event.seq}")
+        events.append(event)
+    return Block(replica, first, first + len(events) - 1, body, sig, tuple(events))
+
+
+def signed_claims_from_wire(items: object, where: str = "claims") -> list[SignedClaim]:
+    claims = []
+    for label, replica, (seq, clock, sig) in _keyed(items, where,
+                                                     "[replica, seq, clock, sig]"):
+        claims.append(SignedClaim(replica, _int(seq, f"{label} seq", 0, MAX_SEQ),
+                                  _int(clock, f"{label} clock", 0, MAX_CLOCK),
+                                  _bytes(sig, f"{label} signature", SIG_BYTES)))
+    return sorted(claims)
+
+
+@_total
+def decode_blocks(data: bytes) -> tuple[list[Block], list[SignedClaim]]:
+    """Return (blocks, signed claims) of a blocks message; CodecError if malformed."""
+    message = _loads(data, "blocks")
+    names = _Names()
+    blocks = [block_from_wire(item, f"block {i}", names) for i, item in
+              enumerate(_list(_field(message, "blocks", "blocks"), "blocks", MAX_BLOCKS))]
+    total = sum(len(b.events) for b in blocks)
+    if total > MAX_EVENTS:
+        raise CodecError(f"blocks hold {total} events, more than the limit of {MAX_EVENTS}")
+    return blocks, signed_claims_from_wire(message.get("claims", []))
+
+
+@_total
+def decode_pull(data: bytes) -> tuple[CausalContext, dict[str, Tip], list[SignedClaim]]:
+    """Return (context, tips, signed claims) of a pull request; CodecError if malformed."""
+    message = _loads(data, "pull")
+    context = context_from_wire(_field(message, "context", "pull"))
+    tips = {}
+    for label, replica, (last, hash_) in _keyed(message.get("tips", []), "pull tips",
+                                                "[replica, last_seq, hash]"):
+        tips[replica] = Tip(_int(last, f"{label} seq", 0, MAX_SEQ),
+                            _bytes(hash_, f"{label} hash", HASH_BYTES))
+    return context, tips, signed_claims_from_wire(message.get("claims", []))

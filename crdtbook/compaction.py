@@ -139,6 +139,7 @@ def snapshot_state(replica: Replica) -> Snapshot:
         final=replica._final,
         events_total=replica._events_total,
         digest_sum=replica._digest_sum,
+        uncounted=replica._uncounted,
     )
 
 
@@ -227,6 +228,7 @@ def install(replica: Replica, snapshot: Snapshot) -> int:
     replica._final = snapshot.final  # raised to the old F once the held events are back
     replica._events_total = snapshot.events_total
     replica._digest_sum = snapshot.digest_sum
+    replica._uncounted = snapshot.uncounted
     replica._compacted = True
     cc = replica.state.context
     window = [e for e in snapshot.events

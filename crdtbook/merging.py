@@ -119,6 +119,7 @@ class Merging:
                 self.forged_conflicts += len(changes.replaced)
             else:
                 self._digest_sum, self._unhashed = 0, [e for _, _, e in state.entries()]
+                self._uncounted = 0
                 self._rebuild()
                 return len(changes.added)
         ready = []
@@ -220,12 +221,15 @@ class Merging:
         for event in ready:
             if event.kind != MEMBER or self._member_reason(event) is not None:
                 continue
+            before = self._cutoff.get(event.target)
             cut = self.membership.apply(event)
             if cut is None:
                 continue
             target = event.target
             top = self.state.context.contiguous(target)
             held = self.state.store.get(target, {})
+            self.uncount(held[s] for s in sorted(held)
+                         if s > cut and (before is None or s <= before))
             for seq in sorted(s for s in held if cut < s <= top):
                 marks = engine.invalid.setdefault(target, {})
                 if marks.setdefault(seq, REASON_RETIRED) != REASON_RETIRED:

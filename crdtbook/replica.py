@@ -117,6 +117,7 @@ class Replica(Merging):
         self._digest_sum = 0
         self._unhashed: list[Order | Cancel] = []
         self._events_total = 0  # every event ever held, compacted ones included
+        self._uncounted = 0  # of those, events past their origin's cutoff (not in the digest)
         self._compacted = False
         self._acks: dict[str, CausalContext] = {}  # per peer replica: its last pull's context
         self.forged_conflicts = 0
@@ -430,8 +431,25 @@ class Replica(Merging):
             return None
         return _cancel_view(event, self.engine.outcome(dot.replica, dot.seq))
 
+    def uncount(self, events) -> None:
+        """Take events past their origin's newly lowered cutoff out of the digest.
+
+        Such events have no effect anywhere, and a replica that learned of the
+        cutoff first never takes them in (see door.py), so the digest covers
+        only the events that count: replicas agree whichever they hold.
+        """
+        self.digest()  # hash what is pending, under the cutoffs that held until now
+        total = self._digest_sum
+        for event in events:
+            total -= _event_hash(event)
+            self._uncounted += 1
+        self._digest_sum = total % _DIGEST_MODULUS
+
     def digest(self) -> str:
         """A hash of the event set: equal on replicas holding the same events.
+
+        Events past their origin's cutoff (a leave, an evict, a proven fault)
+        are left out: they count nowhere, and not every replica holds them.
 
         Each event is hashed once (SHA-256 of its canonical CBOR) and the
         hashes are added modulo 2**256, so the digest does not depend on
@@ -440,13 +458,18 @@ class Replica(Merging):
         """
         if self._unhashed:
             total = self._digest_sum
-            dumps, sha256, from_bytes = cbor2.dumps, hashlib.sha256, int.from_bytes
+            cutoff = self._cutoff
             for event in self._unhashed:
-                total += from_bytes(sha256(dumps(event_to_wire(event), canonical=True)).digest())
+                cut = cutoff.get(event.replica)
+                if cut is not None and event.seq > cut:
+                    self._uncounted += 1
+                    continue
+                total += _event_hash(event)
             self._digest_sum = total % _DIGEST_MODULUS
             self._unhashed = []
         return hashlib.sha256(
-            b"crdtbook-digest-v1|%d|%d" % (self._events_total, self._digest_sum)
+            b"crdtbook-digest-v1|%d|%d" % (self._events_total - self._uncounted,
+                                          self._digest_sum)
         ).hexdigest()
 
 
@@ -457,3 +480,8 @@ __all__ = [
     "Book", "CancelView", "Cancelled", "Fill", "OrderView", "Placed", "Replica", "ReplicaError",
     "Snapshot", "format_amount",
 ]
+
+
+def _event_hash(event) -> int:
+    return int.from_bytes(hashlib.sha256(cbor2.dumps(event_to_wire(event),
+                                                     canonical=True)).digest())

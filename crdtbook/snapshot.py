@@ -54,6 +54,7 @@ class Snapshot(NamedTuple):
     events_total: int
     digest_sum: int
     keys: tuple = ()  # (replica, public key) of every member admitted with a key
+    uncounted: int = 0  # events past a cutoff, left out of the digest
 
 
 __all__ = ["Claim", "Snapshot"]
