@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``Node`` owns the ``Replica`` and everything a running peer knows: its URL,
 the embedded registry, the table of peers (url -> ``Peer``) and, per peer,
-a bounded outbox of deltas to push. It is driven from two sides:
+a bounded outbox of signed blocks to push. It is driven from two sides:
 
 * the HTTP apps (node/api/app.py for clients, node/cluster/peerapi.py for
   peers) call ``place_many``, ``cancel``, ``accept``, ``sponsor`` and the views;
@@ -20,6 +20,11 @@ else, stands its replica up from it (same id, same seq), and hands every
 event new to the replica to the ``Journal`` in the same step that made it
 (``_journal_fresh``). Whoever answers or sends afterwards awaits
 ``journal.sync()`` first: that is the whole durability rule.
+
+Trust: every message from a peer goes through the replica's ``Door``
+(crdtbook/door.py), which verifies signed blocks and claims before anything
+merges. The node's own events are sealed into one signed block per commit
+(the journal's ``sealer``) and pushed once durable (``sealed``).
 """
 
 from __future__ import annotations
@@ -38,18 +43,19 @@ import trio
 
 from crdtbook.aworset import AWORSet
 from crdtbook.clock import LOGICAL_BITS
-from crdtbook.codec import decode_delta_claims, encode_snapshot
-from crdtbook.replica import ReplicaError
+from crdtbook.codec import decode_blocks, encode_snapshot
+from crdtbook.door import Door, OwnFeedConflict, Verified
+from crdtbook.snapshot import Claim
 
 from . import logs
 from .cluster.registry import DEFAULT_TTL_S, Registry
 from .store import admintoken
 from .store.datadir import Retired, open_store, phrase
 from .store.journal import Journal
-from .store.recover import recover
+from .store.recover import recover, signer
 from .store.sqlite import Batch, FinalOrder, StoredFill
 
-OUTBOX_LIMIT = 10_000  # deltas queued per peer before pushes are dropped (pull repairs)
+OUTBOX_LIMIT = 10_000  # block lists queued per peer before pushes are dropped (pull repairs)
 MAX_BACKOFF_S = 30.0
 MAX_PEERS = 64  # beyond this, newly heard-of peers are ignored (a flood must not stall us)
 PAGE = 20_000  # events per pull answer (and per join answer): a bounded message
@@ -102,7 +108,7 @@ class Peer:
         self.warned_at: float | None = None  # last warning logged about it failing
         self.last_error: str | None = None
         self.retry_at = 0.0
-        self.outbox_send, self.outbox = trio.open_memory_channel[AWORSet](OUTBOX_LIMIT)
+        self.outbox_send, self.outbox = trio.open_memory_channel[list](OUTBOX_LIMIT)
         self.dropped = 0
         self.started = False  # its push and pull tasks are running
         self.cancel_scope: trio.CancelScope | None = None
@@ -170,11 +176,17 @@ class Node:
         try:
             # only the token's digest stays in memory (see node/store/admintoken.py)
             self.admin_digest = admintoken.ensure(self.store.directory)
+            self.signer = signer(self.store)
             self.replica, replayed = recover(self.store, replica_id)
+            self.door = Door(self.replica, self.signer.sign)
+            self.door.tips.update(self.store.tips())
         except BaseException:
             self.close()
             raise
         self.journal = Journal(self.store)
+        self.journal.sealer = self._seal
+        self.journal.sealed = self._push_sealed
+        self._unsealed: list = []  # own events journaled, to seal at the next commit
         self.replica.take_fresh()  # recovered events are durable already
         if config.leave_on_stop is None:
             config.leave_on_stop = self.store.ephemeral
@@ -275,50 +287,42 @@ class Node:
         return False
 
     # -- remote events ---------------------------------------------------
-    def accept(self, delta: AWORSet, claims=()) -> int:
-        """Merge a delta (and the claims riding with it) from a peer; return new events.
+    def accept(self, blocks, claims=()) -> int:
+        """Let a peer's blocks and claims in through the door; return new events.
 
-        Events and claims stamped more than ``max_clock_ahead_s`` ahead of this
-        node's wall clock are left out (not lost: a later pull offers them
-        again). Taking them would drag this node's hybrid clock, and so every
-        order placed here, into the future, or push the final frontier past
-        events that may still come. Raises ReplicaError (nothing changed) for a
-        delta no honest peer sends.
+        Raises ValueError (DoorError, ReplicaError), changing nothing, for a
+        message that fails verification. Blocks stamped more than
+        ``max_clock_ahead_s`` ahead of this node's wall clock are left for a
+        later pull: taking them would drag this node's hybrid clock, and so
+        every order placed here, into the future.
         """
-        limit = self._clock_limit()
-        early = sorted(e for seqs in delta.store.values() for e in seqs.values()
-                       if e.clock > limit)
-        if early:
-            logs.warning("peer.clock_ahead", events=len(early), first=str(early[0].dot),
-                         ahead_s=round(((early[0].clock >> LOGICAL_BITS) - self.clock_ms())
-                                       / 1000, 1))
-            delta = AWORSet.from_entries([x for x in delta.entries() if x[2].clock <= limit])
-        self.replica.observe_claims(c for c in claims if c.clock <= limit)
         try:
-            added = self.replica.merge(delta)
-        except ReplicaError as exc:
-            if "own id" in str(exc) and self.conflict is None:
+            admission = self.door.admit(blocks, claims, clock_limit=self._clock_limit())
+        except OwnFeedConflict as exc:
+            if self.conflict is None:
                 self.conflict = str(exc)
                 logs.error("node.id_conflict", replica=self.id, detail=str(exc),
-                           hint="another node uses this replica id, or this node's store lost "
-                                "events it had acknowledged (restored from an old backup, lost "
-                                "WAL): start a new replica (new --data-dir) and evict this one")
+                           hint="this node's store lost events it had sent (restored from an "
+                                "old backup, lost WAL), or another node runs with its key: "
+                                "start a new replica (new --data-dir) and evict this one")
             raise
-        if added:
+        if admission.skipped:
+            logs.debug("peer.blocks_skipped", **{k.replace(" ", "_"): v
+                                                 for k, v in sorted(admission.skipped.items())})
+        self.journal.blocks(admission.blocks)
+        if admission.added:
             self._journal_fresh()
-        return added
+        return admission.added
 
-    def take(self, kind: str, payload: bytes) -> int:
-        """A peer's answer (a delta): merged; returns new events.
+    def take(self, payload: bytes) -> int:
+        """A peer's answer (a blocks message): let in; returns new events.
 
-        Snapshots are not taken from peers: every node keeps every event, so a
-        peer answers with events (from its store if compacted from memory) and
-        this node replays them, computing its history itself.
+        Snapshots are never taken from peers: a peer answers with the signed
+        blocks it holds (from its store) and this node replays them, computing
+        its history itself.
         """
-        if kind != "delta":
-            raise ValueError(f"answer of kind {kind[:40]!r} not taken (events only)")
-        delta, claims = decode_delta_claims(payload)
-        return self.accept(delta, claims)
+        blocks, claims = decode_blocks(payload)
+        return self.accept(blocks, claims)
 
     def _clock_limit(self) -> int:
         """The highest clock taken from peers: ``max_clock_ahead_s`` past our wall clock."""
@@ -331,11 +335,10 @@ class Node:
         past the clock lease the store holds: after a crash, the restarted
         replica stamps its next event above the lease, keeping the promise.
         """
-        self.replica.claim(min(self.clock_ms(), self.lease >> LOGICAL_BITS))
+        own = self.replica.claim(min(self.clock_ms(), self.lease >> LOGICAL_BITS))
         # the hybrid clock can be ahead of the lease (a peer's clock, a stalled
         # renewal): the promise sent never is
-        return [c._replace(clock=min(c.clock, self.lease)) if c.replica == self.id else c
-                for c in self.replica.claims()]
+        return self.door.outgoing_claims(Claim(own.replica, own.seq, min(own.clock, self.lease)))
 
     def renew_lease(self) -> int:
         """Append a new clock lease (``clock_lease_ms`` past now); return it.
@@ -350,8 +353,12 @@ class Node:
 
     # -- durability --------------------------------------------------------
     def _journal_fresh(self) -> None:
-        """Hand every event new to the replica to the journal (never waits)."""
-        self.journal.events(self.replica.take_fresh())
+        """Hand every event new to the replica to the journal (never waits); own
+        events also wait to be sealed into the next commit's signed block."""
+        fresh = self.replica.take_fresh()
+        self.journal.events(fresh)
+        me = self.id
+        self._unsealed.extend(e for e in fresh if e.replica == me)
         if self.retired is None:
             how = self.replica.retirement(self.id)
             if how is not None:
@@ -361,6 +368,18 @@ class Node:
                     "node.retired", replica=self.id, how=how,
                            hint="this replica creates no more events; restart with "
                                 "--rejoin-as-new to join again as a new replica")
+
+    def _seal(self) -> list[Verified]:
+        """The journal's sealer: own events since the last commit, as one signed block."""
+        if not self._unsealed:
+            return []
+        events, self._unsealed = sorted(self._unsealed, key=lambda e: e.seq), []
+        block = self.door.seal(events)
+        return [Verified(block, self.door.tips[self.id].hash)]
+
+    def _push_sealed(self, sealed: list[Verified]) -> None:
+        """The journal's hook once own blocks are durable: push them to every peer."""
+        self.push([v.block for v in sealed])
 
     def note_held(self, replica: str | None, seq: int) -> None:
         """Peer ``replica`` holds this node's events up to ``seq`` (for ack=replicated)."""
@@ -412,17 +431,16 @@ class Node:
                                           "before it takes orders; retry shortly")
 
     def bootstrap(self) -> None:
-        self.replica.bootstrap(self.clock_ms())
+        self.replica.bootstrap(self.clock_ms(), key=self.signer.public)
         self._journal_fresh()
         logs.info("node.founded", replica=self.id, book=self.config.book)
 
-    def sponsor(self, replica: str) -> None:
-        """Admit ``replica`` (asked by a joining node). The answer is a first page
-        of state (or a snapshot); the joiner's pulls fetch the rest."""
+    def sponsor(self, replica: str, key: bytes) -> None:
+        """Admit ``replica``, whose public key is ``key`` (asked by a joining node).
+        The answer is a first page of signed blocks; the joiner's pulls fetch the rest."""
         if replica not in self.replica.members():
-            delta = self.replica.join(replica, self.clock_ms())
+            self.replica.join(replica, self.clock_ms(), key=key)
             self._journal_fresh()
-            self.push(delta)
             logs.info("node.admitted", replica=replica)
 
     def leave(self) -> AWORSet | None:
@@ -436,38 +454,33 @@ class Node:
     def evict(self, replica: str) -> AWORSet:
         delta = self.replica.evict(replica, self.clock_ms())
         self._journal_fresh()
-        self.push(delta)
         logs.warning("node.evicted", replica=replica)
         return delta
 
     # -- local events ----------------------------------------------------
     def place_many(self, orders) -> list:
-        """Place validated orders; push one combined delta. Returns the Placed list."""
+        """Place validated orders (sealed and pushed with the next commit). Returns the
+        Placed list."""
         self.ready_to_trade()
         placed = []
-        combined = AWORSet()
         try:
             for order in orders:
-                result = self.replica.place(order.side, order.qty, order.price, order.type,
-                                            order.account, now_ms=self.clock_ms())
-                combined.merge(result.delta)
-                placed.append(result)
+                placed.append(self.replica.place(order.side, order.qty, order.price, order.type,
+                                                 order.account, now_ms=self.clock_ms()))
         finally:
             self._journal_fresh()  # whatever was placed before a failure is kept, and sent
-            self.push(combined)
         return placed
 
     def cancel(self, dot):
         self.ready_to_trade()
         result = self.replica.cancel(dot, now_ms=self.clock_ms())
         self._journal_fresh()
-        self.push(result.delta)
         return result
 
-    def push(self, delta: AWORSet) -> None:
+    def push(self, blocks: list) -> None:
         for peer in list(self.peers.values()):
             try:
-                peer.outbox_send.send_nowait(delta)
+                peer.outbox_send.send_nowait(blocks)
             except trio.WouldBlock:
                 peer.dropped += 1  # the peer is slow or down; pull will repair
 

@@ -7,11 +7,11 @@ import json
 import cbor2
 import pytest
 
-from crdtbook.codec import encode_context, encode_delta
+from crdtbook.codec import decode_blocks, encode_pull
 from crdtbook.context import CausalContext
-from crdtbook.replica import Replica
 
 from .nodes import client, eventually, start
+from .peers import SignedPeer
 
 
 @pytest.fixture
@@ -66,11 +66,11 @@ async def test_cancel(node):
         assert (await http.get(f"{url}/orders/{me}:2")).json()["status"] == "cancelled"
         assert (await http.delete(f"{url}/orders/{me}:99")).status_code == 404
         # an order from another replica: 409
-        other = Replica("elsewhere")
-        placed = other.place("sell", "1", "20", now_ms=1)
-        r = await http.post(f"{url}/peer/push", content=encode_delta(placed.delta))
+        other = SignedPeer("elsewhere").admitted_by(node.node)
+        block = other.place("sell", "1", "20", now_ms=node.node.clock_ms() + 5)
+        r = await http.post(f"{url}/peer/push", content=other.blocks([block]))
         assert r.status_code == 204
-        r = await http.delete(f"{url}/orders/elsewhere:1")
+        r = await http.delete(f"{url}/orders/{other.id}:1")
         assert r.status_code == 409 and r.json()["error"] == "not_local"
 
 
@@ -121,14 +121,14 @@ BAD = [
     ("DELETE", "/orders/x:0", b"", 400, "bad_id"),
     ("GET", "/book?depth=0", b"", 400, "bad_query"),
     ("GET", "/book?depth=abc", b"", 400, "bad_query"),
-    ("POST", "/peer/push", b"\xff\x00garbage", 400, "bad_delta"),
-    ("POST", "/peer/push", cbor2.dumps({"v": 9, "kind": "delta"}), 400, "bad_delta"),
-    ("POST", "/peer/push", cbor2.dumps({"v": 1, "kind": "delta", "events": [[0, "x", 1, 5, 0,
-                                       0, 1.5, 1, ""]], "context": [["x", 1, []]]}), 400,
-     "bad_delta"),
-    ("POST", "/peer/pull", b"", 400, "bad_context"),
-    ("POST", "/peer/pull", cbor2.dumps({"v": 1, "kind": "context", "context": [["x", -1, []]]}),
-     400, "bad_context"),
+    ("POST", "/peer/push", b"\xff\x00garbage", 400, "bad_blocks"),
+    ("POST", "/peer/push", cbor2.dumps({"v": 9, "kind": "blocks"}), 400, "bad_blocks"),
+    ("POST", "/peer/push", cbor2.dumps({"v": 1, "kind": "blocks", "blocks": [
+        ["x", 1, cbor2.dumps([[0, "x", 1, 5, 0, 0, 1.5, 1, ""]]), bytes(64)]]}), 400,
+     "bad_blocks"),
+    ("POST", "/peer/pull", b"", 400, "bad_pull"),
+    ("POST", "/peer/pull", cbor2.dumps({"v": 1, "kind": "pull", "context": [["x", -1, []]]}),
+     400, "bad_pull"),
 ]
 
 
@@ -145,34 +145,35 @@ async def test_bad_input_is_refused_and_changes_nothing(node, method, path, body
 
 
 async def test_forged_own_events_refused(node):
-    forged = Replica(node.node.id)  # same id, fresh counter: would mint duplicate dots
-    forged.place("sell", "1", "1", now_ms=1)
-    forged.place("sell", "1", "1", now_ms=2)
+    forger = SignedPeer("forger")  # speaks for the node's own id with the wrong key
+    me = node.node.id
+    forged_block = forger.forge(me, node.node.door.tips[me], node.node.clock_ms())
     before = node.node.replica.digest()
     async with client() as http:
-        r = await http.post(f"{node.url}/peer/push", content=encode_delta(forged.snapshot()))
-    assert r.status_code == 400 and "own id" in r.json()["detail"]
+        r = await http.post(f"{node.url}/peer/push", content=forger.blocks([forged_block]))
+    assert r.status_code == 400 and "signature" in r.json()["detail"]
     assert node.node.replica.digest() == before
+    assert node.node.conflict is None  # a refused message leaves no trace
 
 
 async def test_wrong_book_refused(node):
     async with client() as http:
-        r = await http.post(f"{node.url}/peer/pull", content=encode_context(CausalContext()),
+        r = await http.post(f"{node.url}/peer/pull", content=encode_pull(CausalContext()),
                             headers={"x-crdtbook-book": "other"})
     assert r.status_code == 409 and r.json()["error"] == "wrong_book"
 
 
 async def test_pull_answers_exactly_what_is_missing(node):
     async with client() as http:
-        r = await http.post(f"{node.url}/peer/pull", content=encode_context(CausalContext()))
+        fresh = SignedPeer("fresh")
+        r = await http.post(f"{node.url}/peer/pull", content=fresh.pull())
         assert r.status_code == 200 and r.headers["content-type"] == "application/cbor"
-        fresh = Replica("fresh")
-        from crdtbook.codec import decode_delta
-
-        fresh.merge(decode_delta(r.content))
-        assert fresh.digest() == node.node.replica.digest()
-        r = await http.post(f"{node.url}/peer/pull", content=encode_context(fresh.context()))
-        assert decode_delta(r.content).context.size() == 0
+        blocks, claims = decode_blocks(r.content)
+        admission = fresh.door.admit(blocks, claims)
+        assert admission.added == node.node.replica.events_total() and not admission.skipped
+        assert fresh.replica.digest() == node.node.replica.digest()
+        r = await http.post(f"{node.url}/peer/pull", content=fresh.pull())
+        assert decode_blocks(r.content)[0] == []
 
 
 async def test_registry_api_is_grape_compatible(node):
@@ -208,16 +209,14 @@ async def test_json_errors_for_every_unknown_route(node):
 
 
 async def test_far_future_events_are_left_out_until_their_time(node):
-    from crdtbook.aworset import AWORSet
-    from crdtbook.events import make_order
-
     now_ms = node.node.clock_ms()
-    soon = make_order((now_ms + 1_000) << 16, "peer", 1, "buy", "limit", 10**8, 10**8, "")
-    later = make_order((now_ms + 3_600_000) << 16, "other", 1, "buy", "limit", 10**8, 10**8, "")
-    delta = AWORSet.from_entries([("peer", 1, soon), ("other", 1, later)])
+    peer = SignedPeer("peer").admitted_by(node.node)
+    other = SignedPeer("other").admitted_by(node.node)
+    soon = peer.place("buy", "1", "1", now_ms + 1_000)
+    later = other.place("buy", "1", "1", now_ms + 3_600_000)
     async with client() as http:
-        r = await http.post(f"{node.url}/peer/push", content=encode_delta(delta))
+        r = await http.post(f"{node.url}/peer/push", content=peer.blocks([soon, later]))
     assert r.status_code == 204
     held = {str(e.dot) for e in node.node.replica.events()}
-    assert "peer:1" in held and "other:1" not in held
+    assert f"{peer.id}:1" in held and f"{other.id}:1" not in held
     assert node.node.replica.clock.last < (now_ms + 60_000) << 16

@@ -157,9 +157,10 @@ async def test_newcomer_catches_up_page_by_page(nursery, monkeypatch):
     monkeypatch.setattr(service, "PAGE", 7)
     a = await start(nursery)
     async with client() as http:
-        batch = [{"side": "buy", "qty": "1", "price": str(10 + i % 5)} for i in range(30)]
-        r = await http.post(f"{a.url}/orders", json=batch)
-        assert r.status_code == 201
+        for i in range(30):  # one commit each, so one signed block each: pages cut between
+            r = await http.post(f"{a.url}/orders",
+                                json={"side": "buy", "qty": "1", "price": str(10 + i % 5)})
+            assert r.status_code == 201
     b = await start(nursery, a.url)
     await eventually(lambda: converged(a, b, events=30))
     assert b.node.stats["pull_requests"] >= 30 // 7

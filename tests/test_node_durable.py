@@ -157,6 +157,8 @@ async def test_a_restarted_node_whose_store_lost_events_takes_no_order(nursery, 
             db.execute("DELETE FROM snapshot")
             db.execute("DELETE FROM events WHERE seq > ? AND rid = "
                        "(SELECT id FROM names WHERE name = ?)", (seq - 2, replica))
+            db.execute("DELETE FROM blocks WHERE last > ? AND rid = "  # one block per order
+                       "(SELECT id FROM names WHERE name = ?)", (seq - 2, replica))
         a = await start_unready(nursery, b.url, data_dir=data)
         assert a.node.id == replica
         r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "7"})

@@ -258,8 +258,7 @@ class App:
         delta = self.node.leave()
         if delta is None:
             raise BadRequest(409, "cannot_leave", "this node is not a member")
-        self.node.push(delta)
-        await self.node.journal.sync()
+        await self.node.journal.sync()  # sealed, durable, and handed to the senders
         event = next(e for _, _, e in delta.entries())
         replicated = await wait_replicated(self.node, event.seq, "replicated", timeout)
         self.node.stop_requested.set()

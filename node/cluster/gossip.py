@@ -38,8 +38,7 @@ import random
 import httpx
 import trio
 
-from crdtbook.aworset import AWORSet
-from crdtbook.codec import encode_context, encode_delta
+from crdtbook.codec import encode_blocks, encode_pull
 
 from .. import logs
 from ..service import PAGE, Node, Peer
@@ -148,9 +147,10 @@ async def _join_loop(node: Node, client: httpx.AsyncClient) -> None:
 async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
                        done: trio.CancelScope) -> None:
     try:
-        response = await post(client, url + "/peer/join", b"", peer_headers(node),
+        headers = peer_headers(node) | {"x-crdtbook-key": node.signer.public.hex()}
+        response = await post(client, url + "/peer/join", b"", headers,
                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
-        node.take(response.headers.get("x-crdtbook-kind", "delta"), response.content)
+        node.take(response.content)
     except (CallFailed, ValueError) as exc:
         peer = node.peers.get(url)
         if peer is not None:  # a --peer that cannot be reached: said every few seconds
@@ -173,12 +173,8 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         if not peer.ready(node.monotonic()):
             peer.dropped += len(batch)
             continue
-        delta = batch[0] if len(batch) == 1 else _join(batch)
-        try:
-            await node.journal.sync()  # a peer never holds what a crash here could lose
-        except StoreFailed:
-            return
-        body = encode_delta(delta, node.claims())
+        blocks = [b for blocks in batch for b in blocks]  # sealed once durable: send as is
+        body = encode_blocks(blocks, node.claims())
         try:
             response = await post(client, peer.url + "/peer/push", body,
                                   peer_headers(node, with_url=False),
@@ -191,8 +187,8 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         if node.is_self(peer.url, replica):
             return
         peer.ok(replica, node.monotonic())
-        node.note_held(replica, _held_after(delta, node.id, node.peer_holds.get(replica, 0)))
-        node.stats["pushed_events"] += len(delta)
+        node.note_held(replica, _held_after(blocks, node.peer_holds.get(replica, 0)))
+        node.stats["pushed_events"] += sum(b.last - b.first + 1 for b in blocks)
         node.stats["push_requests"] += 1
         node.stats["wire_bytes"] += wire_size(response)
 
@@ -208,19 +204,12 @@ def wire_size(response: httpx.Response) -> int:
     return size + len(response.content)
 
 
-def _held_after(delta: AWORSet, own: str, held: int) -> int:
-    """Own seq a peer holds contiguously after taking ``delta`` (it held ``held``)."""
-    seqs = delta.store.get(own, ())
-    while held + 1 in seqs:
-        held += 1
+def _held_after(blocks: list, held: int) -> int:
+    """Own seq a peer holds contiguously after taking ``blocks`` (it held ``held``)."""
+    for block in blocks:
+        if block.first <= held + 1 <= block.last + 1:
+            held = max(held, block.last)
     return held
-
-
-def _join(deltas: list[AWORSet]) -> AWORSet:
-    combined = AWORSet()
-    for delta in deltas:
-        combined.merge(delta)
-    return combined
 
 
 WARN_EVERY_S = 5.0
@@ -258,19 +247,20 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         await node.journal.sync()  # the context counts as held (ack=replicated): durable
     except StoreFailed:
         return None
-    body = encode_context(context, node.claims())
+    body = encode_pull(context, node.door.tips.items(), node.claims())
     try:
         response = await post(client, peer.url + "/peer/pull", body, peer_headers(node),
                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
         replica = response.headers.get("x-crdtbook-replica")
         if node.is_self(peer.url, replica):
             return 0
-        added = node.take(response.headers.get("x-crdtbook-kind", "delta"), response.content)
-    except (CallFailed, ValueError) as exc:  # CodecError and ReplicaError are ValueErrors
+        added = node.take(response.content)
+    except (CallFailed, ValueError) as exc:  # CodecError, DoorError and ReplicaError too
         _failed(node, peer, "pull", exc)
         return None
     peer.ok(replica, node.monotonic())
-    if not node.caught_up and added < PAGE and replica in node.replica.members():
+    more = response.headers.get("x-crdtbook-more") == "1"
+    if not node.caught_up and not more and replica in node.replica.members():
         node.caught_up = True  # a member told us all it holds, of our own events too
         logs.info("node.caught_up", peer=peer.url)
     node.stats["pulled_events"] += added
@@ -278,7 +268,7 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
     node.stats["wire_bytes"] += wire_size(response)
     if added:
         logs.info("pull.merged", peer=peer.url, events=added)
-    return added
+    return PAGE if more and added else added
 
 
 async def pull_everything(node: Node, client: httpx.AsyncClient) -> list[str]:
@@ -305,8 +295,10 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
     delta = node.leave()
     if delta is None:
         return
-    await node.journal.sync()
-    body = encode_delta(delta, node.claims())
+    await node.journal.sync()  # sealed and durable: send that block (senders may be gone)
+    leave = next(event for _, _, event in delta.entries())
+    blocks = await node.journal.read(node.store.blocks_after, node.id, leave.seq - 1, 1 << 20)
+    body = encode_blocks(blocks[:1], node.claims())
 
     async def tell(peer: Peer) -> None:
         try:

@@ -17,15 +17,11 @@ the gossip tasks (gossip.py) are the callers on the other side.
 
 from __future__ import annotations
 
-from crdtbook.aworset import AWORSet
-from crdtbook.codec import (
-    CodecError,
-    decode_context_claims,
-    decode_delta_claims,
-    encode_delta,
-)
+from crdtbook.codec import CodecError, decode_blocks, decode_pull, encode_blocks
 from crdtbook.context import CausalContext
+from crdtbook.door import DoorError
 from crdtbook.dot import check_replica
+from crdtbook.keys import owns
 from crdtbook.replica import ReplicaError
 
 from .. import logs, service
@@ -34,6 +30,7 @@ from ..service import Node
 from ..store.journal import StoreFailed
 
 CBOR = b"application/cbor"
+PAGE_BYTES = 8 * 1024 * 1024  # a pull or join answer's block bytes, at most (one block more)
 PEER_HEADERS = ("x-crdtbook-replica", "x-crdtbook-url", "x-crdtbook-book")
 
 
@@ -58,12 +55,12 @@ class PeerAPI:
     async def peer_push(self, request: Request) -> Response:
         self._peer_check(request)
         try:
-            delta, claims = decode_delta_claims(request.body)
-            added = self.node.accept(delta, claims)
-        except (CodecError, ReplicaError) as exc:
+            blocks, claims = decode_blocks(request.body)
+            added = self.node.accept(blocks, claims)
+        except (CodecError, DoorError, ReplicaError) as exc:
             logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-replica", "?"),
                          detail=str(exc)[:300])
-            raise BadRequest(400, "bad_delta", str(exc)) from None
+            raise BadRequest(400, "bad_blocks", str(exc)) from None
         self._peer_seen(request)
         await self._durable()
         logs.debug("peer.push.received", added=added, bytes=len(request.body))
@@ -74,15 +71,15 @@ class PeerAPI:
     async def peer_pull(self, request: Request) -> Response:
         self._peer_check(request)
         try:
-            context, claims = decode_context_claims(request.body)
+            context, _tips, claims = decode_pull(request.body)
         except CodecError as exc:
-            raise BadRequest(400, "bad_context", str(exc)) from None
-        replica = self.node.replica
-        replica.observe_claims(claims)  # a pull is a heartbeat too
+            raise BadRequest(400, "bad_pull", str(exc)) from None
+        node = self.node
+        node.accept([], claims)  # a pull is a heartbeat too (signed claims only count)
         sender = request.headers.get("x-crdtbook-replica")
         if sender:
-            replica.observe_ack(sender, context)  # and an acknowledgement
-            self.node.note_held(sender, context.contiguous(self.node.id))
+            node.replica.observe_ack(sender, context)  # and an acknowledgement
+            node.note_held(sender, context.contiguous(node.id))
         self._peer_seen(request)
         return await self._state_for(context)
 
@@ -92,32 +89,25 @@ class PeerAPI:
         except StoreFailed as exc:
             raise BadRequest(503, "store_failed", str(exc)) from None
 
-    async def _state_for(self, context) -> Response:
-        """What a peer with ``context`` lacks: a page of events, durable here."""
-        replica = self.node.replica
-        missing = replica.missing(context, limit=service.PAGE)
-        if replica.needs_snapshot(missing):  # some of it left memory: read it back
-            missing = await self._with_stored(missing)
-        await self._durable()
-        body = encode_delta(missing, self.node.claims())
-        return Response(200, body, CBOR, self._peer_headers())
+    async def _state_for(self, context: CausalContext) -> Response:
+        """The signed blocks a peer with ``context`` lacks, a bounded page, from the store.
 
-    async def _with_stored(self, missing: AWORSet) -> AWORSet:
-        """``missing`` with the events it names but memory no longer holds, from the store.
-
-        A dot the store lacks too (never, unless the store was tampered with)
-        is left out of the page's context: a page only ever claims what it carries.
+        Only what is durable here is in the store, so only that is sent. Every
+        origin's blocks start right after what the peer holds of it, and the
+        page is cut in position order (by each block's first clock), so a
+        sponsor's block holding a join comes before the joined replica's own.
         """
-        entries = list(missing.entries())
-        held = missing.store
-        for replica in missing.context.replicas():
-            dots = [s for s in _seqs(missing.context, replica) if s not in held.get(replica, ())]
-            if not dots:
-                continue
-            found = await self.node.journal.read(self.node.store.events_of, replica,
-                                                 dots[0], dots[-1])
-            entries.extend((replica, s, found[s]) for s in dots if s in found)
-        return AWORSet.from_entries(entries)
+        await self._durable()
+        node = self.node
+        wanted = [(replica, context.contiguous(replica))
+                  for replica, tip in sorted(node.door.tips.items())
+                  if tip.last > context.contiguous(replica)]
+        blocks, more = await node.journal.read(node.store.relay_page, wanted,
+                                               service.PAGE, PAGE_BYTES)
+        headers = self._peer_headers()
+        if more:
+            headers.append((b"x-crdtbook-more", b"1"))
+        return Response(200, encode_blocks(blocks, node.claims()), CBOR, headers)
 
     async def peer_join(self, request: Request) -> Response:
         self._peer_check(request)
@@ -129,16 +119,15 @@ class PeerAPI:
         if replica == self.node.id:
             raise BadRequest(409, "same_replica", "that is this node's own replica id")
         try:
+            key = bytes.fromhex(request.headers.get("x-crdtbook-key", ""))
+        except ValueError:
+            key = b""
+        if not owns(replica, key):
+            raise BadRequest(403, "bad_key", "the public key does not match the replica id")
+        try:
             self.node.ready_to_trade()  # only a member can admit others
-            self.node.sponsor(replica)
+            self.node.sponsor(replica, key)
         except ReplicaError as exc:
             raise BadRequest(409, "cannot_admit", str(exc)) from None
         self._peer_seen(request)
         return await self._state_for(CausalContext())
-
-
-def _seqs(context: CausalContext, replica: str) -> list[int]:
-    """The seqs ``context`` covers for ``replica``, ascending (a page: a few thousand)."""
-    seqs = list(range(1, context.contiguous(replica) + 1))
-    seqs.extend(sorted(context.cloud.get(replica, ())))
-    return seqs

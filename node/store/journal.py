@@ -16,6 +16,11 @@ is committed. It is the gate in front of every promise:
   event this node could lose in a crash, so a restart never mints a second,
   different event under a seq a peer already has).
 
+The node's own new events are *sealed* into one signed block per commit
+(``sealer``, see crdtbook/door.py), written in the same transaction as the
+events, and handed to ``sealed`` once durable: that is what gets pushed, so
+one signature serves everything a commit makes durable.
+
 If a commit fails (disk full, I/O error) the journal is *failed*: ``sync``
 raises ``StoreFailed`` from then on, so the node acknowledges nothing and
 sends nothing it has not made durable. The operator fixes the disk and
@@ -26,6 +31,8 @@ a long page never delays a commit (WAL lets both proceed).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import trio
 
@@ -54,6 +61,9 @@ class Journal:
         self.failed: str | None = None
         self.commits = 0
         self.committed_events = 0
+        # own blocks: made at each commit, handed on once durable (set by the node)
+        self.sealer: Callable[[], list] = list
+        self.sealed: Callable[[list], None] = _ignore
 
     # -- appending (never waits) ---------------------------------------------
     def _touch(self) -> None:
@@ -63,6 +73,12 @@ class Journal:
     def events(self, events) -> None:
         if events:
             self._batch.events.extend(events)
+            self._touch()
+
+    def blocks(self, verified) -> None:
+        """Peers' blocks (door.Verified) the door took, to keep and relay."""
+        if verified:
+            self._batch.blocks.extend(verified)
             self._touch()
 
     def history(self, orders, fills, snapshot: tuple[int, int, bytes] | None) -> None:
@@ -116,6 +132,10 @@ class Journal:
         self._wake = trio.Event()
         if self.failed:
             return
+        own = self.sealer()
+        if own:
+            self._batch.blocks.extend(own)
+            self._touch()
         batch, target = self._batch, self._appended
         self._last_batch = target - self._durable
         self._batch = Batch()
@@ -123,6 +143,8 @@ class Journal:
             self._durable = target
         else:
             await self._commit(batch, target)
+        if own and not self.failed:
+            self.sealed(own)
         committed, self._committed = self._committed, trio.Event()
         committed.set()
 
@@ -144,3 +166,7 @@ class Journal:
         def call():
             return method(*args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._read_lock)
+
+
+def _ignore(blocks: list) -> None:
+    pass

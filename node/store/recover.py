@@ -23,19 +23,14 @@ would be forging, but the store is where they were made durable.
 
 from __future__ import annotations
 
-import secrets
-
 import cbor2
 
 from crdtbook.codec import decode_snapshot
 from crdtbook.dot import check_replica
+from crdtbook.keys import Signer
 from crdtbook.replica import Replica
 
 from .sqlite import Batch, Store, StoreError
-
-
-def new_replica_id() -> str:
-    return "n" + secrets.token_hex(8)
 
 
 def identity(store: Store, wanted: str | None = None) -> str:
@@ -47,13 +42,27 @@ def identity(store: Store, wanted: str | None = None) -> str:
             raise StoreError(f"the store in {store.directory} holds events but names no "
                              "replica id; it was left as it is: restore a backup or move it "
                              "aside")
-        replica_id = wanted or new_replica_id()
-        store.write(Batch(meta={"replica": replica_id}))
+        signer = Signer.generate()
+        replica_id = signer.id
+        store.write(Batch(meta={"replica": replica_id, "seed": signer.seed()}))
     try:
         return check_replica(replica_id)
     except ValueError:
         raise StoreError(f"the store in {store.directory} names no valid replica id "
                          f"({str(replica_id)[:80]!r}); it was left as it is") from None
+
+
+def signer(store: Store) -> Signer:
+    """The replica's signing key, kept with its store."""
+    seed = store.meta.get("seed")
+    try:
+        key = Signer(bytes(seed))
+    except (TypeError, ValueError):
+        raise StoreError(f"the store in {store.directory} holds no usable signing key; "
+                         "it was left as it is") from None
+    if key.id != store.meta.get("replica"):
+        raise StoreError(f"the signing key in {store.directory} is not the replica's key")
+    return key
 
 
 def recover(store: Store, replica_id: str) -> tuple[Replica, int]:

@@ -41,13 +41,15 @@ import fcntl
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cbor2
 
 from crdtbook.codec import event_from_wire, event_to_wire
 from crdtbook.events import ORDER
+from crdtbook.feed import Tip
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: signed feeds (the blocks table)
 STORE_FILE = "store.sqlite"
 LOCK_FILE = "LOCK"
 STATUSES = ("open", "filled", "cancelled", "rejected")
@@ -73,11 +75,27 @@ CREATE TABLE fills (
 );
 CREATE INDEX fills_taker ON fills (taker_acct, idx) WHERE taker_acct IS NOT NULL;
 CREATE INDEX fills_maker ON fills (maker_acct, idx) WHERE maker_acct IS NOT NULL;
+CREATE TABLE blocks (
+    rid INTEGER NOT NULL, last INTEGER NOT NULL, first INTEGER NOT NULL,
+    clock INTEGER NOT NULL, hash BLOB NOT NULL, sig BLOB NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (rid, last)
+) WITHOUT ROWID;
 CREATE TABLE snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     final INTEGER NOT NULL, fills_base INTEGER NOT NULL, body BLOB NOT NULL
 );
 """
+
+
+class RelayBlock(NamedTuple):
+    """A stored block as relayed: the fields a blocks message needs, and its first clock."""
+
+    replica: str
+    first: int
+    last: int
+    body: bytes
+    sig: bytes
+    clock: int
 
 
 class StoreError(Exception):
@@ -113,13 +131,15 @@ class Batch:
     """Everything one group commit writes, in one transaction."""
 
     events: list = field(default_factory=list)
+    blocks: list = field(default_factory=list)  # door.Verified: signed feed blocks
     orders: list[FinalOrder] = field(default_factory=list)
     fills: list[StoredFill] = field(default_factory=list)
     snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
     meta: dict = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.orders or self.fills or self.snapshot or self.meta)
+        return bool(self.events or self.blocks or self.orders or self.fills or self.snapshot
+                    or self.meta)
 
 
 def _event_body(event) -> bytes:
@@ -239,6 +259,11 @@ class Store:
                     [(e.clock, intern(e.replica), e.seq, _event_body(e),
                       intern(e.account) if e.kind == ORDER and e.account else None)
                      for e in batch.events])
+            if batch.blocks:
+                db.executemany(
+                    "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(intern(b.replica), b.last, b.first, b.events[0].clock, h, b.sig, b.body)
+                     for b, h in batch.blocks])
             if batch.orders:
                 db.executemany(
                     "UPDATE events SET status = ?, filled = ?, reason = ? "
@@ -319,6 +344,57 @@ class Store:
             "SELECT clock, seq, body FROM events WHERE rid = ? AND seq BETWEEN ? AND ?",
             (rid, low, high)).fetchall()
         return {seq: _event_from_row(clock, replica, seq, body) for clock, seq, body in rows}
+
+    def tips(self) -> dict[str, Tip]:
+        """The newest stored block of every origin: how far its signed feed is held."""
+        rows = self._read.execute(
+            "SELECT n.name, b.last, b.hash FROM blocks b JOIN names n ON n.id = b.rid "
+            "WHERE b.last = (SELECT MAX(last) FROM blocks WHERE rid = b.rid)").fetchall()
+        return {name: Tip(last, bytes(hash_)) for name, last, hash_ in rows}
+
+    def blocks_after(self, replica: str, seq: int, max_bytes: int) -> list[RelayBlock]:
+        """Stored blocks of ``replica`` after ``seq``, in order, up to about ``max_bytes``.
+
+        The blocks come as sealed (bytes and signature, no decoded events), to
+        be relayed; at least one when there is any, whatever its size.
+        """
+        return self._blocks_after(replica, seq, max_bytes)[0]
+
+    def _blocks_after(self, replica: str, seq: int,
+                      max_bytes: int) -> tuple[list[RelayBlock], bool]:
+        rid = self._ids_read(replica)
+        if rid is None:
+            return [], False
+        out, size = [], 0
+        for first, last, clock, sig, body in self._read.execute(
+                "SELECT first, last, clock, sig, body FROM blocks WHERE rid = ? AND last > ? "
+                "ORDER BY last", (rid, seq)):
+            if out and size + len(body) > max_bytes:
+                return out, True
+            out.append(RelayBlock(replica, first, last, bytes(body), bytes(sig), clock))
+            size += len(body) + len(sig)
+        return out, False
+
+    def relay_page(self, wanted: list[tuple[str, int]], max_events: int,
+                   max_bytes: int) -> tuple[list[RelayBlock], bool]:
+        """Blocks of each ``(replica, after seq)`` in ``wanted``, merged in order of
+        their first clock and cut at ``max_events`` / ``max_bytes``; and whether
+        anything was left out."""
+        candidates, more = [], False
+        for replica, seq in wanted:
+            found, cut = self._blocks_after(replica, seq, max_bytes)
+            candidates.extend(found)
+            more = more or cut
+        candidates.sort(key=lambda b: (b.clock, b.replica, b.first))
+        page, events, size = [], 0, 0
+        for block in candidates:
+            count, length = block.last - block.first + 1, len(block.body)
+            if page and (events + count > max_events or size + length > max_bytes):
+                return page, True
+            page.append(block)
+            events += count
+            size += length
+        return page, more
 
     def order(self, replica: str, seq: int):
         """(event, final state or None) of a stored order, or None."""
