@@ -44,7 +44,7 @@ import trio
 from crdtbook.aworset import AWORSet
 from crdtbook.clock import LOGICAL_BITS
 from crdtbook.codec import decode_blocks, encode_snapshot
-from crdtbook.door import Door, OwnFeedConflict, Verified
+from crdtbook.door import Door, DoorError, OwnFeedConflict, Verified
 from crdtbook.snapshot import Claim
 
 from . import logs
@@ -222,6 +222,7 @@ class Node:
         self.peer_added = trio.Event()  # replaced each time a peer is added
         # peer traffic this node initiated (both directions), for status and bench/
         self.conflict: str | None = None  # set if peers hold events under our id
+        self.refused_messages = 0  # peers' messages the door refused whole
         self.client = None  # the node's httpx.AsyncClient, set by the server
         self.stats = {"pushed_events": 0, "push_requests": 0, "pulled_events": 0,
                       "pull_requests": 0, "wire_bytes": 0}
@@ -299,12 +300,16 @@ class Node:
         try:
             admission = self.door.admit(blocks, claims, clock_limit=self._clock_limit())
         except OwnFeedConflict as exc:
+            self.refused_messages += 1
             if self.conflict is None:
                 self.conflict = str(exc)
                 logs.error("node.id_conflict", replica=self.id, detail=str(exc),
                            hint="this node's store lost events it had sent (restored from an "
                                 "old backup, lost WAL), or another node runs with its key: "
                                 "start a new replica (new --data-dir) and evict this one")
+            raise
+        except DoorError:
+            self.refused_messages += 1
             raise
         if admission.skipped:
             logs.debug("peer.blocks_skipped", **{k.replace(" ", "_"): v
@@ -573,6 +578,11 @@ class Node:
                       "committed_events": self.journal.committed_events,
                       "failed": self.journal.failed},
             "conflict": self.conflict,
+            "public_key": self.signer.public.hex(),
+            # what the door turned away: whole messages (a bad signature), and
+            # blocks or claims by reason (below the final frontier, strangers, ...)
+            "refused": {"messages": self.refused_messages,
+                        **{k.replace(" ", "_"): v for k, v in sorted(self.door.refused.items())}},
             "registry": self.config.registry_url or "embedded",
             "rpc": (f"{self.config.rpc_host}:{self.rpc_port}" if self.rpc_port else None),
             "finality": {"regressions": self.replica.frontier_regressions,

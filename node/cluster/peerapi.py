@@ -99,9 +99,13 @@ class PeerAPI:
         """
         await self._durable()
         node = self.node
-        wanted = [(replica, context.contiguous(replica))
-                  for replica, tip in sorted(node.door.tips.items())
-                  if tip.last > context.contiguous(replica)]
+        cutoff = node.replica.membership.cutoff
+        wanted = []
+        for replica, tip in sorted(node.door.tips.items()):
+            held = context.contiguous(replica)
+            upto = min(tip.last, cutoff.get(replica, tip.last))  # past a cutoff: never taken
+            if upto > held:
+                wanted.append((replica, held, upto))
         blocks, more = await node.journal.read(node.store.relay_page, wanted,
                                                service.PAGE, PAGE_BYTES)
         headers = self._peer_headers()

@@ -360,29 +360,29 @@ class Store:
         """
         return self._blocks_after(replica, seq, max_bytes)[0]
 
-    def _blocks_after(self, replica: str, seq: int,
-                      max_bytes: int) -> tuple[list[RelayBlock], bool]:
+    def _blocks_after(self, replica: str, seq: int, max_bytes: int,
+                      upto: int = 2**63 - 1) -> tuple[list[RelayBlock], bool]:
         rid = self._ids_read(replica)
         if rid is None:
             return [], False
         out, size = [], 0
         for first, last, clock, sig, body in self._read.execute(
-                "SELECT first, last, clock, sig, body FROM blocks WHERE rid = ? AND last > ? "
-                "ORDER BY last", (rid, seq)):
+                "SELECT first, last, clock, sig, body FROM blocks "
+                "WHERE rid = ? AND last > ? AND first <= ? ORDER BY last", (rid, seq, upto)):
             if out and size + len(body) > max_bytes:
                 return out, True
             out.append(RelayBlock(replica, first, last, bytes(body), bytes(sig), clock))
             size += len(body) + len(sig)
         return out, False
 
-    def relay_page(self, wanted: list[tuple[str, int]], max_events: int,
+    def relay_page(self, wanted: list[tuple[str, int, int]], max_events: int,
                    max_bytes: int) -> tuple[list[RelayBlock], bool]:
-        """Blocks of each ``(replica, after seq)`` in ``wanted``, merged in order of
-        their first clock and cut at ``max_events`` / ``max_bytes``; and whether
-        anything was left out."""
+        """Blocks of each ``(replica, after seq, up to seq)`` in ``wanted`` (the
+        blocks holding seqs after..upto), merged in order of their first clock
+        and cut at ``max_events`` / ``max_bytes``; and whether anything was left out."""
         candidates, more = [], False
-        for replica, seq in wanted:
-            found, cut = self._blocks_after(replica, seq, max_bytes)
+        for replica, seq, upto in wanted:
+            found, cut = self._blocks_after(replica, seq, max_bytes, upto)
             candidates.extend(found)
             more = more or cut
         candidates.sort(key=lambda b: (b.clock, b.replica, b.first))
