@@ -14,6 +14,13 @@ follow one simulated wall clock. It prints events/s for
                        --batch events (default 100), as a busy node receives
                        them; the book is brought up to date after every message
   replay_eps           decoding one CBOR delta holding all events + replaying it
+  wire_unsigned_eps    what a node receives, as the unsigned deltas of the previous
+                       protocol: pushes of --batch consecutive events of one origin
+                       each, delivered in order of their first event, each decoded
+                       (CBOR) and merged
+  wire_signed_eps      the same pushes as signed blocks (one block, so one
+                       signature, per push), decoded, chain-hashed, checked and
+                       merged by a Door; verify_cost is 1 - signed/unsigned
   reference_eps        the tests' simple reference engine on the same events
 
 plus p50/p99 microseconds per event of in-order ingest and bytes per resting
@@ -39,8 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crdtbook.aworset import AWORSet  # noqa: E402
 from crdtbook.clock import HybridClock  # noqa: E402
-from crdtbook.codec import decode_delta, encode_delta  # noqa: E402
+from crdtbook.codec import decode_blocks, decode_delta, encode_blocks, encode_delta  # noqa: E402
+from crdtbook.door import Door  # noqa: E402
 from crdtbook.events import make_cancel, make_order  # noqa: E402
+from crdtbook.keys import Signer  # noqa: E402
 from crdtbook.replica import Replica  # noqa: E402
 from node.gcpolicy import tune as tune_gc  # noqa: E402
 from tests.reference import replay as reference_replay  # noqa: E402
@@ -48,7 +57,8 @@ from tests.reference import replay as reference_replay  # noqa: E402
 UNIT = 10**8
 TICK = UNIT // 100  # prices on a 0.01 grid
 MID = 100 * UNIT
-REPLICAS = ("alpha", "bravo", "charlie")
+SIGNERS = {name: Signer.from_name(name) for name in ("alpha", "bravo", "charlie")}
+REPLICAS = tuple(sorted(signer.id for signer in SIGNERS.values()))
 
 
 def workload(commands: int, seed: int) -> list:
@@ -126,6 +136,46 @@ def batches(events: list, size: int) -> list[AWORSet]:
             delta.merge(single(event))
         out.append(delta)
     return out
+
+
+def pushes(events: list, size: int) -> list[list]:
+    """Runs of ``size`` consecutive events of one origin, in order of their first event."""
+    runs: dict[str, list] = {}
+    out = []
+    for event in events:
+        run = runs.setdefault(event.replica, [])
+        if not run:
+            out.append(run)
+        run.append(event)
+        if len(run) == size:
+            runs[event.replica] = []
+    return out
+
+
+def signed_messages(runs: list[list]) -> list[bytes]:
+    """Each run as a push: one block sealed and signed by its origin."""
+    doors = {signer.id: Door(Replica(signer.id), signer.sign) for signer in SIGNERS.values()}
+    return [encode_blocks([doors[run[0].replica].seal(run)]) for run in runs]
+
+
+def timed_wire(messages: list[bytes], signed: bool) -> tuple[float, Replica]:
+    replica = Replica("observer")
+    if signed:
+        door = Door(replica)
+        for signer in SIGNERS.values():  # as their join events would have told it
+            replica.membership.keys[signer.id] = signer.public
+        admit = door.admit
+        gc.collect()
+        start = time.perf_counter()
+        for message in messages:
+            admit(*decode_blocks(message))
+    else:
+        merge = replica.merge
+        gc.collect()
+        start = time.perf_counter()
+        for message in messages:
+            merge(decode_delta(message))
+    return time.perf_counter() - start, replica
 
 
 def bytes_per_resting(count: int) -> float:
@@ -245,6 +295,28 @@ def main(argv: list[str] | None = None) -> int:
     replay_eps = n / elapsed_replay
     assert rebuilt.digest() == digest
 
+    say(f"the wire: pushes of {args.batch} events, unsigned deltas vs signed blocks ...")
+    runs = pushes(events, args.batch)
+    unsigned = [encode_delta(AWORSet.from_entries((e.replica, e.seq, e) for e in run))
+                for run in runs]
+    signed = signed_messages(runs)
+    del runs
+    signed_bytes = sum(len(m) for m in signed)
+    # Alternate the two, so that a busy moment of the machine hits both alike.
+    elapsed_unsigned = elapsed_signed = float("inf")
+    for _ in range(max(1, args.repeat)):
+        took, checked = timed_wire(unsigned, False)
+        assert checked.digest() == digest
+        elapsed_unsigned = min(elapsed_unsigned, took)
+        del checked
+        gc.collect()
+        took, checked = timed_wire(signed, True)
+        assert checked.digest() == digest and checked.fills() == fills, "signed ingest diverged"
+        elapsed_signed = min(elapsed_signed, took)
+        del checked
+        gc.collect()
+    del signed, unsigned
+
     say("reference engine on the same events ...")
 
     def reference_once():
@@ -272,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         "late_events_replayed": replayed_single,
         "late_batched_events_replayed": replayed,
         "replay_eps": round(replay_eps),
+        "wire_unsigned_eps": round(n / elapsed_unsigned),
+        "wire_signed_eps": round(n / elapsed_signed),
+        "verify_cost": round(1 - elapsed_unsigned / elapsed_signed, 3),
+        "signed_bytes_per_event": round(signed_bytes / n, 1),
         "reference_eps": round(reference_eps),
         "bytes_per_resting_order": round(per_order),
         "ingest_p50_us": round(percentile(samples, 0.50), 2),
