@@ -34,6 +34,12 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    bodies, both directions, as counted by each node) per order per peer,
    against the CBOR size of one order event.
 
+5. ``--baseline REV`` (default: the last revision before signed feeds) also
+   runs a durable cluster of that revision's code (exported with ``git
+   archive`` into a temporary folder), phase 1 only, first: the throughput
+   without signatures, in the same run, and the ratio signed / unsigned.
+   ``--baseline none`` skips it.
+
 Figures, not assertions. Nodes run with the same settings as `crdtbook node`.
 """
 
@@ -43,6 +49,7 @@ import argparse
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +67,8 @@ from crdtbook.events import make_order  # noqa: E402
 from node.cli.devnet import start_node, stop  # noqa: E402
 
 MID = 100
+UNSIGNED = "8133cb8"  # the last revision whose nodes exchanged unsigned deltas
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def order_stream(rng: random.Random):
@@ -246,8 +255,10 @@ async def discovered(urls) -> None:
             await trio.sleep(0.1)
 
 
-def start_cluster(args, data_root: str | None) -> tuple[list, list[str]]:
-    """3 nodes: ephemeral if ``data_root`` is None, else durable under it."""
+def start_cluster(args, data_root: str | None,
+                  code: str | None = None) -> tuple[list, list[str]]:
+    """3 nodes: ephemeral if ``data_root`` is None, else durable under it; the code
+    in ``code`` if given (a baseline revision), else this checkout's."""
     procs: list = []
     urls: list[str] = []
     try:
@@ -255,7 +266,7 @@ def start_cluster(args, data_root: str | None) -> tuple[list, list[str]]:
             extra = ["--pull-interval", str(args.pull_interval)]
             extra += (["--ephemeral"] if data_root is None
                       else ["--data-dir", os.path.join(data_root, f"node{i}")])
-            proc, url = start_node(extra + (["--peer", urls[0]] if urls else []))
+            proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)
             procs.append(proc)
             urls.append(url)
         print(f"nodes ({'ephemeral' if data_root is None else 'data under ' + data_root}): "
@@ -320,16 +331,37 @@ async def run(args, urls, rng) -> dict:
     }
 
 
-def measure(args, data_root: str | None, full: bool) -> dict:
+def measure(args, data_root: str | None, full: bool, code: str | None = None) -> dict:
     """Start a fresh cluster, run the phases (throughput only unless ``full``), stop it."""
     rng = random.Random(args.seed)
-    procs, urls = start_cluster(args, data_root)
+    procs, urls = start_cluster(args, data_root, code)
     try:
         if full:
             return trio.run(run, args, urls, rng)
         return trio.run(run_throughput, args, urls, rng)
     finally:
         stop(procs)
+
+
+def baseline(args) -> dict:
+    """Phase 1 on a durable cluster of ``args.baseline``'s code (exported, then removed)."""
+    print(f"== baseline: durable cluster of revision {args.baseline}", file=sys.stderr)
+    code = tempfile.mkdtemp(prefix="crdtbook-baseline-")
+    data = tempfile.mkdtemp(prefix="crdtbook-bench-")
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
+        figures = measure(args, data, full=False, code=code)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"baseline skipped: revision {args.baseline} could not be exported ({exc})",
+              file=sys.stderr)
+        return {}
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+    return {"baseline_revision": args.baseline,
+            "baseline_durable_orders_per_s": figures["orders_per_s"]}
 
 
 def main(argv=None) -> int:
@@ -349,10 +381,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pull-interval", type=float, default=1.0,
                         help="the nodes' pull (heartbeat) interval, seconds (default 1)")
+    parser.add_argument("--baseline", default=UNSIGNED, metavar="REV",
+                        help=f"also measure a durable cluster of revision REV (default "
+                             f"{UNSIGNED}, before signed feeds); 'none' to skip")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result: dict = {"nodes": 3, "duration_s": args.duration, "batch": args.batch,
                     "workers": args.workers}
+    if args.baseline != "none" and not args.ephemeral:
+        result.update(baseline(args))
     if args.data_dir is None:
         print("== ephemeral cluster (--ephemeral: no fsync)", file=sys.stderr)
         eph = measure(args, None, full=args.ephemeral)
@@ -375,6 +412,10 @@ def main(argv=None) -> int:
             result["durable_orders_per_s"] = dur.pop("orders_per_s")
             result["durable_to_ephemeral"] = round(
                 result["durable_orders_per_s"] / result["ephemeral_orders_per_s"], 3)
+        if "baseline_durable_orders_per_s" in result:
+            result["durable_signed_to_baseline"] = round(
+                (result.get("durable_orders_per_s") or dur["orders_per_s"])
+                / result["baseline_durable_orders_per_s"], 3)
             result.update(dur)
     print_figures(result, args.json)
     return 0

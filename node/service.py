@@ -58,6 +58,7 @@ from .store.sqlite import Batch, FinalOrder, StoredFill
 OUTBOX_LIMIT = 10_000  # block lists queued per peer before pushes are dropped (pull repairs)
 MAX_BACKOFF_S = 30.0
 MAX_PEERS = 64  # beyond this, newly heard-of peers are ignored (a flood must not stall us)
+CLAIM_EVERY_S = 0.05  # own claims (finality heartbeats) are renewed at most this often
 PAGE = 20_000  # events per pull answer (and per join answer): a bounded message
 
 
@@ -187,6 +188,8 @@ class Node:
         self.journal.sealer = self._seal
         self.journal.sealed = self._push_sealed
         self._unsealed: list = []  # own events journaled, to seal at the next commit
+        self._own_claim: Claim | None = None  # the last own claim sent, and when it was made
+        self._claimed_at = 0.0
         self.replica.take_fresh()  # recovered events are durable already
         if config.leave_on_stop is None:
             config.leave_on_stop = self.store.ephemeral
@@ -339,11 +342,19 @@ class Node:
         A claim promises no new event at or below its clock, so it never goes
         past the clock lease the store holds: after a crash, the restarted
         replica stamps its next event above the lease, keeping the promise.
+
+        The own claim is renewed (and signed) at most every ``CLAIM_EVERY_S``:
+        under load every push would otherwise cost a signature here and a
+        check at every peer. A claim sent again is still true, only older.
         """
-        own = self.replica.claim(min(self.clock_ms(), self.lease >> LOGICAL_BITS))
-        # the hybrid clock can be ahead of the lease (a peer's clock, a stalled
-        # renewal): the promise sent never is
-        return self.door.outgoing_claims(Claim(own.replica, own.seq, min(own.clock, self.lease)))
+        now = self.monotonic()
+        if self._own_claim is None or now - self._claimed_at >= CLAIM_EVERY_S:
+            own = self.replica.claim(min(self.clock_ms(), self.lease >> LOGICAL_BITS))
+            # the hybrid clock can be ahead of the lease (a peer's clock, a stalled
+            # renewal): the promise sent never is
+            self._own_claim = Claim(own.replica, own.seq, min(own.clock, self.lease))
+            self._claimed_at = now
+        return self.door.outgoing_claims(self._own_claim)
 
     def renew_lease(self) -> int:
         """Append a new clock lease (``clock_lease_ms`` past now); return it.

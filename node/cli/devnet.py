@@ -32,11 +32,15 @@ DEMO = [  # (node index, side, qty, price)
 ]
 
 
-def start_node(extra: list[str], log_level: str = "warning") -> tuple[subprocess.Popen, str]:
-    """Start ``crdtbook node`` on a free port; return the process and its URL."""
+def start_node(extra: list[str], log_level: str = "warning",
+               cwd: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``crdtbook node`` on a free port; return the process and its URL.
+
+    ``cwd``: run the code found there instead (a benchmark's baseline revision).
+    """
     cmd = [sys.executable, "-m", "node", "node", "--listen", "127.0.0.1:0",
            "--log-level", log_level, *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=cwd)
     line = proc.stdout.readline() if proc.stdout else ""
     if " listening on " not in line:
         proc.kill()
