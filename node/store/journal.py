@@ -132,7 +132,14 @@ class Journal:
         self._wake = trio.Event()
         if self.failed:
             return
-        own = self.sealer()
+        try:
+            own = self.sealer()
+        except Exception as exc:  # a bug: nothing unsealed may be promised or sent
+            self.failed = f"sealing own events failed: {exc!r}"
+            logs.error("store.failed", detail=self.failed)
+            committed, self._committed = self._committed, trio.Event()
+            committed.set()
+            return
         if own:
             self._batch.blocks.extend(own)
             self._touch()
