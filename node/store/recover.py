@@ -23,8 +23,6 @@ would be forging, but the store is where they were made durable.
 
 from __future__ import annotations
 
-import secrets
-
 import cbor2
 
 from crdtbook.codec import decode_snapshot
@@ -34,20 +32,16 @@ from crdtbook.replica import Replica
 from .sqlite import Batch, Store, StoreError
 
 
-def new_replica_id() -> str:
-    return "n" + secrets.token_hex(8)
-
-
-def identity(store: Store, wanted: str | None = None) -> str:
-    """The replica id kept in the store; for a new store, ``wanted`` or a new one
-    (made durable before anything else)."""
+def identity(store: Store, wanted: str) -> str:
+    """The replica id kept in the store; for a new store, ``wanted`` (the id of
+    the directory's key, made durable before anything else)."""
     replica_id = store.meta.get("replica")
     if replica_id is None:
         if store.event_count() or store.snapshot() is not None:
             raise StoreError(f"the store in {store.directory} holds events but names no "
                              "replica id; it was left as it is: restore a backup or move it "
                              "aside")
-        replica_id = wanted or new_replica_id()
+        replica_id = wanted
         store.write(Batch(meta={"replica": replica_id}))
     try:
         return check_replica(replica_id)
