@@ -138,8 +138,8 @@ async def test_an_open_cluster_admits_without_a_token(nursery, tmp_path):
         assert r.status_code == 200
 
 
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRDTBOOK_")}
+def run(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CRDTBOOK_")}, **env}
     return subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -195,5 +195,7 @@ def test_join_token_usage_errors(tmp_path):
     assert r.returncode == 2
     r = run("node", "--listen", "127.0.0.1:0", "--ephemeral", "--bootstrap-expect", "2")
     assert r.returncode == 2 and "--join-token" in r.stderr
+    r = run("node", "--listen", "127.0.0.1:0", "--ephemeral", CRDTBOOK_JOIN_TOKEN="bad token")
+    assert r.returncode == 2 and "$CRDTBOOK_JOIN_TOKEN" in r.stderr
     r = run("join-token", "--data-dir", str(tmp_path))
     assert r.returncode == 1 and "no join token" in r.stderr

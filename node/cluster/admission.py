@@ -34,6 +34,7 @@ import cbor2
 from crdtbook import keys
 from crdtbook.dot import check_replica
 
+from ..asgi import BadRequest
 from ..store import jointoken
 
 VERSION = 1
@@ -44,12 +45,8 @@ FIELDS = frozenset({"v", "kind", "book", "replica", "key", "token", "time", "sig
 TOKEN_HINT = "ask a member's operator for `crdtbook join-token`"
 
 
-class Refused(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
+class Refused(BadRequest):
+    """A join request refused: status, code, and a detail for the joiner's operator."""
 
 
 def message(book: str, replica: str, key: bytes, token: str | None, time_ms: int) -> bytes:

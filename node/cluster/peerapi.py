@@ -147,7 +147,7 @@ class PeerAPI:
             logs.warning("join.refused", error=exc.error, detail=exc.detail[:200],
                          replica=request.headers.get("x-crdtbook-replica", "?")[:64],
                          url=request.headers.get("x-crdtbook-url", "?")[:100])
-            raise BadRequest(exc.status, exc.error, exc.detail) from None
+            raise
         if replica == node.id:
             raise BadRequest(409, "same_replica", "that is this node's own replica id")
         how = node.replica.retirement(replica)
