@@ -65,6 +65,7 @@ from figures import print_figures  # noqa: E402
 from crdtbook.codec import encode_event  # noqa: E402
 from crdtbook.events import make_order  # noqa: E402
 from node.cli.devnet import start_node, stop  # noqa: E402
+from node.store import jointoken  # noqa: E402
 
 MID = 100
 UNSIGNED = "8133cb8"  # the last revision whose nodes exchanged unsigned deltas
@@ -261,9 +262,10 @@ def start_cluster(args, data_root: str | None,
     in ``code`` if given (a baseline revision), else this checkout's."""
     procs: list = []
     urls: list[str] = []
+    token = jointoken.new()  # the founder makes it the cluster's, the others join with it
     try:
         for i in range(3):
-            extra = ["--pull-interval", str(args.pull_interval)]
+            extra = ["--pull-interval", str(args.pull_interval), "--join-token", token]
             extra += (["--ephemeral"] if data_root is None
                       else ["--data-dir", os.path.join(data_root, f"node{i}")])
             proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)

@@ -49,10 +49,10 @@ from crdtbook.snapshot import Claim
 
 from . import logs
 from .cluster.registry import DEFAULT_TTL_S, Registry
-from .store import admintoken
+from .store import admintoken, jointoken, secretfile
 from .store.datadir import Retired, open_store, phrase
 from .store.journal import Journal
-from .store.recover import recover, signer
+from .store.recover import recover
 from .store.sqlite import Batch, FinalOrder, StoredFill
 
 OUTBOX_LIMIT = 10_000  # block lists queued per peer before pushes are dropped (pull repairs)
@@ -69,10 +69,12 @@ class NodeConfig:
     peers: list[str] = field(default_factory=list)
     registry_url: str | None = None  # None: use the embedded registries of known peers
     book: str = "default"
-    replica_id: str | None = None  # only for a new (or ephemeral) store
     data_dir: str | None = None  # None: ephemeral (a throwaway store, a new id each start)
     fsync: bool = True
     rejoin_as_new: bool = False  # a retired (left/evicted) store is set aside, not refused
+    join_token: str | None = None  # shown to a sponsor; a founder makes it the cluster's
+    open_admission: bool = False  # --open: a founder's cluster admits without a token
+    bootstrap_expect: int = 0  # found only together with this many nodes (see gossip.py)
     clock_lease_ms: int = 2_000  # how far past now a claim may promise (see renew_lease)
     snapshot_interval_s: float = 30.0  # at most this often a snapshot goes to the store
     pull_interval_s: float = 1.0
@@ -171,13 +173,12 @@ class Node:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.store, replica_id, fresh = open_store(
-            config.data_dir, config.book, fsync=config.fsync, replica_id=config.replica_id,
-            rejoin_as_new=config.rejoin_as_new)
+        self.store, self.signer, fresh = open_store(
+            config.data_dir, config.book, fsync=config.fsync, rejoin_as_new=config.rejoin_as_new)
+        replica_id = self.signer.id
         try:
             # only the token's digest stays in memory (see node/store/admintoken.py)
             self.admin_digest = admintoken.ensure(self.store.directory)
-            self.signer = signer(self.store)
             self.replica, replayed = recover(self.store, replica_id)
             self.door = Door(self.replica, self.signer.sign)
             self.door.tips.update(self.store.tips())
@@ -227,6 +228,15 @@ class Node:
         self.conflict: str | None = None  # set if peers hold events under our id
         self.refused_messages = 0  # peers' messages the door refused whole
         self.client = None  # the node's httpx.AsyncClient, set by the server
+        # called with the cluster's join token (or "open") when this node founds one
+        self.on_founded: Callable[[Node, str], None] | None = None
+        # (error, detail) once a sponsor refused this node's join request (403)
+        self.join_refused: tuple[str, str] | None = None
+        if self.joined and self.join_token() is None and (config.join_token
+                                                          or config.open_admission):
+            self.keep_join_token(jointoken.OPEN if config.open_admission else config.join_token)
+        secretfile.warn_if_readable(jointoken.path(self.store.directory),
+                                    "join_token.readable_by_others")
         self.stats = {"pushed_events": 0, "push_requests": 0, "pulled_events": 0,
                       "pull_requests": 0, "wire_bytes": 0}
 
@@ -446,10 +456,28 @@ class Node:
             raise NotReady("catching_up", "this node restarted and waits to hear from a peer "
                                           "before it takes orders; retry shortly")
 
+    # -- admission ---------------------------------------------------------------
+    def join_token(self) -> str | None:
+        """The join token this member admits with (``"open"``: none needed), read
+        from the data directory each time (a rotation counts at once); None if
+        it keeps none. StoreError if the file is unusable."""
+        return jointoken.read(self.store.directory)
+
+    def keep_join_token(self, token: str) -> None:
+        """Keep the token this node founded or was admitted with (one kept stays)."""
+        jointoken.save(self.store.directory, token)
+
     def bootstrap(self) -> None:
+        """Found a new cluster, keeping its join token first (``--open``: none,
+        ``--join-token``: that one, else a new one)."""
+        if self.join_token() is None:
+            self.keep_join_token(jointoken.OPEN if self.config.open_admission
+                                 else self.config.join_token or jointoken.new())
         self.replica.bootstrap(self.clock_ms(), key=self.signer.public)
         self._journal_fresh()
         logs.info("node.founded", replica=self.id, book=self.config.book)
+        if self.on_founded is not None:
+            self.on_founded(self, self.join_token())
 
     def sponsor(self, replica: str, key: bytes) -> None:
         """Admit ``replica``, whose public key is ``key`` (asked by a joining node).

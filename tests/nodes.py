@@ -11,6 +11,10 @@ from node.server import serve_node
 from node.service import Node, NodeConfig
 from node.store import admintoken
 
+# Every node these helpers start shows this join token: a founder makes it its
+# cluster's token, a joiner is admitted with it (tests of admission pass their own).
+JOIN_TOKEN = "crdtbook-join-" + "0123456789abcdef" * 2
+
 
 class Running:
     """A node started in a nursery; ``stop()`` shuts it down gracefully."""
@@ -35,7 +39,10 @@ class Running:
             await self.done.wait()
 
 
-async def start(nursery: trio.Nursery, *peers: str, **settings) -> Running:
+async def start(nursery: trio.Nursery, *peers: str, wait: bool = True, **settings) -> Running:
+    """A node on 127.0.0.1, port 0; by default, once it founded or was admitted
+    and caught up (``wait=False``: as soon as it serves)."""
+    settings.setdefault("join_token", JOIN_TOKEN)
     settings.setdefault("pull_interval_s", 0.2)
     settings.setdefault("request_timeout_s", 1.0)
     settings.setdefault("compact_interval_s", None)  # tests count held events
@@ -49,7 +56,8 @@ async def start(nursery: trio.Nursery, *peers: str, **settings) -> Running:
             done.set()
 
     node = await nursery.start(run)
-    await eventually(lambda: node.joined and node.caught_up)  # founded or admitted, caught up
+    if wait:
+        await eventually(lambda: node.joined and node.caught_up)  # founded or admitted
     return Running(node, shutdown, done)
 
 

@@ -10,6 +10,8 @@ import sys
 import httpx
 import trio
 
+from .nodes import JOIN_TOKEN
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -35,6 +37,8 @@ class NodeProcess:
         cmd = [sys.executable, "-m", "node", "node", "--listen", f"127.0.0.1:{self.port}",
                "--data-dir", self.data_dir, "--book", self.book, "--pull-interval", "0.2",
                "--log-level", "warning", *self.extra]
+        if "--open" not in self.extra and "--join-token" not in self.extra:
+            cmd += ["--join-token", JOIN_TOKEN]
         for peer in self.peers:
             cmd += ["--peer", peer]
         return cmd

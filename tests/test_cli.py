@@ -151,3 +151,19 @@ def test_devnet_demo_agrees_and_stops_on_sigint():
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0
     assert any(line.startswith("all 3 nodes agree") for line in lines), "".join(lines)
+
+
+def test_text_output_shows_short_replica_ids_and_json_the_whole_ones(node_process):
+    _, url = node_process
+    crdtbook("order", "sell", "3@12", node=url)
+    crdtbook("order", "buy", "1@12", node=url)
+    status = json.loads(crdtbook("status", "--json", node=url).stdout)
+    replica = status["replica"]
+    assert len(replica) == 32  # derived from the node's key
+    short = replica[:10]
+    for command in ("status", "fills", "orders", "events"):
+        text = crdtbook(command, node=url).stdout
+        assert short in text and replica not in text, command
+    fills = json.loads(crdtbook("fills", "--json", node=url).stdout)
+    assert fills[0]["maker"] == f"{replica}:2"  # JSON keeps full ids
+    assert f"{short}:2" in crdtbook("fills", node=url).stdout

@@ -128,3 +128,15 @@ async def test_js_peerrpc_server_registers_in_an_embedded_registry(nursery):
         assert status["result"]["replica"] == a.node.id
     finally:
         proc.terminate()
+
+
+async def test_bootstrap_expect_on_two_grapes_forms_one_cluster(nursery, grapes):
+    settings = {"announce_interval_s": 1.0, "bootstrap_expect": 2, "wait": False}
+    a = await start(nursery, registry_url=grapes[0], **settings)
+    b = await start(nursery, registry_url=grapes[1], **settings)
+    ids = sorted([a.node.id, b.node.id])
+    await eventually(lambda: all(r.node.joined and r.node.replica.members() == ids
+                                 for r in (a, b)), timeout=30)
+    founded = {e.replica for r in (a, b) for e in r.node.replica.events()
+               if e.kind == "member" and e.action == "join" and e.replica == e.target}
+    assert founded == {ids[0]}  # exactly one founded: the smallest id

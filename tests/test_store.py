@@ -152,11 +152,11 @@ def test_a_damaged_row_is_reported_at_recovery(tmp_path):
     s.write(Batch(events=[order(10, "a", 1)], meta={"replica": "a"}))
     s._db.execute("UPDATE events SET body = x'ff00'")
     with pytest.raises(StoreError, match="cannot be read back"):
-        recover(s, identity(s))
+        recover(s, identity(s, "a"))
     s._db.execute("UPDATE meta SET value = 7 WHERE key = 'replica'")
     s.meta["replica"] = 7
     with pytest.raises(StoreError, match="no valid replica id"):
-        identity(s)
+        identity(s, "a")
     s.close()
 
 
@@ -167,7 +167,7 @@ def test_a_store_with_events_but_no_replica_id_is_refused(tmp_path):
     s = Store.open(path, "book1")
     s.write(Batch(events=[order(10, "a", 1)]))
     with pytest.raises(StoreError, match="names no replica id"):
-        identity(s)
+        identity(s, "a")
     assert "replica" not in s.meta  # nothing minted
     s.close()
 

@@ -33,7 +33,7 @@ from crdtbook.replica import ReplicaError
 
 from .. import logs
 from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
-from ..cluster import gossip, registry
+from ..cluster import admission, gossip, registry
 from ..cluster.peerapi import PeerAPI
 from ..service import Node, NotReady
 from ..store import admintoken
@@ -83,6 +83,7 @@ class App:
             "/peer/push": {"POST": self.peer.peer_push},
             "/peer/pull": {"POST": self.peer.peer_pull},
             "/peer/join": {"POST": self.peer.peer_join},
+            "/peer/hello": {"GET": self.peer.peer_hello},
             "/evict": {"POST": self.post_evict},
             "/leave": {"POST": self.post_leave},
         }
@@ -110,8 +111,12 @@ class App:
                     return Response(401, json.dumps({"error": "unauthorized", "detail": denied},
                                                     separators=(",", ":")).encode(),
                                     headers=[(b"www-authenticate", b'Bearer realm="crdtbook"')])
-            limit = (self.node.config.peer_body_limit if path.startswith("/peer/")
+            limit = (admission.BODY_LIMIT if path == "/peer/join"
+                     else self.node.config.peer_body_limit if path.startswith("/peer/")
                      else self.node.config.client_body_limit)
+            declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > limit:  # refused before reading it
+                raise BadRequest(413, "too_large", f"request body exceeds {limit} bytes")
             body = await _read_body(receive, limit)
             response = handler(Request(scope, body))
             if inspect.isawaitable(response):

@@ -8,6 +8,8 @@ import sys
 
 import httpx
 
+from crdtbook.keys import short
+
 DEFAULT_NODE = "http://127.0.0.1:8700"
 
 
@@ -91,11 +93,18 @@ def human_time(iso: str | None) -> str:
     return iso.replace("T", " ").rstrip("Z") if iso else ""
 
 
+def short_id(order_id: str) -> str:
+    """An order or event id, ``replica:seq``, with the replica's short prefix."""
+    replica, sep, seq = order_id.rpartition(":")
+    return f"{short(replica)}:{seq}" if sep else short(order_id)
+
+
 def format_fills(fills: list[dict]) -> str:
     if not fills:
         return "(no fills)"
-    rows = [[human_time(f.get("time")), f["taker"], f["taker_side"], f["qty"], f["price"],
-             f["maker"], "final" if f["final"] else "provisional*"] for f in fills]
+    rows = [[human_time(f.get("time")), short_id(f["taker"]), f["taker_side"], f["qty"],
+             f["price"], short_id(f["maker"]), "final" if f["final"] else "provisional*"]
+            for f in fills]
     provisional = sum(1 for f in fills if not f["final"])
     note = (f"\n* {provisional} provisional: may still change if an earlier event arrives"
             if provisional else "")
@@ -105,7 +114,7 @@ def format_fills(fills: list[dict]) -> str:
 def format_orders(orders: list[dict]) -> str:
     if not orders:
         return "(no orders)"
-    rows = [[human_time(o.get("time")), o["id"], o["account"], o["side"], o["type"],
+    rows = [[human_time(o.get("time")), short_id(o["id"]), o["account"], o["side"], o["type"],
              o["price"] or "market", o["qty"], o["filled"], o["resting"], o["status"],
              o.get("reason") or ""] for o in orders]
     return table(rows, ["time (UTC)", "id", "account", "side", "type", "price", "qty",
@@ -120,10 +129,10 @@ def format_events(events: list[dict]) -> str:
         if e["kind"] == "order":
             what = f"{e['side']} {e['qty']}@{e['price'] or 'market'} {e['type']}"
         elif e["kind"] == "cancel":
-            what = f"cancel {e['target']}"
+            what = f"cancel {short_id(e['target'])}"
         else:
-            what = f"{e['action']} {e['target']}"
-        lines.append(f"{human_time(e.get('time'))}  {e['id']:<24} {what}")
+            what = f"{e['action']} {short(e['target'])}"
+        lines.append(f"{human_time(e.get('time'))}  {short_id(e['id']):<18} {what}")
     return "\n".join(lines)
 
 
@@ -138,7 +147,7 @@ def format_order(order: dict) -> str:
 
 def format_status(status: dict) -> str:
     lines = [
-        f"replica   {status['replica']}",
+        f"replica   {short(status['replica'])}",
         f"book      {status['book']}",
         f"url       {status['url']}",
         f"data      {status.get('data_dir') or '(ephemeral: nothing kept)'}",
@@ -146,7 +155,7 @@ def format_status(status: dict) -> str:
         f"events    {status['events']} in memory, {status.get('events_total', '?')} in all",
         f"digest    {status['digest']}",
         f"final     lags the newest event by {status.get('final_lag_ms')} ms",
-        f"members   {' '.join(status.get('members', []))}",
+        f"members   {' '.join(short(m) for m in status.get('members', []))}",
     ]
     if status.get("retired"):
         lines.append(f"RETIRED   this replica {status['retired']} the cluster: it creates no "
@@ -156,14 +165,14 @@ def format_status(status: dict) -> str:
     holder = status.get("held_back_by")
     if holder and holder.get("behind_ms", 0) > 5_000:
         seconds = holder["behind_ms"] / 1000
-        lines.append(f"held back by {holder['replica']}: nothing counted from it since "
+        lines.append(f"held back by {short(holder['replica'])}: nothing counted from it since "
                      f"{human_time(holder['since'])} UTC ({seconds:.0f}s)")
         if seconds > 60:
             lines.append(f"          if it is gone for good: crdtbook evict {holder['replica']}")
     lines.append(f"peers     {len(status['peers'])}")
     for peer in status["peers"]:
         seen = "never" if peer["last_seen_s"] is None else f"{peer['last_seen_s']:.1f}s ago"
-        line = f"  {peer['url']}  {peer['replica'] or '?'}  seen {seen}"
+        line = f"  {peer['url']}  {short(peer['replica'] or '?')}  seen {seen}"
         if peer.get("failing_s") is not None:
             line += f"  UNREACHABLE for {peer['failing_s']:.0f}s: {peer.get('error') or '?'}"
         lines.append(line)

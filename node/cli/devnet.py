@@ -1,7 +1,9 @@
 """``crdtbook devnet``: a local cluster of real node processes.
 
 Starts n ``crdtbook node`` children on free loopback ports (the first one
-alone, the others with ``--peer`` pointing at it: discovery does the rest),
+alone: it founds the cluster and prints its join token; the others with
+``--peer`` pointing at it and that token, read from the founder's data
+directory: discovery does the rest),
 each with its data directory under one folder (a new temporary one unless
 ``--data-dir`` names it),
 prints their URLs and a command to try, and waits for Ctrl-C, then stops
@@ -87,6 +89,19 @@ def wait_converged(urls: list[str], events: int, timeout: float = 20.0) -> list[
         time.sleep(0.1)
 
 
+def founders_token(directory: str) -> str:
+    from ..store import jointoken
+    from ..store.sqlite import StoreError
+
+    try:
+        token = jointoken.read(directory)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    if token is None:
+        raise CliError(f"the founder kept no join token in {directory}")
+    return token
+
+
 def run_devnet(n: int, demo: bool, book: str, data_root: str | None = None) -> int:
     procs: list[subprocess.Popen] = []
     urls: list[str] = []
@@ -96,18 +111,21 @@ def run_devnet(n: int, demo: bool, book: str, data_root: str | None = None) -> i
         for i in range(n):
             extra = ["--book", book, "--pull-interval", "0.5",
                      "--data-dir", os.path.join(data_root, f"node{i}")]
-            if urls:
-                extra += ["--peer", urls[0]]
+            if urls:  # founded by now: its join token is kept
+                extra += ["--peer", urls[0], "--join-token",
+                          founders_token(os.path.join(data_root, "node0"))]
             proc, url = start_node(extra)
             procs.append(proc)
             urls.append(url)
             print(f"  node {i}: {url}")
+            wait_joined(urls[:1])
         wait_joined(urls)
         print(f"\ntry:  CRDTBOOK_NODE={urls[0]} crdtbook order sell 3@12")
         print(f"      CRDTBOOK_NODE={urls[-1]} crdtbook order buy 2@13")
         print(f"      CRDTBOOK_NODE={urls[0]} crdtbook book")
         # leave/evict need a node's admin token, which is in its data directory
         print(f"      crdtbook admin-token --data-dir {os.path.join(data_root, 'node0')}")
+        print(f"      crdtbook join-token --data-dir {os.path.join(data_root, 'node0')}")
         if demo:
             run_demo(urls)
         print("\ncluster running; Ctrl-C to stop", file=sys.stderr)

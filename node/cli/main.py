@@ -2,9 +2,11 @@
 
     crdtbook node [--listen HOST:PORT] [--peer URL ...] [--registry URL] [--book NAME]
                   [--data-dir DIR | --ephemeral] [--rejoin-as-new] [--log-level LEVEL]
+                  [--join-token TOKEN | --open] [--bootstrap-expect N]
     crdtbook order buy|sell QTY@PRICE [--type T] [--account A] [--ack replicated]
     crdtbook cancel ID | order-status ID | leave | evict REPLICA   [--admin-token T]
     crdtbook admin-token [--data-dir DIR]
+    crdtbook join-token [--rotate] [--data-dir DIR]
     crdtbook book [--depth N] [--watch] | status
     crdtbook fills [--account A] | orders [--account A] [--open] | events   [--limit N | --all]
     crdtbook registry [--listen HOST:PORT]
@@ -45,11 +47,12 @@ def listen_address(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def replica_id(text: str) -> str:
-    try:
-        return check_replica(text)
-    except DotError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def join_token(text: str) -> str:
+    from ..store import jointoken
+
+    if not jointoken.valid(text):
+        raise argparse.ArgumentTypeError(f"a join token is {jointoken.FORMAT}")
+    return text
 
 
 def book_name(text: str) -> str:
@@ -103,8 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 127.0.0.1 on a free port)")
     node.add_argument("--book", type=book_name, default="default",
                       help="book name (default: default)")
-    node.add_argument("--id", type=replica_id,
-                      help="replica id of a new data directory (default: a fresh random one)")
+    admission = node.add_mutually_exclusive_group()
+    admission.add_argument("--join-token", type=join_token, metavar="TOKEN",
+                           help="the cluster's join token, to be admitted (default "
+                                "$CRDTBOOK_JOIN_TOKEN); a founder makes it the cluster's "
+                                "token instead of a new one")
+    admission.add_argument("--open", action="store_true",
+                           help="found an open cluster: members admit any node that reaches "
+                                "them, without a join token")
+    node.add_argument("--bootstrap-expect", type=positive_int, default=0, metavar="N",
+                      help="start together with other nodes: found nothing alone, wait until "
+                           "N nodes (this one included) started with the same N find each "
+                           "other; the smallest id founds, the rest join it (all need the "
+                           "same --join-token, or all --open)")
     node.add_argument("--data-dir", metavar="DIR",
                       help="keep the node's state here: identity, every event, history "
                            "(default ./crdtbook-data/<book>-<port>)")
@@ -170,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only to find the default data directory by its port (default "
                             f"$CRDTBOOK_NODE or {client.DEFAULT_NODE})")
     data_dir_options(token)
+    join = sub.add_parser("join-token", help="print the join token of a local member's data "
+                          "directory (what a new node needs to be admitted)")
+    join.add_argument("--node", metavar="URL",
+                      help="only to find the default data directory by its port (default "
+                           f"$CRDTBOOK_NODE or {client.DEFAULT_NODE})")
+    join.add_argument("--rotate", action="store_true",
+                      help="replace it with a new one, on this member only")
+    join.add_argument("--json", action="store_true", help="print JSON")
+    data_dir_options(join)
 
     registry = sub.add_parser("registry", help="run a standalone grape-compatible registry")
     registry.add_argument("--listen", type=listen_address, default=("127.0.0.1", 30001),
@@ -319,6 +342,8 @@ def run(args: argparse.Namespace) -> int:
                            "--data-dir DIR)")
         print(token)
         return 0
+    if args.command == "join-token":
+        return run_join_token(args, url)
     if args.command == "order":
         qty, price = parse_amount_arg(args.amount, args.type)
         body = {"side": args.side, "qty": qty, "type": args.type}
@@ -412,6 +437,48 @@ def run(args: argparse.Namespace) -> int:
     raise CliError(f"unknown command {args.command}", 2)
 
 
+def run_join_token(args: argparse.Namespace, url: str) -> int:
+    from ..store import jointoken
+    from ..store.sqlite import StoreError
+
+    directory = os.path.abspath(default_data_dir(args, url))
+    try:
+        token = jointoken.read(directory)
+        if token is None:
+            raise CliError(f"no join token in {directory}: is it the data directory of a "
+                           "member? (a node keeps one once it founded or joined a cluster; "
+                           "give --data-dir DIR)")
+        if args.rotate:
+            token = jointoken.rotate(directory)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    is_open = token == jointoken.OPEN
+    if args.json:
+        client.emit_json({"join_token": None if is_open else token, "open": is_open,
+                          "rotated": args.rotate, "data_dir": directory})
+    elif is_open:
+        print("open: this member admits any node without a join token (--open); "
+              "`crdtbook join-token --rotate` gives it one")
+    else:
+        print(token)
+        if args.rotate:
+            print("rotated on this member only: the old token still works on members not "
+                  "rotated", file=sys.stderr)
+    return 0
+
+
+def print_join_token(node, token: str) -> None:
+    """The line a founder prints: its cluster's token and how a new node uses it."""
+    if token == "open":
+        print(f"crdtbook node {node.id}: founded an OPEN cluster (--open): any node that "
+              f"reaches a member is admitted: crdtbook node --peer {node.url}",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"crdtbook node {node.id}: founded a cluster; join token: {token}\n"
+              f"  to add a node: crdtbook node --peer {node.url} --join-token {token}",
+              file=sys.stderr, flush=True)
+
+
 def run_node(args: argparse.Namespace) -> int:
     import trio
 
@@ -427,6 +494,16 @@ def run_node(args: argparse.Namespace) -> int:
             normalize_url(url)
         except ValueError as exc:
             raise CliError(str(exc), 2) from None
+    token = args.join_token
+    if token is None and os.environ.get("CRDTBOOK_JOIN_TOKEN") and not args.open:
+        token = os.environ["CRDTBOOK_JOIN_TOKEN"]
+        try:
+            join_token(token)
+        except argparse.ArgumentTypeError as exc:
+            raise CliError(f"$CRDTBOOK_JOIN_TOKEN: {exc}", 2) from None
+    if args.bootstrap_expect > 1 and token is None and not args.open:
+        raise CliError("--bootstrap-expect needs the same --join-token on every node of the "
+                       "group (or --open on all): the founder makes it the cluster's token", 2)
     if args.ephemeral and (args.data_dir or args.rejoin_as_new):
         raise CliError("--ephemeral keeps no data directory: drop --data-dir/--rejoin-as-new",
                        2)
@@ -440,11 +517,13 @@ def run_node(args: argparse.Namespace) -> int:
     tune()
     config = NodeConfig(host=args.listen[0], port=args.listen[1], peers=args.peer,
                         registry_url=args.registry and normalize_url(args.registry),
-                        book=args.book, replica_id=args.id, pull_interval_s=args.pull_interval,
+                        book=args.book, pull_interval_s=args.pull_interval,
                         registry_ttl_s=args.registry_ttl,
                         announce_interval_s=args.registry_ttl / 3,
                         rpc_host=args.rpc_listen[0], rpc_port=args.rpc_listen[1],
-                        data_dir=data_dir, rejoin_as_new=args.rejoin_as_new)
+                        data_dir=data_dir, rejoin_as_new=args.rejoin_as_new,
+                        join_token=token, open_admission=args.open,
+                        bootstrap_expect=args.bootstrap_expect)
     try:
         node = Node(config)
     except (StoreError, Retired) as exc:
@@ -452,17 +531,22 @@ def run_node(args: argparse.Namespace) -> int:
     where = "nowhere (--ephemeral)" if args.ephemeral else os.path.abspath(data_dir)
     logs.info("node.data_dir", path=where, replica=node.id, recovered_events=node.recovered)
     print(f"crdtbook node {node.id}: data in {where}", file=sys.stderr, flush=True)
+    node.on_founded = print_join_token
 
     def announce(node) -> None:
         # One line on stdout for scripts (devnet, tests) to learn the URL from.
         print(f"crdtbook node {node.id} listening on {node.url}", flush=True)
 
     try:
-        return trio.run(main_node, config, announce, node)
+        status = trio.run(main_node, config, announce, node)
     except (OSError, BaseExceptionGroup) as exc:
         node.close()
         raise CliError(f"cannot serve on {args.listen[0]}:{args.listen[1]}: "
                        f"{_os_error(exc)}") from None
+    if node.join_refused is not None:
+        error, detail = node.join_refused
+        raise CliError(f"not admitted to the cluster ({error}): {detail}", 3)
+    return status
 
 
 def run_registry(args: argparse.Namespace) -> int:

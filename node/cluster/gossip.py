@@ -3,9 +3,17 @@
 Theory of operation
 -------------------
 * **Join.** A node started with peers (or a registry that knows some) asks
-  one of them to admit it (``POST /peer/join``): the sponsor adds a join event
-  for it to the set. Until the node holds its own join it refuses orders.
-  A node with nobody to ask founds a new cluster (a self-join).
+  them to admit it with a signed join request carrying its join token
+  (``POST /peer/join``, see admission.py): a sponsor adds a join event for
+  it to the set. Until the node holds its own join it refuses orders. A
+  sponsor's 403 (a wrong token, a clock far off) stops the node. A node
+  with nobody to ask founds a new cluster (a self-join), keeping the
+  cluster's join token.
+* **Bootstrap-expect.** Nodes started together with ``bootstrap_expect N``
+  found nothing on their own: each asks the peers it finds who they are
+  (``GET /peer/hello``) until N nodes of the book (itself included) are
+  bootstrapping; the smallest id founds, the others join it. A peer that is
+  a member already is simply asked to admit the node.
 * **Push.** Every peer has a sender task draining its outbox: it takes what
   is queued (up to ``PUSH_BATCH`` deltas), joins it into one delta and POSTs
   it to ``/peer/push``. A failure drops that batch and backs the peer off;
@@ -42,14 +50,22 @@ from crdtbook.codec import encode_blocks, encode_pull
 
 from .. import logs
 from ..service import PAGE, Node, Peer
+from ..store import jointoken
 from ..store.journal import StoreFailed
+from . import admission
 
 PUSH_BATCH = 1_000
 REGISTRY_ANSWER_LIMIT = 256 * 1024
 
 
 class CallFailed(Exception):
-    """A peer call that did not give a usable answer."""
+    """A peer call that did not give a usable answer (``status``: the HTTP status
+    of an answer that came, with its ``body``)."""
+
+    def __init__(self, message: str, status: int | None = None, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
 
 
 def peer_headers(node: Node, with_url: bool = True) -> dict[str, str]:
@@ -66,11 +82,12 @@ def peer_headers(node: Node, with_url: bool = True) -> dict[str, str]:
 
 
 async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict,
-               timeout: float, limit: int, expect: int = 200) -> httpx.Response:
+               timeout: float, limit: int, expect: int = 200,
+               method: str = "POST") -> httpx.Response:
     """POST and read the answer up to ``limit`` bytes; CallFailed for anything else."""
     try:
         with trio.fail_after(timeout):
-            async with client.stream("POST", url, content=body, headers=headers) as response:
+            async with client.stream(method, url, content=body, headers=headers) as response:
                 chunks, size = [], 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
@@ -85,7 +102,8 @@ async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict,
     except Exception as exc:  # refused, reset, bad URL, protocol error: all one outcome
         raise CallFailed(f"{type(exc).__name__}: {exc}") from None
     if response.status_code != expect:
-        raise CallFailed(f"answered {response.status_code}: {response.content[:200]!r}")
+        raise CallFailed(f"answered {response.status_code}: {response.content[:200]!r}",
+                         response.status_code, response.content)
     return response
 
 
@@ -121,44 +139,126 @@ async def _peer_main(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
 
 
 # -- join ----------------------------------------------------------------------
-async def _join_loop(node: Node, client: httpx.AsyncClient) -> None:
-    """Ask known peers to admit this node; found a cluster if there is nobody to ask.
+WAITING_EVERY_S = 5.0
 
-    All known peers are asked at once: a dead or hanging one costs nothing.
+
+async def _join_loop(node: Node, client: httpx.AsyncClient) -> None:
+    """Ask known peers to admit this node; found a cluster if there is nobody to ask
+    (or, with ``bootstrap_expect``, if this node is the one of the group to found).
+
+    All known peers are asked at once: a dead or hanging one costs nothing. A
+    sponsor that refuses the request (403: a wrong token, a clock far off)
+    ends the wait: asking again would not change the answer.
     """
     waited = 0.0
+    said = None
     while not node.joined:
         peers = sorted(node.peers)
-        nobody = not peers and not node.config.peers
-        if nobody and (node.config.registry_url is None
-                       or waited >= node.config.pull_interval_s * 2):
-            node.bootstrap()
-            return
-        with trio.move_on_after(node.config.request_timeout_s * 4):
-            async with trio.open_nursery() as nursery:
-                for url in peers:
-                    nursery.start_soon(_ask_to_join, node, client, url, nursery.cancel_scope)
-        if node.joined:
-            return
+        if node.config.bootstrap_expect > 1:
+            peers, said = await _expected_group(node, client, peers, said)
+            if node.joined:
+                return
+        else:
+            nobody = not peers and not node.config.peers
+            if nobody and (node.config.registry_url is None
+                           or waited >= node.config.pull_interval_s * 2):
+                node.bootstrap()
+                return
+        if peers:
+            refused: list[tuple[str, str, str]] = []
+            with trio.move_on_after(node.config.request_timeout_s * 4):
+                async with trio.open_nursery() as nursery:
+                    for url in peers:
+                        nursery.start_soon(_ask_to_join, node, client, url,
+                                           nursery.cancel_scope, refused)
+            if node.joined:
+                return
+            if refused:
+                url, error, detail = refused[0]
+                node.join_refused = (error, detail)
+                logs.error("node.join_refused", sponsor=url, error=error, detail=detail[:300])
+                node.stop_requested.set()
+                return
         await trio.sleep(node.config.pull_interval_s / 2)
         waited += node.config.pull_interval_s / 2
 
 
+async def _expected_group(node: Node, client: httpx.AsyncClient, peers: list[str],
+                          said: float | None) -> tuple[list[str], float | None]:
+    """``--bootstrap-expect N``: learn who the known peers are. If one is a member
+    already, ask the members to admit this node. Else, once N nodes (this one
+    included) are bootstrapping for this book, the smallest id founds and the
+    others wait for it. Returns the peers to ask now, and when "waiting" was
+    last logged."""
+    hellos: dict[str, dict] = {}
+
+    async def hello(url: str) -> None:
+        try:
+            response = await post(client, url + "/peer/hello", b"", peer_headers(node),
+                                  node.config.request_timeout_s, 4096, method="GET")
+            answer = json.loads(response.content)
+        except (CallFailed, ValueError):
+            return
+        if isinstance(answer, dict) and answer.get("book") == node.config.book \
+                and isinstance(answer.get("replica"), str):
+            hellos[url] = answer
+
+    async with trio.open_nursery() as nursery:
+        for url in peers:
+            nursery.start_soon(hello, url)
+    members = sorted(url for url, h in hellos.items() if h.get("joined") is True)
+    if members:
+        return members, said
+    group = {h["replica"] for h in hellos.values()
+             if h.get("replica") != node.id and isinstance(h.get("bootstrap_expect"), int)
+             and h["bootstrap_expect"] > 1} | {node.id}
+    expect = node.config.bootstrap_expect
+    if len(group) >= expect:
+        if min(group) == node.id:
+            logs.info("node.bootstrap_expect_met", nodes=len(group), founder=node.id)
+            node.bootstrap()
+        return [], said  # the founder is another: its hello says joined once it is
+    now = node.monotonic()
+    if said is None or now - said >= WAITING_EVERY_S:
+        logs.info("node.bootstrap_waiting", found=len(group), expected=expect,
+                  detail=f"waiting for {len(group)} of {expect} expected nodes")
+        said = now
+    return [], said
+
+
 async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
-                       done: trio.CancelScope) -> None:
+                       done: trio.CancelScope, refused: list) -> None:
+    token = node.config.join_token
+    if token is None:
+        kept = node.join_token()  # --rejoin-as-new: the token the old replica joined with
+        token = kept if kept != jointoken.OPEN else None
+    body = admission.request(node.signer, node.config.book, token, node.clock_ms())
     try:
-        headers = peer_headers(node) | {"x-crdtbook-key": node.signer.public.hex()}
-        response = await post(client, url + "/peer/join", b"", headers,
-                              node.config.request_timeout_s * 4, node.config.peer_body_limit)
+        response = await post(client, url + "/peer/join", body, peer_headers(node),
+                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
         node.take(response.content)
     except (CallFailed, ValueError) as exc:
+        if isinstance(exc, CallFailed) and exc.status == 403:
+            refused.append((url, *_error_of(exc.body)))
+            return
         peer = node.peers.get(url)
         if peer is not None:  # a --peer that cannot be reached: said every few seconds
             _failed(node, peer, "join", exc)
         return
     if node.joined:
+        open_ = response.headers.get("x-crdtbook-admission") == "open"
+        node.keep_join_token(jointoken.OPEN if open_ or token is None else token)
         logs.info("node.joined", replica=node.id, sponsor=url)
         done.cancel()
+
+
+def _error_of(body: bytes) -> tuple[str, str]:
+    """(error, detail) of a refusal's JSON body."""
+    try:
+        answer = json.loads(body)
+        return str(answer["error"])[:64], str(answer["detail"])[:500]
+    except (ValueError, KeyError, TypeError):
+        return "refused", body[:200].decode("utf-8", "replace")
 
 
 # -- push ----------------------------------------------------------------------

@@ -5,10 +5,11 @@ Theory of operation
 ``/peer/push`` takes a delta; ``/peer/pull`` takes a causal context and
 answers with the delta the caller lacks (a page of at most ``PAGE`` events;
 events compacted from memory are read back from the store, so a peer always
-gets events, never a snapshot); ``/peer/join`` admits a new replica and
-answers with the state it needs. Every answer waits for the journal: a push
-is answered once its events are durable here, and a pull or join answer
-carries only events durable here. Peers name themselves in
+gets events, never a snapshot); ``/peer/join`` admits a new replica whose
+signed request passes admission.py, and answers with the state it needs;
+``/peer/hello`` says who this node is (for ``--bootstrap-expect``). Every
+answer waits for the journal: a push is answered once its events are
+durable here, and a pull or join answer carries only events durable here. Peers name themselves in
 ``x-crdtbook-replica`` / ``x-crdtbook-url`` / ``x-crdtbook-book``; a peer of
 another book is refused (409). A malformed delta or context is a 400 and
 changes nothing. The client app (node/api/app.py) routes these paths here;
@@ -17,17 +18,21 @@ the gossip tasks (gossip.py) are the callers on the other side.
 
 from __future__ import annotations
 
+import json
+
 from crdtbook.codec import CodecError, decode_blocks, decode_pull, encode_blocks
 from crdtbook.context import CausalContext
 from crdtbook.door import DoorError
-from crdtbook.dot import check_replica
-from crdtbook.keys import owns
 from crdtbook.replica import ReplicaError
 
 from .. import logs, service
 from ..asgi import BadRequest, Request, Response
 from ..service import Node
+from ..store import jointoken
+from ..store.datadir import phrase
 from ..store.journal import StoreFailed
+from ..store.sqlite import StoreError
+from . import admission
 
 CBOR = b"application/cbor"
 PAGE_BYTES = 8 * 1024 * 1024  # a pull or join answer's block bytes, at most (one block more)
@@ -114,24 +119,50 @@ class PeerAPI:
         return Response(200, encode_blocks(blocks, node.claims()), CBOR, headers)
 
     async def peer_join(self, request: Request) -> Response:
+        """Admit the replica a signed join request names (admission.py checks it);
+        a refused request changes nothing."""
         self._peer_check(request)
-        replica = request.headers.get("x-crdtbook-replica", "")
+        node = self.node
         try:
-            check_replica(replica)
-        except ValueError as exc:
-            raise BadRequest(400, "bad_replica", str(exc)) from None
-        if replica == self.node.id:
+            stored = node.join_token()
+        except StoreError as exc:
+            logs.error("join.token_unreadable", detail=str(exc)[:300])
+            raise BadRequest(503, "join_token_unreadable", "this member cannot read its join "
+                             "token; its operator must fix it (see its log)") from None
+        if stored is None:
+            raise BadRequest(503, "no_join_token", "this member keeps no join token and admits "
+                             "nobody; its operator can make one with `crdtbook join-token "
+                             "--rotate`")
+        try:
+            replica, key = admission.check(request.body, node.config.book, stored,
+                                           node.clock_ms())
+        except admission.Refused as exc:
+            logs.warning("join.refused", error=exc.error, detail=exc.detail[:200],
+                         replica=request.headers.get("x-crdtbook-replica", "?")[:64],
+                         url=request.headers.get("x-crdtbook-url", "?")[:100])
+            raise
+        if replica == node.id:
             raise BadRequest(409, "same_replica", "that is this node's own replica id")
+        how = node.replica.retirement(replica)
+        if how is not None:
+            raise BadRequest(409, "retired", f"replica {replica} {phrase(how)} and cannot join "
+                             "again; a node joins again as a new replica (--rejoin-as-new)")
         try:
-            key = bytes.fromhex(request.headers.get("x-crdtbook-key", ""))
-        except ValueError:
-            key = b""
-        if not owns(replica, key):
-            raise BadRequest(403, "bad_key", "the public key does not match the replica id")
-        try:
-            self.node.ready_to_trade()  # only a member can admit others
-            self.node.sponsor(replica, key)
+            node.ready_to_trade()  # only a member can admit others
+            node.sponsor(replica, key)
         except ReplicaError as exc:
             raise BadRequest(409, "cannot_admit", str(exc)) from None
-        self._peer_seen(request)
-        return await self._state_for(CausalContext())
+        node.seen(request.headers.get("x-crdtbook-url"), replica)
+        response = await self._state_for(CausalContext())
+        response.headers.append((b"x-crdtbook-admission",
+                                 b"open" if stored == jointoken.OPEN else b"token"))
+        return response
+
+    async def peer_hello(self, request: Request) -> Response:
+        """Who this node is, for nodes starting together (``--bootstrap-expect``):
+        public facts only."""
+        node = self.node
+        body = {"replica": node.id, "book": node.config.book, "joined": node.joined,
+                "bootstrap_expect": node.config.bootstrap_expect}
+        return Response(200, json.dumps(body, separators=(",", ":")).encode(),
+                        headers=self._peer_headers())

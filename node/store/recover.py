@@ -27,42 +27,27 @@ import cbor2
 
 from crdtbook.codec import decode_snapshot
 from crdtbook.dot import check_replica
-from crdtbook.keys import Signer
 from crdtbook.replica import Replica
 
 from .sqlite import Batch, Store, StoreError
 
 
-def identity(store: Store, wanted: str | None = None) -> str:
-    """The replica id kept in the store; for a new store, ``wanted`` or a new one
-    (made durable before anything else)."""
+def identity(store: Store, wanted: str) -> str:
+    """The replica id kept in the store; for a new store, ``wanted`` (the id of
+    the directory's key, made durable before anything else)."""
     replica_id = store.meta.get("replica")
     if replica_id is None:
         if store.event_count() or store.snapshot() is not None:
             raise StoreError(f"the store in {store.directory} holds events but names no "
                              "replica id; it was left as it is: restore a backup or move it "
                              "aside")
-        signer = Signer.generate()
-        replica_id = signer.id
-        store.write(Batch(meta={"replica": replica_id, "seed": signer.seed()}))
+        replica_id = wanted
+        store.write(Batch(meta={"replica": replica_id}))
     try:
         return check_replica(replica_id)
     except ValueError:
         raise StoreError(f"the store in {store.directory} names no valid replica id "
                          f"({str(replica_id)[:80]!r}); it was left as it is") from None
-
-
-def signer(store: Store) -> Signer:
-    """The replica's signing key, kept with its store."""
-    seed = store.meta.get("seed")
-    try:
-        key = Signer(bytes(seed))
-    except (TypeError, ValueError):
-        raise StoreError(f"the store in {store.directory} holds no usable signing key; "
-                         "it was left as it is") from None
-    if key.id != store.meta.get("replica"):
-        raise StoreError(f"the signing key in {store.directory} is not the replica's key")
-    return key
 
 
 def recover(store: Store, replica_id: str) -> tuple[Replica, int]:
