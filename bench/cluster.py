@@ -265,7 +265,9 @@ def start_cluster(args, data_root: str | None,
     token = jointoken.new()  # the founder makes it the cluster's, the others join with it
     try:
         for i in range(3):
-            extra = ["--pull-interval", str(args.pull_interval), "--join-token", token]
+            extra = ["--pull-interval", str(args.pull_interval)]
+            if code is None:  # a baseline from before join tokens knows no such option
+                extra += ["--join-token", token]
             extra += (["--ephemeral"] if data_root is None
                       else ["--data-dir", os.path.join(data_root, f"node{i}")])
             proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)
