@@ -718,7 +718,10 @@ def decode_blocks(data: bytes) -> tuple[list[Block], list[SignedClaim]]:
 @_total
 def decode_pull(data: bytes) -> tuple[CausalContext, dict[str, Tip], list[SignedClaim]]:
     """Return (context, tips, signed claims) of a pull request; CodecError if malformed."""
-    message = _loads(data, "pull")
+    return _pull_from_message(_loads(data, "pull"))
+
+
+def _pull_from_message(message: dict):
     context = context_from_wire(_field(message, "context", "pull"))
     tips = {}
     for label, replica, (last, hash_) in _keyed(message.get("tips", []), "pull tips",
@@ -805,8 +808,8 @@ def decode_blocks_message(data: bytes) -> BlocksMessage:
 @_total
 def decode_pull_message(data: bytes) -> PullMessage:
     """A pull request with every field (decode_pull keeps to context, tips and claims)."""
-    context, tips, claims = decode_pull(data)
     message = _loads(data, "pull")
+    context, tips, claims = _pull_from_message(message)
     skips = {}
     for label, replica, (items,) in _keyed(message.get("skips", []), "pull skips",
                                            "[replica, [boundary...]]"):

@@ -251,7 +251,7 @@ class Door:
         replica = self.replica
         membership = replica.membership
         keys = membership.keys
-        final = replica.frontier()
+        final = None  # F, computed once a block needs it
         learned: dict[str, bytes] = {}
         working: dict[str, Tip] = {}
         stopped: set[str] = set()  # origins whose later blocks in this message are skipped
@@ -332,6 +332,8 @@ class Door:
                 if block.first > cut:
                     skip(block, SKIP_RETIRED)
                     continue
+            if final is None:
+                final = replica.frontier()
             if any(e.clock <= final and (cut is None or e.seq <= cut) for e in block.events):
                 skip(block, SKIP_BELOW_FINAL)
                 continue
