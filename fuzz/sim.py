@@ -362,7 +362,7 @@ class Sim:
         for sponsor in range(self.schedule.replicas):
             candidate = self.replicas[sponsor]
             # a correct sponsor: membership events past a conviction cut are not
-            # handled yet (see the report in door.py's module notes)
+            # handled yet (see detection.py, "Not handled yet")
             if sponsor != slot and self.correct(sponsor) and candidate.is_member(candidate.id):
                 self._broadcast(sponsor, candidate.join(signer.id, self._wall(sponsor),
                                                         signer.public))
