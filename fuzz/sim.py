@@ -343,8 +343,19 @@ class Sim:
         return all(any(cc.has(r, s) for cc in others)
                    for r, s, _ in self.replicas[slot].state.entries())
 
+    def _sponsor(self, slot: int) -> int | None:
+        """The lowest correct member but ``slot``: who admits the slot's next replica.
+
+        Only a correct one: membership events past a conviction cut are not
+        handled yet (see detection.py, "Not handled yet")."""
+        for sponsor in range(self.schedule.replicas):
+            candidate = self.replicas[sponsor]
+            if sponsor != slot and self.correct(sponsor) and candidate.is_member(candidate.id):
+                return sponsor
+        return None
+
     def _restart(self, slot: int, graceful: bool = False) -> None:
-        if not graceful and not self._replicated(slot):
+        if not graceful and not self._replicated(slot) or self._sponsor(slot) is None:
             return
         old = self.replicas[slot]
         # It may have been admitted somewhere, and a leave can be lost like any
@@ -359,14 +370,9 @@ class Sim:
         self.lies.pop(slot, None)
         self.shadows.pop(slot, None)
         self._changed(slot)
-        for sponsor in range(self.schedule.replicas):
-            candidate = self.replicas[sponsor]
-            # a correct sponsor: membership events past a conviction cut are not
-            # handled yet (see detection.py, "Not handled yet")
-            if sponsor != slot and self.correct(sponsor) and candidate.is_member(candidate.id):
-                self._broadcast(sponsor, candidate.join(signer.id, self._wall(sponsor),
-                                                        signer.public))
-                return
+        sponsor = self._sponsor(slot)
+        self._broadcast(sponsor, self.replicas[sponsor].join(signer.id, self._wall(sponsor),
+                                                             signer.public))
 
     def _leave(self, slot: int) -> None:
         """A graceful leave: the slot first hands its events to the slots it can reach
@@ -375,6 +381,8 @@ class Sim:
         replica = self.replicas[slot]
         reachable = [other for other in range(self.schedule.replicas)
                      if other != slot and self.groups.get(other) == self.groups.get(slot)]
+        if self._sponsor(slot) is None:
+            return  # nobody correct to admit its next replica: it stays
         for other in reachable:
             self._pull_now(other, slot)
         if not self._replicated(slot):
@@ -517,7 +525,8 @@ class Sim:
         self._sync()
         for target in self.vanished:  # an operator evicts every vanished replica
             for slot, replica in enumerate(self.replicas):
-                if replica.is_member(replica.id) and target in replica.members():
+                if self.correct(slot) and replica.is_member(replica.id) \
+                        and target in replica.members():
                     self._broadcast(slot, replica.evict(target, self._wall(slot)))
                     break
         self.flight.clear()  # the evictions reach everyone through the pulls below
