@@ -28,7 +28,7 @@ returned half-built, so a failed decode can never change a replica.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 
@@ -55,6 +55,7 @@ from .events import (
 )
 from .feed import HASH_BYTES, Block, SignedClaim, Tip
 from .keys import SIG_BYTES, owns
+from .proofs import FORK, Proof, broken_promise, broken_seq, fork
 from .snapshot import Claim, Snapshot
 
 VERSION = 1
@@ -433,6 +434,7 @@ REASONS = (
     "a replica cannot evict itself (it leaves instead)",
     "owner left",  # not rejections: why a leave or evict removed an order's remainder
     "owner evicted",
+    "equivocation",  # past its replica's conviction cut (proofs.py)
 )
 
 
@@ -574,12 +576,22 @@ def decode_snapshot(data: bytes):
 #     block    [replica, first_seq, body, sig]   body: canonical CBOR of its events
 #     sclaims  [[replica, seq, clock, sig], ...]  sorted by replica
 #     tips     [[replica, last_seq, hash], ...]   sorted by replica
-#     blocks   {"v": 1, "kind": "blocks", "blocks": [block...], "claims": sclaims}
-#     pull     {"v": 1, "kind": "pull", "context": context, "tips": tips, "claims": sclaims}
+#     blocks   {"v": 1, "kind": "blocks", "blocks": [block...], "claims": sclaims,
+#               "proofs": [proof...], "forks": [[replica, prev, [block...]]...],
+#               "suspects": [replica...]}
+#     pull     {"v": 1, "kind": "pull", "context": context, "tips": tips, "claims": sclaims,
+#               "skips": [[replica, [[last_seq, hash]...]]...],
+#               "convicted": [[replica, cut]...]}
+#     proof    [0, replica, prev, [first, body, sig], [first, body, sig]]    a fork
+#              [1, replica, prev, [first, body, sig], [seq, clock, sig]]     a broken promise
 #
+# "proofs", "forks", "suspects", "skips" and "convicted" are optional (absent
+# when empty, so a message without them has the bytes it always had); they
+# carry the detection of equivocation (see door.py, proofs.py).
 # A block's events must all be of its replica, with seqs first_seq, first_seq+1,
-# ... in order; the signature is checked by the door, not here.
+# ... in order; signatures are checked by the door, not here.
 MAX_BLOCKS = 100_000
+MAX_SKIPS = 128
 
 
 def encode_body(events) -> bytes:
@@ -591,23 +603,51 @@ def signed_claims_to_wire(claims) -> list:
     return [[c.replica, c.seq, c.clock, c.sig] for c in sorted(claims)]
 
 
-def encode_blocks(blocks, claims=()) -> bytes:
-    return _dumps({
+def _block_to_wire(b: Block) -> list:
+    return [b.replica, b.first, b.body, b.sig]
+
+
+def proof_to_wire(proof: Proof) -> list:
+    head = [proof.block.first, proof.block.body, proof.block.sig]
+    if proof.kind == FORK:
+        tail = [proof.other.first, proof.other.body, proof.other.sig]
+        return [0, proof.replica, proof.prev, head, tail]
+    claim = proof.claim
+    return [1, proof.replica, proof.prev, head, [claim.seq, claim.clock, claim.sig]]
+
+
+def encode_blocks(blocks, claims=(), proofs=(), forks=(), suspects=()) -> bytes:
+    message = {
         "v": VERSION,
         "kind": "blocks",
-        "blocks": [[b.replica, b.first, b.body, b.sig] for b in blocks],
+        "blocks": [_block_to_wire(b) for b in blocks],
         "claims": signed_claims_to_wire(claims),
-    })
+    }
+    if proofs:
+        message["proofs"] = [proof_to_wire(p) for p in proofs]
+    if forks:
+        message["forks"] = [[r, prev, [_block_to_wire(b) for b in chain]]
+                            for r, prev, chain in forks]
+    if suspects:
+        message["suspects"] = sorted(suspects)
+    return _dumps(message)
 
 
-def encode_pull(context: CausalContext, tips=(), claims=()) -> bytes:
-    return _dumps({
+def encode_pull(context: CausalContext, tips=(), claims=(), skips=None,
+                convicted=None) -> bytes:
+    message = {
         "v": VERSION,
         "kind": "pull",
         "context": context_to_wire(context),
         "tips": [[r, t.last, t.hash] for r, t in sorted(tips)],
         "claims": signed_claims_to_wire(claims),
-    })
+    }
+    if skips:
+        message["skips"] = [[r, [[t.last, t.hash] for t in tips_]]
+                            for r, tips_ in sorted(skips.items())]
+    if convicted:
+        message["convicted"] = [[r, cut] for r, cut in sorted(convicted.items())]
+    return _dumps(message)
 
 
 def _bytes(value: object, what: str, size: int | None = None, limit: int = MAX_BYTES) -> bytes:
@@ -678,7 +718,10 @@ def decode_blocks(data: bytes) -> tuple[list[Block], list[SignedClaim]]:
 @_total
 def decode_pull(data: bytes) -> tuple[CausalContext, dict[str, Tip], list[SignedClaim]]:
     """Return (context, tips, signed claims) of a pull request; CodecError if malformed."""
-    message = _loads(data, "pull")
+    return _pull_from_message(_loads(data, "pull"))
+
+
+def _pull_from_message(message: dict):
     context = context_from_wire(_field(message, "context", "pull"))
     tips = {}
     for label, replica, (last, hash_) in _keyed(message.get("tips", []), "pull tips",
@@ -686,3 +729,97 @@ def decode_pull(data: bytes) -> tuple[CausalContext, dict[str, Tip], list[Signed
         tips[replica] = Tip(_int(last, f"{label} seq", 0, MAX_SEQ),
                             _bytes(hash_, f"{label} hash", HASH_BYTES))
     return context, tips, signed_claims_from_wire(message.get("claims", []))
+
+
+def proof_from_wire(item: object, where: str, names: _Names | None = None) -> Proof:
+    item = _list(item, where, 5)
+    if len(item) != 5:
+        raise CodecError(f"{where} must be [kind, replica, prev, block, evidence]")
+    tag, replica, prev, head, tail = item
+    tag = _int(tag, f"{where} kind", 0, 1)
+    prev = _bytes(prev, f"{where} prev", HASH_BYTES)
+    head = _list(head, f"{where} block", 3)
+    tail = _list(tail, f"{where} evidence", 3)
+    if len(head) != 3 or len(tail) != 3:
+        raise CodecError(f"{where}: a block is [first, body, sig], evidence likewise")
+    block = block_from_wire([replica, *head], f"{where} block", names)
+    if tag == 0:
+        other = block_from_wire([replica, *tail], f"{where} other block", names)
+        if other.first != block.first or other.body == block.body:
+            raise CodecError(f"{where}: a fork is two different blocks at the same seq")
+        return fork(prev, block, other)
+    seq, clock, sig = tail
+    claim = SignedClaim(replica, _int(seq, f"{where} claim seq", 0, MAX_SEQ),
+                        _int(clock, f"{where} claim clock", 0, MAX_CLOCK),
+                        _bytes(sig, f"{where} claim signature", SIG_BYTES))
+    if broken_seq(claim, block) is None:
+        raise CodecError(f"{where}: the block breaks no promise of the claim")
+    return broken_promise(claim, prev, block)
+
+
+class BlocksMessage(NamedTuple):
+    blocks: list
+    claims: list
+    proofs: list
+    forks: list  # [(replica, prev hash, [Block...])]
+    suspects: list
+
+
+class PullMessage(NamedTuple):
+    context: CausalContext
+    tips: dict
+    claims: list
+    skips: dict  # replica -> [Tip...]
+    convicted: dict  # replica -> cut
+
+
+@_total
+def decode_blocks_message(data: bytes) -> BlocksMessage:
+    """A blocks message with every field (decode_blocks keeps to blocks and claims)."""
+    message = _loads(data, "blocks")
+    names = _Names()
+    blocks = [block_from_wire(item, f"block {i}", names) for i, item in
+              enumerate(_list(_field(message, "blocks", "blocks"), "blocks", MAX_BLOCKS))]
+    proofs = [proof_from_wire(item, f"proof {i}", names) for i, item in
+              enumerate(_list(message.get("proofs", []), "proofs", MAX_REPLICAS))]
+    forks = []
+    for label, replica, (prev, chain) in _keyed(message.get("forks", []), "forks",
+                                                "[replica, prev, [block...]]"):
+        prev = _bytes(prev, f"{label} prev", HASH_BYTES)
+        chain = [block_from_wire(item, f"{label} block {i}", names) for i, item in
+                 enumerate(_list(chain, f"{label} blocks", MAX_BLOCKS))]
+        if any(b.replica != replica for b in chain):
+            raise CodecError(f"{label}: every block must be of {replica}")
+        forks.append((replica, prev, chain))
+    total = sum(len(b.events) for b in blocks) + sum(len(b.events) for _, _, c in forks
+                                                      for b in c)
+    if total > MAX_EVENTS:
+        raise CodecError(f"blocks hold {total} events, more than the limit of {MAX_EVENTS}")
+    suspects = []
+    for i, replica in enumerate(_list(message.get("suspects", []), "suspects", MAX_REPLICAS)):
+        try:
+            suspects.append(check_replica(replica))
+        except DotError as exc:
+            raise CodecError(f"suspects[{i}]: {exc}") from None
+    return BlocksMessage(blocks, signed_claims_from_wire(message.get("claims", [])), proofs,
+                         forks, sorted(set(suspects)))
+
+
+@_total
+def decode_pull_message(data: bytes) -> PullMessage:
+    """A pull request with every field (decode_pull keeps to context, tips and claims)."""
+    message = _loads(data, "pull")
+    context, tips, claims = _pull_from_message(message)
+    skips = {}
+    for label, replica, (items,) in _keyed(message.get("skips", []), "pull skips",
+                                           "[replica, [boundary...]]"):
+        entries = []
+        for i, entry in enumerate(_list(items, label, MAX_SKIPS)):
+            entry = _list(entry, f"{label}[{i}]", 2)
+            if len(entry) != 2:
+                raise CodecError(f"{label}[{i}] must be [last_seq, hash]")
+            entries.append(Tip(_int(entry[0], f"{label}[{i}] seq", 0, MAX_SEQ),
+                               _bytes(entry[1], f"{label}[{i}] hash", HASH_BYTES)))
+        skips[replica] = entries
+    convicted = dict(_pairs(message.get("convicted", []), "pull convicted", MAX_SEQ))
+    return PullMessage(context, tips, claims, skips, convicted)

@@ -174,10 +174,13 @@ def install(replica: Replica, snapshot: Snapshot) -> int:
     membership = replica.membership
     claims = list(membership.claimed.values())
     old_final, old_counted, acks = replica._final, dict(membership.counted), dict(replica._acks)
-    counters = (replica.frontier_regressions, replica.frontier_violations, replica.forged_conflicts)
+    counters = (replica.frontier_regressions, replica.frontier_violations, replica.forged_conflicts,
+                replica.conviction_retractions)
+    convicted = dict(membership.convicted)
     replica.__init__(replica.id, replica._fresh is not None)
     replica._acks = acks
-    replica.frontier_regressions, replica.frontier_violations, replica.forged_conflicts = counters
+    (replica.frontier_regressions, replica.frontier_violations, replica.forged_conflicts,
+     replica.conviction_retractions) = counters
     replica.clock.observe(clock)
     replica.observe_claims(claims)
     replica.state.context = snapshot.context.copy()
@@ -238,6 +241,8 @@ def install(replica: Replica, snapshot: Snapshot) -> int:
         [(r, s, e) for r, s, e in held.entries() if not cc.has(r, s)])
     if len(leftover):
         replica._merge_general(leftover)
+    for origin, cut in sorted(convicted.items()):  # a proof held here still holds
+        replica.convict(origin, cut)
     replica._final = max(replica._final, old_final)
     return len(replica.state)
 

@@ -23,7 +23,20 @@ the feed held here, and admits a message in two steps.
    known key, and newer than the claim held.
 
 Own blocks are made by ``seal``: the replica's new events, chained on its own
-tip and signed with its key.
+tip and signed with its key. Every block taken or sealed goes into the
+door's ``BlockIndex`` (blockindex.py): what pulls are answered from.
+
+Equivocation (proofs.py) is made harmless here: the door holds, per origin,
+the proof of its lowest fault, and convicts the origin in the replica at
+that proof's cut (``Replica.convict``). Proofs are taken from peers (checked
+first: a bad one refuses the message whole) or formed here: a validly
+signed block that starts where a held block starts but differs (a fork), a
+block breaking a signed claim held here, or a claim broken by a block held
+here (a broken promise), and a peer's version of a feed compared block by
+block with the one held here (``forks``, the answer to ``skips``).
+
+Detection (answering pulls, comparing a peer's version) lives in detection.py,
+the base class of ``Door``.
 
 Rules this module keeps
 -----------------------
@@ -33,6 +46,13 @@ Rules this module keeps
   honest member's event can never be there (its claims promised so), so such
   an event is a broken promise and is refused, counted in ``refused``.
 * The door never re-encodes a block: relays forward the origin's bytes.
+* A proof counts only once checked against its origin's key held here; the
+  conviction cut is the least fault seq proven, minus one, whatever the
+  order in which proofs and blocks arrived.
+* A block that fails its signature after the hash held here could be a fork
+  built on an earlier fork as well as a forgery: the door only sends a peer
+  blocks after a boundary the peer named (``answer``), so honest answers
+  never carry one; pushes of an origin's own blocks always chain.
 """
 
 from __future__ import annotations
@@ -41,11 +61,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from . import proofs as proofs_
 from .aworset import AWORSet
+from .blockindex import BlockIndex
 from .codec import encode_body
+from .detection import Answer, Detection, DoorError
 from .events import JOIN, MEMBER
 from .feed import Block, SignedClaim, Tip, claim_message, genesis, head_message, link
 from .keys import owns, verify
+from .proofs import Proof
 from .replica import Replica
 from .snapshot import Claim
 
@@ -55,10 +79,7 @@ SKIP_RETIRED = "past its replica's cutoff"
 SKIP_BELOW_FINAL = "at or below the final frontier"
 SKIP_OVERLAP = "overlaps a block held here"
 SKIP_AHEAD = "stamped too far ahead of this node's clock"
-
-
-class DoorError(ValueError):
-    """A message that fails verification: refused whole, nothing changed."""
+SKIP_PROOF_STRANGER = "proof against a replica whose key is not known here"
 
 
 class OwnFeedConflict(DoorError):
@@ -79,15 +100,21 @@ class Admission(NamedTuple):
     added: int  # events new to the replica
     blocks: list[Verified]  # the blocks taken, with their hashes (to store and relay)
     skipped: Counter  # reason -> blocks skipped
+    proofs: tuple = ()  # proofs new here (taken or formed), lowering a conviction cut
 
 
-class Door:
+class Door(Detection):
+    # keys.verify; the fuzzer's many in-process replicas share a memoized one (it is pure)
+    _verify = staticmethod(verify)
+
     def __init__(self, replica: Replica, sign: Callable[[bytes], bytes] | None = None) -> None:
         self.replica = replica
         self.sign = sign
         self.tips: dict[str, Tip] = {}
         self.claims: dict[str, SignedClaim] = {}  # newest verified claim per other replica
         self.refused: Counter = Counter()  # reason -> blocks refused or skipped so far
+        self.index = BlockIndex()
+        self.proofs: dict[str, Proof] = {}  # per convicted origin, the proof of its lowest fault
         self._own_claim: SignedClaim | None = None
 
     def tip(self, replica: str) -> Tip:
@@ -106,7 +133,9 @@ class Door:
         hash_ = link(tip.hash, body)
         sig = self.sign(head_message(me, events[-1].seq, hash_))
         self.tips[me] = Tip(events[-1].seq, hash_)
-        return Block(me, events[0].seq, events[-1].seq, body, sig, tuple(events))
+        block = Block(me, events[0].seq, events[-1].seq, body, sig, tuple(events))
+        self.index.add(tip.hash, hash_, block)
+        return block
 
     def own_claim(self, claim: Claim) -> SignedClaim:
         held = self._own_claim
@@ -123,26 +152,53 @@ class Door:
 
     # -- receiving --------------------------------------------------------------
     def admit(self, blocks: Iterable[Block], claims: Iterable[SignedClaim] = (),
-              clock_limit: int | None = None) -> Admission:
-        """Verify then merge; DoorError (nothing changed) if a signature is bad.
+              clock_limit: int | None = None, proofs: Iterable[Proof] = (),
+              forks: Iterable[tuple[str, bytes, list[Block]]] = ()) -> Admission:
+        """Verify then merge; DoorError (nothing changed) if a signature or proof is bad.
 
         Blocks and claims stamped past ``clock_limit`` are left for later (a
         node passes its wall clock plus a tolerance): taking them would drag
         this replica's clock, and so its own events, into the future.
+        ``proofs`` are proofs a peer holds, ``forks`` its answer to ``skips``.
         """
         replica = self.replica
         membership = replica.membership
-        final = replica.frontier()
+        keys = membership.keys
+        final = None  # F, computed once a block needs it
         learned: dict[str, bytes] = {}
         working: dict[str, Tip] = {}
         stopped: set[str] = set()  # origins whose later blocks in this message are skipped
         founding = not membership.founded
         taken: list[Verified] = []
         skipped: Counter = Counter()
+        found: dict[str, Proof] = {}  # proofs new here, lowest fault per origin
+
+        def cut_of(origin: str) -> int | None:
+            cuts = [c for c in (membership.cutoff.get(origin),
+                                found[origin].cut if origin in found else None) if c is not None]
+            return min(cuts) if cuts else None
+
+        def lowers(proof: Proof) -> bool:
+            held = found.get(proof.replica) or self.proofs.get(proof.replica)
+            return held is None or proof.fault < held.fault
 
         def skip(block: Block, reason: str) -> None:
             skipped[reason] += 1
             stopped.add(block.replica)
+
+        for proof in proofs:
+            key = keys.get(proof.replica)
+            if key is None:
+                skipped[SKIP_PROOF_STRANGER] += 1
+                continue
+            if not proofs_.check(proof, key, self._verify):
+                raise DoorError(f"a proof against {proof.replica} does not check out")
+            if lowers(proof):
+                found[proof.replica] = proof
+        for origin, prev, theirs in forks:
+            proof = self._compare(origin, prev, theirs)
+            if proof is not None and lowers(proof):
+                found[origin] = proof
 
         for block in blocks:
             origin = block.replica
@@ -150,16 +206,21 @@ class Door:
                 skipped[SKIP_GAP] += 1
                 continue
             tip = working.get(origin) or self.tip(origin)
-            if block.last <= tip.last:
-                continue  # held already: a duplicate, nothing to say
+            if block.first <= tip.last:
+                proof = self._fork_with_held(block)
+                if proof is not None and lowers(proof):
+                    found[origin] = proof
+                if block.last > tip.last:
+                    skip(block, SKIP_OVERLAP)
+                continue  # else held already: a duplicate, nothing to say
             if block.first != tip.last + 1:
-                skip(block, SKIP_OVERLAP if block.first <= tip.last else SKIP_GAP)
+                skip(block, SKIP_GAP)
                 continue
-            cut = membership.cutoff.get(origin)
+            cut = cut_of(origin)
             if cut is not None and block.first > cut:
                 skip(block, SKIP_RETIRED)
                 continue
-            key = membership.keys.get(origin) or learned.get(origin)
+            key = keys.get(origin) or learned.get(origin)
             if key is None and founding and block.first == 1:
                 key = _founding_key(block)
                 founding = key is None
@@ -167,7 +228,7 @@ class Door:
                 skip(block, SKIP_STRANGER)
                 continue
             hash_ = link(tip.hash, block.body)
-            if not verify(key, head_message(origin, block.last, hash_), block.sig):
+            if not self._verify(key, head_message(origin, block.last, hash_), block.sig):
                 raise DoorError(f"block {origin}:{block.first}-{block.last} does not carry "
                                 f"its replica's signature")
             if origin == replica.id:
@@ -175,6 +236,17 @@ class Door:
                     f"peers hold events {origin}:{block.first}-{block.last} signed with this "
                     "replica's key that this node does not have (its store lost events it "
                     "had sent, or another node runs with the same key)")
+            claim = self.claims.get(origin)
+            if proofs_.broken_seq(claim, block) is not None:
+                proof = proofs_.broken_promise(claim, tip.hash, block)
+                if lowers(proof):
+                    found[origin] = proof
+                cut = cut_of(origin)
+                if block.first > cut:
+                    skip(block, SKIP_RETIRED)
+                    continue
+            if final is None:
+                final = replica.frontier()
             if any(e.clock <= final and (cut is None or e.seq <= cut) for e in block.events):
                 skip(block, SKIP_BELOW_FINAL)
                 continue
@@ -187,21 +259,38 @@ class Door:
             working[origin] = Tip(block.last, hash_)
             taken.append(Verified(block, hash_))
 
+        if replica.id in found:
+            raise OwnFeedConflict("a peer holds proof that this replica's key signed two "
+                                  "versions of its feed (another node runs with the same key, "
+                                  "or the store lost events it had sent)")
         if clock_limit is not None:
             claims = [c for c in claims if c.clock <= clock_limit]
         counted = self._verified_claims(claims, learned)
+        self._convict(found)
         added = 0
         if taken:
+            for verified in taken:
+                block = verified.block
+                self.index.add(self.tip(block.replica).hash, verified.hash, block)
+                self.tips[block.replica] = Tip(block.last, verified.hash)
             delta = AWORSet.from_entries(
                 (e.replica, e.seq, e) for v in taken for e in v.block.events)
             added = replica.merge(delta)
-            self.tips.update(working)
         if counted:
             for claim in counted:
                 self.claims[claim.replica] = claim
             replica.observe_claims(Claim(c.replica, c.seq, c.clock) for c in counted)
+            late = {}
+            for claim in counted:  # a claim that blocks held here already broke
+                entry = self.index.block_holding(claim.replica, claim.seq + 1)
+                if entry is not None and proofs_.broken_seq(claim, entry.block) is not None:
+                    proof = proofs_.broken_promise(claim, entry.prev, entry.block)
+                    held = self.proofs.get(claim.replica)
+                    if held is None or proof.fault < held.fault:
+                        late[claim.replica] = found[claim.replica] = proof
+            self._convict(late)
         self.refused.update(skipped)
-        return Admission(added, taken, skipped)
+        return Admission(added, taken, skipped, tuple(found[r] for r in sorted(found)))
 
     def _verified_claims(self, claims: Iterable[SignedClaim],
                          learned: dict[str, bytes]) -> list[SignedClaim]:
@@ -214,7 +303,7 @@ class Door:
             held = self.claims.get(claim.replica)
             if key is None or (held is not None and claim.clock <= held.clock):
                 continue  # a stranger's, or no news: nothing to check
-            if verify(key, claim_message(claim.replica, claim.seq, claim.clock), claim.sig):
+            if self._verify(key, claim_message(claim.replica, claim.seq, claim.clock), claim.sig):
                 out.append(claim)
             else:
                 self.refused["claim without its replica's signature"] += 1
@@ -230,4 +319,4 @@ def _founding_key(block: Block) -> bytes | None:
     return None
 
 
-__all__ = ["Admission", "Door", "DoorError", "OwnFeedConflict", "Verified"]
+__all__ = ["Admission", "Answer", "Door", "DoorError", "OwnFeedConflict", "Verified"]

@@ -76,6 +76,9 @@ REASON_FOREIGN = "a replica may only cancel its own orders"
 REASON_NOT_EARLIER = "a cancel must target an earlier event of its own replica"
 REASON_LEAVE = "a replica leaves only itself, as its own last event"
 REASON_EVICT_SELF = "a replica cannot evict itself (it leaves instead)"
+# an event past its replica's conviction cut (proofs.py): the replica signed two
+# versions of its feed, or broke a signed promise, at or before this event
+REASON_EQUIVOCATION = "equivocation"
 # why a valid leave or evict removed an order's remainder (Resting.cancel_reason)
 REASON_OWNER_LEFT = "owner left"
 REASON_OWNER_EVICTED = "owner evicted"

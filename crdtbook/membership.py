@@ -51,7 +51,10 @@ class Membership:
         self.id = replica_id
         self.joins: dict[str, int] = {}  # earliest valid join clock per replica
         self.cutoff: dict[str, int] = {}  # last seq that counts, once left or evicted
-        self.how: dict[str, str] = {}  # "left" or "evicted", for whoever has a cutoff
+        self.how: dict[str, str] = {}  # "left", "evicted" or "convicted", for whoever has a cutoff
+        # conviction cut per replica proven to equivocate (proofs.py): not an event's
+        # effect but a proof's, so it survives reset() and bounds every cutoff
+        self.convicted: dict[str, int] = {}
         self.keys: dict[str, bytes] = {}  # public key of each replica admitted with one
         self.claimed: dict[str, Claim] = {}  # latest claim heard from each peer
         self.counted: dict[str, int] = {}  # clock counted per peer (never decreases)
@@ -60,11 +63,15 @@ class Membership:
     def reset(self) -> None:
         """Forget every membership event's effect (the replica re-applies them all).
 
-        Claims stay: they come from peers' exchanges, not from events.
+        Claims and convictions stay: they come from peers' exchanges and proofs,
+        not from events.
         """
         self.joins.clear()
         self.cutoff.clear()
         self.how.clear()
+        for target, cut in self.convicted.items():
+            self.cutoff[target] = cut
+            self.how[target] = "convicted"
         self.keys.clear()
         self.counted.clear()
         self.founded = False
@@ -91,6 +98,21 @@ class Membership:
         self.cutoff[target] = cut
         self.how[target] = "left" if event.action == LEAVE else "evicted"
         return cut
+
+    def convict(self, target: str, cut: int) -> bool:
+        """Take a conviction cut (a proof's fault seq - 1); True if it is new or lower.
+
+        The cutoff becomes the least of the leave/evict cuts and the conviction
+        cut; a conviction at or below every other cut names it ``"convicted"``,
+        whichever came first.
+        """
+        if cut >= self.convicted.get(target, cut + 1):
+            return False
+        self.convicted[target] = cut
+        if cut <= self.cutoff.get(target, cut):
+            self.cutoff[target] = cut
+            self.how[target] = "convicted"
+        return True
 
     def is_member(self, replica: str, context: CausalContext) -> bool:
         if replica in self.cutoff:

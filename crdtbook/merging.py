@@ -28,8 +28,8 @@ Rules this module keeps
 from __future__ import annotations
 
 from .aworset import AWORSet
-from .engine import member_reason
-from .events import MEMBER, Cancel, Member, Order
+from .engine import REASON_EQUIVOCATION, member_reason
+from .events import JOIN, MEMBER, Cancel, Member, Order
 
 REASON_CLOCK = "clock does not increase along its replica's seq"
 REASON_CLOCK_AFTER = "an earlier event of its replica was rejected for its clock"
@@ -204,7 +204,7 @@ class Merging:
                 self._poisoned.add(replica)
                 invalid.setdefault(replica, {})[seq] = REASON_CLOCK
             elif cut is not None and seq > cut:
-                invalid.setdefault(replica, {})[seq] = REASON_RETIRED
+                invalid.setdefault(replica, {})[seq] = self._cut_reason(replica, seq)
             ready.append(event)
             last = event.clock
         self._chain_clock[replica] = last
@@ -221,27 +221,12 @@ class Merging:
         for event in ready:
             if event.kind != MEMBER or self._member_reason(event) is not None:
                 continue
+            if event.action != JOIN:
+                self.digest()  # hash what is pending under the cutoffs that held until now
             before = self._cutoff.get(event.target)
             cut = self.membership.apply(event)
-            if cut is None:
-                continue
-            target = event.target
-            top = self.state.context.contiguous(target)
-            held = self.state.store.get(target, {})
-            self.uncount(held[s] for s in sorted(held)
-                         if s > cut and (before is None or s <= before))
-            for seq in sorted(s for s in held if cut < s <= top):
-                marks = engine.invalid.setdefault(target, {})
-                if marks.setdefault(seq, REASON_RETIRED) != REASON_RETIRED:
-                    continue  # already rejected for its clock: nothing changes
-                event = held[seq]
-                if event.clock <= self._final:
-                    # A cutoff reaching back below F would change what was reported
-                    # final: only an evict racing the evicted replica's own last
-                    # messages does that (the documented trade-off). Count it.
-                    self.frontier_violations += 1
-                if engine.outcome(target, seq) is not None and engine.in_window(event):
-                    replay.append(event)
+            if cut is not None:
+                self._retire(event.target, cut, before, replay)
         if replay:
             ready = ready + replay
         if len(ready) > 1:
@@ -254,6 +239,71 @@ class Merging:
                 and e not in replay
             )
         engine.update(ready, replay)
+
+    def convict(self, target: str, cut: int) -> bool:
+        """Take a proof that ``target`` equivocated (proofs.py): its events after ``cut``
+        are rejected, as after an evict at ``cut``, with reason "equivocation".
+
+        Not an event: the door calls it once it holds a verified proof. The
+        result depends only on the least cut proven, whatever the order in
+        which events and proofs arrived. Returns True if anything changed.
+        """
+        self.digest()  # hash what is pending under the cutoffs that held until now
+        before = self._cutoff.get(target)
+        if not self.membership.convict(target, cut):
+            return False
+        if before is None or cut <= before:
+            replay: list = []
+            self._retire(target, cut, before, replay, convicting=True)
+            if replay:
+                replay.sort()
+                self.engine.update(replay, replay)
+        return True
+
+    def _cut_reason(self, replica: str, seq: int) -> str:
+        """Why an event past its replica's cutoff is rejected: a conviction dominates."""
+        convicted = self.membership.convicted.get(replica)
+        return REASON_EQUIVOCATION if convicted is not None and seq > convicted \
+            else REASON_RETIRED
+
+    def _retire(self, target: str, cut: int, before: int | None, replay: list,
+                convicting: bool = False) -> None:
+        """``target``'s cutoff went down to ``cut`` (from ``before``): reject its later events.
+
+        They leave the digest (the ones between the two cuts; later ones never
+        counted), take the cut's reason (rejections for their clock stay as
+        they are), and those already matched are added to ``replay``.
+        """
+        engine = self.engine
+        top = self.state.context.contiguous(target)
+        held = self.state.store.get(target, {})
+        self.uncount(held[s] for s in sorted(held)
+                     if s > cut and (before is None or s <= before))
+        if convicting and (
+                any(s not in held for s in range(cut + 1, top + 1))
+                or any(not engine.in_window(held[s]) for s in held if s > cut)):
+            # Compaction dropped history a conviction changes: only a replay of the
+            # feed from the start can say what it becomes (Door.replay_feed does).
+            self.needs_replay = True
+        marks = engine.invalid.setdefault(target, {})
+        for seq in sorted(s for s in held if cut < s <= top):
+            want = self._cut_reason(target, seq)
+            mark = marks.get(seq)
+            if mark == want or mark not in (None, REASON_RETIRED, REASON_EQUIVOCATION):
+                continue  # already so, or rejected for its clock: nothing changes
+            marks[seq] = want
+            event = held[seq]
+            if mark is None and event.clock <= self._final:
+                # A cutoff reaching back below F changes what was reported final:
+                # an evict racing the evicted replica's own last messages (the
+                # documented trade-off), or a proof of equivocation found late
+                # (the equivocator's own doing). Count them apart.
+                if convicting:
+                    self.conviction_retractions += 1
+                else:
+                    self.frontier_violations += 1
+            if engine.outcome(target, seq) is not None and engine.in_window(event):
+                replay.append(event)
 
     def _member_reason(self, event: Member) -> str | None:
         """Why a membership event has no effect, or None.

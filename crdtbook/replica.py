@@ -121,6 +121,10 @@ class Replica(Merging):
         self._compacted = False
         self._acks: dict[str, CausalContext] = {}  # per peer replica: its last pull's context
         self.forged_conflicts = 0
+        # events rejected by a conviction (merging.convict) though at or below F
+        # here: the equivocator's doing, so counted apart from frontier_violations
+        self.conviction_retractions = 0
+        self.needs_replay = False  # a conviction reached into compacted history
         # events new here since the last take_fresh(), for an owner that persists
         # them (None: nobody asked, so nothing accumulates)
         self._fresh: list[Order | Cancel | Member] | None = [] if track_fresh else None
@@ -242,6 +246,25 @@ class Replica(Merging):
             raise ReplicaError(f"{target} is not a current member")
         last = self.state.context.contiguous(target)
         return self._local(self._member_event(EVICT, target, last, now_ms))
+
+    def convicted_resting(self) -> list[str]:
+        """Convicted replicas (proofs.py) with orders still resting here, in order.
+
+        A conviction is not an event, so it has no position at which to cancel
+        them: a live member evicts such a replica (``evict_convicted``), and the
+        evict cancels them at its own position, as any evict does.
+        """
+        by_dot = self.engine.by_dot
+        return [r for r in sorted(self.membership.convicted)
+                if any(getattr(o, "remaining", 0) for o in by_dot.get(r, {}).values())]
+
+    def evict_convicted(self, target: str, now_ms: int = 0) -> AWORSet:
+        """Evict a convicted replica at its conviction cut (cancelling its resting orders)."""
+        self._still_here()
+        cut = self.membership.convicted.get(target)
+        if cut is None or target == self.id:
+            raise ReplicaError(f"{target} is not convicted here")
+        return self._local(self._member_event(EVICT, target, cut, now_ms))
 
     def _member_event(self, action: str, target: str, last_seq: int, now_ms: int,
                       key: bytes = b"") -> Member:

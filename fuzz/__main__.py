@@ -46,7 +46,9 @@ def check(schedule: Schedule) -> str | None:
 def to_json(schedule: Schedule) -> str:
     actions = ",\n  ".join(json.dumps(list(a)) for a in schedule.actions)
     offsets = json.dumps(list(schedule.offsets))
-    head = f'{{"replicas": {schedule.replicas}, "offsets": {offsets}, "actions": ['
+    byzantine = json.dumps([list(b) for b in schedule.byzantine])
+    head = (f'{{"replicas": {schedule.replicas}, "offsets": {offsets}, '
+            f'"byzantine": {byzantine}, "actions": [')
     return f"{head}\n  {actions}\n]}}\n"
 
 
@@ -56,7 +58,8 @@ def from_json(text: str) -> Schedule:
     def tuples(value):
         return tuple(tuples(v) for v in value) if isinstance(value, list) else value
 
-    return Schedule(data["replicas"], tuple(data["offsets"]), tuples(data["actions"]))
+    return Schedule(data["replicas"], tuple(data["offsets"]), tuples(data["actions"]),
+                    tuples(data.get("byzantine", [])))
 
 
 def report_failure(schedule: Schedule, failure: str, label: str, reduce_s: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from .sim import Schedule
+from .sim import KINDS, Schedule
 
 ORDER_TYPES = ("limit", "market", "ioc", "fok", "post_only")
 # (action, weight): trading and delivery dominate; chaos is rarer but always present.
@@ -15,15 +15,33 @@ WEIGHTS = (
 )
 
 
+BYZANTINE_ACTIONS = {"forger": "forge", "liar": "lie", "equivocator": "equivocate"}
+
+
 def schedule(seed: int, replicas: int, events: int) -> Schedule:
-    """About ``events`` trading events (orders and cancels) and the chaos around them."""
+    """About ``events`` trading events (orders and cancels) and the chaos around them.
+
+    Every other seed with three or more slots has Byzantine slots (one, or
+    two from five slots on; never slot 0), each of a kind drawn from KINDS,
+    acting about once in fifty actions."""
     rng = random.Random(seed)
     offsets = tuple(rng.randint(-40, 40) for _ in range(replicas))
+    byzantine: tuple = ()
+    if replicas >= 3 and seed % 2:
+        count = 1 if replicas < 5 else 2
+        slots = sorted(rng.sample(range(1, replicas), count))
+        byzantine = tuple((slot, rng.choice(KINDS)) for slot in slots)
     names = [name for name, _ in WEIGHTS]
     weights = [weight for _, weight in WEIGHTS]
     actions: list[tuple] = []
     made = 0
     while made < events:
+        if byzantine and rng.random() < 0.02:
+            slot, kind = rng.choice(byzantine)
+            action = BYZANTINE_ACTIONS[kind]
+            actions.append((action, slot) if action == "lie" else (action, slot,
+                                                                  rng.randrange(1000)))
+            continue
         kind = rng.choices(names, weights)[0]
         slot = rng.randrange(replicas)
         if kind == "place":
@@ -53,4 +71,4 @@ def schedule(seed: int, replicas: int, events: int) -> Schedule:
             actions.append(("evict", slot, rng.randrange(1000)))
         else:
             actions.append((kind, slot))  # restart, leave, compact
-    return Schedule(replicas, offsets, tuple(actions))
+    return Schedule(replicas, offsets, tuple(actions), byzantine)

@@ -70,3 +70,25 @@ def test_cli_passes_and_planted_cli_fails(capsys, tmp_path, monkeypatch):
     saved = next((tmp_path / "fuzz-failures").glob("*.json"))
     assert main(["--replay", str(saved), "--plant", "no-rewind"]) == 1
     assert main(["--replay", str(saved)]) == 0
+
+
+def test_byzantine_slots_are_refused_and_convicted():
+    """Odd seeds with 3+ slots carry Byzantine slots: forgeries are refused whole, and
+    equivocators and liars end convicted at the same cut on every correct replica."""
+    from fuzz.checks import run_and_check
+
+    convicted = {"liar": 0, "equivocator": 0}
+    refused = 0
+    for seed in range(1, 40, 2):
+        s = schedule(seed, 3 + seed % 3, 150)
+        assert s.byzantine and all(slot != 0 for slot, _ in s.byzantine)
+        sim = run_and_check(s)  # raises if correct replicas disagree or finality stalls
+        refused += sim.refused
+        held = sim.replicas[0].membership.convicted
+        for slot, kind in s.byzantine:
+            ids = {sim.replicas[slot].id, *sim.vanished}
+            if kind in convicted and ids & set(held):
+                convicted[kind] += 1
+            if kind == "forger":
+                assert sim.replicas[slot].id not in held, "a forger was convicted"
+    assert refused and convicted["liar"] and convicted["equivocator"], (refused, convicted)
