@@ -182,6 +182,8 @@ class Door(Detection):
             held = found.get(proof.replica) or self.proofs.get(proof.replica)
             return held is None or proof.fault < held.fault
 
+        strangers: dict[str, list[Block]] = {}  # blocks waiting for a key learned later
+
         def skip(block: Block, reason: str) -> None:
             skipped[reason] += 1
             stopped.add(block.replica)
@@ -200,64 +202,78 @@ class Door(Detection):
             if proof is not None and lowers(proof):
                 found[origin] = proof
 
-        for block in blocks:
-            origin = block.replica
-            if origin in stopped:
-                skipped[SKIP_GAP] += 1
-                continue
-            tip = working.get(origin) or self.tip(origin)
-            if block.first <= tip.last:
-                proof = self._fork_with_held(block)
-                if proof is not None and lowers(proof):
-                    found[origin] = proof
-                if block.last > tip.last:
-                    skip(block, SKIP_OVERLAP)
-                continue  # else held already: a duplicate, nothing to say
-            if block.first != tip.last + 1:
-                skip(block, SKIP_GAP)
-                continue
-            cut = cut_of(origin)
-            if cut is not None and block.first > cut:
-                skip(block, SKIP_RETIRED)
-                continue
-            key = keys.get(origin) or learned.get(origin)
-            if key is None and founding and block.first == 1:
-                key = _founding_key(block)
-                founding = key is None
-            if key is None:
-                skip(block, SKIP_STRANGER)
-                continue
-            hash_ = link(tip.hash, block.body)
-            if not self._verify(key, head_message(origin, block.last, hash_), block.sig):
-                raise DoorError(f"block {origin}:{block.first}-{block.last} does not carry "
-                                f"its replica's signature")
-            if origin == replica.id:
-                raise OwnFeedConflict(
-                    f"peers hold events {origin}:{block.first}-{block.last} signed with this "
-                    "replica's key that this node does not have (its store lost events it "
-                    "had sent, or another node runs with the same key)")
-            claim = self.claims.get(origin)
-            if proofs_.broken_seq(claim, block) is not None:
-                proof = proofs_.broken_promise(claim, tip.hash, block)
-                if lowers(proof):
-                    found[origin] = proof
+        pending = list(blocks)
+        while pending:
+            for block in pending:
+                origin = block.replica
+                if origin in strangers:
+                    strangers[origin].append(block)
+                    continue
+                if origin in stopped:
+                    skipped[SKIP_GAP] += 1
+                    continue
+                tip = working.get(origin) or self.tip(origin)
+                if block.first <= tip.last:
+                    proof = self._fork_with_held(block)
+                    if proof is not None and lowers(proof):
+                        found[origin] = proof
+                    if block.last > tip.last:
+                        skip(block, SKIP_OVERLAP)
+                    continue  # else held already: a duplicate, nothing to say
+                if block.first != tip.last + 1:
+                    skip(block, SKIP_GAP)
+                    continue
                 cut = cut_of(origin)
-                if block.first > cut:
+                if cut is not None and block.first > cut:
                     skip(block, SKIP_RETIRED)
                     continue
-            if final is None:
-                final = replica.frontier()
-            if any(e.clock <= final and (cut is None or e.seq <= cut) for e in block.events):
-                skip(block, SKIP_BELOW_FINAL)
-                continue
-            if clock_limit is not None and block.events[-1].clock > clock_limit:
-                skip(block, SKIP_AHEAD)  # clocks increase along a valid feed: the last is top
-                continue
-            for event in block.events:
-                if event.kind == MEMBER and event.action == JOIN and owns(event.target, event.key):
-                    learned.setdefault(event.target, event.key)
-            working[origin] = Tip(block.last, hash_)
-            taken.append(Verified(block, hash_))
+                key = keys.get(origin) or learned.get(origin)
+                if key is None and founding and block.first == 1:
+                    key = _founding_key(block)
+                    founding = key is None
+                if key is None:
+                    strangers[origin] = [block]  # its sponsor's block may come later
+                    continue
+                hash_ = link(tip.hash, block.body)
+                if not self._verify(key, head_message(origin, block.last, hash_), block.sig):
+                    raise DoorError(f"block {origin}:{block.first}-{block.last} does not carry "
+                                    f"its replica's signature")
+                if origin == replica.id:
+                    raise OwnFeedConflict(
+                        f"peers hold events {origin}:{block.first}-{block.last} signed with this "
+                        "replica's key that this node does not have (its store lost events it "
+                        "had sent, or another node runs with the same key)")
+                claim = self.claims.get(origin)
+                if proofs_.broken_seq(claim, block) is not None:
+                    proof = proofs_.broken_promise(claim, tip.hash, block)
+                    if lowers(proof):
+                        found[origin] = proof
+                    cut = cut_of(origin)
+                    if block.first > cut:
+                        skip(block, SKIP_RETIRED)
+                        continue
+                if final is None:
+                    final = replica.frontier()
+                if any(e.clock <= final and (cut is None or e.seq <= cut) for e in block.events):
+                    skip(block, SKIP_BELOW_FINAL)
+                    continue
+                if clock_limit is not None and block.events[-1].clock > clock_limit:
+                    skip(block, SKIP_AHEAD)  # clocks increase along a valid feed: the last is top
+                    continue
+                for event in block.events:
+                    if (event.kind == MEMBER and event.action == JOIN
+                            and owns(event.target, event.key)):
+                        learned.setdefault(event.target, event.key)
+                working[origin] = Tip(block.last, hash_)
+                taken.append(Verified(block, hash_))
+            # Blocks of origins whose join came later in the message: once more,
+            # in message order, now that their keys are known; the rest are strangers.
+            pending = [b for r in sorted(strangers) if r in learned for b in strangers[r]]
+            for origin in sorted(strangers):
+                if origin not in learned:
+                    skipped[SKIP_STRANGER] += 1
+                    skipped[SKIP_GAP] += len(strangers[origin]) - 1
+            strangers = {}
 
         if replica.id in found:
             raise OwnFeedConflict("a peer holds proof that this replica's key signed two "
