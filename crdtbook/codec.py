@@ -823,3 +823,17 @@ def decode_pull_message(data: bytes) -> PullMessage:
         skips[replica] = entries
     convicted = dict(_pairs(message.get("convicted", []), "pull convicted", MAX_SEQ))
     return PullMessage(context, tips, claims, skips, convicted)
+
+
+def encode_proofs(proofs) -> bytes:
+    """Proofs held, as a node keeps them across restarts."""
+    return _dumps({"v": VERSION, "kind": "proofs",
+                   "proofs": [proof_to_wire(p) for p in sorted(proofs, key=lambda p: p.replica)]})
+
+
+@_total
+def decode_proofs(data: bytes) -> list[Proof]:
+    message = _loads(data, "proofs")
+    names = _Names()
+    return [proof_from_wire(item, f"proof {i}", names) for i, item in
+            enumerate(_list(_field(message, "proofs", "proofs"), "proofs", MAX_REPLICAS))]

@@ -43,7 +43,7 @@ import trio
 
 from crdtbook.aworset import AWORSet
 from crdtbook.clock import LOGICAL_BITS
-from crdtbook.codec import decode_blocks, encode_snapshot
+from crdtbook.codec import decode_blocks_message, decode_proofs, encode_proofs, encode_snapshot
 from crdtbook.door import Door, DoorError, OwnFeedConflict, Verified
 from crdtbook.snapshot import Claim
 
@@ -51,6 +51,7 @@ from . import logs
 from .cluster.registry import DEFAULT_TTL_S, Registry
 from .store import admintoken, jointoken, secretfile
 from .store.datadir import Retired, open_store, phrase
+from .store.feedindex import StoreIndex
 from .store.journal import Journal
 from .store.recover import recover
 from .store.sqlite import Batch, FinalOrder, StoredFill
@@ -112,6 +113,7 @@ class Peer:
         self.last_error: str | None = None
         self.retry_at = 0.0
         self.outbox_send, self.outbox = trio.open_memory_channel[list](OUTBOX_LIMIT)
+        self.suspects: list[str] = []  # origins it suspects us of holding another version of
         self.dropped = 0
         self.started = False  # its push and pull tasks are running
         self.cancel_scope: trio.CancelScope | None = None
@@ -181,11 +183,14 @@ class Node:
             self.admin_digest = admintoken.ensure(self.store.directory)
             self.replica, replayed = recover(self.store, replica_id)
             self.door = Door(self.replica, self.signer.sign)
+            self.door.index = StoreIndex(self.store)
             self.door.tips.update(self.store.tips())
+            self._restore_proofs()
         except BaseException:
             self.close()
             raise
         self.journal = Journal(self.store)
+        self.journal.index = self.door.index
         self.journal.sealer = self._seal
         self.journal.sealed = self._push_sealed
         self._unsealed: list = []  # own events journaled, to seal at the next commit
@@ -301,7 +306,7 @@ class Node:
         return False
 
     # -- remote events ---------------------------------------------------
-    def accept(self, blocks, claims=()) -> int:
+    def accept(self, blocks, claims=(), proofs=(), forks=()) -> int:
         """Let a peer's blocks and claims in through the door; return new events.
 
         Raises ValueError (DoorError, ReplicaError), changing nothing, for a
@@ -311,7 +316,8 @@ class Node:
         every order placed here, into the future.
         """
         try:
-            admission = self.door.admit(blocks, claims, clock_limit=self._clock_limit())
+            admission = self.door.admit(blocks, claims, clock_limit=self._clock_limit(),
+                                        proofs=proofs, forks=forks)
         except OwnFeedConflict as exc:
             self.refused_messages += 1
             if self.conflict is None:
@@ -327,20 +333,24 @@ class Node:
         if admission.skipped:
             logs.debug("peer.blocks_skipped", **{k.replace(" ", "_"): v
                                                  for k, v in sorted(admission.skipped.items())})
-        self.journal.blocks(admission.blocks)
+        if admission.proofs:
+            self._keep_proofs(admission.proofs)
         if admission.added:
             self._journal_fresh()
         return admission.added
 
-    def take(self, payload: bytes) -> int:
-        """A peer's answer (a blocks message): let in; returns new events.
+    def take(self, payload: bytes) -> tuple[int, list[str]]:
+        """A peer's answer (a blocks message): let in; returns the new events and the
+        origins the peer suspects of a fork (to send skip lists for, next pull).
 
         Snapshots are never taken from peers: a peer answers with the signed
         blocks it holds (from its store) and this node replays them, computing
         its history itself.
         """
-        blocks, claims = decode_blocks(payload)
-        return self.accept(blocks, claims)
+        message = decode_blocks_message(payload)
+        added = self.accept(message.blocks, message.claims, message.proofs, message.forks)
+        convicted = self.door.proofs
+        return added, [r for r in message.suspects if r not in convicted]
 
     def _clock_limit(self) -> int:
         """The highest clock taken from peers: ``max_clock_ahead_s`` past our wall clock."""
@@ -394,6 +404,22 @@ class Node:
                     "node.retired", replica=self.id, how=how,
                            hint="this replica creates no more events; restart with "
                                 "--rejoin-as-new to join again as a new replica")
+
+    def _restore_proofs(self) -> None:
+        """Convictions held before a restart (the proofs are kept in the store's meta)."""
+        held = self.store.meta.get("proofs")
+        if held:
+            proofs = decode_proofs(held)
+            self.door.proofs.update({p.replica: p for p in proofs})
+            for proof in proofs:
+                self.replica.convict(proof.replica, proof.cut)
+
+    def _keep_proofs(self, new) -> None:
+        for proof in new:
+            logs.error("peer.convicted", replica=proof.replica, cut=proof.cut, kind=proof.kind,
+                       hint="it signed two versions of its feed, or broke a signed promise; "
+                            "its events after the cut are rejected everywhere: evict it")
+        self.journal.meta(proofs=encode_proofs(self.door.proofs.values()))
 
     def _seal(self) -> list[Verified]:
         """The journal's sealer: own events since the last commit, as one signed block."""

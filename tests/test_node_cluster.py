@@ -150,11 +150,9 @@ async def test_fills_become_final_leave_and_evict_release_the_frontier(nursery):
 
 
 async def test_newcomer_catches_up_page_by_page(nursery, monkeypatch):
-    from node import service
-    from node.cluster import gossip
+    from node.cluster import peerapi
 
-    monkeypatch.setattr(gossip, "PAGE", 7)
-    monkeypatch.setattr(service, "PAGE", 7)
+    monkeypatch.setattr(peerapi, "PAGE_BLOCKS", 7)  # blocks per origin per answer
     a = await start(nursery)
     async with client() as http:
         for i in range(30):  # one commit each, so one signed block each: pages cut between

@@ -236,7 +236,7 @@ async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
     try:
         response = await post(client, url + "/peer/join", body, peer_headers(node),
                                node.config.request_timeout_s * 4, node.config.peer_body_limit)
-        node.take(response.content)
+        node.take(response.content)  # suspects are for pulls: a joiner holds nothing yet
     except (CallFailed, ValueError) as exc:
         if isinstance(exc, CallFailed) and exc.status == 403:
             refused.append((url, *_error_of(exc.body)))
@@ -347,14 +347,16 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         await node.journal.sync()  # the context counts as held (ack=replicated): durable
     except StoreFailed:
         return None
-    body = encode_pull(context, node.door.tips.items(), node.claims())
+    door = node.door
+    body = encode_pull(context, door.pull_tips().items(), node.claims(),
+                       skips=door.skips(peer.suspects), convicted=door.convictions())
     try:
         response = await post(client, peer.url + "/peer/pull", body, peer_headers(node),
                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
         replica = response.headers.get("x-crdtbook-replica")
         if node.is_self(peer.url, replica):
             return 0
-        added = node.take(response.content)
+        added, peer.suspects = node.take(response.content)
     except (CallFailed, ValueError) as exc:  # CodecError, DoorError and ReplicaError too
         _failed(node, peer, "pull", exc)
         return None
@@ -397,8 +399,8 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
         return
     await node.journal.sync()  # sealed and durable: send that block (senders may be gone)
     leave = next(event for _, _, event in delta.entries())
-    blocks = await node.journal.read(node.store.blocks_after, node.id, leave.seq - 1, 1 << 20)
-    body = encode_blocks(blocks[:1], node.claims())
+    sealed = node.door.index.block_holding(node.id, leave.seq)
+    body = encode_blocks([sealed.block] if sealed else [], node.claims())
 
     async def tell(peer: Peer) -> None:
         try:

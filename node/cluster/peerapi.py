@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import json
 
-from crdtbook.codec import CodecError, decode_blocks, decode_pull, encode_blocks
-from crdtbook.context import CausalContext
+from crdtbook.codec import CodecError, decode_blocks_message, decode_pull_message, encode_blocks
 from crdtbook.door import DoorError
 from crdtbook.replica import ReplicaError
 
-from .. import logs, service
+from .. import logs
 from ..asgi import BadRequest, Request, Response
 from ..service import Node
 from ..store import jointoken
@@ -35,7 +34,7 @@ from ..store.sqlite import StoreError
 from . import admission
 
 CBOR = b"application/cbor"
-PAGE_BYTES = 8 * 1024 * 1024  # a pull or join answer's block bytes, at most (one block more)
+PAGE_BLOCKS = 2_000  # blocks per origin in a pull or join answer (and 8 MiB: feedindex.py)
 PEER_HEADERS = ("x-crdtbook-replica", "x-crdtbook-url", "x-crdtbook-book")
 
 
@@ -60,8 +59,9 @@ class PeerAPI:
     async def peer_push(self, request: Request) -> Response:
         self._peer_check(request)
         try:
-            blocks, claims = decode_blocks(request.body)
-            added = self.node.accept(blocks, claims)
+            message = decode_blocks_message(request.body)
+            added = self.node.accept(message.blocks, message.claims, message.proofs,
+                                     message.forks)
         except (CodecError, DoorError, ReplicaError) as exc:
             logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-replica", "?"),
                          detail=str(exc)[:300])
@@ -76,17 +76,17 @@ class PeerAPI:
     async def peer_pull(self, request: Request) -> Response:
         self._peer_check(request)
         try:
-            context, _tips, claims = decode_pull(request.body)
+            pull = decode_pull_message(request.body)
         except CodecError as exc:
             raise BadRequest(400, "bad_pull", str(exc)) from None
         node = self.node
-        node.accept([], claims)  # a pull is a heartbeat too (signed claims only count)
+        node.accept([], pull.claims)  # a pull is a heartbeat too (signed claims only count)
         sender = request.headers.get("x-crdtbook-replica")
         if sender:
-            node.replica.observe_ack(sender, context)  # and an acknowledgement
-            node.note_held(sender, context.contiguous(node.id))
+            node.replica.observe_ack(sender, pull.context)  # and an acknowledgement
+            node.note_held(sender, pull.context.contiguous(node.id))
         self._peer_seen(request)
-        return await self._state_for(context)
+        return await self._state_for(pull.tips, pull.skips, pull.convicted)
 
     async def _durable(self) -> None:
         try:
@@ -94,29 +94,33 @@ class PeerAPI:
         except StoreFailed as exc:
             raise BadRequest(503, "store_failed", str(exc)) from None
 
-    async def _state_for(self, context: CausalContext) -> Response:
-        """The signed blocks a peer with ``context`` lacks, a bounded page, from the store.
+    async def _state_for(self, tips: dict, skips: dict | None = None,
+                         convicted: dict | None = None) -> Response:
+        """The signed blocks a peer holding ``tips`` lacks (a bounded page), what it
+        asked about a suspected fork, and the proofs it lacks.
 
-        Only what is durable here is in the store, so only that is sent. Every
-        origin's blocks start right after what the peer holds of it, and the
-        page is cut in position order (by each block's first clock), so a
-        sponsor's block holding a join comes before the joined replica's own.
+        Sent once durable here (a peer never holds what a crash here could
+        lose). Each origin's blocks follow a boundary the peer named; an origin
+        whose tip is no boundary here is named a suspect instead (see
+        crdtbook/detection.py); ``x-crdtbook-more`` says a page was cut.
         """
         await self._durable()
-        node = self.node
-        cutoff = node.replica.membership.cutoff
-        wanted = []
-        for replica, tip in sorted(node.door.tips.items()):
-            held = context.contiguous(replica)
-            upto = min(tip.last, cutoff.get(replica, tip.last))  # past a cutoff: never taken
-            if upto > held:
-                wanted.append((replica, held, upto))
-        blocks, more = await node.journal.read(node.store.relay_page, wanted,
-                                               service.PAGE, PAGE_BYTES)
+        door = self.node.door
+        answer = door.answer(tips, limit=PAGE_BLOCKS)
+        last: dict[str, int] = {}
+        for block in answer.blocks:
+            last[block.replica] = block.last
+        more = any(door.tip(r).last > seq and door.tip(r).last
+                   <= self.node.replica.membership.cutoff.get(r, door.tip(r).last)
+                   for r, seq in last.items())
         headers = self._peer_headers()
         if more:
             headers.append((b"x-crdtbook-more", b"1"))
-        return Response(200, encode_blocks(blocks, node.claims()), CBOR, headers)
+        body = encode_blocks(answer.blocks, self.node.claims(),
+                             proofs=door.proofs_for(convicted or {}),
+                             forks=door.fork_answer(skips or {}, limit=PAGE_BLOCKS),
+                             suspects=answer.suspects)
+        return Response(200, body, CBOR, headers)
 
     async def peer_join(self, request: Request) -> Response:
         """Admit the replica a signed join request names (admission.py checks it);
@@ -153,7 +157,7 @@ class PeerAPI:
         except ReplicaError as exc:
             raise BadRequest(409, "cannot_admit", str(exc)) from None
         node.seen(request.headers.get("x-crdtbook-url"), replica)
-        response = await self._state_for(CausalContext())
+        response = await self._state_for({})
         response.headers.append((b"x-crdtbook-admission",
                                  b"open" if stored == jointoken.OPEN else b"token"))
         return response

@@ -64,6 +64,7 @@ class Journal:
         # own blocks: made at each commit, handed on once durable (set by the node)
         self.sealer: Callable[[], list] = list
         self.sealed: Callable[[list], None] = _ignore
+        self.index = None  # the door's StoreIndex: its new blocks go with every commit
 
     # -- appending (never waits) ---------------------------------------------
     def _touch(self) -> None:
@@ -73,12 +74,6 @@ class Journal:
     def events(self, events) -> None:
         if events:
             self._batch.events.extend(events)
-            self._touch()
-
-    def blocks(self, verified) -> None:
-        """Peers' blocks (door.Verified) the door took, to keep and relay."""
-        if verified:
-            self._batch.blocks.extend(verified)
             self._touch()
 
     def history(self, orders, fills, snapshot: tuple[int, int, bytes] | None) -> None:
@@ -140,8 +135,9 @@ class Journal:
             committed, self._committed = self._committed, trio.Event()
             committed.set()
             return
-        if own:
-            self._batch.blocks.extend(own)
+        written = self.index.take_unwritten() if self.index is not None else []
+        if written:  # own blocks just sealed, and peers' blocks the door took
+            self._batch.blocks.extend(written)
             self._touch()
         batch, target = self._batch, self._appended
         self._last_batch = target - self._durable
@@ -150,8 +146,11 @@ class Journal:
             self._durable = target
         else:
             await self._commit(batch, target)
-        if own and not self.failed:
-            self.sealed(own)
+        if not self.failed:
+            if written:
+                self.index.committed(written)
+            if own:
+                self.sealed(own)
         committed, self._committed = self._committed, trio.Event()
         committed.set()
 

@@ -41,7 +41,6 @@ import fcntl
 import os
 import sqlite3
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import cbor2
 
@@ -77,7 +76,7 @@ CREATE INDEX fills_taker ON fills (taker_acct, idx) WHERE taker_acct IS NOT NULL
 CREATE INDEX fills_maker ON fills (maker_acct, idx) WHERE maker_acct IS NOT NULL;
 CREATE TABLE blocks (
     rid INTEGER NOT NULL, last INTEGER NOT NULL, first INTEGER NOT NULL,
-    clock INTEGER NOT NULL, hash BLOB NOT NULL, sig BLOB NOT NULL, body BLOB NOT NULL,
+    prev BLOB NOT NULL, hash BLOB NOT NULL, sig BLOB NOT NULL, body BLOB NOT NULL,
     PRIMARY KEY (rid, last)
 ) WITHOUT ROWID;
 CREATE TABLE snapshot (
@@ -85,17 +84,6 @@ CREATE TABLE snapshot (
     final INTEGER NOT NULL, fills_base INTEGER NOT NULL, body BLOB NOT NULL
 );
 """
-
-
-class RelayBlock(NamedTuple):
-    """A stored block as relayed: the fields a blocks message needs, and its first clock."""
-
-    replica: str
-    first: int
-    last: int
-    body: bytes
-    sig: bytes
-    clock: int
 
 
 class StoreError(Exception):
@@ -131,7 +119,7 @@ class Batch:
     """Everything one group commit writes, in one transaction."""
 
     events: list = field(default_factory=list)
-    blocks: list = field(default_factory=list)  # door.Verified: signed feed blocks
+    blocks: list = field(default_factory=list)  # feedindex.Unwritten: signed feed blocks
     orders: list[FinalOrder] = field(default_factory=list)
     fills: list[StoredFill] = field(default_factory=list)
     snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
@@ -162,6 +150,7 @@ class Store:
         self._lock_fd = lock_fd
         self._db = writer
         self._read = reader
+        self._index: sqlite3.Connection | None = None  # see index_connection
         self._ids: dict[str, int] = dict(
             (name, id_) for id_, name in writer.execute("SELECT id, name FROM names"))
         self.meta: dict = dict(writer.execute("SELECT key, value FROM meta"))
@@ -231,7 +220,9 @@ class Store:
                              "as it is: restore a backup or move it aside")
 
     def close(self) -> None:
-        for conn in (self._db, self._read):
+        for conn in (self._db, self._read, self._index):
+            if conn is None:
+                continue
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         if self._lock_fd >= 0:
@@ -262,8 +253,8 @@ class Store:
             if batch.blocks:
                 db.executemany(
                     "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(intern(b.replica), b.last, b.first, b.events[0].clock, h, b.sig, b.body)
-                     for b, h in batch.blocks])
+                    [(intern(b.replica), b.last, b.first, prev, h, b.sig, b.body)
+                     for prev, h, b in batch.blocks])
             if batch.orders:
                 db.executemany(
                     "UPDATE events SET status = ?, filled = ?, reason = ? "
@@ -352,49 +343,12 @@ class Store:
             "WHERE b.last = (SELECT MAX(last) FROM blocks WHERE rid = b.rid)").fetchall()
         return {name: Tip(last, bytes(hash_)) for name, last, hash_ in rows}
 
-    def blocks_after(self, replica: str, seq: int, max_bytes: int) -> list[RelayBlock]:
-        """Stored blocks of ``replica`` after ``seq``, in order, up to about ``max_bytes``.
-
-        The blocks come as sealed (bytes and signature, no decoded events), to
-        be relayed; at least one when there is any, whatever its size.
-        """
-        return self._blocks_after(replica, seq, max_bytes)[0]
-
-    def _blocks_after(self, replica: str, seq: int, max_bytes: int,
-                      upto: int = 2**63 - 1) -> tuple[list[RelayBlock], bool]:
-        rid = self._ids_read(replica)
-        if rid is None:
-            return [], False
-        out, size = [], 0
-        for first, last, clock, sig, body in self._read.execute(
-                "SELECT first, last, clock, sig, body FROM blocks "
-                "WHERE rid = ? AND last > ? AND first <= ? ORDER BY last", (rid, seq, upto)):
-            if out and size + len(body) > max_bytes:
-                return out, True
-            out.append(RelayBlock(replica, first, last, bytes(body), bytes(sig), clock))
-            size += len(body) + len(sig)
-        return out, False
-
-    def relay_page(self, wanted: list[tuple[str, int, int]], max_events: int,
-                   max_bytes: int) -> tuple[list[RelayBlock], bool]:
-        """Blocks of each ``(replica, after seq, up to seq)`` in ``wanted`` (the
-        blocks holding seqs after..upto), merged in order of their first clock
-        and cut at ``max_events`` / ``max_bytes``; and whether anything was left out."""
-        candidates, more = [], False
-        for replica, seq, upto in wanted:
-            found, cut = self._blocks_after(replica, seq, max_bytes, upto)
-            candidates.extend(found)
-            more = more or cut
-        candidates.sort(key=lambda b: (b.clock, b.replica, b.first))
-        page, events, size = [], 0, 0
-        for block in candidates:
-            count, length = block.last - block.first + 1, len(block.body)
-            if page and (events + count > max_events or size + length > max_bytes):
-                return page, True
-            page.append(block)
-            events += count
-            size += length
-        return page, more
+    def index_connection(self) -> sqlite3.Connection:
+        """A connection for the block index's lookups, on the opening thread (see
+        node/store/feedindex.py); closed with the store."""
+        if self._index is None:
+            self._index = _connect(os.path.join(self.directory, STORE_FILE), False)
+        return self._index
 
     def order(self, replica: str, seq: int):
         """(event, final state or None) of a stored order, or None."""
