@@ -123,12 +123,18 @@ class Door:
 
     # -- receiving --------------------------------------------------------------
     def admit(self, blocks: Iterable[Block], claims: Iterable[SignedClaim] = (),
-              clock_limit: int | None = None) -> Admission:
+              clock_limit: int | None = None, may_found: bool = True) -> Admission:
         """Verify then merge; DoorError (nothing changed) if a signature is bad.
 
         Blocks and claims stamped past ``clock_limit`` are left for later (a
         node passes its wall clock plus a tolerance): taking them would drag
         this replica's clock, and so its own events, into the future.
+
+        ``may_found``: whether this message may bring the cluster's founding
+        self-join to a replica that knows no founder yet. Anyone can sign a
+        self-join with a fresh key, so a node passes True only for the answer
+        of the peer it asked to admit it: a stranger's push must not make a
+        joining node a member of the stranger's own cluster.
         """
         replica = self.replica
         membership = replica.membership
@@ -136,7 +142,7 @@ class Door:
         learned: dict[str, bytes] = {}
         working: dict[str, Tip] = {}
         stopped: set[str] = set()  # origins whose later blocks in this message are skipped
-        founding = not membership.founded
+        founding = may_found and not membership.founded
         taken: list[Verified] = []
         skipped: Counter = Counter()
 

@@ -291,17 +291,19 @@ class Node:
         return False
 
     # -- remote events ---------------------------------------------------
-    def accept(self, blocks, claims=()) -> int:
+    def accept(self, blocks, claims=(), may_found: bool = False) -> int:
         """Let a peer's blocks and claims in through the door; return new events.
 
         Raises ValueError (DoorError, ReplicaError), changing nothing, for a
         message that fails verification. Blocks stamped more than
         ``max_clock_ahead_s`` ahead of this node's wall clock are left for a
         later pull: taking them would drag this node's hybrid clock, and so
-        every order placed here, into the future.
+        every order placed here, into the future. Only the answer to this
+        node's own join request ``may_found`` its cluster (see Door.admit).
         """
         try:
-            admission = self.door.admit(blocks, claims, clock_limit=self._clock_limit())
+            admission = self.door.admit(blocks, claims, clock_limit=self._clock_limit(),
+                                        may_found=may_found)
         except OwnFeedConflict as exc:
             self.refused_messages += 1
             if self.conflict is None:
@@ -322,7 +324,7 @@ class Node:
             self._journal_fresh()
         return admission.added
 
-    def take(self, payload: bytes) -> int:
+    def take(self, payload: bytes, may_found: bool = False) -> int:
         """A peer's answer (a blocks message): let in; returns new events.
 
         Snapshots are never taken from peers: a peer answers with the signed
@@ -330,7 +332,7 @@ class Node:
         its history itself.
         """
         blocks, claims = decode_blocks(payload)
-        return self.accept(blocks, claims)
+        return self.accept(blocks, claims, may_found)
 
     def _clock_limit(self) -> int:
         """The highest clock taken from peers: ``max_clock_ahead_s`` past our wall clock."""

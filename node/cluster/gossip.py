@@ -150,7 +150,7 @@ async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
         headers = peer_headers(node) | {"x-crdtbook-key": node.signer.public.hex()}
         response = await post(client, url + "/peer/join", b"", headers,
                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
-        node.take(response.content)
+        node.take(response.content, may_found=True)  # the one answer that may found
     except (CallFailed, ValueError) as exc:
         peer = node.peers.get(url)
         if peer is not None:  # a --peer that cannot be reached: said every few seconds
