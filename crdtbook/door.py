@@ -153,13 +153,20 @@ class Door(Detection):
     # -- receiving --------------------------------------------------------------
     def admit(self, blocks: Iterable[Block], claims: Iterable[SignedClaim] = (),
               clock_limit: int | None = None, proofs: Iterable[Proof] = (),
-              forks: Iterable[tuple[str, bytes, list[Block]]] = ()) -> Admission:
+              forks: Iterable[tuple[str, bytes, list[Block]]] = (),
+              may_found: bool = True) -> Admission:
         """Verify then merge; DoorError (nothing changed) if a signature or proof is bad.
 
         Blocks and claims stamped past ``clock_limit`` are left for later (a
         node passes its wall clock plus a tolerance): taking them would drag
         this replica's clock, and so its own events, into the future.
         ``proofs`` are proofs a peer holds, ``forks`` its answer to ``skips``.
+
+        ``may_found``: whether this message may bring the cluster's founding
+        self-join to a replica that knows no founder yet. Anyone can sign a
+        self-join with a fresh key, so a node passes True only for the answer
+        of the peer it asked to admit it: a stranger's push must not make a
+        joining node a member of the stranger's own cluster.
         """
         replica = self.replica
         membership = replica.membership
@@ -168,7 +175,7 @@ class Door(Detection):
         learned: dict[str, bytes] = {}
         working: dict[str, Tip] = {}
         stopped: set[str] = set()  # origins whose later blocks in this message are skipped
-        founding = not membership.founded
+        founding = may_found and not membership.founded
         taken: list[Verified] = []
         skipped: Counter = Counter()
         found: dict[str, Proof] = {}  # proofs new here, lowest fault per origin

@@ -306,18 +306,19 @@ class Node:
         return False
 
     # -- remote events ---------------------------------------------------
-    def accept(self, blocks, claims=(), proofs=(), forks=()) -> int:
+    def accept(self, blocks, claims=(), proofs=(), forks=(), may_found: bool = False) -> int:
         """Let a peer's blocks and claims in through the door; return new events.
 
         Raises ValueError (DoorError, ReplicaError), changing nothing, for a
         message that fails verification. Blocks stamped more than
         ``max_clock_ahead_s`` ahead of this node's wall clock are left for a
         later pull: taking them would drag this node's hybrid clock, and so
-        every order placed here, into the future.
+        every order placed here, into the future. Only the answer to this
+        node's own join request ``may_found`` its cluster (see Door.admit).
         """
         try:
             admission = self.door.admit(blocks, claims, clock_limit=self._clock_limit(),
-                                        proofs=proofs, forks=forks)
+                                        proofs=proofs, forks=forks, may_found=may_found)
         except OwnFeedConflict as exc:
             self.refused_messages += 1
             if self.conflict is None:
@@ -339,7 +340,7 @@ class Node:
             self._journal_fresh()
         return admission.added
 
-    def take(self, payload: bytes) -> tuple[int, list[str]]:
+    def take(self, payload: bytes, may_found: bool = False) -> tuple[int, list[str]]:
         """A peer's answer (a blocks message): let in; returns the new events and the
         origins the peer suspects of a fork (to send skip lists for, next pull).
 
@@ -348,7 +349,8 @@ class Node:
         its history itself.
         """
         message = decode_blocks_message(payload)
-        added = self.accept(message.blocks, message.claims, message.proofs, message.forks)
+        added = self.accept(message.blocks, message.claims, message.proofs, message.forks,
+                            may_found)
         convicted = self.door.proofs
         return added, [r for r in message.suspects if r not in convicted]
 

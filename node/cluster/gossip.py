@@ -236,7 +236,7 @@ async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
     try:
         response = await post(client, url + "/peer/join", body, peer_headers(node),
                                node.config.request_timeout_s * 4, node.config.peer_body_limit)
-        node.take(response.content)  # suspects are for pulls: a joiner holds nothing yet
+        node.take(response.content, may_found=True)  # the one answer that may found
     except (CallFailed, ValueError) as exc:
         if isinstance(exc, CallFailed) and exc.status == 403:
             refused.append((url, *_error_of(exc.body)))

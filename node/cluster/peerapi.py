@@ -82,7 +82,8 @@ class PeerAPI:
         node = self.node
         node.accept([], pull.claims)  # a pull is a heartbeat too (signed claims only count)
         sender = request.headers.get("x-crdtbook-replica")
-        if sender:
+        # the header is not authenticated: a made-up sender must not grow the ack tables
+        if sender and sender != node.id and node.replica.is_member(sender):
             node.replica.observe_ack(sender, pull.context)  # and an acknowledgement
             node.note_held(sender, pull.context.contiguous(node.id))
         self._peer_seen(request)
