@@ -33,7 +33,7 @@ from node.cluster import gossip
 from node.server import serve_node
 from node.service import NodeConfig
 
-from .nodes import Running, client, converged, eventually, start
+from .nodes import JOIN_TOKEN, Running, client, converged, eventually, start
 from .peers import SignedPeer
 from .procs import NodeProcess, get
 
@@ -180,14 +180,6 @@ async def test_one_dot_two_contents_without_the_key_is_refused(nursery):
         await group.intact(http)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "equivocation is not detected: a block at or below the tip held here is dropped as a "
-    "duplicate without comparing it with the block held, so a member that signs two "
-    "versions of seq N (one to each node) splits the cluster for good (both think they "
-    "hold the dot). Fix: on a block ending at a held block's end, compare hashes (the "
-    "blocks table has them); on a mismatch keep both signed heads as proof, refuse the "
-    "member's feed past the fork and have the cluster evict it (a cutoff below the fork "
-    "takes both versions out of the digest)"))
 async def test_member_equivocation_is_detected(nursery):
     async with client() as http:
         group = await cluster(nursery, http)
@@ -203,7 +195,13 @@ async def test_member_equivocation_is_detected(nursery):
         assert (await push(http, a, left.blocks([to_a]))).status_code == 204
         assert (await push(http, c, right.blocks([to_c]))).status_code == 204
         await eventually(lambda: all(n.node.door.tip(left.id).last == 1 for n in group.nodes))
-        await eventually(lambda: converged(a, b, c), timeout=3)
+        # both versions meet somewhere: the proof spreads, every node convicts the member
+        # at the same cut, and the versions leave every digest
+        await eventually(lambda: all(left.id in n.node.door.proofs for n in group.nodes))
+        assert {n.node.door.proofs[left.id].cut for n in group.nodes} == {0}
+        await eventually(lambda: converged(a, b, c), timeout=5)
+        assert all(left.id not in n.node.replica.members() for n in group.nodes)
+        await group.intact(http)
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -639,6 +637,7 @@ async def _start_unready(nursery, *peers: str, **settings) -> Running:
     settings.setdefault("pull_interval_s", 0.2)
     settings.setdefault("request_timeout_s", 1.0)
     settings.setdefault("compact_interval_s", None)
+    settings.setdefault("join_token", JOIN_TOKEN)
     config = NodeConfig(host="127.0.0.1", port=0, peers=list(peers), **settings)
     shutdown, done = trio.Event(), trio.Event()
 
