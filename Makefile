@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-FUZZ_BUDGET ?= 120
+FUZZ_BUDGET ?= 180
 FUZZ_SEEDS ?= 600
 
 GRENACHE := tests/grenache

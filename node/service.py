@@ -209,6 +209,7 @@ class Node:
         self.lease = self.store.meta.get("clock_lease", 0)  # highest clock a claim may reach
         # own seq each peer replica is known to hold (push answers, pull contexts)
         self.peer_holds: dict[str, int] = {}
+        self.ack_waiting = 0  # requests waiting for peers to hold their events
         self.replicated = trio.Event()  # replaced whenever peer_holds grows
         self.stop_requested = trio.Event()  # set by `crdtbook leave` once it is done
         # history that compaction took out of memory but the journal has not committed yet

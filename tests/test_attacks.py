@@ -348,13 +348,6 @@ async def test_forged_pull_answers_change_nothing(nursery):
         await group.intact(http)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a restarted node counts as caught up after any pull answer whose unauthenticated "
-    "x-crdtbook-replica header names a member: a fake peer (which joins the peer table "
-    "through one pull's x-crdtbook-url header) lets it take orders before any real member "
-    "showed it what its store may have lost. Fix: count caught_up only from an answer that "
-    "proves the peer is that member (a signed pull answer, or a signed challenge in the "
-    "pull), which belongs to the join/peer authentication rework"))
 async def test_fake_peer_cannot_end_the_catch_up_wait(nursery):
     with tempfile.TemporaryDirectory() as data:
         async with client() as http:
@@ -373,11 +366,6 @@ async def test_fake_peer_cannot_end_the_catch_up_wait(nursery):
             assert r.status_code == 503 and r.json()["error"] == "catching_up", r.text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ack=replicated trusts the x-crdtbook-replica header of a pull: anyone who can reach "
-    "/peer/pull names a member and a context holding the node's newest seq, and the node "
-    "answers 'replicated' for an order no peer holds. Fix: only a pull that proves its "
-    "sender (signed by the member's key, bound to the request) may count as an ack"))
 async def test_spoofed_pull_cannot_fake_replication(nursery):
     async with client() as http:
         a = await start(nursery)

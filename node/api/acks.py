@@ -12,6 +12,7 @@ the answer says ``"replicated": false`` (HTTP 202).
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import trio
@@ -52,3 +53,18 @@ async def wait_replicated(node: Node, seq: int, ack: str, timeout: float) -> boo
                 return True
             await node.replicated.wait()
     return False
+
+
+@contextlib.contextmanager
+def expecting_acks(node: Node, ack: str):
+    """While a request will wait for peers (``ack`` not local), pushes ask them for
+    signed receipts (only those count, see node/cluster/peerauth.py). Entered
+    before the events are made, so their first push already asks."""
+    if ack == "local":
+        yield
+        return
+    node.ack_waiting += 1
+    try:
+        yield
+    finally:
+        node.ack_waiting -= 1

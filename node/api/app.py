@@ -39,7 +39,7 @@ from ..service import Node, NotReady
 from ..store import admintoken
 from ..store.journal import StoreFailed
 from . import history, views
-from .acks import parse_ack, wait_replicated
+from .acks import expecting_acks, parse_ack, wait_replicated
 from .requests import parse_depth, parse_json, parse_order_id, parse_orders
 
 
@@ -152,12 +152,14 @@ class App:
         or ``ack=all``, once peers hold it too; 202 if they did not in time)."""
         ack, timeout = parse_ack(request.query)
         orders, batch = parse_orders(request.body)
-        placed = self.node.place_many(orders)
-        await self.node.journal.sync()
-        status, extra = 201, {}
-        if ack != "local":
-            replicated = await wait_replicated(self.node, placed[-1].order.dot.seq, ack, timeout)
-            status, extra = (201 if replicated else 202), {"replicated": replicated}
+        with expecting_acks(self.node, ack):
+            placed = self.node.place_many(orders)
+            await self.node.journal.sync()
+            status, extra = 201, {}
+            if ack != "local":
+                replicated = await wait_replicated(self.node, placed[-1].order.dot.seq, ack,
+                                                   timeout)
+                status, extra = (201 if replicated else 202), {"replicated": replicated}
         replica = self.node.replica
         results = [
             {"order": views.order_json(p.order, replica.order_final(p.order)),
@@ -260,11 +262,12 @@ class App:
         to a peer if one answers within the timeout), then stop the node."""
         _, timeout = parse_ack(request.query)
         self.node.ready_to_trade()
-        delta = self.node.leave()
-        if delta is None:
-            raise BadRequest(409, "cannot_leave", "this node is not a member")
-        await self.node.journal.sync()  # sealed, durable, and handed to the senders
-        event = next(e for _, _, e in delta.entries())
-        replicated = await wait_replicated(self.node, event.seq, "replicated", timeout)
+        with expecting_acks(self.node, "replicated"):
+            delta = self.node.leave()
+            if delta is None:
+                raise BadRequest(409, "cannot_leave", "this node is not a member")
+            await self.node.journal.sync()  # sealed, durable, and handed to the senders
+            event = next(e for _, _, e in delta.entries())
+            replicated = await wait_replicated(self.node, event.seq, "replicated", timeout)
         self.node.stop_requested.set()
         return json_response(200, {"leave": views.event_json(event), "replicated": replicated})

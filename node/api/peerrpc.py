@@ -37,7 +37,7 @@ from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
 from ..service import Node, NotReady
 from ..store.journal import StoreFailed
 from . import history, views
-from .acks import parse_ack, wait_replicated
+from .acks import expecting_acks, parse_ack, wait_replicated
 from .requests import parse_order, parse_order_id
 
 MAX_BODY = 1024 * 1024
@@ -93,14 +93,16 @@ class PeerRPCApp:
             ack, timeout = parse_ack({k: fields.pop(k) for k in ("ack", "timeout")
                                       if k in fields})
             order = parse_order(fields, "")
-            placed = self.node.place_many([order])[0]
-            await self.node.journal.sync()
-            answer = {"order": views.order_json(placed.order, replica.order_final(placed.order)),
-                      "fills": [views.fill_json(f, False, placed.order.clock)
-                                for f in placed.fills]}
-            if ack != "local":
-                answer["replicated"] = await wait_replicated(
-                    self.node, placed.order.dot.seq, ack, timeout)
+            with expecting_acks(self.node, ack):
+                placed = self.node.place_many([order])[0]
+                await self.node.journal.sync()
+                answer = {"order": views.order_json(placed.order,
+                                                    replica.order_final(placed.order)),
+                          "fills": [views.fill_json(f, False, placed.order.clock)
+                                    for f in placed.fills]}
+                if ack != "local":
+                    answer["replicated"] = await wait_replicated(
+                        self.node, placed.order.dot.seq, ack, timeout)
             return answer
         if action == "cancel":
             if set(fields) != {"id"} or not isinstance(fields["id"], str):

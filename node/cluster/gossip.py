@@ -52,7 +52,7 @@ from .. import logs
 from ..service import PAGE, Node, Peer
 from ..store import jointoken
 from ..store.journal import StoreFailed
-from . import admission
+from . import admission, peerauth
 
 PUSH_BATCH = 1_000
 REGISTRY_ANSWER_LIMIT = 256 * 1024
@@ -275,9 +275,11 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
             continue
         blocks = [b for blocks in batch for b in blocks]  # sealed once durable: send as is
         body = encode_blocks(blocks, node.claims())
+        headers = peer_headers(node, with_url=False)
+        if node.ack_waiting:  # someone waits for replication: ask for a signed receipt
+            headers["x-crdtbook-ack"] = "1"
         try:
-            response = await post(client, peer.url + "/peer/push", body,
-                                  peer_headers(node, with_url=False),
+            response = await post(client, peer.url + "/peer/push", body, headers,
                                   node.config.request_timeout_s, 64 * 1024, expect=204)
         except CallFailed as exc:
             _failed(node, peer, "push", exc)
@@ -287,7 +289,8 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         if node.is_self(peer.url, replica):
             return
         peer.ok(replica, node.monotonic())
-        node.note_held(replica, _held_after(blocks, node.peer_holds.get(replica, 0)))
+        if peerauth.answer_from(node, replica, response.headers.get(peerauth.HEADER), body, b""):
+            node.note_held(replica, _held_after(blocks, node.peer_holds.get(replica, 0)))
         node.stats["pushed_events"] += sum(b.last - b.first + 1 for b in blocks)
         node.stats["push_requests"] += 1
         node.stats["wire_bytes"] += wire_size(response)
@@ -350,8 +353,9 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
     door = node.door
     body = encode_pull(context, door.pull_tips().items(), node.claims(),
                        skips=door.skips(peer.suspects), convicted=door.convictions())
+    headers = peer_headers(node) | {peerauth.HEADER: peerauth.sign_request(node, body)}
     try:
-        response = await post(client, peer.url + "/peer/pull", body, peer_headers(node),
+        response = await post(client, peer.url + "/peer/pull", body, headers,
                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
         replica = response.headers.get("x-crdtbook-replica")
         if node.is_self(peer.url, replica):
@@ -362,7 +366,9 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         return None
     peer.ok(replica, node.monotonic())
     more = response.headers.get("x-crdtbook-more") == "1"
-    if not node.caught_up and not more and replica in node.replica.members():
+    # caught up: a member (proven by its signature on this very answer) told us all it holds
+    if not node.caught_up and not more and peerauth.answer_from(
+            node, replica, response.headers.get(peerauth.HEADER), body, response.content):
         node.caught_up = True  # a member told us all it holds, of our own events too
         logs.info("node.caught_up", peer=peer.url)
     node.stats["pulled_events"] += added

@@ -31,7 +31,7 @@ from ..store import jointoken
 from ..store.datadir import phrase
 from ..store.journal import StoreFailed
 from ..store.sqlite import StoreError
-from . import admission
+from . import admission, peerauth
 
 CBOR = b"application/cbor"
 PAGE_BLOCKS = 2_000  # blocks per origin in a pull or join answer (and 8 MiB: feedindex.py)
@@ -71,6 +71,9 @@ class PeerAPI:
         logs.debug("peer.push.received", added=added, bytes=len(request.body))
         response = Response(204, b"", headers=[(b"x-crdtbook-replica", self.node.id.encode())])
         response.headers.pop(0)  # no body, no content-type: pushes are small, headers add up
+        if request.headers.get("x-crdtbook-ack") == "1":  # a signed receipt, for its acks
+            response.headers.append((peerauth.HEADER.encode(),
+                                     peerauth.sign_answer(self.node, request.body, b"").encode()))
         return response
 
     async def peer_pull(self, request: Request) -> Response:
@@ -82,12 +85,16 @@ class PeerAPI:
         node = self.node
         node.accept([], pull.claims)  # a pull is a heartbeat too (signed claims only count)
         sender = request.headers.get("x-crdtbook-replica")
-        # the header is not authenticated: a made-up sender must not grow the ack tables
-        if sender and sender != node.id and node.replica.is_member(sender):
+        # an acknowledgement only from a member that signed this very request
+        if peerauth.request_from(node, sender, request.headers.get(peerauth.HEADER),
+                                 request.body):
             node.replica.observe_ack(sender, pull.context)  # and an acknowledgement
             node.note_held(sender, pull.context.contiguous(node.id))
         self._peer_seen(request)
-        return await self._state_for(pull.tips, pull.skips, pull.convicted)
+        response = await self._state_for(pull.tips, pull.skips, pull.convicted)
+        response.headers.append((peerauth.HEADER.encode(), peerauth.sign_answer(
+            node, request.body, response.body).encode()))
+        return response
 
     async def _durable(self) -> None:
         try:
