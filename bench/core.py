@@ -46,9 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crdtbook.aworset import AWORSet  # noqa: E402
 from crdtbook.clock import HybridClock  # noqa: E402
-from crdtbook.codec import decode_blocks, decode_delta, encode_blocks, encode_delta  # noqa: E402
+from crdtbook.codec import decode_delta, encode_delta  # noqa: E402
 from crdtbook.door import Door  # noqa: E402
 from crdtbook.events import make_cancel, make_order  # noqa: E402
+from crdtbook.feedwire import decode_blocks, encode_blocks  # noqa: E402
 from crdtbook.keys import Signer  # noqa: E402
 from crdtbook.replica import Replica  # noqa: E402
 from node.gcpolicy import tune as tune_gc  # noqa: E402

@@ -64,10 +64,10 @@ from typing import NamedTuple
 from . import proofs as proofs_
 from .aworset import AWORSet
 from .blockindex import BlockIndex
-from .codec import encode_body
 from .detection import Answer, Detection, DoorError
 from .events import JOIN, MEMBER
 from .feed import Block, SignedClaim, Tip, claim_message, genesis, head_message, link
+from .feedwire import encode_body
 from .keys import owns, verify
 from .proofs import Proof
 from .replica import Replica

@@ -57,17 +57,17 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from crdtbook.aworset import AWORSet
-from crdtbook.codec import (
-    CodecError,
+from crdtbook.codec import CodecError
+from crdtbook.door import Door, DoorError
+from crdtbook.events import make_order
+from crdtbook.feed import Block, SignedClaim, claim_message, head_message, link
+from crdtbook.feedwire import (
     decode_blocks_message,
     decode_pull_message,
     encode_blocks,
     encode_body,
     encode_pull,
 )
-from crdtbook.door import Door, DoorError
-from crdtbook.events import make_order
-from crdtbook.feed import Block, SignedClaim, claim_message, head_message, link
 from crdtbook.keys import Signer
 from crdtbook.keys import verify as _verify
 from crdtbook.proofs import broken_promise, fork

@@ -43,8 +43,9 @@ import trio
 
 from crdtbook.aworset import AWORSet
 from crdtbook.clock import LOGICAL_BITS
-from crdtbook.codec import decode_blocks_message, decode_proofs, encode_proofs, encode_snapshot
+from crdtbook.codec import encode_snapshot
 from crdtbook.door import Door, DoorError, OwnFeedConflict, Verified
+from crdtbook.feedwire import decode_blocks_message, decode_proofs, encode_proofs
 from crdtbook.snapshot import Claim
 
 from . import logs

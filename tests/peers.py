@@ -7,11 +7,11 @@ changing a byte, as a forger.
 
 from __future__ import annotations
 
-from crdtbook.codec import encode_blocks, encode_body, encode_pull
 from crdtbook.context import CausalContext
 from crdtbook.door import Door
 from crdtbook.events import make_order
 from crdtbook.feed import Block, Tip, head_message, link
+from crdtbook.feedwire import encode_blocks, encode_body, encode_pull
 from crdtbook.keys import Signer
 from crdtbook.replica import Replica
 

@@ -22,11 +22,12 @@ import tempfile
 import pytest
 import trio
 
-from crdtbook.codec import encode_blocks, encode_body, encode_pull, encode_snapshot
+from crdtbook.codec import encode_snapshot
 from crdtbook.context import CausalContext
 from crdtbook.door import Door
 from crdtbook.events import make_member, make_order
 from crdtbook.feed import Block, SignedClaim, claim_message, genesis, head_message, link
+from crdtbook.feedwire import encode_blocks, encode_body, encode_pull
 from crdtbook.keys import Signer
 from crdtbook.replica import Replica
 from node.cluster import gossip
@@ -285,7 +286,7 @@ class FakePeer:
 
 
 def _decode(payload: bytes):
-    from crdtbook.codec import decode_blocks
+    from crdtbook.feedwire import decode_blocks
     return decode_blocks(payload)
 
 

@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdtbook.codec import (
-    CodecError,
+from crdtbook.codec import CodecError
+from crdtbook.door import Door, DoorError
+from crdtbook.feed import Block, SignedClaim, claim_message, head_message, link
+from crdtbook.feedwire import (
     decode_blocks,
     decode_blocks_message,
     decode_pull_message,
@@ -23,8 +25,6 @@ from crdtbook.codec import (
     encode_body,
     encode_pull,
 )
-from crdtbook.door import Door, DoorError
-from crdtbook.feed import Block, SignedClaim, claim_message, head_message, link
 from crdtbook.keys import Signer
 from crdtbook.proofs import FORK, PROMISE, broken_promise, check, fork
 from crdtbook.replica import Replica

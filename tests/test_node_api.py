@@ -7,8 +7,8 @@ import json
 import cbor2
 import pytest
 
-from crdtbook.codec import decode_blocks, encode_pull
 from crdtbook.context import CausalContext
+from crdtbook.feedwire import decode_blocks, encode_pull
 
 from .nodes import client, eventually, start
 from .peers import SignedPeer

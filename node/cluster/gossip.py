@@ -46,7 +46,7 @@ import random
 import httpx
 import trio
 
-from crdtbook.codec import encode_blocks, encode_pull
+from crdtbook.feedwire import encode_blocks, encode_pull
 
 from .. import logs
 from ..service import PAGE, Node, Peer

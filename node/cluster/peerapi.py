@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 
-from crdtbook.codec import CodecError, decode_blocks_message, decode_pull_message, encode_blocks
+from crdtbook.codec import CodecError
 from crdtbook.door import DoorError
+from crdtbook.feedwire import decode_blocks_message, decode_pull_message, encode_blocks
 from crdtbook.replica import ReplicaError
 
 from .. import logs

@@ -34,8 +34,8 @@ import sqlite3
 from typing import NamedTuple
 
 from crdtbook.blockindex import Entry
-from crdtbook.codec import block_from_wire
 from crdtbook.feed import Block, Tip, genesis
+from crdtbook.feedwire import block_from_wire
 
 MAX_BYTES = 8 * 1024 * 1024
 
