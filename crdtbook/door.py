@@ -79,6 +79,8 @@ SKIP_RETIRED = "past its replica's cutoff"
 SKIP_BELOW_FINAL = "at or below the final frontier"
 SKIP_OVERLAP = "overlaps a block held here"
 SKIP_AHEAD = "stamped too far ahead of this node's clock"
+SKIP_CLOCK = "clock does not increase along its replica's feed"
+SKIP_BEFORE_JOIN = "stamped at or before its replica's join"
 SKIP_PROOF_STRANGER = "proof against a replica whose key is not known here"
 
 
@@ -173,7 +175,9 @@ class Door(Detection):
         keys = membership.keys
         final = None  # F, computed once a block needs it
         learned: dict[str, bytes] = {}
+        joined: dict[str, int] = {}  # earliest join clock of each replica admitted in here
         working: dict[str, Tip] = {}
+        last_clock: dict[str, int] = {}  # clock of the last event taken, per origin
         stopped: set[str] = set()  # origins whose later blocks in this message are skipped
         founding = may_found and not membership.founded
         taken: list[Verified] = []
@@ -259,6 +263,18 @@ class Door(Detection):
                     if block.first > cut:
                         skip(block, SKIP_RETIRED)
                         continue
+                # Rules of the feed alone (or of joins every member ends up holding),
+                # so every replica skips the same blocks: a member that breaks them
+                # can never leave one replica holding an event another refuses.
+                previous = last_clock.get(origin, replica._chain_clock.get(origin, 0))
+                if not _clocks_increase(block.events, previous):
+                    skip(block, SKIP_CLOCK)
+                    continue
+                join = min(membership.joins.get(origin, 1 << 64), joined.get(origin, 1 << 64))
+                if block.events[0].clock <= join and not (
+                        block.first == 1 and _founding_key(block) is not None):
+                    skip(block, SKIP_BEFORE_JOIN)
+                    continue
                 if final is None:
                     final = replica.frontier()
                 if any(e.clock <= final and (cut is None or e.seq <= cut) for e in block.events):
@@ -271,7 +287,10 @@ class Door(Detection):
                     if (event.kind == MEMBER and event.action == JOIN
                             and owns(event.target, event.key)):
                         learned.setdefault(event.target, event.key)
+                        joined[event.target] = min(joined.get(event.target, event.clock),
+                                                   event.clock)
                 working[origin] = Tip(block.last, hash_)
+                last_clock[origin] = block.events[-1].clock
                 taken.append(Verified(block, hash_))
             # Blocks of origins whose join came later in the message: once more,
             # in message order, now that their keys are known; the rest are strangers.
@@ -331,6 +350,14 @@ class Door(Detection):
             else:
                 self.refused["claim without its replica's signature"] += 1
         return out
+
+
+def _clocks_increase(events, previous: int) -> bool:
+    for event in events:
+        if event.clock <= previous:
+            return False
+        previous = event.clock
+    return True
 
 
 def _founding_key(block: Block) -> bytes | None:

@@ -10,8 +10,7 @@ changed nothing it must not change:
 * no fill already reported final changes;
 * every node still takes orders (201) and none ends in ``conflict``.
 
-Attacks that got through stay here as ``xfail(strict=True)`` until fixed,
-with what the fix needs in their reason.
+Every attack that once got through is fixed; its test stays here.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-import pytest
 import trio
 
 from crdtbook.codec import encode_snapshot
@@ -205,16 +203,10 @@ async def test_member_equivocation_is_detected(nursery):
         await group.intact(http)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a member's signed event stamped at or below the final frontier of some nodes but not "
-    "of others splits the cluster for good: nodes whose F was still below it took it, the "
-    "others skip it ('at or below the final frontier') on every pull, so the digests never "
-    "meet again. An honest member never does this (its join and claims promise so), a "
-    "malicious or broken one can (here: an event at its own join clock). Fix: treat such a "
-    "block as proof against the member (a broken promise, like an equivocation): keep the "
-    "signed block, refuse its feed from there on everywhere and have the cluster evict it "
-    "with a cutoff below that event, so the event leaves every digest"))
 async def test_member_event_below_some_final_frontiers_does_not_split(nursery):
+    """A member's signed event at its own join clock (below some nodes' F, not others'):
+    every node refuses it alike (a feed rule, not a frontier), so nobody holds it, the
+    digests stay equal, and the member's chain also refuses a clock that goes back."""
     async with client() as http:
         a = await start(nursery)
         b = await start(nursery, a.url)
@@ -226,10 +218,16 @@ async def test_member_event_below_some_final_frontiers_does_not_split(nursery):
         event = make_order(join, m.id, 1, "sell", "limit", 10**8, 10**8, "")
         block = m.door.seal([event])
         assert (await push(http, a, m.blocks([block]))).status_code == 204
-        assert a.node.door.tip(m.id).last == 1  # a's F was below it: taken
+        assert a.node.door.tip(m.id).last == 0  # refused here although a's F is below it
+        assert a.node.status()["refused"]["stamped_at_or_before_its_replica's_join"] == 1
         await eventually(lambda: c.node.replica.frontier() >= join)
         await gossip.pull_one(c.node, c.node.client, c.node.peers[a.url])
-        assert c.node.door.tip(m.id).last == 1, c.node.status()["refused"]
+        assert c.node.door.tip(m.id).last == 0
+        # a later block chaining on it can never be placed either: the feed is stuck there
+        await eventually(lambda: converged(a, b, c))
+        assert all(m.id not in {e.replica for e in n.node.replica.events()} for n in (a, b, c))
+        r = await http.post(f"{c.url}/orders", json={"side": "buy", "qty": "1", "price": "1"})
+        assert r.status_code == 201
 
 
 # -- 3. a fake peer the victim pulls from ----------------------------------------------

@@ -50,3 +50,29 @@ def test_a_strangers_blocks_are_skipped_and_counted_once_per_origin():
     assert [v.block for v in taken.blocks] == [founding]
     assert taken.skipped[SKIP_STRANGER] == 1
     assert observer.replica.events_total() == 1
+
+
+def test_a_feed_whose_clock_goes_back_is_refused_by_every_replica_alike():
+    from crdtbook.door import SKIP_BEFORE_JOIN, SKIP_CLOCK
+    from crdtbook.events import make_order
+
+    founder_key, founder, founder_door = _member("founder")
+    joiner_key, joiner, joiner_door = _member("joiner")
+    founder.bootstrap(1_000 << 16, key=founder_key.public)
+    founder.join(joiner.id, 1_001, key=joiner_key.public)
+    admitted = _seal(founder_door)
+    join_clock = founder.membership.joins[joiner.id]
+    early = joiner_door.seal([make_order(join_clock, joiner.id, 1, "buy", "limit", 1, 1, "")])
+    observers = [_member(name)[2] for name in ("one", "two")]
+    for door in observers:
+        door.admit([admitted])
+        assert door.admit([early]).skipped[SKIP_BEFORE_JOIN] == 1
+    # a well-timed first block, then one whose clock goes back: refused alike
+    _, replay, replay_door = _member("joiner")
+    good = replay_door.seal([make_order(join_clock + 10, joiner.id, 1, "buy", "limit", 1, 1, "")])
+    back = replay_door.seal([make_order(join_clock + 5, joiner.id, 2, "buy", "limit", 1, 1, "")])
+    for door in observers:
+        taken = door.admit([good, back])
+        assert [v.block for v in taken.blocks] == [good]
+        assert taken.skipped[SKIP_CLOCK] == 1
+    assert observers[0].replica.digest() == observers[1].replica.digest()
