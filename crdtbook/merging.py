@@ -252,6 +252,11 @@ class Merging:
         before = self._cutoff.get(target)
         if not self.membership.convict(target, cut):
             return False
+        held = self.state.store.get(target, {})
+        if any(e.kind == MEMBER for s, e in held.items() if s > cut):
+            # a join or evict it made past the cut was applied: membership must be
+            # computed again without it (Door.replay_feed)
+            self.needs_replay = True
         if before is None or cut <= before:
             replay: list = []
             self._retire(target, cut, before, replay, convicting=True)
@@ -308,14 +313,19 @@ class Merging:
     def _member_reason(self, event: Member) -> str | None:
         """Why a membership event has no effect, or None.
 
-        Only its own rules and its replica's clock chain count, never a cutoff:
-        a cutoff may arrive before or after it, and the effect must not depend
-        on which came first.
+        Only its own rules, its replica's clock chain and a conviction count,
+        never a leave or evict cutoff: such a cutoff may arrive before or after
+        it, and the effect must not depend on which came first. A conviction
+        does depend on it, so ``convict`` replays membership when it reaches a
+        membership event already applied.
         """
         marks = self.engine.invalid.get(event.replica)
         reason = marks.get(event.seq) if marks else None
         if reason in (REASON_CLOCK, REASON_CLOCK_AFTER):
             return reason
+        convicted = self.membership.convicted.get(event.replica)
+        if convicted is not None and event.seq > convicted:
+            return REASON_EQUIVOCATION
         return member_reason(event)
 
     def _rebuild(self) -> None:
