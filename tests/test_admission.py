@@ -32,9 +32,12 @@ def signed(signer: keys.Signer, token: str | None = JOIN_TOKEN, **override) -> b
     by ``signer`` over what it then says, unless ``sig`` is overridden too)."""
     fields = cbor2.loads(admission.request(signer, "default", token, now_ms()))
     fields.update(override)
+    if "proof" not in override and token is not None:  # the token's proof of what it says
+        fields["proof"] = admission.token_proof(token, fields["book"], fields["replica"],
+                                                fields["key"], fields["time"])
     if "sig" not in override:
         fields["sig"] = signer.sign(admission.message(
-            fields["book"], fields["replica"], fields["key"], fields["token"], fields["time"]))
+            fields["book"], fields["replica"], fields["key"], fields["proof"], fields["time"]))
     return cbor2.dumps(fields)
 
 

@@ -5,7 +5,7 @@ Same rules as test_attacks.py (round 1): every attack is refused with a 4xx or
 ignored, the cluster converges, no final fill changes (unless the docs say it
 may: an equivocator's rejected events), every node still takes orders, and
 none ends in ``conflict``. Attacks that still get through are marked
-``xfail(strict=True)`` with what their fix needs.
+``xfail(strict=True)`` with what their fix needs (none is left).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import tempfile
 
 import cbor2
-import pytest
 import trio
 
 from crdtbook.context import CausalContext
@@ -124,11 +123,12 @@ async def test_join_replays_other_books_and_stolen_ids_change_nothing(nursery, c
         thief = Signer.from_name("id-thief")
         victim_key = bytes.fromhex(b.node.status()["public_key"])
         now = a.node.clock_ms()
-        fields = {"v": 1, "kind": "join", "book": "default", "replica": b.node.id,
-                  "token": JOIN_TOKEN, "time": now}
         for key, sig_by, error in ((victim_key, thief, "bad_signature"),
                                    (thief.public, thief, "bad_key")):
-            sig = sig_by.sign(admission.message("default", b.node.id, key, JOIN_TOKEN, now))
+            proof = admission.token_proof(JOIN_TOKEN, "default", b.node.id, key, now)
+            fields = {"v": 1, "kind": "join", "book": "default", "replica": b.node.id,
+                      "proof": proof, "time": now}
+            sig = sig_by.sign(admission.message("default", b.node.id, key, proof, now))
             takeover = cbor2.dumps({**fields, "key": key, "sig": sig}, canonical=True)
             r = await http.post(f"{c.url}/peer/join", content=takeover)
             assert r.status_code == 403 and r.json()["error"] == error, r.text
@@ -160,11 +160,6 @@ async def test_hello_says_public_facts_only(nursery):
         assert not any("token" in k.lower() or "sig" in k.lower() for k in r.headers)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a joiner asks every peer it discovered (a registry anyone can announce to) and sends "
-    "its join token in the clear; the fake learns the token. The fix is a protocol change: "
-    "send a proof of the token bound to the request (an HMAC), not the token, and have the "
-    "sponsor prove it back in its answer (see the next test)"))
 async def test_joiner_does_not_hand_its_token_to_a_registered_stranger(nursery):
     async with client() as http:
         a = await start(nursery)
@@ -181,11 +176,6 @@ async def test_joiner_does_not_hand_its_token_to_a_registered_stranger(nursery):
         assert not any(JOIN_TOKEN.encode() in body for body in leaked)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the joiner takes the first join answer from anyone it asked (may_found): a fake "
-    "sponsor found in the registry admits it to a cluster of its own. The fix: a closed "
-    "cluster's sponsor proves it knows the token (an HMAC over the request in its answer), "
-    "which needs the request to stop carrying the token in the clear"))
 async def test_joiner_is_not_captured_by_a_fake_sponsor(nursery):
     async with client() as http:
         a = await start(nursery)
@@ -207,11 +197,6 @@ async def test_joiner_is_not_captured_by_a_fake_sponsor(nursery):
         assert Signer.from_name("usurping-sponsor").id not in joiner.node.replica.members()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--bootstrap-expect counts any peer's unauthenticated /peer/hello: a fake answering "
-    "with a smaller id (and never founding) stalls the group forever. The fix needs hellos "
-    "bound to the join token (a keyed proof over the replica's signed id) and a group made "
-    "only of peers that give one"))
 async def test_bootstrap_expect_is_not_stalled_by_a_fake_smallest_hello(nursery):
     fake_id = "2" * 32  # base32: smaller than any real id
 

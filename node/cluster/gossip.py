@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 
 import httpx
 import trio
@@ -191,14 +192,21 @@ async def _expected_group(node: Node, client: httpx.AsyncClient, peers: list[str
     others wait for it. Returns the peers to ask now, and when "waiting" was
     last logged."""
     hellos: dict[str, dict] = {}
+    token = node.config.join_token  # None with --open: then any hello counts
+    nonce = secrets.token_hex(16)
 
     async def hello(url: str) -> None:
         try:
-            response = await post(client, url + "/peer/hello", b"", peer_headers(node),
-                                  node.config.request_timeout_s, 4096, method="GET")
+            response = await post(client, f"{url}/peer/hello?nonce={nonce}", b"",
+                                  peer_headers(node), node.config.request_timeout_s, 4096,
+                                  method="GET")
             answer = json.loads(response.content)
         except (CallFailed, ValueError):
             return
+        if token is not None and not admission.proven(
+                admission.hello_proof(token, nonce, response.content),
+                response.headers.get("x-crdtbook-hello-proof")):
+            return  # it does not hold the token: not one of the group, not a sponsor
         if isinstance(answer, dict) and answer.get("book") == node.config.book \
                 and isinstance(answer.get("replica"), str):
             hellos[url] = answer
@@ -236,6 +244,12 @@ async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
     try:
         response = await post(client, url + "/peer/join", body, peer_headers(node),
                                node.config.request_timeout_s * 4, node.config.peer_body_limit)
+        if token is not None and not admission.proven(
+                admission.answer_proof(token, body, response.content),
+                response.headers.get("x-crdtbook-admission-proof")):
+            # not a member of the cluster whose token we hold: never take its state
+            raise CallFailed(f"{url} answered the join without proof that it knows the "
+                             "join token (not a member of this cluster)")
         node.take(response.content, may_found=True)  # the one answer that may found
     except (CallFailed, ValueError) as exc:
         if isinstance(exc, CallFailed) and exc.status == 403:

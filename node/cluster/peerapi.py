@@ -169,13 +169,29 @@ class PeerAPI:
         response = await self._state_for({})
         response.headers.append((b"x-crdtbook-admission",
                                  b"open" if stored == jointoken.OPEN else b"token"))
+        if stored != jointoken.OPEN:  # this member knows the token too: the joiner checks
+            response.headers.append((b"x-crdtbook-admission-proof", admission.answer_proof(
+                stored, request.body, response.body).encode()))
         return response
 
     async def peer_hello(self, request: Request) -> Response:
         """Who this node is, for nodes starting together (``--bootstrap-expect``):
-        public facts only."""
+        public facts only, and, for the asker's ``nonce``, an HMAC keyed by the join
+        token that shows this node holds it (admission.hello_proof)."""
         node = self.node
-        body = {"replica": node.id, "book": node.config.book, "joined": node.joined,
-                "bootstrap_expect": node.config.bootstrap_expect}
-        return Response(200, json.dumps(body, separators=(",", ":")).encode(),
-                        headers=self._peer_headers())
+        body = json.dumps({"replica": node.id, "book": node.config.book,
+                           "joined": node.joined,
+                           "bootstrap_expect": node.config.bootstrap_expect},
+                          separators=(",", ":")).encode()
+        headers = self._peer_headers()
+        token = node.config.join_token
+        if token is None:
+            try:
+                token = node.join_token()
+            except StoreError:
+                token = None
+        nonce = request.query.get("nonce", "")
+        if token not in (None, jointoken.OPEN) and nonce:
+            headers.append((b"x-crdtbook-hello-proof",
+                            admission.hello_proof(token, nonce, body).encode()))
+        return Response(200, body, headers=headers)

@@ -16,8 +16,9 @@ and read by the rules of secretfile.py (mode 0600, never through a link),
 and reads it again for every join request, so ``crdtbook join-token
 --rotate`` (which replaces the file atomically) takes effect at once, on
 that member only: the old token keeps working on members not rotated.
-Tokens are compared by SHA-256 digest with ``hmac.compare_digest`` and never
-logged.
+A token never travels: join requests, answers and hellos carry HMACs keyed
+by it (node/cluster/admission.py), compared with ``hmac.compare_digest``;
+it is never logged.
 """
 
 from __future__ import annotations
@@ -69,12 +70,3 @@ def rotate(directory: str) -> str:
     token = new()
     save(directory, token, replace=True)
     return token
-
-
-def admits(stored: str, presented: object) -> bool:
-    """Does a join request carrying ``presented`` pass a member that keeps ``stored``?"""
-    if stored == OPEN:
-        return True
-    if not isinstance(presented, str):
-        return False
-    return secretfile.matches(secretfile.digest(stored), presented)
