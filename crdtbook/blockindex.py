@@ -131,14 +131,7 @@ class BlockIndex:
         entries = self._entries.get(replica, [])
         if upto is not None:
             entries = entries[:bisect_right(self._lasts.get(replica, []), upto)]
-        out = []
-        back = 1
-        while back <= len(entries):
-            entry = entries[-back]
-            out.append(Tip(entry.block.last, entry.hash))
-            back *= 2
-        out.append(genesis(replica))
-        return out
+        return skip_list(replica, entries)
 
     def newest_shared(self, replica: str, tips: list[Tip]) -> Tip | None:
         """The newest of a peer's boundaries that is one here too."""
@@ -148,4 +141,17 @@ class BlockIndex:
         return None
 
 
-__all__ = ["BlockIndex", "Entry"]
+def skip_list(replica: str, entries: list[Entry]) -> list[Tip]:
+    """The boundaries of ``entries`` (one feed, in order) a peer compares with: the
+    last, then 1, 2, 4, 8 ... blocks back, then the genesis."""
+    out = []
+    back = 1
+    while back <= len(entries):
+        entry = entries[-back]
+        out.append(Tip(entry.block.last, entry.hash))
+        back *= 2
+    out.append(genesis(replica))
+    return out
+
+
+__all__ = ["BlockIndex", "Entry", "skip_list"]

@@ -32,6 +32,7 @@ from node.cluster import gossip
 from node.server import serve_node
 from node.service import NodeConfig
 
+from .fakepeer import Fake
 from .nodes import JOIN_TOKEN, Running, client, converged, eventually, start
 from .peers import SignedPeer
 from .procs import NodeProcess, get
@@ -231,56 +232,22 @@ async def test_member_event_below_some_final_frontiers_does_not_split(nursery):
 
 
 # -- 3. a fake peer the victim pulls from ----------------------------------------------
-class FakePeer:
-    """A minimal HTTP server speaking just enough of the peer API to lie in answers."""
+class FakePeer(Fake):
+    """A fake peer that answers every pull with ``answer`` (and lies in its headers)."""
 
     def __init__(self, replica: str = "") -> None:
+        super().__init__({"/peer/pull": self._pull})
         self.replica = replica
         self.pulls = 0
         self.answer: bytes = encode_blocks([])
         self.more = False
-        self.url = ""
 
-    async def serve(self, nursery) -> str:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        nursery.start_soon(trio.serve_listeners, self._handle, listeners)
-        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
-        return self.url
-
-    async def _handle(self, stream) -> None:
-        try:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            path = lines[0].split(" ")[1]
-            headers = {k.strip().lower(): v.strip() for k, _, v in
-                       (line.partition(":") for line in lines[1:])}
-            while len(body) < int(headers.get("content-length", 0)):
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    return
-                body += chunk
-            if path == "/peer/pull":
-                self.pulls += 1
-                payload, status = self.answer, 200
-            else:
-                payload, status = b"not here", 404
-            extra = f"x-crdtbook-replica: {self.replica}\r\n" if self.replica else ""
-            if self.more:
-                extra += "x-crdtbook-more: 1\r\n"
-            await stream.send_all(
-                (f"HTTP/1.1 {status} X\r\ncontent-type: application/cbor\r\n"
-                 f"content-length: {len(payload)}\r\nconnection: close\r\n{extra}\r\n"
-                 ).encode() + payload)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError, IndexError):
-            pass
-        finally:
-            await stream.aclose()
+    def _pull(self, headers: dict, body: bytes) -> tuple[int, bytes, dict]:
+        self.pulls += 1
+        extra = {"x-crdtbook-replica": self.replica} if self.replica else {}
+        if self.more:
+            extra["x-crdtbook-more"] = "1"
+        return 200, self.answer, extra
 
 
 def _decode(payload: bytes):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple
 
-from crdtbook.blockindex import Entry
+from crdtbook.blockindex import Entry, skip_list
 from crdtbook.feed import Block, Tip, genesis
 from crdtbook.feedwire import block_from_wire
 
@@ -164,14 +164,7 @@ class StoreIndex:
         entries = self._all(replica)
         if upto is not None:
             entries = [e for e in entries if e.block.last <= upto]
-        out = []
-        back = 1
-        while back <= len(entries):
-            entry = entries[-back]
-            out.append(Tip(entry.block.last, entry.hash))
-            back *= 2
-        out.append(genesis(replica))
-        return out
+        return skip_list(replica, entries)
 
     def newest_shared(self, replica: str, tips: list[Tip]) -> Tip | None:
         for tip in sorted(tips, reverse=True):
