@@ -34,7 +34,15 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    bodies, both directions, as counted by each node) per order per peer,
    against the CBOR size of one order event.
 
-5. ``--baseline REV`` (default: the last revision before signed feeds) also
+5. Authentication: the durable cluster authenticates its clients (each
+   request carries the node's default account token; rate limits on but too
+   high to bite), and a second durable cluster started with
+   ``--insecure-no-auth`` runs phase 1 first, in the same run: the ratio
+   ``auth_to_no_auth`` is what checking tokens costs. ``--no-auth-compare``
+   skips it. The ephemeral cluster runs ``--insecure-no-auth`` (its
+   throwaway directory, and so its token, is out of reach).
+
+6. ``--baseline REV`` (default: the last revision before signed feeds) also
    runs a durable cluster of that revision's code (exported with ``git
    archive`` into a temporary folder), phase 1 only, first: the throughput
    without signatures, in the same run, and the ratio signed / unsigned.
@@ -65,7 +73,7 @@ from figures import print_figures  # noqa: E402
 from crdtbook.codec import encode_event  # noqa: E402
 from crdtbook.events import make_order  # noqa: E402
 from node.cli.devnet import start_node, stop  # noqa: E402
-from node.store import jointoken  # noqa: E402
+from node.store import accounts, jointoken  # noqa: E402
 
 MID = 100
 UNSIGNED = "8133cb8"  # the last revision whose nodes exchanged unsigned deltas
@@ -95,6 +103,24 @@ def status_line(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+TOKENS: dict[str, str] = {}  # node URL -> its default account's token (auth clusters)
+NO_LIMIT = ["--rate-limit", "1000000000", "--rate-burst", "1000000000"]
+
+
+class NodeTokens(httpx.Auth):
+    """Sends the default account's token of the node a request goes to, if it has one."""
+
+    def auth_flow(self, request: httpx.Request):
+        token = TOKENS.get(f"{request.url.scheme}://{request.url.host}:{request.url.port}")
+        if token is not None:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+def client(**settings) -> httpx.AsyncClient:
+    return httpx.AsyncClient(auth=NodeTokens(), **settings)
+
+
 async def throughput(urls, duration, batch, workers, rng) -> tuple[int, float]:
     orders = order_stream(rng)
     accepted = 0
@@ -122,7 +148,7 @@ async def throughput(urls, duration, batch, workers, rng) -> tuple[int, float]:
                         f"({accepted / max(elapsed, 1e-9):,.0f}/s), {errors} errors")
             await trio.sleep(1)
 
-    async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as nursery:
+    async with client(timeout=30) as http, trio.open_nursery() as nursery:
         nursery.start_soon(report)
         for i in range(workers):
             nursery.start_soon(worker, i, http)
@@ -133,7 +159,7 @@ async def throughput(urls, duration, batch, workers, rng) -> tuple[int, float]:
 
 async def wait_converged(urls, timeout=120.0) -> float:
     start = trio.current_time()
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with client(timeout=60) as http:
         while True:
             statuses = [(await http.get(f"{u}/status")).json() for u in urls]
             counts = [s["events_total"] for s in statuses]
@@ -189,7 +215,7 @@ async def latency(urls, rate, duration, rng, lags: list[int]) -> list[float]:
                     lags.append(status["final_lag_ms"])
             await trio.sleep(0.05)
 
-    async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as nursery:
+    async with client(timeout=30) as http, trio.open_nursery() as nursery:
         nursery.start_soon(submit, http)
         nursery.start_soon(watch, http)
         nursery.start_soon(lag, http)
@@ -203,7 +229,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def gossip_totals(urls) -> dict:
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with client(timeout=30) as http:
         totals: dict[str, int] = {}
         for url in urls:
             for key, value in (await http.get(f"{url}/status")).json()["gossip"].items():
@@ -230,7 +256,7 @@ async def ack_latency(urls, rate, duration, rng) -> tuple[list[float], int, int]
             errors += 1
 
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with client(timeout=30, limits=limits) as http:
         # warm up: one connection per node before the clock starts
         for url in urls:
             await http.get(f"{url}/status")
@@ -248,7 +274,7 @@ async def ack_latency(urls, rate, duration, rng) -> tuple[list[float], int, int]
 
 
 async def discovered(urls) -> None:
-    async with httpx.AsyncClient() as http:
+    async with client() as http:
         while True:
             statuses = [(await http.get(f"{u}/status")).json() for u in urls]
             if all(len(s["peers"]) == len(urls) - 1 and s["joined"] for s in statuses):
@@ -256,10 +282,12 @@ async def discovered(urls) -> None:
             await trio.sleep(0.1)
 
 
-def start_cluster(args, data_root: str | None,
-                  code: str | None = None) -> tuple[list, list[str]]:
+def start_cluster(args, data_root: str | None, code: str | None = None,
+                  auth: bool = True) -> tuple[list, list[str]]:
     """3 nodes: ephemeral if ``data_root`` is None, else durable under it; the code
-    in ``code`` if given (a baseline revision), else this checkout's."""
+    in ``code`` if given (a baseline revision), else this checkout's; clients
+    authenticate unless ``auth`` is off (or the cluster is ephemeral)."""
+    auth = auth and data_root is not None
     procs: list = []
     urls: list[str] = []
     token = jointoken.new()  # the founder makes it the cluster's, the others join with it
@@ -268,11 +296,14 @@ def start_cluster(args, data_root: str | None,
             extra = ["--pull-interval", str(args.pull_interval)]
             if code is None:  # a baseline from before join tokens knows no such option
                 extra += ["--join-token", token]
+                extra += NO_LIMIT if auth else ["--insecure-no-auth"]
             extra += (["--ephemeral"] if data_root is None
                       else ["--data-dir", os.path.join(data_root, f"node{i}")])
             proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)
             procs.append(proc)
             urls.append(url)
+            if auth and code is None:
+                TOKENS[url] = accounts.read(os.path.join(data_root, f"node{i}"))
         print(f"nodes ({'ephemeral' if data_root is None else 'data under ' + data_root}): "
               f"{' '.join(urls)}", file=sys.stderr)
         trio.run(discovered, urls)
@@ -335,10 +366,11 @@ async def run(args, urls, rng) -> dict:
     }
 
 
-def measure(args, data_root: str | None, full: bool, code: str | None = None) -> dict:
+def measure(args, data_root: str | None, full: bool, code: str | None = None,
+            auth: bool = True) -> dict:
     """Start a fresh cluster, run the phases (throughput only unless ``full``), stop it."""
     rng = random.Random(args.seed)
-    procs, urls = start_cluster(args, data_root, code)
+    procs, urls = start_cluster(args, data_root, code, auth)
     try:
         if full:
             return trio.run(run, args, urls, rng)
@@ -388,6 +420,8 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", default=UNSIGNED, metavar="REV",
                         help=f"also measure a durable cluster of revision REV (default "
                              f"{UNSIGNED}, before signed feeds); 'none' to skip")
+    parser.add_argument("--no-auth-compare", action="store_true",
+                        help="skip the durable --insecure-no-auth cluster (phase 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result: dict = {"nodes": 3, "duration_s": args.duration, "batch": args.batch,
@@ -401,8 +435,18 @@ def main(argv=None) -> int:
             result.update({"mode": "ephemeral", **eph})
         else:
             result["ephemeral_orders_per_s"] = eph["orders_per_s"]
+    if not args.ephemeral and not args.no_auth_compare:
+        print("== durable cluster without authentication (--insecure-no-auth)",
+              file=sys.stderr)
+        root = tempfile.mkdtemp(prefix="crdtbook-bench-")
+        try:
+            result["no_auth_durable_orders_per_s"] = measure(
+                args, root, full=False, auth=False)["orders_per_s"]
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     if not args.ephemeral:
-        print("== durable cluster (--data-dir, fsync on)", file=sys.stderr)
+        print("== durable cluster (--data-dir, fsync on, clients authenticated)",
+              file=sys.stderr)
         root = args.data_dir or tempfile.mkdtemp(prefix="crdtbook-bench-")
         try:
             dur = measure(args, root, full=True)
@@ -416,6 +460,10 @@ def main(argv=None) -> int:
             result["durable_orders_per_s"] = dur.pop("orders_per_s")
             result["durable_to_ephemeral"] = round(
                 result["durable_orders_per_s"] / result["ephemeral_orders_per_s"], 3)
+        if "no_auth_durable_orders_per_s" in result:
+            result["auth_to_no_auth"] = round(
+                (result.get("durable_orders_per_s") or dur["orders_per_s"])
+                / result["no_auth_durable_orders_per_s"], 3)
         if "baseline_durable_orders_per_s" in result:
             result["durable_signed_to_baseline"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])

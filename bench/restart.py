@@ -47,7 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from figures import print_figures  # noqa: E402
 
 from node.cli.devnet import start_node, stop  # noqa: E402
+from node.store import accounts  # noqa: E402
 from node.store.sqlite import STORE_FILE  # noqa: E402
+
+# the node's default account token (read from its data directory) and no rate limit
+HEADERS: dict[str, str] = {}
+NODE_FLAGS = ["--rate-limit", "0"]
 
 MID = 100
 
@@ -101,7 +106,8 @@ async def build(url: str, events: int, batch: int, workers: int, rng) -> int:
                 progress(f"build: {held + posted:,} of {events:,} events in {elapsed:.0f}s "
                          f"({posted / elapsed:,.0f} orders/s)")
 
-    async with httpx.AsyncClient(timeout=120) as http, trio.open_nursery() as nursery:
+    async with httpx.AsyncClient(timeout=120, headers=HEADERS) as http, \
+            trio.open_nursery() as nursery:
         nursery.start_soon(report)
         async with trio.open_nursery() as senders:
             for _ in range(workers):
@@ -124,7 +130,7 @@ def disk_bytes(directory: str) -> tuple[int, int]:
 def timed_start(directory: str, expect: int, timeout: float = 300.0):
     """Start a node on ``directory``; return (process, url, seconds until it serves all)."""
     started = time.monotonic()
-    proc, url = start_node(["--data-dir", directory])
+    proc, url = start_node(["--data-dir", directory, *NODE_FLAGS])
     listening = time.monotonic() - started
     while True:
         try:
@@ -155,8 +161,9 @@ def main(argv=None) -> int:
     try:
         progress(f"building {args.events:,} events in {directory} over HTTP ...")
         t0 = time.monotonic()
-        proc, url = start_node(["--data-dir", directory])
+        proc, url = start_node(["--data-dir", directory, *NODE_FLAGS])
         procs.append(proc)
+        HEADERS["Authorization"] = f"Bearer {accounts.read(directory)}"
         orders = trio.run(build, url, args.events, args.batch, args.workers, rng)
         build_s = time.monotonic() - t0
         before = status(url)

@@ -49,8 +49,9 @@ from crdtbook.feedwire import decode_blocks_message, decode_proofs, encode_proof
 from crdtbook.snapshot import Claim
 
 from . import logs
+from .api import auth
 from .cluster.registry import DEFAULT_TTL_S, Registry
-from .store import admintoken, jointoken, secretfile
+from .store import accounts, admintoken, jointoken, secretfile
 from .store.datadir import Retired, open_store, phrase
 from .store.feedindex import StoreIndex
 from .store.journal import Journal
@@ -90,6 +91,16 @@ class NodeConfig:
     compact_interval_s: float | None = 5.0  # drop settled history below F this often
     rpc_host: str | None = "127.0.0.1"  # Grenache PeerRPC listener (None: off)
     rpc_port: int = 0
+    # client authentication (node/api/auth.py): off only with no_auth on loopback
+    # (protected mode), or insecure_no_auth anywhere
+    auth: bool = True
+    insecure_no_auth: bool = False
+    rate_limit: float = 1000.0  # orders (and cancels) per second per account; 0: unlimited
+    rate_burst: int = 2000
+
+
+class ProtectedMode(Exception):
+    """Authentication is off and the node was asked to listen beyond loopback."""
 
 
 class NotReady(Exception):
@@ -176,12 +187,21 @@ class Node:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        refusal = auth.protected_mode(config)
+        if refusal is not None:
+            raise ProtectedMode(refusal)
         self.store, self.signer, fresh = open_store(
             config.data_dir, config.book, fsync=config.fsync, rejoin_as_new=config.rejoin_as_new)
         replica_id = self.signer.id
         try:
             # only the token's digest stays in memory (see node/store/admintoken.py)
             self.admin_digest = admintoken.ensure(self.store.directory)
+            self.accounts = accounts.load(self.store)
+            default = self.accounts.default_row(accounts.ensure_default(self.store.directory),
+                                                int(time.time() * 1000))
+            if default is not None:
+                self.store.write(Batch(accounts=[default]))
+                self.accounts.put(default)
             self.replica, replayed = recover(self.store, replica_id)
             self.door = Door(self.replica, self.signer.sign)
             self.door.index = StoreIndex(self.store)
@@ -230,6 +250,8 @@ class Node:
         self.rpc_key = f"{self.key}:rpc"  # announced with the PeerRPC port
         self.clock_ms = clock_ms or (lambda: math.floor(time.time() * 1000))
         self.monotonic = monotonic
+        self.auth = config.auth and not config.insecure_no_auth
+        self.limiter = auth.RateLimiter(config.rate_limit, config.rate_burst, monotonic)
         self.peer_added = trio.Event()  # replaced each time a peer is added
         # peer traffic this node initiated (both directions), for status and bench/
         self.conflict: str | None = None  # set if peers hold events under our id
@@ -531,6 +553,25 @@ class Node:
         logs.warning("node.evicted", replica=replica)
         return delta
 
+    # -- accounts --------------------------------------------------------
+    def add_account(self, name: object) -> tuple[dict, str]:
+        """Make account ``name`` (ValueError if it cannot be); its view and token.
+        Durable once ``journal.sync()`` returns."""
+        row, token = self.accounts.new(name, self.clock_ms())
+        self.accounts.put(row)
+        self.journal.account(row)
+        logs.info("account.added", account=row.name)
+        return account_json(row), token
+
+    def revoke_account(self, name: str) -> dict:
+        """Revoke account ``name`` (KeyError if no such live account): its token
+        stops working at once; durable once ``journal.sync()`` returns."""
+        row = self.accounts.revoked(name, self.clock_ms())
+        self.accounts.put(row)
+        self.journal.account(row)
+        logs.info("account.revoked", account=row.name)
+        return account_json(row)
+
     # -- local events ----------------------------------------------------
     def place_many(self, orders) -> list:
         """Place validated orders (sealed and pushed with the next commit). Returns the
@@ -687,6 +728,11 @@ def _iso_second(seconds: int) -> str:
     # Answers show many events of the same second: format each second once.
     return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%S.")
+
+
+def account_json(row) -> dict:
+    return {"account": row.name, "created": iso_time(row.created << LOGICAL_BITS),
+            "revoked": None if row.revoked is None else iso_time(row.revoked << LOGICAL_BITS)}
 
 
 def final_order(view) -> FinalOrder:

@@ -1,15 +1,22 @@
-"""Helpers for integration tests: real nodes on 127.0.0.1, port 0, in the test's nursery."""
+"""Helpers for integration tests: real nodes on 127.0.0.1, port 0, in the test's nursery.
+
+Nodes authenticate clients (node/api/auth.py). ``client()`` authenticates
+properly, the way the CLI does on a node's machine: every request to a node
+these helpers (or tests/procs.py) started carries that node's default
+account token, read from its data directory, unless the request sets its
+own ``Authorization`` (``client(local_token=False)``: none at all).
+"""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 
 import httpx
 import trio
 
 from node.server import serve_node
 from node.service import Node, NodeConfig
-from node.store import admintoken
+from node.store import accounts, admintoken
 
 # Every node these helpers start shows this join token: a founder makes it its
 # cluster's token, a joiner is admitted with it (tests of admission pass their own).
@@ -23,15 +30,22 @@ class Running:
         self.node = node
         self.shutdown = shutdown
         self.done = done
+        self.directory = node.store.directory
+        DATA_DIRS[node.url] = self.directory
 
     @property
     def url(self) -> str:
         return self.node.url
 
     @property
+    def token(self) -> str:
+        """The node's default account's token (account "local")."""
+        return accounts.read(self.directory)
+
+    @property
     def admin(self) -> dict[str, str]:
         """Headers that make a request the node's operator (for /evict, /leave)."""
-        return admin_headers(self.node.store.directory)
+        return admin_headers(self.directory)
 
     async def stop(self) -> None:
         self.shutdown.set()
@@ -59,6 +73,10 @@ async def start(nursery: trio.Nursery, *peers: str, wait: bool = True, **setting
     if wait:
         await eventually(lambda: node.joined and node.caught_up)  # founded or admitted
     return Running(node, shutdown, done)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def admin_headers(data_dir: str) -> dict[str, str]:
@@ -97,4 +115,24 @@ def converged(*running: Running, events: int | None = None) -> bool:
     return len(digests) == 1 and (events is None or counts == {events})
 
 
-client = functools.partial(httpx.AsyncClient, timeout=10.0)
+# node URL -> its data directory, for the default account's token
+DATA_DIRS: dict[str, str] = {}
+
+
+class LocalTokens(httpx.Auth):
+    """Adds the default account's token of the node a request goes to."""
+
+    def auth_flow(self, request: httpx.Request):
+        if "authorization" not in request.headers:
+            directory = DATA_DIRS.get(f"{request.url.scheme}://{request.url.host}:"
+                                      f"{request.url.port}")
+            if directory is not None:
+                # (its directory may be gone: an ephemeral node that stopped)
+                with contextlib.suppress(FileNotFoundError):
+                    request.headers["Authorization"] = f"Bearer {accounts.read(directory)}"
+        yield request
+
+
+def client(local_token: bool = True, **settings) -> httpx.AsyncClient:
+    settings.setdefault("timeout", 10.0)
+    return httpx.AsyncClient(auth=LocalTokens() if local_token else None, **settings)

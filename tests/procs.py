@@ -10,7 +10,7 @@ import sys
 import httpx
 import trio
 
-from .nodes import JOIN_TOKEN
+from .nodes import DATA_DIRS, JOIN_TOKEN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,6 +53,7 @@ class NodeProcess:
         words = line.split()
         self.replica, self.url = words[2], words[-1]
         self.port = int(self.url.rsplit(":", 1)[1])
+        DATA_DIRS[self.url] = self.data_dir  # tests.nodes.client() sends its token
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no flush."""

@@ -1,4 +1,4 @@
-"""Operator actions (/evict, /leave) need the node's admin token; everything else does not."""
+"""Operator actions (/evict, /leave) need the node's admin token; an account's does not do."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def test_evict_and_leave_without_the_token_are_refused(nursery, tmp_path, 
         assert unchanged(a, b) == before
         assert (await http.get(b.url + "/status")).status_code == 200  # still running
         r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "7"})
-        assert r.status_code == 201  # the rest of the API needs no token
+        assert r.status_code == 201  # an account's token (the helper sends the default's)
 
 
 async def test_evict_and_leave_with_the_token_work(nursery, tmp_path):

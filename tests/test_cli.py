@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from node.store import accounts
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "node"]
 
@@ -28,12 +30,15 @@ def crdtbook(*args: str, node: str | None = None, check: bool = True):
 
 
 @pytest.fixture
-def node_process(tmp_path):
+def node_process(tmp_path, monkeypatch):
+    """A node, and $CRDTBOOK_TOKEN set to its default account's token (the CLI runs
+    elsewhere than the node's default data directory)."""
     proc = subprocess.Popen([*CLI, "node", "--listen", "127.0.0.1:0", "--log-level", "warning",
                              "--data-dir", str(tmp_path / "node")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert " listening on " in line, proc.stderr.read()
+    monkeypatch.setenv("CRDTBOOK_TOKEN", accounts.read(str(tmp_path / "node")))
     yield proc, line.split()[-1]
     if proc.poll() is None:
         proc.kill()

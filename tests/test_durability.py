@@ -17,6 +17,7 @@ import httpx
 import trio
 
 from .nodes import admin_headers, eventually
+from .nodes import client as http_client
 from .procs import ROOT, NodeProcess, get, paged
 from .reference import replay
 
@@ -29,7 +30,7 @@ async def start_cluster(tmp_path, n: int = 3, **kwargs) -> list[NodeProcess]:
         node = NodeProcess(str(tmp_path / f"n{i}"), first.url, **kwargs)
         await node.start()
         nodes.append(node)
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with http_client(timeout=5) as client:
         async def all_joined():
             for node in nodes:
                 status = await get(client, node.url, "/status")
@@ -59,7 +60,7 @@ async def test_kill_9_under_load_loses_no_acknowledged_order(tmp_path):
     rng = random.Random(8)
     victim_ids = set()
     try:
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with http_client(timeout=5) as client:
             stop = trio.Event()
             up = {node.url: trio.Event() for node in nodes}  # replaced while a node is down
             for event in up.values():
@@ -121,7 +122,7 @@ async def test_kill_9_under_load_loses_no_acknowledged_order(tmp_path):
 async def test_restart_of_every_node_brings_everything_back(tmp_path):
     nodes = await start_cluster(tmp_path)
     try:
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with http_client(timeout=5) as client:
             for i in range(30):
                 node = nodes[i % 3]
                 r = await client.post(node.url + "/orders", json={
@@ -162,12 +163,13 @@ async def test_history_after_compaction_matches_the_reference(tmp_path):
     # compaction every 5 s (the default): wait until fills have left memory
     nodes = await start_cluster(tmp_path)
     try:
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with http_client(timeout=5) as client:
             first_order = None
             for i in range(60):
                 r = await client.post(nodes[i % 3].url + "/orders", json={
                     "side": "buy" if i % 2 else "sell", "qty": str(1 + i % 3),
-                    "price": str(100 + (i * 7) % 5), "account": f"acct{i % 4}"})
+                    "price": str(100 + (i * 7) % 5), "account": f"acct{i % 4}"},
+                    headers=admin_headers(nodes[i % 3].data_dir))  # acts for any account
                 assert r.status_code == 201
                 first_order = first_order or r.json()["order"]["id"]
             await eventually(lambda: converged(client, nodes), timeout=30)
@@ -210,7 +212,8 @@ async def test_history_after_compaction_matches_the_reference(tmp_path):
                                                                    "open")
             assert order["time"].endswith("Z")
             for node in nodes:  # per account, from the store and memory alike
-                mine = await paged(client, node.url, "/fills?account=acct1", "fills")
+                async with http_client(timeout=5, headers=admin_headers(node.data_dir)) as admin:
+                    mine = await paged(admin, node.url, "/fills?account=acct1", "fills")
                 assert mine and all("acct1" in (f["taker_account"], f["maker_account"])
                                     for f in mine)
     finally:
@@ -241,7 +244,7 @@ async def test_leave_and_evict_cancel_resting_orders_everywhere(tmp_path):
     nodes = await start_cluster(tmp_path)
     leaver, gone = nodes[1], nodes[2]
     try:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with http_client(timeout=10) as client:
             resting = {}
             for node in (leaver, gone):
                 r = await client.post(node.url + "/orders",

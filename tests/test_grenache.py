@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-from .nodes import converged, eventually, start
+from .nodes import client, converged, eventually, start
 
 HERE = Path(__file__).resolve().parent / "grenache"
 MODULES = HERE / "node_modules"
@@ -76,7 +76,7 @@ async def test_nodes_on_two_grapes_discover_each_other_and_converge(nursery, gra
                                         json={"data": "crdtbook:default"}).json())
     b = await start(nursery, registry_url=grapes[1], **fast)
     await eventually(lambda: b.url in a.node.peers and a.url in b.node.peers, timeout=30)
-    async with httpx.AsyncClient() as http:
+    async with client() as http:
         await http.post(f"{a.url}/orders", json={"side": "sell", "qty": "2", "price": "10"})
         await http.post(f"{b.url}/orders", json={"side": "buy", "qty": "1", "price": "10"})
     await eventually(lambda: converged(a, b, events=2), timeout=30)
@@ -86,21 +86,27 @@ async def test_nodes_on_two_grapes_discover_each_other_and_converge(nursery, gra
 async def test_js_peerrpc_client_trades_on_a_node(nursery, grapes):
     a = await start(nursery, registry_url=grapes[0], announce_interval_s=1.0)
     b = await start(nursery, a.url)
-    async with httpx.AsyncClient() as http:
+    async with client() as http:
         await http.post(f"{b.url}/orders", json={"side": "buy", "qty": "1", "price": "12"})
     await eventually(lambda: converged(a, b, events=1))
     await eventually(lambda: httpx.post(f"{grapes[1]}/lookup",
                                         json={"data": "crdtbook:default:rpc"}).json())
     reply = await node_js("rpc_client.js", grapes[1], "crdtbook:default:rpc",
                           json.dumps({"action": "order", "side": "sell", "qty": "3",
-                                      "price": "12"}))
+                                      "price": "12", "token": a.token}))
     assert "result" in reply, reply
     assert [(f["qty"], f["price"]) for f in reply["result"]["fills"]] == [("1", "12")]
     await eventually(lambda: converged(a, b, events=2))
     assert b.node.replica.book().asks[0].qty == 2 * 10**8
     bad = await node_js("rpc_client.js", grapes[1], "crdtbook:default:rpc",
-                        json.dumps({"action": "order", "side": "sell", "qty": 3}))
-    assert "ERR_" in bad["error"]
+                        json.dumps({"action": "order", "side": "sell", "qty": 3,
+                                    "token": a.token}))
+    assert "ERR_BAD_AMOUNT" in bad["error"]
+    unauthorized = await node_js("rpc_client.js", grapes[1], "crdtbook:default:rpc",
+                                 json.dumps({"action": "order", "side": "sell", "qty": "3",
+                                             "price": "12", "token": b.token}))
+    assert "ERR_UNAUTHORIZED" in unauthorized["error"]  # b's account does not exist on a
+    await eventually(lambda: converged(a, b, events=2))  # and nothing changed
 
 
 async def test_js_peerrpc_server_registers_in_an_embedded_registry(nursery):
@@ -111,7 +117,7 @@ async def test_js_peerrpc_server_registers_in_an_embedded_registry(nursery):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
         task_status=task_status))
     try:
-        async with httpx.AsyncClient() as http:
+        async with client() as http:
             async def found():
                 r = await http.post(f"{a.url}/lookup", json={"data": "rpc_test"})
                 return f"127.0.0.1:{port}" in r.json()

@@ -9,7 +9,7 @@ from node.server import serve_node
 from node.service import NodeConfig
 from node.store.sqlite import StoreError
 
-from .nodes import admin_headers, client, converged, eventually, start
+from .nodes import DATA_DIRS, admin_headers, client, converged, eventually, start
 
 
 async def test_restart_on_its_data_directory_is_the_same_replica(nursery, tmp_path):
@@ -174,6 +174,7 @@ async def start_unready(nursery, *peers, **settings):
     config = NodeConfig(host="127.0.0.1", port=0, peers=list(peers), pull_interval_s=0.2,
                         request_timeout_s=1.0, compact_interval_s=None, **settings)
     node = await nursery.start(lambda task_status: serve_node(config, task_status=task_status))
+    DATA_DIRS[node.url] = node.store.directory  # client() sends its default account's token
     return SimpleNamespace(node=node, url=node.url)
 
 

@@ -11,11 +11,17 @@ Three families of routes share one port, and this app routes them all:
 * the Grenache-grape registry (``/announce``, ``/lookup``), answered by
   node/cluster/registry.py from the node's embedded table.
 
-Operator actions (``/evict``, ``/leave``: they end a membership for ever)
-need ``Authorization: Bearer <admin token>`` (node/store/admintoken.py). The
-check comes right after routing, before the body is read and before any
-other work (an evict's pull from every peer included): a missing or wrong
-token is a 401 that changes nothing. Every other route is open, as before.
+Operator actions (``/evict``, ``/leave``: they end a membership for ever;
+``/accounts``: who may trade here) need ``Authorization: Bearer <admin
+token>`` (node/store/admintoken.py). Order entry and private history
+(``/orders`` and ``/orders/ID``, ``/fills?account=``) need an account's
+token or the admin's (node/api/auth.py). Both checks come right after
+routing, before the body is read and before any other work (an evict's
+pull from every peer included): a missing or wrong token is a 401 that
+changes nothing. Whose orders a token may place, cancel or read (403) and
+the rate limit (429) are checked once the request is parsed, before the
+node changes anything. Market data (``/book``, ``/fills``, ``/events``,
+``/status``, ``/context``) is public.
 
 Rules this module keeps: a request body is read up to a limit (413 beyond);
 every client or peer mistake is a 4xx with ``{"error", "detail"}`` and changes
@@ -35,10 +41,10 @@ from .. import logs
 from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
 from ..cluster import admission, gossip, registry
 from ..cluster.peerapi import PeerAPI
-from ..service import Node, NotReady
+from ..service import Node, NotReady, account_json
 from ..store import admintoken
 from ..store.journal import StoreFailed
-from . import history, views
+from . import auth, history, views
 from .acks import expecting_acks, parse_ack, wait_replicated
 from .requests import parse_depth, parse_json, parse_order_id, parse_orders
 
@@ -52,6 +58,7 @@ def error_response(status: int, error: str, detail: str) -> Response:
 
 
 ADMIN_ROUTES = frozenset({"/evict", "/leave"})  # routes that need the admin token
+ACCOUNT_ROUTES = frozenset({"/orders"})  # and /orders/ID: an account's token (or the admin's)
 
 
 def admin_denied(headers: dict[str, str], expected: bytes) -> str | None:
@@ -86,8 +93,10 @@ class App:
             "/peer/hello": {"GET": self.peer.peer_hello},
             "/evict": {"POST": self.post_evict},
             "/leave": {"POST": self.post_leave},
+            "/accounts": {"POST": self.post_account, "GET": self.get_accounts},
         }
         self.order_routes: dict[str, Handler] = {"GET": self.get_order, "DELETE": self.delete_order}
+        self.account_routes: dict[str, Handler] = {"DELETE": self.delete_account}
 
     # -- ASGI --------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
@@ -104,13 +113,18 @@ class App:
                                          self.node.monotonic())
                 return Response(200, answer)
             handler = self._route(scope["method"], path)
-            if path in ADMIN_ROUTES:
-                denied = admin_denied(Request(scope, b"").headers, self.node.admin_digest)
+            bare = Request(scope, b"")
+            headers = bare.headers
+            if path in ADMIN_ROUTES or path.startswith("/accounts"):
+                denied = admin_denied(headers, self.node.admin_digest)
                 if denied is not None:
-                    logs.info("http.unauthorized", path=path)
-                    return Response(401, json.dumps({"error": "unauthorized", "detail": denied},
-                                                    separators=(",", ":")).encode(),
-                                    headers=[(b"www-authenticate", b'Bearer realm="crdtbook"')])
+                    raise auth.unauthorized(denied)
+                who = auth.ANYONE
+            elif path in ACCOUNT_ROUTES or path.startswith("/orders/") \
+                    or (path == "/fills" and "account" in bare.query):
+                who = auth.principal(self.node, auth.bearer(headers))
+            else:
+                who = None  # public
             limit = (admission.BODY_LIMIT if path == "/peer/join"
                      else self.node.config.peer_body_limit if path.startswith("/peer/")
                      else self.node.config.client_body_limit)
@@ -118,10 +132,17 @@ class App:
             if declared.isdigit() and int(declared) > limit:  # refused before reading it
                 raise BadRequest(413, "too_large", f"request body exceeds {limit} bytes")
             body = await _read_body(receive, limit)
-            response = handler(Request(scope, body))
+            request = Request(scope, body)
+            request.who = who
+            response = handler(request)
             if inspect.isawaitable(response):
                 response = await response
             return response
+        except auth.Denied as exc:
+            logs.info("http.denied", path=path, status=exc.status, error=exc.error)
+            return Response(exc.status, json.dumps({"error": exc.error, "detail": exc.detail},
+                                                   separators=(",", ":")).encode(),
+                            headers=exc.headers)
         except BadRequest as exc:
             logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
             return error_response(exc.status, exc.error, exc.detail)
@@ -138,6 +159,8 @@ class App:
         routes = self.exact.get(path)
         if routes is None and path.startswith("/orders/") and path.count("/") == 2:
             routes = self.order_routes
+        if routes is None and path.startswith("/accounts/") and path.count("/") == 2:
+            routes = self.account_routes
         if routes is None:
             raise BadRequest(404, "not_found", f"no route {path}")
         handler = routes.get(method)
@@ -152,6 +175,7 @@ class App:
         or ``ack=all``, once peers hold it too; 202 if they did not in time)."""
         ack, timeout = parse_ack(request.query)
         orders, batch = parse_orders(request.body)
+        orders = auth.entitled(self.node, request.who, orders)
         with expecting_acks(self.node, ack):
             placed = self.node.place_many(orders)
             await self.node.journal.sync()
@@ -181,6 +205,7 @@ class App:
         query = request.query
         after, limit = history.parse_position(query), history.parse_limit(query)
         account, status = history.parse_account(query), history.parse_status(query)
+        auth.may_read(request.who, account)
         page, cursor = await history.orders_page(self.node, after, limit, account, status)
         replica = self.node.replica
         return json_response(200, {
@@ -191,7 +216,7 @@ class App:
 
     async def delete_order(self, request: Request) -> Response:
         dot = parse_order_id(request.path.split("/", 2)[2])
-        result = await history.cancel(self.node, dot)
+        result = await history.cancel(self.node, dot, request.who)
         return json_response(200, {"cancel": views.cancel_json(result.cancel)})
 
     def get_book(self, request: Request) -> Response:
@@ -202,6 +227,8 @@ class App:
         query = request.query
         after, limit = history.parse_fill_cursor(query), history.parse_limit(query)
         account = history.parse_account(query)
+        if account is not None:  # an account's own fills are private
+            auth.may_read(request.who, account)
         page, cursor = await history.fills_page(self.node, after, limit, account)
         return json_response(200, {
             "fills": [views.stored_fill_json(fill, final) for fill, final in page],
@@ -221,6 +248,33 @@ class App:
 
     def get_context(self, request: Request) -> Response:
         return json_response(200, {"replica": self.node.id, "context": self.node.context()})
+
+    # -- accounts (admin) -------------------------------------------------
+    async def post_account(self, request: Request) -> Response:
+        """Make an account; its token is in this answer and nowhere else."""
+        data = parse_json(request.body)
+        if not isinstance(data, dict) or set(data) != {"account"}:
+            raise BadRequest(400, "bad_request", 'expected {"account": "<name>"}')
+        try:
+            view, token = self.node.add_account(data["account"])
+        except ValueError as exc:
+            status = 409 if "exists" in str(exc) or "revoked" in str(exc) else 400
+            raise BadRequest(status, "bad_account", str(exc)) from None
+        await self.node.journal.sync()
+        return json_response(201, {**view, "token": token})
+
+    def get_accounts(self, request: Request) -> Response:
+        rows = sorted(self.node.accounts.by_name.values(), key=lambda r: r.name)
+        return json_response(200, {"accounts": [account_json(r) for r in rows]})
+
+    async def delete_account(self, request: Request) -> Response:
+        name = request.path.split("/", 2)[2]  # ASGI paths come percent-decoded
+        try:
+            view = self.node.revoke_account(name)
+        except KeyError:
+            raise BadRequest(404, "not_found", f"no live account {name[:64]!r}") from None
+        await self.node.journal.sync()
+        return json_response(200, view)
 
     async def post_evict(self, request: Request) -> Response:
         """Evict a vanished replica: first pull everything from every peer, so the

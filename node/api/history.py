@@ -31,6 +31,7 @@ from crdtbook.replica import OrderView, ReplicaError
 
 from ..asgi import BadRequest
 from ..service import Node, stored_fill
+from . import auth
 
 DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 10_000
@@ -204,9 +205,11 @@ async def orders_page(node: Node, after, limit: int, account: str | None, status
     return merged, (position_cursor(merged[-1][0]) if more else None)
 
 
-async def cancel(node: Node, dot):
-    """Cancel an order placed at this node; BadRequest (404/409) with the reason otherwise.
+async def cancel(node: Node, dot, who: auth.Principal):
+    """Cancel an order placed at this node for ``who``; BadRequest (403/404/409/429)
+    with the reason otherwise.
 
+    Only the order's account (or the admin) cancels it, within its rate limit.
     Only an order that still rests can be cancelled: a filled, cancelled or
     rejected one gets 409 whether it is still in memory or already in the store.
     """
@@ -220,9 +223,11 @@ async def cancel(node: Node, dot):
         raise BadRequest(409, "not_local",
                          f"order {dot} was placed at replica {dot.replica}, not at this node "
                          f"({node.id}); cancel it through its own node")
+    auth.may_cancel(who, view.account, str(dot))
     if view.status != "open":
         raise BadRequest(409, "cannot_cancel", f"order {dot} is {view.status}; nothing rests "
                                                "to cancel")
+    node.limiter.take({view.account: 1})
     try:
         result = node.cancel(dot)
     except ReplicaError as exc:

@@ -10,7 +10,13 @@ with ``[rid, null, result]`` or ``[rid, "ERR_...", null]``, echoing the rid
 exactly (a wrong rid is a client timeout).
 
 The node serves this on its own port and announces it under
-``crdtbook:<book>:rpc``. A payload is ``{"action": ..., ...}``:
+``crdtbook:<book>:rpc``. A payload is ``{"action": ..., "token": ..., ...}``;
+``token`` is what ``Authorization: Bearer`` carries over HTTP (an account's
+token or the admin's, see auth.py): order and cancel need it, and so does
+fills with an account; book, status and fills without one are public. A
+missing or wrong token is ``ERR_UNAUTHORIZED``, another account's order or
+fills ``ERR_FORBIDDEN``, a rate limit ``ERR_RATE_LIMITED`` (the detail says
+how many seconds to wait), each changing nothing.
 
     order   the fields of POST /orders (type defaults to limit), and optionally
             "ack": "local"|"replicated"|"all" with "timeout": seconds
@@ -36,7 +42,7 @@ from crdtbook.replica import ReplicaError
 from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
 from ..service import Node, NotReady
 from ..store.journal import StoreFailed
-from . import history, views
+from . import auth, history, views
 from .acks import expecting_acks, parse_ack, wait_replicated
 from .requests import parse_order, parse_order_id
 
@@ -86,13 +92,18 @@ class PeerRPCApp:
     async def act(self, payload: object) -> object:
         if not isinstance(payload, dict) or not isinstance(payload.get("action"), str):
             raise BadRequest(400, "bad_action", 'payload must be {"action": ...}')
-        fields = {k: v for k, v in payload.items() if k != "action"}
+        fields = {k: v for k, v in payload.items() if k not in ("action", "token")}
         action = payload["action"]
         replica = self.node.replica
+
+        def who() -> auth.Principal:
+            return auth.principal(self.node, payload.get("token"))
+
         if action == "order":
+            principal = who()
             ack, timeout = parse_ack({k: fields.pop(k) for k in ("ack", "timeout")
                                       if k in fields})
-            order = parse_order(fields, "")
+            order = auth.entitled(self.node, principal, [parse_order(fields, "")])[0]
             with expecting_acks(self.node, ack):
                 placed = self.node.place_many([order])[0]
                 await self.node.journal.sync()
@@ -107,7 +118,8 @@ class PeerRPCApp:
         if action == "cancel":
             if set(fields) != {"id"} or not isinstance(fields["id"], str):
                 raise BadRequest(400, "bad_cancel", 'cancel takes {"id": "replica:seq"}')
-            cancelled = await history.cancel(self.node, parse_order_id(fields["id"]))
+            principal = who()
+            cancelled = await history.cancel(self.node, parse_order_id(fields["id"]), principal)
             return {"cancel": views.cancel_json(cancelled.cancel)}
         if action == "book":
             depth = fields.get("depth")
@@ -122,6 +134,8 @@ class PeerRPCApp:
                            for v in fields.values()):
                 raise BadRequest(400, "bad_fills", 'fills takes {"after", "limit", "account"}')
             query = {k: str(v) for k, v in fields.items()}
+            if "account" in query:
+                auth.may_read(who(), history.parse_account(query))
             page, cursor = await history.fills_page(
                 self.node, history.parse_fill_cursor(query), history.parse_limit(query),
                 history.parse_account(query))

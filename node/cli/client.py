@@ -29,8 +29,11 @@ def node_url(given: str | None) -> str:
 
 
 def call(method: str, url: str, path: str, body: object = None, timeout: float = 10.0,
-         admin_token: str | None = None):
-    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
+         admin_token: str | None = None, token: str | None = None):
+    """One request; ``admin_token`` (operator actions) or ``token`` (an account's)
+    goes in ``Authorization: Bearer``."""
+    bearer = admin_token or token
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
     try:
         response = httpx.request(method, url + path, json=body, timeout=timeout,
                                  headers=headers)
@@ -46,10 +49,18 @@ def call(method: str, url: str, path: str, body: object = None, timeout: float =
     except (ValueError, RecursionError):
         raise CliError(f"the node at {url} answered HTTP {response.status_code} "
                        "with something that is not JSON") from None
-    if response.status_code == 401:
+    if response.status_code == 401 and admin_token:
         raise CliError(f"the node at {url} refused the admin token (401): it is not this "
                        "node's token; pass the right one with --admin-token, "
                        "$CRDTBOOK_ADMIN_TOKEN or --data-dir DIR")
+    if response.status_code == 401:
+        why = "refused the token" if token else "needs a token"
+        raise CliError(f"the node at {url} {why} (401): pass an account's token with "
+                       "--token or $CRDTBOOK_TOKEN (on the node's machine the CLI reads the "
+                       "default account's from --data-dir DIR)")
+    if response.status_code == 429:
+        raise CliError(f"rate limited (429): retry after "
+                       f"{response.headers.get('retry-after', '?')}s")
     if response.status_code >= 400:
         detail = data.get("detail") if isinstance(data, dict) else data
         raise CliError(f"refused ({response.status_code}): {str(detail)[:300]}")

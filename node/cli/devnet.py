@@ -9,7 +9,8 @@ each with its data directory under one folder (a new temporary one unless
 prints their URLs and a command to try, and waits for Ctrl-C, then stops
 them with SIGTERM. ``--demo`` also submits a scripted set of crossing orders
 to different nodes, waits until every node holds the same digest, and prints
-each node's book and fills.
+each node's book and fills. Orders go in with each node's default account
+(its token is in the node's data directory, ``account-token``).
 """
 
 from __future__ import annotations
@@ -120,14 +121,15 @@ def run_devnet(n: int, demo: bool, book: str, data_root: str | None = None) -> i
             print(f"  node {i}: {url}")
             wait_joined(urls[:1])
         wait_joined(urls)
-        print(f"\ntry:  CRDTBOOK_NODE={urls[0]} crdtbook order sell 3@12")
-        print(f"      CRDTBOOK_NODE={urls[-1]} crdtbook order buy 2@13")
+        first, last = (os.path.join(data_root, f"node{i}") for i in (0, n - 1))
+        print(f"\ntry:  CRDTBOOK_NODE={urls[0]} crdtbook order sell 3@12 --data-dir {first}")
+        print(f"      CRDTBOOK_NODE={urls[-1]} crdtbook order buy 2@13 --data-dir {last}")
         print(f"      CRDTBOOK_NODE={urls[0]} crdtbook book")
         # leave/evict need a node's admin token, which is in its data directory
         print(f"      crdtbook admin-token --data-dir {os.path.join(data_root, 'node0')}")
         print(f"      crdtbook join-token --data-dir {os.path.join(data_root, 'node0')}")
         if demo:
-            run_demo(urls)
+            run_demo(urls, [local_token(os.path.join(data_root, f"node{i}")) for i in range(n)])
         print("\ncluster running; Ctrl-C to stop", file=sys.stderr)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -140,11 +142,23 @@ def run_devnet(n: int, demo: bool, book: str, data_root: str | None = None) -> i
         stop(procs)
 
 
-def run_demo(urls: list[str]) -> None:
+def local_token(directory: str) -> str:
+    """The default account's token of the node whose data directory this is."""
+    from ..store import accounts
+    from ..store.sqlite import StoreError
+
+    try:
+        return accounts.read(directory)
+    except (FileNotFoundError, StoreError) as exc:
+        raise CliError(f"no default account token in {directory}: {exc}") from None
+
+
+def run_demo(urls: list[str], tokens: list[str]) -> None:
     print("\ndemo: submitting crossing orders to different nodes")
     for index, side, qty, price in DEMO:
         url = urls[index % len(urls)]
-        result = client.call("POST", url, "/orders", {"side": side, "qty": qty, "price": price})
+        result = client.call("POST", url, "/orders", {"side": side, "qty": qty, "price": price},
+                             token=tokens[index % len(urls)])
         print(f"  {url}  {side} {qty}@{price} -> {result['order']['id']}")
     books = wait_converged(urls, len(DEMO))
     print(file=sys.stderr)

@@ -3,9 +3,11 @@
     crdtbook node [--listen HOST:PORT] [--peer URL ...] [--registry URL] [--book NAME]
                   [--data-dir DIR | --ephemeral] [--rejoin-as-new] [--log-level LEVEL]
                   [--join-token TOKEN | --open] [--bootstrap-expect N]
-    crdtbook order buy|sell QTY@PRICE [--type T] [--account A] [--ack replicated]
+                  [--no-auth | --insecure-no-auth] [--rate-limit R] [--rate-burst N]
+    crdtbook order buy|sell QTY@PRICE [--type T] [--account A] [--ack replicated] [--token T]
     crdtbook cancel ID | order-status ID | leave | evict REPLICA   [--admin-token T]
     crdtbook admin-token [--data-dir DIR]
+    crdtbook account add NAME | list | revoke NAME   [--admin-token T]
     crdtbook join-token [--rotate] [--data-dir DIR]
     crdtbook book [--depth N] [--watch] | status
     crdtbook fills [--account A] | orders [--account A] [--open] | events   [--limit N | --all]
@@ -20,7 +22,11 @@ one line on stderr and a non-zero exit, never a traceback.
 ``--admin-token``, else ``$CRDTBOOK_ADMIN_TOKEN``, else the ``admin-token``
 file of the node's data directory when the CLI runs on the node's machine
 (``--data-dir``, by default the directory ``crdtbook node`` would pick for
-that port: ./crdtbook-data/<book>-<port>).
+that port: ./crdtbook-data/<book>-<port>). ``account`` acts as the
+operator too. Every other client command sends an account's token:
+``--token``, else ``$CRDTBOOK_TOKEN``, else the default account's, from
+``account-token`` in that same data directory (if there is one; public
+reads need none).
 """
 
 from __future__ import annotations
@@ -70,6 +76,16 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0.01 <= value <= 3600:  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"{text!r} must be between 0.01 and 3600 seconds")
+    return value
+
+
+def rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1e9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (unlimited) to 1e9 per second")
     return value
 
 
@@ -130,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "data aside and join as a new replica")
     node.add_argument("--pull-interval", type=seconds, default=1.0, metavar="SECONDS",
                       help="anti-entropy pull interval (default 1.0)")
+    noauth = node.add_mutually_exclusive_group()
+    noauth.add_argument("--no-auth", action="store_true",
+                        help="client API without tokens: anyone who reaches it trades as "
+                             "anyone; loopback only (protected mode)")
+    noauth.add_argument("--insecure-no-auth", action="store_true",
+                        help="client API without tokens on any address (warned at every "
+                             "start)")
+    node.add_argument("--rate-limit", type=rate, default=1000.0, metavar="ORDERS_PER_S",
+                      help="orders and cancels per second per account (default 1000; 0: "
+                           "unlimited)")
+    node.add_argument("--rate-burst", type=positive_int, default=2000, metavar="N",
+                      help="how many an account may send at once (default 2000)")
     node.add_argument("--log-level", choices=logs.LEVELS, default="info")
 
     def client_command(name: str, help: str, read: bool = True) -> argparse.ArgumentParser:
@@ -138,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="node to talk to (default $CRDTBOOK_NODE or "
                               f"{client.DEFAULT_NODE})")
         cmd.add_argument("--json", action="store_true", help="print the API's JSON")
+        cmd.add_argument("--token", metavar="TOKEN",
+                         help="an account's token (default $CRDTBOOK_TOKEN, else the default "
+                              "account's, read from --data-dir)")
+        data_dir_options(cmd)
         return cmd
 
     order = client_command("order", "submit an order to your node")
@@ -173,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "resting orders everywhere), then stop the node")
     admin_options(leave)
     client_command("status", "show the node's status, peers and final frontier")
+    account = client_command("account", "manage this node's accounts (as its operator)")
+    account.add_argument("action", choices=("add", "list", "revoke"))
+    account.add_argument("name", nargs="?", help="the account (add, revoke)")
+    admin_options(account)
     evict = client_command("evict", "evict a vanished replica so finality can advance")
     evict.add_argument("replica", help="the replica id to evict")
     evict.add_argument("--force", action="store_true",
@@ -222,7 +258,6 @@ def admin_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--admin-token", metavar="TOKEN",
                      help="the node's admin token (default $CRDTBOOK_ADMIN_TOKEN, else read "
                           "from --data-dir)")
-    data_dir_options(cmd)
 
 
 def default_data_dir(args: argparse.Namespace, url: str) -> str:
@@ -245,6 +280,24 @@ def read_token(directory: str) -> str | None:
     try:
         return admintoken.read(directory)
     except FileNotFoundError:
+        return None
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+
+
+def account_token(args: argparse.Namespace, url: str) -> str | None:
+    """An account's token for a client command: --token, the environment, else the
+    default account's in the node's data directory; None if there is none."""
+    from ..store import accounts
+    from ..store.sqlite import StoreError
+
+    if args.token:
+        return args.token
+    if os.environ.get("CRDTBOOK_TOKEN"):
+        return os.environ["CRDTBOOK_TOKEN"]
+    try:
+        return accounts.read(default_data_dir(args, url))
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except StoreError as exc:
         raise CliError(str(exc)) from None
@@ -274,7 +327,8 @@ def paging(cmd: argparse.ArgumentParser) -> None:
     group.add_argument("--all", action="store_true", help="page through everything")
 
 
-def pages(url: str, path: str, key: str, args: argparse.Namespace, query: dict) -> list:
+def pages(url: str, path: str, key: str, args: argparse.Namespace, query: dict,
+          token: str | None = None) -> list:
     """Items of a paged history route: ``--limit`` of them, or every page with ``--all``."""
     items: list = []
     after = None
@@ -283,7 +337,8 @@ def pages(url: str, path: str, key: str, args: argparse.Namespace, query: dict) 
         params = dict(query, limit=str(want))
         if after is not None:
             params["after"] = after
-        result = client.call("GET", url, path + "?" + urlencode(sorted(params.items())))
+        result = client.call("GET", url, path + "?" + urlencode(sorted(params.items())),
+                             token=token)
         items.extend(result[key])
         after = result.get("next")
         if after is None or (not args.all and len(items) >= args.limit):
@@ -354,7 +409,8 @@ def run(args: argparse.Namespace) -> int:
         path = "/orders"
         if args.ack != "local":
             path += f"?ack={args.ack}&timeout={args.timeout:g}"
-        result = client.call("POST", url, path, body, timeout=args.timeout + 10)
+        result = client.call("POST", url, path, body, timeout=args.timeout + 10,
+                             token=account_token(args, url))
         if args.json:
             client.emit_json(result)
         else:
@@ -366,7 +422,8 @@ def run(args: argparse.Namespace) -> int:
                 print(client.format_fills(result["fills"]))
         return 0
     if args.command == "cancel":
-        result = client.call("DELETE", url, f"/orders/{args.id}")
+        result = client.call("DELETE", url, f"/orders/{args.id}",
+                             token=account_token(args, url))
         if args.json:
             client.emit_json(result)
         else:
@@ -374,7 +431,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{c['id']} cancels {c['target']}: {c['status']}, removed {c['removed']}")
         return 0
     if args.command == "order-status":
-        result = client.call("GET", url, f"/orders/{args.id}")
+        result = client.call("GET", url, f"/orders/{args.id}",
+                             token=account_token(args, url))
         client.emit_json(result) if args.json else print(client.format_order(result))
         return 0
     if args.command == "book":
@@ -394,14 +452,15 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(1.0)
     if args.command == "fills":
         query = {"account": args.account} if args.account else {}
-        fills = pages(url, "/fills", "fills", args, query)
+        fills = pages(url, "/fills", "fills", args, query,
+                      account_token(args, url) if args.account else None)
         client.emit_json(fills) if args.json else print(client.format_fills(fills))
         return 0
     if args.command == "orders":
         query = {"account": args.account} if args.account else {}
         if args.open:
             query["status"] = "open"
-        orders = pages(url, "/orders", "orders", args, query)
+        orders = pages(url, "/orders", "orders", args, query, account_token(args, url))
         client.emit_json(orders) if args.json else print(client.format_orders(orders))
         return 0
     if args.command == "events":
@@ -423,6 +482,8 @@ def run(args: argparse.Namespace) -> int:
         result = client.call("GET", url, "/status")
         client.emit_json(result) if args.json else print(client.format_status(result))
         return 0
+    if args.command == "account":
+        return run_account(args, url)
     if args.command == "evict":
         result = client.call("POST", url, "/evict", {"replica": args.replica,
                                                      "force": args.force}, timeout=60,
@@ -435,6 +496,38 @@ def run(args: argparse.Namespace) -> int:
                   "are rejected everywhere")
         return 0
     raise CliError(f"unknown command {args.command}", 2)
+
+
+def run_account(args: argparse.Namespace, url: str) -> int:
+    from urllib.parse import quote
+
+    if (args.name is None) != (args.action == "list"):
+        raise CliError("usage: crdtbook account add NAME | list | revoke NAME", 2)
+    token = admin_token(args, url)
+    if args.action == "add":
+        result = client.call("POST", url, "/accounts", {"account": args.name},
+                             admin_token=token)
+        if args.json:
+            client.emit_json(result)
+        else:
+            print(result["token"])
+            print(f"account {result['account']} made; its token is shown this once (the "
+                  "node keeps only its hash)", file=sys.stderr)
+        return 0
+    if args.action == "revoke":
+        result = client.call("DELETE", url, f"/accounts/{quote(args.name, safe='')}",
+                             admin_token=token)
+        client.emit_json(result) if args.json else print(
+            f"account {result['account']} revoked: its token no longer works")
+        return 0
+    result = client.call("GET", url, "/accounts", admin_token=token)
+    if args.json:
+        client.emit_json(result)
+    else:
+        rows = [[a["account"], client.human_time(a["created"]),
+                 client.human_time(a["revoked"]) or "live"] for a in result["accounts"]]
+        print(client.table(rows, ["account", "created (UTC)", "revoked (UTC)"]))
+    return 0
 
 
 def run_join_token(args: argparse.Namespace, url: str) -> int:
@@ -484,7 +577,7 @@ def run_node(args: argparse.Namespace) -> int:
 
     from ..gcpolicy import tune
     from ..server import main_node
-    from ..service import Node, NodeConfig, normalize_url
+    from ..service import Node, NodeConfig, ProtectedMode, normalize_url
     from ..store.datadir import Retired
     from ..store.sqlite import StoreError
 
@@ -523,11 +616,22 @@ def run_node(args: argparse.Namespace) -> int:
                         rpc_host=args.rpc_listen[0], rpc_port=args.rpc_listen[1],
                         data_dir=data_dir, rejoin_as_new=args.rejoin_as_new,
                         join_token=token, open_admission=args.open,
-                        bootstrap_expect=args.bootstrap_expect)
+                        bootstrap_expect=args.bootstrap_expect,
+                        auth=not (args.no_auth or args.insecure_no_auth),
+                        insecure_no_auth=args.insecure_no_auth,
+                        rate_limit=args.rate_limit, rate_burst=args.rate_burst)
     try:
         node = Node(config)
+    except ProtectedMode as exc:
+        raise CliError(str(exc), 2) from None
     except (StoreError, Retired) as exc:
         raise CliError(str(exc), 3) from None
+    if args.insecure_no_auth:
+        logs.warning("node.insecure_no_auth", hint="anyone who reaches the client API can "
+                     "place and cancel orders for any account")
+        print(f"crdtbook node {node.id}: WARNING: --insecure-no-auth: anyone who reaches "
+              f"{args.listen[0]}:{args.listen[1]} can place and cancel orders for any account",
+              file=sys.stderr, flush=True)
     where = "nowhere (--ephemeral)" if args.ephemeral else os.path.abspath(data_dir)
     logs.info("node.data_dir", path=where, replica=node.id, recovered_events=node.recovered)
     print(f"crdtbook node {node.id}: data in {where}", file=sys.stderr, flush=True)

@@ -83,6 +83,10 @@ class Journal:
             self._batch.snapshot = snapshot
         self._touch()
 
+    def account(self, row) -> None:
+        self._batch.accounts.append(row)
+        self._touch()
+
     def meta(self, **values) -> None:
         self._batch.meta.update(values)
         self._touch()

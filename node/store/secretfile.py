@@ -1,4 +1,5 @@
-"""Secret files in a data directory: the admin token, the node key, the join token.
+"""Secret files in a data directory: the admin token, the node key, the join token,
+the default account's token.
 
 Theory of operation
 -------------------

@@ -13,6 +13,9 @@ A node's data directory holds ``store.sqlite`` (plus SQLite's ``-wal`` and
   final, its final state (status, filled, reason) is written into its row;
 * ``fills``: every final fill, numbered in replay order (fill number ``i`` is
   the same fill on every node), with the accounts of both sides;
+* ``accounts``: this node's client accounts (node/store/accounts.py): a
+  name, the SHA-256 of its token (never the token), when it was made and,
+  once revoked, when; names are never reused;
 * ``snapshot``: the replica's last standing (``crdtbook.codec`` snapshot),
   written with the history that compaction took out of memory, in the same
   transaction. A restart installs it and replays the events after it.
@@ -79,6 +82,10 @@ CREATE TABLE blocks (
     prev BLOB NOT NULL, hash BLOB NOT NULL, sig BLOB NOT NULL, body BLOB NOT NULL,
     PRIMARY KEY (rid, last)
 ) WITHOUT ROWID;
+CREATE TABLE accounts (
+    name TEXT PRIMARY KEY, digest BLOB NOT NULL UNIQUE,
+    created INTEGER NOT NULL, revoked INTEGER
+) WITHOUT ROWID;
 CREATE TABLE snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     final INTEGER NOT NULL, fills_base INTEGER NOT NULL, body BLOB NOT NULL
@@ -114,6 +121,16 @@ class StoredFill:
     maker_account: str
 
 
+@dataclass(frozen=True)
+class AccountRow:
+    """A client account: the token itself is never stored, only its SHA-256."""
+
+    name: str
+    digest: bytes
+    created: int  # unix ms
+    revoked: int | None = None  # unix ms, once revoked
+
+
 @dataclass
 class Batch:
     """Everything one group commit writes, in one transaction."""
@@ -124,10 +141,11 @@ class Batch:
     fills: list[StoredFill] = field(default_factory=list)
     snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
     meta: dict = field(default_factory=dict)
+    accounts: list[AccountRow] = field(default_factory=list)  # made, rotated or revoked
 
     def __bool__(self) -> bool:
         return bool(self.events or self.blocks or self.orders or self.fills or self.snapshot
-                    or self.meta)
+                    or self.meta or self.accounts)
 
 
 def _event_body(event) -> bytes:
@@ -271,6 +289,10 @@ class Store:
             if batch.snapshot is not None:
                 db.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
                            batch.snapshot)
+            if batch.accounts:
+                db.executemany("INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?)",
+                               [(a.name, a.digest, a.created, a.revoked)
+                                for a in batch.accounts])
             if batch.meta:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                sorted(batch.meta.items()))
@@ -413,6 +435,13 @@ class Store:
     def _ids_read(self, name: str) -> int | None:
         row = self._read.execute("SELECT id FROM names WHERE name = ?", (name,)).fetchone()
         return None if row is None else row[0]
+
+    def accounts(self) -> list[AccountRow]:
+        """Every account, revoked ones included, by name (read on the writer's
+        connection: called once, while the node opens, before the journal runs)."""
+        return [AccountRow(name, bytes(digest), created, revoked)
+                for name, digest, created, revoked in self._db.execute(
+                    "SELECT name, digest, created, revoked FROM accounts ORDER BY name")]
 
     def event_count(self) -> int:
         return self._read.execute("SELECT count(*) FROM events").fetchone()[0]
