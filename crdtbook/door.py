@@ -64,6 +64,7 @@ from typing import NamedTuple
 from . import proofs as proofs_
 from .aworset import AWORSet
 from .blockindex import BlockIndex
+from .clock import MAX_CLOCK
 from .detection import Answer, Detection, DoorError
 from .events import JOIN, MEMBER
 from .feed import Block, SignedClaim, Tip, claim_message, genesis, head_message, link
@@ -270,8 +271,9 @@ class Door(Detection):
                 if not _clocks_increase(block.events, previous):
                     skip(block, SKIP_CLOCK)
                     continue
-                join = min(membership.joins.get(origin, 1 << 64), joined.get(origin, 1 << 64))
-                if block.events[0].clock <= join and not (
+                join = min(membership.joins.get(origin, MAX_CLOCK + 1),
+                           joined.get(origin, MAX_CLOCK + 1))  # none known: no bound
+                if block.events[0].clock <= join <= MAX_CLOCK and not (
                         block.first == 1 and _founding_key(block) is not None):
                     skip(block, SKIP_BEFORE_JOIN)
                     continue
