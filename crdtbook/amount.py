@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+from .dot import shown as shown_value
+
 SCALE_DIGITS = 8
 SCALE = 10**SCALE_DIGITS
 MAX_WHOLE = 10**12
@@ -41,12 +43,14 @@ def parse_amount(text: object, what: str = "amount") -> int:
         )
     match = _DECIMAL.fullmatch(text)
     if match is None:
-        raise AmountError(f"{what} {text!r} is not a plain decimal number such as \"12.5\"")
+        raise AmountError(f"{what} {shown_value(text)} is not a plain decimal number "
+                          "such as \"12.5\"")
     whole, frac = match.group(1).lstrip("0") or "0", match.group(2) or ""
     if len(whole) > len(str(MAX_WHOLE)):  # also keeps int() away from huge digit strings
         raise AmountError(f"{what} {text[:40]!r} exceeds the maximum of {MAX_WHOLE}")
     if len(frac) > SCALE_DIGITS:
-        raise AmountError(f"{what} {text!r} has more than {SCALE_DIGITS} fractional digits")
+        raise AmountError(f"{what} {shown_value(text)} has more than {SCALE_DIGITS} "
+                          "fractional digits")
     units = int(whole) * SCALE + int(frac.ljust(SCALE_DIGITS, "0") or "0")
     return check_units(units, what, text)
 

@@ -23,6 +23,14 @@ belong, NaN, negatives, out-of-range integers, tags, unknown versions or kinds,
 oversize collections, duplicate dots, events not covered by their delta's
 context) raises ``CodecError`` with a message naming the field. Nothing is
 returned half-built, so a failed decode can never change a replica.
+
+Untrusted bytes go through ``loads``: cborscan.py walks the item headers
+first (at most ``cborscan.MAX_ITEMS`` items, ``MAX_DEPTH`` levels, no tags,
+no indefinite lengths) and cbor2 builds objects only from a message that
+passes, so tags are refused before anything is decoded and a message of
+millions of empty arrays costs nothing. Only this node's own snapshots are
+decoded unscanned (``trusted``: they hold integers beyond 64 bits). Values
+quoted back in an error are cut (``dot.shown``).
 """
 
 from __future__ import annotations
@@ -34,9 +42,10 @@ import cbor2
 
 from .amount import MAX_UNITS
 from .aworset import AWORSet
+from .cborscan import ScanError, scan
 from .clock import MAX_CLOCK
 from .context import CausalContext
-from .dot import MAX_SEQ, DotError, check_replica, show_int
+from .dot import MAX_SEQ, DotError, check_replica, show_int, shown
 from .engine import CANCEL_REASONS
 from .events import (
     CANCEL,
@@ -126,29 +135,42 @@ def encode_delta(delta: AWORSet, claims=()) -> bytes:
 
 
 # -- decoding -------------------------------------------------------------
-def _loads(data: object, kind: str) -> dict:
+def _loads(data: object, kind: str, trusted: bool = False) -> dict:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"{kind}: expected bytes, got {type(data).__name__}")
     if len(data) > MAX_BYTES:
         raise CodecError(f"{kind}: message of {len(data)} bytes exceeds {MAX_BYTES}")
     if not data:
         raise CodecError(f"{kind}: empty message")
-    stream = io.BytesIO(data)
-    try:
-        message = cbor2.CBORDecoder(stream).decode()
-    except Exception as exc:  # cbor2 raises several types; all mean "not CBOR"
-        raise CodecError(f"{kind}: not valid CBOR ({exc})") from None
-    if stream.tell() != len(data):
-        raise CodecError(f"{kind}: {len(data) - stream.tell()} trailing bytes after the message")
+    message = loads(data, kind, trusted)
     if not isinstance(message, dict):
         raise CodecError(f"{kind}: message must be a map, got {_name(message)}")
     version = message.get("v")
     if type(version) is not int or version != VERSION:
-        shown = show_int(version) if type(version) is int else repr(version)[:40]
-        raise CodecError(f"{kind}: unsupported version {shown} (this node speaks {VERSION})")
+        raise CodecError(f"{kind}: unsupported version {shown(version)} "
+                         f"(this node speaks {VERSION})")
     if message.get("kind") != kind:
-        raise CodecError(f"expected a {kind} message, got kind {message.get('kind')!r}")
+        raise CodecError(f"expected a {kind} message, got kind {shown(message.get('kind'))}")
     return message
+
+
+def loads(data: bytes | bytearray | memoryview, what: str, trusted: bool = False) -> Any:
+    """Decode one CBOR item from untrusted bytes: scanned first (cborscan.py: item
+    count, nesting, no tags, no indefinite lengths), built by cbor2 only if it passes.
+    ``trusted``: this node's own store (a snapshot: big integers, any size), not scanned."""
+    if not trusted:
+        try:
+            scan(data)  # also refuses trailing bytes
+        except ScanError as exc:
+            raise CodecError(f"{what}: refused CBOR ({exc})") from None
+    stream = io.BytesIO(data)
+    try:
+        item = cbor2.CBORDecoder(stream).decode()
+    except Exception as exc:  # cbor2 raises several types; all mean "not CBOR"
+        raise CodecError(f"{what}: not valid CBOR ({exc})"[:300]) from None
+    if stream.tell() != len(data):
+        raise CodecError(f"{what}: {len(data) - stream.tell()} trailing bytes after the message")
+    return item
 
 
 def _name(value: object) -> str:
@@ -157,7 +179,7 @@ def _name(value: object) -> str:
 
 def _field(message: dict, key: str, kind: str) -> Any:
     if key not in message:
-        raise CodecError(f"{kind}: missing field {key!r}")
+        raise CodecError(f"{kind}: missing field {shown(key)}")
     return message[key]
 
 
@@ -208,8 +230,7 @@ def event_from_wire(item: object, where: str = "event") -> Order | Cancel:
         raise
     except ValueError as exc:  # EventError, DotError, AmountError
         raise CodecError(f"{where}: {exc}") from None
-    shown = show_int(tag) if type(tag) is int else repr(tag)[:40]
-    raise CodecError(f"{where}: unknown event tag {shown}")
+    raise CodecError(f"{where}: unknown event tag {shown(tag)}")
 
 
 def _keyed(items: object, where: str, shape: str):
@@ -228,7 +249,7 @@ def _keyed(items: object, where: str, shape: str):
         except DotError as exc:
             raise CodecError(f"{where}[{i}]: {exc}") from None
         if replica in seen:
-            raise CodecError(f"{where}: replica {replica!r} appears twice")
+            raise CodecError(f"{where}: replica {shown(replica)} appears twice")
         seen.add(replica)
         yield f"{where}[{i}]", replica, entry[1:]
 
@@ -475,7 +496,7 @@ def _pairs(items: object, what: str, high: int) -> list[tuple[str, int]]:
 @_total
 def decode_snapshot(data: bytes):
     """Return (Snapshot, claims); CodecError if anything is off."""
-    message = _loads(data, "snapshot")
+    message = _loads(data, "snapshot", trusted=True)  # never from a peer
     context = context_from_wire(_field(message, "context", "snapshot"), "snapshot context")
     events = []
     held: dict[tuple[str, int], object] = {}

@@ -61,6 +61,7 @@ class DoorError(ValueError):
 class Answer(NamedTuple):
     blocks: list[Block]  # what the requester lacks, in chain order per origin
     suspects: list[str]  # origins whose requester tip is not a boundary held here
+    cut: bool = False  # blocks were left out to keep within ``max_bytes``
 
 
 class Detection:
@@ -71,10 +72,12 @@ class Detection:
     def blocks_after(self, replica: str, last: int, limit: int | None = None) -> list[Block]:
         return [e.block for e in self.index.blocks_after(replica, last, limit)]
 
-    def answer(self, tips: dict[str, Tip], limit: int | None = None) -> Answer:
-        """What a requester holding ``tips`` lacks (up to ``limit`` blocks per origin),
-        and the origins whose tip is not a boundary of the feed held here."""
-        blocks: list[Block] = []
+    def answer(self, tips: dict[str, Tip], limit: int | None = None,
+               max_bytes: int | None = None) -> Answer:
+        """What a requester holding ``tips`` lacks (up to ``limit`` blocks per origin,
+        and block bodies of at most ``max_bytes`` in all, at least one block: then taken
+        round-robin across origins), and the origins whose tip is not a boundary held here."""
+        chains: list[list[Block]] = []
         suspects: list[str] = []
         cutoff = self.replica.membership.cutoff
         for origin in self.index.origins():
@@ -86,11 +89,35 @@ class Detection:
                 suspects.append(origin)
                 continue
             cut = cutoff.get(origin)
+            chain = []
             for entry in self.index.blocks_after(origin, theirs.last, limit):
                 if cut is not None and entry.block.first > cut:
                     break  # nobody takes those any more
-                blocks.append(entry.block)
-        return Answer(blocks, suspects)
+                chain.append(entry.block)
+            if chain:
+                chains.append(chain)
+        blocks = [b for chain in chains for b in chain]
+        if max_bytes is None or sum(len(b.body) for b in blocks) <= max_bytes:
+            return Answer(blocks, suspects)
+        # Over the budget: blocks round-robin across origins (each keeps a prefix of its
+        # chain), starting one origin further each time, so every origin is served within
+        # a few pages (one may need another's join first: no page is taken again and again).
+        self._rotation = start = getattr(self, "_rotation", -1) + 1
+        order = chains[start % len(chains):] + chains[:start % len(chains)]
+        taken: list[list[Block]] = [[] for _ in order]
+        size, depth = 0, 0
+        while True:
+            progressed = False
+            for chain, out in zip(order, taken, strict=True):
+                if depth < len(chain):
+                    size += len(chain[depth].body)
+                    if size > max_bytes and (depth or any(taken)):
+                        return Answer([b for out in taken for b in out], suspects, cut=True)
+                    out.append(chain[depth])
+                    progressed = True
+            if not progressed:
+                return Answer([b for out in taken for b in out], suspects)
+            depth += 1
 
     def pull_tips(self) -> dict[str, Tip]:
         """The tips a pull carries: for a convicted origin, the newest boundary at or

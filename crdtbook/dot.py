@@ -12,6 +12,7 @@ import re
 from typing import NamedTuple
 
 MAX_SEQ = 2**63 - 1
+MAX_SEQ_DIGITS = len(str(MAX_SEQ))
 MAX_REPLICA_LEN = 64
 _REPLICA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -21,6 +22,24 @@ def show_int(value: int) -> str:
     if -(10**30) < value < 10**30:
         return str(value)
     return f"a {value.bit_length()}-bit integer"
+
+
+SHOWN = 80  # characters of a peer's or client's value quoted in an error, at most
+
+
+def shown(value: object, most: int = SHOWN) -> str:
+    """``repr(value)`` cut to ``most`` characters, for error messages: an echoed
+    value never makes an error larger than the caps here."""
+    if isinstance(value, str | bytes | bytearray) and len(value) > most:
+        value = value[:most]  # repr of a 4 MB string costs 4 MB: cut first
+        return repr(value)[:most] + f"... ({type(value).__name__}, truncated)"
+    if type(value) is int:
+        text = show_int(value)
+    elif isinstance(value, list | dict | tuple | set):
+        text = f"a {type(value).__name__}"
+    else:
+        text = repr(value)
+    return text if len(text) <= most else text[:most] + "... (truncated)"
 
 
 class DotError(ValueError):
@@ -57,8 +76,10 @@ def check_seq(seq: object, what: str = "seq") -> int:
 def parse_dot(text: object) -> Dot:
     """Parse ``"replica:seq"`` (the form used in the API and CLI)."""
     if not isinstance(text, str) or ":" not in text:
-        raise DotError(f"order id {text!r} must look like 'replica:seq'")
+        raise DotError(f"order id {shown(text)} must look like 'replica:seq'")
     replica, _, seq = text.rpartition(":")
     if not seq.isdigit() or not seq.isascii():
-        raise DotError(f"order id {text!r} must end in ':<number>'")
+        raise DotError(f"order id {shown(text)} must end in ':<number>'")
+    if len(seq) > MAX_SEQ_DIGITS:  # int() of thousands of digits raises (and costs)
+        raise DotError(f"order id {shown(text)}: seq is out of range 1..2^63-1")
     return Dot(check_replica(replica), check_seq(int(seq)))

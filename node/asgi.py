@@ -7,23 +7,41 @@ Theory of operation
 ``serve_asgi`` answers the lifespan protocol and turns each HTTP request into
 one ``Response`` from the app's ``respond``. ``_read_body`` reads a request
 body up to a limit and raises ``BadRequest`` (413) beyond it, so no app ever
-holds more than its limit in memory. ``BadRequest`` is the one error type of
-every HTTP surface: status, short error code, human detail.
+holds more than its limit in memory; it also bounds the time a body may take
+(``BODY_GRACE_S``, plus a second per MiB received): a client that trickles a
+body gets 408 after a few seconds. ``BadRequest`` is the one error type of
+every HTTP surface: status, short error code, human detail (cut to
+``MAX_DETAIL`` characters, so nothing a client sent is echoed back whole).
+
+Limits on what comes before the body are hypercorn's, set in
+``hypercorn_config``: request line and headers at most ``MAX_HEADER_BYTES``
+(h11's incomplete-event limit: beyond it the connection gets 400), and
+complete within ``HEADER_TIMEOUT_S`` of the connection going idle (the
+keep-alive timer runs until a request's headers are in).
 """
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qsl
 
+import trio
 from hypercorn.config import Config
 
 JSON = b"application/json"
+MAX_DETAIL = 400  # characters of an error's detail, at most
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers
+HEADER_TIMEOUT_S = 5.0  # from an idle (or new) connection to a request's complete headers
+BODY_GRACE_S = 5.0  # a body must arrive within this, plus BODY_S_PER_MIB per MiB received
+BODY_S_PER_MIB = 1.0
 
 
 class BadRequest(Exception):
     """A client error: HTTP status, a short error code and a human detail."""
 
     def __init__(self, status: int, error: str, detail: str) -> None:
+        if len(detail) > MAX_DETAIL:
+            detail = detail[:MAX_DETAIL] + "... (truncated)"
         super().__init__(detail)
         self.status = status
         self.error = error
@@ -53,19 +71,22 @@ class Response:
 
 
 async def _read_body(receive, limit: int) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest(400, "disconnected", "client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, "too_large", f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    """The request body, at most ``limit`` bytes (else 413), read in time (else 408)."""
+    body = bytearray()  # one buffer: no list of chunks joined into a second copy
+    with trio.move_on_after(BODY_GRACE_S) as scope:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest(400, "disconnected", "client went away")
+            chunk = message.get("body", b"")
+            if len(body) + len(chunk) > limit:
+                raise BadRequest(413, "too_large", f"request body exceeds {limit} bytes")
+            body += chunk
+            scope.deadline += BODY_S_PER_MIB * len(chunk) / (1024 * 1024)
+            if not message.get("more_body", False):
+                return bytes(body)
+    raise BadRequest(408, "too_slow", f"the request body did not arrive in time "
+                     f"({len(body)} bytes came)")
 
 
 async def serve_asgi(scope: dict, receive, send, respond) -> None:
@@ -75,9 +96,18 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
         return
     if scope["type"] != "http":
         return
-    response = await respond(scope, receive)
+    head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
+        len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+    if head > MAX_HEADER_BYTES:  # h11 bounds incomplete headers; complete ones are bounded here
+        response = Response(431, json.dumps({"error": "headers_too_large", "detail": (
+            f"request line and headers exceed {MAX_HEADER_BYTES} bytes")}).encode())
+    else:
+        response = await respond(scope, receive)
+    headers = response.headers
+    if response.status in (408, 413):  # the rest of the body is not read: end the connection
+        headers = headers + [(b"connection", b"close")]
     await send({"type": "http.response.start", "status": response.status,
-                "headers": response.headers})
+                "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 
 
@@ -97,6 +127,8 @@ def hypercorn_config(host: str, port: int) -> Config:
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 2.0
-    config.keep_alive_timeout = 30.0
+    config.keep_alive_timeout = HEADER_TIMEOUT_S  # also the time to send a request's headers
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    config.h2_max_header_list_size = MAX_HEADER_BYTES
     config.include_server_header = False
     return config

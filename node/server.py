@@ -13,9 +13,8 @@ import signal
 
 import httpx
 import trio
-from hypercorn.trio import serve
 
-from . import logs
+from . import httpserve, logs
 from .api.app import App
 from .api.peerrpc import PeerRPCApp
 from .asgi import hypercorn_config
@@ -60,11 +59,15 @@ async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_stat
             client.headers.pop(name, None)
         client.headers["user-agent"] = "crdtbook"
         node.client = client
+        file_limit = httpserve.raise_file_limit()
+        cap = config.max_connections or httpserve.connection_cap(file_limit)
+        slots = trio.Semaphore(cap)  # shared by both servers: together under the file limit
         binds = await nursery.start(
-            _serve_http, App(node), config.host, config.port, shutdown)
+            _serve_http, App(node), config.host, config.port, shutdown, slots)
         if config.rpc_host is not None:
             rpc_binds = await nursery.start(
-                _serve_http, PeerRPCApp(node), config.rpc_host, config.rpc_port, shutdown)
+                _serve_http, PeerRPCApp(node), config.rpc_host, config.rpc_port, shutdown,
+                slots)
             node.rpc_port = int(rpc_binds[0].rsplit(":", 1)[1])
         bound = binds[0].rsplit(":", 1)
         host = config.host if config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
@@ -72,7 +75,8 @@ async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_stat
         for url in config.peers:
             node.add_peer(url, sticky=True)
         logs.info("node.started", replica=node.id, url=node.url, book=config.book,
-                  registry=config.registry_url or "embedded")
+                  registry=config.registry_url or "embedded", max_connections=cap,
+                  file_limit=file_limit)
         gossip_scope = trio.CancelScope()
 
         async def run_gossip() -> None:
@@ -103,7 +107,7 @@ async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_stat
         nursery.cancel_scope.deadline = trio.current_time() + 5.0
 
 
-async def _serve_http(app, host: str, port: int, shutdown: trio.Event,
+async def _serve_http(app, host: str, port: int, shutdown: trio.Event, slots: trio.Semaphore,
                       task_status=trio.TASK_STATUS_IGNORED) -> None:
     """hypercorn serving ``app`` until ``shutdown``.
 
@@ -113,8 +117,8 @@ async def _serve_http(app, host: str, port: int, shutdown: trio.Event,
     has begun such an error is logged, not raised.
     """
     try:
-        await serve(app, hypercorn_config(host, port), shutdown_trigger=shutdown.wait,
-                    task_status=task_status)
+        await httpserve.serve(app, hypercorn_config(host, port), slots,
+                              shutdown_trigger=shutdown.wait, task_status=task_status)
     except Exception as exc:
         if not shutdown.is_set():
             raise

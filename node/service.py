@@ -86,6 +86,7 @@ class NodeConfig:
     request_timeout_s: float = 2.0
     client_body_limit: int = 4 * 1024 * 1024
     peer_body_limit: int = 64 * 1024 * 1024
+    max_connections: int | None = None  # None: below the open-file limit (httpserve.py)
     max_clock_ahead_s: float = 60.0  # refuse (for now) events stamped further in the future
     leave_on_stop: bool | None = None  # None: only an ephemeral node leaves when it stops
     compact_interval_s: float | None = 5.0  # drop settled history below F this often
@@ -283,14 +284,25 @@ class Node:
         if url == self.url or url in self.peers:
             return self.peers.get(url)
         if len(self.peers) >= MAX_PEERS and not sticky:
-            logs.debug("peer.ignored", peer=url, why=f"already {MAX_PEERS} peers")
-            return None
+            unproven = self._unproven_peer()
+            if unproven is None:
+                logs.debug("peer.ignored", peer=url, why=f"already {MAX_PEERS} peers")
+                return None
+            self.forget_peer(unproven, "never answered; making room for another")
         peer = Peer(url, sticky)
         self.peers[url] = peer
         logs.info("peer.added", peer=url)
         self.peer_added.set()
         self.peer_added = trio.Event()
         return peer
+
+    def _unproven_peer(self) -> str | None:
+        """The discovered peer to give up first for a new one: one that never answered
+        and has failed since it was added (a registry flood's entries look like that),
+        the one failing longest. Peers that answered, and --peer ones, are kept."""
+        candidates = [(p.failing_since, url) for url, p in self.peers.items()
+                      if not p.sticky and p.last_seen is None and p.failing_since is not None]
+        return min(candidates)[1] if candidates else None
 
     def forget_peer(self, url: str, why: str) -> None:
         peer = self.peers.pop(url, None)

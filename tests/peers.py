@@ -7,6 +7,8 @@ changing a byte, as a forger.
 
 from __future__ import annotations
 
+import hashlib
+
 from crdtbook.context import CausalContext
 from crdtbook.door import Door
 from crdtbook.events import make_order
@@ -50,3 +52,9 @@ class SignedPeer:
 
     def pull(self, context: CausalContext | None = None) -> bytes:
         return encode_pull(context or self.replica.context(), self.door.tips.items())
+
+    def signed(self, body: bytes, book: str = "default") -> dict[str, str]:
+        """Headers that make ``body`` a request signed by this peer (see peerauth.py)."""
+        message = b"crdtbook-peer-request-v1\x00%s\x00%s" % (book.encode(),
+                                                            hashlib.sha256(body).digest())
+        return {"x-crdtbook-replica": self.id, "x-crdtbook-sig": self.signer.sign(message).hex()}

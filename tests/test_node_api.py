@@ -129,6 +129,34 @@ BAD = [
     ("POST", "/peer/pull", b"", 400, "bad_pull"),
     ("POST", "/peer/pull", cbor2.dumps({"v": 1, "kind": "pull", "context": [["x", -1, []]]}),
      400, "bad_pull"),
+    # bounded while read: every one of these is refused early, and says so briefly
+    ("GET", "/orders/a:" + "9" * 5000, b"", 400, "bad_id"),
+    ("DELETE", "/orders/a:" + "9" * 5000, b"", 400, "bad_id"),
+    ("GET", "/book?depth=" + "9" * 5000, b"", 400, "bad_query"),
+    ("GET", "/fills?after=" + "9" * 5000, b"", 400, "bad_cursor"),
+    ("GET", "/fills?limit=" + "9" * 5000, b"", 400, "bad_limit"),
+    ("GET", "/events?after=" + "9" * 5000 + ":a:1", b"", 400, "bad_cursor"),
+    ("POST", "/orders", b'{"side":"buy","side":"sell","qty":"1","price":"1"}', 400, "bad_json"),
+    ("POST", "/orders", b'[{"qty":"1","qty":"2","side":"buy","price":"1"}]', 400, "bad_json"),
+    ("POST", "/orders", b'{"side":"buy","qty":"' + b"7" * 3_000_000 + b'","price":"1"}', 400,
+     "bad_amount"),
+    ("POST", "/orders", b'{"side":"buy","qty":"1","price":"1","' + b"k" * 3_000_000 + b'":1}',
+     400, "bad_order"),
+    ("POST", "/peer/push", cbor2.dumps({"v": 1, "kind": "x" * 3_000_000}), 400, "bad_blocks"),
+    ("POST", "/peer/push", b"\xa3\x61v\x01\x64kind\x66blocks\x66blocks\x9a\x00\x20\x00\x00"
+     + b"\x80" * (2 << 20), 400, "bad_blocks"),  # 2M empty arrays: over the item cap
+    ("POST", "/peer/push", cbor2.dumps({"v": 1, "kind": "blocks", "blocks": [],
+                                        "claims": cbor2.CBORTag(35, "a+")}), 400, "bad_blocks"),
+    ("POST", "/peer/push", cbor2.dumps({"v": 1, "kind": "blocks", "blocks": [],
+                                        "claims": {1, 2}}), 400, "bad_blocks"),  # a set
+    ("POST", "/peer/push", b"\xa3\x61v\x01\x64kind\x66blocks\x66blocks\xd8\x1c\x80", 400,
+     "bad_blocks"),  # a shareable value (tag 28)
+    ("POST", "/peer/push", b"\xbf\x61v\x01\xff", 400, "bad_blocks"),  # indefinite length
+    ("POST", "/peer/push", b"\x81" * 100 + b"\x80", 400, "bad_blocks"),  # nested 100 deep
+    ("POST", "/peer/pull", encode_pull(CausalContext()), 403, "not_a_member"),
+    ("POST", "/peer/join", cbor2.dumps({"v": 1, "kind": "join", "book": cbor2.CBORTag(258, [1]),
+                                        "replica": "x", "key": b"", "token": None, "time": 0,
+                                        "sig": b""}), 400, "bad_join"),
 ]
 
 
@@ -138,9 +166,10 @@ async def test_bad_input_is_refused_and_changes_nothing(node, method, path, body
     before = node.node.replica.digest()
     async with client() as http:
         r = await http.request(method, f"{node.url}{path}", content=body)
-    assert r.status_code == status, r.text
+    assert r.status_code == status, r.text[:300]
     data = r.json()
     assert data["error"] == error and data["detail"]
+    assert len(r.content) < 1024  # nothing sent is echoed back whole
     assert node.node.replica.digest() == before
 
 
@@ -165,14 +194,16 @@ async def test_wrong_book_refused(node):
 
 async def test_pull_answers_exactly_what_is_missing(node):
     async with client() as http:
-        fresh = SignedPeer("fresh")
-        r = await http.post(f"{node.url}/peer/pull", content=fresh.pull())
+        fresh = SignedPeer("fresh").admitted_by(node.node)  # a member: its pull is signed
+        body = fresh.pull()
+        r = await http.post(f"{node.url}/peer/pull", content=body, headers=fresh.signed(body))
         assert r.status_code == 200 and r.headers["content-type"] == "application/cbor"
         blocks, claims = decode_blocks(r.content)
         admission = fresh.door.admit(blocks, claims)
         assert admission.added == node.node.replica.events_total() and not admission.skipped
         assert fresh.replica.digest() == node.node.replica.digest()
-        r = await http.post(f"{node.url}/peer/pull", content=fresh.pull())
+        body = fresh.pull()
+        r = await http.post(f"{node.url}/peer/pull", content=body, headers=fresh.signed(body))
         assert decode_blocks(r.content)[0] == []
 
 
@@ -220,3 +251,48 @@ async def test_far_future_events_are_left_out_until_their_time(node):
     held = {str(e.dot) for e in node.node.replica.events()}
     assert f"{peer.id}:1" in held and f"{other.id}:1" not in held
     assert node.node.replica.clock.last < (now_ms + 60_000) << 16
+
+
+async def test_headers_over_the_limit_are_refused(node):
+    async with client() as http:
+        r = await http.get(f"{node.url}/status", headers={"x-big": "y" * 20_000})
+        assert r.status_code in (400, 413, 431)
+        assert (await http.get(f"{node.url}/status")).status_code == 200
+
+
+async def test_pulls_are_rate_limited_per_caller(node):
+    peer = SignedPeer("puller").admitted_by(node.node)
+    statuses = []
+    async with client() as http:
+        for _ in range(60):
+            body = peer.pull()
+            r = await http.post(f"{node.url}/peer/pull", content=body, headers=peer.signed(body))
+            statuses.append(r.status_code)
+    assert statuses[:30] == [200] * 30  # a burst of 40 is allowed, refilled at 20 a second
+    assert 429 in statuses
+    assert set(statuses) <= {200, 429}
+
+
+async def test_a_pull_answer_is_bounded_across_origins(node, monkeypatch):
+    from node.cluster import peerapi
+    monkeypatch.setattr(peerapi, "PULL_BYTES", 1)  # one block per answer, whatever the origin
+    peers = [SignedPeer(f"origin{i}").admitted_by(node.node) for i in range(3)]
+    async with client() as http:
+        for p in peers:
+            block = p.place("buy", "1", "1", now_ms=node.node.clock_ms() + 5)
+            assert (await http.post(f"{node.url}/peer/push", content=p.blocks([block]))
+                    ).status_code == 204
+        reader = SignedPeer("reader").admitted_by(node.node)
+        pages = 0
+        while True:
+            body = reader.pull()
+            r = await http.post(f"{node.url}/peer/pull", content=body,
+                                headers=reader.signed(body))
+            assert r.status_code == 200, r.text[:300]
+            blocks, claims = decode_blocks(r.content)
+            assert len(blocks) <= 1
+            reader.door.admit(blocks, claims)
+            pages += 1
+            if r.headers.get("x-crdtbook-more") != "1":
+                break
+    assert pages >= 4 and reader.replica.digest() == node.node.replica.digest()

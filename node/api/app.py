@@ -152,7 +152,7 @@ class App:
             return error_response(503, "store_failed", f"the store failed ({exc}); nothing was "
                                   "acknowledged; the node needs its disk fixed and a restart")
         except Exception as exc:  # a bug in the node, never the caller's input
-            logs.error("http.bug", path=path, error=repr(exc))
+            logs.error("http.bug", path=path, error=repr(exc)[:300])
             return error_response(500, "internal", "the node hit a bug; see its log")
 
     def _route(self, method: str, path: str) -> Callable[[Request], Response]:

@@ -36,17 +36,44 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 from crdtbook.replica import ReplicaError
 
-from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
+from .. import logs
+from ..asgi import MAX_DETAIL, BadRequest, Request, Response, _read_body, serve_asgi
 from ..service import Node, NotReady
 from ..store.journal import StoreFailed
 from . import auth, history, views
 from .acks import expecting_acks, parse_ack, wait_replicated
-from .requests import parse_order, parse_order_id
+from .requests import parse_order, parse_order_id, unique_keys
 
-MAX_BODY = 1024 * 1024
+MAX_BODY = 1024 * 1024  # a request body as sent, and as inflated when gzipped
+MAX_RID = 256  # characters of a request id (echoed in every reply)
+
+
+def _error_code(exc: Exception) -> str:
+    """``ERR_CODE:detail`` for what an action raised."""
+    if isinstance(exc, StoreFailed):
+        return f"ERR_STORE_FAILED:{str(exc)[:MAX_DETAIL]}"
+    if isinstance(exc, BadRequest | NotReady):
+        return f"ERR_{exc.error.upper()}:{exc.detail}"
+    if isinstance(exc, ReplicaError):
+        return f"ERR_REFUSED:{str(exc)[:MAX_DETAIL]}"
+    logs.error("rpc.bug", error=repr(exc)[:300])  # a bug in the node, never the caller's input
+    return "ERR_INTERNAL:the node hit a bug; see its log"
+
+
+def inflate(body: bytes, limit: int) -> bytes:
+    """Gunzip ``body``, refusing (BadRequest 413) once more than ``limit`` bytes come out:
+    the inflate stops there, so a small bomb never grows past the limit in memory."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    out = inflater.decompress(body, limit + 1)
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise BadRequest(413, "too_large", f"the gzipped body inflates past {limit} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise ValueError("not one complete gzip member")
+    return out
 
 
 class PeerRPCApp:
@@ -70,24 +97,23 @@ class PeerRPCApp:
     async def answer(self, body: bytes, gzipped: bool) -> list:
         try:
             if gzipped:
-                body = gzip.decompress(body)
-            message = json.loads(body)
-        except (ValueError, OSError, EOFError, RecursionError):
+                body = inflate(body, MAX_BODY)
+            message = json.loads(body, object_pairs_hook=unique_keys)
+        except BadRequest as exc:
+            return [None, f"ERR_REQUEST:{exc.detail}", None]
+        except (ValueError, OSError, EOFError, RecursionError, zlib.error):
             return [None, "ERR_REQUEST:body is not [rid, key, payload] JSON", None]
         if not isinstance(message, list) or len(message) != 3 or not isinstance(message[0], str):
             return [None, "ERR_REQUEST:body is not [rid, key, payload] JSON", None]
+        if len(message[0]) > MAX_RID:
+            return [None, f"ERR_REQUEST:rid longer than {MAX_RID} characters", None]
         rid, key, payload = message
         if key != self.node.rpc_key:
             return [rid, f"ERR_SERVICE_NOT_FOUND:this node serves {self.node.rpc_key}", None]
         try:
             return [rid, None, await self.act(payload)]
-        except StoreFailed as exc:
-            return [rid, f"ERR_STORE_FAILED:{exc}", None]
-        except (BadRequest, NotReady) as exc:
-            code = exc.error.upper() if hasattr(exc, "error") else "BAD_REQUEST"
-            return [rid, f"ERR_{code}:{exc.detail}", None]
-        except ReplicaError as exc:
-            return [rid, f"ERR_REFUSED:{exc}", None]
+        except Exception as exc:  # every reply is [rid, ...], a bug's too
+            return [rid, _error_code(exc), None]
 
     async def act(self, payload: object) -> object:
         if not isinstance(payload, dict) or not isinstance(payload.get("action"), str):

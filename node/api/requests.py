@@ -10,7 +10,7 @@ import json
 from typing import NamedTuple
 
 from crdtbook.amount import AmountError, parse_amount
-from crdtbook.dot import Dot, DotError, parse_dot
+from crdtbook.dot import Dot, DotError, parse_dot, shown
 from crdtbook.events import MARKET, MAX_ACCOUNT_LEN, SIDES, TYPES
 
 from ..asgi import BadRequest
@@ -29,21 +29,35 @@ class OrderRequest(NamedTuple):
 
 
 def parse_json(body: bytes) -> object:
+    """Client JSON: no floats, NaN or Infinity, no key twice in an object."""
     if not body:
         raise BadRequest(400, "bad_json", "request body is empty; expected JSON")
     try:
-        return json.loads(body, parse_float=_no_float, parse_constant=_no_constant)
+        return json.loads(body, parse_float=_no_float, parse_constant=_no_constant,
+                          object_pairs_hook=unique_keys)
     except BadRequest:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+        raise BadRequest(400, "bad_json",
+                         f"request body is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:
         raise BadRequest(400, "bad_json", "request body is nested too deeply") from None
 
 
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object, refused if a key appears twice (json.loads would keep the last)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise BadRequest(400, "bad_json", f"key {shown(twice)} appears twice in an object")
+    return data
+
+
 def _no_float(text: str) -> object:
     raise BadRequest(400, "bad_number",
-                     f"number {text} is not allowed: send amounts as decimal strings like \"12.5\"")
+                     f"number {text[:40]} is not allowed: send amounts as decimal strings "
+                     "like \"12.5\"")
 
 
 def _no_constant(text: str) -> object:
@@ -69,7 +83,7 @@ def parse_order(data: object, where: str) -> OrderRequest:
     unknown = sorted(set(data) - set(ORDER_FIELDS))
     if unknown:
         raise BadRequest(400, "bad_order",
-                         f"{where}unknown field(s) {', '.join(unknown)}; "
+                         f"{where}unknown field(s) {', '.join(shown(k) for k in unknown[:5])}; "
                          f"allowed: {', '.join(ORDER_FIELDS)}")
     side = data.get("side")
     if side not in SIDES:
@@ -116,6 +130,6 @@ def parse_depth(query: dict[str, str]) -> int | None:
     raw = query.get("depth")
     if raw is None:
         return None
-    if not raw.isdigit() or not raw.isascii() or not 0 < int(raw) <= MAX_DEPTH:
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 6 or not 0 < int(raw) <= MAX_DEPTH:
         raise BadRequest(400, "bad_query", f"depth must be an integer 1..{MAX_DEPTH}")
     return int(raw)

@@ -46,7 +46,7 @@ import hmac
 
 import cbor2
 
-from crdtbook import keys
+from crdtbook import codec, keys
 from crdtbook.dot import check_replica
 
 from ..asgi import BadRequest
@@ -112,9 +112,9 @@ def check(body: bytes, book: str, stored_token: str, now_ms: int) -> tuple[str, 
     """The (replica, public key) a valid join request asks to admit; Refused otherwise.
     Changes nothing."""
     try:
-        fields = cbor2.loads(body)
-    except Exception:  # cbor2 raises many kinds on garbage
-        raise Refused(400, "bad_join", "the join request is not CBOR") from None
+        fields = codec.loads(body, "join request")  # scanned first: no tags, bounded
+    except codec.CodecError as exc:
+        raise Refused(400, "bad_join", str(exc)[:300]) from None
     if not isinstance(fields, dict) or set(fields) != FIELDS:
         raise Refused(400, "bad_join", "a join request is a CBOR map of exactly "
                       + ", ".join(sorted(FIELDS)))

@@ -351,7 +351,9 @@ def _failed(node: Node, peer: Peer, what: str, exc: BaseException) -> None:
 async def _puller(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
     interval = node.config.pull_interval_s
     while True:
-        if peer.ready(node.monotonic()):
+        # holding nothing yet: wait for the join answer's first page (a pull that holds
+        # nothing is refused unless a member signed it, see peerapi.py)
+        if (node.joined or node.replica.events_total()) and peer.ready(node.monotonic()):
             while (await pull_one(node, client, peer) or 0) >= PAGE:
                 pass  # a full page: there is more, go on at once
         await trio.sleep(interval * random.uniform(0.8, 1.2))

@@ -7,7 +7,16 @@ answers with the delta the caller lacks (a page of at most ``PAGE`` events;
 events compacted from memory are read back from the store, so a peer always
 gets events, never a snapshot); ``/peer/join`` admits a new replica whose
 signed request passes admission.py, and answers with the state it needs;
-``/peer/hello`` says who this node is (for ``--bootstrap-expect``). Every
+``/peer/hello`` says who this node is (for ``--bootstrap-expect``).
+
+Pulls are bounded three ways: an answer holds at most ``PAGE_BLOCKS``
+blocks per origin and ``PULL_BYTES`` of block bodies in all (the caller asks
+again at once for the rest, ``x-crdtbook-more``); pulls are rate-limited per
+caller (``PULL_RATE`` a second for a member that signed its request, less
+for anyone else, keyed by address); and an unsigned pull that holds nothing
+(no context, no tips), which would ask for the whole history, is refused
+(403 ``not_a_member``): a node that is not a member yet gets its first page
+from ``/peer/join``. Every
 answer waits for the journal: a push is answered once its events are
 durable here, and a pull or join answer carries only events durable here. Peers name themselves in
 ``x-crdtbook-replica`` / ``x-crdtbook-url`` / ``x-crdtbook-book``; a peer of
@@ -27,6 +36,7 @@ from crdtbook.replica import ReplicaError
 
 from .. import logs
 from ..asgi import BadRequest, Request, Response
+from ..ratelimit import RateLimit
 from ..service import Node
 from ..store import jointoken
 from ..store.datadir import phrase
@@ -36,12 +46,17 @@ from . import admission, peerauth
 
 CBOR = b"application/cbor"
 PAGE_BLOCKS = 2_000  # blocks per origin in a pull or join answer (and 8 MiB: feedindex.py)
+PULL_BYTES = 8 * 1024 * 1024  # block bodies in one pull or join answer, all origins together
+PULL_RATE, PULL_BURST = 20.0, 40.0  # pulls a second per member (a catching-up peer pulls fast)
+STRANGER_RATE, STRANGER_BURST = 5.0, 10.0  # pulls a second per address of unsigned callers
 PEER_HEADERS = ("x-crdtbook-replica", "x-crdtbook-url", "x-crdtbook-book")
 
 
 class PeerAPI:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.member_pulls = RateLimit(PULL_RATE, PULL_BURST)
+        self.stranger_pulls = RateLimit(STRANGER_RATE, STRANGER_BURST)
 
     def _peer_check(self, request: Request) -> None:
         book = request.headers.get("x-crdtbook-book")
@@ -84,11 +99,21 @@ class PeerAPI:
         except CodecError as exc:
             raise BadRequest(400, "bad_pull", str(exc)) from None
         node = self.node
-        node.accept([], pull.claims)  # a pull is a heartbeat too (signed claims only count)
         sender = request.headers.get("x-crdtbook-replica")
+        member = peerauth.request_from(node, sender, request.headers.get(peerauth.HEADER),
+                                       request.body)
+        if member:
+            allowed = self.member_pulls.allow(sender, node.monotonic())
+        else:
+            allowed = self.stranger_pulls.allow(request.client_host, node.monotonic())
+            if not pull.tips and not pull.context.replicas():
+                raise BadRequest(403, "not_a_member", "a pull that holds nothing must be signed "
+                                 "by a member; a new node is sent its first page when admitted")
+        if not allowed:
+            raise BadRequest(429, "too_many_pulls", "too many pulls; ask again shortly")
+        node.accept([], pull.claims)  # a pull is a heartbeat too (signed claims only count)
         # an acknowledgement only from a member that signed this very request
-        if peerauth.request_from(node, sender, request.headers.get(peerauth.HEADER),
-                                 request.body):
+        if member:
             node.replica.observe_ack(sender, pull.context)  # and an acknowledgement
             node.note_held(sender, pull.context.contiguous(node.id))
         self._peer_seen(request)
@@ -115,13 +140,13 @@ class PeerAPI:
         """
         await self._durable()
         door = self.node.door
-        answer = door.answer(tips, limit=PAGE_BLOCKS)
+        answer = door.answer(tips, limit=PAGE_BLOCKS, max_bytes=PULL_BYTES)
         last: dict[str, int] = {}
         for block in answer.blocks:
             last[block.replica] = block.last
-        more = any(door.tip(r).last > seq and door.tip(r).last
-                   <= self.node.replica.membership.cutoff.get(r, door.tip(r).last)
-                   for r, seq in last.items())
+        more = answer.cut or any(door.tip(r).last > seq and door.tip(r).last
+                                 <= self.node.replica.membership.cutoff.get(r, door.tip(r).last)
+                                 for r, seq in last.items())
         headers = self._peer_headers()
         if more:
             headers.append((b"x-crdtbook-more", b"1"))

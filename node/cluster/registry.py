@@ -12,6 +12,16 @@ shapes: a failed call answers HTTP 200 with a JSON *string* such as
 
 Time is passed in (``now``, seconds, monotonic), so the table is testable
 without waiting.
+
+Bounds, so that a flood of announcements cannot keep real services out:
+at most ``MAX_PER_SOURCE`` live entries come from one source host, at most
+``MAX_PER_KEY`` addresses are kept for one key, ``MAX_ENTRIES`` in all.
+When a bound is reached, expired entries go first; then, for the source
+bound, that source's own entry nearest to expiry (a flood only churns its
+own entries); for the key and table bounds, the entry nearest to expiry of
+the source holding the most (so a host that floods loses its entries before
+one that announces a few). A renewal of an address already held is never
+refused.
 """
 
 from __future__ import annotations
@@ -22,21 +32,67 @@ import random
 DEFAULT_TTL_S = 60.0
 MAX_KEY_LEN = 256
 MAX_ENTRIES = 10_000
+MAX_PER_KEY = 1_000
+MAX_PER_SOURCE = 256
 MAX_RESULTS = 100
 
 
 class Registry:
     def __init__(self, ttl_s: float = DEFAULT_TTL_S) -> None:
         self.ttl_s = ttl_s
-        self._entries: dict[str, dict[str, float]] = {}
+        self._entries: dict[str, dict[str, float]] = {}  # key -> address -> expiry
+        self._sources: dict[str, dict[tuple[str, str], float]] = {}  # host -> (key, address)
+        self._owner: dict[tuple[str, str], str] = {}  # (key, address) -> host
+        self._size = 0
+        self._expired_at = float("-inf")
 
-    def announce(self, key: str, address: str, now: float) -> None:
-        addresses = self._entries.setdefault(key, {})
-        if address not in addresses and self.size() >= MAX_ENTRIES:
-            self.expire(now)
-            if self.size() >= MAX_ENTRIES:
-                raise OverflowError("registry is full")
-        addresses[address] = now + self.ttl_s
+    def announce(self, key: str, address: str, now: float, source: str | None = None) -> None:
+        """Record ``address`` for ``key`` until ``now + ttl_s``; ``source`` is the host the
+        announcement came from (by default, the address's host)."""
+        source = source if source is not None else address.rsplit(":", 1)[0]
+        addresses = self._entries.get(key, {})
+        if address not in addresses:
+            if now >= self._expired_at + 1.0 and (
+                    len(self._sources.get(source, ())) >= MAX_PER_SOURCE
+                    or len(addresses) >= MAX_PER_KEY or self._size >= MAX_ENTRIES):
+                self.expire(now)  # at most once a second: a full scan
+            own = self._sources.get(source, {})
+            if len(own) >= MAX_PER_SOURCE:  # a flood churns only its own entries
+                self._drop(min(own, key=own.__getitem__))
+            addresses = self._entries.get(key, {})
+            if len(addresses) >= MAX_PER_KEY:  # the key's largest source gives one up
+                by_host: dict[str, list[tuple[str, str]]] = {}
+                for held in addresses:
+                    by_host.setdefault(self._owner[(key, held)], []).append((key, held))
+                host = max(sorted(by_host), key=lambda h: len(by_host[h]))
+                self._drop(min(by_host[host], key=self._sources[host].__getitem__))
+            if self._size >= MAX_ENTRIES:  # the table's largest source gives one up
+                host = max(sorted(self._sources), key=lambda h: len(self._sources[h]))
+                own = self._sources[host]
+                self._drop(min(own, key=own.__getitem__))
+            self._size += 1
+        else:
+            self._unlink((key, address))  # a renewal: it may come from another host now
+        expires = now + self.ttl_s
+        self._entries.setdefault(key, {})[address] = expires
+        self._sources.setdefault(source, {})[(key, address)] = expires
+        self._owner[(key, address)] = source
+
+    def _unlink(self, entry: tuple[str, str]) -> None:
+        host = self._owner.pop(entry)
+        held = self._sources[host]
+        del held[entry]
+        if not held:
+            del self._sources[host]
+
+    def _drop(self, entry: tuple[str, str]) -> None:
+        self._unlink(entry)
+        key, address = entry
+        addresses = self._entries[key]
+        del addresses[address]
+        if not addresses:
+            del self._entries[key]
+        self._size -= 1
 
     def lookup(self, key: str, now: float, rng: random.Random | None = None) -> list[str]:
         """Live addresses; beyond MAX_RESULTS a random subset, as a grape answers
@@ -48,15 +104,13 @@ class Registry:
         return live
 
     def expire(self, now: float) -> None:
-        for key in sorted(self._entries):
-            live = {a: t for a, t in self._entries[key].items() if t > now}
-            if live:
-                self._entries[key] = live
-            else:
-                del self._entries[key]
+        self._expired_at = now
+        for entry, host in sorted(self._owner.items()):
+            if self._sources[host][entry] <= now:
+                self._drop(entry)
 
     def size(self) -> int:
-        return sum(len(a) for a in self._entries.values())
+        return self._size
 
 
 def handle(registry: Registry, path: str, body: bytes, client_host: str, now: float) -> bytes:
@@ -76,7 +130,7 @@ def handle(registry: Registry, path: str, body: bytes, client_host: str, now: fl
             return _err("ERR_GRAPE_SERVICE_PORT")
         host = f"[{client_host}]" if ":" in client_host else client_host  # IPv6
         try:
-            registry.announce(key, f"{host}:{port}", now)
+            registry.announce(key, f"{host}:{port}", now, source=client_host)
         except OverflowError:
             return _err("ERR_GRAPE_ANNOUNCE")
         return b"1"

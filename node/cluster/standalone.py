@@ -6,9 +6,8 @@ import signal
 import time
 
 import trio
-from hypercorn.trio import serve
 
-from .. import logs
+from .. import httpserve, logs
 from ..asgi import Request, Response, _read_body, hypercorn_config, serve_asgi
 from . import registry
 
@@ -33,8 +32,9 @@ class RegistryApp:
 async def serve_registry(host: str, port: int, shutdown: trio.Event,
                          task_status=trio.TASK_STATUS_IGNORED) -> None:
     app = RegistryApp(registry.Registry())
-    await serve(app, hypercorn_config(host, port), shutdown_trigger=shutdown.wait,
-                task_status=task_status)
+    slots = trio.Semaphore(httpserve.connection_cap(httpserve.raise_file_limit()))
+    await httpserve.serve(app, hypercorn_config(host, port), slots,
+                          shutdown_trigger=shutdown.wait, task_status=task_status)
 
 
 async def main_registry(host: str, port: int, announce) -> int:

@@ -1,0 +1,126 @@
+"""Serving the node's ASGI apps: hypercorn's trio connection handler, a bounded
+number of connections, and the process's file limit raised.
+
+Theory of operation
+-------------------
+``hypercorn.trio.serve`` accepts every connection the kernel hands it: a
+flood of slow connections then takes every file descriptor the process may
+open (EMFILE), and the node can open nothing else (its store, calls to its
+peers) while new clients are refused at random. ``serve`` here runs the same
+per-connection handler (hypercorn's ``TCPServer``), but its accept loop
+takes a slot of a ``trio.Semaphore`` before each accept and the connection
+gives it back when it closes. At the cap, new connections wait in the
+kernel's listen backlog, costing this process no descriptor, until one
+closes. Slots do come back: every connection is bounded in time (asgi.py:
+headers within ``HEADER_TIMEOUT_S``, a body within its deadline, idle
+keep-alive connections closed).
+
+``raise_file_limit`` lifts the soft ``RLIMIT_NOFILE`` to the hard one (where
+the system allows), and ``connection_cap`` picks a cap below it that leaves
+``RESERVED_FDS`` for everything else. One semaphore is shared by every
+server of a node (HTTP and PeerRPC), so together they stay under the limit.
+
+Rules this module keeps
+-----------------------
+* Never more than the cap of connections open at once, across the node's servers.
+* An accept that fails for lack of descriptors or memory is logged and
+  retried shortly, never fatal.
+* On shutdown: stop accepting, let open connections finish for hypercorn's
+  ``graceful_timeout``, then cancel them.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import repr_socket_addr, wrap_app
+
+from . import logs
+
+try:
+    import resource
+except ImportError:  # not on this platform: nothing to raise
+    resource = None  # type: ignore[assignment]
+
+RESERVED_FDS = 256  # descriptors kept for the store, the peer client, logs
+MAX_CONNECTIONS = 4_096  # the cap, even where the file limit allows more
+MIN_CONNECTIONS = 16
+_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+def raise_file_limit() -> int:
+    """Lift the soft limit on open files to the hard one; return the soft limit now."""
+    if resource is None:
+        return MAX_CONNECTIONS + RESERVED_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft and (hard == resource.RLIM_INFINITY or hard > soft):
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logs.warning("node.file_limit", detail=f"cannot raise the open-file limit: {exc}")
+    return soft
+
+
+def connection_cap(file_limit: int) -> int:
+    return max(MIN_CONNECTIONS, min(MAX_CONNECTIONS, file_limit - RESERVED_FDS))
+
+
+async def serve(app, config: Config, slots: trio.Semaphore, *, shutdown_trigger,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` on ``config.bind`` until ``shutdown_trigger()`` returns, with at
+    most ``slots``' initial value of connections open (shared with other servers)."""
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    sockets = config.create_sockets()
+    listeners, binds = [], []
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+
+    async def connection(stream: trio.SocketStream) -> None:
+        try:
+            await TCPServer(wrapped, config, context, ConnectionState({}), stream)
+        finally:
+            slots.release()
+
+    async def accept_loop(listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            await slots.acquire()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                slots.release()
+                if exc.errno not in _ACCEPT_RETRY_ERRNOS:
+                    raise
+                logs.warning("http.accept_failed", detail=str(exc)[:200])
+                await trio.sleep(0.1)
+                continue
+            except BaseException:
+                slots.release()
+                raise
+            nursery.start_soon(connection, stream)
+
+    try:
+        async with trio.open_nursery() as connections:
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery() as accepting:
+                    for listener in listeners:
+                        accepting.start_soon(accept_loop, listener, connections)
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+            finally:
+                await context.terminated.set()
+                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+    finally:
+        for listener in listeners:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
