@@ -137,9 +137,12 @@ async def test_slow_connections_are_cut_and_status_keeps_answering(proc):
         stream = await trio.open_tcp_stream(host, int(port))
         since = time.monotonic()
         opened.append(since)
-        head = b"POST /orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        # a peer route: it reads the body before anything else (order entry answers
+        # 401 at once without a token, before reading)
+        head = b"POST /peer/push HTTP/1.1\r\nhost: x\r\ncontent-type: application/cbor\r\n"
         try:
-            await stream.send_all(head + (b"content-length: 100000\r\n\r\n{" if body else b""))
+            await stream.send_all(head + (b"content-length: 100000\r\n\r\n\xa1" if body
+                                          else b""))
             while True:  # a byte a second, until the node cuts the connection
                 with trio.move_on_after(1.0):
                     if await stream.receive_some(4096) == b"":
