@@ -34,6 +34,7 @@ MAX_HEADER_BYTES = 16 * 1024  # request line and headers
 HEADER_TIMEOUT_S = 5.0  # from an idle (or new) connection to a request's complete headers
 BODY_GRACE_S = 5.0  # a body must arrive within this, plus BODY_S_PER_MIB per MiB received
 BODY_S_PER_MIB = 1.0
+MAX_BODIES_IN_FLIGHT = 64 * 1024 * 1024  # bytes of request bodies held at once, node-wide
 
 
 class BadRequest(Exception):
@@ -70,23 +71,38 @@ class Response:
         self.headers = [(b"content-type", content_type)] + (headers or [])
 
 
+class _InFlight:
+    """Bytes of request bodies being read, over every connection: one budget, so many
+    large bodies at once cannot together take the memory no single one may."""
+
+    held = 0
+
+
 async def _read_body(receive, limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes (else 413), read in time (else 408)."""
+    """The request body, at most ``limit`` bytes (else 413), read in time (else 408),
+    while the node-wide budget of bodies in flight allows (else 503)."""
     body = bytearray()  # one buffer: no list of chunks joined into a second copy
-    with trio.move_on_after(BODY_GRACE_S) as scope:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise BadRequest(400, "disconnected", "client went away")
-            chunk = message.get("body", b"")
-            if len(body) + len(chunk) > limit:
-                raise BadRequest(413, "too_large", f"request body exceeds {limit} bytes")
-            body += chunk
-            scope.deadline += BODY_S_PER_MIB * len(chunk) / (1024 * 1024)
-            if not message.get("more_body", False):
-                return bytes(body)
-    raise BadRequest(408, "too_slow", f"the request body did not arrive in time "
-                     f"({len(body)} bytes came)")
+    try:
+        with trio.move_on_after(BODY_GRACE_S) as scope:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise BadRequest(400, "disconnected", "client went away")
+                chunk = message.get("body", b"")
+                if len(body) + len(chunk) > limit:
+                    raise BadRequest(413, "too_large", f"request body exceeds {limit} bytes")
+                if _InFlight.held + len(chunk) > MAX_BODIES_IN_FLIGHT:
+                    raise BadRequest(503, "busy", "the node is reading too many large "
+                                     "request bodies at once; retry shortly")
+                body += chunk
+                _InFlight.held += len(chunk)
+                scope.deadline += BODY_S_PER_MIB * len(chunk) / (1024 * 1024)
+                if not message.get("more_body", False):
+                    return bytes(body)
+        raise BadRequest(408, "too_slow", f"the request body did not arrive in time "
+                         f"({len(body)} bytes came)")
+    finally:
+        _InFlight.held -= len(body)
 
 
 async def serve_asgi(scope: dict, receive, send, respond) -> None:

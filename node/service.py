@@ -376,7 +376,7 @@ class Node:
             self._journal_fresh()
         return admission.added
 
-    def take(self, payload: bytes, may_found: bool = False) -> tuple[int, list[str]]:
+    async def take(self, payload: bytes, may_found: bool = False) -> tuple[int, list[str]]:
         """A peer's answer (a blocks message): let in; returns the new events and the
         origins the peer suspects of a fork (to send skip lists for, next pull).
 
@@ -384,7 +384,7 @@ class Node:
         blocks it holds (from its store) and this node replays them, computing
         its history itself.
         """
-        message = decode_blocks_message(payload)
+        message = await decoded(payload)
         added = self.accept(message.blocks, message.claims, message.proofs, message.forks,
                             may_found)
         convicted = self.door.proofs
@@ -727,6 +727,23 @@ class Node:
         """For each origin replica, the highest seq held with no gap before it."""
         cc = self.replica.state.context
         return {replica: cc.contiguous(replica) for replica in cc.replicas()}
+
+
+LARGE_MESSAGE = 64 * 1024
+_DECODING = trio.CapacityLimiter(1)
+
+
+async def decoded(payload: bytes):
+    """A blocks message decoded; a large one on a worker thread, one at a time.
+
+    Decoding is pure (it changes nothing), so it can leave the event loop: a
+    flood of large messages then waits its turn instead of stalling every
+    other request (the scan is Python and yields the interpreter every few
+    milliseconds; cbor2's own pass is bounded by the scan's caps).
+    """
+    if len(payload) <= LARGE_MESSAGE:
+        return decode_blocks_message(payload)
+    return await trio.to_thread.run_sync(decode_blocks_message, payload, limiter=_DECODING)
 
 
 def iso_time(clock: int) -> str:

@@ -402,12 +402,6 @@ async def status_latencies(http, url: str, stop: trio.Event, out: list[float]) -
         await trio.sleep(0.05)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the bodies of unauthenticated /peer/push requests are held whole and at once: each "
-    "connection may buffer up to peer_body_limit (64 MiB, copied once more by "
-    "bytes(body) in _read_body), with no budget across connections; the fix needs a "
-    "node-wide budget of body bytes in flight (refuse 503 past it, or wait for it), "
-    "peer pushes authenticated (signed header) before their body is read, and no copy"))
 async def test_concurrent_large_pushes_stay_under_300_mb(proc):
     body = b"\x00" * (60 * 1024 * 1024)  # refused by the scan, once read whole
     async with httpx.AsyncClient(timeout=60) as http:
@@ -427,13 +421,6 @@ async def test_concurrent_large_pushes_stay_under_300_mb(proc):
     assert hwm < MAX_RSS_MB
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a 1 MB unauthenticated push of a million one-byte items passes cborscan "
-    "(MAX_ITEMS 1,000,000) and cbor2 then builds it on the event loop (~0.15 s each) "
-    "before the codec's per-field caps refuse it: 40 at once stall /status for seconds; "
-    "the fix needs the push caps (blocks 100,000, 4 items a block, claims 10,000) "
-    "applied by the scan, i.e. a max_items for a push near what a valid message can "
-    "hold, or the decode moved off the loop and pushes limited per source"))
 async def test_pushes_of_a_million_items_do_not_stall_status(proc):
     body = nested_push(10, 99_990)
     latencies: list[float] = []
@@ -527,12 +514,6 @@ async def raw_from(host: str, port: int, source: str, data: bytes) -> bytes:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"),
                     reason="binds 127.0.x.y sources (Linux loopback)")
-@pytest.mark.xfail(strict=True, reason=(
-    "registry.announce, at MAX_PER_KEY, drops an entry of the key's largest source with "
-    "ties broken by the sorted host: 1,000+ announcements from distinct 127.0.x.y "
-    "sources (one each) tie with the real node at 127.0.0.1, which sorts first and is "
-    "evicted at every new one; the fix needs an eviction that prefers entries never "
-    "renewed (or the newest) over renewed ones, so a live announcer keeps its place"))
 async def test_registry_flood_from_many_loopback_sources_keeps_the_real_node(nursery, tmp_path):
     a = await start(nursery, data_dir=str(tmp_path / "a"))
     own = a.url.split("://")[1]

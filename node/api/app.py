@@ -126,7 +126,7 @@ class App:
             else:
                 who = None  # public
             limit = (admission.BODY_LIMIT if path == "/peer/join"
-                     else self.node.config.peer_body_limit if path.startswith("/peer/")
+                     else gossip.PUSH_BODY_LIMIT if path.startswith("/peer/")
                      else self.node.config.client_body_limit)
             declared = dict(scope.get("headers", [])).get(b"content-length", b"")
             if declared.isdigit() and int(declared) > limit:  # refused before reading it

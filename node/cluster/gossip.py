@@ -56,6 +56,8 @@ from ..store.journal import StoreFailed
 from . import admission, peerauth
 
 PUSH_BATCH = 1_000
+PUSH_BYTES = 4 * 1024 * 1024  # block bytes per push at most (one block more); see below
+PUSH_BODY_LIMIT = 16 * 1024 * 1024  # what a node reads of a peer request (push, pull)
 REGISTRY_ANSWER_LIMIT = 256 * 1024
 
 
@@ -250,7 +252,7 @@ async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
             # not a member of the cluster whose token we hold: never take its state
             raise CallFailed(f"{url} answered the join without proof that it knows the "
                              "join token (not a member of this cluster)")
-        node.take(response.content, may_found=True)  # the one answer that may found
+        await node.take(response.content, may_found=True)  # the one answer that may found
     except (CallFailed, ValueError) as exc:
         if isinstance(exc, CallFailed) and exc.status == 403:
             refused.append((url, *_error_of(exc.body)))
@@ -288,26 +290,51 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
             peer.dropped += len(batch)
             continue
         blocks = [b for blocks in batch for b in blocks]  # sealed once durable: send as is
-        body = encode_blocks(blocks, node.claims())
-        headers = peer_headers(node, with_url=False)
-        if node.ack_waiting:  # someone waits for replication: ask for a signed receipt
-            headers["x-crdtbook-ack"] = "1"
-        try:
-            response = await post(client, peer.url + "/peer/push", body, headers,
-                                  node.config.request_timeout_s, 64 * 1024, expect=204)
-        except CallFailed as exc:
-            _failed(node, peer, "push", exc)
-            peer.dropped += len(batch)
-            continue
-        replica = response.headers.get("x-crdtbook-replica")
-        if node.is_self(peer.url, replica):
-            return
-        peer.ok(replica, node.monotonic())
-        if peerauth.answer_from(node, replica, response.headers.get(peerauth.HEADER), body, b""):
-            node.note_held(replica, _held_after(blocks, node.peer_holds.get(replica, 0)))
-        node.stats["pushed_events"] += sum(b.last - b.first + 1 for b in blocks)
-        node.stats["push_requests"] += 1
-        node.stats["wire_bytes"] += wire_size(response)
+        for part in _parts(blocks):
+            sent = await _push(node, client, peer, part)
+            if sent is None:
+                return  # the peer is this node
+            if not sent:
+                peer.dropped += len(batch)
+                break
+
+
+def _parts(blocks: list) -> list[list]:
+    """``blocks`` in pushes of at most ``PUSH_BYTES`` (a larger block goes alone): a
+    receiver reads at most ``PUSH_BODY_LIMIT`` of a request."""
+    parts: list[list] = [[]]
+    size = 0
+    for block in blocks:
+        if parts[-1] and size + len(block.body) > PUSH_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(block)
+        size += len(block.body)
+    return parts
+
+
+async def _push(node: Node, client: httpx.AsyncClient, peer: Peer, blocks: list) -> bool | None:
+    """One push; True if the peer took it, False if it failed, None if it is this node."""
+    body = encode_blocks(blocks, node.claims())
+    headers = peer_headers(node, with_url=False)
+    if node.ack_waiting:  # someone waits for replication: ask for a signed receipt
+        headers["x-crdtbook-ack"] = "1"
+    try:
+        response = await post(client, peer.url + "/peer/push", body, headers,
+                              node.config.request_timeout_s, 64 * 1024, expect=204)
+    except CallFailed as exc:
+        _failed(node, peer, "push", exc)
+        return False
+    replica = response.headers.get("x-crdtbook-replica")
+    if node.is_self(peer.url, replica):
+        return None
+    peer.ok(replica, node.monotonic())
+    if peerauth.answer_from(node, replica, response.headers.get(peerauth.HEADER), body, b""):
+        node.note_held(replica, _held_after(blocks, node.peer_holds.get(replica, 0)))
+    node.stats["pushed_events"] += sum(b.last - b.first + 1 for b in blocks)
+    node.stats["push_requests"] += 1
+    node.stats["wire_bytes"] += wire_size(response)
+    return True
 
 
 def wire_size(response: httpx.Response) -> int:
@@ -376,7 +403,7 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         replica = response.headers.get("x-crdtbook-replica")
         if node.is_self(peer.url, replica):
             return 0
-        added, peer.suspects = node.take(response.content)
+        added, peer.suspects = await node.take(response.content)
     except (CallFailed, ValueError) as exc:  # CodecError, DoorError and ReplicaError too
         _failed(node, peer, "pull", exc)
         return None

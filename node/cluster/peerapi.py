@@ -31,13 +31,13 @@ import json
 
 from crdtbook.codec import CodecError
 from crdtbook.door import DoorError
-from crdtbook.feedwire import decode_blocks_message, decode_pull_message, encode_blocks
+from crdtbook.feedwire import decode_pull_message, encode_blocks
 from crdtbook.replica import ReplicaError
 
 from .. import logs
 from ..asgi import BadRequest, Request, Response
 from ..ratelimit import RateLimit
-from ..service import Node
+from ..service import Node, decoded
 from ..store import jointoken
 from ..store.datadir import phrase
 from ..store.journal import StoreFailed
@@ -75,7 +75,7 @@ class PeerAPI:
     async def peer_push(self, request: Request) -> Response:
         self._peer_check(request)
         try:
-            message = decode_blocks_message(request.body)
+            message = await decoded(request.body)
             added = self.node.accept(message.blocks, message.claims, message.proofs,
                                      message.forks)
         except (CodecError, DoorError, ReplicaError) as exc:

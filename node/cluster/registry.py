@@ -18,10 +18,12 @@ at most ``MAX_PER_SOURCE`` live entries come from one source host, at most
 ``MAX_PER_KEY`` addresses are kept for one key, ``MAX_ENTRIES`` in all.
 When a bound is reached, expired entries go first; then, for the source
 bound, that source's own entry nearest to expiry (a flood only churns its
-own entries); for the key and table bounds, the entry nearest to expiry of
-the source holding the most (so a host that floods loses its entries before
-one that announces a few). A renewal of an address already held is never
-refused.
+own entries); for the key and table bounds, an entry never renewed first
+(a live service announces again every few seconds, a flood from many
+addresses once), and among those (or, if all were renewed, among all) the
+one nearest to expiry of the source holding the most (so a host that floods
+loses its entries before one that announces a few). A renewal of an address
+already held is never refused.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Registry:
         self._entries: dict[str, dict[str, float]] = {}  # key -> address -> expiry
         self._sources: dict[str, dict[tuple[str, str], float]] = {}  # host -> (key, address)
         self._owner: dict[tuple[str, str], str] = {}  # (key, address) -> host
+        self._renewed: set[tuple[str, str]] = set()  # entries announced more than once
         self._size = 0
         self._expired_at = float("-inf")
 
@@ -60,19 +63,25 @@ class Registry:
             if len(own) >= MAX_PER_SOURCE:  # a flood churns only its own entries
                 self._drop(min(own, key=own.__getitem__))
             addresses = self._entries.get(key, {})
-            if len(addresses) >= MAX_PER_KEY:  # the key's largest source gives one up
+            if len(addresses) >= MAX_PER_KEY and self._drop_fresh(
+                    [(key, held) for held in addresses]):
+                pass  # a never-renewed entry of the key gave way
+            elif len(addresses) >= MAX_PER_KEY:  # the key's largest source gives one up
                 by_host: dict[str, list[tuple[str, str]]] = {}
                 for held in addresses:
                     by_host.setdefault(self._owner[(key, held)], []).append((key, held))
                 host = max(sorted(by_host), key=lambda h: len(by_host[h]))
                 self._drop(min(by_host[host], key=self._sources[host].__getitem__))
-            if self._size >= MAX_ENTRIES:  # the table's largest source gives one up
+            if self._size >= MAX_ENTRIES and self._drop_fresh(list(self._owner)):
+                pass
+            elif self._size >= MAX_ENTRIES:  # the table's largest source gives one up
                 host = max(sorted(self._sources), key=lambda h: len(self._sources[h]))
                 own = self._sources[host]
                 self._drop(min(own, key=own.__getitem__))
             self._size += 1
         else:
             self._unlink((key, address))  # a renewal: it may come from another host now
+            self._renewed.add((key, address))
         expires = now + self.ttl_s
         self._entries.setdefault(key, {})[address] = expires
         self._sources.setdefault(source, {})[(key, address)] = expires
@@ -85,7 +94,23 @@ class Registry:
         if not held:
             del self._sources[host]
 
+    def _drop_fresh(self, entries: list[tuple[str, str]]) -> bool:
+        """Drop one of ``entries`` never renewed: of the source holding the most of
+        them (of equal ones, the newest to arrive: an entry that was there before a
+        flood stays), its oldest. False if all were renewed."""
+        by_host: dict[str, list[tuple[str, str]]] = {}
+        for entry in entries:
+            if entry not in self._renewed:
+                by_host.setdefault(self._owner[entry], []).append(entry)
+        if not by_host:
+            return False
+        host = max(sorted(by_host), key=lambda h: (
+            len(by_host[h]), max(self._sources[h][e] for e in by_host[h])))
+        self._drop(min(by_host[host], key=lambda e: (self._sources[host][e], e)))
+        return True
+
     def _drop(self, entry: tuple[str, str]) -> None:
+        self._renewed.discard(entry)
         self._unlink(entry)
         key, address = entry
         addresses = self._entries[key]
