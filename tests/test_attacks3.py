@@ -1,8 +1,9 @@
 """Attacks on the front door (auth, rate limits, bounds) against real nodes.
 
 Each test is one attack: it passes when the node refused it properly (a 4xx
-or an ERR_ reply, no 5xx, no state change, /status still answering), and is
-an xfail (strict) naming the fix where the attack got through.
+or an ERR_ reply, no 5xx, no state change, /status still answering). The
+three that once got through (concurrent huge pushes, million-item pushes, a
+registry flood from many loopback addresses) are fixed; their tests stay.
 """
 
 from __future__ import annotations
