@@ -29,11 +29,9 @@ from crdtbook.feedwire import encode_blocks, encode_body, encode_pull
 from crdtbook.keys import Signer
 from crdtbook.replica import Replica
 from node.cluster import gossip
-from node.server import serve_node
-from node.service import NodeConfig
 
 from .fakepeer import Fake
-from .nodes import JOIN_TOKEN, Running, client, converged, eventually, start
+from .nodes import Running, client, converged, eventually, start
 from .peers import SignedPeer
 from .procs import NodeProcess, get
 
@@ -597,21 +595,7 @@ async def test_gaps_and_overlaps_under_a_members_id_are_skipped(nursery):
 
 async def _start_unready(nursery, *peers: str, **settings) -> Running:
     """A node started without waiting for it to join or catch up."""
-    settings.setdefault("pull_interval_s", 0.2)
-    settings.setdefault("request_timeout_s", 1.0)
-    settings.setdefault("compact_interval_s", None)
-    settings.setdefault("join_token", JOIN_TOKEN)
-    config = NodeConfig(host="127.0.0.1", port=0, peers=list(peers), **settings)
-    shutdown, done = trio.Event(), trio.Event()
-
-    async def run(task_status=trio.TASK_STATUS_IGNORED):
-        try:
-            await serve_node(config, shutdown=shutdown, task_status=task_status)
-        finally:
-            done.set()
-
-    node = await nursery.start(run)
-    return Running(node, shutdown, done)
+    return await start(nursery, *peers, wait=False, **settings)
 
 
 async def test_joining_node_cannot_be_founded_by_a_stranger(nursery):

@@ -30,7 +30,7 @@ from .fakepeer import Fake
 from .nodes import JOIN_TOKEN, client, converged, eventually, start
 from .peers import SignedPeer
 from .procs import NodeProcess, get
-from .test_attacks import _start_unready, cluster, order, push, stranger_block
+from .test_attacks import _joined, _ready, _start_unready, cluster, order, push, stranger_block
 
 
 def usurper_cluster(joiner: dict, now_ms: int) -> bytes:
@@ -489,15 +489,6 @@ async def test_repeated_kill_minus_nine_never_forks_the_own_feed(nursery):
             first.kill()
 
 
-async def _joined(http, proc) -> bool:
-    return (await get(http, proc.url, "/status"))["joined"]
-
-
 async def _events(http, proc, n: int) -> bool:
     return (await get(http, proc.url, "/status"))["events_total"] >= n
-
-
-async def _ready(http, proc) -> bool:
-    status = await get(http, proc.url, "/status")
-    return status["caught_up"] and status["joined"]
 
