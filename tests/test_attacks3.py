@@ -394,13 +394,16 @@ def nested_push(groups: int, per: int) -> bytes:
             + inner * groups + b"\x66claims\x80")
 
 
+PROBE_EVERY_S = 0.05  # the cadence of /status probes while an attack runs
+
+
 async def status_latencies(http, url: str, stop: trio.Event, out: list[float]) -> None:
     while not stop.is_set():
         started = time.monotonic()
         with trio.move_on_after(10):
             await http.get(url + "/status")
         out.append(time.monotonic() - started)
-        await trio.sleep(0.05)
+        await trio.sleep(PROBE_EVERY_S)
 
 
 async def test_concurrent_large_pushes_stay_under_300_mb(proc):

@@ -174,7 +174,7 @@ async def test_slow_connections_are_cut_and_status_keeps_answering(proc):
                     t0 = time.monotonic()
                     await status(http, proc.url)
                     latencies.append(time.monotonic() - t0)
-                    await trio.sleep(0.1)
+                    await trio.sleep(SAMPLE_S)
         after = await status(http, proc.url)
     print(f"\n{slow + headers_only} slow connections: /status worst {max(latencies):.3f}s "
           f"over {len(latencies)} calls while all were open; each cut after "
@@ -185,10 +185,15 @@ async def test_slow_connections_are_cut_and_status_keeps_answering(proc):
     assert proc.proc.poll() is None
 
 
+SAMPLE_S = 0.1  # between two /status probes while slow connections are held
+POLL_S = 0.05  # between two looks at a condition, within a deadline
+
+
 async def wait_for(check, timeout: float = 30.0) -> None:
+    """Poll ``check`` until it holds, failing after ``timeout`` seconds."""
     with trio.fail_after(timeout):
         while not check():
-            await trio.sleep(0.05)
+            await trio.sleep(POLL_S)
 
 
 def test_bomb_helpers_are_what_they_say():
