@@ -31,6 +31,7 @@ from .nodes import JOIN_TOKEN, client, converged, eventually, start
 from .peers import SignedPeer
 from .procs import NodeProcess, get
 from .test_attacks import _joined, _ready, _start_unready, cluster, order, push, stranger_block
+from .test_attacks3 import PROBE_EVERY_S
 
 
 def usurper_cluster(joiner: dict, now_ms: int) -> bytes:
@@ -419,7 +420,7 @@ async def test_member_floods_of_blocks_skips_and_forks_keep_status_answering(nur
                     r = await http.get(f"{a.url}/status")
                 assert r.status_code == 200
                 worst = max(worst, trio.current_time() - started)
-                await trio.sleep(0.05)
+                await trio.sleep(PROBE_EVERY_S)
 
         done = trio.Event()
         async with trio.open_nursery() as inner:

@@ -395,6 +395,7 @@ def nested_push(groups: int, per: int) -> bytes:
 
 
 PROBE_EVERY_S = 0.05  # the cadence of /status probes while an attack runs
+TRICKLE_S = 1.0  # a slowloris sends one byte this often
 
 
 async def status_latencies(http, url: str, stop: trio.Event, out: list[float]) -> None:
@@ -473,7 +474,7 @@ async def test_slowloris_on_the_peerrpc_port_is_cut(proc):
                                 if not await stream.receive_some():
                                     break
                         else:
-                            await trio.sleep(1)
+                            await trio.sleep(TRICKLE_S)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
             cut.append(time.monotonic() - since)
