@@ -351,7 +351,7 @@ async def test_spoofed_pull_cannot_fake_replication(nursery):
             while True:
                 await http.post(f"{a.url}/peer/pull", content=encode_pull(context),
                                 headers={"x-crdtbook-replica": silent.id})
-                await trio.sleep(0.02)
+                await trio.sleep(SPOOF_EVERY_S)
 
         async with trio.open_nursery() as inner:
             inner.start_soon(spoof)
@@ -591,6 +591,9 @@ async def test_gaps_and_overlaps_under_a_members_id_are_skipped(nursery):
         r = await push(http, a, m.blocks([two, three]))
         assert r.status_code == 204 and a.node.door.tip(m.id).last == 3
         await group.intact(http)
+
+
+SPOOF_EVERY_S = 0.02  # how often the spoofing peer repeats its lie
 
 
 async def _start_unready(nursery, *peers: str, **settings) -> Running:
