@@ -232,6 +232,7 @@ class Node:
         # own seq each peer replica is known to hold (push answers, pull contexts)
         self.peer_holds: dict[str, int] = {}
         self.ack_waiting = 0  # requests waiting for peers to hold their events
+        self.bootstrap_group: list[str] = []  # --bootstrap-expect: the ids found so far
         self.replicated = trio.Event()  # replaced whenever peer_holds grows
         self.stop_requested = trio.Event()  # set by `crdtbook leave` once it is done
         # history that compaction took out of memory but the journal has not committed yet

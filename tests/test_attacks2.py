@@ -112,7 +112,7 @@ async def test_hello_says_public_facts_only(nursery):
         a = await start(nursery)
         r = await http.get(f"{a.url}/peer/hello")
         assert r.status_code == 200
-        assert set(r.json()) == {"replica", "book", "joined", "bootstrap_expect"}
+        assert set(r.json()) == {"replica", "book", "joined", "bootstrap_expect", "group"}
         assert JOIN_TOKEN not in r.text and "token" not in r.text
         assert not any("token" in k.lower() or "sig" in k.lower() for k in r.headers)
 

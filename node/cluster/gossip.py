@@ -143,6 +143,7 @@ async def _peer_main(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
 
 # -- join ----------------------------------------------------------------------
 WAITING_EVERY_S = 5.0
+MAX_GROUP = 64  # ids a bootstrapping hello may name
 
 
 async def _join_loop(node: Node, client: httpx.AsyncClient) -> None:
@@ -219,9 +220,16 @@ async def _expected_group(node: Node, client: httpx.AsyncClient, peers: list[str
     members = sorted(url for url, h in hellos.items() if h.get("joined") is True)
     if members:
         return members, said
-    group = {h["replica"] for h in hellos.values()
-             if h.get("replica") != node.id and isinstance(h.get("bootstrap_expect"), int)
-             and h["bootstrap_expect"] > 1} | {node.id}
+    group = {node.id}
+    for h in hellos.values():
+        if isinstance(h.get("bootstrap_expect"), int) and h["bootstrap_expect"] > 1:
+            group.add(h["replica"])
+            # and whom it has found: a node known to a peer of ours counts too (the
+            # smallest id must learn of every other, however they were started)
+            seen = h.get("group")
+            if isinstance(seen, list):
+                group.update(r for r in seen[:MAX_GROUP] if isinstance(r, str) and r)
+    node.bootstrap_group = sorted(group)[:MAX_GROUP]
     expect = node.config.bootstrap_expect
     if len(group) >= expect:
         if min(group) == node.id:

@@ -206,7 +206,8 @@ class PeerAPI:
         node = self.node
         body = json.dumps({"replica": node.id, "book": node.config.book,
                            "joined": node.joined,
-                           "bootstrap_expect": node.config.bootstrap_expect},
+                           "bootstrap_expect": node.config.bootstrap_expect,
+                           "group": node.bootstrap_group},
                           separators=(",", ":")).encode()
         headers = self._peer_headers()
         token = node.config.join_token
