@@ -7,8 +7,6 @@ changing a byte, as a forger.
 
 from __future__ import annotations
 
-import hashlib
-
 from crdtbook.context import CausalContext
 from crdtbook.door import Door
 from crdtbook.events import make_order
@@ -16,6 +14,7 @@ from crdtbook.feed import Block, Tip, head_message, link
 from crdtbook.feedwire import encode_blocks, encode_body, encode_pull
 from crdtbook.keys import Signer
 from crdtbook.replica import Replica
+from node.cluster import peerauth
 
 
 class SignedPeer:
@@ -55,6 +54,5 @@ class SignedPeer:
 
     def signed(self, body: bytes, book: str = "default") -> dict[str, str]:
         """Headers that make ``body`` a request signed by this peer (see peerauth.py)."""
-        message = b"crdtbook-peer-request-v1\x00%s\x00%s" % (book.encode(),
-                                                            hashlib.sha256(body).digest())
-        return {"x-crdtbook-replica": self.id, "x-crdtbook-sig": self.signer.sign(message).hex()}
+        message = peerauth.request_message(book, body)
+        return {"x-crdtbook-replica": self.id, peerauth.HEADER: self.signer.sign(message).hex()}

@@ -172,7 +172,7 @@ async def test_bootstrap_expect_is_not_stalled_by_a_fake_smallest_hello(nursery)
 
 # -- 2. peer authentication ------------------------------------------------------------------
 def signed_pull(signer: Signer, book: str, body: bytes) -> str:
-    return signer.sign(peerauth._request_message(book, body)).hex()
+    return signer.sign(peerauth.request_message(book, body)).hex()
 
 
 async def test_peer_signatures_cannot_be_replayed_swapped_or_borrowed(nursery):

@@ -36,7 +36,7 @@ from ..service import Node
 HEADER = "x-crdtbook-sig"
 
 
-def _request_message(book: str, body: bytes) -> bytes:
+def request_message(book: str, body: bytes) -> bytes:
     return b"crdtbook-peer-request-v1\x00%s\x00%s" % (book.encode("utf-8", "replace"),
                                                        hashlib.sha256(body).digest())
 
@@ -47,7 +47,7 @@ def _answer_message(request: bytes, answer: bytes) -> bytes:
 
 
 def sign_request(node: Node, body: bytes) -> str:
-    return node.signer.sign(_request_message(node.config.book, body)).hex()
+    return node.signer.sign(request_message(node.config.book, body)).hex()
 
 
 def sign_answer(node: Node, request: bytes, answer: bytes) -> str:
@@ -69,7 +69,7 @@ def _checked(node: Node, replica: str | None, signature: str | None, message: by
 
 def request_from(node: Node, replica: str | None, signature: str | None, body: bytes) -> bool:
     """Did member ``replica`` sign this request body?"""
-    return _checked(node, replica, signature, _request_message(node.config.book, body))
+    return _checked(node, replica, signature, request_message(node.config.book, body))
 
 
 def answer_from(node: Node, replica: str | None, signature: str | None, request: bytes,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple
 
-from crdtbook.blockindex import Entry, skip_list
+from crdtbook.blockindex import BlockIndex, Entry, skip_list
 from crdtbook.feed import Block, Tip, genesis
 from crdtbook.feedwire import block_from_wire
 
@@ -166,11 +166,7 @@ class StoreIndex:
             entries = [e for e in entries if e.block.last <= upto]
         return skip_list(replica, entries)
 
-    def newest_shared(self, replica: str, tips: list[Tip]) -> Tip | None:
-        for tip in sorted(tips, reverse=True):
-            if self.holds(replica, tip):
-                return tip
-        return None
+    newest_shared = BlockIndex.newest_shared  # the same question, asked of holds()
 
     def entries(self, replica: str) -> list[Entry]:
         """Every block of ``replica``, decoded (a feed replay after a conviction: rare)."""
