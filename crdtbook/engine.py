@@ -147,7 +147,10 @@ class Engine:
         self.by_dot: dict[str, dict[int, Resting | CancelOutcome]] = {}
         # replica -> {seq: reason}: events rejected by their seq chain
         self.invalid: dict[str, dict[int, str]] = {}
-        self.replayed = 0  # events re-applied after a rewind (a cost counter)
+        # cost counters (the node exports them): rewinds, and events undone by them
+        # (each re-applied unless withdrawn); kept across reset()
+        self.rewinds = 0
+        self.replayed = 0
 
     # -- the one mutator -----------------------------------------------
     def update(self, add: list, drop: list | None = None) -> None:
@@ -165,6 +168,7 @@ class Engine:
         else:
             first = min(drop) if not add else min(add[0], min(drop))
         suffix = self._rewind(bisect_left(log, first))
+        self.rewinds += 1
         self.replayed += len(suffix)
         if drop:
             gone = set(drop)
@@ -184,9 +188,9 @@ class Engine:
             self._apply(event)
 
     def reset(self) -> None:
-        invalid = self.invalid
+        invalid, rewinds, replayed = self.invalid, self.rewinds, self.replayed
         self.__init__()
-        self.invalid = invalid
+        self.invalid, self.rewinds, self.replayed = invalid, rewinds, replayed
 
     # -- apply -----------------------------------------------------------
     def _apply(self, event: Order | Cancel) -> None:

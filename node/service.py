@@ -51,6 +51,7 @@ from crdtbook.snapshot import Claim
 from . import logs
 from .api import auth
 from .cluster.registry import DEFAULT_TTL_S, Registry
+from .metrics import Metrics
 from .store import accounts, admintoken, jointoken, secretfile
 from .store.datadir import Retired, open_store, phrase
 from .store.feedindex import StoreIndex
@@ -270,6 +271,8 @@ class Node:
                                     "join_token.readable_by_others")
         self.stats = {"pushed_events": 0, "push_requests": 0, "pulled_events": 0,
                       "pull_requests": 0, "wire_bytes": 0}
+        self.metrics = Metrics(self)  # this node's own registry (GET /metrics)
+        self.journal.timed = self.metrics.commit_seconds.observe
 
     @property
     def id(self) -> str:
@@ -309,6 +312,7 @@ class Node:
         peer = self.peers.pop(url, None)
         if peer is not None:
             logs.info("peer.forgotten", peer=url, why=why)
+            self.metrics.forget_peer(url)
             if peer.cancel_scope is not None:
                 peer.cancel_scope.cancel()
 
@@ -597,12 +601,14 @@ class Node:
                                                  order.account, now_ms=self.clock_ms()))
         finally:
             self._journal_fresh()  # whatever was placed before a failure is kept, and sent
+            self.metrics.placed(placed)
         return placed
 
     def cancel(self, dot):
         self.ready_to_trade()
         result = self.replica.cancel(dot, now_ms=self.clock_ms())
         self._journal_fresh()
+        self.metrics.cancels_accepted.inc()
         return result
 
     def push(self, blocks: list) -> None:

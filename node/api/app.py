@@ -5,7 +5,9 @@ Theory of operation
 Three families of routes share one port, and this app routes them all:
 
 * the client API, JSON (``/orders``, ``/book``, ``/fills``, ``/events``,
-  ``/status``, ``/context``, ``/evict``), answered here;
+  ``/status``, ``/context``, ``/evict``), answered here, with ``/metrics``
+  (Prometheus text, node/metrics.py) and ``/openapi.json`` (the API's
+  description, openapi.py);
 * the peer API, CBOR (``/peer/push``, ``/peer/pull``, ``/peer/join``),
   answered by ``PeerAPI`` (node/cluster/peerapi.py);
 * the Grenache-grape registry (``/announce``, ``/lookup``), answered by
@@ -21,7 +23,8 @@ pull from every peer included): a missing or wrong token is a 401 that
 changes nothing. Whose orders a token may place, cancel or read (403) and
 the rate limit (429) are checked once the request is parsed, before the
 node changes anything. Market data (``/book``, ``/fills``, ``/events``,
-``/status``, ``/context``) is public.
+``/status``, ``/context``) is public, and so are ``/metrics`` and
+``/openapi.json``.
 
 Rules this module keeps: a request body is read up to a limit (413 beyond);
 every client or peer mistake is a 4xx with ``{"error", "detail"}`` and changes
@@ -37,14 +40,14 @@ from collections.abc import Awaitable, Callable
 from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
-from .. import logs
+from .. import logs, metrics
 from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
 from ..cluster import admission, gossip, registry
 from ..cluster.peerapi import PeerAPI
 from ..service import Node, NotReady, account_json
 from ..store import admintoken
 from ..store.journal import StoreFailed
-from . import auth, history, views
+from . import auth, history, openapi, views
 from .acks import expecting_acks, parse_ack, wait_replicated
 from .requests import parse_depth, parse_json, parse_order_id, parse_orders
 
@@ -59,6 +62,23 @@ def error_response(status: int, error: str, detail: str) -> Response:
 
 ADMIN_ROUTES = frozenset({"/evict", "/leave"})  # routes that need the admin token
 ACCOUNT_ROUTES = frozenset({"/orders"})  # and /orders/ID: an account's token (or the admin's)
+
+
+def order_entry(method: str, path: str) -> str | None:
+    """"order" or "cancel" if the request enters one (for the refusal counters)."""
+    if method == "POST" and path == "/orders":
+        return "order"
+    if method == "DELETE" and path.startswith("/orders/") and path.count("/") == 2:
+        return "cancel"
+    return None
+
+
+def error_of(response: Response) -> str | None:
+    """The ``error`` code of an error answer's JSON body."""
+    try:
+        return json.loads(response.body).get("error")
+    except (ValueError, AttributeError):
+        return None
 
 
 def admin_denied(headers: dict[str, str], expected: bytes) -> str | None:
@@ -94,6 +114,8 @@ class App:
             "/evict": {"POST": self.post_evict},
             "/leave": {"POST": self.post_leave},
             "/accounts": {"POST": self.post_account, "GET": self.get_accounts},
+            "/metrics": {"GET": self.get_metrics},
+            "/openapi.json": {"GET": self.get_openapi},
         }
         self.order_routes: dict[str, Handler] = {"GET": self.get_order, "DELETE": self.delete_order}
         self.account_routes: dict[str, Handler] = {"DELETE": self.delete_account}
@@ -104,6 +126,17 @@ class App:
         await serve_asgi(scope, receive, send, self.respond)
 
     async def respond(self, scope: dict, receive) -> Response:
+        response = await self._respond(scope, receive)
+        path = scope["path"]
+        if path.startswith("/peer/"):
+            self.node.metrics.served(scope, response)
+        elif response.status >= 400 and path.startswith("/orders"):
+            entry = order_entry(scope["method"], path)
+            if entry is not None:
+                self.node.metrics.refused(entry, error_of(response))
+        return response
+
+    async def _respond(self, scope: dict, receive) -> Response:
         path = scope["path"]
         try:
             if path in ("/announce", "/lookup"):  # grape ignores the method
@@ -248,6 +281,12 @@ class App:
 
     def get_context(self, request: Request) -> Response:
         return json_response(200, {"replica": self.node.id, "context": self.node.context()})
+
+    def get_metrics(self, request: Request) -> Response:
+        return Response(200, self.node.metrics.render(), metrics.CONTENT_TYPE.encode())
+
+    def get_openapi(self, request: Request) -> Response:
+        return Response(200, openapi.document_json())
 
     # -- accounts (admin) -------------------------------------------------
     async def post_account(self, request: Request) -> Response:

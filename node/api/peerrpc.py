@@ -113,7 +113,10 @@ class PeerRPCApp:
         try:
             return [rid, None, await self.act(payload)]
         except Exception as exc:  # every reply is [rid, ...], a bug's too
-            return [rid, _error_code(exc), None]
+            code = _error_code(exc)
+            if isinstance(payload, dict) and payload.get("action") in ("order", "cancel"):
+                self.node.metrics.refused(payload["action"], code[4:].split(":", 1)[0])
+            return [rid, code, None]
 
     async def act(self, payload: object) -> object:
         if not isinstance(payload, dict) or not isinstance(payload.get("action"), str):

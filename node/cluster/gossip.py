@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import time
 
 import httpx
 import trio
@@ -260,6 +261,7 @@ async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
             # not a member of the cluster whose token we hold: never take its state
             raise CallFailed(f"{url} answered the join without proof that it knows the "
                              "join token (not a member of this cluster)")
+        node.metrics.exchanged(*wire_sizes(response))
         await node.take(response.content, may_found=True)  # the one answer that may found
     except (CallFailed, ValueError) as exc:
         if isinstance(exc, CallFailed) and exc.status == 403:
@@ -327,33 +329,43 @@ async def _push(node: Node, client: httpx.AsyncClient, peer: Peer, blocks: list)
     headers = peer_headers(node, with_url=False)
     if node.ack_waiting:  # someone waits for replication: ask for a signed receipt
         headers["x-crdtbook-ack"] = "1"
+    started = time.perf_counter()
     try:
         response = await post(client, peer.url + "/peer/push", body, headers,
                               node.config.request_timeout_s, 64 * 1024, expect=204)
     except CallFailed as exc:
         _failed(node, peer, "push", exc)
         return False
+    took = time.perf_counter() - started
     replica = response.headers.get("x-crdtbook-replica")
     if node.is_self(peer.url, replica):
         return None
+    node.metrics.push_seconds.labels(peer.url).observe(took)
     peer.ok(replica, node.monotonic())
     if peerauth.answer_from(node, replica, response.headers.get(peerauth.HEADER), body, b""):
         node.note_held(replica, _held_after(blocks, node.peer_holds.get(replica, 0)))
     node.stats["pushed_events"] += sum(b.last - b.first + 1 for b in blocks)
     node.stats["push_requests"] += 1
-    node.stats["wire_bytes"] += wire_size(response)
+    _count_wire(node, response)
     return True
 
 
-def wire_size(response: httpx.Response) -> int:
-    """HTTP/1.1 bytes of one exchange: request line, headers, body, and the same back."""
+def wire_sizes(response: httpx.Response) -> tuple[int, int]:
+    """HTTP/1.1 bytes of one exchange: (request line, headers and body sent; the same
+    of the answer received)."""
     request = response.request
-    size = len(request.method) + len(request.url.raw_path) + len(" HTTP/1.1\r\n")
-    size += sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
-    size += len(request.content)
-    size += len("HTTP/1.1 200 OK\r\n") + sum(len(k) + len(v) + 4 for k, v in
-                                               response.headers.raw) + 2
-    return size + len(response.content)
+    sent = len(request.method) + len(request.url.raw_path) + len(" HTTP/1.1\r\n")
+    sent += sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
+    sent += len(request.content)
+    received = len("HTTP/1.1 200 OK\r\n") + sum(len(k) + len(v) + 4 for k, v in
+                                                  response.headers.raw) + 2
+    return sent, received + len(response.content)
+
+
+def _count_wire(node: Node, response: httpx.Response) -> None:
+    sent, received = wire_sizes(response)
+    node.stats["wire_bytes"] += sent + received
+    node.metrics.exchanged(sent, received)
 
 
 def _held_after(blocks: list, held: int) -> int:
@@ -377,6 +389,7 @@ def _failed(node: Node, peer: Peer, what: str, exc: BaseException) -> None:
     detail = peer.last_error
     if loud:
         peer.warned_at = now
+    node.metrics.peer_failures.labels(peer.url, what).inc()
     (logs.warning if loud else logs.debug)(
         f"peer.{what}_failed", peer=peer.url, failures=peer.failures,
         backoff_s=round(backoff, 2), detail=detail[:200])
@@ -406,11 +419,14 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
                        skips=door.skips(peer.suspects), convicted=door.convictions())
     headers = peer_headers(node) | {peerauth.HEADER: peerauth.sign_request(node, body)}
     try:
+        started = time.perf_counter()
         response = await post(client, peer.url + "/peer/pull", body, headers,
                               node.config.request_timeout_s * 4, node.config.peer_body_limit)
+        took = time.perf_counter() - started
         replica = response.headers.get("x-crdtbook-replica")
         if node.is_self(peer.url, replica):
             return 0
+        node.metrics.pull_seconds.labels(peer.url).observe(took)
         added, peer.suspects = await node.take(response.content)
     except (CallFailed, ValueError) as exc:  # CodecError, DoorError and ReplicaError too
         _failed(node, peer, "pull", exc)
@@ -424,7 +440,7 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         logs.info("node.caught_up", peer=peer.url)
     node.stats["pulled_events"] += added
     node.stats["pull_requests"] += 1
-    node.stats["wire_bytes"] += wire_size(response)
+    _count_wire(node, response)
     if added:
         logs.info("pull.merged", peer=peer.url, events=added)
     return PAGE if more and added else added

@@ -32,6 +32,7 @@ a long page never delays a commit (WAL lets both proceed).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import trio
@@ -65,6 +66,8 @@ class Journal:
         self.sealer: Callable[[], list] = list
         self.sealed: Callable[[list], None] = _ignore
         self.index = None  # the door's StoreIndex: its new blocks go with every commit
+        # told each commit's duration in seconds, thread hop included (node/metrics.py)
+        self.timed: Callable[[float], None] = _ignore
 
     # -- appending (never waits) ---------------------------------------------
     def _touch(self) -> None:
@@ -159,6 +162,7 @@ class Journal:
         committed.set()
 
     async def _commit(self, batch: Batch, target: int) -> None:
+        started = time.perf_counter()
         try:
             await trio.to_thread.run_sync(self.store.write, batch, limiter=self._write_lock)
         except Exception as exc:  # StoreError, or a bug: either way nothing more is promised
@@ -166,6 +170,7 @@ class Journal:
             logs.error("store.failed", detail=self.failed,
                        hint="the node acknowledges nothing more; fix the disk and restart it")
         else:
+            self.timed(time.perf_counter() - started)
             self._durable = target
             self.commits += 1
             self.committed_events += len(batch.events)
@@ -178,5 +183,5 @@ class Journal:
         return await trio.to_thread.run_sync(call, limiter=self._read_lock)
 
 
-def _ignore(blocks: list) -> None:
+def _ignore(_) -> None:
     pass
