@@ -195,3 +195,30 @@ def test_engine_counts_rewinds_and_replayed_events():
     assert_matches_reference(bravo)
     engine.reset()  # a rebuild starts the book over, not the cost counters
     assert (engine.rewinds, engine.replayed) == (1, 3)
+
+
+async def test_the_largest_trade_is_stored_and_counted(nursery):
+    """A fill of 10^12 (10^20 units, past SQLite's 64-bit integers) once failed the
+    store at compaction, on every node that held it (found by schemathesis)."""
+    node = await start(nursery, compact_interval_s=0.05)
+    async with client() as http:
+        for side in ("sell", "buy"):
+            placed = await http.post(f"{node.url}/orders", json={
+                "side": side, "qty": "1000000000000", "price": "1000000000000"})
+            assert placed.status_code == 201
+
+        async def stored():
+            fills = (await http.get(f"{node.url}/fills")).json()["fills"]
+            return node.node.store.fill_count() == 1 and fills
+
+        fills = await eventually(stored)
+        assert [(f["qty"], f["price"], f["final"]) for f in fills] == [
+            ("1000000000000", "1000000000000", True)]
+        assert node.node.journal.failed is None
+        samples = await scrape(http, node.url)
+        assert value(samples, "crdtbook_fill_quantity_total") == 10**12
+        assert value(samples, "crdtbook_store_failed") == 0
+        # and the node still takes orders
+        placed = await http.post(f"{node.url}/orders", json={"side": "sell", "qty": "1",
+                                                             "price": "2"})
+        assert placed.status_code == 201

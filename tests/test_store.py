@@ -200,3 +200,26 @@ def test_recovery_replays_a_stored_event_that_sorts_below_the_snapshot(store):
     recovered, replayed = recover(store, "a")
     assert replayed == 1 and recovered.state.get("zz", 1) == late
     assert recovered.events_total() == store.event_count()
+
+
+def test_amounts_past_64_bits_round_trip(tmp_path):
+    """Amounts go up to 10^12 whole, 10^20 units: past SQLite's integers (a fill of
+    that size once failed the store of every node at compaction; found by
+    tests/test_openapi.py)."""
+    most = 10**20
+    store = Store.open(str(tmp_path / "d"), "book1")
+    a1, b1 = order(10, "a", 1), order(20, "b", 1)
+    store.write(Batch(events=[a1, b1]))
+    store.write(Batch(orders=[FinalOrder("a", 1, "filled", most, None),
+                              FinalOrder("b", 1, "filled", 2**63 - 1, None)],
+                      fills=[StoredFill(0, 20, ("b", 1), ("a", 1), most, most - 1, "buy",
+                                        "bob", "alice"),
+                             StoredFill(1, 21, ("b", 1), ("a", 1), 5, 2**63, "buy", "", "")]))
+    store.close()
+    store = Store.open(str(tmp_path / "d"), "book1")
+    assert store.order("a", 1)[1].filled == most
+    assert store.order("b", 1)[1].filled == 2**63 - 1  # the largest that stays an integer
+    assert [(f.price, f.qty) for f in store.fills_page(-1, 10)] == [(most, most - 1),
+                                                                   (5, 2**63)]
+    assert [f.index for f in store.fills_page(-1, 10, account="alice")] == [0]
+    store.close()

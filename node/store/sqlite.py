@@ -24,6 +24,12 @@ Replica ids and account names are interned in ``names`` (small integers in
 the big tables keep a row near 60 bytes); the empty account is NULL and stays
 out of the account indexes.
 
+Amounts (a fill's price and quantity, an order's filled quantity) are
+integer units of 10^-8, up to 10^20: past SQLite's 64-bit integers. One that
+does not fit is kept as a 9-byte big-endian BLOB (``_units_in``), read back
+by ``_units_out``; no query compares them, and smaller ones stay integers, so
+older stores read as they are.
+
 Rules this module keeps
 -----------------------
 * Synchronous and thread-confined: every method runs on a worker thread
@@ -277,13 +283,15 @@ class Store:
                 db.executemany(
                     "UPDATE events SET status = ?, filled = ?, reason = ? "
                     "WHERE rid = ? AND seq = ?",
-                    [(STATUSES.index(o.status), o.filled, o.reason, intern(o.replica), o.seq)
+                    [(STATUSES.index(o.status), _units_in(o.filled), o.reason,
+                      intern(o.replica), o.seq)
                      for o in batch.orders])
             if batch.fills:
                 db.executemany(
                     "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(f.index, f.clock, intern(f.taker[0]), f.taker[1], intern(f.maker[0]),
-                      f.maker[1], f.price, f.qty, 0 if f.taker_side == "buy" else 1,
+                      f.maker[1], _units_in(f.price), _units_in(f.qty),
+                      0 if f.taker_side == "buy" else 1,
                       f.taker_account and intern(f.taker_account),
                       f.maker_account and intern(f.maker_account)) for f in batch.fills])
             if batch.snapshot is not None:
@@ -297,7 +305,7 @@ class Store:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                sorted(batch.meta.items()))
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             self._ids = ids_before  # names inserted in the failed transaction are gone
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
@@ -427,7 +435,7 @@ class Store:
             args += [acct, acct]
         sql += " ORDER BY f.idx LIMIT ?"
         args.append(limit)
-        return [StoredFill(idx, clock, (tn, ts), (mn, ms), price, qty,
+        return [StoredFill(idx, clock, (tn, ts), (mn, ms), _units_out(price), _units_out(qty),
                            "buy" if side == 0 else "sell", ta or "", ma or "")
                 for idx, clock, tn, ts, mn, ms, price, qty, side, ta, ma
                 in self._read.execute(sql, args).fetchall()]
@@ -451,7 +459,20 @@ def _final(replica: str, seq: int, state) -> FinalOrder | None:
     status, filled, reason = state
     if status is None:
         return None
-    return FinalOrder(replica, seq, STATUSES[status], filled, reason)
+    return FinalOrder(replica, seq, STATUSES[status], _units_out(filled), reason)
+
+
+_INT64 = 2**63 - 1
+UNITS_BYTES = 9  # 10^20 units (10^12 whole, the most an amount may be) < 2^72
+
+
+def _units_in(units: int) -> int | bytes:
+    """An amount in units as a column value: an integer, or a BLOB past 64 bits."""
+    return units if units <= _INT64 else units.to_bytes(UNITS_BYTES, "big")
+
+
+def _units_out(value: int | bytes) -> int:
+    return value if isinstance(value, int) else int.from_bytes(value, "big")
 
 
 def _sql_text(text: str) -> str:
