@@ -56,8 +56,11 @@ def json_response(status: int, data: object) -> Response:
     return Response(status, json.dumps(data, separators=(",", ":")).encode())
 
 
-def error_response(status: int, error: str, detail: str) -> Response:
-    return json_response(status, {"error": error, "detail": detail})
+def error_response(status: int, error: str, detail: str,
+                   headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    response = json_response(status, {"error": error, "detail": detail})
+    response.headers += headers or []
+    return response
 
 
 ADMIN_ROUTES = frozenset({"/evict", "/leave"})  # routes that need the admin token
@@ -178,7 +181,7 @@ class App:
                             headers=exc.headers)
         except BadRequest as exc:
             logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
-            return error_response(exc.status, exc.error, exc.detail)
+            return error_response(exc.status, exc.error, exc.detail, getattr(exc, "headers", None))
         except NotReady as exc:
             return error_response(exc.status, exc.error, exc.detail)
         except StoreFailed as exc:
@@ -198,8 +201,11 @@ class App:
             raise BadRequest(404, "not_found", f"no route {path}")
         handler = routes.get(method)
         if handler is None:
-            raise BadRequest(405, "method_not_allowed",
-                             f"{method} not allowed on {path}; use {', '.join(sorted(routes))}")
+            allowed = ", ".join(sorted(routes))
+            refusal = BadRequest(405, "method_not_allowed",
+                                 f"{method} not allowed on {path}; use {allowed}")
+            refusal.headers = [(b"allow", allowed.encode())]  # RFC 9110: a 405 says what is
+            raise refusal
         return handler
 
     # -- client API -------------------------------------------------------

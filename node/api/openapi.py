@@ -61,6 +61,14 @@ STRING, INTEGER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "bo
 COUNT = {"type": "integer", "minimum": 0}
 AMOUNT = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,8})?$",
           "description": "a decimal string, at most 8 decimal places, at most 10^12"}
+# What the node takes (crdtbook/amount.py): leading zeros, more than 0, at most 10^12,
+# at most 8 decimals. A pattern without lookahead: by where the first non-zero digit is.
+_FRACTION = "|".join(f"0{{{k}}}[1-9][0-9]{{0,{7 - k}}}" for k in range(8))
+AMOUNT_IN = {"type": "string",
+             "pattern": rf"^(0*[1-9][0-9]{{0,11}}(\.[0-9]{{1,8}})?|0*1000000000000(\.0{{1,8}})?"
+                        rf"|0+\.({_FRACTION}))$",
+             "description": "a decimal string: more than 0, at most 10^12, at most 8 decimal "
+                            "places"}
 ZERO_OR_AMOUNT = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,8})?$"}
 REPLICA = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
            "description": "a replica id (a node's: 32 lowercase base32 characters)"}
@@ -75,18 +83,23 @@ TIME = {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 CURSOR = nullable({"type": "string", "description": "pass as `after` for the next page"})
 SIDE = {"type": "string", "enum": ["buy", "sell"]}
 ORDER_TYPES = ["limit", "market", "ioc", "fok", "post_only"]
+ORDER_ACCOUNT = {"type": "string", "maxLength": 64,
+                 "description": "the token's account (default); only the admin token names "
+                                "another; printable characters"}
 
 SCHEMAS: dict[str, dict] = {
     "ERROR": obj({"error": {"type": "string", "description": "a short code, e.g. bad_order"},
                   "detail": {"type": "string", "description": "what was wrong, in a sentence"}}),
-    "ORDER_REQUEST": obj(
-        {"side": SIDE, "qty": AMOUNT},
-        {"price": {**nullable(AMOUNT), "description": "every type but market needs one; "
-                                                      "market takes none (or null)"},
-         "type": {"type": "string", "enum": ORDER_TYPES, "description": "default limit"},
-         "account": {"type": "string", "maxLength": 64,
-                     "description": "the token's account (default); only the admin token "
-                                    "names another; printable characters"}}),
+    "ORDER_REQUEST": {"oneOf": [ref("PRICED_ORDER"), ref("MARKET_ORDER")]},
+    "PRICED_ORDER": obj(
+        {"side": SIDE, "qty": AMOUNT_IN, "price": AMOUNT_IN},
+        {"type": {"type": "string", "enum": [t for t in ORDER_TYPES if t != "market"],
+                  "description": "default limit"},
+         "account": ORDER_ACCOUNT}),
+    "MARKET_ORDER": obj(
+        {"side": SIDE, "qty": AMOUNT_IN, "type": {"const": "market"}},
+        {"price": {"type": "null", "description": "a market order takes no price"},
+         "account": ORDER_ACCOUNT}),
     "ORDER": obj({
         "id": DOT, "replica": REPLICA, "seq": SEQ, "clock": CLOCK, "side": SIDE,
         "type": {"type": "string", "enum": ORDER_TYPES},
