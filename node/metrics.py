@@ -8,11 +8,12 @@ never used). Two kinds of figures live in it:
 
 * **Counted where things happen.** Orders and cancels the node placed
   (``Node.place_many``, ``Node.cancel``: every entry point, HTTP, PeerRPC or
-  WebSocket, goes through them), refusals of order entry by error code (the
-  entry points call ``refused``), fills made on arrival, peer push and pull
-  latencies, bytes on the peer wire and store commit latencies. These are
-  prometheus_client counters and histograms, updated once per request,
-  batch or exchange, never once per event in a loop.
+  WebSocket, goes through them) and the fills they made are plain integers
+  (the node is one trio thread: an increment needs no lock), exported when
+  scraped. Refusals of order entry by error code (the entry points call
+  ``refused``), peer push and pull latencies, bytes on the peer wire and
+  store commit latencies are prometheus_client counters and histograms,
+  updated once per request, batch or exchange, never once per event.
 * **Read at scrape time.** What the node already keeps as plain integers
   (events held and ever held, the final frontier's lag, the engine's
   rewinds and replayed events, what the door refused, each peer's health,
@@ -48,7 +49,8 @@ CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 # The _created series double every counter for a figure nobody here reads.
 prometheus_client.disable_created_metrics()
 
-PEER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# few buckets: a scrape renders every bucket of every peer (up to 64 peers, two each)
+PEER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
@@ -65,24 +67,17 @@ def reason(code: object) -> str:
 class Metrics:
     def __init__(self, node) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=False)
-        self.orders_accepted = Counter(
-            "crdtbook_orders_accepted", "Orders this node placed (made events of).",
-            registry=registry)
+        # plain integers, exported by _Snapshot (see the theory of operation)
+        self.orders_accepted = self.cancels_accepted = self.fills = self.fill_units = 0
         self.orders_refused = Counter(
             "crdtbook_orders_refused", "Order requests refused, by error code (a refused "
             "batch counts once).", ["reason"], registry=registry)
         self.orders_rejected = Counter(
             "crdtbook_orders_rejected", "Orders placed here that matching rejected on arrival "
             "(post_only that would trade, fok that cannot fill).", ["reason"], registry=registry)
-        self.cancels_accepted = Counter(
-            "crdtbook_cancels_accepted", "Cancels this node placed.", registry=registry)
         self.cancels_refused = Counter(
             "crdtbook_cancels_refused", "Cancel requests refused, by error code.", ["reason"],
             registry=registry)
-        self.fills = Counter(
-            "crdtbook_fills", "Fills made on arrival by orders placed here (provisional).",
-            registry=registry)
-        self.fill_units = 0  # exact: exported as crdtbook_fill_quantity_total
         self.push_seconds = Histogram(
             "crdtbook_peer_push_seconds", "Pushes this node made that a peer took, by peer.",
             ["peer"], buckets=PEER_BUCKETS, registry=registry)
@@ -113,10 +108,12 @@ class Metrics:
                 units += sum(f.qty for f in p.fills)
             elif p.order.status == "rejected":
                 self.orders_rejected.labels(_rejection(p.order.reason)).inc()
-        self.orders_accepted.inc(len(placed))
-        if fills:
-            self.fills.inc(fills)
-            self.fill_units += units
+        self.orders_accepted += len(placed)
+        self.fills += fills
+        self.fill_units += units
+
+    def cancelled(self) -> None:
+        self.cancels_accepted += 1
 
     def refused(self, kind: str, code: object) -> None:
         """An order (``kind`` "order") or cancel request refused with error ``code``."""
@@ -170,8 +167,14 @@ class _Snapshot:
         self.metrics = metrics
 
     def collect(self):
-        node = self.node
+        node, metrics = self.node, self.metrics
         replica = node.replica
+        yield CounterMetricFamily("crdtbook_orders_accepted", "Orders this node placed (made "
+                                  "events of).", value=metrics.orders_accepted)
+        yield CounterMetricFamily("crdtbook_cancels_accepted", "Cancels this node placed.",
+                                  value=metrics.cancels_accepted)
+        yield CounterMetricFamily("crdtbook_fills", "Fills made on arrival by orders placed "
+                                  "here (provisional).", value=metrics.fills)
         yield _gauge("crdtbook_events_held", "Events held in memory now.", replica.event_count())
         yield CounterMetricFamily("crdtbook_events", "Events this replica ever held, "
                                   "compacted ones included.", value=replica.events_total())
@@ -191,7 +194,7 @@ class _Snapshot:
                      "every node).", replica.final_fill_count())
         yield CounterMetricFamily("crdtbook_fill_quantity", "Quantity of the fills counted by "
                                   "crdtbook_fills_total, in whole units.",
-                                  value=self.metrics.fill_units / SCALE)
+                                  value=metrics.fill_units / SCALE)
         engine = replica.engine
         yield CounterMetricFamily("crdtbook_rewinds", "Times the engine rewound to apply a "
                                   "late event.", value=engine.rewinds)

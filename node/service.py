@@ -608,7 +608,7 @@ class Node:
         self.ready_to_trade()
         result = self.replica.cancel(dot, now_ms=self.clock_ms())
         self._journal_fresh()
-        self.metrics.cancels_accepted.inc()
+        self.metrics.cancelled()
         return result
 
     def push(self, blocks: list) -> None:
