@@ -112,6 +112,7 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
         return
     if scope["type"] != "http":
         return
+    receive = _Receiver(receive)
     head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
         len(k) + len(v) + 4 for k, v in scope.get("headers", []))
     if head > MAX_HEADER_BYTES:  # h11 bounds incomplete headers; complete ones are bounded here
@@ -120,11 +121,37 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
     else:
         response = await respond(scope, receive)
     headers = response.headers
-    if response.status in (408, 413):  # the rest of the body is not read: end the connection
+    # A body left unread (a 408 or 413, or a refusal before the body: 401, 404, 405, 431)
+    # ends the connection, and the answer says so: a keep-alive client that sent the
+    # next request on it would otherwise see it closed without an answer.
+    if response.status in (408, 413) or (_has_body(scope) and not receive.done):
         headers = headers + [(b"connection", b"close")]
     await send({"type": "http.response.start", "status": response.status,
                 "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+class _Receiver:
+    """``receive``, noting whether the request body was read to its end."""
+
+    def __init__(self, receive) -> None:
+        self.receive = receive
+        self.done = False
+
+    async def __call__(self) -> dict:
+        message = await self.receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+
+def _has_body(scope: dict) -> bool:
+    for key, value in scope.get("headers", []):
+        if key == b"transfer-encoding":
+            return True
+        if key == b"content-length" and value.strip().lstrip(b"0"):
+            return True
+    return False
 
 
 async def _lifespan(receive, send) -> None:

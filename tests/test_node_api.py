@@ -10,7 +10,7 @@ import pytest
 from crdtbook.context import CausalContext
 from crdtbook.feedwire import decode_blocks, encode_pull
 
-from .nodes import client, eventually, start
+from .nodes import bearer, client, eventually, start
 from .peers import SignedPeer
 
 
@@ -296,3 +296,23 @@ async def test_a_pull_answer_is_bounded_across_origins(node, monkeypatch):
             if r.headers.get("x-crdtbook-more") != "1":
                 break
     assert pages >= 4 and reader.replica.digest() == node.node.replica.digest()
+
+
+async def test_an_answer_before_the_body_closes_the_connection(nursery):
+    """A refusal sent before the body was read (401, 404, 405) says `connection:
+    close`: the node ends that connection, and a keep-alive client that sent its next
+    request on it saw it closed without an answer (tests/test_generated_requests.py
+    met it now and then)."""
+    node = await start(nursery)
+    async with client(local_token=False) as http:
+        for method, path in (("POST", "/orders"), ("PATCH", "/peer/push"), ("PUT", "/nope")):
+            refused = await http.request(method, node.url + path, content=b'{"a": 1}')
+            assert refused.status_code in (401, 404, 405)
+            assert refused.headers["connection"] == "close"
+            assert (await http.get(node.url + "/status")).status_code == 200
+        # a request whose body was read, or that had none, keeps its connection
+        read = await http.post(node.url + "/orders", headers={"Authorization": "Bearer x"})
+        assert read.status_code == 401 and "connection" not in read.headers
+        placed = await http.post(node.url + "/orders", headers=bearer(node.token),
+                                 json={"side": "buy", "qty": "1", "price": "1"})
+        assert placed.status_code == 201 and "connection" not in placed.headers
