@@ -9,7 +9,9 @@ Three families of routes share one port, and this app routes them all:
 * the peer API, CBOR (``/peer/push``, ``/peer/pull``, ``/peer/join``),
   answered by ``PeerAPI`` (node/cluster/peerapi.py);
 * the Grenache-grape registry (``/announce``, ``/lookup``), answered by
-  node/cluster/registry.py from the node's embedded table.
+  node/cluster/registry.py from the node's embedded table;
+* the web page (``/`` and ``/static/<file>``), public static files answered
+  by node/web/pages.py.
 
 Operator actions (``/evict``, ``/leave``: they end a membership for ever;
 ``/accounts``: who may trade here) need ``Authorization: Bearer <admin
@@ -44,6 +46,7 @@ from ..cluster.peerapi import PeerAPI
 from ..service import Node, NotReady, account_json
 from ..store import admintoken
 from ..store.journal import StoreFailed
+from ..web.pages import STATIC_PREFIX, Pages
 from . import auth, history, views
 from .acks import expecting_acks, parse_ack, wait_replicated
 from .requests import parse_depth, parse_json, parse_order_id, parse_orders
@@ -79,8 +82,10 @@ class App:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.peer = PeerAPI(node)
+        self.pages = Pages()
         Handler = Callable[[Request], Response]
         self.exact: dict[str, dict[str, Handler]] = {
+            "/": {"GET": self.pages.index},
             "/orders": {"POST": self.post_orders, "GET": self.get_orders},
             "/book": {"GET": self.get_book},
             "/fills": {"GET": self.get_fills},
@@ -161,6 +166,8 @@ class App:
             routes = self.order_routes
         if routes is None and path.startswith("/accounts/") and path.count("/") == 2:
             routes = self.account_routes
+        if routes is None and path.startswith(STATIC_PREFIX):
+            routes = {"GET": self.pages.static}
         if routes is None:
             raise BadRequest(404, "not_found", f"no route {path}")
         handler = routes.get(method)
