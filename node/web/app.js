@@ -300,9 +300,9 @@
     const b = steps(bids), a = steps(asks);
     const prices = b.concat(a).map((s) => s[0]);
     let lo = Math.min(...prices), hi = Math.max(...prices);
-    if (hi === lo) { lo -= 1; hi += 1; }
+    if (hi === lo) { lo -= lo / 10 || 1; hi += hi / 10 || 1; }
     const pad = (hi - lo) * 0.05;
-    lo -= pad; hi += pad;
+    lo = Math.max(0, lo - pad); hi += pad;
     const top = Math.max(b.length ? b[b.length - 1][1] : 0, a.length ? a[a.length - 1][1] : 0);
     const left = 8, right = width - 8, base = height - 20, roof = 14;
     const x = (p) => left + ((p - lo) / (hi - lo)) * (right - left);
