@@ -27,7 +27,8 @@ sends, waits or reads a clock, so each piece is tested on a bare ``Replica``.
 * ``OrderWatch``: the last view sent of each of an account's orders that may
   still change. Which orders to look at again is decided from what moved:
   new events, new fills, a rewind (every watched order), the frontier
-  (orders settled but not final yet).
+  (orders settled but not final yet), and orders waiting on a gap (they are
+  applied when the gap fills, by events of another order).
 
 Rules this module keeps: a diff is a pure function of the replica and the
 kept state; keys compared are plain tuples, never objects whose identity a
@@ -191,6 +192,7 @@ class OrderWatch:
         self.account = account
         self.sent: dict[tuple[str, int], dict] = {}
         self.settled: set[tuple[str, int]] = set()  # not open, not final yet
+        self.pending: set[tuple[str, int]] = set()  # waiting on a gap: applied any time
         self.replayed = replica.engine.replayed
         self.frontier = replica.frontier()
         snapshot = []
@@ -205,14 +207,15 @@ class OrderWatch:
 
     def _keep(self, view, shown: dict) -> None:
         key = (view.dot.replica, view.dot.seq)
+        self.pending.discard(key)
+        self.settled.discard(key)
         if shown["final"]:
             self.sent.pop(key, None)
-            self.settled.discard(key)
             return
         self.sent[key] = shown
-        if view.status in ("open", "pending"):
-            self.settled.discard(key)
-        else:
+        if view.status == "pending":
+            self.pending.add(key)
+        elif view.status != "open":
             self.settled.add(key)
 
     def update(self, replica: Replica, events: list, fills: list) -> list[dict]:
@@ -237,6 +240,7 @@ class OrderWatch:
         if frontier != self.frontier:
             self.frontier = frontier
             look.update(self.settled)
+        look.update(self.pending)
         if everything:
             look.update(self.sent)
         look = {key for key in look if key in self.sent} | new  # the rest is final, or not ours
@@ -246,6 +250,7 @@ class OrderWatch:
             if view is None:  # compacted away: it was final, and its final view went out
                 self.sent.pop(key, None)
                 self.settled.discard(key)
+                self.pending.discard(key)
                 continue
             if view.account != self.account:
                 continue
