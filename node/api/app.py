@@ -43,11 +43,10 @@ from .. import logs
 from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
 from ..cluster import admission, gossip, registry
 from ..cluster.peerapi import PeerAPI
-from ..service import Node, NotReady, account_json
+from ..service import Node, account_json
 from ..store import admintoken
-from ..store.journal import StoreFailed
 from ..web.pages import STATIC_PREFIX, Pages
-from . import auth, history, views
+from . import auth, history, orderentry, views, websocket
 from .acks import expecting_acks, parse_ack, wait_replicated
 from .requests import parse_depth, parse_json, parse_order_id, parse_orders
 
@@ -106,6 +105,9 @@ class App:
     # -- ASGI --------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] == "websocket":
+            await websocket.serve(self.node, scope, receive, send)
+            return
         await serve_asgi(scope, receive, send, self.respond)
 
     async def respond(self, scope: dict, receive) -> Response:
@@ -143,22 +145,18 @@ class App:
             if inspect.isawaitable(response):
                 response = await response
             return response
-        except auth.Denied as exc:
-            logs.info("http.denied", path=path, status=exc.status, error=exc.error)
-            return Response(exc.status, json.dumps({"error": exc.error, "detail": exc.detail},
-                                                   separators=(",", ":")).encode(),
-                            headers=exc.headers)
-        except BadRequest as exc:
-            logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
-            return error_response(exc.status, exc.error, exc.detail)
-        except NotReady as exc:
-            return error_response(exc.status, exc.error, exc.detail)
-        except StoreFailed as exc:
-            return error_response(503, "store_failed", f"the store failed ({exc}); nothing was "
-                                  "acknowledged; the node needs its disk fixed and a restart")
-        except Exception as exc:  # a bug in the node, never the caller's input
-            logs.error("http.bug", path=path, error=repr(exc)[:300])
-            return error_response(500, "internal", "the node hit a bug; see its log")
+        except Exception as exc:
+            refused = orderentry.failure(exc)
+            if refused is None:  # a bug in the node, never the caller's input
+                logs.error("http.bug", path=path, error=repr(exc)[:300])
+                return error_response(500, "internal", "the node hit a bug; see its log")
+            if isinstance(exc, auth.Denied):
+                logs.info("http.denied", path=path, status=exc.status, error=exc.error)
+            elif isinstance(exc, BadRequest):
+                logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
+            return Response(refused.status, json.dumps(
+                {"error": refused.error, "detail": refused.detail},
+                separators=(",", ":")).encode(), headers=refused.headers)
 
     def _route(self, method: str, path: str) -> Callable[[Request], Response]:
         routes = self.exact.get(path)
@@ -192,11 +190,7 @@ class App:
                                                    timeout)
                 status, extra = (201 if replicated else 202), {"replicated": replicated}
         replica = self.node.replica
-        results = [
-            {"order": views.order_json(p.order, replica.order_final(p.order)),
-             "fills": [views.fill_json(f, False, p.order.clock) for f in p.fills], **extra}
-            for p in placed
-        ]
+        results = [orderentry.placed_json(replica, p, extra) for p in placed]
         return json_response(status, results if batch else results[0])
 
     async def get_order(self, request: Request) -> Response:
