@@ -185,6 +185,8 @@ def scenario(page, a_url: str, a_token: str, a_replica: str, b_url: str, b_token
     page.get_by_test_id("token-input").fill(a_token)
     page.get_by_test_id("token-save").click()
     expect(page.get_by_test_id("signed-in")).to_be_visible(timeout=EXPECT_MS)
+    expect(page.get_by_test_id("account-name")).to_have_text("alice")
+    expect(page.get_by_test_id("orders-note")).to_have_text("No open orders.")
     assert page.evaluate("() => sessionStorage.getItem('crdtbook.token')") == a_token
 
     def place(side: str, qty: str, price: str) -> None:
@@ -239,9 +241,14 @@ async def test_page_live_across_two_nodes(nursery, tmp_path):
     b = await nodes.start(nursery, a.url)
     await eventually(lambda: len(a.node.replica.members()) == 2
                      and len(b.node.replica.members()) == 2)
+    # two accounts, one per node (each node's default account is called "local")
+    async with httpx.AsyncClient(timeout=10) as http:
+        alice = await http.post(a.url + "/accounts", json={"account": "alice"}, headers=a.admin)
+        bob = await http.post(b.url + "/accounts", json={"account": "bob"}, headers=b.admin)
     shot = str(tmp_path / "page.png")
     result = await trio.to_thread.run_sync(
-        run_in_browser, scenario, a.url, a.token, a.node.id, b.url, b.token, b.node.id, shot)
+        run_in_browser, scenario, a.url, alice.json()["token"], a.node.id, b.url,
+        bob.json()["token"], b.node.id, shot)
 
     # the tape showed the trade provisional first, then final, and nothing else
     assert result["states"] and result["states"][0] == "provisional", result["states"]

@@ -171,10 +171,8 @@
     }, () => {});
   }
 
-  function resubscribe(channel) {
-    const fields = channel === "book" ? { depth: BOOK_DEPTH } : undefined;
-    command("unsubscribe", { channel }).catch(() => {}); // its answer does not matter
-    subscribe(channel, fields);
+  function resubscribe(channel) { // subscribing again replaces the subscription
+    subscribe(channel, channel === "book" ? { depth: BOOK_DEPTH } : undefined);
   }
 
   function handle(msg) {
@@ -301,7 +299,7 @@
     const prices = b.concat(a).map((s) => s[0]);
     let lo = Math.min(...prices), hi = Math.max(...prices);
     if (hi === lo) { lo -= lo / 10 || 1; hi += hi / 10 || 1; }
-    const pad = (hi - lo) * 0.05;
+    const pad = (hi - lo) * 0.12; // room for the outermost steps to show as areas
     lo = Math.max(0, lo - pad); hi += pad;
     const top = Math.max(b.length ? b[b.length - 1][1] : 0, a.length ? a[a.length - 1][1] : 0);
     const left = 8, right = width - 8, base = height - 20, roof = 14;
