@@ -10,8 +10,10 @@ trio nursery. Nothing downloads a browser. Every wait is playwright's
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 
 import httpx
 import pytest
@@ -258,3 +260,105 @@ async def test_page_live_across_two_nodes(nursery, tmp_path):
     with open(shot, "rb") as f:
         png = f.read()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 30_000
+
+
+POLL_MS = 50  # sampling cadence of a poll on the test's side (within EXPECT_MS)
+
+
+class Relay:
+    """Stands between the page and the node's /ws (playwright's WebSocket routing):
+    passes everything on, records the page's commands, and can drop one book
+    update (a gap in seq), slip in a message, or cut the connection."""
+
+    def __init__(self) -> None:
+        self.connections: list = []  # one [page side, commands] per connection
+        self.drop_book_update = False
+
+    def __call__(self, ws) -> None:
+        server = ws.connect_to_server()
+        commands: list[dict] = []
+        self.connections.append((ws, commands))
+
+        def upstream(message) -> None:
+            commands.append(json.loads(message))
+            server.send(message)
+
+        def downstream(message) -> None:
+            data = json.loads(message)
+            if self.drop_book_update and data.get("channel") == "book" \
+                    and data.get("type") == "update":
+                self.drop_book_update = False
+                return
+            ws.send(message)
+
+        ws.on_message(upstream)
+        server.on_message(downstream)
+
+    def sent(self, op: str, channel: str | None = None, connection: int = -1) -> int:
+        return sum(1 for c in self.connections[connection][1]
+                   if c.get("op") == op and (channel is None or c.get("channel") == channel))
+
+
+def poll(page, check, what: str) -> None:
+    deadline = time.monotonic() + EXPECT_MS / 1000
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {EXPECT_MS} ms: {what}")
+        page.wait_for_timeout(POLL_MS)
+
+
+def recovery(page, url: str, token: str) -> None:
+    from playwright.sync_api import expect
+
+    relay = Relay()
+    page.route_web_socket(re.compile(r"/ws$"), relay)
+    page.goto(url + "/")
+    conn = page.get_by_test_id("conn")
+    expect(conn).to_have_attribute("data-state", "open", timeout=EXPECT_MS)
+    page.get_by_test_id("token-input").fill(token)
+    page.get_by_test_id("token-save").click()
+    expect(page.get_by_test_id("orders-note")).to_have_text("No open orders.", timeout=EXPECT_MS)
+
+    def sell(price: str) -> None:
+        with httpx.Client(timeout=10) as http:
+            placed = http.post(url + "/orders", json={"side": "sell", "qty": "1", "price": price},
+                               headers=bearer(token))
+            assert placed.status_code == 201, placed.text
+
+    def ask(price: str):
+        return page.locator(f'[data-testid=ask-row][data-price="{price}"]')
+
+    # a book update lost on the way: the next one shows a gap, and the page subscribes again
+    assert relay.sent("subscribe", "book") == 1
+    relay.drop_book_update = True
+    sell("20")
+    poll(page, lambda: not relay.drop_book_update, "the relay dropped a book update")
+    sell("21")
+    expect(ask("21")).to_have_count(1, timeout=EXPECT_MS)
+    expect(ask("20")).to_have_count(1, timeout=EXPECT_MS)  # from the new snapshot
+    assert relay.sent("subscribe", "book") == 2
+
+    # a reset from the node: the page subscribes to that channel again
+    relay.connections[-1][0].send(json.dumps({"type": "reset", "channel": "trades",
+                                              "reason": "slow_consumer"}))
+    poll(page, lambda: relay.sent("subscribe", "trades") == 2, "trades subscribed again")
+
+    # a lost connection: the page says so, connects again, authenticates and
+    # subscribes to everything again, and is live
+    relay.connections[-1][0].close(code=1011, reason="cut by the test")
+    expect(conn).to_have_attribute("data-state", "closed", timeout=EXPECT_MS)
+    expect(conn).to_have_attribute("data-state", "open", timeout=EXPECT_MS)
+    poll(page, lambda: relay.sent("subscribe", "orders") == 1, "orders subscribed again")
+    assert len(relay.connections) == 2
+    assert relay.sent("auth") == 1
+    assert {c["channel"] for c in relay.connections[-1][1] if c["op"] == "subscribe"} \
+        == {"book", "trades", "status", "orders"}
+    expect(page.get_by_test_id("open-order")).to_have_count(2, timeout=EXPECT_MS)
+    sell("22")
+    expect(ask("22")).to_have_count(1, timeout=EXPECT_MS)
+    expect(page.get_by_test_id("open-order")).to_have_count(3, timeout=EXPECT_MS)
+
+
+async def test_page_resubscribes_on_gaps_and_reconnects(nursery):
+    a = await nodes.start(nursery)
+    await trio.to_thread.run_sync(run_in_browser, recovery, a.url, a.token)
