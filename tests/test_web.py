@@ -183,7 +183,13 @@ def scenario(page, a_url: str, a_token: str, a_replica: str, b_url: str, b_token
     expect(ask.locator(".qty")).to_have_text("3")
     expect(page.get_by_test_id("spread")).to_contain_text("one-sided")
 
-    # the token, entered once
+    # a wrong token is refused and forgotten; the right one, entered once, is kept
+    page.get_by_test_id("token-input").fill("not-a-token")
+    page.get_by_test_id("token-save").click()
+    expect(page.get_by_test_id("form-msg")).to_contain_text("refused the token",
+                                                            timeout=EXPECT_MS)
+    expect(page.get_by_test_id("token-form")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('crdtbook.token')") is None
     page.get_by_test_id("token-input").fill(a_token)
     page.get_by_test_id("token-save").click()
     expect(page.get_by_test_id("signed-in")).to_be_visible(timeout=EXPECT_MS)
