@@ -167,7 +167,9 @@
   function subscribe(channel, fields) {
     conn.channels[channel] = { seq: 0, awaiting: true };
     command("subscribe", { channel, ...(fields || {}) }).then((answer) => {
-      if (!answer.ok) console.warn(`subscribe ${channel}: ${answer.detail || answer.error}`);
+      if (answer.ok) return;
+      console.warn(`subscribe ${channel}: ${answer.detail || answer.error}`);
+      if (channel === "orders") $("orders-note").textContent = `Your orders: ${refusal(answer)}`;
     }, () => {});
   }
 
