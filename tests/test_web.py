@@ -274,11 +274,13 @@ POLL_MS = 50  # sampling cadence of a poll on the test's side (within EXPECT_MS)
 class Relay:
     """Stands between the page and the node's /ws (playwright's WebSocket routing):
     passes everything on, records the page's commands, and can drop one book
-    update (a gap in seq), slip in a message, or cut the connection."""
+    update (a gap in seq), turn ``final`` messages into ``retract`` ones, slip
+    in a message, or cut the connection."""
 
     def __init__(self) -> None:
         self.connections: list = []  # one [page side, commands] per connection
         self.drop_book_update = False
+        self.final_as_retract = False
 
     def __call__(self, ws) -> None:
         server = ws.connect_to_server()
@@ -295,6 +297,10 @@ class Relay:
                     and data.get("type") == "update":
                 self.drop_book_update = False
                 return
+            if self.final_as_retract and data.get("type") == "final":
+                # same channel and seq: as if a late event had undone the trades
+                message = json.dumps({"type": "retract", "channel": "trades",
+                                      "seq": data["seq"], "ids": data["ids"]})
             ws.send(message)
 
         ws.on_message(upstream)
@@ -313,7 +319,7 @@ def poll(page, check, what: str) -> None:
         page.wait_for_timeout(POLL_MS)
 
 
-def recovery(page, url: str, token: str) -> None:
+def recovery(page, url: str, token: str, admin: dict[str, str]) -> None:
     from playwright.sync_api import expect
 
     relay = Relay()
@@ -364,7 +370,18 @@ def recovery(page, url: str, token: str) -> None:
     expect(ask("22")).to_have_count(1, timeout=EXPECT_MS)
     expect(page.get_by_test_id("open-order")).to_have_count(3, timeout=EXPECT_MS)
 
+    # a retracted trade is struck through on the tape, not shown final
+    relay.final_as_retract = True
+    with httpx.Client(timeout=10) as http:
+        taker = http.post(url + "/orders", headers=admin,
+                          json={"side": "buy", "qty": "1", "price": "20", "account": "taker"})
+        assert taker.status_code == 201, taker.text
+    trade = page.locator(f'[data-testid=trade][data-id^="{taker.json()["order"]["id"]}/"]')
+    expect(trade).to_have_attribute("data-state", "retracted", timeout=EXPECT_MS)
+    expect(trade).to_have_css("text-decoration-line", "line-through")
+    expect(trade.locator(".mark")).to_have_text("retracted")
+
 
 async def test_page_resubscribes_on_gaps_and_reconnects(nursery):
     a = await nodes.start(nursery)
-    await trio.to_thread.run_sync(run_in_browser, recovery, a.url, a.token)
+    await trio.to_thread.run_sync(run_in_browser, recovery, a.url, a.token, a.admin)
