@@ -253,7 +253,7 @@ class Connection:
 
     async def _processor(self) -> None:
         waiting: deque[Command] = deque()
-        while True:
+        while self.close_code is None:
             if not waiting:
                 try:
                     waiting.append(await self.commands.receive())
@@ -299,6 +299,8 @@ class Connection:
 
     async def _subscribe(self, command: Command) -> None:
         await self.outbox.room()
+        if self.close_code is not None:
+            return
         who = None
         if command.data.get("channel") == "orders":
             who = self._principal()
