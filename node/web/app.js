@@ -8,8 +8,9 @@
 // headers on a WebSocket), the orders channel and order entry. Each channel
 // keeps the snapshot it was last sent plus the updates since; a message whose
 // seq is not the next one, or a "reset", means something was missed, so the
-// page drops that channel's state and subscribes again (messages of the old
-// subscription are ignored until the new snapshot comes). A lost connection
+// page subscribes again, which replaces the subscription (messages of the
+// old one are skipped until the answer to the new subscribe, which comes just
+// before the new snapshot). A lost connection
 // is retried with a growing, jittered delay, and everything is subscribed
 // again; a quiet connection is pinged, and a dead one closed and retried.
 //
@@ -69,11 +70,11 @@
   const conn = {
     ws: null,
     nextId: 1,
-    pending: new Map(), // command id -> {resolve, reject}
+    pending: new Map(), // command id -> {resolve, reject, sub}
     retryMs: RETRY_FIRST_MS,
     lastHeard: 0,
     authed: null, // the account name once the node took the token
-    channels: {}, // name -> {seq, awaiting}
+    channels: {}, // name -> {seq, answered, awaiting}
   };
 
   function setConn(state, text) {
@@ -153,7 +154,7 @@
     command("ping").catch(() => {});
   }, PING_EVERY_MS);
 
-  function command(op, fields) { // one command; resolves with its answer
+  function command(op, fields, sub) { // one command; resolves with its answer
     const ws = conn.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
       return Promise.reject(new Error("not connected to the node"));
@@ -161,12 +162,13 @@
     const id = conn.nextId++;
     ws.send(JSON.stringify({ op, id, ...(fields || {}) }));
     if (op === "ping") return Promise.resolve(null); // answered with a pong, not an answer
-    return new Promise((resolve, reject) => conn.pending.set(id, { resolve, reject }));
+    return new Promise((resolve, reject) => conn.pending.set(id, { resolve, reject, sub }));
   }
 
   function subscribe(channel, fields) {
-    conn.channels[channel] = { seq: 0, awaiting: true };
-    command("subscribe", { channel, ...(fields || {}) }).then((answer) => {
+    const sub = { seq: 0, answered: false, awaiting: true };
+    conn.channels[channel] = sub;
+    command("subscribe", { channel, ...(fields || {}) }, sub).then((answer) => {
       if (answer.ok) return;
       console.warn(`subscribe ${channel}: ${answer.detail || answer.error}`);
       if (channel === "orders") $("orders-note").textContent = `Your orders: ${refusal(answer)}`;
@@ -182,6 +184,7 @@
       const waiting = conn.pending.get(msg.id);
       if (waiting) {
         conn.pending.delete(msg.id);
+        if (waiting.sub) waiting.sub.answered = true; // now, before the next message
         waiting.resolve(msg);
       }
       return;
@@ -189,7 +192,7 @@
     if (msg.type === "pong") return;
     const channel = msg.channel;
     const state = conn.channels[channel];
-    if (!state) return; // not (or no longer) subscribed
+    if (!state || !state.answered) return; // not subscribed, or the old subscription's
     if (msg.type === "reset") {
       resubscribe(channel);
       return;
