@@ -1,6 +1,8 @@
 # One test command: `make test`. It builds .venv on first use (and again when
 # pyproject.toml changes), installs the Grenache npm packages the interop tests
-# use (tests/grenache), then runs ruff, pytest and a short fuzz run.
+# use (tests/grenache) and Chromium from the distribution's packages (the web
+# page's test drives it; nothing downloads browsers), then runs ruff, pytest
+# and a short fuzz run.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +13,7 @@ FUZZ_SEEDS ?= 600
 GRENACHE := tests/grenache
 GRENACHE_STAMP := $(GRENACHE)/node_modules/.installed-stamp
 
-.PHONY: test lint pytest fuzz-short fuzz bench run install clean grenache test-grenache
+.PHONY: test lint pytest fuzz-short fuzz bench run install clean grenache test-grenache chromium
 
 install: $(STAMP)
 
@@ -33,10 +35,25 @@ $(GRENACHE_STAMP): $(GRENACHE)/package.json
 	cd $(GRENACHE) && npm install --no-audit --no-fund --loglevel=error
 	touch $(GRENACHE_STAMP)
 
+# Chromium for tests/test_web.py, from the distribution (apt), when it is missing:
+# as root, else with sudo; never a browser build downloaded by playwright.
+CHROMIUM := /usr/bin/chromium
+
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	else echo "make: $(CHROMIUM) is missing and this user can neither apt-get install it nor sudo;" \
+	     "install the 'chromium' package (the web page's test needs it)" >&2; exit 1; fi; \
+	echo "make: installing chromium from the distribution's packages (for tests/test_web.py)"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium \
+	|| { echo "make: apt-get install chromium failed; install it by hand (the web page's test needs it)" >&2; exit 1; }
+
 test-grenache: $(STAMP) $(GRENACHE_STAMP)
 	$(PY) -m pytest -q tests/test_grenache.py
 
-pytest: $(STAMP) $(GRENACHE_STAMP)
+pytest: $(STAMP) $(GRENACHE_STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q
 
 fuzz-short: $(STAMP)

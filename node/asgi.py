@@ -35,6 +35,8 @@ HEADER_TIMEOUT_S = 5.0  # from an idle (or new) connection to a request's comple
 BODY_GRACE_S = 5.0  # a body must arrive within this, plus BODY_S_PER_MIB per MiB received
 BODY_S_PER_MIB = 1.0
 MAX_BODIES_IN_FLIGHT = 64 * 1024 * 1024  # bytes of request bodies held at once, node-wide
+WS_MAX_MESSAGE = 64 * 1024  # bytes of one WebSocket message from a client (1009 beyond)
+WS_PING_EVERY_S = 20.0  # hypercorn pings WebSocket clients; their pongs keep them alive
 
 
 class BadRequest(Exception):
@@ -174,4 +176,6 @@ def hypercorn_config(host: str, port: int) -> Config:
     config.h11_max_incomplete_size = MAX_HEADER_BYTES
     config.h2_max_header_list_size = MAX_HEADER_BYTES
     config.include_server_header = False
+    config.websocket_max_message_size = WS_MAX_MESSAGE
+    config.websocket_ping_interval = WS_PING_EVERY_S
     return config

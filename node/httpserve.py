@@ -15,6 +15,16 @@ closes. Slots do come back: every connection is bounded in time (asgi.py:
 headers within ``HEADER_TIMEOUT_S``, a body within its deadline, idle
 keep-alive connections closed).
 
+Every connection's stream is wrapped (``Guarded``) before hypercorn gets it.
+hypercorn writes to a socket inside a shielded scope, so a client that never
+reads would hold its connection, and the task writing to it, for ever (a
+graceful stop included): a ``Guarded`` send that makes no progress for
+``SEND_STALL_S`` closes the connection instead. A WebSocket connection also
+asks its guard (found through ``current()``, a context variable the
+connection's tasks inherit) to close it when nothing at all arrives for a
+while (``idle_after``): hypercorn pings it, and a live client's pongs are
+bytes that arrive.
+
 ``raise_file_limit`` lifts the soft ``RLIMIT_NOFILE`` to the hard one (where
 the system allows), and ``connection_cap`` picks a cap below it that leaves
 ``RESERVED_FDS`` for everything else. One semaphore is shared by every
@@ -23,6 +33,7 @@ server of a node (HTTP and PeerRPC), so together they stay under the limit.
 Rules this module keeps
 -----------------------
 * Never more than the cap of connections open at once, across the node's servers.
+* A send stalled for ``SEND_STALL_S`` ends its connection.
 * An accept that fails for lack of descriptors or memory is logged and
   retried shortly, never fatal.
 * On shutdown: stop accepting, let open connections finish for hypercorn's
@@ -31,6 +42,7 @@ Rules this module keeps
 
 from __future__ import annotations
 
+import contextvars
 import errno
 
 import trio
@@ -51,6 +63,47 @@ RESERVED_FDS = 256  # descriptors kept for the store, the peer client, logs
 MAX_CONNECTIONS = 4_096  # the cap, even where the file limit allows more
 MIN_CONNECTIONS = 16
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+SEND_STALL_S = 20.0  # a send to a client that accepts no byte for this long ends the connection
+SEND_CHUNK = 64 * 1024  # the stall clock restarts after each chunk the kernel took
+
+
+class Guarded:
+    """A connection's stream for hypercorn: sends bounded in stall time, reads in
+    idle time once ``idle_after`` was called; everything else is the stream's."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._idle: float | None = None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def idle_after(self, seconds: float) -> None:
+        self._idle = seconds
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._idle is None:
+            return await self._stream.receive_some(max_bytes)
+        with trio.fail_after(self._idle):  # hypercorn ends the connection on TooSlowError
+            return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data) -> None:
+        view = memoryview(data)
+        for start in range(0, max(1, len(view)), SEND_CHUNK):
+            with trio.move_on_after(SEND_STALL_S) as stalled:
+                await self._stream.send_all(view[start:start + SEND_CHUNK])
+            if stalled.cancelled_caught:
+                await self._stream.aclose()
+                raise trio.BrokenResourceError(f"the client read nothing for {SEND_STALL_S}s")
+
+
+_CURRENT: contextvars.ContextVar[Guarded | None] = contextvars.ContextVar(
+    "crdtbook_connection", default=None)
+
+
+def current() -> Guarded | None:
+    """The guard of the connection the calling task serves (None outside ``serve``)."""
+    return _CURRENT.get()
 
 
 def raise_file_limit() -> int:
@@ -87,7 +140,9 @@ async def serve(app, config: Config, slots: trio.Semaphore, *, shutdown_trigger,
 
     async def connection(stream: trio.SocketStream) -> None:
         try:
-            await TCPServer(wrapped, config, context, ConnectionState({}), stream)
+            guarded = Guarded(stream)
+            _CURRENT.set(guarded)  # this task's own context: hypercorn's tasks inherit it
+            await TCPServer(wrapped, config, context, ConnectionState({}), guarded)
         finally:
             slots.release()
 

@@ -17,6 +17,7 @@ import trio
 from . import httpserve, logs
 from .api.app import App
 from .api.peerrpc import PeerRPCApp
+from .api.streams import Hub
 from .asgi import hypercorn_config
 from .cluster import gossip
 from .service import Node, NodeConfig
@@ -59,6 +60,14 @@ async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_stat
             client.headers.pop(name, None)
         client.headers["user-agent"] = "crdtbook"
         node.client = client
+        node.streams = Hub(node)
+        streams_scope = trio.CancelScope()
+
+        async def run_streams() -> None:
+            with streams_scope:
+                await node.streams.run()
+
+        nursery.start_soon(run_streams)
         file_limit = httpserve.raise_file_limit()
         cap = config.max_connections or httpserve.connection_cap(file_limit)
         slots = trio.Semaphore(cap)  # shared by both servers: together under the file limit
@@ -96,6 +105,7 @@ async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_stat
         if node.joined and config.leave_on_stop:
             await gossip.say_goodbye(node, client)
         gossip_scope.cancel()
+        streams_scope.cancel()
         with trio.move_on_after(5.0):
             if not node.journal.failed and not node.store.ephemeral:
                 if config.compact_interval_s:

@@ -256,6 +256,11 @@ class Node:
         self.auth = config.auth and not config.insecure_no_auth
         self.limiter = auth.RateLimiter(config.rate_limit, config.rate_burst, monotonic)
         self.peer_added = trio.Event()  # replaced each time a peer is added
+        # set (and replaced) whenever the replica may show something new: events
+        # taken or made, claims that can move the final frontier, compaction;
+        # the stream hub (node/api/streams.py) waits on it
+        self.changed = trio.Event()
+        self.streams = None  # the stream hub, once the server started it
         # peer traffic this node initiated (both directions), for status and bench/
         self.conflict: str | None = None  # set if peers hold events under our id
         self.refused_messages = 0  # peers' messages the door refused whole
@@ -379,6 +384,8 @@ class Node:
             self._keep_proofs(admission.proofs)
         if admission.added:
             self._journal_fresh()
+        else:
+            self.notify_changed()  # claims alone can move the final frontier
         return admission.added
 
     async def take(self, payload: bytes, may_found: bool = False) -> tuple[int, list[str]]:
@@ -436,6 +443,7 @@ class Node:
         events also wait to be sealed into the next commit's signed block."""
         fresh = self.replica.take_fresh()
         self.journal.events(fresh)
+        self.notify_changed(fresh)
         me = self.id
         self._unsealed.extend(e for e in fresh if e.replica == me)
         if self.retired is None:
@@ -447,6 +455,14 @@ class Node:
                     "node.retired", replica=self.id, how=how,
                            hint="this replica creates no more events; restart with "
                                 "--rejoin-as-new to join again as a new replica")
+
+    def notify_changed(self, fresh=()) -> None:
+        """Wake whoever waits on ``changed`` (cheap: nobody waits unless someone
+        subscribed to a stream); the hub also sees the new events."""
+        if self.streams is not None and fresh:
+            self.streams.note_events(fresh)
+        self.changed.set()
+        self.changed = trio.Event()
 
     def _restore_proofs(self) -> None:
         """Convictions held before a restart (the proofs are kept in the store's meta)."""
@@ -627,6 +643,8 @@ class Node:
         ``unflushed_*`` (see api/history.py). Returns events removed from memory.
         """
         replica = self.replica
+        if self.streams is not None:
+            self.streams.publish()  # trades about to leave memory are on the streams first
         done = replica.compact()
         if not done.removed and not done.fills:
             return 0

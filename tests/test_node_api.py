@@ -233,7 +233,7 @@ async def test_registry_api_is_grape_compatible(node):
 
 async def test_json_errors_for_every_unknown_route(node):
     async with client() as http:
-        for path in ("/", "/orders/a:1/extra", "/peer", "/announce/"):
+        for path in ("/nope", "/orders/a:1/extra", "/peer", "/announce/", "/static/nope"):
             r = await http.get(f"{node.url}{path}")
             assert 400 <= r.status_code < 500
             json.loads(r.text)

@@ -11,7 +11,9 @@ Three families of routes share one port, and this app routes them all:
 * the peer API, CBOR (``/peer/push``, ``/peer/pull``, ``/peer/join``),
   answered by ``PeerAPI`` (node/cluster/peerapi.py);
 * the Grenache-grape registry (``/announce``, ``/lookup``), answered by
-  node/cluster/registry.py from the node's embedded table.
+  node/cluster/registry.py from the node's embedded table;
+* the web page (``/`` and ``/static/<file>``), public static files answered
+  by node/web/pages.py.
 
 Operator actions (``/evict``, ``/leave``: they end a membership for ever;
 ``/accounts``: who may trade here) need ``Authorization: Bearer <admin
@@ -44,10 +46,10 @@ from .. import logs, metrics
 from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
 from ..cluster import admission, gossip, registry
 from ..cluster.peerapi import PeerAPI
-from ..service import Node, NotReady, account_json
+from ..service import Node, account_json
 from ..store import admintoken
-from ..store.journal import StoreFailed
-from . import auth, history, openapi, views
+from ..web.pages import STATIC_PREFIX, Pages
+from . import auth, history, openapi, orderentry, views, websocket
 from .acks import expecting_acks, parse_ack, wait_replicated
 from .requests import parse_depth, parse_json, parse_order_id, parse_orders
 
@@ -102,8 +104,10 @@ class App:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.peer = PeerAPI(node)
+        self.pages = Pages()
         Handler = Callable[[Request], Response]
         self.exact: dict[str, dict[str, Handler]] = {
+            "/": {"GET": self.pages.index},
             "/orders": {"POST": self.post_orders, "GET": self.get_orders},
             "/book": {"GET": self.get_book},
             "/fills": {"GET": self.get_fills},
@@ -126,6 +130,9 @@ class App:
     # -- ASGI --------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] == "websocket":
+            await websocket.serve(self.node, scope, receive, send)
+            return
         await serve_asgi(scope, receive, send, self.respond)
 
     async def respond(self, scope: dict, receive) -> Response:
@@ -174,22 +181,18 @@ class App:
             if inspect.isawaitable(response):
                 response = await response
             return response
-        except auth.Denied as exc:
-            logs.info("http.denied", path=path, status=exc.status, error=exc.error)
-            return Response(exc.status, json.dumps({"error": exc.error, "detail": exc.detail},
-                                                   separators=(",", ":")).encode(),
-                            headers=exc.headers)
-        except BadRequest as exc:
-            logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
-            return error_response(exc.status, exc.error, exc.detail, getattr(exc, "headers", None))
-        except NotReady as exc:
-            return error_response(exc.status, exc.error, exc.detail)
-        except StoreFailed as exc:
-            return error_response(503, "store_failed", f"the store failed ({exc}); nothing was "
-                                  "acknowledged; the node needs its disk fixed and a restart")
-        except Exception as exc:  # a bug in the node, never the caller's input
-            logs.error("http.bug", path=path, error=repr(exc)[:300])
-            return error_response(500, "internal", "the node hit a bug; see its log")
+        except Exception as exc:
+            refused = orderentry.failure(exc)
+            if refused is None:  # a bug in the node, never the caller's input
+                logs.error("http.bug", path=path, error=repr(exc)[:300])
+                return error_response(500, "internal", "the node hit a bug; see its log")
+            if isinstance(exc, auth.Denied):
+                logs.info("http.denied", path=path, status=exc.status, error=exc.error)
+            elif isinstance(exc, BadRequest):
+                logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
+            return Response(refused.status, json.dumps(
+                {"error": refused.error, "detail": refused.detail},
+                separators=(",", ":")).encode(), headers=refused.headers)
 
     def _route(self, method: str, path: str) -> Callable[[Request], Response]:
         routes = self.exact.get(path)
@@ -197,6 +200,8 @@ class App:
             routes = self.order_routes
         if routes is None and path.startswith("/accounts/") and path.count("/") == 2:
             routes = self.account_routes
+        if routes is None and path.startswith(STATIC_PREFIX):
+            routes = {"GET": self.pages.static}
         if routes is None:
             raise BadRequest(404, "not_found", f"no route {path}")
         handler = routes.get(method)
@@ -224,11 +229,7 @@ class App:
                                                    timeout)
                 status, extra = (201 if replicated else 202), {"replicated": replicated}
         replica = self.node.replica
-        results = [
-            {"order": views.order_json(p.order, replica.order_final(p.order)),
-             "fills": [views.fill_json(f, False, p.order.clock) for f in p.fills], **extra}
-            for p in placed
-        ]
+        results = [orderentry.placed_json(replica, p, extra) for p in placed]
         return json_response(status, results if batch else results[0])
 
     async def get_order(self, request: Request) -> Response:

@@ -9,7 +9,7 @@
     crdtbook admin-token [--data-dir DIR]
     crdtbook account add NAME | list | revoke NAME   [--admin-token T]
     crdtbook join-token [--rotate] [--data-dir DIR]
-    crdtbook book [--depth N] [--watch] | status
+    crdtbook book [--depth N] [--watch] | trades [--follow] | status
     crdtbook fills [--account A] | orders [--account A] [--open] | events   [--limit N | --all]
     crdtbook registry [--listen HOST:PORT]
     crdtbook devnet [-n 3] [--demo] [--data-dir DIR]
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from urllib.parse import urlencode, urlsplit
 
 from crdtbook.dot import DotError, check_replica
@@ -191,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     book = client_command("book", "show the book")
     book.add_argument("--depth", type=positive_int, help="price levels per side")
-    book.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    book.add_argument("--watch", action="store_true",
+                      help="keep it on screen, live from the node's stream, until Ctrl-C")
+    trades = client_command("trades", "show the latest trades from the node's stream")
+    trades.add_argument("--follow", "-f", action="store_true",
+                        help="keep printing trades as they happen, marked final or retracted, "
+                             "until Ctrl-C")
     fills = client_command("fills", "list fills in replay order, oldest first")
     fills.add_argument("--account", help="only fills where this account is taker or maker")
     paging(fills)
@@ -436,20 +440,17 @@ def run(args: argparse.Namespace) -> int:
         client.emit_json(result) if args.json else print(client.format_order(result))
         return 0
     if args.command == "book":
-        path = "/book" + (f"?depth={args.depth}" if args.depth else "")
-        while True:
-            result = client.call("GET", url, path)
-            if args.json:
-                client.emit_json(result)
-            else:
-                if args.watch:
-                    sys.stdout.write("\x1b[2J\x1b[H")  # clear screen, cursor home
-                    print(f"{url}  {time.strftime('%H:%M:%S')}  (Ctrl-C to stop)")
-                print(client.format_book(result))
-            if not args.watch:
-                return 0
-            sys.stdout.flush()
-            time.sleep(1.0)
+        if args.watch:
+            from .stream import watch_book
+
+            return watch_book(url, args.depth, args.json)
+        result = client.call("GET", url, "/book" + (f"?depth={args.depth}" if args.depth else ""))
+        client.emit_json(result) if args.json else print(client.format_book(result))
+        return 0
+    if args.command == "trades":
+        from .stream import trades
+
+        return trades(url, args.follow, args.json)
     if args.command == "fills":
         query = {"account": args.account} if args.account else {}
         fills = pages(url, "/fills", "fills", args, query,

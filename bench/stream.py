@@ -1,0 +1,200 @@
+"""Benchmark of the WebSocket streams: trade latency across nodes, single orders/s.
+
+Usage: python bench/stream.py [--rate R] [--duration S] [--entry-duration S]
+                              [--window N] [--pull-interval S] [--json]
+
+Starts 3 durable nodes (fsync on, clients authenticated, rate limits too
+high to bite) under a new temporary folder, then:
+
+1. Stream latency: crossing pairs of single orders (a sell, then a buy at
+   the same price) are posted to node A over HTTP, open loop, at --rate
+   orders/s (default 1,000) for --duration seconds (default 8). Node B's
+   ``trades`` stream is open meanwhile. For each buy, the latency runs from
+   the moment A's 201 reached the client to the moment the trade it made
+   arrived on B's stream (a push from A to B, B's publish, the stream).
+   Can be negative: A pushes once the order is durable, which may beat its
+   own answer to the client. Prints p50 and p99 (ms), and how many trades
+   were seen.
+2. Order entry: single orders to node A, for --entry-duration seconds each
+   (default 5): first over one keep-alive HTTP connection (httpx, one
+   request at a time, as a client without batches sends them), then over one
+   WebSocket connection, pipelined (up to --window commands in flight,
+   default 1,000; answers in order). Prints both rates in orders/s and their
+   ratio (WebSocket / HTTP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+from trio_websocket import open_websocket_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cluster import TOKENS, order_stream, percentile, start_cluster, status_line  # noqa: E402
+from figures import print_figures  # noqa: E402
+
+from node.cli.devnet import stop  # noqa: E402
+
+
+def ws_url(url: str) -> str:
+    return "ws://" + url.split("://", 1)[1] + "/ws"
+
+
+def auth_headers(url: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[url]}"}
+
+
+async def stream_latency(a: str, b: str, rate: float, duration: float) -> dict:
+    answered: dict[str, float] = {}  # buy order id -> when A's 201 arrived
+    arrived: dict[str, float] = {}  # taker id -> when its trade came on B's stream
+    failures = 0
+    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
+    async with (httpx.AsyncClient(limits=limits, timeout=30, headers=auth_headers(a)) as http,
+                open_websocket_url(ws_url(b), max_message_size=16 * 1024 * 1024) as ws):
+        await ws.send_message(json.dumps({"op": "subscribe", "id": 1, "channel": "trades"}))
+
+        async def listen() -> None:
+            while True:
+                message = json.loads(await ws.get_message())
+                if message.get("type") == "trade":
+                    arrived.setdefault(message["trade"]["taker"], time.monotonic())
+
+        async def pair(price: str) -> None:
+            nonlocal failures
+            for side in ("sell", "buy"):
+                try:
+                    response = await http.post(f"{a}/orders", json={
+                        "side": side, "qty": "1", "price": price})
+                except httpx.HTTPError:
+                    failures += 1
+                    return
+                if response.status_code != 201:
+                    failures += 1
+                    return
+                if side == "buy":
+                    answered[response.json()["order"]["id"]] = time.monotonic()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listen)
+            start = trio.current_time()
+            pairs = int(duration * rate / 2)
+            async with trio.open_nursery() as load:
+                for i in range(pairs):
+                    await trio.sleep_until(start + i * 2 / rate)
+                    load.start_soon(pair, f"{100 + (i % 50) / 100:.2f}")
+                    status_line(f"stream latency: {i + 1}/{pairs} pairs sent, "
+                                f"{len(arrived)} trades seen at B")
+            with trio.move_on_after(10):  # the last trades reach B
+                while not set(answered) <= set(arrived):
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    latencies = [(arrived[k] - t) * 1000 for k, t in answered.items() if k in arrived]
+    return {
+        "stream_orders_per_s": rate,
+        "stream_trades_seen": len(latencies),
+        "stream_trades_missing": len(answered) - len(latencies),
+        "stream_failed_requests": failures,
+        "stream_latency_p50_ms": round(percentile(latencies, 0.50), 2),
+        "stream_latency_p99_ms": round(percentile(latencies, 0.99), 2),
+    }
+
+
+async def http_entry(url: str, duration: float, rng: random.Random) -> int:
+    orders = order_stream(rng)
+    placed = 0
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=auth_headers(url)) as http:
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline:
+            try:
+                response = await http.post(f"{url}/orders", json=next(orders))
+            except httpx.RemoteProtocolError:  # the connection was recycled: a new one
+                continue
+            assert response.status_code == 201, response.text
+            placed += 1
+            status_line(f"HTTP entry: {placed} orders")
+    return placed
+
+
+async def ws_entry(url: str, duration: float, window: int, rng: random.Random) -> int:
+    orders = order_stream(rng)
+    answered = 0
+    room = trio.Semaphore(window)
+    headers = [(b"authorization", f"Bearer {TOKENS[url]}".encode())]
+    async with open_websocket_url(ws_url(url), extra_headers=headers) as ws:
+        deadline = time.monotonic() + duration
+
+        async def send() -> None:
+            ident = 0
+            while time.monotonic() < deadline:
+                await room.acquire()
+                ident += 1
+                await ws.send_message(json.dumps({"op": "order", "id": ident,
+                                                  "order": next(orders)}))
+
+        async def receive(cancel: trio.CancelScope) -> None:
+            nonlocal answered
+            while True:
+                message = json.loads(await ws.get_message())
+                assert message.get("status") == 201, message
+                answered += 1
+                room.release()
+                status_line(f"WebSocket entry: {answered} orders")
+                if time.monotonic() >= deadline:
+                    cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            nursery.start_soon(receive, nursery.cancel_scope)
+    return answered
+
+
+async def entry(url: str, duration: float, window: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    start = time.monotonic()
+    http = await http_entry(url, duration, rng)
+    http_rate = http / (time.monotonic() - start)
+    start = time.monotonic()
+    ws = await ws_entry(url, duration, window, rng)
+    ws_rate = ws / (time.monotonic() - start)
+    return {"http_single_orders_per_s": round(http_rate),
+            "ws_single_orders_per_s": round(ws_rate),
+            "ws_to_http": round(ws_rate / http_rate, 2)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--entry-duration", type=float, default=5.0)
+    parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument("--pull-interval", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    root = tempfile.mkdtemp(prefix="crdtbook-bench-stream-")
+    procs, urls = start_cluster(args, root)
+    try:
+        result = trio.run(stream_latency, urls[0], urls[1], args.rate, args.duration)
+        result.update(trio.run(entry, urls[0], args.entry_duration, args.window, args.seed))
+    finally:
+        stop(procs)
+        shutil.rmtree(root, ignore_errors=True)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print_figures(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

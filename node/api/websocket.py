@@ -1,0 +1,442 @@
+"""One WebSocket connection on ``/ws`` (docs/streams.md), over hypercorn's ASGI events.
+
+Theory of operation
+-------------------
+``serve`` takes the handshake: it refuses (plain HTTP, before the upgrade)
+a path other than ``/ws`` (404), a bad ``Authorization`` (401) and a
+connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
+``Connection``, three tasks in one nursery:
+
+* the reader takes frames from hypercorn (which bounds a message at
+  ``MAX_FRAME`` and closes with 1009 beyond it), parses each into a command
+  or a refusal, and queues it (a bounded channel: a client that sends faster
+  than the node answers waits in TCP);
+* the processor takes commands in order. Consecutive ``order`` commands
+  already waiting are taken together (at most ``MAX_BATCH``): each is
+  checked alone (parse, account, rate limit), the valid ones are placed in
+  one ``place_many``, one ``journal.sync()`` makes them all durable, then
+  each gets its answer. That is how one connection places thousands of
+  single orders a second: one commit serves many of them;
+* the sender writes the outgoing queue to the socket.
+
+The outgoing queue (``Outbox``) holds answers and channel messages in the
+order they were made, bounded in bytes (``MAX_QUEUED``). Answers wait for
+room (so a client that does not read stops being read). A channel message
+that finds the queue full is not queued: every subscription of the
+connection ends with a ``reset`` (``slow_consumer``) and their queued
+messages are dropped; if the queue is still full when the next message
+comes and the resets have not even been sent, the connection is closed
+with 1013. Sends that the client does not read are cut by httpserve.py's
+stall timeout, so a stuck connection always ends.
+
+Rules this module keeps: every command gets exactly one answer, in command
+order; an order is answered only once durable; nothing a client sends
+raises out of here (a bug is logged and answered 500); the hub never waits
+on a connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+
+import trio
+
+from crdtbook.replica import ReplicaError
+
+from .. import httpserve, logs
+from ..asgi import MAX_DETAIL, WS_MAX_MESSAGE, WS_PING_EVERY_S, BadRequest
+from . import auth, history, orderentry, views
+from .requests import parse_json, parse_order, parse_order_id
+from .streams import Hub, Subscription
+
+MAX_CONNECTIONS = 1_000
+MAX_FRAME = WS_MAX_MESSAGE  # bytes of one message from the client (hypercorn closes with 1009)
+MAX_QUEUED = 1024 * 1024  # characters of outgoing messages queued per connection
+MAX_ID = 64
+MAX_INT_ID = 2**53  # integer ids a JavaScript client reads back exactly
+MAX_BATCH = 1_000  # pipelined orders placed together
+COMMANDS_QUEUED = 256  # commands read ahead of the processor
+IDLE_S = 60.0  # nothing received (not even a pong) for this long: closed
+PING_EVERY_S = WS_PING_EVERY_S  # hypercorn pings every connection this often
+OPS = ("auth", "subscribe", "unsubscribe", "order", "cancel", "ping")
+RESET = object()  # the outbox tag of a reset message
+
+
+class Command:
+    __slots__ = ("op", "id", "data", "refused")
+
+    def __init__(self, op: str | None, id: object, data: dict | None,
+                 refused: BadRequest | None = None) -> None:
+        self.op = op
+        self.id = id
+        self.data = data
+        self.refused = refused
+
+
+def parse_command(text: str | None) -> Command:
+    """A command, or a refused one (its ``id`` echoed when it had a usable one)."""
+    if text is None:
+        return Command(None, None, None, BadRequest(400, "bad_frame", "send JSON commands in "
+                                                    "text frames, not binary ones"))
+    try:
+        data = parse_json(text)
+    except BadRequest as exc:
+        return Command(None, None, None, exc)
+    if not isinstance(data, dict):
+        return Command(None, None, None, BadRequest(400, "bad_request",
+                                                    "a command is a JSON object"))
+    ident = data.get("id")
+    if isinstance(ident, bool) or not (
+            ident is None or (isinstance(ident, str) and len(ident) <= MAX_ID)
+            or (isinstance(ident, int) and -MAX_INT_ID <= ident <= MAX_INT_ID)):
+        return Command(None, None, None, BadRequest(
+            400, "bad_id", f"id must be a string of at most {MAX_ID} characters or an "
+            "integer (at most 2^53)"))
+    op = data.get("op")
+    if op not in OPS:
+        shown = json.dumps(op)[:40] if op is not None else "none"
+        return Command(None, ident, None, BadRequest(
+            400, "bad_op", f"unknown op {shown}; one of {', '.join(OPS)}"))
+    return Command(op, ident, data)
+
+
+def answer_ok(ident: object, status: int, result: dict) -> str:
+    return json.dumps({"type": "answer", "id": ident, "ok": True, "status": status,
+                       "result": result}, separators=(",", ":"))
+
+
+def refusal(exc: BaseException) -> orderentry.Failure:
+    refused = orderentry.failure(exc)
+    if refused is None:  # a bug in the node, never the client's input
+        logs.error("ws.bug", error=repr(exc)[:300])
+        refused = orderentry.Failure(500, "internal", "the node hit a bug; see its log", [])
+    return refused
+
+
+def answer_error(ident: object, exc: BaseException | orderentry.Failure) -> str:
+    refused = exc if isinstance(exc, orderentry.Failure) else refusal(exc)
+    out = {"type": "answer", "id": ident, "ok": False, "status": refused.status,
+           "error": refused.error, "detail": refused.detail[:MAX_DETAIL + 20]}
+    wait = orderentry.retry_after(refused)
+    if wait is not None:
+        out["retry_after_s"] = wait
+    return json.dumps(out, separators=(",", ":"))
+
+
+class Outbox:
+    """Outgoing messages in order, tagged with their subscription (None: an answer)."""
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[object, str]] = deque()
+        self.size = 0
+        self._filled = trio.Event()
+        self._drained = trio.Event()
+
+    def full(self, more: int = 0) -> bool:
+        return self.size + more > MAX_QUEUED
+
+    def push(self, tag: object, text: str) -> None:
+        self.items.append((tag, text))
+        self.size += len(text)
+        self._filled.set()
+
+    def drop(self, keep) -> None:
+        self.items = deque(item for item in self.items if keep(item[0]))
+        self.size = sum(len(text) for _, text in self.items)
+
+    async def room(self) -> None:
+        while self.full():
+            self._drained = trio.Event()
+            await self._drained.wait()
+
+    async def take(self) -> tuple[object, str]:
+        while not self.items:
+            self._filled = trio.Event()
+            await self._filled.wait()
+        tag, text = self.items.popleft()
+        self.size -= len(text)
+        if not self.full():
+            self._drained.set()
+        return tag, text
+
+
+class Connection:
+    def __init__(self, node, hub: Hub, token: str | None, send) -> None:
+        self.node = node
+        self.hub = hub
+        self.token = token  # checked again at each use: a revoked token stops at once
+        self._send = send
+        self.outbox = Outbox()
+        self.subs: dict[str, Subscription] = {}
+        self.resets_unsent = 0
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._closing = trio.Event()
+        self.commands_send, self.commands = trio.open_memory_channel[Command](COMMANDS_QUEUED)
+
+    # -- what the hub calls (never waits) ----------------------------------
+    def deliver(self, sub: Subscription, text: str) -> None:
+        if self.close_code is not None:
+            return
+        if self.outbox.full(len(text)):
+            self._overflow()
+            return
+        self.outbox.push(sub, text)
+
+    def reset(self, sub: Subscription, reason: str) -> None:
+        """The hub ended ``sub``: drop its queued messages, tell the client."""
+        if self.subs.get(sub.channel) is sub:
+            del self.subs[sub.channel]
+        self.outbox.drop(lambda tag: tag is not sub)
+        self.outbox.push(RESET, json.dumps({"type": "reset", "channel": sub.channel,
+                                            "reason": reason}, separators=(",", ":")))
+        self.resets_unsent += 1
+
+    def _overflow(self) -> None:
+        if self.resets_unsent:
+            self.close(1013, "slow consumer: the outgoing queue stayed full")
+            return
+        subs = list(self.subs.values())
+        self.subs.clear()
+        for sub in subs:
+            self.hub.unsubscribe(sub)
+        self.outbox.drop(lambda tag: not isinstance(tag, Subscription))
+        for sub in subs:
+            self.outbox.push(RESET, json.dumps({"type": "reset", "channel": sub.channel,
+                                                "reason": "slow_consumer"},
+                                               separators=(",", ":")))
+            self.resets_unsent += 1
+        logs.info("ws.slow_consumer", channels=",".join(s.channel for s in subs))
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+            self.outbox.drop(lambda tag: False)
+            self.outbox.push(None, "")  # wakes the sender
+            self._closing.set()
+
+    # -- the tasks ---------------------------------------------------------
+    async def run(self, receive) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, nursery.cancel_scope)
+                nursery.start_soon(self._processor)
+                await self._reader(receive)
+                nursery.cancel_scope.cancel()
+        finally:
+            for sub in list(self.subs.values()):
+                self.hub.unsubscribe(sub)
+            self.subs.clear()
+
+    async def _reader(self, receive) -> None:
+        async with self.commands_send:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    return
+                if kind == "websocket.receive":
+                    await self.commands_send.send(parse_command(message.get("text")))
+
+    async def _sender(self, cancel_scope: trio.CancelScope) -> None:
+        while True:
+            tag, text = await self.outbox.take()
+            if self.close_code is not None:
+                await self._send({"type": "websocket.close", "code": self.close_code,
+                                  "reason": self.close_reason})
+                cancel_scope.cancel()
+                return
+            if tag is RESET:
+                self.resets_unsent -= 1
+            await self._send({"type": "websocket.send", "text": text})
+
+    async def _processor(self) -> None:
+        waiting: deque[Command] = deque()
+        while self.close_code is None:
+            if not waiting:
+                try:
+                    waiting.append(await self.commands.receive())
+                except trio.EndOfChannel:
+                    return
+            while len(waiting) < MAX_BATCH:  # whatever else already came: for a batch
+                try:
+                    waiting.append(self.commands.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if waiting[0].op == "order":
+                batch = []
+                while waiting and waiting[0].op == "order" and len(batch) < MAX_BATCH:
+                    batch.append(waiting.popleft())
+                await self._orders(batch)
+            else:
+                await self._one(waiting.popleft())
+
+    async def _answer(self, text: str) -> None:
+        await self.outbox.room()
+        if self.close_code is None:
+            self.outbox.push(None, text)
+
+    # -- commands ----------------------------------------------------------
+    async def _one(self, command: Command) -> None:
+        if command.refused is not None:
+            await self._answer(answer_error(command.id, command.refused))
+            return
+        try:
+            if command.op == "ping":
+                await self._answer(json.dumps({"type": "pong", "id": command.id},
+                                              separators=(",", ":")))
+            elif command.op == "subscribe":
+                await self._subscribe(command)
+            elif command.op == "unsubscribe":
+                await self._unsubscribe(command)
+            elif command.op == "auth":
+                await self._auth(command)
+            elif command.op == "cancel":
+                await self._cancel(command)
+        except Exception as exc:
+            await self._answer(answer_error(command.id, exc))
+
+    async def _subscribe(self, command: Command) -> None:
+        await self.outbox.room()
+        if self.close_code is not None:
+            return
+        who = None
+        if command.data.get("channel") == "orders":
+            who = self._principal()
+        old = self.subs.get(command.data.get("channel"))
+        sub, snapshot = self.hub.subscribe(self, who, command.data)
+        if old is not None:  # subscribing again replaces it (how a client resubscribes)
+            self.hub.unsubscribe(old)
+        self.subs[sub.channel] = sub
+        # no await from the subscription to its snapshot: nothing of it can come first
+        self.outbox.push(None, answer_ok(command.id, 200, {"channel": sub.channel}))
+        self.deliver(sub, snapshot)
+
+    async def _unsubscribe(self, command: Command) -> None:
+        channel = command.data.get("channel")
+        unknown = sorted(set(command.data) - {"op", "id", "channel"})
+        if unknown:
+            raise BadRequest(400, "bad_request", "unsubscribe takes only a channel")
+        sub = self.subs.pop(channel, None) if isinstance(channel, str) else None
+        if sub is None:
+            raise BadRequest(404, "not_subscribed", "no subscription to that channel here")
+        self.hub.unsubscribe(sub)
+        self.outbox.drop(lambda tag: tag is not sub)
+        await self._answer(answer_ok(command.id, 200, {"channel": channel}))
+
+    async def _auth(self, command: Command) -> None:
+        token = command.data.get("token")
+        if set(command.data) - {"op", "id", "token"}:
+            raise BadRequest(400, "bad_request", "auth takes only a token")
+        if not isinstance(token, str):
+            raise auth.unauthorized("auth needs a token: {\"op\": \"auth\", \"token\": ...}")
+        who = auth.principal(self.node, token)
+        self.token = token
+        await self._answer(answer_ok(command.id, 200, {"account": who.account}))
+
+    def _principal(self) -> auth.Principal:
+        return auth.principal(self.node, self.token)
+
+    async def _cancel(self, command: Command) -> None:
+        if set(command.data) - {"op", "id", "order"}:
+            raise BadRequest(400, "bad_request", "cancel takes only an order id")
+        target = command.data.get("order")
+        if not isinstance(target, str):
+            raise BadRequest(400, "bad_id", "cancel needs \"order\": an order id "
+                                            "\"replica:seq\"")
+        who = self._principal()
+        dot = parse_order_id(target)
+        try:
+            result = await history.cancel(self.node, dot, who)
+        except ReplicaError as exc:
+            raise BadRequest(409, "cannot_cancel", str(exc)) from None
+        await self._answer(answer_ok(command.id, 200,
+                                     {"cancel": views.cancel_json(result.cancel)}))
+
+    async def _orders(self, batch: list[Command]) -> None:
+        """Check each order alone, place the good ones together, one sync, answer each."""
+        answers: list[str | None] = []
+        accepted = []
+        who: auth.Principal | Exception
+        try:
+            who = self._principal()
+        except auth.Denied as exc:
+            who = exc
+        for command in batch:
+            if command.refused is not None:
+                answers.append(answer_error(command.id, command.refused))
+                continue
+            try:
+                if isinstance(who, Exception):
+                    raise who
+                if set(command.data) - {"op", "id", "order"}:
+                    raise BadRequest(400, "bad_request", "order takes only \"order\": the "
+                                                         "object POST /orders takes")
+                order = parse_order(command.data.get("order"), "")
+                accepted.append(auth.entitled(self.node, who, [order])[0])
+                answers.append(None)
+            except Exception as exc:
+                answers.append(answer_error(command.id, exc))
+        placed = []
+        if accepted:
+            try:
+                placed = self.node.place_many(accepted)
+                await self.node.journal.sync()
+            except Exception as exc:  # nothing was promised: each order gets this answer
+                refused = refusal(exc)
+                answers = [answer_error(c.id, refused) if a is None else a
+                           for c, a in zip(batch, answers, strict=True)]
+                placed = []
+        replica = self.node.replica
+        results = iter(placed)
+        for command, text in zip(batch, answers, strict=True):
+            if text is None:
+                text = answer_ok(command.id, 201,
+                                 orderentry.placed_json(replica, next(results)))
+            await self._answer(text)
+
+
+async def serve(node, scope: dict, receive, send) -> None:
+    """The ASGI websocket scope: refuse before the upgrade, or run one connection."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    hub: Hub | None = node.streams
+    if scope.get("path") != "/ws":
+        await _refuse(send, 404, "not_found", f"no WebSocket endpoint {scope.get('path')!r:.60}"
+                                              "; streams are at /ws")
+        return
+    if hub is None:
+        await _refuse(send, 503, "not_ready", "the node is starting; retry shortly")
+        return
+    if hub.connections >= MAX_CONNECTIONS:
+        await _refuse(send, 503, "busy", f"this node serves at most {MAX_CONNECTIONS} "
+                                         "WebSocket connections; retry later")
+        return
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+               for k, v in scope.get("headers", [])}
+    try:
+        token = auth.bearer(headers)
+        if token is not None:
+            auth.principal(node, token)
+    except auth.Denied as exc:
+        await _refuse(send, exc.status, exc.error, exc.detail, exc.headers)
+        return
+    hub.connections += 1
+    try:
+        guard = httpserve.current()
+        if guard is not None:
+            guard.idle_after(IDLE_S)
+        await send({"type": "websocket.accept"})
+        await Connection(node, hub, token, send).run(receive)
+    finally:
+        hub.connections -= 1
+
+
+async def _refuse(send, status: int, error: str, detail: str,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "websocket.http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), *(headers or [])]})
+    await send({"type": "websocket.http.response.body",
+                "body": json.dumps({"error": error, "detail": detail}).encode()})

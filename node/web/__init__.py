@@ -1,0 +1,1 @@
+"""The web page a node serves at ``/`` (see pages.py): its static files live here."""

@@ -1,0 +1,340 @@
+"""Streams over /ws against real nodes (docs/streams.md): channels, order entry, limits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected
+
+from node.api import websocket
+from node.api.streams import Subscription
+
+from . import nodes
+from .wsclient import BookView, book_of, connect
+
+POLL_S = 0.05  # how often a test samples a node while it waits (within a deadline)
+
+
+async def make_account(client, running: nodes.Running, name: str) -> str:
+    response = await client.post(running.url + "/accounts", json={"account": name},
+                                 headers=running.admin)
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+async def test_an_order_placed_at_b_shows_on_a_book_and_tape():
+    async with trio.open_nursery() as nursery, nodes.client() as client:
+        a = await nodes.start(nursery)
+        b = await nodes.start(nursery, a.url)
+        async with connect(a.url) as ws:
+            answer = await ws.call(op="subscribe", id=1, channel="book", depth=10)
+            assert answer["ok"] and answer["result"] == {"channel": "book"}
+            book = BookView(await ws.next())
+            assert book.seq == 1 and (book.bids, book.asks) == ({}, {})
+            assert (await ws.call(op="subscribe", id="t", channel="trades"))["ok"]
+            tape = await ws.next()
+            assert tape["type"] == "snapshot" and tape["trades"] == []
+
+            sell = await client.post(b.url + "/orders",
+                                     json={"side": "sell", "qty": "3", "price": "12"})
+            assert sell.status_code == 201
+            update = await ws.until(lambda m: m["channel"] == "book")
+            book.apply(update)
+            assert book.shown() == ([], [["12", "3"]])
+
+            buy = await client.post(b.url + "/orders",
+                                    json={"side": "buy", "qty": "1", "price": "13"})
+            assert buy.status_code == 201
+            trade = await ws.until(lambda m: m["type"] == "trade")
+            assert trade["channel"] == "trades" and trade["seq"] == 2
+            assert trade["trade"]["taker"] == buy.json()["order"]["id"]
+            assert trade["trade"]["maker"] == sell.json()["order"]["id"]
+            assert (trade["trade"]["price"], trade["trade"]["qty"]) == ("12", "1")
+            assert trade["trade"]["final"] is False
+            final = await ws.until(lambda m: m["type"] == "final")
+            assert final["ids"] == [trade["trade"]["id"]] and final["seq"] == 3
+            for message in ws.seen:
+                if message["channel"] == "book":
+                    book.apply(message)
+            ws.seen.clear()
+
+            async def same_as_get_book():
+                body = (await client.get(a.url + "/book?depth=10")).json()
+                with trio.move_on_after(POLL_S):
+                    book.apply(await ws.until(lambda m: m["channel"] == "book"))
+                return book.shown() == book_of(body) == ([], [["12", "2"]])
+
+            await nodes.eventually(same_as_get_book)
+            assert not [m for m in ws.seen if m["type"] in ("retract", "final")]
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_late_subscriber_gets_the_recent_trades_and_their_finality():
+    async with trio.open_nursery() as nursery, nodes.client() as client:
+        a = await nodes.start(nursery)
+        await client.post(a.url + "/orders", json=[
+            {"side": "sell", "qty": "2", "price": "10"}, {"side": "buy", "qty": "2",
+                                                          "price": "10"}])
+        async with connect(a.url) as ws:
+            await ws.call(op="subscribe", id=1, channel="trades")
+            snapshot = await ws.next()
+            [trade] = snapshot["trades"]
+            assert (trade["qty"], trade["index"]) == ("2", 0)
+            if not trade["final"]:
+                final = await ws.until(lambda m: m["type"] == "final")
+                assert final["ids"] == [trade["id"]]
+        await a.stop()
+
+
+async def test_orders_channel_needs_a_token_and_shows_only_that_account():
+    async with trio.open_nursery() as nursery, nodes.client() as client:
+        a = await nodes.start(nursery)
+        alice = await make_account(client, a, "alice")
+        async with connect(a.url) as ws:
+            refused = await ws.call(op="subscribe", id=1, channel="orders")
+            assert (refused["ok"], refused["status"], refused["error"]) == \
+                (False, 401, "unauthorized")
+            assert nodes.Running.token  # the public connection may still authenticate
+            authed = await ws.call(op="auth", id=2, token=alice)
+            assert authed["ok"] and authed["result"] == {"account": "alice"}
+            other = await ws.call(op="subscribe", id=3, channel="orders", account="local")
+            assert (other["ok"], other["status"]) == (False, 403)
+            assert (await ws.call(op="subscribe", id=4, channel="orders"))["ok"]
+            assert (await ws.next())["orders"] == []
+            mine = await client.post(a.url + "/orders", headers=nodes.bearer(alice),
+                                     json={"side": "buy", "qty": "1", "price": "5"})
+            theirs = await client.post(a.url + "/orders",
+                                       json={"side": "buy", "qty": "1", "price": "6"})
+            assert mine.status_code == theirs.status_code == 201
+            seen = await ws.until(lambda m: m["type"] == "order")
+            assert seen["order"]["id"] == mine.json()["order"]["id"]
+            assert (seen["order"]["account"], seen["order"]["status"]) == ("alice", "open")
+            cancel = await client.delete(a.url + f"/orders/{seen['order']['id']}",
+                                         headers=nodes.bearer(alice))
+            assert cancel.status_code == 200
+            gone = await ws.until(lambda m: m["type"] == "order")
+            assert (gone["order"]["id"], gone["order"]["status"]) == \
+                (seen["order"]["id"], "cancelled")
+            assert all(m.get("order", {}).get("account") != "local" for m in ws.seen)
+        async with connect(a.url, token=alice) as ws:  # the handshake's token, this time
+            assert (await ws.call(op="subscribe", id=1, channel="orders"))["ok"]
+            assert (await ws.next())["orders"] == []  # the cancelled order is not open
+        await a.stop()
+
+
+async def test_order_and_cancel_over_the_socket_echo_ids():
+    async with trio.open_nursery() as nursery, nodes.client() as client:
+        a = await nodes.start(nursery)
+        alice = await make_account(client, a, "alice")
+        async with connect(a.url, token=a.token) as ws:
+            placed = await ws.call(op="order", id="o-1",
+                                   order={"side": "sell", "qty": "2", "price": "11"})
+            assert (placed["ok"], placed["status"], placed["id"]) == (True, 201, "o-1")
+            order = placed["result"]["order"]
+            assert (order["account"], order["status"], order["qty"]) == ("local", "open", "2")
+            held = (await client.get(a.url + f"/orders/{order['id']}")).json()
+            assert held["status"] == "open"  # durable and visible before the answer
+            taker = await ws.call(op="order", id=7,
+                                  order={"side": "buy", "qty": "1", "price": "11"})
+            assert taker["id"] == 7 and taker["result"]["fills"][0]["maker"] == order["id"]
+            cancelled = await ws.call(op="cancel", id=8, order=order["id"])
+            assert (cancelled["ok"], cancelled["id"]) == (True, 8)
+            assert cancelled["result"]["cancel"]["removed"] == "1"
+            again = await ws.call(op="cancel", id=9, order=order["id"])
+            assert (again["status"], again["error"]) == (409, "cannot_cancel")
+            assert (await ws.call(op="ping", id=10)) == {"type": "pong", "id": 10}
+        async with connect(a.url, token=alice) as ws:
+            mine = (await ws.call(op="order", id=1, order={"side": "buy", "qty": "1",
+                                                           "price": "3"}))["result"]["order"]
+            local = (await client.post(a.url + "/orders", json={
+                "side": "buy", "qty": "1", "price": "4"})).json()["order"]
+            denied = await ws.call(op="cancel", id=2, order=local["id"])
+            assert (denied["ok"], denied["status"], denied["error"]) == (False, 403, "forbidden")
+            as_other = await ws.call(op="order", id=3, order={
+                "side": "buy", "qty": "1", "price": "3", "account": "local"})
+            assert (as_other["status"], as_other["error"]) == (403, "forbidden")
+            assert mine["account"] == "alice"
+        assert (await client.get(a.url + f"/orders/{local['id']}")).json()["status"] == "open"
+        await a.stop()
+
+
+async def test_bad_commands_get_an_answer_and_change_nothing():
+    async with trio.open_nursery() as nursery, nodes.client() as client:
+        a = await nodes.start(nursery)
+        before = (await client.get(a.url + "/status")).json()["events_total"]
+        async with connect(a.url) as ws:
+            await ws.conn.send_message("{not json")
+            bad = await ws.next()
+            assert (bad["type"], bad["id"], bad["ok"], bad["error"]) == \
+                ("answer", None, False, "bad_json")
+            await ws.conn.send_message('{"op": "ping", "id": 1, "id": 2}')
+            assert (await ws.next())["error"] == "bad_json"  # a key twice
+            await ws.conn.send_message("[1, 2]")
+            assert (await ws.next())["error"] == "bad_request"
+            await ws.conn.send_message(b"\x00binary")
+            assert (await ws.next())["error"] == "bad_frame"
+            unknown = await ws.call(op="explode", id="x")
+            assert (unknown["id"], unknown["error"]) == ("x", "bad_op")
+            await ws.send(op="ping", id="i" * 65)
+            long_id = await ws.next()
+            assert (long_id["id"], long_id["error"]) == (None, "bad_id")
+            await ws.send(op="order", id=3, order={"side": "buy", "qty": 1.5, "price": "3"})
+            floaty = await ws.next()  # not read at all: its id is not known either
+            assert (floaty["id"], floaty["error"]) == (None, "bad_number")
+            anonymous = await ws.call(op="order", id=4,
+                                      order={"side": "buy", "qty": "1", "price": "3"})
+            assert (anonymous["status"], anonymous["error"]) == (401, "unauthorized")
+            bad_order = await ws.call(op="order", id=5, order={"side": "up", "qty": "1"})
+            assert bad_order["id"] == 5 and bad_order["status"] == 401  # auth comes first
+            wrong = await ws.call(op="auth", id=6, token="nope")
+            assert (wrong["status"], wrong["ok"]) == (401, False)
+            for channel, extra in (("nope", {}), ("book", {"depth": 0}),
+                                   ("book", {"depth": True}), ("trades", {"depth": 5})):
+                refused = await ws.call(op="subscribe", id=7, channel=channel, **extra)
+                assert (refused["ok"], refused["status"]) == (False, 400), (channel, extra)
+            missing = await ws.call(op="unsubscribe", id=8, channel="book")
+            assert missing["status"] == 404
+            assert (await ws.call(op="ping", id=9))["type"] == "pong"  # still open
+        assert (await client.get(a.url + "/status")).json()["events_total"] == before
+        assert a.node.streams.subscription_count() == 0
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with connect(a.url, token="crdtbook-not-a-token"):
+                pass
+        assert rejected.value.status_code == 401
+        await a.stop()
+
+
+async def test_orders_over_the_socket_are_rate_limited():
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery, rate_limit=1.0, rate_burst=2)
+        async with connect(a.url, token=a.token) as ws:
+            for i in range(3):  # pipelined: all three are read before the first answer
+                await ws.send(op="order", id=i, order={"side": "buy", "qty": "1",
+                                                       "price": "3"})
+            answers = [await ws.answer(i) for i in range(3)]
+            assert [x["status"] for x in answers] == [201, 201, 429]
+            assert answers[2]["error"] == "rate_limited" and answers[2]["retry_after_s"] >= 1
+        assert len([o for o in a.node.replica.orders()]) == 2
+        await a.stop()
+
+
+async def test_pipelined_orders_are_answered_in_order_once_durable():
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery, rate_limit=0)
+        commits = a.node.journal.commits
+        async with connect(a.url, token=a.token) as ws:
+            for i in range(300):
+                await ws.send(op="order", id=i, order={"side": "buy" if i % 2 else "sell",
+                                                       "qty": "1", "price": "10"})
+            answers = [await ws.next() for _ in range(300)]
+        assert [x["id"] for x in answers] == list(range(300))
+        assert all(x["status"] == 201 for x in answers)
+        assert a.node.journal.committed_events >= 300
+        assert a.node.journal.commits - commits < 300  # commits served many orders each
+        await a.stop()
+
+
+async def test_status_channel_sends_the_status_body():
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery)
+        async with connect(a.url) as ws:
+            await ws.call(op="subscribe", id=1, channel="status")
+            first = await ws.next()
+            assert (first["type"], first["seq"]) == ("status", 1)
+            assert first["status"]["replica"] == a.node.id
+            second = await ws.next(timeout=5)
+            assert second["seq"] == 2 and second["status"]["replica"] == a.node.id
+            assert (await ws.call(op="unsubscribe", id=2, channel="status"))["ok"]
+        await a.stop()
+
+
+async def test_an_oversized_frame_closes_the_connection_with_1009():
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery)
+        async with connect(a.url) as ws:
+            await ws.conn.send_message(json.dumps({"op": "ping", "id": "x" * 70_000}))
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.next()
+            assert closed.value.reason.code == 1009
+        await a.stop()
+
+
+async def test_one_subscription_per_channel_and_a_connection_cap(monkeypatch):
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery)
+        monkeypatch.setattr(websocket, "MAX_CONNECTIONS", 2)
+        async with connect(a.url) as one, connect(a.url) as two:
+            for depth in (5, 10, 5):  # subscribing again replaces the subscription
+                assert (await one.call(op="subscribe", id=depth, channel="book",
+                                       depth=depth))["ok"]
+                assert (await one.next())["depth"] == depth
+            for channel in ("trades", "status"):
+                assert (await one.call(op="subscribe", id=channel, channel=channel))["ok"]
+            assert a.node.streams.subscription_count() == 3
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with connect(a.url):
+                    pass
+            assert rejected.value.status_code == 503
+            assert json.loads(rejected.value.body)["error"] == "busy"
+            assert (await two.call(op="ping", id=1))["type"] == "pong"
+        await nodes.eventually(lambda: a.node.streams.connections == 0)
+        assert a.node.streams.subscription_count() == 0
+        async with connect(a.url) as three:  # room again
+            assert (await three.call(op="ping", id=1))["type"] == "pong"
+        await a.stop()
+
+
+async def test_a_client_that_stops_reading_is_closed_with_1013(monkeypatch):
+    monkeypatch.setattr(websocket, "MAX_QUEUED", 64 * 1024)
+    async with trio.open_nursery() as nursery, nodes.client() as client:
+        a = await nodes.start(nursery, rate_limit=0)
+        levels = [{"side": "buy", "qty": "1", "price": str(1000 + i)} for i in range(1000)]
+        assert (await client.post(a.url + "/orders", json=levels)).status_code == 201
+        async with connect(a.url, rcvbuf=4096) as ws:
+            with trio.move_on_after(10):  # the node may stop reading too: that is fine
+                for i in range(400):  # each snapshot is ~20 KB; the client reads none
+                    await ws.send(op="subscribe", id=i, channel="book", depth=1000)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # what was sent before the close, then the close
+                    await ws.next(timeout=30)
+            assert closed.value.reason.code == 1013
+        await nodes.eventually(lambda: a.node.streams.connections == 0)
+        assert a.node.streams.subscription_count() == 0
+        await a.stop()
+
+
+class FakeHub:
+    def __init__(self) -> None:
+        self.unsubscribed = []
+
+    def unsubscribe(self, sub) -> None:
+        sub.live = False
+        self.unsubscribed.append(sub.channel)
+
+
+def test_a_full_queue_resets_the_channels_then_closes_with_1013():
+    hub = FakeHub()
+    conn = websocket.Connection(None, hub, None, send=None)
+    book = Subscription(conn, "book", depth=5)
+    trades = Subscription(conn, "trades")
+    conn.subs = {"book": book, "trades": trades}
+    conn.outbox.push(None, "an answer")
+    piece = "x" * (websocket.MAX_QUEUED // 4)
+    for _ in range(3):
+        book.send("update", piece + "}")
+    assert len(conn.outbox.items) == 4 and conn.close_code is None
+    trades.send("trade", piece + "}")  # does not fit: every channel is reset
+    assert hub.unsubscribed == ["book", "trades"] and conn.subs == {}
+    kept = [text for _, text in conn.outbox.items]
+    assert kept[0] == "an answer"  # answers are never dropped
+    assert [json.loads(t) for t in kept[1:]] == [
+        {"type": "reset", "channel": "book", "reason": "slow_consumer"},
+        {"type": "reset", "channel": "trades", "reason": "slow_consumer"}]
+    assert not book.live and not trades.live
+    conn.outbox.push(None, piece)  # answers still queue (they wait for room)
+    fresh = Subscription(conn, "book", depth=5)
+    fresh.send("update", piece * 4 + "}")  # full again, the resets not even sent: closed
+    assert conn.close_code == 1013
