@@ -119,15 +119,20 @@ def test_standalone_registry_command():
         (("order", "sell", "3"), "QTY@PRICE"),
         (("order", "sell", "3@x"), "not a plain decimal"),
         (("order", "buy", "5@1", "--type", "market"), "takes no price"),
-        (("cancel", "nonsense"), "replica:seq"),
+        (("cancel", "nonsense"), "REPLICA:SEQ"),
     ],
 )
 def test_bad_input_one_clear_line(node_process, args, message):
+    """A usage error: one line saying what is wrong, then indented hints; status 2,
+    and nothing reached the node."""
     _, url = node_process
     result = crdtbook(*args, node=url, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert message in result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    first, *hints = result.stderr.rstrip("\n").split("\n")
+    assert first.startswith(f"crdtbook {args[0]}: ") and "Traceback" not in result.stderr
+    assert all(hint.startswith("  ") for hint in hints)
+    assert json.loads(crdtbook("status", "--json", node=url).stdout)["events_total"] == 1
 
 
 def test_unreachable_node_one_clear_line():
