@@ -26,6 +26,7 @@ import argparse
 import difflib
 import importlib.metadata
 import re
+import textwrap
 
 from crdtbook.dot import DotError, check_replica
 
@@ -117,7 +118,8 @@ GLOBAL: dict[str, tuple[str, dict]] = {
     "book": ("--book", {"type": book_name, "default": "default",
                         "help": "book name (default: default)"}),
 }
-CLIENT = ("node", "json", "no_color", "token", "data_dir", "book")
+PUBLIC = ("node", "json", "no_color")  # market data: no token
+CLIENT = (*PUBLIC, "token", "data_dir", "book")
 ADMIN = ("node", "json", "no_color", "admin_token", "data_dir", "book")
 
 
@@ -143,7 +145,7 @@ def subcommand(sub, name: str, summary: str, description: str, example: str,
                options: tuple[str, ...] = (), **overrides: str) -> argparse.ArgumentParser:
     """A subcommand with its help, its example, and the global options it takes
     (``overrides``: a global option's help, said for this command)."""
-    cmd = sub.add_parser(name, help=summary, description=description,
+    cmd = sub.add_parser(name, help=summary, description=textwrap.fill(description, 79),
                          epilog="example:\n  " + example,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     for dest in options:
@@ -171,8 +173,9 @@ def version() -> str:
 def build_parser() -> Parser:
     parser = Parser(
         prog="crdtbook",
-        description="A leaderless distributed exchange: every node holds the whole order "
-                    "book as a CRDT of events and matches it itself.",
+        description=textwrap.fill("A leaderless distributed exchange: every node holds the "
+                                  "whole order book as a CRDT of events and matches it "
+                                  "itself.", 79),
         epilog="example:\n  crdtbook devnet --demo        # a local 3-node cluster, with "
                "orders\n\n`crdtbook COMMAND --help` tells more about each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -190,7 +193,7 @@ def build_parser() -> Parser:
         "prints the cluster's join token; with --peer URL and that token, it joins. "
         "SIGINT or SIGTERM stops it cleanly (exit status 0).",
         "crdtbook node --listen 127.0.0.1:8701 --peer http://127.0.0.1:8700 "
-        "--join-token TOKEN",
+        "--join-token crdtbook-join-c1c975d7a92957c392dea24cb6374d78",
         ("data_dir", "book"),
         data_dir="keep the node's state here: identity, every event, history (default "
                  "./crdtbook-data/<book>-<port>)")
@@ -253,7 +256,8 @@ def build_parser() -> Parser:
         "most 8 decimal places. The order belongs to the account whose token is sent.",
         "crdtbook order sell 3@12\n  crdtbook order buy 5 --type market",
         CLIENT)
-    order.add_argument("side", choices=("buy", "sell"), metavar="buy|sell")
+    order.add_argument("side", choices=("buy", "sell"), metavar="buy|sell",
+                       help="which way: buy or sell")
     order.add_argument("amount", metavar="QTY@PRICE", help="e.g. 3@12 (market orders: just QTY)")
     order.add_argument("--type", choices=TYPES, default="limit",
                        help="limit (default), market (no price), ioc (fill what can be "
@@ -286,7 +290,7 @@ def build_parser() -> Parser:
         sub, "book", "show the order book",
         "Show the book: price levels with their total quantity and number of orders, "
         "bids on the left (best first), asks on the right.",
-        "crdtbook book --depth 5", CLIENT)
+        "crdtbook book --depth 5", PUBLIC)
     book.add_argument("--depth", type=positive_int, help="price levels per side")
     book.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
 
@@ -311,7 +315,7 @@ def build_parser() -> Parser:
         sub, "events", "list events in position order",
         "List every event the node holds (orders, cancels, joins, leaves, evicts) in "
         "position order, the order every node replays them in.",
-        "crdtbook events --all --json > events.json", CLIENT)
+        "crdtbook events --all --json > events.json", PUBLIC)
     paging(events)
 
     subcommand(
@@ -320,7 +324,7 @@ def build_parser() -> Parser:
         "and, one line per member, its health and when it was last heard from. A member "
         "that holds finality back is named, with the command to evict it if it is gone "
         "for good.",
-        "crdtbook status --node http://127.0.0.1:8701", CLIENT)
+        "crdtbook status --node http://127.0.0.1:8701", PUBLIC)
 
     subcommand(
         sub, "leave", "leave the cluster for good, then stop the node",
