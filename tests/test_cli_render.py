@@ -205,3 +205,11 @@ def test_colour_on_a_terminal_buys_green_sells_red_provisional_dim(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     plain = coloured(render.book_table(book))
     assert "\x1b[32m" not in plain and "\x1b[31m" not in plain
+
+
+def test_only_an_outcome_that_may_still_change_is_provisional():
+    resting = order(final=False)  # open: not final by nature, nothing to flag
+    assert "provisional" not in text(render.order_line(resting))
+    done = order(final=False, filled="5", resting="0", status="filled")
+    assert text(render.order_line(done)).rstrip().endswith("filled 5 of 5  (provisional)")
+    assert "provisional" not in text(render.order_line(done | {"final": True}))

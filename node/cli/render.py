@@ -86,12 +86,13 @@ def side(text: str) -> Text:
 
 
 def table(*headers: str, right: tuple[str, ...] = ()) -> Table:
-    """A borderless table: a bold header line, columns two spaces apart."""
+    """A borderless table: a bold header line, columns two spaces apart. On a
+    narrow terminal cells wrap between words (a time: date above clock)."""
     grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold",
                  padding=(0, 2, 0, 0), collapse_padding=True)
     for header in headers:
         grid.add_column(header, justify="right" if header in right else "left",
-                        overflow="fold")
+                        min_width=len("05:19:05.123") if "(UTC)" in header else None)
     return grid
 
 
@@ -105,9 +106,8 @@ def book_table(book: dict) -> RenderableType:
     bids, asks = book["bids"], book["asks"]
     if not bids and not asks:
         return Text("(empty book)")
-    grid = table("ORDERS", "BID QTY", "BID", "ASK", "ASK QTY", "ORDERS",
-                 right=("ORDERS", "BID QTY", "BID"))
-    grid.columns[-1].justify = "right"
+    headers = ("ORDERS", "BID QTY", "BID", "ASK", "ASK QTY", "ORDERS")
+    grid = table(*headers, right=headers)
     for i in range(max(len(bids), len(asks))):
         bid = bids[i] if i < len(bids) else None
         ask = asks[i] if i < len(asks) else None
@@ -204,9 +204,15 @@ def order_line(order: dict) -> Text:
     if order.get("account"):
         line.append(f"  account {order['account']}")
     line.append(f"  {order_outcome(order)}")
-    if order.get("final") is False:
+    if provisional(order):
         line.append("  (provisional)", style=PROVISIONAL)
     return line
+
+
+def provisional(order: dict) -> bool:
+    """An outcome that may still change: done here, but not final yet (an open
+    order is not final by nature: that is no news)."""
+    return order.get("final") is False and order["status"] not in ("open", "pending")
 
 
 def orders_table(orders: list[dict]) -> RenderableType:
@@ -216,7 +222,7 @@ def orders_table(orders: list[dict]) -> RenderableType:
     for o in orders:
         grid.add_row(*_cells(human_time(o.get("time")), short_id(o["id"]), o.get("account"),
                              Text(what(o), style=side(o["side"]).style), order_outcome(o)),
-                     style=PROVISIONAL if o.get("final") is False else None)
+                     style=PROVISIONAL if provisional(o) else None)
     return grid
 
 
