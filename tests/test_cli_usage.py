@@ -122,3 +122,8 @@ def test_every_command_has_a_description_and_an_example(capsys, command):
     example = text.split("example:\n", 1)[1].splitlines()[0].split(">")[0].split()
     assert example[:2] == ["crdtbook", command]
     assert parse(example[1:]).command == command  # it parses
+
+
+def test_a_mistyped_choice_gets_the_likely_one(capsys):
+    lines = usage(capsys, "order", "buy", "5", "--type", "markt")
+    assert "did you mean: --type market" in lines and "side comes first" not in " ".join(lines)

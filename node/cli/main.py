@@ -276,6 +276,7 @@ def pages(url: str, path: str, key: str, args: argparse.Namespace, query: dict,
     (saying how many so far on stderr, as it goes)."""
     items: list = []
     after = None
+    said = False  # a progress line is on stderr
     while True:
         want = 10_000 if args.all else min(10_000, args.limit - len(items))
         params = dict(query, limit=str(want))
@@ -286,11 +287,12 @@ def pages(url: str, path: str, key: str, args: argparse.Namespace, query: dict,
         items.extend(result[key])
         after = result.get("next")
         if after is None or (not args.all and len(items) >= args.limit):
-            if args.all and len(items) > 10_000:
+            if said:
                 print(file=sys.stderr)  # end the progress line
             return items
         if args.all:
             print(f"\r{len(items)} {key} ...", end="", file=sys.stderr, flush=True)
+            said = True
 
 
 # -- the operator --------------------------------------------------------------------------

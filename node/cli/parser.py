@@ -132,12 +132,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def hints_for(parser: argparse.ArgumentParser, message: str) -> list[str]:
-    wrong = re.search(r"invalid choice: '([^']*)'", message)
-    if wrong and parser.prog == "crdtbook":
-        close = difflib.get_close_matches(wrong[1], COMMANDS, n=1)
-        return [f"did you mean: crdtbook {close[0]}"] if close else []
-    if parser.prog == "crdtbook order" and (wrong or "required: QTY@PRICE" in message):
+    wrong = re.search(r"argument ([^:]+): invalid choice: '([^']*)' \(choose from (.*)\)",
+                      message)
+    if parser.prog == "crdtbook order" and (
+            "required: QTY@PRICE" in message or (wrong and wrong[1] == "buy|sell")):
         return ["the side comes first, then QTY@PRICE: crdtbook order sell 3@12"]
+    if wrong:
+        choices = re.findall(r"'([^']*)'", wrong[3])
+        close = difflib.get_close_matches(wrong[2], choices, n=1)
+        if close:
+            return [f"did you mean: {parser.prog} {close[0]}" if wrong[1] == "COMMAND"
+                    else f"did you mean: {wrong[1].split('/')[0]} {close[0]}"]
     return []
 
 
