@@ -141,8 +141,9 @@ def hints_for(parser: argparse.ArgumentParser, message: str) -> list[str]:
         choices = re.findall(r"'([^']*)'", wrong[3])
         close = difflib.get_close_matches(wrong[2], choices, n=1)
         if close:
-            return [f"did you mean: {parser.prog} {close[0]}" if wrong[1] == "COMMAND"
-                    else f"did you mean: {wrong[1].split('/')[0]} {close[0]}"]
+            option = wrong[1].split("/")[0]
+            return [f"did you mean: {option} {close[0]}" if option.startswith("-")
+                    else f"did you mean: {parser.prog} {close[0]}"]
     return []
 
 
