@@ -75,3 +75,23 @@ async def test_an_evicted_member_still_running_is_not_taken_back(nursery):
     await eventually(lambda: c.node.stats["pull_requests"] >= pulls + 3)
     assert c.url not in a.node.peers and c.url not in b.node.peers
     assert c.url not in {p["url"] for p in (await status(a.url))["peers"]}
+
+
+def test_a_convicted_members_peer_is_forgotten_and_not_taken_back():
+    from node.service import Node, NodeConfig
+
+    node = Node(NodeConfig(data_dir=None, fsync=False))
+    try:
+        liar, url = "liar" + "x" * 28, "http://127.0.0.1:9999"
+        node.seen(url, liar)
+        assert node.peers[url].replica == liar
+        node.door.proofs[liar] = object()  # what a proof of equivocation leaves here
+        node.forget_retired()
+        assert url not in node.peers
+        node.seen(url, liar)  # it calls again, or a registry still lists its address
+        node.add_peer(url)
+        assert url not in node.peers
+        node.seen(url, "new" + "y" * 29)  # a new replica at that address is a new peer
+        assert url in node.peers
+    finally:
+        node.close()
