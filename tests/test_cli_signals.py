@@ -3,6 +3,7 @@ press it, end with no traceback and the documented exit status."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -99,13 +100,21 @@ def devnet(*extra: str) -> tuple[subprocess.Popen, list[str], list[str]]:
     return proc, out, urls
 
 
+HAMMER_EVERY_S = 0.02  # Ctrl-C held down: a signal at every moment of the stop
+
+
 @pytest.mark.parametrize("signals", [
-    (signal.SIGINT,), (signal.SIGINT, signal.SIGINT), (signal.SIGTERM,),
+    (signal.SIGINT,), (signal.SIGINT, signal.SIGINT), (signal.SIGTERM,), "hammer",
 ])
 def test_ctrl_c_stops_the_devnet_and_its_nodes_with_one_line(signals):
     proc, _, urls = devnet()
     time.sleep(SETTLE_S)
-    for i, signum in enumerate(signals):
+    if signals == "hammer":
+        while proc.poll() is None:  # until it has exited, whatever it is doing
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(HAMMER_EVERY_S)
+    for i, signum in enumerate(() if signals == "hammer" else signals):
         if i:
             time.sleep(SECOND_SIGNAL_AFTER_S)
         os.killpg(proc.pid, signum)  # what a terminal does with Ctrl-C: the whole group

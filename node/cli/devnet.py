@@ -146,7 +146,8 @@ def run_devnet(n: int, demo: bool, book: str, data_root: str | None = None) -> i
     def hurry() -> bool:  # one more signal while they stop: kill them now
         return asked > (1 if raised else 0)
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
     try:
         return run_cluster(n, demo, book, data_root, procs)
     except Stop:
@@ -159,8 +160,10 @@ def run_devnet(n: int, demo: bool, book: str, data_root: str | None = None) -> i
     finally:
         stopping = True
         stop(procs, hurry)  # (nothing to do if they are stopped already)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        # the process ends next: a late Ctrl-C must not turn into a KeyboardInterrupt
+        # (or a death by SIGINT) on the way out
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def run_cluster(n: int, demo: bool, book: str, data_root: str | None,
