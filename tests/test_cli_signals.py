@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "node"]
 SECOND_SIGNAL_AFTER_S = 0.2  # an impatient second Ctrl-C
 SETTLE_S = 0.3  # the devnet waiting for Ctrl-C, as a person would let it
+HAMMER_EVERY_S = 0.02  # Ctrl-C held down: a signal at every moment of the stop
 
 
 def start_node(directory: Path) -> tuple[subprocess.Popen, str]:
@@ -80,6 +81,14 @@ def test_a_node_stopped_by_two_quick_signals_stops_cleanly(tmp_path):
         err = proc.stderr.read()
         assert "Traceback" not in err and "Exception" not in err, err
         assert "event=node.stopped" in err
+    proc, _ = start_node(tmp_path / "held")  # Ctrl-C held down
+    while proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+        time.sleep(HAMMER_EVERY_S)
+    assert proc.wait() == 0
+    err = proc.stderr.read()
+    assert "Traceback" not in err and "event=node.stopped" in err, err
 
 
 def devnet(*extra: str) -> tuple[subprocess.Popen, list[str], list[str]]:
@@ -98,9 +107,6 @@ def devnet(*extra: str) -> tuple[subprocess.Popen, list[str], list[str]]:
         out.append(proc.stdout.readline())
     urls = [line.split()[-1] for line in out]
     return proc, out, urls
-
-
-HAMMER_EVERY_S = 0.02  # Ctrl-C held down: a signal at every moment of the stop
 
 
 @pytest.mark.parametrize("signals", [
