@@ -367,6 +367,13 @@ class Replica(Merging):
                 low = (replica, value)
         return low
 
+    def last_heard(self, replica: str) -> int:
+        """The newest clock known from ``replica``: its latest claim, or what is
+        counted for it (its last event here, its join); 0 if nothing."""
+        claim = self.membership.claimed.get(replica)
+        return max(claim.clock if claim is not None else 0,
+                   self.membership.counted.get(replica, 0))
+
     def compact(self) -> compaction.Compaction:
         """Drop settled history at or below the final frontier; return what left
         memory (see compaction.Compaction): the caller keeps it if it keeps history."""

@@ -5,7 +5,9 @@ under.
 Theory of operation
 -------------------
 ``serve_asgi`` answers the lifespan protocol and turns each HTTP request into
-one ``Response`` from the app's ``respond``. ``_read_body`` reads a request
+one ``Response`` from the app's ``respond``; an answer given before the
+request's body was read to its end says ``Connection: close`` (hypercorn
+ends that connection, and a keep-alive client must not reuse it). ``_read_body`` reads a request
 body up to a limit and raises ``BadRequest`` (413) beyond it, so no app ever
 holds more than its limit in memory; it also bounds the time a body may take
 (``BODY_GRACE_S``, plus a second per MiB received): a client that trickles a
@@ -114,46 +116,39 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
         return
     if scope["type"] != "http":
         return
-    receive = _Receiver(receive)
     head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
         len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+    read = _BodyRead(receive, scope)
     if head > MAX_HEADER_BYTES:  # h11 bounds incomplete headers; complete ones are bounded here
         response = Response(431, json.dumps({"error": "headers_too_large", "detail": (
             f"request line and headers exceed {MAX_HEADER_BYTES} bytes")}).encode())
     else:
-        response = await respond(scope, receive)
+        response = await respond(scope, read.receive)
     headers = response.headers
-    # A body left unread (a 408 or 413, or a refusal before the body: 401, 404, 405, 431)
-    # ends the connection, and the answer says so: a keep-alive client that sent the
-    # next request on it would otherwise see it closed without an answer.
-    if response.status in (408, 413) or (_has_body(scope) and not receive.done):
+    if response.status in (408, 413) or not read.done:
+        # Refused before its body was read (401, 404, 405, 408, 413, ...): hypercorn
+        # ends such a connection after the answer. Saying so keeps a keep-alive
+        # client from sending its next request into a closing connection.
         headers = headers + [(b"connection", b"close")]
     await send({"type": "http.response.start", "status": response.status,
                 "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 
 
-class _Receiver:
-    """``receive``, noting whether the request body was read to its end."""
+class _BodyRead:
+    """``receive`` for the app, noting whether the request body was read to its end."""
 
-    def __init__(self, receive) -> None:
-        self.receive = receive
-        self.done = False
+    def __init__(self, receive, scope: dict) -> None:
+        self._receive = receive
+        headers = dict(scope.get("headers", []))
+        self.done = headers.get(b"content-length", b"0") == b"0" \
+            and b"transfer-encoding" not in headers
 
-    async def __call__(self) -> dict:
-        message = await self.receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            self.done = True
+    async def receive(self) -> dict:
+        message = await self._receive()
+        if message.get("type") != "http.request" or not message.get("more_body", False):
+            self.done = True  # the last chunk, or the client is gone
         return message
-
-
-def _has_body(scope: dict) -> bool:
-    for key, value in scope.get("headers", []):
-        if key == b"transfer-encoding":
-            return True
-        if key == b"content-length" and value.strip().lstrip(b"0"):
-            return True
-    return False
 
 
 async def _lifespan(receive, send) -> None:

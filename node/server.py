@@ -21,6 +21,7 @@ from .api.streams import Hub
 from .asgi import hypercorn_config
 from .cluster import gossip
 from .service import Node, NodeConfig
+from .signals import stop_on_signals
 
 
 async def serve_node(
@@ -157,25 +158,28 @@ async def _lease_loop(node: Node) -> None:
 
 
 async def main_node(config: NodeConfig, announce_url, node: Node | None = None) -> int:
-    """``crdtbook node``: serve until SIGINT or SIGTERM (or `crdtbook leave`), then exit 0."""
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            node = await nursery.start(lambda task_status: serve_node(
-                config, shutdown=shutdown, task_status=task_status, node=node))
+    """``crdtbook node``: serve until SIGINT or SIGTERM (or `crdtbook leave`), then exit 0.
+
+    The signal receiver spans the node's whole life, its stop included: a
+    second Ctrl-C while the node stops (an impatient person, a terminal and a
+    supervisor both signalling) is logged, never raised in the middle of the
+    stop. Call ``signals.ignore_stop_signals()`` first (see node/signals.py).
+    """
+    shutdown, stopped = trio.Event(), trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_on_signals, signals, shutdown)
+
+            async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    await serve_node(config, shutdown=shutdown, task_status=task_status,
+                                     node=node)
+                finally:
+                    stopped.set()
+
+            node = await nursery.start(serve)
             announce_url(node)
-
-            signal_scope = trio.CancelScope()
-
-            async def on_signal() -> None:
-                with signal_scope:
-                    async for signum in signals:
-                        logs.info("node.signal", signal=signal.Signals(signum).name)
-                        shutdown.set()
-                        return
-
-            nursery.start_soon(on_signal)
-            await shutdown.wait()  # a signal, or the node stopping itself (leave)
-            signal_scope.cancel()
+            await stopped.wait()  # a signal, or the node stopping itself (leave)
+            nursery.cancel_scope.cancel()
     logs.info("node.stopped", replica=node.id)
     return 0

@@ -64,6 +64,7 @@ MAX_BACKOFF_S = 30.0
 MAX_PEERS = 64  # beyond this, newly heard-of peers are ignored (a flood must not stall us)
 CLAIM_EVERY_S = 0.05  # own claims (finality heartbeats) are renewed at most this often
 PAGE = 20_000  # events per pull answer (and per join answer): a bounded message
+SILENT_AFTER_S = 5.0  # a member heard from no later than this is "silent" in status
 
 
 @dataclass
@@ -247,6 +248,9 @@ class Node:
         self._snapshot_at: float | None = None  # when the last snapshot was written
         self.registry = Registry(config.registry_ttl_s)
         self.peers: dict[str, Peer] = {}
+        # URLs of peers whose replica left, was evicted or convicted: not taken back
+        # from a registry (it lists them until their TTL), only from a new replica
+        self.retired_urls: dict[str, str] = {}
         self.url = ""  # set once the server is bound
         self.rpc_port: int | None = None  # the PeerRPC port, once bound
         self.key = f"crdtbook:{config.book}"  # announced with the HTTP port
@@ -292,6 +296,9 @@ class Node:
             return None
         if url == self.url or url in self.peers:
             return self.peers.get(url)
+        if url in self.retired_urls and not sticky:
+            logs.debug("peer.ignored", peer=url, why=f"replica {self.retired_urls[url]} is out")
+            return None
         if len(self.peers) >= MAX_PEERS and not sticky:
             unproven = self._unproven_peer()
             if unproven is None:
@@ -333,12 +340,35 @@ class Node:
                     and now - peer.failing_since > self.config.registry_ttl_s):
                 self.forget_peer(url, f"unreachable for over {self.config.registry_ttl_s:g}s")
 
+    def forget_retired(self) -> None:
+        """Drop peers whose replica left, was evicted or was convicted of
+        equivocation: it is out of the cluster for good, nothing to pull from it."""
+        for url, peer in sorted(self.peers.items()):
+            why = self._out(peer.replica)
+            if why is not None:
+                self.retired_urls.pop(url, None)  # newest last: the oldest go first
+                self.retired_urls[url] = peer.replica
+                while len(self.retired_urls) > MAX_PEERS:
+                    del self.retired_urls[next(iter(self.retired_urls))]
+                self.forget_peer(url, f"replica {peer.replica} {why}")
+
+    def _out(self, replica: str | None) -> str | None:
+        """Why ``replica`` is out of the cluster for good (None: it is not)."""
+        if replica is None or replica == self.id:
+            return None
+        if replica in self.door.proofs:
+            return "was convicted of equivocation"
+        how = self.replica.retirement(replica)
+        return None if how is None else phrase(how)
+
     def seen(self, url: str | None, replica: str | None) -> None:
         """A request or answer came from ``url`` (if it said) as ``replica``."""
         if not url:
             return
-        if replica == self.id:
+        if replica == self.id or self._out(replica) is not None:
             return
+        if replica and self.retired_urls.get(url, replica) != replica:
+            del self.retired_urls[url]  # a new replica at that address (--rejoin-as-new)
         peer = self.add_peer(url)
         if peer is not None and replica:
             # Hearing from a peer says nothing about whether *we* can reach it:
@@ -689,6 +719,7 @@ class Node:
         now = self.monotonic()
         final = self.replica.frontier()
         newest = self.replica.newest_clock()
+        holder = self._holder(final)
         return {
             "replica": self.id,
             "book": self.config.book,
@@ -712,9 +743,11 @@ class Node:
             "digest": self.replica.digest(),
             "clock": self.replica.clock.last,
             "final_clock": final,
+            "final_time": iso_time(final) if final else None,
             "final_lag_ms": max(0, (newest - final) >> LOGICAL_BITS) if final else None,
             "members": self.replica.members(),
-            "held_back_by": self._holder(final),
+            "held_back_by": holder,
+            "member_health": self._member_health(holder),
             "joined": self.joined,
             "caught_up": self.caught_up,
             "retired": self.retired,
@@ -737,6 +770,51 @@ class Node:
             "gossip": dict(self.stats,
                            dropped_pushes=sum(p.dropped for p in self.peers.values())),
         }
+
+    def _member_health(self, holder: dict | None) -> list[dict]:
+        """Per member, by replica: its address (if a peer of this node), its health,
+        when this node last heard from it (its newest claim or event, relayed or
+        not), and whether it is the one holding the final frontier back.
+
+        health: ``self``; ``convicted`` (signed two versions of its feed);
+        ``unreachable`` (this node's calls to it fail); ``silent`` (nothing heard
+        from it for ``SILENT_AFTER_S``); ``ok``.
+        """
+        wall = self.clock_ms()
+        by_replica: dict[str, list[Peer]] = {}
+        for peer in sorted(self.peers.values(), key=lambda p: p.url):
+            if peer.replica:
+                by_replica.setdefault(peer.replica, []).append(peer)
+        out = []
+        for replica in self.replica.members():
+            peers = by_replica.get(replica, [])
+            reachable = [p for p in peers if p.failing_since is None]
+            heard = None if replica == self.id else self.replica.last_heard(replica) or None
+            heard_s = None if heard is None else max(0, wall - (heard >> LOGICAL_BITS)) / 1000
+            if replica == self.id:
+                health = "self"
+            elif replica in self.door.proofs:
+                health = "convicted"
+            elif peers and not reachable:
+                health = "unreachable"
+            elif heard_s is None or heard_s > SILENT_AFTER_S:
+                health = "silent"
+            else:
+                health = "ok"
+            failing = [p for p in peers if p.failing_since is not None]
+            out.append({
+                "replica": replica,
+                "self": replica == self.id,
+                "url": self.url if replica == self.id else
+                (reachable or peers)[0].url if peers else None,
+                "health": health,
+                "last_heard_clock": heard,
+                "last_heard": None if heard is None else iso_time(heard),
+                "last_heard_s": None if heard_s is None else round(heard_s, 3),
+                "error": failing[0].last_error if failing and not reachable else None,
+                "holds_back_final": holder is not None and holder["replica"] == replica,
+            })
+        return out
 
     def _holder(self, final: int) -> dict | None:
         """Who holds the final frontier back, and since when (wall-clock of what counts)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,15 +120,20 @@ def test_standalone_registry_command():
         (("order", "sell", "3"), "QTY@PRICE"),
         (("order", "sell", "3@x"), "not a plain decimal"),
         (("order", "buy", "5@1", "--type", "market"), "takes no price"),
-        (("cancel", "nonsense"), "replica:seq"),
+        (("cancel", "nonsense"), "REPLICA:SEQ"),
     ],
 )
 def test_bad_input_one_clear_line(node_process, args, message):
+    """A usage error: one line saying what is wrong, then indented hints; status 2,
+    and nothing reached the node."""
     _, url = node_process
     result = crdtbook(*args, node=url, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert message in result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    first, *hints = result.stderr.rstrip("\n").split("\n")
+    assert first.startswith(f"crdtbook {args[0]}: ") and "Traceback" not in result.stderr
+    assert all(hint.startswith("  ") for hint in hints)
+    assert json.loads(crdtbook("status", "--json", node=url).stdout)["events_total"] == 1
 
 
 def test_unreachable_node_one_clear_line():
@@ -172,3 +178,28 @@ def test_text_output_shows_short_replica_ids_and_json_the_whole_ones(node_proces
     fills = json.loads(crdtbook("fills", "--json", node=url).stdout)
     assert fills[0]["maker"] == f"{replica}:2"  # JSON keeps full ids
     assert f"{short}:2" in crdtbook("fills", node=url).stdout
+
+
+def test_what_a_newcomer_reads(node_process):
+    """Through the real command: the global --node before the command, outcomes that
+    say what traded, the account, wall-clock times and never a raw clock."""
+    _, url = node_process
+    crdtbook("order", "sell", "3@12", node=url)
+    crdtbook("order", "sell", "1@12.5", node=url)
+    market = crdtbook("--node", url, "order", "buy", "5", "--type", "market").stdout
+    assert "account local" in market.splitlines()[0]
+    assert "filled 4 of 5; 1 not filled (market orders do not rest)" in market
+    status = json.loads(crdtbook("--node", url, "status", "--json").stdout)
+    replica, final = status["replica"], status["final_clock"]
+    assert final and status["final_time"].endswith("Z")
+    text = crdtbook("--node", url, "status").stdout
+    assert str(final) not in text and status["final_time"][:10] in text
+    assert re.search(rf"^{replica[:10]}\s+self\s", text, re.M)  # one line per member
+    events = crdtbook("events", node=url).stdout
+    clocks = [e["clock"] for e in json.loads(crdtbook("events", "--json", node=url).stdout)]
+    assert not any(str(c) in events for c in clocks)
+    assert events.splitlines()[0].split()[:2] == ["TIME", "(UTC)"]
+    assert "4 events, digest" in crdtbook("book", node=url).stdout  # join + 3 orders
+    shortened = crdtbook("cancel", f"{replica[:10]}:2", node=url, check=False)
+    assert shortened.returncode == 2
+    assert f"crdtbook cancel {replica}:2" in shortened.stderr

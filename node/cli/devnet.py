@@ -6,11 +6,18 @@ alone: it founds the cluster and prints its join token; the others with
 directory: discovery does the rest),
 each with its data directory under one folder (a new temporary one unless
 ``--data-dir`` names it),
-prints their URLs and a command to try, and waits for Ctrl-C, then stops
-them with SIGTERM. ``--demo`` also submits a scripted set of crossing orders
-to different nodes, waits until every node holds the same digest, and prints
-each node's book and fills. Orders go in with each node's default account
-(its token is in the node's data directory, ``account-token``).
+prints their URLs and commands to try, and waits for Ctrl-C (or SIGTERM),
+then stops them with SIGTERM. ``--demo`` also submits a scripted set of
+crossing orders to different nodes, waits until every node holds the same
+digest, and prints each node's book and fills. Orders go in with each node's
+default account (its token is in the node's data directory,
+``account-token``).
+
+Stopping: the nodes run in process groups of their own, so a Ctrl-C at the
+terminal reaches devnet alone, and devnet alone stops them: one SIGTERM each,
+one line said (``stopping 3 nodes ... stopped``), exit status 0. A second
+Ctrl-C while they stop kills them at once. Each node is in ``procs`` from the
+moment it is spawned, so a signal at any point leaves none behind.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import sys
 import tempfile
 import time
 
-from . import client
+from . import client, render
 from .client import CliError
+from .output import Output, crdtbook_command
 
 DEMO = [  # (node index, side, qty, price)
     (0, "sell", "3", "12"),
@@ -35,15 +43,20 @@ DEMO = [  # (node index, side, qty, price)
 ]
 
 
-def start_node(extra: list[str], log_level: str = "warning",
-               cwd: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_node(extra: list[str], log_level: str = "warning", cwd: str | None = None,
+               procs: list[subprocess.Popen] | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``crdtbook node`` on a free port; return the process and its URL.
 
     ``cwd``: run the code found there instead (a benchmark's baseline revision).
+    ``procs``: the process is added to it as soon as it exists (and is then
+    started in its own process group: whoever keeps ``procs`` stops it).
     """
     cmd = [sys.executable, "-m", "node", "node", "--listen", "127.0.0.1:0",
            "--log-level", log_level, *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=cwd)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=cwd,
+                            process_group=0 if procs is not None else None)
+    if procs is not None:
+        procs.append(proc)
     line = proc.stdout.readline() if proc.stdout else ""
     if " listening on " not in line:
         proc.kill()
@@ -52,16 +65,26 @@ def start_node(extra: list[str], log_level: str = "warning",
     return proc, line.strip().rsplit(" ", 1)[1]
 
 
-def stop(procs: list[subprocess.Popen]) -> None:
+STOP_WAIT_S = 10.0  # a node that has not stopped after this is killed
+POLL_S = 0.05
+
+
+def stop(procs: list[subprocess.Popen], hurry=lambda: False) -> None:
+    """SIGTERM to each node, then wait for all; kill those still running after
+    ``STOP_WAIT_S``, or at once when ``hurry()`` turns true."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    deadline = time.monotonic() + STOP_WAIT_S
+    while any(proc.poll() is None for proc in procs):
+        if hurry() or time.monotonic() > deadline:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+            for proc in procs:
+                proc.wait()
+            return
+        time.sleep(POLL_S)
 
 
 def wait_joined(urls: list[str], timeout: float = 20.0) -> None:
@@ -103,43 +126,81 @@ def founders_token(directory: str) -> str:
     return token
 
 
+class Stop(BaseException):
+    """SIGINT or SIGTERM: stop the cluster (a BaseException, as KeyboardInterrupt,
+    so that no ``except Exception`` on the way swallows it)."""
+
+
 def run_devnet(n: int, demo: bool, book: str, data_root: str | None = None) -> int:
     procs: list[subprocess.Popen] = []
-    urls: list[str] = []
-    data_root = data_root or tempfile.mkdtemp(prefix="crdtbook-devnet-")
+    asked = 0  # signals received
+    stopping = raised = False
+
+    def interrupt(signum, frame) -> None:
+        nonlocal asked, stopping, raised
+        asked += 1
+        if not stopping:
+            stopping = raised = True
+            raise Stop
+
+    def hurry() -> bool:  # one more signal while they stop: kill them now
+        return asked > (1 if raised else 0)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
     try:
-        print(f"starting {n} nodes, data under {data_root} ...", file=sys.stderr)
-        for i in range(n):
-            extra = ["--book", book, "--pull-interval", "0.5",
-                     "--data-dir", os.path.join(data_root, f"node{i}")]
-            if urls:  # founded by now: its join token is kept
-                extra += ["--peer", urls[0], "--join-token",
-                          founders_token(os.path.join(data_root, "node0"))]
-            proc, url = start_node(extra)
-            procs.append(proc)
-            urls.append(url)
-            print(f"  node {i}: {url}")
-            wait_joined(urls[:1])
-        wait_joined(urls)
-        first, last = (os.path.join(data_root, f"node{i}") for i in (0, n - 1))
-        print(f"\ntry:  CRDTBOOK_NODE={urls[0]} crdtbook order sell 3@12 --data-dir {first}")
-        print(f"      CRDTBOOK_NODE={urls[-1]} crdtbook order buy 2@13 --data-dir {last}")
-        print(f"      CRDTBOOK_NODE={urls[0]} crdtbook book")
-        # leave/evict need a node's admin token, which is in its data directory
-        print(f"      crdtbook admin-token --data-dir {os.path.join(data_root, 'node0')}")
-        print(f"      crdtbook join-token --data-dir {os.path.join(data_root, 'node0')}")
-        if demo:
-            run_demo(urls, [local_token(os.path.join(data_root, f"node{i}")) for i in range(n)])
-        print("\ncluster running; Ctrl-C to stop", file=sys.stderr)
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        print("a node exited; stopping the cluster", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nstopping ...", file=sys.stderr)
+        return run_cluster(n, demo, book, data_root, procs)
+    except Stop:
+        # the terminal echoed ^C without a newline: the one line starts on its own
+        print(f"\nstopping {render.plural(len(procs), 'node')} ...", end="",
+              file=sys.stderr, flush=True)
+        stop(procs, hurry)
+        print(" killed" if hurry() else " stopped", file=sys.stderr)
         return 0
     finally:
-        stop(procs)
+        stopping = True
+        stop(procs, hurry)  # (nothing to do if they are stopped already)
+        # the process ends next: a late Ctrl-C must not turn into a KeyboardInterrupt
+        # (or a death by SIGINT) on the way out
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def run_cluster(n: int, demo: bool, book: str, data_root: str | None,
+                procs: list[subprocess.Popen]) -> int:
+    urls: list[str] = []
+    data_root = data_root or tempfile.mkdtemp(prefix="crdtbook-devnet-")
+    print(f"starting {render.plural(n, 'node')}, data under {data_root} ...", file=sys.stderr)
+    for i in range(n):
+        extra = ["--book", book, "--pull-interval", "0.5",
+                 "--data-dir", os.path.join(data_root, f"node{i}")]
+        if urls:  # founded by now: its join token is kept
+            extra += ["--peer", urls[0], "--join-token",
+                      founders_token(os.path.join(data_root, "node0"))]
+        _, url = start_node(extra, procs=procs)
+        urls.append(url)
+        print(f"  node {i}: {url}")
+        wait_joined(urls[:1])
+    wait_joined(urls)
+    cmd = crdtbook_command()
+    first, last = (os.path.join(data_root, f"node{i}") for i in (0, n - 1))
+    print(f"\ntry:  CRDTBOOK_NODE={urls[0]} {cmd} order sell 3@12 --data-dir {first}")
+    print(f"      CRDTBOOK_NODE={urls[-1]} {cmd} order buy 2@13 --data-dir {last}")
+    print(f"      {cmd} book --node {urls[0]}")
+    print(f"      {cmd} status --node {urls[0]}")
+    # leave/evict need a node's admin token, which is in its data directory
+    print(f"      {cmd} admin-token --data-dir {first}")
+    print(f"      {cmd} join-token --data-dir {first}")
+    if cmd != "crdtbook":
+        print(f"      (or activate the environment first: . {os.path.dirname(cmd)}/activate; "
+              "then `crdtbook` works)")
+    if demo:
+        run_demo(urls, [local_token(os.path.join(data_root, f"node{i}")) for i in range(n)])
+    print("\ncluster running; Ctrl-C to stop", file=sys.stderr)
+    while all(p.poll() is None for p in procs):
+        time.sleep(0.5)
+    print("a node exited; stopping the cluster", file=sys.stderr)
+    return 1
 
 
 def local_token(directory: str) -> str:
@@ -162,12 +223,13 @@ def run_demo(urls: list[str], tokens: list[str]) -> None:
         print(f"  {url}  {side} {qty}@{price} -> {result['order']['id']}")
     books = wait_converged(urls, len(DEMO))
     print(file=sys.stderr)
+    out = Output()
     for url, book in zip(urls, books, strict=True):
         fills = client.call("GET", url, "/fills")["fills"]
-        print(f"\n== {url}  digest {book['digest'][:16]}")
-        print(client.format_book(book))
-        print(client.format_fills(fills))
-    print(f"\nall {len(urls)} nodes agree on digest {books[0]['digest'][:16]}")
+        out.line(f"\n== {url}")
+        out.show(render.book_view(book), render.fills_table(fills))
+    sys.stdout.flush()
+    print(f"\nall {len(urls)} nodes agree on digest {books[0]['digest'][:16]}", flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,7 +30,10 @@ Theory of operation
   announces ``crdtbook:<book>`` with its port to a registry and looks the key
   up. With the embedded registry, "a registry" is every known peer's own
   (``--peer URL`` is enough: the node announces itself there and learns what
-  that peer knows); with ``--registry URL``, just that one.
+  that peer knows); with ``--registry URL``, just that one. Peers that fail
+  for longer than the registry's TTL are forgotten (unless given with
+  ``--peer``), and so are peers whose replica left, was evicted or was
+  convicted, at once and for good (a registry still listing them is ignored).
 
 Per-peer tasks mean a slow or dead peer only ever delays itself; every wait
 is a trio timeout scope, every answer is read up to a size limit, and no
@@ -519,6 +522,7 @@ async def _discovery_loop(node: Node, client: httpx.AsyncClient) -> None:
             await announce(node, client)
             last_announce = now
         node.forget_dead()
+        node.forget_retired()
         await lookup(node, client)
         lonely = not any(p.last_seen is not None for p in node.peers.values())
         await trio.sleep(node.config.pull_interval_s if lonely

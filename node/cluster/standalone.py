@@ -9,6 +9,7 @@ import trio
 
 from .. import httpserve, logs
 from ..asgi import Request, Response, _read_body, hypercorn_config, serve_asgi
+from ..signals import stop_on_signals
 from . import registry
 
 
@@ -38,13 +39,21 @@ async def serve_registry(host: str, port: int, shutdown: trio.Event,
 
 
 async def main_registry(host: str, port: int, announce) -> int:
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            binds = await nursery.start(serve_registry, host, port, shutdown)
+    """``crdtbook registry``: serve until SIGINT or SIGTERM (see server.main_node)."""
+    shutdown, stopped = trio.Event(), trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_on_signals, signals, shutdown)
+
+            async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    await serve_registry(host, port, shutdown, task_status=task_status)
+                finally:
+                    stopped.set()
+
+            binds = await nursery.start(serve)
             announce(binds[0])
             logs.info("registry.started", url=binds[0])
-            async for _ in signals:
-                shutdown.set()
-                break
+            await stopped.wait()
+            nursery.cancel_scope.cancel()
     return 0
