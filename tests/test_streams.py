@@ -7,7 +7,10 @@ import json
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request
 
+from node import asgi
 from node.api import websocket
 from node.api.streams import Subscription
 
@@ -338,3 +341,28 @@ def test_a_full_queue_resets_the_channels_then_closes_with_1013():
     fresh = Subscription(conn, "book", depth=5)
     fresh.send("update", piece * 4 + "}")  # full again, the resets not even sent: closed
     assert conn.close_code == 1013
+
+
+IDLE_TEST_S = 1.0  # the idle limit these tests run the node with
+OUTLIVE_S = 3 * IDLE_TEST_S  # how long a live but silent client stays, to show it is kept
+
+
+async def test_a_silent_dead_client_is_closed_and_a_live_one_kept(monkeypatch):
+    monkeypatch.setattr(websocket, "IDLE_S", IDLE_TEST_S)
+    monkeypatch.setattr(asgi, "WS_PING_EVERY_S", IDLE_TEST_S / 4)
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery)
+        host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+        dead = await trio.open_tcp_stream(host, int(port))
+        handshake = WSConnection(ConnectionType.CLIENT)
+        await dead.send_all(handshake.send(Request(host=host, target="/ws")))
+        async with connect(a.url) as live:  # trio-websocket answers pings by itself
+            await nodes.eventually(lambda: a.node.streams.connections == 2)
+            with trio.fail_after(10 * IDLE_TEST_S):  # the dead one: closed by the node
+                while await dead.receive_some(65536):
+                    pass
+            await nodes.eventually(lambda: a.node.streams.connections == 1)
+            await trio.sleep(OUTLIVE_S)
+            assert (await live.call(op="ping", id=1))["type"] == "pong"
+        await dead.aclose()
+        await a.stop()
