@@ -237,6 +237,7 @@ async def test_pipelined_orders_are_answered_in_order_once_durable():
         assert all(x["status"] == 201 for x in answers)
         assert a.node.journal.committed_events >= 300
         assert a.node.journal.commits - commits < 300  # commits served many orders each
+        assert a.node.streams.publishes == 0  # nobody subscribed: the hub never ran
         await a.stop()
 
 
