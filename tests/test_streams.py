@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import Request
+from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
 
 from node import asgi
 from node.api import websocket
@@ -366,4 +369,52 @@ async def test_a_silent_dead_client_is_closed_and_a_live_one_kept(monkeypatch):
             await trio.sleep(OUTLIVE_S)
             assert (await live.call(op="ping", id=1))["type"] == "pong"
         await dead.aclose()
+        await a.stop()
+
+
+def test_an_inflating_chunk_is_cut_at_the_message_limit():
+    wire = zlib.compressobj(wbits=-15)
+    bomb = wire.compress(b"a" * 8 * 1024 * 1024) + wire.flush(zlib.Z_SYNC_FLUSH)
+    assert len(bomb) < 16 * 1024  # small on the wire
+    inflater = asgi.BoundedDeflate()
+    inflater._inbound_compressed = inflater._inbound_is_compressible = True
+    inflater._decompressor = zlib.decompressobj(-15)
+    assert inflater.frame_inbound_payload_data(None, bomb) == CloseReason.MESSAGE_TOO_BIG
+    small = zlib.compressobj(wbits=-15)
+    text = b'{"op": "ping", "id": 1}'
+    inflater._decompressor = zlib.decompressobj(-15)
+    assert inflater.frame_inbound_payload_data(
+        None, small.compress(text) + small.flush(zlib.Z_SYNC_FLUSH)) == text
+
+
+async def test_a_compressed_bomb_ends_its_connection_and_nothing_else():
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery)
+        host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        client = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(client.send(Request(host=host, target="/ws",
+                                                  extensions=[PerMessageDeflate()])))
+
+        async def events() -> list:
+            with trio.fail_after(10):
+                data = await stream.receive_some(65536)
+            client.receive_data(data or None)
+            return list(client.events())
+
+        accepted = await events()
+        assert isinstance(accepted[0], AcceptConnection) and accepted[0].extensions
+        await stream.send_all(client.send(TextMessage('{"op": "ping", "id": 1}')))
+        texts = []
+        while not texts:  # (hypercorn's first ping may come too)
+            texts = [e for e in await events() if isinstance(e, TextMessage)]
+        assert json.loads(texts[0].data) == {"type": "pong", "id": 1}  # compression works
+        await stream.send_all(client.send(TextMessage("a" * 8 * 1024 * 1024)))
+        with trio.fail_after(10):  # the node ends the connection
+            while await stream.receive_some(65536):
+                pass
+        await nodes.eventually(lambda: a.node.streams.connections == 0)
+        async with connect(a.url) as ws:
+            assert (await ws.call(op="ping", id=2))["type"] == "pong"
+        await stream.aclose()
         await a.stop()
