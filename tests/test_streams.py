@@ -203,6 +203,16 @@ async def test_bad_commands_get_an_answer_and_change_nothing():
                 assert (refused["ok"], refused["status"]) == (False, 400), (channel, extra)
             missing = await ws.call(op="unsubscribe", id=8, channel="book")
             assert missing["status"] == 404
+            odd_values = ([1], {}, "5", 10**30, None, -1, "", "x" * 70)
+            for i, odd in enumerate(odd_values):  # never a 500: a refusal, or a no-op
+                for command in ({"op": "subscribe", "channel": odd},
+                                {"op": "subscribe", "channel": "book", "depth": odd},
+                                {"op": "subscribe", "channel": "orders", "account": odd},
+                                {"op": "unsubscribe", "channel": odd},
+                                {"op": "order", "order": odd}, {"op": "cancel", "order": odd},
+                                {"op": "auth", "token": odd}, {"op": odd}):
+                    answer = await ws.call(id=f"odd-{i}", **command)
+                    assert answer.get("status", 200) < 500, (command, answer)
             assert (await ws.call(op="ping", id=9))["type"] == "pong"  # still open
         assert (await client.get(a.url + "/status")).json()["events_total"] == before
         assert a.node.streams.subscription_count() == 0
