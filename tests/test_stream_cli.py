@@ -130,8 +130,8 @@ async def test_a_gap_or_a_reset_makes_the_cli_subscribe_again():
 
     seen = []
     old = {"type": "update", "channel": "book", "seq": 9, "bids": [], "asks": []}
-    for trouble, why in (({"type": "update", "channel": "book", "seq": 3, "bids": [],
-                           "asks": []}, "skipped from 2 to 3"),
+    for trouble, why in (({"type": "update", "channel": "book", "seq": 4, "bids": [],
+                           "asks": []}, "skipped from 2 to 4"),
                          ({"type": "reset", "channel": "book", "reason": "slow_consumer"},
                           "slow_consumer")):
         ws = ScriptedSocket([old])  # an earlier subscription's message, then the answer
