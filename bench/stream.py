@@ -4,10 +4,11 @@ Usage: python bench/stream.py [--rate R] [--duration S] [--entry-duration S]
                               [--window N] [--pull-interval S] [--json]
 
 Starts 3 durable nodes (fsync on, clients authenticated, rate limits too
-high to bite) under a new temporary folder, then:
+high to bite) under a new temporary folder (``--ephemeral``: 3 nodes that
+keep nothing and never fsync, without authentication), then:
 
-1. Stream latency: crossing pairs of single orders (a sell, then a buy at
-   the same price) are posted to node A over HTTP, open loop, at --rate
+1. Stream latency: crossing pairs of single orders (a sell, then a buy, all
+   at one price, so every buy takes a sell) are posted to node A over HTTP, open loop, at --rate
    orders/s (default 1,000) for --duration seconds (default 8). Node B's
    ``trades`` stream is open meanwhile. For each buy, the latency runs from
    the moment A's 201 reached the client to the moment the trade it made
@@ -51,7 +52,8 @@ def ws_url(url: str) -> str:
 
 
 def auth_headers(url: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKENS[url]}"}
+    token = TOKENS.get(url)  # none: an --ephemeral cluster, without authentication
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 async def stream_latency(a: str, b: str, rate: float, duration: float) -> dict:
@@ -91,13 +93,14 @@ async def stream_latency(a: str, b: str, rate: float, duration: float) -> dict:
             async with trio.open_nursery() as load:
                 for i in range(pairs):
                     await trio.sleep_until(start + i * 2 / rate)
-                    load.start_soon(pair, f"{100 + (i % 50) / 100:.2f}")
+                    load.start_soon(pair, "100")  # each buy takes a sell: it is a taker
                     status_line(f"stream latency: {i + 1}/{pairs} pairs sent, "
                                 f"{len(arrived)} trades seen at B")
             with trio.move_on_after(10):  # the last trades reach B
                 while not set(answered) <= set(arrived):
                     await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
+        status = (await http.get(f"{a}/status")).json()
     latencies = [(arrived[k] - t) * 1000 for k, t in answered.items() if k in arrived]
     return {
         "stream_orders_per_s": rate,
@@ -106,6 +109,10 @@ async def stream_latency(a: str, b: str, rate: float, duration: float) -> dict:
         "stream_failed_requests": failures,
         "stream_latency_p50_ms": round(percentile(latencies, 0.50), 2),
         "stream_latency_p99_ms": round(percentile(latencies, 0.99), 2),
+        # how A's pushes to its peers went (dropped ones wait for a pull)
+        "a_push_requests": status["gossip"]["push_requests"],
+        "a_dropped_pushes": status["gossip"]["dropped_pushes"],
+        "a_store_commits": status["store"]["commits"],
     }
 
 
@@ -130,7 +137,7 @@ async def ws_entry(url: str, duration: float, window: int, rng: random.Random) -
     orders = order_stream(rng)
     answered = 0
     room = trio.Semaphore(window)
-    headers = [(b"authorization", f"Bearer {TOKENS[url]}".encode())]
+    headers = [(k.lower().encode(), v.encode()) for k, v in auth_headers(url).items()]
     async with open_websocket_url(ws_url(url), extra_headers=headers) as ws:
         deadline = time.monotonic() + duration
 
@@ -180,10 +187,13 @@ def main(argv=None) -> int:
     parser.add_argument("--window", type=int, default=1000)
     parser.add_argument("--pull-interval", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ephemeral", action="store_true",
+                        help="3 --ephemeral nodes (no fsync): what the stream itself costs, "
+                             "without the disk")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="crdtbook-bench-stream-")
-    procs, urls = start_cluster(args, root)
+    procs, urls = start_cluster(args, None if args.ephemeral else root)
     try:
         result = trio.run(stream_latency, urls[0], urls[1], args.rate, args.duration)
         result.update(trio.run(entry, urls[0], args.entry_duration, args.window, args.seed))

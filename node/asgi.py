@@ -15,6 +15,13 @@ body gets 408 after a few seconds. ``BadRequest`` is the one error type of
 every HTTP surface: status, short error code, human detail (cut to
 ``MAX_DETAIL`` characters, so nothing a client sent is echoed back whole).
 
+WebSocket messages are bounded by hypercorn (``websocket_max_message_size``)
+after they are inflated; its permessage-deflate (wsproto's) inflates each
+chunk without a bound first, so 64 KiB on the wire could become tens of
+MiB in memory before the size check. ``BoundedDeflate`` takes its place in
+hypercorn's handshake: a chunk that inflates past ``WS_MAX_MESSAGE`` ends
+the connection at once.
+
 Limits on what comes before the body are hypercorn's, set in
 ``hypercorn_config``: request line and headers at most ``MAX_HEADER_BYTES``
 (h11's incomplete-event limit: beyond it the connection gets 400), and
@@ -25,10 +32,14 @@ keep-alive timer runs until a request's headers are in).
 from __future__ import annotations
 
 import json
+import zlib
 from urllib.parse import parse_qsl
 
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol import ws_stream
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
 
 JSON = b"application/json"
 MAX_DETAIL = 400  # characters of an error's detail, at most
@@ -159,6 +170,24 @@ async def _lifespan(receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate whose inflate of one chunk stops past ``WS_MAX_MESSAGE``."""
+
+    def frame_inbound_payload_data(self, proto, data: bytes):
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        try:
+            out = self._decompressor.decompress(bytes(data), WS_MAX_MESSAGE + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if len(out) > WS_MAX_MESSAGE or self._decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+
+ws_stream.PerMessageDeflate = BoundedDeflate  # what hypercorn's handshake offers clients
 
 
 def hypercorn_config(host: str, port: int) -> Config:

@@ -74,18 +74,27 @@ class Guarded:
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
         self._idle: float | None = None
+        self._reading: trio.CancelScope | None = None  # the read under way, if any
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
 
     def idle_after(self, seconds: float) -> None:
         self._idle = seconds
+        if self._reading is not None:  # the read under way (hypercorn's) counts already
+            self._reading.deadline = trio.current_time() + seconds
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._idle is None:
-            return await self._stream.receive_some(max_bytes)
-        with trio.fail_after(self._idle):  # hypercorn ends the connection on TooSlowError
-            return await self._stream.receive_some(max_bytes)
+        data = b""
+        with trio.CancelScope() as scope:
+            self._reading = scope
+            if self._idle is not None:
+                scope.deadline = trio.current_time() + self._idle
+            data = await self._stream.receive_some(max_bytes)
+        self._reading = None
+        if scope.cancelled_caught:  # nothing arrived in time
+            raise trio.TooSlowError  # hypercorn ends the connection on it
+        return data
 
     async def send_all(self, data) -> None:
         view = memoryview(data)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from . import nodes
@@ -108,3 +109,43 @@ async def test_book_watch_reconnects_when_the_node_comes_back(tmp_path):
     finally:
         watch.stop()
         await node.stop()
+
+
+class ScriptedSocket:
+    """Plays a node's messages to node/cli/stream.py's subscription loop."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        self.messages = [json.dumps(m) for m in messages]
+        self.sent: list[dict] = []
+
+    async def send_message(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    async def get_message(self) -> str:
+        return self.messages.pop(0)
+
+
+async def test_a_gap_or_a_reset_makes_the_cli_subscribe_again():
+    from node.cli import stream
+
+    seen = []
+    old = {"type": "update", "channel": "book", "seq": 9, "bids": [], "asks": []}
+    for trouble, why in (({"type": "update", "channel": "book", "seq": 4, "bids": [],
+                           "asks": []}, "skipped from 2 to 4"),
+                         ({"type": "reset", "channel": "book", "reason": "slow_consumer"},
+                          "slow_consumer")):
+        ws = ScriptedSocket([old])  # an earlier subscription's message, then the answer
+        ident = f"cli-{stream._Ids.count + 1}"
+        ws.messages += [json.dumps(m) for m in (
+            {"type": "answer", "id": ident, "ok": True, "status": 200,
+             "result": {"channel": "book"}},
+            {"type": "snapshot", "channel": "book", "seq": 1, "depth": 5, "bids": [],
+             "asks": [], "final_clock": 0},
+            {"type": "update", "channel": "book", "seq": 2, "bids": [["1", "1"]], "asks": []},
+            trouble)]
+        with pytest.raises(stream.Gap) as gap:
+            await stream._subscription(ws, {"channel": "book", "depth": 5}, seen.append,
+                                       False, True)
+        assert why in str(gap.value)
+        assert ws.sent == [{"op": "subscribe", "id": ident, "channel": "book", "depth": 5}]
+        assert [m["seq"] for m in seen[-2:]] == [1, 2]  # the old subscription's 9 skipped

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
 
+from node import asgi
 from node.api import websocket
 from node.api.streams import Subscription
 
@@ -197,6 +203,16 @@ async def test_bad_commands_get_an_answer_and_change_nothing():
                 assert (refused["ok"], refused["status"]) == (False, 400), (channel, extra)
             missing = await ws.call(op="unsubscribe", id=8, channel="book")
             assert missing["status"] == 404
+            odd_values = ([1], {}, "5", 10**30, None, -1, "", "x" * 70)
+            for i, odd in enumerate(odd_values):  # never a 500: a refusal, or a no-op
+                for command in ({"op": "subscribe", "channel": odd},
+                                {"op": "subscribe", "channel": "book", "depth": odd},
+                                {"op": "subscribe", "channel": "orders", "account": odd},
+                                {"op": "unsubscribe", "channel": odd},
+                                {"op": "order", "order": odd}, {"op": "cancel", "order": odd},
+                                {"op": "auth", "token": odd}, {"op": odd}):
+                    answer = await ws.call(id=f"odd-{i}", **command)
+                    assert answer.get("status", 200) < 500, (command, answer)
             assert (await ws.call(op="ping", id=9))["type"] == "pong"  # still open
         assert (await client.get(a.url + "/status")).json()["events_total"] == before
         assert a.node.streams.subscription_count() == 0
@@ -234,6 +250,7 @@ async def test_pipelined_orders_are_answered_in_order_once_durable():
         assert all(x["status"] == 201 for x in answers)
         assert a.node.journal.committed_events >= 300
         assert a.node.journal.commits - commits < 300  # commits served many orders each
+        assert a.node.streams.publishes == 0  # nobody subscribed: the hub never ran
         await a.stop()
 
 
@@ -338,3 +355,76 @@ def test_a_full_queue_resets_the_channels_then_closes_with_1013():
     fresh = Subscription(conn, "book", depth=5)
     fresh.send("update", piece * 4 + "}")  # full again, the resets not even sent: closed
     assert conn.close_code == 1013
+
+
+IDLE_TEST_S = 1.0  # the idle limit these tests run the node with
+OUTLIVE_S = 3 * IDLE_TEST_S  # how long a live but silent client stays, to show it is kept
+
+
+async def test_a_silent_dead_client_is_closed_and_a_live_one_kept(monkeypatch):
+    monkeypatch.setattr(websocket, "IDLE_S", IDLE_TEST_S)
+    monkeypatch.setattr(asgi, "WS_PING_EVERY_S", IDLE_TEST_S / 4)
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery)
+        host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+        dead = await trio.open_tcp_stream(host, int(port))
+        handshake = WSConnection(ConnectionType.CLIENT)
+        await dead.send_all(handshake.send(Request(host=host, target="/ws")))
+        async with connect(a.url) as live:  # trio-websocket answers pings by itself
+            await nodes.eventually(lambda: a.node.streams.connections == 2)
+            with trio.fail_after(10 * IDLE_TEST_S):  # the dead one: closed by the node
+                while await dead.receive_some(65536):
+                    pass
+            await nodes.eventually(lambda: a.node.streams.connections == 1)
+            await trio.sleep(OUTLIVE_S)
+            assert (await live.call(op="ping", id=1))["type"] == "pong"
+        await dead.aclose()
+        await a.stop()
+
+
+def test_an_inflating_chunk_is_cut_at_the_message_limit():
+    wire = zlib.compressobj(wbits=-15)
+    bomb = wire.compress(b"a" * 8 * 1024 * 1024) + wire.flush(zlib.Z_SYNC_FLUSH)
+    assert len(bomb) < 16 * 1024  # small on the wire
+    inflater = asgi.BoundedDeflate()
+    inflater._inbound_compressed = inflater._inbound_is_compressible = True
+    inflater._decompressor = zlib.decompressobj(-15)
+    assert inflater.frame_inbound_payload_data(None, bomb) == CloseReason.MESSAGE_TOO_BIG
+    small = zlib.compressobj(wbits=-15)
+    text = b'{"op": "ping", "id": 1}'
+    inflater._decompressor = zlib.decompressobj(-15)
+    assert inflater.frame_inbound_payload_data(
+        None, small.compress(text) + small.flush(zlib.Z_SYNC_FLUSH)) == text
+
+
+async def test_a_compressed_bomb_ends_its_connection_and_nothing_else():
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery)
+        host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        client = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(client.send(Request(host=host, target="/ws",
+                                                  extensions=[PerMessageDeflate()])))
+
+        async def events() -> list:
+            with trio.fail_after(10):
+                data = await stream.receive_some(65536)
+            client.receive_data(data or None)
+            return list(client.events())
+
+        accepted = await events()
+        assert isinstance(accepted[0], AcceptConnection) and accepted[0].extensions
+        await stream.send_all(client.send(TextMessage('{"op": "ping", "id": 1}')))
+        texts = []
+        while not texts:  # (hypercorn's first ping may come too)
+            texts = [e for e in await events() if isinstance(e, TextMessage)]
+        assert json.loads(texts[0].data) == {"type": "pong", "id": 1}  # compression works
+        await stream.send_all(client.send(TextMessage("a" * 8 * 1024 * 1024)))
+        with trio.fail_after(10):  # the node ends the connection
+            while await stream.receive_some(65536):
+                pass
+        await nodes.eventually(lambda: a.node.streams.connections == 0)
+        async with connect(a.url) as ws:
+            assert (await ws.call(op="ping", id=2))["type"] == "pong"
+        await stream.aclose()
+        await a.stop()

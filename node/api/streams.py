@@ -234,6 +234,8 @@ class Hub:
 
     def publish(self) -> None:
         """Send every subscriber what changed since the last publish (never waits)."""
+        if not (self.books or self.tape is not None or self.accounts):
+            return
         try:
             if self.books:
                 self._publish_books()

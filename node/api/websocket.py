@@ -301,10 +301,14 @@ class Connection:
         await self.outbox.room()
         if self.close_code is not None:
             return
+        channel = command.data.get("channel")
+        if not isinstance(channel, str):
+            raise BadRequest(400, "bad_channel", "channel must be a string: one of "
+                                                 "book, trades, orders, status")
         who = None
-        if command.data.get("channel") == "orders":
+        if channel == "orders":
             who = self._principal()
-        old = self.subs.get(command.data.get("channel"))
+        old = self.subs.get(channel)
         sub, snapshot = self.hub.subscribe(self, who, command.data)
         if old is not None:  # subscribing again replaces it (how a client resubscribes)
             self.hub.unsubscribe(old)

@@ -221,7 +221,7 @@ def cmd_book(args: argparse.Namespace, url: str, out: Output) -> int:
     if args.watch:
         from .stream import watch_book
 
-        return watch_book(url, args.depth, args.json)
+        return watch_book(url, args.depth, args.json, out)
     result = client.call("GET", url, "/book" + (f"?depth={args.depth}" if args.depth else ""))
     out.json(result) if args.json else out.show(render.book_view(result))
     return 0
@@ -230,7 +230,7 @@ def cmd_book(args: argparse.Namespace, url: str, out: Output) -> int:
 def cmd_trades(args: argparse.Namespace, url: str, out: Output) -> int:
     from .stream import trades
 
-    return trades(url, args.follow, args.json)
+    return trades(url, args.follow, args.json, out)
 
 
 def cmd_fills(args: argparse.Namespace, url: str, out: Output) -> int:

@@ -23,11 +23,15 @@ import time
 from collections.abc import Callable
 
 import trio
+from rich.console import Group
+from rich.text import Text
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from crdtbook.amount import parse_amount
 
-from .client import CliError, short_id, table
+from . import render
+from .client import CliError
+from .output import Output
 
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 5.0
@@ -52,36 +56,47 @@ def say(text: str) -> None:
     print(f"crdtbook: {text}", file=sys.stderr, flush=True)
 
 
-# -- renderers (plain functions: easy to swap) -----------------------------------
-def render_book(url: str, bids: list[list[str]], asks: list[list[str]]) -> str:
-    rows = []
+# -- renderers (plain functions of the data: easy to swap) -----------------------
+def render_book(url: str, bids: list[list[str]], asks: list[list[str]]) -> Group:
+    """The level-2 book as the stream has it: price and total quantity per level."""
+    title = Text(f"{url}  {time.strftime('%H:%M:%S', time.gmtime())} UTC  live "
+                 "(Ctrl-C to stop)", style="dim")
+    if not bids and not asks:
+        return Group(title, Text("(empty book)"))
+    headers = ("BID QTY", "BID", "ASK", "ASK QTY")
+    grid = render.table(*headers, right=headers)
     for i in range(max(len(bids), len(asks))):
         bid = bids[i] if i < len(bids) else ["", ""]
         ask = asks[i] if i < len(asks) else ["", ""]
-        rows.append([bid[1], bid[0], ask[0], ask[1]])
-    text = table(rows, ["bid qty", "bid", "ask", "ask qty"]) if rows else "(empty book)"
-    return f"{url}  {time.strftime('%H:%M:%S')}  live (Ctrl-C to stop)\n{text}"
+        grid.add_row(Text(bid[1], style=render.BUY), Text(bid[0], style=render.BUY),
+                     Text(ask[0], style=render.SELL), Text(ask[1], style=render.SELL))
+    return Group(title, grid)
 
 
-def render_trade(trade: dict) -> str:
-    mark = "final" if trade.get("final") else "provisional"
-    return (f"{trade['time']}  {trade['taker_side']:4} {trade['qty']:>12} @ "
-            f"{trade['price']:<12} taker {short_id(trade['taker'])} maker "
-            f"{short_id(trade['maker'])}  #{trade['index']}  {mark}")
+def render_trade(trade: dict) -> Text:
+    final = bool(trade.get("final"))
+    line = Text(f"{render.human_time(trade.get('time'))}  ")
+    line.append_text(render.side(trade["taker_side"]))
+    line.append(f" {trade['qty']} @ {trade['price']}  taker {render.short_id(trade['taker'])}"
+                f" maker {render.short_id(trade['maker'])}  #{trade['index']}  "
+                f"{'final' if final else 'provisional'}")
+    if not final:
+        line.stylize(render.PROVISIONAL)
+    return line
 
 
-def render_final(ids: list[str]) -> str:
-    return "\n".join(f"final      {_short_fill(i)}" for i in ids)
+def render_final(ids: list[str]) -> Text:
+    return Text("\n".join(f"final      {_short_fill(i)}" for i in ids))
 
 
-def render_retract(ids: list[str]) -> str:
-    return "\n".join(f"RETRACTED  {_short_fill(i)} (a late order sorted before it)"
-                     for i in ids)
+def render_retract(ids: list[str]) -> Text:
+    return Text("\n".join(f"RETRACTED  {_short_fill(i)} (a late order sorted before it)"
+                           for i in ids), style="bold")
 
 
 def _short_fill(fill_id: str) -> str:
     taker, _, maker = fill_id.partition("/")
-    return f"{short_id(taker)}/{short_id(maker)}"
+    return f"{render.short_id(taker)}/{render.short_id(maker)}"
 
 
 # -- the book ---------------------------------------------------------------------
@@ -106,7 +121,7 @@ class BookState:
         return best(self.bids, True), best(self.asks, False)
 
 
-def watch_book(url: str, depth: int | None, as_json: bool) -> int:
+def watch_book(url: str, depth: int | None, as_json: bool, out: Output) -> int:
     state: dict[str, BookState] = {}
 
     def on_message(message: dict) -> None:
@@ -116,8 +131,9 @@ def watch_book(url: str, depth: int | None, as_json: bool) -> int:
             state["book"].apply(message)
         if not as_json:
             bids, asks = state["book"].levels()
-            sys.stdout.write("\x1b[2J\x1b[H")  # clear the screen, cursor home
-            print(render_book(url, bids, asks), flush=True)
+            out.clear()
+            out.show(render_book(url, bids, asks))
+            out.stream.flush()
 
     command = {"channel": "book"}
     if depth:
@@ -126,7 +142,7 @@ def watch_book(url: str, depth: int | None, as_json: bool) -> int:
 
 
 # -- trades -------------------------------------------------------------------------
-def trades(url: str, keep_following: bool, as_json: bool) -> int:
+def trades(url: str, keep_following: bool, as_json: bool, out: Output) -> int:
     shown: set[str] = set()
 
     def on_message(message: dict) -> None:
@@ -136,15 +152,15 @@ def trades(url: str, keep_following: bool, as_json: bool) -> int:
         if kind == "snapshot":
             for trade in message["trades"]:
                 if trade["id"] not in shown:
-                    print(render_trade(trade))
+                    out.show(render_trade(trade))
                 shown.add(trade["id"])
         elif kind == "trade":
             shown.add(message["trade"]["id"])
-            print(render_trade(message["trade"]))
+            out.show(render_trade(message["trade"]))
         elif kind == "final":
-            print(render_final(message["ids"]))
+            out.show(render_final(message["ids"]))
         elif kind == "retract":
-            print(render_retract(message["ids"]))
+            out.show(render_retract(message["ids"]))
         sys.stdout.flush()
 
     return trio.run(follow, url, {"channel": "trades"}, on_message, as_json, keep_following)
