@@ -428,3 +428,35 @@ async def test_a_compressed_bomb_ends_its_connection_and_nothing_else():
             assert (await ws.call(op="ping", id=2))["type"] == "pong"
         await stream.aclose()
         await a.stop()
+
+
+async def test_orders_channel_shows_only_this_nodes_orders_of_the_account():
+    """Accounts are a node's own: the same name at another node is someone else."""
+    async with trio.open_nursery() as nursery, nodes.client() as client:
+        a = await nodes.start(nursery)
+        b = await nodes.start(nursery, a.url)
+        async with connect(a.url, token=a.token) as ws:
+            assert (await ws.call(op="subscribe", id=1, channel="orders",
+                                  account="local"))["ok"]
+            assert (await ws.next())["orders"] == []
+            elsewhere = await client.post(b.url + "/orders",
+                                          json={"side": "buy", "qty": "1", "price": "5"})
+            assert elsewhere.status_code == 201
+            assert elsewhere.json()["order"]["account"] == "local"
+            with trio.fail_after(10):  # B's order is on A's book before A's own is placed
+                while not (await client.get(a.url + "/book")).json()["bids"]:
+                    await trio.sleep(POLL_S)
+            here = await client.post(a.url + "/orders",
+                                     json={"side": "buy", "qty": "1", "price": "6"})
+            assert here.status_code == 201
+            seen = await ws.until(lambda m: m["type"] == "order")
+            assert seen["order"]["id"] == here.json()["order"]["id"]
+            assert all(m.get("order", {}).get("id") != elsewhere.json()["order"]["id"]
+                       for m in ws.seen)
+        async with connect(a.url, token=a.token) as ws:  # and not in a snapshot either
+            assert (await ws.call(op="subscribe", id=1, channel="orders",
+                                  account="local"))["ok"]
+            assert [o["id"] for o in (await ws.next())["orders"]] == \
+                [here.json()["order"]["id"]]
+        await b.stop()
+        await a.stop()
