@@ -188,10 +188,11 @@ class Tape:
 class OrderWatch:
     """An account's orders that may still change, with the last view sent of each."""
 
-    def __init__(self, replica: Replica, account: str) -> None:
-        # Accounts are a node's own (its tokens): the same name at another node is
-        # someone else, whose orders this account can neither place nor cancel.
-        self.origin = replica.id
+    def __init__(self, replica: Replica, account: str, origin: str | None = None) -> None:
+        # ``origin``: only the orders this replica placed. Accounts are a node's own
+        # (its tokens): the same name at another node is someone else, whose orders
+        # this account can neither place nor cancel. None: every replica's.
+        self.origin = origin
         self.account = account
         self.sent: dict[tuple[str, int], dict] = {}
         self.settled: set[tuple[str, int]] = set()  # not open, not final yet
@@ -200,8 +201,8 @@ class OrderWatch:
         self.frontier = replica.frontier()
         snapshot = []
         for view in replica.orders():
-            if view.account != account or view.dot.replica != self.origin \
-                    or replica.order_final(view):
+            if view.account != account or replica.order_final(view) \
+                    or (origin is not None and view.dot.replica != origin):
                 continue
             shown = views.order_json(view, False)
             self._keep(view, shown)
@@ -232,7 +233,7 @@ class OrderWatch:
         self.replayed = engine.replayed
         for event in events:
             if event.kind == ORDER and event.account == self.account \
-                    and event.replica == self.origin:
+                    and self.origin in (None, event.replica):
                 new.add((event.replica, event.seq))
             elif event.kind == CANCEL:
                 look.add((event.target_replica, event.target_seq))

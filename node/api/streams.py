@@ -201,7 +201,7 @@ class Hub:
                 engine = self.node.replica.engine
                 self.fill_mark = engine.fills_base + len(engine.fills)
             group = self.accounts[account] = AccountGroup(
-                diffs.OrderWatch(self.node.replica, account))
+                diffs.OrderWatch(self.node.replica, account, self.node.id))
             snapshot = group.watch.snapshot
         else:  # the group's views are those last published: the snapshot is made of them
             snapshot = [view for view in group.watch.sent.values()
