@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(PY) bench/core.py
 	$(PY) bench/cluster.py
 	$(PY) bench/memory.py
+	$(PY) bench/stream.py
 
 run: $(STAMP)
 	$(VENV)/bin/crdtbook devnet --demo

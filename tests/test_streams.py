@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import zlib
 
 import pytest
@@ -74,6 +75,63 @@ async def test_an_order_placed_at_b_shows_on_a_book_and_tape():
 
             await nodes.eventually(same_as_get_book)
             assert not [m for m in ws.seen if m["type"] in ("retract", "final")]
+        await a.stop()
+        await b.stop()
+
+
+async def test_streamed_book_and_tape_equal_get_book_and_fills_under_random_load():
+    """Seeded orders and cancels at two nodes; A's streams, applied, end equal to
+    A's GET /book?depth=3 (levels come and go below the depth) and GET /fills."""
+    rng = random.Random(7)
+    async with trio.open_nursery() as nursery, nodes.client() as client:
+        a = await nodes.start(nursery)
+        b = await nodes.start(nursery, a.url)
+        async with connect(a.url) as ws:
+            await ws.call(op="subscribe", id=1, channel="book", depth=3)
+            book = BookView(await ws.next())
+            await ws.call(op="subscribe", id=2, channel="trades")
+            trades = {t["id"]: t for t in (await ws.next())["trades"]}
+            tape_seq = 1
+            placed = []
+            for i in range(60):
+                node = (a, b)[i % 2]
+                if placed and rng.random() < 0.2:
+                    at, order_id = placed.pop(rng.randrange(len(placed)))
+                    await client.delete(f"{at.url}/orders/{order_id}")
+                    continue
+                response = await client.post(node.url + "/orders", json={
+                    "side": rng.choice(("buy", "sell")), "qty": str(rng.randint(1, 5)),
+                    "price": str(rng.randint(95, 105))})
+                assert response.status_code == 201
+                placed.append((node, response.json()["order"]["id"]))
+
+            def take(message: dict) -> None:
+                nonlocal tape_seq
+                if message["channel"] == "book":
+                    book.apply(message)
+                    return
+                assert message["seq"] == tape_seq + 1, "a gap in the tape"
+                tape_seq = message["seq"]
+                if message["type"] == "trade":
+                    trades[message["trade"]["id"]] = message["trade"]
+                elif message["type"] == "retract":
+                    for fill_id in message["ids"]:
+                        del trades[fill_id]
+                elif message["type"] == "final":
+                    for fill_id in message["ids"]:
+                        trades[fill_id] = dict(trades[fill_id], final=True)
+
+            async def streams_equal_the_routes():
+                with trio.move_on_after(POLL_S):
+                    while True:
+                        take(await ws.next())
+                shown = (await client.get(a.url + "/book?depth=3")).json()
+                fills = (await client.get(a.url + "/fills")).json()["fills"]
+                return book.shown() == book_of(shown) and \
+                    list(trades.values()) == fills and nodes.converged(a, b)
+
+            await nodes.eventually(streams_equal_the_routes)
+            assert all(t["final"] for t in trades.values())  # a quiet cluster finalizes
         await a.stop()
         await b.stop()
 

@@ -188,6 +188,8 @@ class Connection:
         """The hub ended ``sub``: drop its queued messages, tell the client."""
         if self.subs.get(sub.channel) is sub:
             del self.subs[sub.channel]
+        if self.close_code is not None:
+            return
         self.outbox.drop(lambda tag: tag is not sub)
         self.outbox.push(RESET, json.dumps({"type": "reset", "channel": sub.channel,
                                             "reason": reason}, separators=(",", ":")))
