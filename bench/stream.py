@@ -14,8 +14,11 @@ keep nothing and never fsync, without authentication), then:
    the moment A's 201 reached the client to the moment the trade it made
    arrived on B's stream (a push from A to B, B's publish, the stream).
    Can be negative: A pushes once the order is durable, which may beat its
-   own answer to the client. Prints p50 and p99 (ms), and how many trades
-   were seen.
+   own answer to the client. ``--via ws`` sends the same pairs over one
+   WebSocket to A instead (pipelined; the answer with status 201 is the
+   acknowledgement): a client that sends many single orders. Prints p50
+   and p99 (ms), and how many trades were seen; and the same from the
+   moment the client sent each buy (``sent_to_stream``).
 2. Order entry: single orders to node A, for --entry-duration seconds each
    (default 5): first over one keep-alive HTTP connection (httpx, one
    request at a time, as a client without batches sends them), then over one
@@ -56,8 +59,11 @@ def auth_headers(url: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-async def stream_latency(a: str, b: str, rate: float, duration: float) -> dict:
+async def stream_latency(a: str, b: str, rate: float, duration: float,
+                         via: str = "http") -> dict:
     answered: dict[str, float] = {}  # buy order id -> when A's 201 arrived
+    sent: dict[str, float] = {}  # buy order id -> when the client sent it
+    sending: dict[str, float] = {}  # a WebSocket command id -> when it was sent
     arrived: dict[str, float] = {}  # taker id -> when its trade came on B's stream
     failures = 0
     limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
@@ -74,6 +80,7 @@ async def stream_latency(a: str, b: str, rate: float, duration: float) -> dict:
         async def pair(price: str) -> None:
             nonlocal failures
             for side in ("sell", "buy"):
+                began = time.monotonic()
                 try:
                     response = await http.post(f"{a}/orders", json={
                         "side": side, "qty": "1", "price": price})
@@ -85,30 +92,68 @@ async def stream_latency(a: str, b: str, rate: float, duration: float) -> dict:
                     return
                 if side == "buy":
                     answered[response.json()["order"]["id"]] = time.monotonic()
+                    sent[response.json()["order"]["id"]] = began
+
+        async def over_websocket(pairs: int, start: float) -> None:
+            """The same pairs over one WebSocket to A: the answer (status 201) of each
+            buy is its acknowledgement; answers come in order, commands pipelined."""
+            nonlocal failures
+            headers = [(k.lower().encode(), v.encode()) for k, v in auth_headers(a).items()]
+            async with open_websocket_url(ws_url(a), extra_headers=headers) as entry:
+                async def answers() -> None:
+                    nonlocal failures
+                    for _ in range(2 * pairs):
+                        message = json.loads(await entry.get_message())
+                        if message.get("status") != 201:
+                            failures += 1
+                        elif str(message["id"]).startswith("b"):
+                            order = message["result"]["order"]["id"]
+                            answered[order] = time.monotonic()
+                            sent[order] = sending.pop(message["id"])
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(answers)
+                    for i in range(pairs):
+                        await trio.sleep_until(start + i * 2 / rate)
+                        sending[f"b{i}"] = time.monotonic()
+                        for side in ("sell", "buy"):
+                            await entry.send_message(json.dumps({
+                                "op": "order", "id": f"{side[0]}{i}",
+                                "order": {"side": side, "qty": "1", "price": "100"}}))
+                        status_line(f"stream latency: {i + 1}/{pairs} pairs sent, "
+                                    f"{len(arrived)} trades seen at B")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(listen)
             start = trio.current_time()
             pairs = int(duration * rate / 2)
-            async with trio.open_nursery() as load:
-                for i in range(pairs):
-                    await trio.sleep_until(start + i * 2 / rate)
-                    load.start_soon(pair, "100")  # each buy takes a sell: it is a taker
-                    status_line(f"stream latency: {i + 1}/{pairs} pairs sent, "
-                                f"{len(arrived)} trades seen at B")
+            if via == "ws":
+                await over_websocket(pairs, start)
+            else:
+                async with trio.open_nursery() as load:
+                    for i in range(pairs):
+                        await trio.sleep_until(start + i * 2 / rate)
+                        load.start_soon(pair, "100")  # each buy takes a sell: a taker
+                        status_line(f"stream latency: {i + 1}/{pairs} pairs sent, "
+                                    f"{len(arrived)} trades seen at B")
             with trio.move_on_after(10):  # the last trades reach B
                 while not set(answered) <= set(arrived):
                     await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
         status = (await http.get(f"{a}/status")).json()
     latencies = [(arrived[k] - t) * 1000 for k, t in answered.items() if k in arrived]
+    from_send = [(arrived[k] - t) * 1000 for k, t in sent.items() if k in arrived]
     return {
         "stream_orders_per_s": rate,
+        "stream_orders_via": via,
         "stream_trades_seen": len(latencies),
         "stream_trades_missing": len(answered) - len(latencies),
         "stream_failed_requests": failures,
         "stream_latency_p50_ms": round(percentile(latencies, 0.50), 2),
         "stream_latency_p99_ms": round(percentile(latencies, 0.99), 2),
+        # from the moment the client sent the buy (its answer's own delay included)
+        "sent_to_stream_p50_ms": round(percentile(from_send, 0.50), 2),
+        "sent_to_stream_p99_ms": round(percentile(from_send, 0.99), 2),
         # how A's pushes to its peers went (dropped ones wait for a pull)
         "a_push_requests": status["gossip"]["push_requests"],
         "a_dropped_pushes": status["gossip"]["dropped_pushes"],
@@ -190,12 +235,16 @@ def main(argv=None) -> int:
     parser.add_argument("--ephemeral", action="store_true",
                         help="3 --ephemeral nodes (no fsync): what the stream itself costs, "
                              "without the disk")
+    parser.add_argument("--via", choices=("http", "ws"), default="http",
+                        help="how the latency part sends its orders to A: single HTTP "
+                             "requests (default) or one pipelined WebSocket")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="crdtbook-bench-stream-")
     procs, urls = start_cluster(args, None if args.ephemeral else root)
     try:
-        result = trio.run(stream_latency, urls[0], urls[1], args.rate, args.duration)
+        result = trio.run(stream_latency, urls[0], urls[1], args.rate, args.duration,
+                          args.via)
         result.update(trio.run(entry, urls[0], args.entry_duration, args.window, args.seed))
     finally:
         stop(procs)
