@@ -8,15 +8,19 @@ connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
 ``Connection``, three tasks in one nursery:
 
 * the reader takes frames from hypercorn (which bounds a message at
-  ``MAX_FRAME`` and closes with 1009 beyond it), parses each into a command
-  or a refusal, and queues it (a bounded channel: a client that sends faster
-  than the node answers waits in TCP);
-* the processor takes commands in order. Consecutive ``order`` commands
-  already waiting are taken together (at most ``MAX_BATCH``): each is
-  checked alone (parse, account, rate limit), the valid ones are placed in
-  one ``place_many``, one ``journal.sync()`` makes them all durable, then
-  each gets its answer. That is how one connection places thousands of
-  single orders a second: one commit serves many of them;
+  ``MAX_FRAME`` and closes with 1009 beyond it) and queues them as they
+  came, unparsed (``Inbox``: at most ``READ_AHEAD`` characters, so a client
+  that sends faster than the node answers waits in TCP). Parsed JSON takes
+  up to ~25 times its text (a frame of nested empty arrays), so nothing
+  parsed is ever held ahead of the processor;
+* the processor takes frames in order and parses each when it gets to it.
+  Consecutive ``order`` commands already waiting are taken together (at
+  most ``MAX_BATCH``), each reduced at once to its order (a few short
+  strings) or its refusal: each is checked alone (parse, account, rate
+  limit), the valid ones are placed in one ``place_many``, one
+  ``journal.sync()`` makes them all durable, then each gets its answer.
+  That is how one connection places thousands of single orders a second:
+  one commit serves many of them;
 * the sender writes the outgoing queue to the socket.
 
 The outgoing queue (``Outbox``) holds answers and channel messages in the
@@ -56,7 +60,7 @@ MAX_QUEUED = 1024 * 1024  # characters of outgoing messages queued per connectio
 MAX_ID = 64
 MAX_INT_ID = 2**53  # integer ids a JavaScript client reads back exactly
 MAX_BATCH = 1_000  # pipelined orders placed together
-COMMANDS_QUEUED = 256  # commands read ahead of the processor
+READ_AHEAD = 2 * MAX_FRAME  # characters of frames read ahead of the processor, unparsed
 IDLE_S = 60.0  # nothing received (not even a pong) for this long: closed
 PING_EVERY_S = WS_PING_EVERY_S  # hypercorn pings every connection this often
 OPS = ("auth", "subscribe", "unsubscribe", "order", "cancel", "ping")
@@ -64,7 +68,7 @@ RESET = object()  # the outbox tag of a reset message
 
 
 class Command:
-    __slots__ = ("op", "id", "data", "refused")
+    __slots__ = ("op", "id", "data", "refused", "order")
 
     def __init__(self, op: str | None, id: object, data: dict | None,
                  refused: BadRequest | None = None) -> None:
@@ -72,6 +76,7 @@ class Command:
         self.id = id
         self.data = data
         self.refused = refused
+        self.order = None  # an order command's OrderRequest or refusal (not its JSON)
 
 
 def parse_command(text: str | None) -> Command:
@@ -98,7 +103,17 @@ def parse_command(text: str | None) -> Command:
         shown = json.dumps(op)[:40] if op is not None else "none"
         return Command(None, ident, None, BadRequest(
             400, "bad_op", f"unknown op {shown}; one of {', '.join(OPS)}"))
-    return Command(op, ident, data)
+    command = Command(op, ident, data)
+    if op == "order":  # waits in a batch: keep the order, not the JSON it came in
+        command.data = None
+        try:
+            if set(data) - {"op", "id", "order"}:
+                raise BadRequest(400, "bad_request", "order takes only \"order\": the "
+                                                     "object POST /orders takes")
+            command.order = parse_order(data.get("order"), "")
+        except BadRequest as exc:  # answered after the token's check (auth comes first)
+            command.order = exc
+    return command
 
 
 def answer_ok(ident: object, status: int, result: dict) -> str:
@@ -122,6 +137,48 @@ def answer_error(ident: object, exc: BaseException | orderentry.Failure) -> str:
     if wait is not None:
         out["retry_after_s"] = wait
     return json.dumps(out, separators=(",", ":"))
+
+
+class Inbox:
+    """Frames read ahead of the processor, as they came (text, or None: binary)."""
+
+    def __init__(self) -> None:
+        self.items: deque[str | None] = deque()
+        self.size = 0
+        self.ended = False
+        self._filled = trio.Event()
+        self._drained = trio.Event()
+
+    async def put(self, text: str | None) -> None:
+        cost = len(text or "")
+        while self.items and self.size + cost > READ_AHEAD:  # one frame always fits
+            self._drained = trio.Event()
+            await self._drained.wait()
+        self.items.append(text)
+        self.size += cost
+        self._filled.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self._filled.set()
+
+    def take_nowait(self) -> Command | None:
+        """The next frame, parsed; None if none is waiting."""
+        if not self.items:
+            return None
+        text = self.items.popleft()
+        self.size -= len(text or "")
+        self._drained.set()
+        return parse_command(text)
+
+    async def take(self) -> Command | None:
+        """The next frame, parsed; None once the client is gone and all were taken."""
+        while not self.items:
+            if self.ended:
+                return None
+            self._filled = trio.Event()
+            await self._filled.wait()
+        return self.take_nowait()
 
 
 class Outbox:
@@ -173,7 +230,7 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self._closing = trio.Event()
-        self.commands_send, self.commands = trio.open_memory_channel[Command](COMMANDS_QUEUED)
+        self.inbox = Inbox()
 
     # -- what the hub calls (never waits) ----------------------------------
     def deliver(self, sub: Subscription, text: str) -> None:
@@ -230,14 +287,16 @@ class Connection:
             self.subs.clear()
 
     async def _reader(self, receive) -> None:
-        async with self.commands_send:
+        try:
             while True:
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.disconnect":
                     return
                 if kind == "websocket.receive":
-                    await self.commands_send.send(parse_command(message.get("text")))
+                    await self.inbox.put(message.get("text"))
+        finally:
+            self.inbox.end()
 
     async def _sender(self, cancel_scope: trio.CancelScope) -> None:
         while True:
@@ -252,25 +311,25 @@ class Connection:
             await self._send({"type": "websocket.send", "text": text})
 
     async def _processor(self) -> None:
-        waiting: deque[Command] = deque()
+        pending: Command | None = None  # parsed, not yet processed: at most one
         while self.close_code is None:
-            if not waiting:
-                try:
-                    waiting.append(await self.commands.receive())
-                except trio.EndOfChannel:
-                    return
-            while len(waiting) < MAX_BATCH:  # whatever else already came: for a batch
-                try:
-                    waiting.append(self.commands.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
+            command = pending or await self.inbox.take()
+            pending = None
+            if command is None:
+                return
+            if command.op != "order":
+                await self._one(command)
+                continue
+            batch = [command]
+            while len(batch) < MAX_BATCH:  # the orders that already came: one batch
+                following = self.inbox.take_nowait()
+                if following is None:
                     break
-            if waiting[0].op == "order":
-                batch = []
-                while waiting and waiting[0].op == "order" and len(batch) < MAX_BATCH:
-                    batch.append(waiting.popleft())
-                await self._orders(batch)
-            else:
-                await self._one(waiting.popleft())
+                if following.op != "order":
+                    pending = following
+                    break
+                batch.append(following)
+            await self._orders(batch)
 
     async def _answer(self, text: str) -> None:
         await self.outbox.room()
@@ -374,11 +433,9 @@ class Connection:
             try:
                 if isinstance(who, Exception):
                     raise who
-                if set(command.data) - {"op", "id", "order"}:
-                    raise BadRequest(400, "bad_request", "order takes only \"order\": the "
-                                                         "object POST /orders takes")
-                order = parse_order(command.data.get("order"), "")
-                accepted.append(auth.entitled(self.node, who, [order])[0])
+                if isinstance(command.order, BadRequest):
+                    raise command.order
+                accepted.append(auth.entitled(self.node, who, [command.order])[0])
                 answers.append(None)
             except Exception as exc:
                 answers.append(answer_error(command.id, exc))
