@@ -13,13 +13,15 @@ import json
 
 import pytest
 import trio
+from trio_websocket import ConnectionRejected, open_websocket_url
 
 from node.store import accounts
 
 from . import nodes
 from .procs import NodeProcess
+from .test_accounts import add
 from .test_resources import vm_kb
-from .wsclient import connect
+from .wsclient import Client, connect, ws_url
 
 POLL_S = 0.05  # how often a test samples a node while it waits (within a deadline)
 
@@ -73,3 +75,105 @@ async def test_commands_read_ahead_of_a_stuck_connection_stay_small(proc):
             assert r.status_code == 200
     print(f"\nnode peak memory: {base} MB before, {peak} MB with a stuck connection")
     assert peak - base < MAX_GROWTH_MB
+
+
+# -- auth ------------------------------------------------------------------------
+async def two_accounts(nursery, tmp_path):
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"))
+    async with nodes.client() as http:
+        tokens = {name: await add(http, a, name) for name in ("alice", "bob")}
+    return a, tokens
+
+
+def is_reset(channel: str):
+    return lambda m: m.get("type") == "reset" and m.get("channel") == channel
+
+
+async def place_for(http, a, account: str, price: str) -> str:
+    r = await http.post(a.url + "/orders", headers=a.admin,
+                        json={"side": "buy", "qty": "1", "price": price, "account": account})
+    assert r.status_code == 201, r.text
+    return r.json()["order"]["id"]
+
+
+async def test_a_revoked_accounts_open_socket_stops_trading_and_watching(nursery, tmp_path):
+    a, tokens = await two_accounts(nursery, tmp_path)
+    async with nodes.client() as http, connect(a.url, token=tokens["alice"]) as ws:
+        assert (await ws.call(op="subscribe", id=1, channel="orders"))["ok"]
+        assert (await ws.next())["orders"] == []
+        first = await place_for(http, a, "alice", "5")
+        seen = await ws.until(lambda m: m.get("type") == "order")
+        assert seen["order"]["id"] == first
+        r = await http.delete(a.url + "/accounts/alice", headers=a.admin)
+        assert r.status_code == 200
+        reset = await ws.until(is_reset("orders"))  # the watch ends with the token
+        assert reset["reason"] == "unauthorized"
+        later = await place_for(http, a, "alice", "6")
+        order = await ws.call(op="order", id=2, order={"side": "buy", "qty": "1",
+                                                       "price": "7"})
+        assert (order["ok"], order["status"]) == (False, 401)
+        cancel = await ws.call(op="cancel", id=3, order=first)
+        assert (cancel["ok"], cancel["status"]) == (False, 401)
+        again = await ws.call(op="subscribe", id=4, channel="orders")
+        assert (again["ok"], again["status"]) == (False, 401)
+        assert all(m.get("order", {}).get("id") != later for m in ws.seen)
+        r = await http.get(a.url + f"/orders/{first}", headers=a.admin)
+        assert r.json()["status"] == "open"
+    await a.stop()
+
+
+async def test_auth_as_another_account_mid_stream_ends_the_old_watch(nursery, tmp_path):
+    a, tokens = await two_accounts(nursery, tmp_path)
+    async with nodes.client() as http, connect(a.url) as ws:
+        assert (await ws.call(op="auth", id=1, token=tokens["alice"]))["ok"]
+        assert (await ws.call(op="subscribe", id=2, channel="orders"))["ok"]
+        assert (await ws.next())["orders"] == []
+        switched = await ws.call(op="auth", id=3, token=tokens["bob"])
+        assert switched["result"] == {"account": "bob"}
+        await ws.until(is_reset("orders"))  # bob may not watch alice's orders
+        hers = await place_for(http, a, "alice", "5")
+        mine = await place_for(http, a, "bob", "6")
+        assert (await ws.call(op="subscribe", id=4, channel="orders"))["ok"]
+        snapshot = await ws.until(lambda m: m.get("type") == "snapshot")
+        assert [o["id"] for o in snapshot["orders"]] == [mine]
+        pong = await ws.call(op="ping", id=5)  # everything before it has been seen
+        assert pong["type"] == "pong"
+        assert all(m.get("order", {}).get("id") != hers for m in ws.seen)
+        # a failed auth leaves the connection as it was: still bob
+        wrong = await ws.call(op="auth", id=6, token=tokens["alice"] + "x")
+        assert (wrong["ok"], wrong["status"]) == (False, 401)
+        other = await ws.call(op="cancel", id=7, order=hers)
+        assert (other["ok"], other["status"]) == (False, 403)
+    await a.stop()
+
+
+async def test_tokens_in_the_url_wrong_tokens_and_other_accounts(nursery, tmp_path):
+    a, tokens = await two_accounts(nursery, tmp_path)
+    async with nodes.client() as http:
+        hers = await place_for(http, a, "alice", "5")
+        url = ws_url(a.url) + f"?token={tokens['alice']}&access_token={tokens['alice']}"
+        async with open_websocket_url(url) as conn:  # a token in the URL is never read
+            ws = Client(conn)
+            refused = await ws.call(op="subscribe", id=1, channel="orders")
+            assert (refused["ok"], refused["status"]) == (False, 401)
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with connect(a.url, token="crdtbook-acct-" + "0" * 40):
+                pass
+        assert rejected.value.status_code == 401
+        async with connect(a.url, token=tokens["bob"]) as ws:
+            peek = await ws.call(op="subscribe", id=1, channel="orders", account="alice")
+            assert (peek["ok"], peek["status"]) == (False, 403)
+            cancel = await ws.call(op="cancel", id=2, order=hers)
+            assert (cancel["ok"], cancel["status"]) == (False, 403)
+            forged = await ws.call(op="order", id=3, order={"side": "sell", "qty": "1",
+                                                           "price": "9", "account": "alice"})
+            assert (forged["ok"], forged["status"]) == (False, 403)
+        r = await http.get(a.url + f"/orders/{hers}", headers=a.admin)
+        assert r.json()["status"] == "open"
+        async with connect(a.url, token=a.admin["Authorization"].split()[1]) as ws:
+            vague = await ws.call(op="subscribe", id=1, channel="orders")
+            assert (vague["ok"], vague["status"]) == (False, 400)
+            assert (await ws.call(op="subscribe", id=2, channel="orders",
+                                  account="alice"))["ok"]
+            assert [o["id"] for o in (await ws.next())["orders"]] == [hers]
+    await a.stop()
