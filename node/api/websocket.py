@@ -397,6 +397,7 @@ class Connection:
         who = auth.principal(self.node, token)
         self.token = token
         await self._answer(answer_ok(command.id, 200, {"account": who.account}))
+        self.hub.recheck(self)  # a watch of an account the new token may not read ends
 
     def _principal(self) -> auth.Principal:
         return auth.principal(self.node, self.token)
