@@ -177,3 +177,47 @@ async def test_tokens_in_the_url_wrong_tokens_and_other_accounts(nursery, tmp_pa
                                   account="alice"))["ok"]
             assert [o["id"] for o in (await ws.next())["orders"]] == [hers]
     await a.stop()
+
+
+READERS = 100  # connections that subscribe and never read
+RESUBSCRIBES = 40  # book snapshots (~40 KB each) asked for by each of them
+MAX_MB_PER_READER = 0.6  # the node's peak memory per such connection, on average
+
+
+async def test_many_connections_that_never_read_share_a_bounded_queue(proc):
+    """Each connection may queue 1 MiB for its client; 1,000 of them must not take a GB."""
+    pid = proc.proc.pid
+    async with nodes.client() as http:
+        levels = [{"side": "buy", "qty": "1", "price": str(1000 + i)} for i in range(1000)]
+        levels += [{"side": "sell", "qty": "1", "price": str(3000 + i)} for i in range(1000)]
+        assert (await http.post(proc.url + "/orders", json=levels, timeout=60)).status_code \
+            == 201
+        base = vm_kb(pid, "VmHWM") // 1024
+        subscribed = [0]
+
+        async def stuck() -> None:
+            try:
+                async with connect(proc.url, rcvbuf=4096) as ws:
+                    for i in range(RESUBSCRIBES):
+                        await ws.send(op="subscribe", id=i, channel="book", depth=1000)
+                    subscribed[0] += 1
+                    await trio.sleep_forever()
+            except BaseException as exc:  # the node may close it (1013): fine
+                if isinstance(exc, trio.Cancelled):
+                    raise
+                subscribed[0] += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(READERS):
+                nursery.start_soon(stuck)
+            await nodes.eventually(lambda: subscribed[0] == READERS, timeout=10)
+            async with connect(proc.url) as ws:  # a reader is served meanwhile
+                assert (await ws.call(op="subscribe", id=1, channel="book", depth=5))["ok"]
+                assert (await ws.next())["type"] == "snapshot"
+            r = await http.get(proc.url + "/status", timeout=5)
+            assert r.status_code == 200
+            peak = vm_kb(pid, "VmHWM") // 1024
+            nursery.cancel_scope.cancel()
+    print(f"\nnode peak memory: {base} MB, {peak} MB with {READERS} connections that never "
+          "read")
+    assert peak - base < READERS * MAX_MB_PER_READER
