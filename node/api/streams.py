@@ -56,6 +56,15 @@ def framed(kind: str, channel: str, seq: int, body: str) -> str:
     return f'{{"type":"{kind}","channel":"{channel}","seq":{seq},{body}'
 
 
+class Tally:
+    """Characters queued for clients over every connection of a node (websocket.py)."""
+
+    __slots__ = ("chars",)
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+
 class Subscription:
     __slots__ = ("conn", "channel", "seq", "depth", "account", "live")
 
@@ -90,6 +99,7 @@ class Hub:
     def __init__(self, node) -> None:
         self.node = node
         self.connections = 0  # open WebSocket connections (websocket.py counts them)
+        self.outgoing = Tally()  # characters queued for them all (websocket.py's Outbox)
         self.books: dict[int, BookGroup] = {}
         self.tape: diffs.Tape | None = None
         self.trades: dict[Subscription, None] = {}

@@ -24,7 +24,12 @@ connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
 * the sender writes the outgoing queue to the socket.
 
 The outgoing queue (``Outbox``) holds answers and channel messages in the
-order they were made, bounded in bytes (``MAX_QUEUED``). Answers wait for
+order they were made, bounded in characters: ``MAX_QUEUED`` for one
+connection, and past ``FAIR_SHARE`` only while every connection of the node
+together holds less than ``MAX_QUEUED_TOTAL`` (the hub's ``Tally``), so a
+thousand clients that stop reading hold tens of MB, not a GB. An empty
+queue always takes one message (an ``orders`` snapshot may be larger than
+the queue). Answers wait for
 room (so a client that does not read stops being read). A channel message
 that finds the queue full is not queued: every subscription of the
 connection ends with a ``reset`` (``slow_consumer``) and their queued
@@ -52,11 +57,13 @@ from .. import httpserve, logs
 from ..asgi import MAX_DETAIL, WS_MAX_MESSAGE, WS_PING_EVERY_S, BadRequest
 from . import auth, history, orderentry, views
 from .requests import parse_json, parse_order, parse_order_id
-from .streams import Hub, Subscription
+from .streams import Hub, Subscription, Tally
 
 MAX_CONNECTIONS = 1_000
 MAX_FRAME = WS_MAX_MESSAGE  # bytes of one message from the client (hypercorn closes with 1009)
 MAX_QUEUED = 1024 * 1024  # characters of outgoing messages queued per connection
+FAIR_SHARE = 64 * 1024  # ... of which this much whatever the other connections hold
+MAX_QUEUED_TOTAL = 16 * 1024 * 1024  # beyond its fair share, while all together hold less
 MAX_ID = 64
 MAX_INT_ID = 2**53  # integer ids a JavaScript client reads back exactly
 MAX_BATCH = 1_000  # pipelined orders placed together
@@ -184,23 +191,33 @@ class Inbox:
 class Outbox:
     """Outgoing messages in order, tagged with their subscription (None: an answer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: Tally | None = None) -> None:
         self.items: deque[tuple[object, str]] = deque()
         self.size = 0
+        self.tally = tally if tally is not None else Tally()
         self._filled = trio.Event()
         self._drained = trio.Event()
 
     def full(self, more: int = 0) -> bool:
-        return self.size + more > MAX_QUEUED
+        size = self.size + more
+        return size > MAX_QUEUED or (size > FAIR_SHARE
+                                     and self.tally.chars + more > MAX_QUEUED_TOTAL)
 
     def push(self, tag: object, text: str) -> None:
         self.items.append((tag, text))
         self.size += len(text)
+        self.tally.chars += len(text)
         self._filled.set()
 
     def drop(self, keep) -> None:
         self.items = deque(item for item in self.items if keep(item[0]))
-        self.size = sum(len(text) for _, text in self.items)
+        size = sum(len(text) for _, text in self.items)
+        self.tally.chars += size - self.size
+        self.size = size
+
+    def release(self) -> None:
+        """The connection ended: what it still held counts no more."""
+        self.drop(lambda tag: False)
 
     async def room(self) -> None:
         while self.full():
@@ -213,6 +230,7 @@ class Outbox:
             await self._filled.wait()
         tag, text = self.items.popleft()
         self.size -= len(text)
+        self.tally.chars -= len(text)
         if not self.full():
             self._drained.set()
         return tag, text
@@ -224,7 +242,7 @@ class Connection:
         self.hub = hub
         self.token = token  # checked again at each use: a revoked token stops at once
         self._send = send
-        self.outbox = Outbox()
+        self.outbox = Outbox(getattr(hub, "outgoing", None))
         self.subs: dict[str, Subscription] = {}
         self.resets_unsent = 0
         self.close_code: int | None = None
@@ -236,7 +254,7 @@ class Connection:
     def deliver(self, sub: Subscription, text: str) -> None:
         if self.close_code is not None:
             return
-        if self.outbox.full(len(text)):
+        if self.outbox.items and self.outbox.full(len(text)):
             self._overflow()
             return
         self.outbox.push(sub, text)
@@ -285,6 +303,7 @@ class Connection:
             for sub in list(self.subs.values()):
                 self.hub.unsubscribe(sub)
             self.subs.clear()
+            self.outbox.release()
 
     async def _reader(self, receive) -> None:
         try:
