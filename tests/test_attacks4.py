@@ -221,3 +221,23 @@ async def test_many_connections_that_never_read_share_a_bounded_queue(proc):
     print(f"\nnode peak memory: {base} MB, {peak} MB with {READERS} connections that never "
           "read")
     assert peak - base < READERS * MAX_MB_PER_READER
+
+
+OPEN_ORDERS = 3500  # an orders snapshot of ~1.2 MB: more than a connection's queue
+
+
+async def test_an_account_with_many_open_orders_gets_its_snapshot(nursery):
+    a = await nodes.start(nursery, rate_limit=0)
+    async with nodes.client() as http:
+        bids = [
+            {"side": "buy", "qty": "1", "price": str(1 + i % 500)} for i in range(OPEN_ORDERS)]
+        assert (await http.post(a.url + "/orders", json=bids, timeout=60)).status_code == 201
+    headers = [(b"authorization", f"Bearer {a.token}".encode())]
+    async with open_websocket_url(ws_url(a.url), extra_headers=headers,
+                                  max_message_size=16 * 1024 * 1024) as conn:
+        ws = Client(conn)
+        assert (await ws.call(op="subscribe", id=1, channel="orders"))["ok"]
+        snapshot = await ws.next()
+        assert snapshot["type"] == "snapshot", snapshot
+        assert len(snapshot["orders"]) == OPEN_ORDERS
+    await a.stop()
