@@ -27,9 +27,10 @@ The outgoing queue (``Outbox``) holds answers and channel messages in the
 order they were made, bounded in characters: ``MAX_QUEUED`` for one
 connection, and past ``FAIR_SHARE`` only while every connection of the node
 together holds less than ``MAX_QUEUED_TOTAL`` (the hub's ``Tally``), so a
-thousand clients that stop reading hold tens of MB, not a GB. An empty
-queue always takes one message (an ``orders`` snapshot may be larger than
-the queue). Answers wait for
+thousand clients that stop reading hold tens of MB, not a GB. A snapshot
+asked for while nothing was queued is taken whatever its size (an account's
+``orders`` snapshot may be larger than the queue), so is a message that
+finds the queue empty. Answers wait for
 room (so a client that does not read stops being read). A channel message
 that finds the queue full is not queued: every subscription of the
 connection ends with a ``reset`` (``slow_consumer``) and their queued
@@ -251,10 +252,12 @@ class Connection:
         self.inbox = Inbox()
 
     # -- what the hub calls (never waits) ----------------------------------
-    def deliver(self, sub: Subscription, text: str) -> None:
+    def deliver(self, sub: Subscription, text: str, alone: bool = False) -> None:
+        """Queue a channel message (``alone``: a snapshot that came with nothing queued
+        before its answer, taken whatever its size)."""
         if self.close_code is not None:
             return
-        if self.outbox.items and self.outbox.full(len(text)):
+        if not alone and self.outbox.items and self.outbox.full(len(text)):
             self._overflow()
             return
         self.outbox.push(sub, text)
@@ -392,8 +395,9 @@ class Connection:
             self.hub.unsubscribe(old)
         self.subs[sub.channel] = sub
         # no await from the subscription to its snapshot: nothing of it can come first
+        alone = not self.outbox.items
         self.outbox.push(None, answer_ok(command.id, 200, {"channel": sub.channel}))
-        self.deliver(sub, snapshot)
+        self.deliver(sub, snapshot, alone)
 
     async def _unsubscribe(self, command: Command) -> None:
         channel = command.data.get("channel")
