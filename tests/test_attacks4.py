@@ -9,12 +9,17 @@ fixed in the node; their tests stay here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, TextMessage
+from wsproto.events import Request as WsRequest
 
+from node import logs
 from node.store import accounts
 
 from . import nodes
@@ -240,4 +245,149 @@ async def test_an_account_with_many_open_orders_gets_its_snapshot(nursery):
         snapshot = await ws.next()
         assert snapshot["type"] == "snapshot", snapshot
         assert len(snapshot["orders"]) == OPEN_ORDERS
+    await a.stop()
+
+
+# -- malformed input: every frame answered, no bug, nothing changed ------------------
+@pytest.fixture
+def bugs(monkeypatch) -> list:
+    """Every ``*.bug`` the node logs (a bug: never what a client sent)."""
+    seen: list = []
+    real = logs.error
+
+    def error(event: str, **fields) -> None:
+        if event.endswith(".bug"):
+            seen.append((event, fields))
+        real(event, **fields)
+
+    monkeypatch.setattr(logs, "error", error)
+    return seen
+
+
+def raw_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One masked client frame (the mask is zero): for frames no library would send."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+async def raw_ws(url: str) -> tuple[trio.SocketStream, WSConnection]:
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    client = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(client.send(WsRequest(host=host, target="/ws")))
+    return stream, client
+
+
+async def close_code(stream: trio.SocketStream, client: WSConnection) -> int | None:
+    """Read until the node closes; its close code (None: it just hung up)."""
+    with trio.fail_after(10):
+        while True:
+            data = await stream.receive_some(65536)
+            client.receive_data(data or None)
+            for event in client.events():
+                if isinstance(event, CloseConnection):
+                    return event.code
+            if not data:
+                return None
+
+
+JSON_BOMBS = [
+    "[" * 30_000 + "]" * 30_000,  # nested too deeply
+    '{"op": "ping", "id": 1, "x": ' + "[" * 20_000 + "]" * 20_000 + "}",
+    '{"op": "ping", "id": ' + "9" * 60_000 + "}",  # a 60,000-digit number
+    '{"op": "ping", "id": 1, "x": ' + "1" * 5_000 + "}",
+    '{"op": "ping", "op": "auth", "id": 1}',  # a key twice
+    '{"op": "ping", "id": 1.5}', '{"op": "ping", "id": NaN}', '{"op": "ping", "id": -Infinity}',
+    '{"op": "ping", "id": 1e400}', '"just a string"', "null", "[]", "", " ", "\x00",
+    '{"op": "subscribe", "id": 2, "channel": "book", "depth": ' + "7" * 4000 + "}",
+    '{"op": "order", "id": 3, "order": {"side": "buy", "qty": "1' + "0" * 5000
+    + '", "price": "1"}}',
+    '{"op": "cancel", "id": 4, "order": "' + "a" * 60_000 + ':1"}',
+    '{"op": "auth", "id": 5, "token": "' + "\u00e9" * 20_000 + '"}',
+    '{"op": "\\ud800", "id": "\\udfff"}', '{"op": "ping", "id": "' + "\u0000" * 64 + '"}',
+]
+
+
+async def test_json_bombs_and_odd_values_over_the_socket(nursery, bugs):
+    a = await nodes.start(nursery)
+    before = a.node.replica.digest()
+    async with connect(a.url, token=a.token) as ws:
+        for text in JSON_BOMBS:
+            await ws.conn.send_message(text)
+            answer = await ws.until(lambda m: m.get("type") in ("answer", "pong"))
+            assert answer.get("ok") is False or answer["type"] == "pong", (text[:40], answer)
+            assert answer.get("status", 400) < 500, (text[:40], answer)
+        await ws.conn.send_message(b'{"op": "ping", "id": 1}')  # a binary frame
+        binary = await ws.until(lambda m: m.get("type") == "answer")
+        assert (binary["status"], binary["error"]) == (400, "bad_frame")
+        assert (await ws.call(op="ping", id="still"))["type"] == "pong"
+    assert a.node.replica.digest() == before and not bugs
+    await a.stop()
+
+
+async def test_invalid_utf8_fragments_past_the_limit_and_many_tiny_fragments(nursery, bugs):
+    a = await nodes.start(nursery)
+    stream, client = await raw_ws(a.url)
+    accepted = False
+    while not accepted:
+        client.receive_data(await stream.receive_some(65536))
+        accepted = any(isinstance(e, AcceptConnection) for e in client.events())
+    await stream.send_all(raw_frame(0x1, b'{"op": "ping", "id": "\xff\xfe"}'))
+    assert await close_code(stream, client) == 1007  # invalid UTF-8: closed, nothing else
+    await stream.aclose()
+
+    stream, client = await raw_ws(a.url)  # fragments, each small, 200 KB together
+    chunk = b" " * 10_000
+    await stream.send_all(raw_frame(0x1, b'{"op": "ping", "id": 1' + chunk, fin=False))
+    with trio.move_on_after(5):  # the node may close before it read them all
+        for _ in range(20):
+            await stream.send_all(raw_frame(0x0, chunk, fin=False))
+    assert await close_code(stream, client) == 1009
+    await stream.aclose()
+
+    stream, client = await raw_ws(a.url)  # 5,000 one-byte fragments: one message, fine
+    text = b'{"op": "ping", "id": "tiny"}' + b" " * 4972
+    frames = raw_frame(0x1, text[:1], fin=False)
+    frames += b"".join(raw_frame(0x0, text[i:i + 1], fin=False) for i in range(1, len(text)))
+    frames += raw_frame(0x0, b"", fin=True)
+    await stream.send_all(frames)
+    pong = None
+    with trio.fail_after(10):
+        while pong is None:
+            client.receive_data(await stream.receive_some(65536))
+            pong = next((json.loads(e.data) for e in client.events()
+                         if isinstance(e, TextMessage)), None)
+    assert pong == {"type": "pong", "id": "tiny"}
+    await stream.aclose()
+    async with connect(a.url) as ws:
+        assert (await ws.call(op="ping", id=1))["type"] == "pong"
+    assert not bugs
+    await a.stop()
+
+
+CLOSE_RACES = 40  # connections the node closes right after their handshake
+
+
+async def test_connections_closed_at_once_never_stop_the_node(nursery):
+    """The node's first ping races its close of a connection that sent an invalid frame
+    right after the handshake (hypercorn sends an EOF outside its send lock)."""
+    a = await nodes.start(nursery)
+    for _ in range(CLOSE_RACES):
+        with contextlib.suppress(trio.BrokenResourceError):
+            stream, client = await raw_ws(a.url)
+            await stream.send_all(raw_frame(0x1, b"\xff"))
+            with trio.fail_after(10):
+                while await stream.receive_some(65536):
+                    pass
+        await stream.aclose()
+        assert not a.done.is_set(), "the node stopped"
+    async with nodes.client() as http:
+        assert (await http.get(a.url + "/status")).status_code == 200
     await a.stop()
