@@ -34,6 +34,10 @@ Rules this module keeps
 -----------------------
 * Never more than the cap of connections open at once, across the node's servers.
 * A send stalled for ``SEND_STALL_S`` ends its connection.
+* Whatever goes wrong in one connection's handling ends that connection
+  (logged), never the server: hypercorn lets some protocol errors of a
+  connection a client broke escape (an invalid frame right after a
+  WebSocket handshake; its first ping racing the close that follows).
 * An accept that fails for lack of descriptors or memory is logged and
   retried shortly, never fatal.
 * On shutdown: stop accepting, let open connections finish for hypercorn's
@@ -100,7 +104,10 @@ class Guarded:
         view = memoryview(data)
         for start in range(0, max(1, len(view)), SEND_CHUNK):
             with trio.move_on_after(SEND_STALL_S) as stalled:
-                await self._stream.send_all(view[start:start + SEND_CHUNK])
+                try:
+                    await self._stream.send_all(view[start:start + SEND_CHUNK])
+                except trio.BusyResourceError:  # hypercorn closing it (its send_eof)
+                    raise trio.BrokenResourceError("the connection is closing") from None
             if stalled.cancelled_caught:
                 await self._stream.aclose()
                 raise trio.BrokenResourceError(f"the client read nothing for {SEND_STALL_S}s")
@@ -151,7 +158,16 @@ async def serve(app, config: Config, slots: trio.Semaphore, *, shutdown_trigger,
         try:
             guarded = Guarded(stream)
             _CURRENT.set(guarded)  # this task's own context: hypercorn's tasks inherit it
-            await TCPServer(wrapped, config, context, ConnectionState({}), guarded)
+            try:
+                await TCPServer(wrapped, config, context, ConnectionState({}), guarded)
+            except* Exception as group:  # (cancellation passes through)
+                # hypercorn's own errors on a connection a client broke (h11's "Can't
+                # send data when our state is ERROR", a ping racing its EOF): they end
+                # that connection, never the node
+                logs.warning("http.connection_failed",
+                             error=repr(group.exceptions[0])[:200])
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
         finally:
             slots.release()
 
