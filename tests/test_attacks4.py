@@ -19,7 +19,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, TextMessage
 from wsproto.events import Request as WsRequest
 
-from node import logs
+from node import asgi, logs
+from node.api import websocket
 from node.store import accounts
 
 from . import nodes
@@ -392,4 +393,80 @@ async def test_connections_closed_at_once_never_stop_the_node(nursery):
         assert not a.done.is_set(), "the node stopped"
     async with nodes.client() as http:
         assert (await http.get(a.url + "/status")).status_code == 200
+    await a.stop()
+
+
+# -- churn and caps ------------------------------------------------------------------
+CYCLES = 10_000  # subscribe/unsubscribe pairs one client pipelines
+
+
+async def test_ten_thousand_subscribe_cycles_leave_nothing_behind(nursery, bugs):
+    a = await nodes.start(nursery)
+    hub = a.node.streams
+    async with nodes.client() as http, connect(a.url) as watcher, connect(a.url) as churner:
+        assert (await watcher.call(op="subscribe", id=1, channel="book", depth=7))["ok"]
+        await watcher.next()
+        channels = [("book", {"depth": 3}), ("trades", {}), ("status", {}), ("book", {})]
+
+        async def churn() -> None:
+            for i in range(CYCLES):
+                channel, extra = channels[i % len(channels)]
+                await churner.send(op="subscribe", id=2 * i, channel=channel, **extra)
+                await churner.send(op="unsubscribe", id=2 * i + 1, channel=channel)
+            await churner.send(op="ping", id="done")
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(churn)
+            answers = 0
+            with trio.fail_after(60):
+                while True:
+                    message = await churner.next()
+                    if message.get("type") == "pong":
+                        break
+                    if message.get("type") == "answer":
+                        assert message["ok"], message
+                        answers += 1
+        assert answers == 2 * CYCLES
+        assert hub.subscription_count() == 1 and list(hub.books) == [7]
+        assert hub.tape is None and not hub.status
+        r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "2", "price": "9"})
+        assert r.status_code == 201
+        update = await watcher.until(lambda m: m.get("channel") == "book")
+        assert (update["seq"], update["asks"]) == (2, [["9", "2"]])
+    await nodes.eventually(lambda: hub.connections == 0)
+    assert hub.subscription_count() == 0 and hub.outgoing.chars == 0 and not bugs
+    await a.stop()
+
+
+HALF_OPEN = 20  # connections that send half a handshake and wait
+
+
+async def test_past_the_cap_and_half_open_handshakes_status_answers(nursery, monkeypatch):
+    monkeypatch.setattr(websocket, "MAX_CONNECTIONS", 30)
+    a = await nodes.start(nursery)
+    host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+    half = []
+    for _ in range(HALF_OPEN):
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        half.append(stream)
+    async with contextlib.AsyncExitStack() as stack, nodes.client() as http:
+        for _ in range(30):
+            await stack.enter_async_context(connect(a.url))
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with connect(a.url):
+                pass
+        assert rejected.value.status_code == 503
+        started = trio.current_time()
+        r = await http.get(a.url + "/status")
+        assert r.status_code == 200 and trio.current_time() - started < 1.0
+        with trio.fail_after(asgi.HEADER_TIMEOUT_S + 5):  # the half-open ones are cut
+            for stream in half:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while await stream.receive_some(65536):
+                        pass
+                await stream.aclose()
+    await nodes.eventually(lambda: a.node.streams.connections == 0)
+    async with connect(a.url) as ws:
+        assert (await ws.call(op="ping", id=1))["type"] == "pong"
     await a.stop()
