@@ -470,3 +470,42 @@ async def test_past_the_cap_and_half_open_handshakes_status_answers(nursery, mon
     async with connect(a.url) as ws:
         assert (await ws.call(op="ping", id=1))["type"] == "pong"
     await a.stop()
+
+
+# -- the web page --------------------------------------------------------------------
+RAW_PATHS = ["/static/../node/api/app.py", "/static/%2e%2e/%2e%2e/etc/passwd",
+             "/static/%252e%252e%252fapp.js", "/static/..\\..\\app.js", "/static/./app.js",
+             "/static//app.js", "/static/app.js%00.css", "/static/APP.JS", "/static/app.js/",
+             "/static/%2fetc%2fpasswd", "//static/app.js", "/static/app.js?../../x",
+             "/static/" + "a" * 5000 + ".js", "/./", "/%2e/", "/static/favicon.svg#<script>"]
+
+
+async def raw_get(url: str, target: str, extra: str = "") -> tuple[int, bytes, bytes]:
+    """A GET sent as typed (no client normalises it): status, head, body."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}"
+                          "Connection: close\r\n\r\n".encode())
+    data = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    await stream.aclose()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), head.lower(), body
+
+
+async def test_static_route_traversal_typed_raw(nursery):
+    a = await nodes.start(nursery)
+    script = (await raw_get(a.url, "/static/app.js"))[2]
+    for target in RAW_PATHS:
+        status, head, body = await raw_get(a.url, target)
+        assert status in (200, 400, 404), (target, status)
+        assert b"import " not in body and b"root:" not in body, target
+        if status == 200:  # only ever a file of the page, with its policy
+            assert body == script or target in ("/./", "/%2e/"), target
+            assert b"content-security-policy: default-src 'self'" in head, target
+    for host in ("evil.example; script-src *", "a b", "x\tconnect-src *"):
+        status, head, _ = await raw_get(a.url, "/", extra=f"X-Forwarded-Host: {host}\r\n")
+        assert status == 200 and b"evil" not in head
+    await a.stop()
