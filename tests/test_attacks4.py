@@ -509,3 +509,68 @@ async def test_static_route_traversal_typed_raw(nursery):
         status, head, _ = await raw_get(a.url, "/", extra=f"X-Forwarded-Host: {host}\r\n")
         assert status == 200 and b"evil" not in head
     await a.stop()
+
+
+# -- /metrics and /openapi.json ------------------------------------------------------
+def series(text: str) -> set[str]:
+    return {line.split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
+
+
+async def test_metrics_labels_stay_bounded_and_count_socket_refusals(nursery):
+    a = await nodes.start(nursery, rate_limit=0)
+    async with nodes.client() as http:
+        before = series((await http.get(a.url + "/metrics")).text)
+        odd = ["x", "buy sell", "<script>", "é" * 50, "a" * 300, "rate_limited 1", "\u2028"]
+        for i, word in enumerate(odd * 10):  # refusals over HTTP, each a little different
+            await http.post(a.url + "/orders", json={"side": word, "qty": str(i)})
+            await http.delete(a.url + f"/orders/{word}:{i}")
+            await http.post(f"{a.url}/announce", content=json.dumps(
+                ["rid", "announce", [f"svc-{word}-{i}", 1000 + i]]).encode())
+        async with connect(a.url, token=a.token) as ws:
+            for i, word in enumerate(odd * 10):
+                refused = await ws.call(op="order", id=i, order={"side": word, "qty": "1"})
+                assert (refused["ok"], refused["error"]) == (False, "bad_order")
+                cancel = await ws.call(op="cancel", id=i, order=f"{a.node.id}:{10_000 + i}")
+                assert (cancel["ok"], cancel["status"]) == (False, 404)
+        text = (await http.get(a.url + "/metrics")).text
+        after = series(text)
+        assert len(after - before) <= 4, sorted(after - before)
+        refused = {s for s in after if s.startswith("crdtbook_orders_refused_total")}
+        assert refused == {'crdtbook_orders_refused_total{reason="bad_order"}'}
+        value = next(line for line in text.splitlines()
+                     if line.startswith('crdtbook_orders_refused_total{reason="bad_order"}'))
+        assert float(value.split()[1]) == 2 * len(odd) * 10  # HTTP's and the socket's
+        cancels = next(line for line in text.splitlines()
+                       if line.startswith('crdtbook_cancels_refused_total{reason="not_found"}'))
+        assert float(cancels.split()[1]) >= len(odd) * 10
+    await a.stop()
+
+
+SCRAPE_LOAD = 2_000  # orders placed over one socket while /metrics is scraped
+
+
+async def test_scrape_cost_under_order_load(nursery):
+    a = await nodes.start(nursery, rate_limit=0)
+    async with nodes.client() as http, connect(a.url, token=a.token) as ws:
+        async def load() -> None:
+            for i in range(SCRAPE_LOAD):
+                await ws.send(op="order", id=i, order={"side": ("buy", "sell")[i % 2],
+                                                      "qty": "1", "price": str(10 + i % 7)})
+        times = []
+        async with trio.open_nursery() as inner:
+            inner.start_soon(load)
+            answered = 0
+            while answered < SCRAPE_LOAD:
+                message = await ws.next()
+                answered += message.get("type") == "answer"
+                if answered % 200 == 0:
+                    started = trio.current_time()
+                    r = await http.get(a.url + "/metrics")
+                    times.append(trio.current_time() - started)
+                    assert r.status_code == 200
+        doc = await http.get(a.url + "/openapi.json")
+        assert doc.status_code == 200 and doc.json()["openapi"].startswith("3.1")
+    print(f"\n/metrics under load: {len(times)} scrapes, worst {max(times) * 1000:.1f} ms, "
+          f"{len(r.content)} bytes")
+    assert max(times) < 2.0
+    await a.stop()
