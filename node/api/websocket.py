@@ -376,7 +376,10 @@ class Connection:
             elif command.op == "cancel":
                 await self._cancel(command)
         except Exception as exc:
-            await self._answer(answer_error(command.id, exc))
+            refused = refusal(exc)
+            if command.op == "cancel":  # counted as over HTTP (node/metrics.py)
+                self.node.metrics.refused("cancel", refused.error)
+            await self._answer(answer_error(command.id, refused))
 
     async def _subscribe(self, command: Command) -> None:
         await self.outbox.room()
@@ -452,6 +455,7 @@ class Connection:
             who = exc
         for command in batch:
             if command.refused is not None:
+                self.node.metrics.refused("order", command.refused.error)
                 answers.append(answer_error(command.id, command.refused))
                 continue
             try:
@@ -462,7 +466,9 @@ class Connection:
                 accepted.append(auth.entitled(self.node, who, [command.order])[0])
                 answers.append(None)
             except Exception as exc:
-                answers.append(answer_error(command.id, exc))
+                refused = refusal(exc)
+                self.node.metrics.refused("order", refused.error)  # as over HTTP
+                answers.append(answer_error(command.id, refused))
         placed = []
         if accepted:
             try:
@@ -470,6 +476,8 @@ class Connection:
                 await self.node.journal.sync()
             except Exception as exc:  # nothing was promised: each order gets this answer
                 refused = refusal(exc)
+                for _ in accepted:
+                    self.node.metrics.refused("order", refused.error)
                 answers = [answer_error(c.id, refused) if a is None else a
                            for c, a in zip(batch, answers, strict=True)]
                 placed = []
