@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 
 import pytest
 import trio
@@ -27,7 +28,7 @@ from . import nodes
 from .procs import NodeProcess
 from .test_accounts import add
 from .test_resources import vm_kb
-from .wsclient import Client, connect, ws_url
+from .wsclient import BookView, Client, book_of, connect, ws_url
 
 POLL_S = 0.05  # how often a test samples a node while it waits (within a deadline)
 
@@ -574,3 +575,86 @@ async def test_scrape_cost_under_order_load(nursery):
           f"{len(r.content)} bytes")
     assert max(times) < 2.0
     await a.stop()
+
+
+# -- consistency ---------------------------------------------------------------------
+CROSSING = 300  # orders each of two nodes takes over a socket, crossing at random
+
+
+class Tape:
+    """A trades subscriber's view, checking the channel's promises as it goes."""
+
+    def __init__(self, snapshot: dict) -> None:
+        self.seq = snapshot["seq"]
+        self.held = {t["id"]: t for t in snapshot["trades"]}
+        self.final = {t["id"] for t in snapshot["trades"] if t["final"]}
+
+    def apply(self, m: dict) -> None:
+        assert m["seq"] == self.seq + 1, "a gap in the trades' sequence"
+        self.seq = m["seq"]
+        if m["type"] == "trade":
+            assert m["trade"]["id"] not in self.held, "a trade id held twice"
+            self.held[m["trade"]["id"]] = m["trade"]
+        elif m["type"] == "retract":
+            for ident in m["ids"]:
+                assert ident not in self.final, "a final trade retracted"
+                self.held.pop(ident)
+        elif m["type"] == "final":
+            for ident in m["ids"]:
+                assert ident in self.held and ident not in self.final, "final twice"
+                self.final.add(ident)
+
+
+async def drain(ws, apply) -> None:
+    """Apply what already came (no wait beyond a poll's cadence)."""
+    with trio.move_on_after(POLL_S):
+        while True:
+            apply(await ws.next())
+
+
+async def test_two_nodes_crossing_orders_keep_book_and_tape_promises(nursery):
+    a = await nodes.start(nursery, rate_limit=0)
+    b = await nodes.start(nursery, a.url, rate_limit=0)
+    rng = random.Random(4)
+    async with nodes.client() as http, connect(a.url) as shallow, connect(a.url) as deep:
+        assert (await shallow.call(op="subscribe", id=1, channel="book", depth=3))["ok"]
+        views = {3: BookView(await shallow.next())}
+        assert (await deep.call(op="subscribe", id=1, channel="book", depth=50))["ok"]
+        views[50] = BookView(await deep.next())
+        assert (await deep.call(op="subscribe", id=2, channel="trades"))["ok"]
+        tape = Tape(await deep.next())
+
+        def on_deep(m: dict) -> None:
+            (tape.apply if m["channel"] == "trades" else views[50].apply)(m)
+
+        async def trade_at(node) -> None:
+            async with connect(node.url, token=node.token) as ws:
+                for i in range(CROSSING):
+                    await ws.send(op="order", id=i, order={
+                        "side": rng.choice(("buy", "sell")), "qty": str(rng.randint(1, 5)),
+                        "price": str(rng.randint(8, 14))})
+                for i in range(CROSSING):
+                    assert (await ws.answer(i))["ok"]
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trade_at, a)
+            inner.start_soon(trade_at, b)
+            while inner.child_tasks:  # apply what comes while the orders go in
+                await drain(deep, on_deep)
+                await drain(shallow, views[3].apply)
+
+        async def as_get_book() -> bool:
+            await drain(deep, on_deep)
+            await drain(shallow, views[3].apply)
+            for depth, view in views.items():
+                body = (await http.get(a.url + f"/book?depth={depth}")).json()
+                if view.shown() != book_of(body):
+                    return False
+            fills = (await http.get(a.url + "/fills?limit=10000")).json()["fills"]
+            return nodes.converged(a, b) and set(tape.held) == {f["id"] for f in fills} \
+                and tape.final == set(tape.held)
+
+        await nodes.eventually(as_get_book, timeout=30)
+        assert len(tape.held) > 10  # the orders did cross
+    await a.stop()
+    await b.stop()
