@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import socket
+import struct
 
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Pong, TextMessage
 from wsproto.events import Request as WsRequest
 
 from node import asgi, logs
@@ -658,3 +660,52 @@ async def test_two_nodes_crossing_orders_keep_book_and_tape_promises(nursery):
         assert len(tape.held) > 10  # the orders did cross
     await a.stop()
     await b.stop()
+
+
+def task_count() -> int:
+    def walk(task) -> int:
+        return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
+    return walk(trio.lowlevel.current_root_task())
+
+
+PINGS = 20_000  # protocol pings in one burst
+ABORTED = 20  # connections reset without a close, mid-stream
+GONE_S = 5.0  # how soon a reset connection's tasks must be gone (hypercorn pings every 20 s)
+
+
+async def test_ping_floods_and_reset_sockets_leave_no_task_behind(nursery, bugs):
+    a = await nodes.start(nursery, rate_limit=0)
+    hub = a.node.streams
+    stream, client = await raw_ws(a.url)
+    await stream.send_all(b"".join(raw_frame(0x9, b"p" * 16) for _ in range(PINGS))
+                          + raw_frame(0x1, b'{"op": "ping", "id": "after"}'))
+    pongs, answer = 0, None
+    with trio.fail_after(30):
+        while answer is None:
+            client.receive_data(await stream.receive_some(65536))
+            for event in client.events():
+                if isinstance(event, Pong):
+                    pongs += 1
+                elif isinstance(event, TextMessage):
+                    answer = json.loads(event.data)
+    assert answer == {"type": "pong", "id": "after"} and pongs == PINGS
+    await stream.aclose()
+    await nodes.eventually(lambda: hub.connections == 0)
+    baseline = task_count()
+    for _ in range(ABORTED):
+        stream, client = await raw_ws(a.url)
+        frames = [raw_frame(0x1, json.dumps({"op": "subscribe", "id": c, "channel": c})
+                            .encode()) for c in ("book", "trades", "status")]
+        frames += [raw_frame(0x1, json.dumps({"op": "order", "id": i, "order": {
+            "side": "buy", "qty": "1", "price": str(5 + i % 3)}}).encode()) for i in range(50)]
+        await stream.send_all(b"".join(frames))
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))  # a reset, no goodbye
+        await stream.aclose()
+    # the connections' tasks (hypercorn's pinger included) and their slots are freed
+    await nodes.eventually(lambda: hub.connections == 0 and task_count() <= baseline,
+                           timeout=GONE_S)
+    assert hub.subscription_count() == 0 and hub.outgoing.chars == 0 and not bugs
+    async with connect(a.url) as ws:
+        assert (await ws.call(op="ping", id=1))["type"] == "pong"
+    await a.stop()
