@@ -34,6 +34,12 @@ Rules this module keeps
 -----------------------
 * Never more than the cap of connections open at once, across the node's servers.
 * A send stalled for ``SEND_STALL_S`` ends its connection.
+* A connection that broke (a reset, or hypercorn closed it) ends its tasks
+  at once; one whose peer closed its sending side, within ``GONE_GRACE_S``.
+* Whatever goes wrong in one connection's handling ends that connection
+  (logged), never the server: hypercorn lets some protocol errors of a
+  connection a client broke escape (an invalid frame right after a
+  WebSocket handshake; its first ping racing the close that follows).
 * An accept that fails for lack of descriptors or memory is logged and
   retried shortly, never fatal.
 * On shutdown: stop accepting, let open connections finish for hypercorn's
@@ -65,16 +71,26 @@ MIN_CONNECTIONS = 16
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 SEND_STALL_S = 20.0  # a send to a client that accepts no byte for this long ends the connection
 SEND_CHUNK = 64 * 1024  # the stall clock restarts after each chunk the kernel took
+GONE_GRACE_S = 5.0  # a connection whose peer closed its side ends this soon after
 
 
 class Guarded:
     """A connection's stream for hypercorn: sends bounded in stall time, reads in
-    idle time once ``idle_after`` was called; everything else is the stream's."""
+    idle time once ``idle_after`` was called; a peer that is gone ends the
+    connection's tasks (``scope``) soon; everything else is the stream's."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, scope: trio.CancelScope | None = None) -> None:
         self._stream = stream
+        self._scope = scope  # the connection's: hypercorn's tasks for it run inside
         self._idle: float | None = None
         self._reading: trio.CancelScope | None = None  # the read under way, if any
+
+    def _gone(self, grace: float) -> None:
+        """The peer reset (grace 0) or closed its side: end the connection's tasks by
+        then. hypercorn's WebSocket pinger otherwise sleeps on, holding the socket
+        and its slot, until its next ping (``WS_PING_EVERY_S`` later)."""
+        if self._scope is not None:
+            self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -90,17 +106,29 @@ class Guarded:
             self._reading = scope
             if self._idle is not None:
                 scope.deadline = trio.current_time() + self._idle
-            data = await self._stream.receive_some(max_bytes)
+            try:
+                data = await self._stream.receive_some(max_bytes)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._gone(0.0)  # a reset, or hypercorn closed it: nobody reads an answer
+                raise
         self._reading = None
         if scope.cancelled_caught:  # nothing arrived in time
             raise trio.TooSlowError  # hypercorn ends the connection on it
+        if not data:  # the peer's end of sending: its answers still get GONE_GRACE_S
+            self._gone(GONE_GRACE_S)
         return data
 
     async def send_all(self, data) -> None:
         view = memoryview(data)
         for start in range(0, max(1, len(view)), SEND_CHUNK):
             with trio.move_on_after(SEND_STALL_S) as stalled:
-                await self._stream.send_all(view[start:start + SEND_CHUNK])
+                try:
+                    await self._stream.send_all(view[start:start + SEND_CHUNK])
+                except trio.BusyResourceError:  # hypercorn closing it (its send_eof)
+                    raise trio.BrokenResourceError("the connection is closing") from None
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._gone(0.0)  # the peer is gone (a reset): so is the connection
+                    raise
             if stalled.cancelled_caught:
                 await self._stream.aclose()
                 raise trio.BrokenResourceError(f"the client read nothing for {SEND_STALL_S}s")
@@ -149,9 +177,19 @@ async def serve(app, config: Config, slots: trio.Semaphore, *, shutdown_trigger,
 
     async def connection(stream: trio.SocketStream) -> None:
         try:
-            guarded = Guarded(stream)
-            _CURRENT.set(guarded)  # this task's own context: hypercorn's tasks inherit it
-            await TCPServer(wrapped, config, context, ConnectionState({}), guarded)
+            with trio.CancelScope() as scope:
+                guarded = Guarded(stream, scope)
+                _CURRENT.set(guarded)  # this task's own context: hypercorn's tasks inherit it
+                try:
+                    await TCPServer(wrapped, config, context, ConnectionState({}), guarded)
+                except* Exception as group:  # (cancellation passes through)
+                    # hypercorn's own errors on a connection a client broke (h11's
+                    # "Can't send data when our state is ERROR", a ping racing its
+                    # EOF): they end that connection, never the node
+                    logs.warning("http.connection_failed",
+                                 error=repr(group.exceptions[0])[:200])
+            with trio.CancelScope(shield=True):
+                await stream.aclose()  # (again, if hypercorn closed it: harmless)
         finally:
             slots.release()
 

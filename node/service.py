@@ -632,6 +632,8 @@ class Node:
         row = self.accounts.revoked(name, self.clock_ms())
         self.accounts.put(row)
         self.journal.account(row)
+        if self.streams is not None:  # its open orders watches end now
+            self.streams.recheck()
         logs.info("account.revoked", account=row.name)
         return account_json(row)
 

@@ -39,7 +39,7 @@ import trio
 from .. import logs
 from ..asgi import BadRequest
 from . import diffs
-from .auth import Principal, may_read, unauthorized
+from .auth import Denied, Principal, may_read, principal, unauthorized
 
 CHANNELS = ("book", "trades", "orders", "status")
 DEFAULT_DEPTH = 50
@@ -54,6 +54,15 @@ def encode(payload: dict) -> str:
 
 def framed(kind: str, channel: str, seq: int, body: str) -> str:
     return f'{{"type":"{kind}","channel":"{channel}","seq":{seq},{body}'
+
+
+class Tally:
+    """Characters queued for clients over every connection of a node (websocket.py)."""
+
+    __slots__ = ("chars",)
+
+    def __init__(self) -> None:
+        self.chars = 0
 
 
 class Subscription:
@@ -90,6 +99,7 @@ class Hub:
     def __init__(self, node) -> None:
         self.node = node
         self.connections = 0  # open WebSocket connections (websocket.py counts them)
+        self.outgoing = Tally()  # characters queued for them all (websocket.py's Outbox)
         self.books: dict[int, BookGroup] = {}
         self.tape: diffs.Tape | None = None
         self.trades: dict[Subscription, None] = {}
@@ -161,6 +171,19 @@ class Hub:
                 self.status_sent = None
         if not self.subscription_count():
             self.subscribed = trio.Event()
+
+    def recheck(self, conn=None) -> None:
+        """End (reset ``unauthorized``) every ``orders`` subscription (of ``conn``, if
+        given) whose connection's token may no longer watch its account: a revoked
+        token, or the connection authenticated since as another account."""
+        for group in list(self.accounts.values()):
+            for sub in list(group.subs):
+                if conn is not None and sub.conn is not conn:
+                    continue
+                try:
+                    may_read(principal(self.node, sub.conn.token), sub.account)
+                except Denied:
+                    self._reset(sub, "unauthorized")
 
     def _subscribe_book(self, conn, depth: object) -> tuple[Subscription, str]:
         if isinstance(depth, bool) or not isinstance(depth, int) or not 0 < depth <= MAX_DEPTH:

@@ -8,19 +8,29 @@ connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
 ``Connection``, three tasks in one nursery:
 
 * the reader takes frames from hypercorn (which bounds a message at
-  ``MAX_FRAME`` and closes with 1009 beyond it), parses each into a command
-  or a refusal, and queues it (a bounded channel: a client that sends faster
-  than the node answers waits in TCP);
-* the processor takes commands in order. Consecutive ``order`` commands
-  already waiting are taken together (at most ``MAX_BATCH``): each is
-  checked alone (parse, account, rate limit), the valid ones are placed in
-  one ``place_many``, one ``journal.sync()`` makes them all durable, then
-  each gets its answer. That is how one connection places thousands of
-  single orders a second: one commit serves many of them;
+  ``MAX_FRAME`` and closes with 1009 beyond it) and queues them as they
+  came, unparsed (``Inbox``: at most ``READ_AHEAD`` characters, so a client
+  that sends faster than the node answers waits in TCP). Parsed JSON takes
+  up to ~25 times its text (a frame of nested empty arrays), so nothing
+  parsed is ever held ahead of the processor;
+* the processor takes frames in order and parses each when it gets to it.
+  Consecutive ``order`` commands already waiting are taken together (at
+  most ``MAX_BATCH``), each reduced at once to its order (a few short
+  strings) or its refusal: each is checked alone (parse, account, rate
+  limit), the valid ones are placed in one ``place_many``, one
+  ``journal.sync()`` makes them all durable, then each gets its answer.
+  That is how one connection places thousands of single orders a second:
+  one commit serves many of them;
 * the sender writes the outgoing queue to the socket.
 
 The outgoing queue (``Outbox``) holds answers and channel messages in the
-order they were made, bounded in bytes (``MAX_QUEUED``). Answers wait for
+order they were made, bounded in characters: ``MAX_QUEUED`` for one
+connection, and past ``FAIR_SHARE`` only while every connection of the node
+together holds less than ``MAX_QUEUED_TOTAL`` (the hub's ``Tally``), so a
+thousand clients that stop reading hold tens of MB, not a GB. A snapshot
+asked for while nothing was queued is taken whatever its size (an account's
+``orders`` snapshot may be larger than the queue), so is a message that
+finds the queue empty. Answers wait for
 room (so a client that does not read stops being read). A channel message
 that finds the queue full is not queued: every subscription of the
 connection ends with a ``reset`` (``slow_consumer``) and their queued
@@ -48,15 +58,17 @@ from .. import httpserve, logs
 from ..asgi import MAX_DETAIL, WS_MAX_MESSAGE, WS_PING_EVERY_S, BadRequest
 from . import auth, history, orderentry, views
 from .requests import parse_json, parse_order, parse_order_id
-from .streams import Hub, Subscription
+from .streams import Hub, Subscription, Tally
 
 MAX_CONNECTIONS = 1_000
 MAX_FRAME = WS_MAX_MESSAGE  # bytes of one message from the client (hypercorn closes with 1009)
 MAX_QUEUED = 1024 * 1024  # characters of outgoing messages queued per connection
+FAIR_SHARE = 64 * 1024  # ... of which this much whatever the other connections hold
+MAX_QUEUED_TOTAL = 16 * 1024 * 1024  # beyond its fair share, while all together hold less
 MAX_ID = 64
 MAX_INT_ID = 2**53  # integer ids a JavaScript client reads back exactly
 MAX_BATCH = 1_000  # pipelined orders placed together
-COMMANDS_QUEUED = 256  # commands read ahead of the processor
+READ_AHEAD = 2 * MAX_FRAME  # characters of frames read ahead of the processor, unparsed
 IDLE_S = 60.0  # nothing received (not even a pong) for this long: closed
 PING_EVERY_S = WS_PING_EVERY_S  # hypercorn pings every connection this often
 OPS = ("auth", "subscribe", "unsubscribe", "order", "cancel", "ping")
@@ -64,7 +76,7 @@ RESET = object()  # the outbox tag of a reset message
 
 
 class Command:
-    __slots__ = ("op", "id", "data", "refused")
+    __slots__ = ("op", "id", "data", "refused", "order")
 
     def __init__(self, op: str | None, id: object, data: dict | None,
                  refused: BadRequest | None = None) -> None:
@@ -72,6 +84,7 @@ class Command:
         self.id = id
         self.data = data
         self.refused = refused
+        self.order = None  # an order command's OrderRequest or refusal (not its JSON)
 
 
 def parse_command(text: str | None) -> Command:
@@ -98,7 +111,17 @@ def parse_command(text: str | None) -> Command:
         shown = json.dumps(op)[:40] if op is not None else "none"
         return Command(None, ident, None, BadRequest(
             400, "bad_op", f"unknown op {shown}; one of {', '.join(OPS)}"))
-    return Command(op, ident, data)
+    command = Command(op, ident, data)
+    if op == "order":  # waits in a batch: keep the order, not the JSON it came in
+        command.data = None
+        try:
+            if set(data) - {"op", "id", "order"}:
+                raise BadRequest(400, "bad_request", "order takes only \"order\": the "
+                                                     "object POST /orders takes")
+            command.order = parse_order(data.get("order"), "")
+        except BadRequest as exc:  # answered after the token's check (auth comes first)
+            command.order = exc
+    return command
 
 
 def answer_ok(ident: object, status: int, result: dict) -> str:
@@ -124,26 +147,78 @@ def answer_error(ident: object, exc: BaseException | orderentry.Failure) -> str:
     return json.dumps(out, separators=(",", ":"))
 
 
+class Inbox:
+    """Frames read ahead of the processor, as they came (text, or None: binary)."""
+
+    def __init__(self) -> None:
+        self.items: deque[str | None] = deque()
+        self.size = 0
+        self.ended = False
+        self._filled = trio.Event()
+        self._drained = trio.Event()
+
+    async def put(self, text: str | None) -> None:
+        cost = len(text or "")
+        while self.items and self.size + cost > READ_AHEAD:  # one frame always fits
+            self._drained = trio.Event()
+            await self._drained.wait()
+        self.items.append(text)
+        self.size += cost
+        self._filled.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self._filled.set()
+
+    def take_nowait(self) -> Command | None:
+        """The next frame, parsed; None if none is waiting."""
+        if not self.items:
+            return None
+        text = self.items.popleft()
+        self.size -= len(text or "")
+        self._drained.set()
+        return parse_command(text)
+
+    async def take(self) -> Command | None:
+        """The next frame, parsed; None once the client is gone and all were taken."""
+        while not self.items:
+            if self.ended:
+                return None
+            self._filled = trio.Event()
+            await self._filled.wait()
+        return self.take_nowait()
+
+
 class Outbox:
     """Outgoing messages in order, tagged with their subscription (None: an answer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: Tally | None = None) -> None:
         self.items: deque[tuple[object, str]] = deque()
         self.size = 0
+        self.tally = tally if tally is not None else Tally()
         self._filled = trio.Event()
         self._drained = trio.Event()
 
     def full(self, more: int = 0) -> bool:
-        return self.size + more > MAX_QUEUED
+        size = self.size + more
+        return size > MAX_QUEUED or (size > FAIR_SHARE
+                                     and self.tally.chars + more > MAX_QUEUED_TOTAL)
 
     def push(self, tag: object, text: str) -> None:
         self.items.append((tag, text))
         self.size += len(text)
+        self.tally.chars += len(text)
         self._filled.set()
 
     def drop(self, keep) -> None:
         self.items = deque(item for item in self.items if keep(item[0]))
-        self.size = sum(len(text) for _, text in self.items)
+        size = sum(len(text) for _, text in self.items)
+        self.tally.chars += size - self.size
+        self.size = size
+
+    def release(self) -> None:
+        """The connection ended: what it still held counts no more."""
+        self.drop(lambda tag: False)
 
     async def room(self) -> None:
         while self.full():
@@ -156,6 +231,7 @@ class Outbox:
             await self._filled.wait()
         tag, text = self.items.popleft()
         self.size -= len(text)
+        self.tally.chars -= len(text)
         if not self.full():
             self._drained.set()
         return tag, text
@@ -167,19 +243,21 @@ class Connection:
         self.hub = hub
         self.token = token  # checked again at each use: a revoked token stops at once
         self._send = send
-        self.outbox = Outbox()
+        self.outbox = Outbox(getattr(hub, "outgoing", None))
         self.subs: dict[str, Subscription] = {}
         self.resets_unsent = 0
         self.close_code: int | None = None
         self.close_reason = ""
         self._closing = trio.Event()
-        self.commands_send, self.commands = trio.open_memory_channel[Command](COMMANDS_QUEUED)
+        self.inbox = Inbox()
 
     # -- what the hub calls (never waits) ----------------------------------
-    def deliver(self, sub: Subscription, text: str) -> None:
+    def deliver(self, sub: Subscription, text: str, alone: bool = False) -> None:
+        """Queue a channel message (``alone``: a snapshot that came with nothing queued
+        before its answer, taken whatever its size)."""
         if self.close_code is not None:
             return
-        if self.outbox.full(len(text)):
+        if not alone and self.outbox.items and self.outbox.full(len(text)):
             self._overflow()
             return
         self.outbox.push(sub, text)
@@ -230,16 +308,19 @@ class Connection:
             for sub in list(self.subs.values()):
                 self.hub.unsubscribe(sub)
             self.subs.clear()
+            self.outbox.release()
 
     async def _reader(self, receive) -> None:
-        async with self.commands_send:
+        try:
             while True:
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.disconnect":
                     return
                 if kind == "websocket.receive":
-                    await self.commands_send.send(parse_command(message.get("text")))
+                    await self.inbox.put(message.get("text"))
+        finally:
+            self.inbox.end()
 
     async def _sender(self, cancel_scope: trio.CancelScope) -> None:
         while True:
@@ -254,25 +335,25 @@ class Connection:
             await self._send({"type": "websocket.send", "text": text})
 
     async def _processor(self) -> None:
-        waiting: deque[Command] = deque()
+        pending: Command | None = None  # parsed, not yet processed: at most one
         while self.close_code is None:
-            if not waiting:
-                try:
-                    waiting.append(await self.commands.receive())
-                except trio.EndOfChannel:
-                    return
-            while len(waiting) < MAX_BATCH:  # whatever else already came: for a batch
-                try:
-                    waiting.append(self.commands.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
+            command = pending or await self.inbox.take()
+            pending = None
+            if command is None:
+                return
+            if command.op != "order":
+                await self._one(command)
+                continue
+            batch = [command]
+            while len(batch) < MAX_BATCH:  # the orders that already came: one batch
+                following = self.inbox.take_nowait()
+                if following is None:
                     break
-            if waiting[0].op == "order":
-                batch = []
-                while waiting and waiting[0].op == "order" and len(batch) < MAX_BATCH:
-                    batch.append(waiting.popleft())
-                await self._orders(batch)
-            else:
-                await self._one(waiting.popleft())
+                if following.op != "order":
+                    pending = following
+                    break
+                batch.append(following)
+            await self._orders(batch)
 
     async def _answer(self, text: str) -> None:
         await self.outbox.room()
@@ -297,7 +378,10 @@ class Connection:
             elif command.op == "cancel":
                 await self._cancel(command)
         except Exception as exc:
-            await self._answer(answer_error(command.id, exc))
+            refused = refusal(exc)
+            if command.op == "cancel":  # counted as over HTTP (node/metrics.py)
+                self.node.metrics.refused("cancel", refused.error)
+            await self._answer(answer_error(command.id, refused))
 
     async def _subscribe(self, command: Command) -> None:
         await self.outbox.room()
@@ -316,8 +400,9 @@ class Connection:
             self.hub.unsubscribe(old)
         self.subs[sub.channel] = sub
         # no await from the subscription to its snapshot: nothing of it can come first
+        alone = not self.outbox.items
         self.outbox.push(None, answer_ok(command.id, 200, {"channel": sub.channel}))
-        self.deliver(sub, snapshot)
+        self.deliver(sub, snapshot, alone)
 
     async def _unsubscribe(self, command: Command) -> None:
         channel = command.data.get("channel")
@@ -340,6 +425,7 @@ class Connection:
         who = auth.principal(self.node, token)
         self.token = token
         await self._answer(answer_ok(command.id, 200, {"account": who.account}))
+        self.hub.recheck(self)  # a watch of an account the new token may not read ends
 
     def _principal(self) -> auth.Principal:
         return auth.principal(self.node, self.token)
@@ -371,19 +457,20 @@ class Connection:
             who = exc
         for command in batch:
             if command.refused is not None:
+                self.node.metrics.refused("order", command.refused.error)
                 answers.append(answer_error(command.id, command.refused))
                 continue
             try:
                 if isinstance(who, Exception):
                     raise who
-                if set(command.data) - {"op", "id", "order"}:
-                    raise BadRequest(400, "bad_request", "order takes only \"order\": the "
-                                                         "object POST /orders takes")
-                order = parse_order(command.data.get("order"), "")
-                accepted.append(auth.entitled(self.node, who, [order])[0])
+                if isinstance(command.order, BadRequest):
+                    raise command.order
+                accepted.append(auth.entitled(self.node, who, [command.order])[0])
                 answers.append(None)
             except Exception as exc:
-                answers.append(answer_error(command.id, exc))
+                refused = refusal(exc)
+                self.node.metrics.refused("order", refused.error)  # as over HTTP
+                answers.append(answer_error(command.id, refused))
         placed = []
         if accepted:
             try:
@@ -391,6 +478,8 @@ class Connection:
                 await self.node.journal.sync()
             except Exception as exc:  # nothing was promised: each order gets this answer
                 refused = refusal(exc)
+                for _ in accepted:
+                    self.node.metrics.refused("order", refused.error)
                 answers = [answer_error(c.id, refused) if a is None else a
                            for c, a in zip(batch, answers, strict=True)]
                 placed = []
