@@ -1,4 +1,4 @@
-"""What a run must satisfy (ARCHITECTURE.md, "Invariants"), during it and at quiescence.
+"""What a run must satisfy (docs/semantics.md, "Invariants"), during it and at quiescence.
 
 Only *correct* replicas (slots not marked Byzantine) are checked. A convicted
 equivocator or liar may retract fills that correct replicas reported final
