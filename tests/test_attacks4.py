@@ -677,17 +677,19 @@ async def test_ping_floods_and_reset_sockets_leave_no_task_behind(nursery, bugs)
     a = await nodes.start(nursery, rate_limit=0)
     hub = a.node.streams
     stream, client = await raw_ws(a.url)
-    await stream.send_all(b"".join(raw_frame(0x9, b"p" * 16) for _ in range(PINGS))
-                          + raw_frame(0x1, b'{"op": "ping", "id": "after"}'))
     pongs, answer = 0, None
-    with trio.fail_after(30):
-        while answer is None:
-            client.receive_data(await stream.receive_some(65536))
-            for event in client.events():
-                if isinstance(event, Pong):
-                    pongs += 1
-                elif isinstance(event, TextMessage):
-                    answer = json.loads(event.data)
+    async with trio.open_nursery() as inner:  # read while sending: pongs come back at once
+        inner.start_soon(stream.send_all, b"".join(raw_frame(0x9, b"p" * 16)
+                                                   for _ in range(PINGS))
+                         + raw_frame(0x1, b'{"op": "ping", "id": "after"}'))
+        with trio.fail_after(30):
+            while answer is None:
+                client.receive_data(await stream.receive_some(65536))
+                for event in client.events():
+                    if isinstance(event, Pong):
+                        pongs += 1
+                    elif isinstance(event, TextMessage):
+                        answer = json.loads(event.data)
     assert answer == {"type": "pong", "id": "after"} and pongs == PINGS
     await stream.aclose()
     await nodes.eventually(lambda: hub.connections == 0)
