@@ -147,7 +147,9 @@ async def test_two_nodes_peer_latencies_bytes_and_health(nursery):
 
         async def down():
             samples = await scrape(http, a.url)
-            failed = value(samples, "crdtbook_peer_calls_failed_total", peer=b.url, call="pull")
+            # a push may meet the stopped peer first, and its backoff then delays pulls
+            failed = sum(value(samples, "crdtbook_peer_calls_failed_total", peer=b.url,
+                               call=call) for call in ("pull", "push"))
             return samples if failed >= 1 and not value(samples, "crdtbook_peer_up",
                                                         peer=b.url) else None
 
