@@ -188,12 +188,14 @@ def run_cluster(n: int, demo: bool, book: str, data_root: str | None,
     print(f"      CRDTBOOK_NODE={urls[-1]} {cmd} order buy 2@13 --data-dir {last}")
     print(f"      {cmd} book --node {urls[0]}")
     print(f"      {cmd} status --node {urls[0]}")
+    print(f"      {cmd} trades --follow --node {urls[0]}")
     # leave/evict need a node's admin token, which is in its data directory
     print(f"      {cmd} admin-token --data-dir {first}")
     print(f"      {cmd} join-token --data-dir {first}")
     if cmd != "crdtbook":
         print(f"      (or activate the environment first: . {os.path.dirname(cmd)}/activate; "
               "then `crdtbook` works)")
+    print(f"web:  open {urls[0]}/ in a browser (the book, trades and cluster, live)")
     if demo:
         run_demo(urls, [local_token(os.path.join(data_root, f"node{i}")) for i in range(n)])
     print("\ncluster running; Ctrl-C to stop", file=sys.stderr)
