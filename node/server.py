@@ -9,8 +9,6 @@ exits with status 0 when told to stop.
 
 from __future__ import annotations
 
-import signal
-
 import httpx
 import trio
 
@@ -21,7 +19,7 @@ from .api.streams import Hub
 from .asgi import hypercorn_config
 from .cluster import gossip
 from .service import Node, NodeConfig
-from .signals import stop_on_signals
+from .signals import serve_until_signalled
 
 
 async def serve_node(
@@ -165,21 +163,9 @@ async def main_node(config: NodeConfig, announce_url, node: Node | None = None) 
     supervisor both signalling) is logged, never raised in the middle of the
     stop. Call ``signals.ignore_stop_signals()`` first (see node/signals.py).
     """
-    shutdown, stopped = trio.Event(), trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stop_on_signals, signals, shutdown)
+    async def serve(shutdown: trio.Event, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        await serve_node(config, shutdown=shutdown, task_status=task_status, node=node)
 
-            async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
-                try:
-                    await serve_node(config, shutdown=shutdown, task_status=task_status,
-                                     node=node)
-                finally:
-                    stopped.set()
-
-            node = await nursery.start(serve)
-            announce_url(node)
-            await stopped.wait()  # a signal, or the node stopping itself (leave)
-            nursery.cancel_scope.cancel()
-    logs.info("node.stopped", replica=node.id)
+    served = await serve_until_signalled(serve, announce_url)  # or `crdtbook leave`
+    logs.info("node.stopped", replica=served.id)
     return 0

@@ -16,6 +16,7 @@ anyway.
 from __future__ import annotations
 
 import signal
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -37,3 +38,27 @@ def ignore_stop_signals() -> None:
     """SIGINT and SIGTERM ignored until a trio signal receiver takes them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+async def serve_until_signalled(serve: Callable[..., Awaitable[None]],
+                                started: Callable[[object], None]) -> object:
+    """Run ``serve(shutdown, task_status=...)`` until it returns: the first SIGINT or
+    SIGTERM sets ``shutdown`` (later ones are logged), and serve may also end by
+    itself. ``started`` gets what serve passed to ``task_status.started``, which is
+    also returned. The signal receiver spans the whole run, the stop included."""
+    shutdown, stopped = trio.Event(), trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_on_signals, signals, shutdown)
+
+            async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    await serve(shutdown, task_status=task_status)
+                finally:
+                    stopped.set()
+
+            value = await nursery.start(run)
+            started(value)
+            await stopped.wait()  # a signal, or serve ending by itself
+            nursery.cancel_scope.cancel()
+    return value

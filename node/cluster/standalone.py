@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import time
 
 import trio
 
 from .. import httpserve, logs
 from ..asgi import Request, Response, _read_body, hypercorn_config, serve_asgi
-from ..signals import stop_on_signals
+from ..signals import serve_until_signalled
 from . import registry
 
 
@@ -40,20 +39,12 @@ async def serve_registry(host: str, port: int, shutdown: trio.Event,
 
 async def main_registry(host: str, port: int, announce) -> int:
     """``crdtbook registry``: serve until SIGINT or SIGTERM (see server.main_node)."""
-    shutdown, stopped = trio.Event(), trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stop_on_signals, signals, shutdown)
+    def started(binds) -> None:
+        announce(binds[0])
+        logs.info("registry.started", url=binds[0])
 
-            async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
-                try:
-                    await serve_registry(host, port, shutdown, task_status=task_status)
-                finally:
-                    stopped.set()
+    async def serve(shutdown: trio.Event, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        await serve_registry(host, port, shutdown, task_status=task_status)
 
-            binds = await nursery.start(serve)
-            announce(binds[0])
-            logs.info("registry.started", url=binds[0])
-            await stopped.wait()
-            nursery.cancel_scope.cancel()
+    await serve_until_signalled(serve, started)
     return 0
