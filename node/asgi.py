@@ -55,13 +55,15 @@ WS_PING_EVERY_S = 20.0  # hypercorn pings WebSocket clients; their pongs keep th
 class BadRequest(Exception):
     """A client error: HTTP status, a short error code and a human detail."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(self, status: int, error: str, detail: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         if len(detail) > MAX_DETAIL:
             detail = detail[:MAX_DETAIL] + "... (truncated)"
         super().__init__(detail)
         self.status = status
         self.error = error
         self.detail = detail
+        self.headers = headers or []  # sent with the answer (a 405's Allow, for one)
 
 
 class Request:

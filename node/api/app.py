@@ -207,10 +207,9 @@ class App:
         handler = routes.get(method)
         if handler is None:
             allowed = ", ".join(sorted(routes))
-            refusal = BadRequest(405, "method_not_allowed",
-                                 f"{method} not allowed on {path}; use {allowed}")
-            refusal.headers = [(b"allow", allowed.encode())]  # RFC 9110: a 405 says what is
-            raise refusal
+            raise BadRequest(405, "method_not_allowed",
+                             f"{method} not allowed on {path}; use {allowed}",
+                             headers=[(b"allow", allowed.encode())])  # RFC 9110
         return handler
 
     # -- client API -------------------------------------------------------

@@ -62,11 +62,6 @@ ANYONE = Principal(None)
 class Denied(BadRequest):
     """A 401, 403 or 429, with the headers that go with it."""
 
-    def __init__(self, status: int, error: str, detail: str,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(status, error, detail)
-        self.headers = headers or []
-
 
 def unauthorized(detail: str) -> Denied:
     return Denied(401, "unauthorized", detail,

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from ..asgi import BadRequest
 from ..service import NotReady
 from ..store.journal import StoreFailed
-from . import auth, views
+from . import views
 
 
 class Failure(NamedTuple):
@@ -26,10 +26,10 @@ class Failure(NamedTuple):
 
 def failure(exc: BaseException) -> Failure | None:
     """The client-facing form of an expected refusal; None for anything else (a bug)."""
-    if isinstance(exc, auth.Denied):
+    if isinstance(exc, BadRequest):  # Denied included: its 401's WWW-Authenticate, ...
         return Failure(exc.status, exc.error, exc.detail, exc.headers)
-    if isinstance(exc, BadRequest | NotReady):  # a 405's Allow, for one
-        return Failure(exc.status, exc.error, exc.detail, list(getattr(exc, "headers", None) or []))
+    if isinstance(exc, NotReady):
+        return Failure(exc.status, exc.error, exc.detail, [])
     if isinstance(exc, StoreFailed):
         return Failure(503, "store_failed", f"the store failed ({exc}); nothing was "
                        "acknowledged; the node needs its disk fixed and a restart", [])
