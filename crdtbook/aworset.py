@@ -153,8 +153,13 @@ class AWORSet:
         return delta
 
     # -- join ------------------------------------------------------------
-    def merge(self, other: AWORSet) -> Changes:
-        """Join ``other`` into this state in place and report what changed."""
+    def merge(self, other: AWORSet, additive: bool = False) -> Changes:
+        """Join ``other`` into this state in place and report what changed.
+
+        ``additive``: the caller knows ``other`` carries every dot its context
+        covers (a delta of adds only), so nothing here can be removed and the
+        pass looking for removals is skipped (it costs a walk over our dots).
+        """
         added: list[tuple[str, int, Any]] = []
         removed: list[tuple[str, int, Any]] = []
         replaced: list[tuple[str, int, Any, Any]] = []
@@ -182,7 +187,7 @@ class AWORSet:
                         mine[seq] = value
                         replaced.append((replica, seq, old, value))
                 # else: seen and removed here; it stays removed.
-        for replica in other.context.replicas():
+        for replica in () if additive else other.context.replicas():
             mine = store.get(replica)
             if not mine:
                 continue

@@ -71,11 +71,12 @@ class BookSide:
     def append(self, price: int, order: Resting) -> None:
         level = self.levels.get(price)
         if level is None:
-            self._open(price, order)
+            self.open(price, order)
         else:
             level.append(order)
 
-    def _open(self, price: int, order: Resting) -> None:
+    def open(self, price: int, order: Resting) -> None:
+        """Start the level at ``price`` (it holds nothing now) with ``order``."""
         self.levels[price] = deque((order,))
         prices = self.prices
         if self._tree:
@@ -97,7 +98,7 @@ class BookSide:
     def push_head(self, price: int, order: Resting) -> None:
         level = self.levels.get(price)
         if level is None:
-            self._open(price, order)
+            self.open(price, order)
         else:
             level.appendleft(order)
 
@@ -113,7 +114,7 @@ class BookSide:
     def put_back(self, price: int, order: Resting, index: int) -> None:
         level = self.levels.get(price)
         if level is None:
-            self._open(price, order)
+            self.open(price, order)
         else:
             level.insert(index, order)
 

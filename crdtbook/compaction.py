@@ -119,7 +119,7 @@ def snapshot_state(replica: Replica) -> Snapshot:
             base.append((event.replica, event.seq, getattr(outcome, "removed", 0), 0,
                          outcome.reason))
     for event in window:
-        engine._apply(event)
+        engine.apply(event)
     replica.digest()
     state = replica.state
     membership = replica.membership

@@ -160,7 +160,7 @@ class Engine:
             if not add:
                 return
             if not log or add[0] > log[-1]:
-                apply = self._apply
+                apply = self.apply
                 for event in add:
                     apply(event)
                 return
@@ -175,17 +175,9 @@ class Engine:
             suffix = [e for e in suffix if e not in gone]
         suffix.extend(add)
         suffix.sort()
-        apply = self._apply
+        apply = self.apply
         for event in suffix:
             apply(event)
-
-    def add(self, event: Order | Cancel) -> None:
-        """``update([event])``, with the in-order case first."""
-        log = self.log
-        if log and event < log[-1]:
-            self.update([event])
-        else:
-            self._apply(event)
 
     def reset(self) -> None:
         invalid, rewinds, replayed = self.invalid, self.rewinds, self.replayed
@@ -193,7 +185,9 @@ class Engine:
         self.invalid, self.rewinds, self.replayed = invalid, rewinds, replayed
 
     # -- apply -----------------------------------------------------------
-    def _apply(self, event: Order | Cancel) -> None:
+    def apply(self, event: Order | Cancel) -> None:
+        """Apply one event that sorts after every applied one (the caller checked:
+        ``update`` does, and so does the replica's in-order merge path)."""
         kind = event.kind
         if kind == ORDER:
             outcome = self._apply_order(event)
@@ -202,10 +196,10 @@ class Engine:
         else:
             outcome = self._apply_member(event)
         self.log.append(event)
-        seqs = self.by_dot.get(event.replica)
-        if seqs is None:
-            seqs = self.by_dot[event.replica] = {}
-        seqs[event.seq] = outcome
+        try:
+            self.by_dot[event.replica][event.seq] = outcome
+        except KeyError:  # the first event of its replica
+            self.by_dot[event.replica] = {event.seq: outcome}
 
     def _chain_reason(self, event: Order | Cancel) -> str | None:
         if self.invalid:
@@ -222,47 +216,55 @@ class Engine:
             if reason is not None:
                 taker.reason = reason
                 return taker
-        is_buy = order.side == BUY
-        opposite = self.asks if is_buy else self.bids
+        _, _, _, _, side, kind, price, remaining, _ = order
+        is_buy = side == BUY
+        if is_buy:
+            opposite, own = self.asks, self.bids
+        else:
+            opposite, own = self.bids, self.asks
         best = opposite.best
-        kind = order.type
-        price = order.price
-        remaining = order.qty
-        market = kind == MARKET
-        if best is not None:
-            if kind == POST_ONLY:
-                if (best <= price) if is_buy else (best >= price):
-                    taker.reason = REASON_POST_ONLY
-                    return taker
-            elif kind == FOK and _available(opposite, is_buy, price, remaining) < remaining:
+        # Most orders do not cross: decide that first, with one comparison.
+        if best is None or (kind != MARKET and ((best > price) if is_buy else (best < price))):
+            if kind == FOK:
                 taker.reason = REASON_FOK
-                return taker
-            levels = opposite.levels
-            while remaining and best is not None:
-                if not market and ((best > price) if is_buy else (best < price)):
-                    break
-                level = levels[best]
-                while remaining and level:
-                    maker = level[0]
-                    quantity = maker.remaining
-                    if quantity > remaining:
-                        quantity = remaining
-                    maker.remaining -= quantity
-                    maker.filled += quantity
-                    remaining -= quantity
-                    fills.append((taker, maker, best, quantity))
-                    if not maker.remaining:
-                        level.popleft()
-                if not level:
-                    opposite.drop_best()
-                    best = opposite.best
-        elif kind == FOK:
+            elif kind in (LIMIT, POST_ONLY):
+                taker.remaining = remaining
+                level = own.levels.get(price)
+                if level is None:
+                    own.open(price, taker)
+                else:
+                    level.append(taker)
+            return taker
+        if kind == POST_ONLY:
+            taker.reason = REASON_POST_ONLY
+            return taker
+        if kind == FOK and _available(opposite, is_buy, price, remaining) < remaining:
             taker.reason = REASON_FOK
             return taker
+        market = kind == MARKET
+        levels = opposite.levels
+        while remaining and best is not None:
+            if not market and ((best > price) if is_buy else (best < price)):
+                break
+            level = levels[best]
+            while remaining and level:
+                maker = level[0]
+                quantity = maker.remaining
+                if quantity > remaining:
+                    quantity = remaining
+                maker.remaining -= quantity
+                maker.filled += quantity
+                remaining -= quantity
+                fills.append((taker, maker, best, quantity))
+                if not maker.remaining:
+                    level.popleft()
+            if not level:
+                opposite.drop_best()
+                best = opposite.best
         taker.filled = order.qty - remaining
-        if remaining and (kind in (LIMIT, POST_ONLY)):
+        if remaining and kind == LIMIT:  # market, ioc and fok drop what is left
             taker.remaining = remaining
-            (self.bids if is_buy else self.asks).append(price, taker)
+            own.append(price, taker)
         return taker
 
     def _apply_cancel(self, cancel: Cancel) -> CancelOutcome:

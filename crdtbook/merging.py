@@ -53,11 +53,21 @@ class Merging:
         if len(delta.store) == 1:
             single = _single_event(delta)
             if single is not None:  # its context is exactly its own dot: no removal
-                if single.replica == self.id:
-                    self._refuse(delta)
-                return self._merge_one(single)
+                return self.merge_event(single)
         self._refuse(delta)
-        return self._merge_general(delta)
+        # _refuse checked that the delta carries every dot its context covers:
+        # it removes nothing, so the join may skip looking for removals.
+        return self._merge_general(delta, additive=True)
+
+    def merge_event(self, event: Order | Cancel | Member) -> int:
+        """``merge`` of the delta holding just ``event`` and its dot, without building it.
+
+        The peer path of a live node: ``event`` comes decoded and structurally
+        checked (codec.py). Same result, same refusals, same return value.
+        """
+        if event.replica == self.id:
+            self._refuse(AWORSet.from_entries([(event.replica, event.seq, event)]))
+        return self._merge_one(event)
 
     def _refuse(self, delta: AWORSet) -> None:
         """Raise ReplicaError for the deltas no honest peer sends; check before any change.
@@ -98,18 +108,20 @@ class Merging:
             return seq > self.state.context.contiguous(self.id)
         return held != event
 
-    def _merge_general(self, delta: AWORSet) -> int:
+    def _merge_general(self, delta: AWORSet, additive: bool = False) -> int:
+        """Join any delta; ``additive``: it is known to remove nothing (see AWORSet.merge)."""
         state = self.state
         before = {r: state.context.contiguous(r) for r in delta.context.replicas()}
-        changes = state.merge(delta)
+        changes = state.merge(delta, additive)
         if not changes and all(state.context.contiguous(r) == n for r, n in before.items()):
             return 0
         if changes.added:
-            self.clock.observe(max(event.clock for _, _, event in changes.added))
-            self._unhashed.extend(event for _, _, event in changes.added)
+            added = [event for _, _, event in changes.added]
+            self.clock.observe(max(added)[0])  # the latest position has the latest clock
+            self._unhashed.extend(added)
             if self._fresh is not None:
-                self._fresh.extend(event for _, _, event in changes.added)
-            self._events_total += len(changes.added)
+                self._fresh.extend(added)
+            self._events_total += len(added)
         if changes.replaced:
             if self._compacted:
                 # History is gone, so no rebuild: keep what was held. Only a forger
@@ -162,7 +174,11 @@ class Merging:
             self._chain_clock[replica] = event.clock
             if event.clock <= self._final:  # see _admit: must never happen
                 self.frontier_violations += 1
-            engine.add(event)
+            log = engine.log
+            if log and event < log[-1]:
+                engine.update([event])
+            else:
+                engine.apply(event)
             return 1
         if cc.has(replica, seq):
             held = state.get(replica, seq)
@@ -218,8 +234,8 @@ class Merging:
         """
         engine = self.engine
         replay: list = []
-        for event in ready:
-            if event.kind != MEMBER or self._member_reason(event) is not None:
+        for event in [e for e in ready if e.kind == MEMBER]:
+            if self._member_reason(event) is not None:
                 continue
             if event.action != JOIN:
                 self.digest()  # hash what is pending under the cutoffs that held until now

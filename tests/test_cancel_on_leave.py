@@ -147,7 +147,7 @@ def test_undo_restores_the_level_order_exactly():
     window = engine._rewind(0)  # undo everything: an empty book
     assert engine.bids.depth() == [] and engine.asks.depth() == [] and not engine.fills
     for event in window:
-        engine._apply(event)
+        engine.apply(event)
     assert_matches_reference(x)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtbook.aworset import AWORSet
+from crdtbook.merging import ReplicaError
 from crdtbook.replica import Replica
 from fuzz.workload import play
 
@@ -78,3 +80,38 @@ def _fixed_steps():
     from fuzz.workload import random_steps
 
     return random_steps(random.Random(7), 3, 200)
+
+
+@settings(max_examples=40, deadline=None)
+@given(workloads(max_replicas=4), st.data())
+def test_merge_event_equals_merging_its_one_event_delta(workload, data):
+    """The peer path's ``merge_event`` (no delta object) is ``merge`` of the one-event
+    delta: same counts returned, same state, in any order, duplicates included."""
+    count, steps, skew = workload
+    played = play(count, steps, skew)
+    events = [e for delta in played.deltas for _, _, e in delta.entries()]
+    order = data.draw(st.permutations(range(len(events))), label="order")
+    order += data.draw(st.lists(st.integers(0, max(0, len(events) - 1)), max_size=5)
+                       if events else st.just([]), label="dup")
+    via_delta, via_event = Replica("observer-a"), Replica("observer-b")
+    for i in order:
+        e = events[i]
+        assert via_event.merge_event(e) == via_delta.merge(
+            AWORSet.from_entries([(e.replica, e.seq, e)]))
+    assert observable(via_event) == observable(via_delta)
+    assert via_event.digest() == via_delta.digest()
+    assert_matches_reference(via_event)
+
+
+def test_merge_event_refuses_an_event_under_its_own_id_that_it_never_made():
+    replica = Replica("alpha")
+    placed = replica.place("buy", "1", "10", now_ms=1)
+    before = (observable(replica), replica.digest())
+    forged = placed.order.dot
+    (event,) = [e for _, _, e in placed.delta.entries()]
+    with pytest.raises(ReplicaError, match="did not create"):
+        replica.merge_event(event._replace(seq=forged.seq + 1, clock=event.clock + 1))
+    with pytest.raises(ReplicaError, match="did not create"):
+        replica.merge_event(event._replace(qty=event.qty + 1))
+    assert replica.merge_event(event) == 0  # its own event, as sent: a duplicate
+    assert (observable(replica), replica.digest()) == before
