@@ -326,28 +326,103 @@ def decode_delta(data: bytes) -> AWORSet:
 def _delta_from_message(message: dict) -> AWORSet:
     items = _list(_field(message, "events", "delta"), "delta events", MAX_EVENTS)
     context = context_from_wire(_field(message, "context", "delta"), "delta context")
+    events = events_from_wire(items, "delta event", _Names())
     store: dict[str, dict[int, Order | Cancel]] = {}
-    names = _Names()
-    fast = _fast_event
-    for i, item in enumerate(items):
-        event = fast(item, names)
-        if event is None:  # the careful path says exactly what is wrong
-            event = event_from_wire(item, f"delta event {i}")
-        seqs = store.get(event.replica)
+    for event in events:
+        seqs = store.get(event[1])
         if seqs is None:
-            seqs = store[event.replica] = {}
-        if event.seq in seqs:
-            raise CodecError(f"delta event {i}: dot {event.replica}:{event.seq} appears twice")
-        if not context.has(event.replica, event.seq):
-            raise CodecError(
-                f"delta event {i}: dot {event.replica}:{event.seq} is not covered by the "
-                "delta's context"
-            )
-        seqs[event.seq] = event
+            seqs = store[event[1]] = {}
+        seqs[event[2]] = event
+    if sum(map(len, store.values())) != len(events) or not _covers(context, store):
+        _explain_dots(events, context)  # raises, naming the first offending event
     delta = AWORSet()
     delta.store = store
     delta.context = context
     return delta
+
+
+def _covers(context: CausalContext, store: dict[str, dict[int, Any]]) -> bool:
+    """Whether ``context`` has seen every dot of ``store`` (one pass per replica)."""
+    vv, cloud = context.vv, context.cloud
+    for replica, seqs in store.items():
+        top = vv.get(replica, 0)
+        if max(seqs) > top:
+            extra = cloud.get(replica, ())
+            if any(seq > top and seq not in extra for seq in seqs):
+                return False
+    return True
+
+
+def _explain_dots(events: list, context: CausalContext) -> None:
+    """Raise CodecError for the first event whose dot repeats or that ``context`` lacks."""
+    seen = set()
+    for i, event in enumerate(events):
+        dot = (event.replica, event.seq)
+        if dot in seen:
+            raise CodecError(f"delta event {i}: dot {event.replica}:{event.seq} appears twice")
+        if not context.has(*dot):
+            raise CodecError(
+                f"delta event {i}: dot {event.replica}:{event.seq} is not covered by the "
+                "delta's context"
+            )
+        seen.add(dot)
+    raise AssertionError("no offending event")  # pragma: no cover: callers checked
+
+
+def events_from_wire(items: list, where: str, names: _Names) -> list[Order | Cancel | Member]:
+    """The events of wire ``items`` in order, or CodecError naming the first bad one.
+
+    The hot loop of every message that carries events: plainly valid orders
+    and cancels (exact ``type`` tests, the same rules as ``event_from_wire``)
+    are built directly, with their strings checked once per message
+    (``names``); anything else goes the careful way, which says what is wrong
+    or builds what the loop does not (membership events).
+    """
+    out: list = []
+    append = out.append
+    replicas, accounts = names.replicas, names.accounts
+    for item in items:
+        if type(item) is list:
+            size = len(item)
+            if size == 9:
+                tag, replica, seq, clock, side, kind, price, qty, account = item
+                if (
+                    tag == 0 and type(tag) is int
+                    and type(seq) is int and 0 < seq <= MAX_SEQ
+                    and type(clock) is int and 0 < clock <= MAX_CLOCK
+                    and type(side) is int and 0 <= side < 2
+                    and type(kind) is int and 0 <= kind < 5
+                    and type(qty) is int and 0 < qty <= MAX_UNITS
+                    and type(price) is int
+                    and ((0 < price <= MAX_UNITS) if kind != 1 else price == 0)
+                    and type(replica) is str and type(account) is str
+                ):
+                    replica = replicas.get(replica) or names.replica(replica)
+                    account = accounts.get(account)
+                    if account is None:
+                        account = names.account(item[8])
+                    if replica is not None and account is not None:
+                        append(_new(Order, (clock, replica, seq, ORDER, SIDES[side],
+                                            TYPES[kind], price, qty, account)))
+                        continue
+            elif size == 6:
+                tag, replica, seq, clock, target_replica, target_seq = item
+                if (
+                    tag == 1 and type(tag) is int
+                    and type(seq) is int and 0 < seq <= MAX_SEQ
+                    and type(clock) is int and 0 < clock <= MAX_CLOCK
+                    and type(target_seq) is int and 0 < target_seq <= MAX_SEQ
+                    and type(replica) is str and type(target_replica) is str
+                ):
+                    replica = replicas.get(replica) or names.replica(replica)
+                    target_replica = (replicas.get(target_replica)
+                                      or names.replica(target_replica))
+                    if replica is not None and target_replica is not None:
+                        append(_new(Cancel, (clock, replica, seq, CANCEL, target_replica,
+                                             target_seq)))
+                        continue
+        append(event_from_wire(item, f"{where} {len(out)}"))
+    return out
 
 
 class _Names:
@@ -387,49 +462,6 @@ class _Names:
 
 
 _new = tuple.__new__
-
-
-def _fast_event(item: object, names: _Names) -> Order | Cancel | None:
-    """The event if ``item`` is plainly valid, else None (then decode it carefully).
-
-    Same rules as ``event_from_wire``, checked with exact ``type`` tests so it
-    can build the tuple directly; it never accepts what the careful path refuses.
-    """
-    if type(item) is not list:
-        return None
-    size = len(item)
-    if size == 9:
-        tag, replica, seq, clock, side, kind, price, qty, account = item
-        if (
-            tag == 0 and type(tag) is int
-            and type(seq) is int and 0 < seq <= MAX_SEQ
-            and type(clock) is int and 0 < clock <= MAX_CLOCK
-            and type(side) is int and 0 <= side < 2
-            and type(kind) is int and 0 <= kind < 5
-            and type(qty) is int and 0 < qty <= MAX_UNITS
-            and type(price) is int
-            and ((0 < price <= MAX_UNITS) if kind != 1 else price == 0)
-        ):
-            replica = names.replica(replica)
-            account = names.account(account)
-            if replica is None or account is None:
-                return None
-            return _new(Order, (clock, replica, seq, ORDER, SIDES[side], TYPES[kind],
-                                price, qty, account))
-    elif size == 6:
-        tag, replica, seq, clock, target_replica, target_seq = item
-        if (
-            tag == 1 and type(tag) is int
-            and type(seq) is int and 0 < seq <= MAX_SEQ
-            and type(clock) is int and 0 < clock <= MAX_CLOCK
-            and type(target_seq) is int and 0 < target_seq <= MAX_SEQ
-        ):
-            replica = names.replica(replica)
-            target_replica = names.replica(target_replica)
-            if replica is None or target_replica is None:
-                return None
-            return _new(Cancel, (clock, replica, seq, CANCEL, target_replica, target_seq))
-    return None
 
 
 __all__ = [

@@ -42,7 +42,6 @@ from .codec import (
     VERSION,
     CodecError,
     _dumps,
-    _fast_event,
     _field,
     _int,
     _keyed,
@@ -54,8 +53,8 @@ from .codec import (
     _total,
     context_from_wire,
     context_to_wire,
-    event_from_wire,
     event_to_wire,
+    events_from_wire,
     loads,
 )
 from .context import CausalContext
@@ -150,16 +149,13 @@ def block_from_wire(item: object, where: str, names: _Names | None = None) -> Bl
     items = _list(items, f"{where} body", MAX_EVENTS)
     if not items:
         raise CodecError(f"{where} holds no events")
-    names = names or _Names()
-    events = []
-    for i, raw in enumerate(items):
-        event = _fast_event(raw, names)
-        if event is None:
-            event = event_from_wire(raw, f"{where} event {i}")
-        if event.replica != replica or event.seq != first + i:
-            raise CodecError(f"{where} event {i} must be {replica}:{first + i}, "
-                             f"got {event.replica}:{event.seq}")
-        events.append(event)
+    events = events_from_wire(items, f"{where} event", names or _Names())
+    if (any(event[1] != replica for event in events)
+            or [event[2] for event in events] != list(range(first, first + len(events)))):
+        for i, event in enumerate(events):
+            if event.replica != replica or event.seq != first + i:
+                raise CodecError(f"{where} event {i} must be {replica}:{first + i}, "
+                                 f"got {event.replica}:{event.seq}")
     return Block(replica, first, first + len(events) - 1, body, sig, tuple(events))
 
 

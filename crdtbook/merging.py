@@ -53,7 +53,9 @@ class Merging:
         if len(delta.store) == 1:
             single = _single_event(delta)
             if single is not None:  # its context is exactly its own dot: no removal
-                return self.merge_event(single)
+                if single[1] == self.id:
+                    self._refuse(delta)
+                return self._merge_one(single)
         self._refuse(delta)
         # _refuse checked that the delta carries every dot its context covers:
         # it removes nothing, so the join may skip looking for removals.
@@ -150,29 +152,30 @@ class Merging:
         The first branch is the hot path of a live node: the next event of its
         origin, in order.
         """
-        replica, seq = event.replica, event.seq
+        clock, replica, seq = event[0], event[1], event[2]  # the position, by index: cheaper
         state = self.state
         cc = state.context
-        top = cc.vv.get(replica, 0)
-        if seq == top + 1 and replica not in cc.cloud and event.kind != MEMBER:
-            seqs = state.store.get(replica)
-            if seqs is None:
-                seqs = state.store[replica] = {}
-            seqs[seq] = event
-            cc.vv[replica] = seq
-            clock = self.clock
-            if event.clock > clock.last:
-                clock.last = event.clock
+        vv = cc.vv
+        top = vv.get(replica, 0)
+        if seq == top + 1 and event[3] != MEMBER and replica not in cc.cloud:
+            try:
+                state.store[replica][seq] = event
+            except KeyError:  # the first event held of its replica
+                state.store[replica] = {seq: event}
+            vv[replica] = seq
+            if clock > self.clock.last:
+                self.clock.last = clock
             self._unhashed.append(event)
             if self._fresh is not None:
                 self._fresh.append(event)
             self._events_total += 1
             engine = self.engine
-            if (event.clock <= self._chain_clock.get(replica, 0) or replica in engine.invalid
-                    or replica in self._cutoff):
+            chain = self._chain_clock
+            if clock <= chain.get(replica, 0) or replica in engine.invalid \
+                    or replica in self._cutoff:
                 self._check_chain(replica, top, seq, [])
-            self._chain_clock[replica] = event.clock
-            if event.clock <= self._final:  # see _admit: must never happen
+            chain[replica] = clock
+            if clock <= self._final:  # see _admit: must never happen
                 self.frontier_violations += 1
             log = engine.log
             if log and event < log[-1]:
@@ -359,14 +362,15 @@ class Merging:
 
 def _single_event(delta: AWORSet) -> Order | Cancel | None:
     """The event of a delta holding one event and exactly its dot, else None."""
+    context = delta.context
+    vv, cloud = context.vv, context.cloud
+    if len(vv) + len(cloud) != 1:
+        return None
     ((replica, seqs),) = delta.store.items()
     if len(seqs) != 1:
         return None
     ((seq, event),) = seqs.items()
-    vv, cloud = delta.context.vv, delta.context.cloud
-    if seq == 1:
-        exact = not cloud and len(vv) == 1 and vv.get(replica) == 1
-    else:
-        exact = not vv and len(cloud) == 1 and len(cloud.get(replica, ())) == 1 \
-            and seq in cloud[replica]
-    return event if exact else None
+    if vv:  # the dot (replica, 1)
+        return event if seq == 1 and vv.get(replica) == 1 else None
+    dots = cloud.get(replica)
+    return event if dots is not None and len(dots) == 1 and seq in dots else None
