@@ -131,8 +131,20 @@ class BookSide:
             self.best = (prices[-1] if self.is_bid else prices[0]) if prices else None
 
     def drop_best(self) -> None:
-        """Remove the best level, which the matcher has just emptied."""
-        self._drop(self.best)
+        """Remove the best level, which the matcher has just emptied.
+
+        The best price is at an end of ``prices``: popped, not searched for.
+        """
+        del self.levels[self.best]
+        prices = self.prices
+        if self.is_bid:
+            prices.pop()
+            self.best = prices[-1] if prices else None
+        else:
+            prices.pop(0)
+            self.best = prices[0] if prices else None
+        if self._tree and len(prices) <= FLAT_LEVELS // 2:
+            self.prices, self._tree = list(prices), False
 
     def depth(self, limit: int | None = None) -> list[Level]:
         """Aggregated levels, best first."""

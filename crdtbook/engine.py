@@ -269,7 +269,7 @@ class Engine:
 
     def _apply_cancel(self, cancel: Cancel) -> CancelOutcome:
         outcome = CancelOutcome(cancel)
-        reason = self._chain_reason(cancel)
+        reason = self._chain_reason(cancel) if self.invalid else None
         target = None
         if reason is None:
             if cancel.target_replica != cancel.replica:

@@ -22,7 +22,8 @@ def monkeypatch_flat(monkeypatch):
     monkeypatch.setattr(book, "FLAT_LEVELS", 4)
 
 
-operations = st.lists(st.tuples(st.booleans(), st.integers(1, 40)), max_size=300)
+operations = st.lists(st.tuples(st.sampled_from(("add", "pop", "drop_best")),
+                                st.integers(1, 40)), max_size=300)
 
 
 @settings(max_examples=200, deadline=None,
@@ -32,8 +33,11 @@ def test_book_side_matches_a_model_across_representations(ops, is_bid, monkeypat
     side = BookSide(is_bid)
     model: dict[int, int] = {}  # price -> orders resting there
     switched = set()
-    for add, price in ops:
-        if add or price not in model:
+    for op, price in ops:
+        if op == "drop_best" and model:  # the matcher emptied the best level
+            del model[max(model) if is_bid else min(model)]
+            side.drop_best()
+        elif op == "add" or price not in model:
             side.append(price, Resting(None, 0))
             model[price] = model.get(price, 0) + 1
         else:
