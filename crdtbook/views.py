@@ -11,7 +11,8 @@ moment of the call, so a view handed out stays what it was.
 * ``OrderView`` / ``CancelView``: an event with its status so far;
 * ``Book``: the price levels on each side, best first;
 * ``Placed`` / ``Cancelled``: what a local ``place`` / ``cancel`` returns,
-  the delta to send along with the new event's view.
+  the delta to send along with the new event's view (``place_many`` gives
+  every ``Placed`` of a batch the same one delta: the whole batch).
 
 Rules this module keeps
 -----------------------
@@ -30,6 +31,10 @@ from .book import Level, Resting
 from .dot import Dot
 from .engine import CancelOutcome
 from .events import Cancel, Order
+
+# tuple.__new__ builds a NamedTuple without its Python-level __new__: views are
+# made for every order placed, so the hot ones skip that frame.
+_new = tuple.__new__
 
 
 class Fill(NamedTuple):
@@ -91,7 +96,8 @@ def fill_views(fills: Iterable[tuple[Resting, Resting, int, int]]) -> list[Fill]
     ]
 
 
-def order_view(event: Order, outcome: Resting | None) -> OrderView:
+def order_view(event: Order, outcome: Resting | None, dot: Dot | None = None) -> OrderView:
+    """The order's view; ``dot`` is its Dot if the caller made it already."""
     if outcome is None:
         filled = resting = cancelled = 0
         status, reason = "pending", None
@@ -107,18 +113,40 @@ def order_view(event: Order, outcome: Resting | None) -> OrderView:
         else:
             status = "cancelled"
             reason = outcome.cancel_reason  # set if a leave or evict removed it
-    return OrderView(event.dot, event.clock, event.side, event.type, event.price,
-                     event.qty, filled, resting, cancelled, status, event.account, reason)
+    if dot is None:
+        dot = _new(Dot, (event.replica, event.seq))
+    return _new(OrderView, (dot, event.clock, event.side, event.type, event.price, event.qty,
+                            filled, resting, cancelled, status, event.account, reason))
 
 
-def cancel_view(event: Cancel, outcome: CancelOutcome | None) -> CancelView:
+def taker_fills(fills: list, start: int, taker: Resting, dot: Dot) -> list[Fill]:
+    """The fills ``taker`` took, as views: ``fills[start:]`` while they are its own.
+
+    A taker's fills are contiguous in the engine's list, from its ``fills_start``.
+    """
+    out = []
+    side = taker.event.side
+    for i in range(start, len(fills)):
+        fill = fills[i]
+        if fill[0] is not taker:
+            break
+        maker = fill[1].event
+        out.append(_new(Fill, (dot, _new(Dot, (maker.replica, maker.seq)), fill[2], fill[3],
+                               side)))
+    return out
+
+
+def cancel_view(event: Cancel, outcome: CancelOutcome | None,
+                dot: Dot | None = None) -> CancelView:
+    if dot is None:
+        dot = _new(Dot, (event.replica, event.seq))
+    target = _new(Dot, (event.target_replica, event.target_seq))
     if outcome is None:
-        return CancelView(event.dot, event.clock, event.target, "pending", 0, None)
-    return CancelView(event.dot, event.clock, event.target, outcome.status,
-                      outcome.removed, outcome.reason)
+        return CancelView(dot, event.clock, target, "pending", 0, None)
+    return CancelView(dot, event.clock, target, outcome.status, outcome.removed, outcome.reason)
 
 
 __all__ = [
     "Book", "CancelView", "Cancelled", "Fill", "OrderView", "Placed", "cancel_view",
-    "fill_views", "order_view",
+    "fill_views", "order_view", "taker_fills",
 ]
