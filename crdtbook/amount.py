@@ -36,6 +36,12 @@ _DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 _WHOLE_DIGITS = len(str(MAX_WHOLE))
 # units per step of the last fractional digit, by the number of fractional digits
 _FRACTION_STEP = tuple(10 ** (SCALE_DIGITS - n) for n in range(SCALE_DIGITS + 1))
+# Amounts seen lately, parsed: order flow repeats its prices (a tick grid near
+# the touch) and quantities. Only valid plain str amounts go in, and the whole
+# table is dropped when full, so it stays small and what it returns is exactly
+# what parsing would.
+_RECENT: dict[str, int] = {}
+_RECENT_MAX = 4096
 
 
 class AmountError(ValueError):
@@ -47,15 +53,22 @@ def parse_amount(text: object, what: str = "amount") -> int:
     # Every order carries two amounts, so the common spelling is worth a fast
     # path: str methods instead of a regex match and its groups. For an ASCII
     # string, isdigit() is exactly [0-9]+ (and false for "").
-    if type(text) is str and text.isascii():
-        whole, dot, frac = text.partition(".")
-        if (whole.isdigit() and len(whole) <= _WHOLE_DIGITS
-                and (frac.isdigit() and len(frac) <= SCALE_DIGITS if dot else not frac)):
-            units = int(whole) * SCALE
-            if frac:
-                units += int(frac) * _FRACTION_STEP[len(frac)]
-            if 0 < units <= MAX_UNITS:
-                return units
+    if type(text) is str:
+        units = _RECENT.get(text)
+        if units is not None:
+            return units
+        if text.isascii():
+            whole, dot, frac = text.partition(".")
+            if (whole.isdigit() and len(whole) <= _WHOLE_DIGITS
+                    and (frac.isdigit() and len(frac) <= SCALE_DIGITS if dot else not frac)):
+                units = int(whole) * SCALE
+                if frac:
+                    units += int(frac) * _FRACTION_STEP[len(frac)]
+                if 0 < units <= MAX_UNITS:
+                    if len(_RECENT) >= _RECENT_MAX:
+                        _RECENT.clear()
+                    _RECENT[text] = units
+                    return units
     return _parse_carefully(text, what)
 
 

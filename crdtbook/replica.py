@@ -140,12 +140,13 @@ class Replica(Merging):
         now_ms: int = 0,
     ) -> Placed:
         """Create an order at this replica. Raises ReplicaError on a bad field."""
-        self._still_here()
+        if self.id in self._cutoff:
+            self._still_here()  # raises
         fields = _checked_order(side, qty, price, type, account)
         order = self._new_order(fields, self._tick(now_ms))
         self._merge_one(order)
         view, fills = self._placed_views(order)
-        return Placed(_delta_of(order.replica, [order]), view, fills)
+        return _new(Placed, (_delta_of(order.replica, [order]), view, fills))
 
     def place_many(self, orders: Iterable[tuple], now_ms: int = 0) -> list[Placed]:
         """Place a batch of orders, each ``(side, qty, price, type, account)``.
@@ -559,6 +560,7 @@ class BatchOrderError(ReplicaError):
 
 
 _new = tuple.__new__  # events and dots built from checked fields, no NamedTuple __new__
+_bare = object.__new__  # a delta's parts, every slot then set here
 _SIDES = {side: side for side in SIDES}  # also interns: events share the module's strings
 _TYPES = {kind: kind for kind in TYPES}
 
@@ -574,10 +576,14 @@ def _checked_order(side: object, qty: object, price: object, type: object,
                    account: object) -> tuple[str, str, int, int, str]:
     """An order's fields checked once, in place's order of refusals:
     (side, type, price units, quantity units, account), or ReplicaError."""
-    checked_side = _interned(_SIDES, side)
+    try:
+        checked_side = _SIDES.get(side)
+        checked_type = _TYPES.get(type)
+    except TypeError:  # unhashable: neither a side nor a type
+        checked_side = _interned(_SIDES, side)
+        checked_type = _interned(_TYPES, type)
     if checked_side is None:
         raise ReplicaError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
-    checked_type = _interned(_TYPES, type)
     if checked_type is None:
         raise ReplicaError(f"type must be one of {', '.join(TYPES)}, got {type!r}")
     try:
@@ -590,7 +596,8 @@ def _checked_order(side: object, qty: object, price: object, type: object,
             raise ReplicaError(f"a {checked_type} order needs a price")
         else:
             price_units = parse_amount(price, "price")
-        check_account(account)
+        if account != "":  # the common case needs no check
+            check_account(account)
     except ReplicaError:
         raise
     except ValueError as exc:
@@ -610,13 +617,15 @@ def _delta_of(replica: str, events: list) -> AWORSet:
     the store holds the events; the context covers exactly their dots (a
     version vector if they start at seq 1, else a cloud of their seqs).
     """
-    delta = AWORSet()
-    delta.store[replica] = {event.seq: event for event in events}
+    context = _bare(CausalContext)
     first, last = events[0].seq, events[-1].seq
     if first == 1:
-        delta.context.vv[replica] = last
+        context.vv, context.cloud = {replica: last}, {}
     else:
-        delta.context.cloud[replica] = set(range(first, last + 1))
+        context.vv, context.cloud = {}, {replica: set(range(first, last + 1))}
+    delta = _bare(AWORSet)
+    delta.store = {replica: {event.seq: event for event in events}}
+    delta.context = context
     return delta
 
 
