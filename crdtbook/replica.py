@@ -85,6 +85,7 @@ from .views import (
     Book,
     Cancelled,
     CancelView,
+    EventsDelta,
     Fill,
     OrderView,
     Placed,
@@ -146,7 +147,7 @@ class Replica(Merging):
         order = self._new_order(fields, self._tick(now_ms))
         self._merge_one(order)
         view, fills = self._placed_views(order)
-        return _new(Placed, (_delta_of(order.replica, [order]), view, fills))
+        return Placed(EventsDelta([order]), view, fills)
 
     def place_many(self, orders: Iterable[tuple], now_ms: int = 0) -> list[Placed]:
         """Place a batch of orders, each ``(side, qty, price, type, account)``.
@@ -182,7 +183,7 @@ class Replica(Merging):
             self._merge_one(order)
             made.append(order)
             views.append(self._placed_views(order))
-        delta = _delta_of(self.id, made)
+        delta = EventsDelta(made)
         return [Placed(delta, view, fills) for view, fills in views]
 
     def _new_order(self, fields: tuple[str, str, int, int, str], clock: int) -> Order:
@@ -231,7 +232,7 @@ class Replica(Merging):
         seqs = self.engine.by_dot.get(self.id)
         outcome = seqs.get(seq) if seqs is not None else None
         view = _cancel_view(cancel, outcome, _new(Dot, (self.id, seq)))
-        return Cancelled(_delta_of(self.id, [cancel]), view)
+        return Cancelled(EventsDelta([cancel]), view)
 
     def _still_here(self) -> None:
         if self.id in self._cutoff:
@@ -560,7 +561,6 @@ class BatchOrderError(ReplicaError):
 
 
 _new = tuple.__new__  # events and dots built from checked fields, no NamedTuple __new__
-_bare = object.__new__  # a delta's parts, every slot then set here
 _SIDES = {side: side for side in SIDES}  # also interns: events share the module's strings
 _TYPES = {kind: kind for kind in TYPES}
 
@@ -608,25 +608,6 @@ def _checked_order(side: object, qty: object, price: object, type: object,
 def _shown_order(order: object) -> str:
     text = repr(order)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _delta_of(replica: str, events: list) -> AWORSet:
-    """The delta of this replica's new events (consecutive seqs, in order).
-
-    Built directly rather than by ``AWORSet.from_entries``, to the same result:
-    the store holds the events; the context covers exactly their dots (a
-    version vector if they start at seq 1, else a cloud of their seqs).
-    """
-    context = _bare(CausalContext)
-    first, last = events[0].seq, events[-1].seq
-    if first == 1:
-        context.vv, context.cloud = {replica: last}, {}
-    else:
-        context.vv, context.cloud = {}, {replica: set(range(first, last + 1))}
-    delta = _bare(AWORSet)
-    delta.store = {replica: {event.seq: event for event in events}}
-    delta.context = context
-    return delta
 
 
 __all__ = [

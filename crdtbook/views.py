@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 from .aworset import AWORSet
 from .book import Level, Resting
+from .context import CausalContext
 from .dot import Dot
 from .engine import CancelOutcome
 from .events import Cancel, Order
@@ -78,15 +79,94 @@ class Book(NamedTuple):
     asks: list[Level]  # best first
 
 
-class Placed(NamedTuple):
-    delta: AWORSet
-    order: OrderView
-    fills: list[Fill]
+class EventsDelta:
+    """The delta of a run of one replica's new events (consecutive seqs, in
+    order), built on first use and then kept; shared by a batch's results."""
+
+    __slots__ = ("events", "built")
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+        self.built: AWORSet | None = None
+
+    def get(self) -> AWORSet:
+        if self.built is None:
+            self.built = delta_of(self.events)
+        return self.built
 
 
-class Cancelled(NamedTuple):
-    delta: AWORSet
-    cancel: CancelView
+class _Result:
+    """A local event's result: its delta (made on first use: a node that stores
+    and seals the new events itself never asks for it) and its view(s).
+
+    Reads as the NamedTuple it was: attributes, unpacking, ==."""
+
+    __slots__ = ("_delta",)
+    _fields: tuple[str, ...] = ()
+
+    @property
+    def delta(self) -> AWORSet:
+        delta = self._delta
+        if type(delta) is EventsDelta:
+            return delta.get()
+        return delta
+
+    def __iter__(self):
+        return (getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return tuple(self) == tuple(other)
+
+    __hash__ = None  # mutable-looking (the delta is made lazily): not a dict key
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({shown})"
+
+
+class Placed(_Result):
+    """What ``place`` returns; ``place_many`` gives each order of a batch one,
+    all sharing the batch's one delta (the same object)."""
+
+    __slots__ = ("order", "fills")
+    _fields = ("delta", "order", "fills")
+
+    def __init__(self, delta: AWORSet | EventsDelta, order: OrderView,
+                 fills: list[Fill]) -> None:
+        self._delta = delta
+        self.order = order
+        self.fills = fills
+
+
+class Cancelled(_Result):
+    __slots__ = ("cancel",)
+    _fields = ("delta", "cancel")
+
+    def __init__(self, delta: AWORSet | EventsDelta, cancel: CancelView) -> None:
+        self._delta = delta
+        self.cancel = cancel
+
+
+def delta_of(events: list) -> AWORSet:
+    """The delta of a run of one replica's events (consecutive seqs, in order).
+
+    The same as ``AWORSet.from_entries`` of them, built directly: the store
+    holds the events; the context covers exactly their dots (a version vector
+    if they start at seq 1, else a cloud of their seqs).
+    """
+    replica = events[0].replica
+    first, last = events[0].seq, events[-1].seq
+    context = CausalContext()
+    if first == 1:
+        context.vv[replica] = last
+    else:
+        context.cloud[replica] = set(range(first, last + 1))
+    delta = AWORSet()
+    delta.store[replica] = {event.seq: event for event in events}
+    delta.context = context
+    return delta
 
 
 def fill_views(fills: Iterable[tuple[Resting, Resting, int, int]]) -> list[Fill]:
@@ -147,6 +227,7 @@ def cancel_view(event: Cancel, outcome: CancelOutcome | None,
 
 
 __all__ = [
-    "Book", "CancelView", "Cancelled", "Fill", "OrderView", "Placed", "cancel_view",
+    "Book", "CancelView", "Cancelled", "EventsDelta", "Fill", "OrderView", "Placed", "cancel_view",
+    "delta_of",
     "fill_views", "order_view", "taker_fills",
 ]
