@@ -138,7 +138,7 @@ def test_placed_views_match_the_replicas_own_views():
     replica = Replica("a")
     seeded(replica)
     results = []
-    for order in [("buy", "7", "10.2"), ("sell", "1", "9", "ioc"), ("buy", "20", "10.5", "fok"),
+    for order in [("buy", "9", "10.2"), ("sell", "1", "9", "ioc"), ("buy", "20", "10.5", "fok"),
                   ("buy", "1", "10.5", "post_only"), ("sell", "1", None, "market")]:
         placed = replica.place(*order, now_ms=NOW)
         view = placed.order
@@ -150,7 +150,7 @@ def test_placed_views_match_the_replicas_own_views():
     assert [len(p.fills) for p in results] == [2, 1, 0, 0, 1]
     cancelled = replica.cancel(results[0].order.dot, now_ms=NOW)
     assert cancelled.cancel == replica.cancel_view(cancelled.cancel.dot)
-    assert cancelled.cancel.status == "cancelled"
+    assert (cancelled.cancel.status, cancelled.cancel.removed) == ("cancelled", 10**8)
     assert cancelled.delta == AWORSet.from_entries(
         [("a", cancelled.cancel.dot.seq, replica.state.get("a", cancelled.cancel.dot.seq))])
 
