@@ -141,10 +141,19 @@ class Replica(Merging):
         now_ms: int = 0,
     ) -> Placed:
         """Create an order at this replica. Raises ReplicaError on a bad field."""
-        if self.id in self._cutoff:
+        me = self.id
+        if me in self._cutoff:
             self._still_here()  # raises
-        fields = _checked_order(side, qty, price, type, account)
-        order = self._new_order(fields, self._tick(now_ms))
+        side, type, price_units, units, account = _checked_order(side, qty, price, type, account)
+        # _new_order and _tick, inlined: this is the origin path of every order
+        seq = self.state.context.vv.get(me, 0) + 1
+        if seq > MAX_SEQ:
+            raise ReplicaError(f"replica {me} has used every seq")
+        try:
+            clock = self.clock.tick(now_ms)
+        except OverflowError as exc:
+            raise ReplicaError(f"cannot stamp a new event: {exc}") from None
+        order = _new(Order, (clock, me, seq, ORDER, side, type, price_units, units, account))
         self._merge_one(order)
         view, fills = self._placed_views(order)
         return Placed(EventsDelta([order]), view, fills)
