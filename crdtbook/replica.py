@@ -20,7 +20,9 @@ known:
 
 The node drives a replica with four calls and reads it with views:
 
-* ``place`` / ``cancel`` create a local event and return the delta to send;
+* ``place`` / ``cancel`` create a local event and return the delta to send
+  with its view; ``place_many`` places a batch, checked whole first (a bad
+  order refuses it before anything is placed), with one delta for it all;
 * ``merge(delta)`` joins a delta from a peer (or a decoded pull answer);
 * ``missing(context)`` answers a peer's pull with exactly what it lacks;
 * ``book``, ``fills``, ``order``, ``orders``, ``events``, ``digest``.
@@ -43,8 +45,12 @@ Rules this module keeps
   ``frontier_violations``) rather than trusted.
 * The attributes merging.py's hot path reads stay plain attributes of the
   replica (``_cutoff`` is the membership's own dict, ``_final`` is F itself).
-* Local events go through the same merge as a peer's (``_local``), so a
-  replica's own events are admitted by the same rules.
+* Local events go through the same merge as a peer's (``_merge_one``), so
+  a replica's own events are admitted by the same rules.
+* The origin path checks each field once (``_checked_order``, with place's
+  refusals and messages) and builds the event tuple from the checked fields;
+  nothing is checked again, nothing re-parsed. Its views come straight from
+  the engine's outcome; the delta is made only if asked for (``EventsDelta``).
 """
 
 from __future__ import annotations
