@@ -67,6 +67,11 @@ NEW, CANCEL = 0, 1
 BUY, SELL = 0, 1
 
 
+# what the worker times with: wall time, or with --cpu-time the process's CPU
+# time (steadier on a machine shared with other work; the same on a quiet one)
+timer = time.perf_counter
+
+
 def status(text: str) -> None:
     print(f"peers: {text}", file=sys.stderr, flush=True)
 
@@ -142,10 +147,10 @@ def me_runs(cmds: list) -> dict:
         process = engine.process
         out = []
         append = out.append
-        start = time.perf_counter()
+        start = timer()
         for sc in prebuilt:
             append(process(sc))
-        return time.perf_counter() - start, out
+        return timer() - start, out
 
     def from_strings():
         engine = MatchingEngine()
@@ -154,7 +159,7 @@ def me_runs(cmds: list) -> dict:
         ticks, lots = spec.to_ticks, spec.to_lots
         out = []
         append = out.append
-        start = time.perf_counter()
+        start = timer()
         for i, c in enumerate(texts, 1):
             if c[0] == NEW:
                 cmd = NewOrder(i, 1, sides[c[1]], ticks(Decimal(c[2])), lots(Decimal(c[3])),
@@ -162,7 +167,7 @@ def me_runs(cmds: list) -> dict:
             else:
                 cmd = CancelOrder(c[1], 1)
             append(process(SequencedCommand(i, 0, cmd)))
-        return time.perf_counter() - start, out
+        return timer() - start, out
 
     return {"matching_engine": engine_only, "matching_engine_from_strings": from_strings}
 
@@ -190,7 +195,7 @@ def crdtbook_runs(cmds: list) -> tuple[dict, object]:
         dots = [None] * (n + 1)
         out = []
         append = out.append
-        start = time.perf_counter()
+        start = timer()
         for i, c in enumerate(texts, 1):
             if c[0] == NEW:
                 placed = place(c[1], c[2], c[3], "limit", "", NOW_MS)
@@ -198,7 +203,7 @@ def crdtbook_runs(cmds: list) -> tuple[dict, object]:
                 append(placed)
             else:
                 append(cancel(dots[c[1]], NOW_MS))
-        took = time.perf_counter() - start
+        took = timer() - start
         return took, (replica, out)
 
     # The peer receives what the origin made, as decoded wire items.
@@ -216,7 +221,7 @@ def crdtbook_runs(cmds: list) -> tuple[dict, object]:
         names = names_table() if names_table is not None else None
         merge_event = getattr(replica, "merge_event", None)
         merge = replica.merge
-        start = time.perf_counter()
+        start = timer()
         for item in items:
             event = fast(item, names) if fast is not None else None
             if event is None:
@@ -225,7 +230,7 @@ def crdtbook_runs(cmds: list) -> tuple[dict, object]:
                 merge_event(event)
             else:
                 merge(from_entries([(event.replica, event.seq, event)]))
-        took = time.perf_counter() - start
+        took = timer() - start
         return took, (replica, None)
 
     return {"origin": origin, "peer": peer}, origin_digest
@@ -239,6 +244,8 @@ def crdtbook_trades(replica, out) -> list:
 
 
 def worker(spec: dict) -> dict:
+    global timer
+    timer = time.process_time if spec["cpu_time"] else time.perf_counter
     sys.path.insert(0, spec["root"])
     cmds = json.loads(Path(spec["workload"]).read_text())
     gcpolicy = importlib.util.spec_from_file_location("gcpolicy", spec["gcpolicy"])
@@ -320,9 +327,10 @@ def bench_venv(python: str) -> str:
 
 
 def run_worker(python: str, label: str, root: Path, paths: list[str], workload_file: str,
-               repeat: int) -> dict:
+               args: argparse.Namespace) -> dict:
     spec = {"label": label, "root": str(root), "paths": paths, "workload": workload_file,
-            "repeat": repeat, "gcpolicy": str(ROOT / "node" / "gcpolicy.py")}
+            "repeat": args.repeat, "cpu_time": args.cpu_time,
+            "gcpolicy": str(ROOT / "node" / "gcpolicy.py")}
     done = subprocess.run([python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
                           stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
@@ -352,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"(default {DEFAULT_BASELINE}, before issue 12)")
     parser.add_argument("--python", help="a Python >= 3.12 for matching-engine "
                         "(default: PATH, then ~/.pyenv/versions)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with the process's CPU time instead of the wall clock "
+                        "(steadier while other work shares the machine)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -362,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     status(f"generating {args.commands:,} commands (seed {args.seed}) ...")
     cmds = workload(args.commands, args.seed)
     report: dict = {"commands": len(cmds), "seed": args.seed, "repeat": args.repeat,
+                    "timer": "cpu" if args.cpu_time else "wall",
                     "cancels": sum(1 for c in cmds if c[0] == CANCEL), "runs": {}}
     with tempfile.TemporaryDirectory(prefix="crdtbook-peers-") as tmp:
         workload_file = os.path.join(tmp, "workload.json")
@@ -375,16 +387,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             same = bench_venv(python312)
             report["runs"]["same"] = run_worker(same, "matching-engine + crdtbook", ROOT,
-                                                ["me", "crdtbook"], workload_file, args.repeat)
+                                                ["me", "crdtbook"], workload_file, args)
         if python312 is None or version_of(same) != version_of(sys.executable):
             report["runs"]["project"] = run_worker(sys.executable, "crdtbook (project venv)",
-                                                   ROOT, ["crdtbook"], workload_file,
-                                                   args.repeat)
+                                                   ROOT, ["crdtbook"], workload_file, args)
         if args.baseline:
             old = baseline_tree(args.baseline, tmp)
             report["runs"]["baseline"] = run_worker(
-                same, f"crdtbook at {args.baseline}", old, ["crdtbook"], workload_file,
-                args.repeat)
+                same, f"crdtbook at {args.baseline}", old, ["crdtbook"], workload_file, args)
             report["baseline"] = args.baseline
     return finish(report, args.json)
 
@@ -425,7 +435,8 @@ def finish(report: dict, as_json: bool) -> int:
     if report.get("matching_engine") == "skipped":
         print("matching-engine: skipped (no Python >= 3.12)")
     for label, run in report["runs"].items():
-        print(f"\n[{label}] Python {run['python']}, commands/s (best of {report['repeat']})")
+        print(f"\n[{label}] Python {run['python']}, commands/s (best of {report['repeat']}, "
+              f"{report['timer']} time)")
         for key, eps in run["eps"].items():
             name, mode = key.split("/")
             ratio = ratios.get(key) if label == "same" else \
