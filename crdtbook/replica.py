@@ -162,7 +162,7 @@ class Replica(Merging):
         order = _new(Order, (clock, me, seq, ORDER, side, type, price_units, units, account))
         self._merge_one(order)
         view, fills = self._placed_views(order)
-        return Placed(EventsDelta([order]), view, fills)
+        return Placed(order, view, fills)
 
     def place_many(self, orders: Iterable[tuple], now_ms: int = 0) -> list[Placed]:
         """Place a batch of orders, each ``(side, qty, price, type, account)``.
@@ -247,7 +247,7 @@ class Replica(Merging):
         seqs = self.engine.by_dot.get(self.id)
         outcome = seqs.get(seq) if seqs is not None else None
         view = _cancel_view(cancel, outcome, _new(Dot, (self.id, seq)))
-        return Cancelled(EventsDelta([cancel]), view)
+        return Cancelled(cancel, view)
 
     def _still_here(self) -> None:
         if self.id in self._cutoff:

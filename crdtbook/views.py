@@ -99,6 +99,10 @@ class _Result:
     """A local event's result: its delta (made on first use: a node that stores
     and seals the new events itself never asks for it) and its view(s).
 
+    ``_delta`` holds the delta, or what makes it: the one new event, or an
+    ``EventsDelta`` a batch shares. Held bare, the event costs no object of
+    its own, which the garbage collector would have to visit.
+
     Reads as the NamedTuple it was: attributes, unpacking, ==."""
 
     __slots__ = ("_delta",)
@@ -109,6 +113,8 @@ class _Result:
         delta = self._delta
         if type(delta) is EventsDelta:
             return delta.get()
+        if type(delta) is not AWORSet:  # the one new event: its delta, made now and kept
+            delta = self._delta = delta_of([delta])
         return delta
 
     def __iter__(self):
@@ -133,7 +139,7 @@ class Placed(_Result):
     __slots__ = ("order", "fills")
     _fields = ("delta", "order", "fills")
 
-    def __init__(self, delta: AWORSet | EventsDelta, order: OrderView,
+    def __init__(self, delta: AWORSet | EventsDelta | Order, order: OrderView,
                  fills: list[Fill]) -> None:
         self._delta = delta
         self.order = order
@@ -144,7 +150,7 @@ class Cancelled(_Result):
     __slots__ = ("cancel",)
     _fields = ("delta", "cancel")
 
-    def __init__(self, delta: AWORSet | EventsDelta, cancel: CancelView) -> None:
+    def __init__(self, delta: AWORSet | EventsDelta | Cancel, cancel: CancelView) -> None:
         self._delta = delta
         self.cancel = cancel
 
