@@ -20,7 +20,9 @@ known:
 
 The node drives a replica with four calls and reads it with views:
 
-* ``place`` / ``cancel`` create a local event and return the delta to send;
+* ``place`` / ``cancel`` create a local event and return the delta to send
+  with its view; ``place_many`` places a batch, checked whole first (a bad
+  order refuses it before anything is placed), with one delta for it all;
 * ``merge(delta)`` joins a delta from a peer (or a decoded pull answer);
 * ``missing(context)`` answers a peer's pull with exactly what it lacks;
 * ``book``, ``fills``, ``order``, ``orders``, ``events``, ``digest``.
@@ -43,8 +45,12 @@ Rules this module keeps
   ``frontier_violations``) rather than trusted.
 * The attributes merging.py's hot path reads stay plain attributes of the
   replica (``_cutoff`` is the membership's own dict, ``_final`` is F itself).
-* Local events go through the same merge as a peer's (``_local``), so a
-  replica's own events are admitted by the same rules.
+* Local events go through the same merge as a peer's (``_merge_one``), so
+  a replica's own events are admitted by the same rules.
+* The origin path checks each field once (``_checked_order``, with place's
+  refusals and messages) and builds the event tuple from the checked fields;
+  nothing is checked again, nothing re-parsed. Its views come straight from
+  the engine's outcome; the delta is made only if asked for (``EventsDelta``).
 """
 
 from __future__ import annotations
@@ -58,10 +64,10 @@ import cbor2
 from . import compaction
 from .amount import format_amount, parse_amount
 from .aworset import AWORSet
-from .clock import HybridClock
+from .clock import MAX_CLOCK, HybridClock
 from .codec import event_to_wire
 from .context import CausalContext
-from .dot import Dot, check_replica, parse_dot
+from .dot import MAX_SEQ, Dot, check_replica, parse_dot
 from .engine import Engine
 from .events import (
     CANCEL,
@@ -75,9 +81,8 @@ from .events import (
     Cancel,
     Member,
     Order,
-    make_cancel,
+    check_account,
     make_member,
-    make_order,
 )
 from .membership import Membership
 from .merging import Merging, ReplicaError
@@ -86,11 +91,13 @@ from .views import (
     Book,
     Cancelled,
     CancelView,
+    EventsDelta,
     Fill,
     OrderView,
     Placed,
     fill_views,
     order_view,
+    taker_fills,
 )
 from .views import cancel_view as _cancel_view
 
@@ -140,41 +147,89 @@ class Replica(Merging):
         now_ms: int = 0,
     ) -> Placed:
         """Create an order at this replica. Raises ReplicaError on a bad field."""
-        self._still_here()
-        if side not in SIDES:
-            raise ReplicaError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
-        if type not in TYPES:
-            raise ReplicaError(f"type must be one of {', '.join(TYPES)}, got {type!r}")
+        me = self.id
+        if me in self._cutoff:
+            self._still_here()  # raises
+        side, type, price_units, units, account = _checked_order(side, qty, price, type, account)
+        # _new_order and _tick, inlined: this is the origin path of every order
+        seq = self.state.context.vv.get(me, 0) + 1
+        if seq > MAX_SEQ:
+            raise ReplicaError(f"replica {me} has used every seq")
         try:
-            units = parse_amount(qty, "quantity")
-            if type == MARKET:
-                if price is not None:
-                    raise ReplicaError("a market order takes no price")
-                price_units = 0
-            elif price is None:
-                raise ReplicaError(f"a {type} order needs a price")
-            else:
-                price_units = parse_amount(price, "price")
-            seq = self._next_seq()
-            order = make_order(self.clock.peek(now_ms), self.id, seq, side, type,
-                               price_units, units, account)
-        except ReplicaError:
-            raise
-        except ValueError as exc:
-            raise ReplicaError(str(exc)) from None
-        order = order._replace(clock=self._tick(now_ms))
-        fills_before = len(self.engine.fills)
-        delta = self._local(order)
-        fills = [f for f in fill_views(self.engine.fills[fills_before:])
-                 if f.taker == order.dot]
-        return Placed(delta, self.order(order.dot), fills)
+            clock = self.clock.tick(now_ms)
+        except OverflowError as exc:
+            raise ReplicaError(f"cannot stamp a new event: {exc}") from None
+        order = _new(Order, (clock, me, seq, ORDER, side, type, price_units, units, account))
+        self._merge_one(order)
+        view, fills = self._placed_views(order)
+        return Placed(order, view, fills)
+
+    def place_many(self, orders: Iterable[tuple], now_ms: int = 0) -> list[Placed]:
+        """Place a batch of orders, each ``(side, qty, price, type, account)``.
+
+        Every order is checked before any is placed: a bad one raises
+        ``BatchOrderError`` (a ReplicaError saying which, with ``index``) and
+        nothing changes; so does a clock that cannot stamp them all. The
+        orders are then placed in the given order, exactly as by ``place`` one
+        after another (each view and its fills as of its own placing), and
+        every returned ``Placed`` carries the same delta: the whole batch, one
+        message to send (not one per order).
+        """
+        self._still_here()
+        checked = []
+        for index, order in enumerate(orders):
+            try:
+                side, qty, price, kind, account = order
+                checked.append(_checked_order(side, qty, price, kind, account))
+            except ReplicaError as exc:
+                raise BatchOrderError(index, str(exc)) from None
+            except (TypeError, ValueError):
+                raise BatchOrderError(index, "an order is (side, qty, price, type, account), "
+                                      f"got {_shown_order(order)}") from None
+        if not checked:
+            return []
+        clock = self.clock
+        if clock.peek(now_ms) + len(checked) - 1 > MAX_CLOCK:  # ticks cannot fail below
+            raise ReplicaError(f"cannot stamp {len(checked)} new events: the hybrid clock "
+                               "would pass the 63-bit range")
+        made, views = [], []
+        for fields in checked:
+            order = self._new_order(fields, clock.tick(now_ms))
+            self._merge_one(order)
+            made.append(order)
+            views.append(self._placed_views(order))
+        delta = EventsDelta(made)
+        return [Placed(delta, view, fills) for view, fills in views]
+
+    def _new_order(self, fields: tuple[str, str, int, int, str], clock: int) -> Order:
+        """The order event from checked fields: nothing left to check but its seq."""
+        side, type, price, qty, account = fields
+        seq = self.state.context.vv.get(self.id, 0) + 1
+        if seq > MAX_SEQ:
+            raise ReplicaError(f"replica {self.id} has used every seq")
+        return _new(Order, (clock, self.id, seq, ORDER, side, type, price, qty, account))
+
+    def _placed_views(self, order: Order) -> tuple[OrderView, list[Fill]]:
+        """The new order's view and its fills, straight from its engine outcome."""
+        dot = _new(Dot, (order.replica, order.seq))
+        engine = self.engine
+        seqs = engine.by_dot.get(order.replica)
+        outcome = seqs.get(order.seq) if seqs is not None else None
+        fills = []
+        if outcome is not None and outcome.filled:
+            fills = taker_fills(engine.fills, outcome.fills_start - engine.fills_base, outcome,
+                                dot)
+        return order_view(order, outcome, dot), fills
 
     def cancel(self, order_id: Dot | str, now_ms: int = 0) -> Cancelled:
         """Cancel an order this replica placed. Raises ReplicaError otherwise."""
         self._still_here()
         try:
-            target = parse_dot(order_id) if isinstance(order_id, str) else Dot(*order_id)
-        except ValueError as exc:
+            if type(order_id) is Dot:
+                target = order_id
+            else:
+                target = parse_dot(order_id) if isinstance(order_id, str) else Dot(*order_id)
+        except (TypeError, ValueError) as exc:
             raise ReplicaError(str(exc)) from None
         event = self.state.get(target.replica, target.seq)
         if event is None and self.state.context.has(target.replica, target.seq):
@@ -184,10 +239,15 @@ class Replica(Merging):
         if target.replica != self.id:
             raise ReplicaError(f"order {target} was placed at replica {target.replica}, "
                                f"not here ({self.id}); cancel it there")
-        cancel = make_cancel(self._tick(now_ms), self.id, self._next_seq(),
-                             target.replica, target.seq)
-        delta = self._local(cancel)
-        return Cancelled(delta, self.cancel_view(cancel.dot))
+        clock = self._tick(now_ms)
+        seq = self.state.context.vv.get(self.id, 0) + 1
+        # The target is a held order of this replica: its replica and seq are valid.
+        cancel = _new(Cancel, (clock, self.id, seq, CANCEL, event.replica, event.seq))
+        self._merge_one(cancel)
+        seqs = self.engine.by_dot.get(self.id)
+        outcome = seqs.get(seq) if seqs is not None else None
+        view = _cancel_view(cancel, outcome, _new(Dot, (self.id, seq)))
+        return Cancelled(cancel, view)
 
     def _still_here(self) -> None:
         if self.id in self._cutoff:
@@ -506,9 +566,68 @@ class Replica(Merging):
 _DIGEST_MODULUS = 2**256
 
 
+class BatchOrderError(ReplicaError):
+    """An order of a ``place_many`` batch is refused (so the whole batch is):
+    ``index`` says which, the message why (the same as ``place``'s)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+_new = tuple.__new__  # events and dots built from checked fields, no NamedTuple __new__
+_SIDES = {side: side for side in SIDES}  # also interns: events share the module's strings
+_TYPES = {kind: kind for kind in TYPES}
+
+
+def _interned(table: dict, value: object) -> str | None:
+    try:
+        return table.get(value)
+    except TypeError:  # unhashable: not a side or type anyway
+        return None
+
+
+def _checked_order(side: object, qty: object, price: object, type: object,
+                   account: object) -> tuple[str, str, int, int, str]:
+    """An order's fields checked once, in place's order of refusals:
+    (side, type, price units, quantity units, account), or ReplicaError."""
+    try:
+        checked_side = _SIDES.get(side)
+        checked_type = _TYPES.get(type)
+    except TypeError:  # unhashable: neither a side nor a type
+        checked_side = _interned(_SIDES, side)
+        checked_type = _interned(_TYPES, type)
+    if checked_side is None:
+        raise ReplicaError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+    if checked_type is None:
+        raise ReplicaError(f"type must be one of {', '.join(TYPES)}, got {type!r}")
+    try:
+        units = parse_amount(qty, "quantity")
+        if checked_type == MARKET:
+            if price is not None:
+                raise ReplicaError("a market order takes no price")
+            price_units = 0
+        elif price is None:
+            raise ReplicaError(f"a {checked_type} order needs a price")
+        else:
+            price_units = parse_amount(price, "price")
+        if account != "":  # the common case needs no check
+            check_account(account)
+    except ReplicaError:
+        raise
+    except ValueError as exc:
+        raise ReplicaError(str(exc)) from None
+    return checked_side, checked_type, price_units, units, account
+
+
+def _shown_order(order: object) -> str:
+    text = repr(order)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 __all__ = [
-    "Book", "CancelView", "Cancelled", "Fill", "OrderView", "Placed", "Replica", "ReplicaError",
-    "Snapshot", "format_amount",
+    "BatchOrderError", "Book", "CancelView", "Cancelled", "Fill", "OrderView", "Placed",
+    "Replica", "ReplicaError", "Snapshot", "format_amount",
 ]
 
 
