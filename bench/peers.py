@@ -21,7 +21,8 @@ cancels do nothing, in all three engines). It runs through
                    ``Replica.cancel(dot)``, keeping every Placed/Cancelled
   peer             crdtbook's peer path: each event as a peer's decoded wire
                    item (the CBOR-decoded list), validated into an event
-                   (codec._fast_event, one name table for the run) and merged
+                   (codec.events_from_wire, one item at a time, one name table
+                   for the run; codec._fast_event before issue 12) and merged
                    (``merge_event`` if the replica has it, else a one-event delta)
 
 in the same interpreter (the 3.12 venv holds crdtbook's core deps too), each
@@ -230,6 +231,11 @@ def crdtbook_runs(cmds: list) -> tuple[dict, object]:
     origin_digest = source.digest()
     del source
     fast = getattr(codec, "_fast_event", None)
+    if hasattr(codec, "events_from_wire"):  # since issue 12: the one loop every message takes
+        bulk = codec.events_from_wire
+
+        def fast(item, names):
+            return bulk((item,), "event", names)[0]
     names_table = getattr(codec, "_Names", None)
     careful = codec.event_from_wire
     from_entries = AWORSet.from_entries
