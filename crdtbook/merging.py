@@ -208,6 +208,40 @@ class Merging:
             self._admit(ready)
         return 1
 
+    def _merge_own(self, event: Order | Cancel) -> None:
+        """Merge an order or cancel this replica has just made (``place``, ``cancel``).
+
+        Its seq is the next of this replica's own and its clock the hybrid
+        clock's latest tick, past every clock held here: the general checks
+        cannot fail (nothing to admit but it, no chain to break, nothing
+        sorts after it), so it goes straight to the store and the engine.
+        If this replica's own chain was ever marked invalid, or a gap of its
+        own is somehow open, the general path decides.
+        """
+        me, seq = event[1], event[2]
+        state = self.state
+        engine = self.engine
+        if me in engine.invalid or me in state.context.cloud or me in self._cutoff:
+            self._merge_one(event)
+            return
+        try:
+            state.store[me][seq] = event
+        except KeyError:
+            state.store[me] = {seq: event}
+        state.context.vv[me] = seq
+        self._unhashed.append(event)
+        if self._fresh is not None:
+            self._fresh.append(event)
+        self._events_total += 1
+        self._chain_clock[me] = event[0]
+        if event[0] <= self._final:  # as in _merge_one: counted, never trusted away
+            self.frontier_violations += 1
+        log = engine.log
+        if log and event < log[-1]:  # cannot happen (see above); kept exact all the same
+            engine.update([event])
+        else:
+            engine.apply(event)
+
     def _check_chain(self, replica: str, old: int, new: int, ready: list) -> None:
         """Admit seqs old+1..new of ``replica``: check its clock chain and cutoff."""
         seqs = self.state.store.get(replica, {})

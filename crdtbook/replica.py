@@ -45,8 +45,10 @@ Rules this module keeps
   ``frontier_violations``) rather than trusted.
 * The attributes merging.py's hot path reads stay plain attributes of the
   replica (``_cutoff`` is the membership's own dict, ``_final`` is F itself).
-* Local events go through the same merge as a peer's (``_merge_one``), so
-  a replica's own events are admitted by the same rules.
+* Local events are admitted by the same rules as a peer's: ``_merge_own``
+  takes the fast way only where those rules cannot refuse (the next own seq,
+  a fresh tick past every clock held) and hands anything else to
+  ``_merge_one``.
 * The origin path checks each field once (``_checked_order``, with place's
   refusals and messages) and builds the event tuple from the checked fields;
   nothing is checked again, nothing re-parsed. Its views come straight from
@@ -160,7 +162,7 @@ class Replica(Merging):
         except OverflowError as exc:
             raise ReplicaError(f"cannot stamp a new event: {exc}") from None
         order = _new(Order, (clock, me, seq, ORDER, side, type, price_units, units, account))
-        self._merge_one(order)
+        self._merge_own(order)
         view, fills = self._placed_views(order)
         return Placed(order, view, fills)
 
@@ -195,7 +197,7 @@ class Replica(Merging):
         made, views = [], []
         for fields in checked:
             order = self._new_order(fields, clock.tick(now_ms))
-            self._merge_one(order)
+            self._merge_own(order)
             made.append(order)
             views.append(self._placed_views(order))
         delta = EventsDelta(made)
@@ -243,7 +245,7 @@ class Replica(Merging):
         seq = self.state.context.vv.get(self.id, 0) + 1
         # The target is a held order of this replica: its replica and seq are valid.
         cancel = _new(Cancel, (clock, self.id, seq, CANCEL, event.replica, event.seq))
-        self._merge_one(cancel)
+        self._merge_own(cancel)
         seqs = self.engine.by_dot.get(self.id)
         outcome = seqs.get(seq) if seqs is not None else None
         view = _cancel_view(cancel, outcome, _new(Dot, (self.id, seq)))
