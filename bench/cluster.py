@@ -46,7 +46,18 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    runs a durable cluster of that revision's code (exported with ``git
    archive`` into a temporary folder), phase 1 only, first: the throughput
    without signatures, in the same run, and the ratio signed / unsigned.
-   ``--baseline none`` skips it.
+   ``--baseline none`` skips it. A revision that knows client accounts
+   (e.g. 2073425, before issue 12) runs authenticated like this checkout's.
+
+7. Replays: around phase 1 the bench reads each node's engine counters
+   (``crdtbook_rewinds``, ``crdtbook_replayed_events`` in GET /metrics) and
+   prints, per node and in all, the orders it accepted, the events that
+   arrived from peers (events held minus its own orders), the rewinds, and
+   the replay ratio: events undone and re-applied per arriving event
+   (0 if every remote event sorts after everything applied).
+
+``--throughput-only`` runs phase 1 alone on the durable cluster (quick
+iterations).
 
 Figures, not assertions. Nodes run with the same settings as `crdtbook node`.
 """
@@ -119,6 +130,42 @@ class NodeTokens(httpx.Auth):
 
 def client(**settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(auth=NodeTokens(), **settings)
+
+
+COUNTERS = {"crdtbook_orders_accepted_total": "orders", "crdtbook_events_total": "events",
+            "crdtbook_rewinds_total": "rewinds", "crdtbook_replayed_events_total": "replayed"}
+
+
+async def counters(urls) -> list[dict[str, int]]:
+    """Per node, the engine and order counters of its GET /metrics."""
+    out = []
+    async with client(timeout=30) as http:
+        for url in urls:
+            values = dict.fromkeys(COUNTERS.values(), 0)
+            for line in (await http.get(f"{url}/metrics")).text.splitlines():
+                name, _, value = line.partition(" ")
+                if name in COUNTERS:
+                    values[COUNTERS[name]] = int(float(value))
+            out.append(values)
+    return out
+
+
+def replays(before: list[dict], after: list[dict]) -> dict:
+    """Per node and in all: orders accepted, events arrived from peers, rewinds,
+    replayed events, and replayed per arrived event, between two ``counters``."""
+    figures: dict = {}
+    total = dict.fromkeys(("orders", "arrived", "rewinds", "replayed"), 0)
+    for i, (b, a) in enumerate(zip(before, after, strict=True)):
+        d = {k: a[k] - b[k] for k in a}
+        node = {"orders": d["orders"], "arrived": d["events"] - d["orders"],
+                "rewinds": d["rewinds"], "replayed": d["replayed"]}
+        for k, v in node.items():
+            total[k] += v
+        figures[f"node{i}"] = dict(node, ratio=round(node["replayed"] / max(node["arrived"], 1),
+                                                     3))
+    figures["replay_ratio"] = round(total["replayed"] / max(total["arrived"], 1), 3)
+    figures["rewinds"] = total["rewinds"]
+    return figures
 
 
 async def throughput(urls, duration, batch, workers, rng) -> tuple[int, float]:
@@ -288,13 +335,15 @@ def start_cluster(args, data_root: str | None, code: str | None = None,
     in ``code`` if given (a baseline revision), else this checkout's; clients
     authenticate unless ``auth`` is off (or the cluster is ephemeral)."""
     auth = auth and data_root is not None
+    # a baseline from before client accounts knows no tokens nor their options
+    modern = code is None or os.path.exists(os.path.join(code, "node/store/accounts.py"))
     procs: list = []
     urls: list[str] = []
     token = jointoken.new()  # the founder makes it the cluster's, the others join with it
     try:
         for i in range(3):
             extra = ["--pull-interval", str(args.pull_interval)]
-            if code is None:  # a baseline from before join tokens knows no such option
+            if modern:  # a baseline from before join tokens knows no such option
                 extra += ["--join-token", token]
                 extra += NO_LIMIT if auth else ["--insecure-no-auth"]
             extra += (["--ephemeral"] if data_root is None
@@ -302,7 +351,7 @@ def start_cluster(args, data_root: str | None, code: str | None = None,
             proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)
             procs.append(proc)
             urls.append(url)
-            if auth and code is None:
+            if auth and modern:
                 TOKENS[url] = accounts.read(os.path.join(data_root, f"node{i}"))
         print(f"nodes ({'ephemeral' if data_root is None else 'data under ' + data_root}): "
               f"{' '.join(urls)}", file=sys.stderr)
@@ -314,10 +363,17 @@ def start_cluster(args, data_root: str | None, code: str | None = None,
 
 
 async def run_throughput(args, urls, rng) -> dict:
+    before = await counters(urls)
     accepted, elapsed = await throughput(urls, args.duration, args.batch, args.workers, rng)
     converge_s = await wait_converged(urls)
+    replayed = replays(before, await counters(urls))
+    nodes = {f"node{i}_orders_per_s": round(replayed[f"node{i}"]["orders"] / elapsed)
+             for i in range(len(urls))}
+    per_node = {f"node{i}_replays": " ".join(f"{k}={v:,}" for k, v in
+                                             replayed.pop(f"node{i}").items())
+                for i in range(len(urls))}
     return {"orders_accepted": accepted, "orders_per_s": round(accepted / elapsed),
-            "converged_after_load_s": round(converge_s, 3)}
+            "converged_after_load_s": round(converge_s, 3), **nodes, **replayed, **per_node}
 
 
 async def run(args, urls, rng) -> dict:
@@ -397,7 +453,8 @@ def baseline(args) -> dict:
         shutil.rmtree(code, ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
     return {"baseline_revision": args.baseline,
-            "baseline_durable_orders_per_s": figures["orders_per_s"]}
+            "baseline_durable_orders_per_s": figures["orders_per_s"],
+            "baseline_replay_ratio": figures["replay_ratio"]}
 
 
 def main(argv=None) -> int:
@@ -422,6 +479,8 @@ def main(argv=None) -> int:
                              f"{UNSIGNED}, before signed feeds); 'none' to skip")
     parser.add_argument("--no-auth-compare", action="store_true",
                         help="skip the durable --insecure-no-auth cluster (phase 1)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="phase 1 only, on the durable cluster (and the baseline's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result: dict = {"nodes": 3, "duration_s": args.duration, "batch": args.batch,
@@ -449,7 +508,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         root = args.data_dir or tempfile.mkdtemp(prefix="crdtbook-bench-")
         try:
-            dur = measure(args, root, full=True)
+            dur = measure(args, root, full=not args.throughput_only)
         finally:
             if not args.data_dir:
                 shutil.rmtree(root, ignore_errors=True)
@@ -460,6 +519,7 @@ def main(argv=None) -> int:
             result["durable_orders_per_s"] = dur.pop("orders_per_s")
             result["durable_to_ephemeral"] = round(
                 result["durable_orders_per_s"] / result["ephemeral_orders_per_s"], 3)
+            result.update(dur)
         if "no_auth_durable_orders_per_s" in result:
             result["auth_to_no_auth"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])
@@ -468,7 +528,6 @@ def main(argv=None) -> int:
             result["durable_signed_to_baseline"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])
                 / result["baseline_durable_orders_per_s"], 3)
-            result.update(dur)
     print_figures(result, args.json)
     return 0
 
