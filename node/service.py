@@ -217,6 +217,8 @@ class Node:
         self.journal.index = self.door.index
         self.journal.sealer = self._seal
         self.journal.sealed = self._push_sealed
+        self.journal.before = self.merge_arrivals
+        self._arrivals: list[_Arrival] = []  # pushes waiting for the next flush to merge
         self._unsealed: list = []  # own events journaled, to seal at the next commit
         self._own_claim: Claim | None = None  # the last own claim sent, and when it was made
         self._claimed_at = 0.0
@@ -407,6 +409,9 @@ class Node:
         except DoorError:
             self.refused_messages += 1
             raise
+        return self._admitted(admission)
+
+    def _admitted(self, admission) -> int:
         if admission.skipped:
             logs.debug("peer.blocks_skipped", **{k.replace(" ", "_"): v
                                                  for k, v in sorted(admission.skipped.items())})
@@ -417,6 +422,54 @@ class Node:
         else:
             self.notify_changed()  # claims alone can move the final frontier
         return admission.added
+
+    async def arrive(self, message) -> int:
+        """A peer's pushed blocks message (decoded), let in with every other push
+        that arrived before the journal's next flush, in one merge (see
+        ``merge_arrivals``); returns the events new in that merge. Raises like
+        ``accept`` (nothing of this message changed) if it fails verification.
+        Durable once ``journal.sync()`` returns after it."""
+        if not self.journal.running:  # no writer to flush: nothing to wait for
+            return self.accept(message.blocks, message.claims, message.proofs, message.forks)
+        arrival = _Arrival(message)
+        self._arrivals.append(arrival)
+        self.journal.wake()
+        await arrival.done.wait()
+        if arrival.error is not None:
+            raise arrival.error
+        return arrival.added
+
+    def merge_arrivals(self) -> None:
+        """The journal's ``before`` hook: merge every push that arrived since the
+        last flush at once. One engine update takes them all: orders placed here
+        after the oldest arriving event are undone and replayed once per commit,
+        not once per peer's push. If the messages together fail verification
+        (nothing changed), each is let in on its own, so only a bad one fails."""
+        arrivals, self._arrivals = self._arrivals, []
+        if len(arrivals) > 1:
+            messages = [a.message for a in arrivals]
+            try:
+                admission = self.door.admit(
+                    [b for m in messages for b in m.blocks],
+                    [c for m in messages for c in m.claims], clock_limit=self._clock_limit(),
+                    proofs=[p for m in messages for p in m.proofs],
+                    forks=[f for m in messages for f in m.forks], may_found=False)
+            except ValueError:  # DoorError, ReplicaError: each on its own below
+                pass
+            else:
+                added = self._admitted(admission)
+                for arrival in arrivals:
+                    arrival.added = added
+                    arrival.done.set()
+                return
+        for arrival in arrivals:
+            message = arrival.message
+            try:
+                arrival.added = self.accept(message.blocks, message.claims, message.proofs,
+                                            message.forks)
+            except Exception as exc:  # the push's handler answers for it (or fails)
+                arrival.error = exc
+            arrival.done.set()
 
     async def take(self, payload: bytes, may_found: bool = False) -> tuple[int, list[str]]:
         """A peer's answer (a blocks message): let in; returns the new events and the
@@ -642,6 +695,9 @@ class Node:
         """Place validated orders (sealed and pushed with the next commit). Returns the
         Placed list."""
         self.ready_to_trade()
+        # blocks already here go in first: orders stamped after them would be undone
+        # and replayed when they merge (their events sort before these orders)
+        self.merge_arrivals()
         placed = []
         try:
             for order in orders:
@@ -832,6 +888,18 @@ class Node:
         """For each origin replica, the highest seq held with no gap before it."""
         cc = self.replica.state.context
         return {replica: cc.contiguous(replica) for replica in cc.replicas()}
+
+
+class _Arrival:
+    """A pushed message waiting to be merged, and what came of it."""
+
+    __slots__ = ("message", "done", "added", "error")
+
+    def __init__(self, message) -> None:
+        self.message = message
+        self.done = trio.Event()
+        self.added = 0
+        self.error: Exception | None = None
 
 
 LARGE_MESSAGE = 64 * 1024

@@ -16,6 +16,12 @@ is committed. It is the gate in front of every promise:
   event this node could lose in a crash, so a restart never mints a second,
   different event under a seq a peer already has).
 
+Peers' pushed blocks are merged by ``before``, at the start of each flush:
+all that arrived since the last one in one merge, so the engine undoes the
+orders placed here meanwhile once per commit rather than once per push (a
+push is answered only once its events are durable, after that same commit,
+so waiting for the flush costs its answer nothing).
+
 The node's own new events are *sealed* into one signed block per commit
 (``sealer``, see crdtbook/door.py), written in the same transaction as the
 events, and handed to ``sealed`` once durable: that is what gets pushed, so
@@ -68,6 +74,10 @@ class Journal:
         self.index = None  # the door's StoreIndex: its new blocks go with every commit
         # told each commit's duration in seconds, thread hop included (node/metrics.py)
         self.timed: Callable[[float], None] = _ignore
+        # called at the start of every flush, before the batch is taken: the node
+        # merges the peers' blocks that arrived since the last one (see Node.arrive)
+        self.before: Callable[[], None] = _nothing
+        self.running = False  # the writer task runs (else nobody flushes: see wake)
 
     # -- appending (never waits) ---------------------------------------------
     def _touch(self) -> None:
@@ -94,6 +104,11 @@ class Journal:
         self._batch.meta.update(values)
         self._touch()
 
+    def wake(self) -> None:
+        """Have the writer flush soon although nothing was appended (``before`` has
+        work for it)."""
+        self._wake.set()
+
     @property
     def pending(self) -> bool:
         return self._durable < self._appended
@@ -115,6 +130,13 @@ class Journal:
         A commit under way is finished even when the task is cancelled (the
         worker thread is not abandoned), so a graceful stop never cuts one.
         """
+        self.running = True
+        try:
+            await self._write_forever()
+        finally:
+            self.running = False
+
+    async def _write_forever(self) -> None:
         while True:
             await self._wake.wait()
             if self._last_batch > 1:
@@ -131,6 +153,7 @@ class Journal:
             await self._flush()
 
     async def _flush(self) -> None:
+        self.before()  # what it appends goes into this batch (or fails with it)
         self._wake = trio.Event()
         if self.failed:
             return
@@ -184,4 +207,8 @@ class Journal:
 
 
 def _ignore(_) -> None:
+    pass
+
+
+def _nothing() -> None:
     pass
