@@ -247,7 +247,10 @@ class Node:
         # if its store lost acknowledged events (a lost WAL, a stale backup), a
         # peer holding them shows it, before a new event reuses one of their seqs.
         self.caught_up = fresh  # a new replica has nothing a store could have lost
-        self._snapshot_at: float | None = None  # when the last snapshot was written
+        # when the last snapshot was written; None: one is due at the first compaction.
+        # A store that replayed nothing at start (new, or stopped with a snapshot)
+        # is where a snapshot would put it: the first can wait an interval.
+        self._snapshot_at: float | None = None if replayed else monotonic()
         self.registry = Registry(config.registry_ttl_s)
         self.peers: dict[str, Peer] = {}
         # URLs of peers whose replica left, was evicted or convicted: not taken back
