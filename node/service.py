@@ -713,6 +713,7 @@ class Node:
 
     def cancel(self, dot):
         self.ready_to_trade()
+        self.merge_arrivals()  # as place_many: what already arrived sorts first
         result = self.replica.cancel(dot, now_ms=self.clock_ms())
         self._journal_fresh()
         self.metrics.cancelled()
