@@ -303,7 +303,11 @@ async def ack_latency(urls, rate, duration, rng) -> tuple[list[float], int, int]
     async def one(http: httpx.AsyncClient, url: str, body: dict) -> None:
         nonlocal errors
         sent_at = trio.current_time()
-        response = await http.post(f"{url}/orders", json=body)
+        try:
+            response = await http.post(f"{url}/orders", json=body)
+        except httpx.TransportError:  # a connection reset under overload: counted, not fatal
+            errors += 1
+            return
         if response.status_code == 201:
             latencies.append(trio.current_time() - sent_at)
         else:

@@ -457,8 +457,8 @@ class Node:
                     [c for m in messages for c in m.claims], clock_limit=self._clock_limit(),
                     proofs=[p for m in messages for p in m.proofs],
                     forks=[f for m in messages for f in m.forks], may_found=False)
-            except ValueError:  # DoorError, ReplicaError: each on its own below
-                pass
+            except Exception:  # DoorError, ReplicaError (or a bug): each on its own below,
+                pass  # so every push gets its own answer and none waits for ever
             else:
                 added = self._admitted(admission)
                 for arrival in arrivals:
