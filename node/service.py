@@ -483,6 +483,7 @@ class Node:
         its history itself.
         """
         message = await decoded(payload)
+        self.merge_arrivals()  # pushes that came first go in first (no gap before these)
         added = self.accept(message.blocks, message.claims, message.proofs, message.forks,
                             may_found)
         convicted = self.door.proofs
