@@ -218,7 +218,7 @@ class Node:
         self.journal.sealer = self._seal
         self.journal.sealed = self._push_sealed
         self.journal.before = self.merge_arrivals
-        self._arrivals: list[_Arrival] = []  # pushes waiting for the next flush to merge
+        self._arrivals: list[_Arrival] = []  # pushes waiting to be merged (arrive)
         self._unsealed: list = []  # own events journaled, to seal at the next commit
         self._own_claim: Claim | None = None  # the last own claim sent, and when it was made
         self._claimed_at = 0.0
@@ -427,27 +427,31 @@ class Node:
         return admission.added
 
     async def arrive(self, message) -> int:
-        """A peer's pushed blocks message (decoded), let in with every other push
-        that arrived before the journal's next flush, in one merge (see
+        """A peer's pushed blocks message (decoded), let in together with the other
+        pushes that reached the node by the time it runs again (see
         ``merge_arrivals``); returns the events new in that merge. Raises like
         ``accept`` (nothing of this message changed) if it fails verification.
-        Durable once ``journal.sync()`` returns after it."""
-        if not self.journal.running:  # no writer to flush: nothing to wait for
-            return self.accept(message.blocks, message.claims, message.proofs, message.forks)
+        Durable once ``journal.sync()`` returns after it.
+
+        The merge runs here, in the push's own task, so it overlaps a commit
+        under way rather than delaying the next one; one checkpoint first lets
+        pushes that are ready at the same moment join it."""
         arrival = _Arrival(message)
         self._arrivals.append(arrival)
-        self.journal.wake()
-        await arrival.done.wait()
+        await trio.sleep(0)
+        if not arrival.done.is_set():
+            self.merge_arrivals()
         if arrival.error is not None:
             raise arrival.error
         return arrival.added
 
     def merge_arrivals(self) -> None:
-        """The journal's ``before`` hook: merge every push that arrived since the
-        last flush at once. One engine update takes them all: orders placed here
-        after the oldest arriving event are undone and replayed once per commit,
-        not once per peer's push. If the messages together fail verification
-        (nothing changed), each is let in on its own, so only a bad one fails."""
+        """Merge every push waiting at once (called by ``arrive``, before local
+        events are made, before a pull's answer is taken, and by the journal
+        before each flush). One engine update takes them all: orders placed here
+        after the oldest arriving event are undone and replayed once, not once
+        per peer's push. If the messages together fail verification (nothing
+        changed), each is let in on its own, so only a bad one fails."""
         arrivals, self._arrivals = self._arrivals, []
         if len(arrivals) > 1:
             messages = [a.message for a in arrivals]

@@ -1,4 +1,4 @@
-"""Pushed blocks merge per commit tick (Node.arrive, Node.merge_arrivals).
+"""Pushed blocks that arrive together merge at once (Node.arrive, Node.merge_arrivals).
 
 Nodes here are in-process and unserved: the test hands one node's sealed
 blocks to another the way a push would, so it decides what arrives when.
@@ -84,7 +84,7 @@ async def test_pushes_of_one_tick_rewind_once():
         async def push(blocks) -> None:
             got.append(await a.arrive(message(blocks)))
 
-        async with trio.open_nursery() as pushes:  # both arrive before the next flush
+        async with trio.open_nursery() as pushes:  # both arrive at the same moment
             pushes.start_soon(push, from_b)
             pushes.start_soon(push, from_c)
         assert a.replica.events_total() == held + 10

@@ -16,11 +16,8 @@ is committed. It is the gate in front of every promise:
   event this node could lose in a crash, so a restart never mints a second,
   different event under a seq a peer already has).
 
-Peers' pushed blocks are merged by ``before``, at the start of each flush:
-all that arrived since the last one in one merge, so the engine undoes the
-orders placed here meanwhile once per commit rather than once per push (a
-push is answered only once its events are durable, after that same commit,
-so waiting for the flush costs its answer nothing).
+``before`` runs at the start of each flush: the node merges there any
+pushed blocks still waiting (see Node.arrive), so they go into this batch.
 
 The node's own new events are *sealed* into one signed block per commit
 (``sealer``, see crdtbook/door.py), written in the same transaction as the
@@ -75,9 +72,8 @@ class Journal:
         # told each commit's duration in seconds, thread hop included (node/metrics.py)
         self.timed: Callable[[float], None] = _ignore
         # called at the start of every flush, before the batch is taken: the node
-        # merges the peers' blocks that arrived since the last one (see Node.arrive)
+        # merges the peers' blocks still waiting (see Node.arrive)
         self.before: Callable[[], None] = _nothing
-        self.running = False  # the writer task runs (else nobody flushes: see wake)
 
     # -- appending (never waits) ---------------------------------------------
     def _touch(self) -> None:
@@ -104,11 +100,6 @@ class Journal:
         self._batch.meta.update(values)
         self._touch()
 
-    def wake(self) -> None:
-        """Have the writer flush soon although nothing was appended (``before`` has
-        work for it)."""
-        self._wake.set()
-
     @property
     def pending(self) -> bool:
         return self._durable < self._appended
@@ -130,13 +121,6 @@ class Journal:
         A commit under way is finished even when the task is cancelled (the
         worker thread is not abandoned), so a graceful stop never cuts one.
         """
-        self.running = True
-        try:
-            await self._write_forever()
-        finally:
-            self.running = False
-
-    async def _write_forever(self) -> None:
         while True:
             await self._wake.wait()
             if self._last_batch > 1:
