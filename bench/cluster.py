@@ -1,9 +1,10 @@
 """Benchmark of a 3-node loopback cluster: throughput, ack and convergence latency, wire bytes.
 
-Usage: python bench/cluster.py [--ephemeral | --data-dir [ROOT]] [--duration S]
+Usage: python bench/cluster.py [--ephemeral | --data-dir [ROOT]] [--duration S] [--repeat N]
                                [--ack-rate R] [--ack-duration S] [--rate R]
                                [--latency-duration S] [--batch N] [--workers W]
-                               [--seed S] [--json]
+                               [--seed S] [--throughput-only] [--baseline REV]
+                               [--no-auth-compare] [--json]
 
 By default two fresh clusters run one after the other: first 3 ``--ephemeral``
 nodes (a throwaway store without fsync, the in-memory figure), phase 1 only;
@@ -46,7 +47,20 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    runs a durable cluster of that revision's code (exported with ``git
    archive`` into a temporary folder), phase 1 only, first: the throughput
    without signatures, in the same run, and the ratio signed / unsigned.
-   ``--baseline none`` skips it.
+   ``--baseline none`` skips it. A revision that knows client accounts
+   (e.g. 2073425, before issue 12) runs authenticated like this checkout's.
+
+7. Replays: around phase 1 the bench reads each node's engine counters
+   (``crdtbook_rewinds``, ``crdtbook_replayed_events`` in GET /metrics) and
+   prints, per node and in all, the orders it accepted, the events that
+   arrived from peers (events held minus its own orders), the rewinds, and
+   the replay ratio: events undone and re-applied per arriving event
+   (0 if every remote event sorts after everything applied). Also the
+   nodes' CPU time (from /proc, all three) per 1,000 orders accepted, and the
+   client's wait for each batch's answer (p50, p99).
+
+``--throughput-only`` runs phase 1 alone (quick iterations); ``--repeat N``
+runs phase 1 N times on each cluster (baseline's too) and keeps the best.
 
 Figures, not assertions. Nodes run with the same settings as `crdtbook node`.
 """
@@ -121,8 +135,46 @@ def client(**settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(auth=NodeTokens(), **settings)
 
 
-async def throughput(urls, duration, batch, workers, rng) -> tuple[int, float]:
+COUNTERS = {"crdtbook_orders_accepted_total": "orders", "crdtbook_events_total": "events",
+            "crdtbook_rewinds_total": "rewinds", "crdtbook_replayed_events_total": "replayed"}
+
+
+async def counters(urls) -> list[dict[str, int]]:
+    """Per node, the engine and order counters of its GET /metrics."""
+    out = []
+    async with client(timeout=30) as http:
+        for url in urls:
+            values = dict.fromkeys(COUNTERS.values(), 0)
+            for line in (await http.get(f"{url}/metrics")).text.splitlines():
+                name, _, value = line.partition(" ")
+                if name in COUNTERS:
+                    values[COUNTERS[name]] = int(float(value))
+            out.append(values)
+    return out
+
+
+def replays(before: list[dict], after: list[dict]) -> dict:
+    """Per node and in all: orders accepted, events arrived from peers, rewinds,
+    replayed events, and replayed per arrived event, between two ``counters``."""
+    figures: dict = {}
+    total = dict.fromkeys(("orders", "arrived", "rewinds", "replayed"), 0)
+    for i, (b, a) in enumerate(zip(before, after, strict=True)):
+        d = {k: a[k] - b[k] for k in a}
+        node = {"orders": d["orders"], "arrived": d["events"] - d["orders"],
+                "rewinds": d["rewinds"], "replayed": d["replayed"]}
+        for k, v in node.items():
+            total[k] += v
+        figures[f"node{i}"] = dict(node, ratio=round(node["replayed"] / max(node["arrived"], 1),
+                                                     3))
+    figures["replay_ratio"] = round(total["replayed"] / max(total["arrived"], 1), 3)
+    figures["rewinds"] = total["rewinds"]
+    return figures
+
+
+async def throughput(urls, duration, batch, workers, rng,
+                     waits: list[float] | None = None) -> tuple[int, float]:
     orders = order_stream(rng)
+    waits = [] if waits is None else waits  # seconds from each request to its answer
     accepted = 0
     errors = 0
     start = trio.current_time()
@@ -135,7 +187,9 @@ async def throughput(urls, duration, batch, workers, rng) -> tuple[int, float]:
             url = urls[n % len(urls)]
             n += 1
             body = [next(orders) for _ in range(batch)]
+            sent = trio.current_time()
             response = await http.post(f"{url}/orders", json=body)
+            waits.append(trio.current_time() - sent)
             if response.status_code == 201:
                 accepted += batch
             else:
@@ -249,7 +303,11 @@ async def ack_latency(urls, rate, duration, rng) -> tuple[list[float], int, int]
     async def one(http: httpx.AsyncClient, url: str, body: dict) -> None:
         nonlocal errors
         sent_at = trio.current_time()
-        response = await http.post(f"{url}/orders", json=body)
+        try:
+            response = await http.post(f"{url}/orders", json=body)
+        except httpx.TransportError:  # a connection reset under overload: counted, not fatal
+            errors += 1
+            return
         if response.status_code == 201:
             latencies.append(trio.current_time() - sent_at)
         else:
@@ -288,13 +346,15 @@ def start_cluster(args, data_root: str | None, code: str | None = None,
     in ``code`` if given (a baseline revision), else this checkout's; clients
     authenticate unless ``auth`` is off (or the cluster is ephemeral)."""
     auth = auth and data_root is not None
+    # a baseline from before client accounts knows no tokens nor their options
+    modern = code is None or os.path.exists(os.path.join(code, "node/store/accounts.py"))
     procs: list = []
     urls: list[str] = []
     token = jointoken.new()  # the founder makes it the cluster's, the others join with it
     try:
         for i in range(3):
             extra = ["--pull-interval", str(args.pull_interval)]
-            if code is None:  # a baseline from before join tokens knows no such option
+            if modern:  # a baseline from before join tokens knows no such option
                 extra += ["--join-token", token]
                 extra += NO_LIMIT if auth else ["--insecure-no-auth"]
             extra += (["--ephemeral"] if data_root is None
@@ -302,7 +362,7 @@ def start_cluster(args, data_root: str | None, code: str | None = None,
             proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)
             procs.append(proc)
             urls.append(url)
-            if auth and code is None:
+            if auth and modern:
                 TOKENS[url] = accounts.read(os.path.join(data_root, f"node{i}"))
         print(f"nodes ({'ephemeral' if data_root is None else 'data under ' + data_root}): "
               f"{' '.join(urls)}", file=sys.stderr)
@@ -313,16 +373,53 @@ def start_cluster(args, data_root: str | None, code: str | None = None,
     return procs, urls
 
 
-async def run_throughput(args, urls, rng) -> dict:
-    accepted, elapsed = await throughput(urls, args.duration, args.batch, args.workers, rng)
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (0 where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_throughput(args, urls, rng, pids=()) -> dict:
+    """Phase 1, ``--repeat`` times on the same cluster: the best run's figures
+    (by orders/s), with every run's orders/s and replay ratio."""
+    runs = [await throughput_once(args, urls, rng, pids) for _ in range(args.repeat)]
+    best = max(runs, key=lambda run: run["orders_per_s"])
+    if len(runs) > 1:
+        best["runs_orders_per_s"] = " ".join(f"{run['orders_per_s']:,}" for run in runs)
+        best["runs_replay_ratio"] = " ".join(str(run["replay_ratio"]) for run in runs)
+    return best
+
+
+async def throughput_once(args, urls, rng, pids=()) -> dict:
+    before = await counters(urls)
+    cpu = [cpu_seconds(pid) for pid in pids]
+    waits: list[float] = []
+    accepted, elapsed = await throughput(urls, args.duration, args.batch, args.workers, rng,
+                                         waits)
+    cpu = sum(cpu_seconds(pid) - c for pid, c in zip(pids, cpu, strict=True))
     converge_s = await wait_converged(urls)
+    replayed = replays(before, await counters(urls))
+    nodes = {f"node{i}_orders_per_s": round(replayed[f"node{i}"]["orders"] / elapsed)
+             for i in range(len(urls))}
+    per_node = {f"node{i}_replays": " ".join(f"{k}={v:,}" for k, v in
+                                             replayed.pop(f"node{i}").items())
+                for i in range(len(urls))}
     return {"orders_accepted": accepted, "orders_per_s": round(accepted / elapsed),
-            "converged_after_load_s": round(converge_s, 3)}
+            "converged_after_load_s": round(converge_s, 3),
+            "request_p50_ms": round(percentile(waits, 0.5) * 1000, 1) if waits else None,
+            "request_p99_ms": round(percentile(waits, 0.99) * 1000, 1) if waits else None,
+            # the nodes' CPU (all three, threads included) per 1,000 orders accepted
+            "node_cpu_ms_per_1k_orders": round(cpu * 1e6 / max(accepted, 1), 1),
+            **nodes, **replayed, **per_node}
 
 
-async def run(args, urls, rng) -> dict:
+async def run(args, urls, rng, pids=()) -> dict:
     before = await gossip_totals(urls)
-    result = await run_throughput(args, urls, rng)
+    result = await run_throughput(args, urls, rng, pids)
     acks, ack_errors, late = await ack_latency(urls, args.ack_rate, args.ack_duration, rng)
     await wait_converged(urls)
     mid = await gossip_totals(urls)
@@ -372,9 +469,10 @@ def measure(args, data_root: str | None, full: bool, code: str | None = None,
     rng = random.Random(args.seed)
     procs, urls = start_cluster(args, data_root, code, auth)
     try:
+        pids = [proc.pid for proc in procs]
         if full:
-            return trio.run(run, args, urls, rng)
-        return trio.run(run_throughput, args, urls, rng)
+            return trio.run(run, args, urls, rng, pids)
+        return trio.run(run_throughput, args, urls, rng, pids)
     finally:
         stop(procs)
 
@@ -397,7 +495,10 @@ def baseline(args) -> dict:
         shutil.rmtree(code, ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
     return {"baseline_revision": args.baseline,
-            "baseline_durable_orders_per_s": figures["orders_per_s"]}
+            "baseline_durable_orders_per_s": figures["orders_per_s"],
+            "baseline_replay_ratio": figures["replay_ratio"],
+            "baseline_request_p50_ms": figures["request_p50_ms"],
+            "baseline_node_cpu_ms_per_1k_orders": figures["node_cpu_ms_per_1k_orders"]}
 
 
 def main(argv=None) -> int:
@@ -422,6 +523,11 @@ def main(argv=None) -> int:
                              f"{UNSIGNED}, before signed feeds); 'none' to skip")
     parser.add_argument("--no-auth-compare", action="store_true",
                         help="skip the durable --insecure-no-auth cluster (phase 1)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run phase 1 N times per cluster and keep the best (a shared "
+                             "machine is noisy)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="phase 1 only (the baseline is phase 1 only anyway)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result: dict = {"nodes": 3, "duration_s": args.duration, "batch": args.batch,
@@ -430,7 +536,7 @@ def main(argv=None) -> int:
         result.update(baseline(args))
     if args.data_dir is None:
         print("== ephemeral cluster (--ephemeral: no fsync)", file=sys.stderr)
-        eph = measure(args, None, full=args.ephemeral)
+        eph = measure(args, None, full=args.ephemeral and not args.throughput_only)
         if args.ephemeral:
             result.update({"mode": "ephemeral", **eph})
         else:
@@ -449,7 +555,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         root = args.data_dir or tempfile.mkdtemp(prefix="crdtbook-bench-")
         try:
-            dur = measure(args, root, full=True)
+            dur = measure(args, root, full=not args.throughput_only)
         finally:
             if not args.data_dir:
                 shutil.rmtree(root, ignore_errors=True)
@@ -460,6 +566,7 @@ def main(argv=None) -> int:
             result["durable_orders_per_s"] = dur.pop("orders_per_s")
             result["durable_to_ephemeral"] = round(
                 result["durable_orders_per_s"] / result["ephemeral_orders_per_s"], 3)
+            result.update(dur)
         if "no_auth_durable_orders_per_s" in result:
             result["auth_to_no_auth"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])
@@ -468,7 +575,6 @@ def main(argv=None) -> int:
             result["durable_signed_to_baseline"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])
                 / result["baseline_durable_orders_per_s"], 3)
-            result.update(dur)
     print_figures(result, args.json)
     return 0
 

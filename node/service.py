@@ -217,6 +217,8 @@ class Node:
         self.journal.index = self.door.index
         self.journal.sealer = self._seal
         self.journal.sealed = self._push_sealed
+        self.journal.before = self.merge_arrivals
+        self._arrivals: list[_Arrival] = []  # pushes waiting to be merged (arrive)
         self._unsealed: list = []  # own events journaled, to seal at the next commit
         self._own_claim: Claim | None = None  # the last own claim sent, and when it was made
         self._claimed_at = 0.0
@@ -245,7 +247,10 @@ class Node:
         # if its store lost acknowledged events (a lost WAL, a stale backup), a
         # peer holding them shows it, before a new event reuses one of their seqs.
         self.caught_up = fresh  # a new replica has nothing a store could have lost
-        self._snapshot_at: float | None = None  # when the last snapshot was written
+        # when the last snapshot was written; None: one is due at the first compaction.
+        # A store that replayed nothing at start (new, or stopped with a snapshot)
+        # is where a snapshot would put it: the first can wait an interval.
+        self._snapshot_at: float | None = None if replayed else monotonic()
         self.registry = Registry(config.registry_ttl_s)
         self.peers: dict[str, Peer] = {}
         # URLs of peers whose replica left, was evicted or convicted: not taken back
@@ -407,6 +412,9 @@ class Node:
         except DoorError:
             self.refused_messages += 1
             raise
+        return self._admitted(admission)
+
+    def _admitted(self, admission) -> int:
         if admission.skipped:
             logs.debug("peer.blocks_skipped", **{k.replace(" ", "_"): v
                                                  for k, v in sorted(admission.skipped.items())})
@@ -418,6 +426,58 @@ class Node:
             self.notify_changed()  # claims alone can move the final frontier
         return admission.added
 
+    async def arrive(self, message) -> int:
+        """A peer's pushed blocks message (decoded), let in together with the other
+        pushes that reached the node by the time it runs again (see
+        ``merge_arrivals``); returns the events new in that merge. Raises like
+        ``accept`` (nothing of this message changed) if it fails verification.
+        Durable once ``journal.sync()`` returns after it.
+
+        The merge runs here, in the push's own task, so it overlaps a commit
+        under way rather than delaying the next one; one checkpoint first lets
+        pushes that are ready at the same moment join it."""
+        arrival = _Arrival(message)
+        self._arrivals.append(arrival)
+        await trio.sleep(0)
+        if not arrival.done.is_set():
+            self.merge_arrivals()
+        if arrival.error is not None:
+            raise arrival.error
+        return arrival.added
+
+    def merge_arrivals(self) -> None:
+        """Merge every push waiting at once (called by ``arrive``, before local
+        events are made, before a pull's answer is taken, and by the journal
+        before each flush). One engine update takes them all: orders placed here
+        after the oldest arriving event are undone and replayed once, not once
+        per peer's push. If the messages together fail verification (nothing
+        changed), each is let in on its own, so only a bad one fails."""
+        arrivals, self._arrivals = self._arrivals, []
+        if len(arrivals) > 1:
+            messages = [a.message for a in arrivals]
+            try:
+                admission = self.door.admit(
+                    [b for m in messages for b in m.blocks],
+                    [c for m in messages for c in m.claims], clock_limit=self._clock_limit(),
+                    proofs=[p for m in messages for p in m.proofs],
+                    forks=[f for m in messages for f in m.forks], may_found=False)
+            except Exception:  # DoorError, ReplicaError (or a bug): each on its own below,
+                pass  # so every push gets its own answer and none waits for ever
+            else:
+                added = self._admitted(admission)
+                for arrival in arrivals:
+                    arrival.added = added
+                    arrival.done.set()
+                return
+        for arrival in arrivals:
+            message = arrival.message
+            try:
+                arrival.added = self.accept(message.blocks, message.claims, message.proofs,
+                                            message.forks)
+            except Exception as exc:  # the push's handler answers for it (or fails)
+                arrival.error = exc
+            arrival.done.set()
+
     async def take(self, payload: bytes, may_found: bool = False) -> tuple[int, list[str]]:
         """A peer's answer (a blocks message): let in; returns the new events and the
         origins the peer suspects of a fork (to send skip lists for, next pull).
@@ -427,6 +487,7 @@ class Node:
         its history itself.
         """
         message = await decoded(payload)
+        self.merge_arrivals()  # pushes that came first go in first (no gap before these)
         added = self.accept(message.blocks, message.claims, message.proofs, message.forks,
                             may_found)
         convicted = self.door.proofs
@@ -642,6 +703,9 @@ class Node:
         """Place validated orders (sealed and pushed with the next commit). Returns the
         Placed list."""
         self.ready_to_trade()
+        # blocks already here go in first: orders stamped after them would be undone
+        # and replayed when they merge (their events sort before these orders)
+        self.merge_arrivals()
         placed = []
         try:
             for order in orders:
@@ -654,6 +718,7 @@ class Node:
 
     def cancel(self, dot):
         self.ready_to_trade()
+        self.merge_arrivals()  # as place_many: what already arrived sorts first
         result = self.replica.cancel(dot, now_ms=self.clock_ms())
         self._journal_fresh()
         self.metrics.cancelled()
@@ -832,6 +897,18 @@ class Node:
         """For each origin replica, the highest seq held with no gap before it."""
         cc = self.replica.state.context
         return {replica: cc.contiguous(replica) for replica in cc.replicas()}
+
+
+class _Arrival:
+    """A pushed message waiting to be merged, and what came of it."""
+
+    __slots__ = ("message", "done", "added", "error")
+
+    def __init__(self, message) -> None:
+        self.message = message
+        self.done = trio.Event()
+        self.added = 0
+        self.error: Exception | None = None
 
 
 LARGE_MESSAGE = 64 * 1024

@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-``/peer/push`` takes a delta; ``/peer/pull`` takes a causal context and
+``/peer/push`` takes a delta (merged together with the other pushes ready
+at the same moment, see Node.arrive); ``/peer/pull`` takes a causal context and
 answers with the delta the caller lacks (a page of at most ``PAGE`` events;
 events compacted from memory are read back from the store, so a peer always
 gets events, never a snapshot); ``/peer/join`` admits a new replica whose
@@ -76,8 +77,7 @@ class PeerAPI:
         self._peer_check(request)
         try:
             message = await decoded(request.body)
-            added = self.node.accept(message.blocks, message.claims, message.proofs,
-                                     message.forks)
+            added = await self.node.arrive(message)  # merged with others ready with it
         except (CodecError, DoorError, ReplicaError) as exc:
             logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-replica", "?"),
                          detail=str(exc)[:300])

@@ -16,6 +16,9 @@ is committed. It is the gate in front of every promise:
   event this node could lose in a crash, so a restart never mints a second,
   different event under a seq a peer already has).
 
+``before`` runs at the start of each flush: the node merges there any
+pushed blocks still waiting (see Node.arrive), so they go into this batch.
+
 The node's own new events are *sealed* into one signed block per commit
 (``sealer``, see crdtbook/door.py), written in the same transaction as the
 events, and handed to ``sealed`` once durable: that is what gets pushed, so
@@ -68,6 +71,9 @@ class Journal:
         self.index = None  # the door's StoreIndex: its new blocks go with every commit
         # told each commit's duration in seconds, thread hop included (node/metrics.py)
         self.timed: Callable[[float], None] = _ignore
+        # called at the start of every flush, before the batch is taken: the node
+        # merges the peers' blocks still waiting (see Node.arrive)
+        self.before: Callable[[], None] = _nothing
 
     # -- appending (never waits) ---------------------------------------------
     def _touch(self) -> None:
@@ -131,6 +137,7 @@ class Journal:
             await self._flush()
 
     async def _flush(self) -> None:
+        self.before()  # what it appends goes into this batch (or fails with it)
         self._wake = trio.Event()
         if self.failed:
             return
@@ -184,4 +191,8 @@ class Journal:
 
 
 def _ignore(_) -> None:
+    pass
+
+
+def _nothing() -> None:
     pass
