@@ -22,8 +22,9 @@ sends --requests sequential POST /orders (default 5,000) of one seeded limit
 order each, after a warm-up of a tenth of that, and checks every answer is a
 201. Each server gets --rounds rounds (default 3), interleaved so that all see
 the same load from the rest of the machine; the best round counts. Prints
-requests/s for each and ``ephemeral_to_bare`` (the target: >= 0.9), ``--json``
-for a JSON object. A status line on stderr says what runs.
+requests/s for each, ``ephemeral_to_bare`` (the target: >= 0.9), each server's
+CPU per request (from /proc: less noisy than rates on a shared machine) and the
+client's, ``--json`` for a JSON object. A status line on stderr says what runs.
 """
 
 from __future__ import annotations
@@ -240,6 +241,17 @@ class Server:
         self.name, self.proc, self.url, self.token = name, proc, url, token
         self.best: float = 0.0
         self.client_cpu_us: float = 0.0
+        self.cpu_us: float = 0.0  # the server's CPU per request in its best round
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process used so far; 0 where /proc is not there."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def export(rev: str) -> str:
@@ -298,12 +310,15 @@ def main(argv=None) -> int:
             for server in servers:
                 status_line(f"round {rnd + 1}/{args.rounds}: {server.name} ({server.url}), "
                             f"{args.requests} single orders on one keep-alive connection")
+                cpu = cpu_seconds(server.proc.pid)
                 got = run_client(server.url, server.token, args.requests,
                                  args.seed + rnd)
+                cpu = cpu_seconds(server.proc.pid) - cpu  # the warm-up's included
                 rate = args.requests / got["seconds"]
                 if rate > server.best:
                     server.best = rate
                     server.client_cpu_us = got["client_cpu_s"] / args.requests * 1e6
+                    server.cpu_us = cpu / (args.requests * 1.1) * 1e6
     finally:
         stop(procs)
         shutil.rmtree(root, ignore_errors=True)
@@ -315,6 +330,8 @@ def main(argv=None) -> int:
     bare = servers[0].best
     for server in servers[1:]:
         result[f"{server.name}_to_bare"] = round(server.best / bare, 3)
+    for server in servers:
+        result[f"{server.name}_cpu_us_per_request"] = round(server.cpu_us)
     result["client_cpu_us_per_request"] = round(servers[0].client_cpu_us, 1)
     if args.baseline:
         result["baseline_revision"] = args.baseline
