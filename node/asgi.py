@@ -42,6 +42,8 @@ from hypercorn.protocol import ws_stream
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 
+from . import httpserve
+
 JSON = b"application/json"
 MAX_DETAIL = 400  # characters of an error's detail, at most
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers
@@ -172,9 +174,16 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
         # ends such a connection after the answer. Saying so keeps a keep-alive
         # client from sending its next request into a closing connection.
         headers.append((b"connection", b"close"))
+    # HTTP/1 writes nothing else on this connection meanwhile: its head can wait
+    # for its body (httpserve.Guarded), one write to the client instead of two
+    guard = httpserve.current() if scope.get("http_version") in ("1.1", "1.0") else None
+    if guard is not None:
+        guard.hold_next()
     await send({"type": "http.response.start", "status": response.status,
                 "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
+    if guard is not None:
+        await guard.flush()  # (nothing left to send, unless hypercorn wrote no body)
 
 
 class _BodyRead:

@@ -16,6 +16,9 @@ headers within ``HEADER_TIMEOUT_S``, a body within its deadline, idle
 keep-alive connections closed).
 
 Every connection's stream is wrapped (``Guarded``) before hypercorn gets it.
+hypercorn writes an HTTP/1 answer's head and body with two sends: asgi.py
+asks the guard (``hold_next``) to keep the head until the body comes, so the
+client gets one segment and wakes once.
 hypercorn writes to a socket inside a shielded scope, so a client that never
 reads would hold its connection, and the task writing to it, for ever (a
 graceful stop included): a ``Guarded`` send that makes no progress for
@@ -84,6 +87,8 @@ class Guarded:
         self._scope = scope  # the connection's: hypercorn's tasks for it run inside
         self._idle: float | None = None
         self._reading: trio.CancelScope | None = None  # the read under way, if any
+        self._hold = False  # the next write waits for the one after it
+        self._held = b""
 
     def _gone(self, grace: float) -> None:
         """The peer reset (grace 0) or closed its side: end the connection's tasks by
@@ -118,7 +123,24 @@ class Guarded:
             self._gone(GONE_GRACE_S)
         return data
 
+    def hold_next(self) -> None:
+        """Keep the next write until the one after it (an answer's head until its body):
+        one segment and one wakeup of the client instead of two. The caller makes
+        sure a write follows, or calls ``flush``."""
+        self._hold = True
+
+    async def flush(self) -> None:
+        """Send what ``hold_next`` kept, if a write it waited for never came."""
+        self._hold = False
+        if self._held:
+            await self.send_all(b"")
+
     async def send_all(self, data) -> None:
+        if self._hold:
+            self._hold, self._held = False, bytes(data)
+            return
+        if self._held:
+            data, self._held = self._held + bytes(data), b""
         view = memoryview(data)
         for start in range(0, max(1, len(view)), SEND_CHUNK):
             with trio.move_on_after(SEND_STALL_S) as stalled:
