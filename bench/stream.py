@@ -1,6 +1,6 @@
 """Benchmark of the WebSocket streams: trade latency across nodes, single orders/s.
 
-Usage: python bench/stream.py [--rate R] [--duration S] [--entry-duration S]
+Usage: python bench/stream.py [--rate R] [--duration S] [--entry-duration S] [--entry-only]
                               [--window N] [--pull-interval S] [--json]
 
 Starts 3 durable nodes (fsync on, clients authenticated, rate limits too
@@ -24,15 +24,19 @@ keep nothing and never fsync, without authentication), then:
    request at a time, as a client without batches sends them), then over one
    WebSocket connection, pipelined (up to --window commands in flight,
    default 1,000; answers in order). Prints both rates in orders/s and their
-   ratio (WebSocket / HTTP).
+   ratio (WebSocket / HTTP). ``--entry-only`` runs only this part;
+   ``--baseline REV`` runs it again on a cluster of that revision's code
+   (``git archive REV`` in a temp folder), in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,10 +48,20 @@ from trio_websocket import open_websocket_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster import TOKENS, order_stream, percentile, start_cluster, status_line  # noqa: E402
+from cluster import (  # noqa: E402
+    NO_LIMIT,
+    ROOT,
+    TOKENS,
+    discovered,
+    order_stream,
+    percentile,
+    start_cluster,
+    status_line,
+)
 from figures import print_figures  # noqa: E402
 
-from node.cli.devnet import stop  # noqa: E402
+from node.cli.devnet import start_node, stop  # noqa: E402
+from node.store import accounts, jointoken  # noqa: E402
 
 
 def ws_url(url: str) -> str:
@@ -224,6 +238,55 @@ async def entry(url: str, duration: float, window: int, seed: int) -> dict:
             "ws_to_http": round(ws_rate / http_rate, 2)}
 
 
+def baseline_cluster(args, data_root: str | None, code: str) -> tuple[list, list[str]]:
+    """3 nodes of the code in ``code`` (a revision that knows today's options), started
+    as ``start_cluster`` starts this checkout's."""
+    procs: list = []
+    urls: list[str] = []
+    token = jointoken.new()
+    try:
+        for i in range(3):
+            extra = ["--pull-interval", str(args.pull_interval), "--join-token", token]
+            extra += NO_LIMIT if data_root is not None else ["--insecure-no-auth"]
+            extra += (["--ephemeral"] if data_root is None
+                      else ["--data-dir", os.path.join(data_root, f"node{i}")])
+            proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)
+            procs.append(proc)
+            urls.append(url)
+            if data_root is not None:
+                TOKENS[url] = accounts.read(os.path.join(data_root, f"node{i}"))
+        trio.run(discovered, urls)
+    except BaseException:
+        stop(procs)
+        raise
+    return procs, urls
+
+
+def baseline_entry(args) -> dict:
+    """Part 2 on a cluster of ``args.baseline``'s code (exported, then removed)."""
+    print(f"== baseline: revision {args.baseline}", file=sys.stderr)
+    code = tempfile.mkdtemp(prefix="crdtbook-baseline-")
+    root = tempfile.mkdtemp(prefix="crdtbook-bench-stream-")
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
+        procs, urls = baseline_cluster(args, None if args.ephemeral else root, code)
+        try:
+            figures = trio.run(entry, urls[0], args.entry_duration, args.window, args.seed)
+        finally:
+            stop(procs)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"baseline skipped: revision {args.baseline} could not be exported ({exc})",
+              file=sys.stderr)
+        return {}
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+    return {"baseline_revision": args.baseline,
+            **{f"baseline_{k}": v for k, v in figures.items()}}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0)
@@ -238,17 +301,26 @@ def main(argv=None) -> int:
     parser.add_argument("--via", choices=("http", "ws"), default="http",
                         help="how the latency part sends its orders to A: single HTTP "
                              "requests (default) or one pipelined WebSocket")
+    parser.add_argument("--entry-only", action="store_true",
+                        help="skip the stream latency part (1)")
+    parser.add_argument("--baseline", metavar="REV", default=None,
+                        help="also run the order entry part (2) on a cluster of this "
+                             "revision's code, e.g. 2073425 (before issue 12)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="crdtbook-bench-stream-")
     procs, urls = start_cluster(args, None if args.ephemeral else root)
+    result: dict = {}
     try:
-        result = trio.run(stream_latency, urls[0], urls[1], args.rate, args.duration,
-                          args.via)
+        if not args.entry_only:
+            result = trio.run(stream_latency, urls[0], urls[1], args.rate, args.duration,
+                              args.via)
         result.update(trio.run(entry, urls[0], args.entry_duration, args.window, args.seed))
     finally:
         stop(procs)
         shutil.rmtree(root, ignore_errors=True)
+    if args.baseline:
+        result.update(baseline_entry(args))
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print_figures(result, args.json)

@@ -1,6 +1,9 @@
 """Benchmark of HTTP order entry, one order per request, against a bare ASGI app.
 
-Usage: python bench/http.py [--requests N] [--rounds R] [--seed S]
+(Not bench/http.py: scripts here run with bench/ first on the path, where a
+file named http.py would hide the standard library's http package from all.)
+
+Usage: python bench/httpentry.py [--requests N] [--rounds R] [--seed S]
                             [--baseline REV] [--no-durable] [--json]
 
 Starts, each in its own process:
@@ -41,12 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# This file's name is the standard library's ``http``: its folder goes last on the
-# path (after the library), the repository's root first.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if p not in ("", _HERE)]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.append(_HERE)
 
 from figures import print_figures  # noqa: E402
 
