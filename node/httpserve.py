@@ -18,7 +18,8 @@ keep-alive connections closed).
 Every connection's stream is wrapped (``Guarded``) before hypercorn gets it.
 hypercorn writes an HTTP/1 answer's head and body with two sends: asgi.py
 asks the guard (``hold_next``) to keep the head until the body comes, so the
-client gets one segment and wakes once.
+client gets one segment and wakes once; the WebSocket sender does the same
+with the frames it has queued (one write for all, up to ``SEND_CHUNK``).
 hypercorn writes to a socket inside a shielded scope, so a client that never
 reads would hold its connection, and the task writing to it, for ever (a
 graceful stop included): a ``Guarded`` send that makes no progress for
@@ -124,10 +125,20 @@ class Guarded:
         return data
 
     def hold_next(self) -> None:
-        """Keep the next write until the one after it (an answer's head until its body):
-        one segment and one wakeup of the client instead of two. The caller makes
-        sure a write follows, or calls ``flush``."""
+        """Keep the next write until the one after it (an answer's head until its body;
+        a WebSocket frame while more are queued): one segment and one wakeup of
+        the client instead of several. The caller makes sure a write follows (or
+        calls ``flush``, or ``unhold`` when its write did not happen)."""
         self._hold = True
+
+    def unhold(self) -> None:
+        """The write ``hold_next`` was for did not happen: hold nothing more (what is
+        held goes with the next write)."""
+        self._hold = False
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
 
     async def flush(self) -> None:
         """Send what ``hold_next`` kept, if a write it waited for never came."""
@@ -137,7 +148,8 @@ class Guarded:
 
     async def send_all(self, data) -> None:
         if self._hold:
-            self._hold, self._held = False, bytes(data)
+            self._hold = False
+            self._held += data
             return
         if self._held:
             data, self._held = self._held + bytes(data), b""
