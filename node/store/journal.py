@@ -103,9 +103,15 @@ class Journal:
         return self._durable < self._appended
 
     # -- waiting -----------------------------------------------------------------
-    async def sync(self) -> None:
-        """Return once everything appended before this call is durable."""
-        target = self._appended
+    def mark(self) -> int:
+        """Where the appends stand now: ``sync(mark)`` waits for these and no later ones."""
+        return self._appended
+
+    async def sync(self, target: int | None = None) -> None:
+        """Return once everything appended before this call (or before ``target`` was
+        marked) is durable."""
+        if target is None:
+            target = self._appended
         while self._durable < target:
             if self.failed:
                 raise StoreFailed(self.failed)
