@@ -61,7 +61,6 @@ from cluster import (  # noqa: E402
     discovered,
     order_stream,
     percentile,
-    start_cluster,
     status_line,
 )
 from figures import print_figures  # noqa: E402
@@ -269,16 +268,19 @@ async def entry(url: str, duration: float, window: int, seed: int) -> dict:
             "ws_to_http": round(ws_rate / http_rate, 2)}
 
 
-def baseline_cluster(args, data_root: str | None, code: str) -> tuple[list, list[str]]:
-    """3 nodes of the code in ``code`` (a revision that knows today's options), started
-    as ``start_cluster`` starts this checkout's."""
+def start_nodes(args, data_root: str | None, code: str | None = None
+                ) -> tuple[list, list[str]]:
+    """3 nodes as cluster.py's ``start_cluster`` starts them, but never rate limited
+    (an ephemeral cluster included: its single account would get 429s past 1,000
+    orders/s), of the code in ``code`` if given (a revision that knows today's
+    options), else this checkout's."""
     procs: list = []
     urls: list[str] = []
     token = jointoken.new()
     try:
         for i in range(3):
             extra = ["--pull-interval", str(args.pull_interval), "--join-token", token]
-            extra += NO_LIMIT if data_root is not None else ["--insecure-no-auth"]
+            extra += NO_LIMIT + ([] if data_root is not None else ["--insecure-no-auth"])
             extra += (["--ephemeral"] if data_root is None
                       else ["--data-dir", os.path.join(data_root, f"node{i}")])
             proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)
@@ -286,6 +288,8 @@ def baseline_cluster(args, data_root: str | None, code: str) -> tuple[list, list
             urls.append(url)
             if data_root is not None:
                 TOKENS[url] = accounts.read(os.path.join(data_root, f"node{i}"))
+        print(f"nodes ({'ephemeral' if data_root is None else 'data under ' + data_root}): "
+              f"{' '.join(urls)}", file=sys.stderr)
         trio.run(discovered, urls)
     except BaseException:
         stop(procs)
@@ -302,7 +306,7 @@ def baseline_entry(args) -> dict:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline],
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
-        procs, urls = baseline_cluster(args, None if args.ephemeral else root, code)
+        procs, urls = start_nodes(args, None if args.ephemeral else root, code)
         try:
             figures = trio.run(entry, urls[0], args.entry_duration, args.window, args.seed)
         finally:
@@ -340,7 +344,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="crdtbook-bench-stream-")
-    procs, urls = start_cluster(args, None if args.ephemeral else root)
+    procs, urls = start_nodes(args, None if args.ephemeral else root)
     result: dict = {}
     try:
         if not args.entry_only:
