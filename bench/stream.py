@@ -1,6 +1,6 @@
 """Benchmark of the WebSocket streams: trade latency across nodes, single orders/s.
 
-Usage: python bench/stream.py [--rate R] [--duration S] [--entry-duration S]
+Usage: python bench/stream.py [--rate R] [--duration S] [--entry-duration S] [--entry-only]
                               [--window N] [--pull-interval S] [--json]
 
 Starts 3 durable nodes (fsync on, clients authenticated, rate limits too
@@ -23,16 +23,22 @@ keep nothing and never fsync, without authentication), then:
    (default 5): first over one keep-alive HTTP connection (httpx, one
    request at a time, as a client without batches sends them), then over one
    WebSocket connection, pipelined (up to --window commands in flight,
-   default 1,000; answers in order). Prints both rates in orders/s and their
-   ratio (WebSocket / HTTP).
+   default 1,000; answers in order; each order its own message, sent by a
+   lean wsproto client, so that the client is not the bottleneck). Prints
+   both rates in orders/s and their ratio (WebSocket / HTTP). ``--entry-only`` runs only this part;
+   ``--baseline REV`` runs it again on a cluster of that revision's code
+   (``git archive REV`` in a temp folder), in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,13 +47,26 @@ from pathlib import Path
 import httpx
 import trio
 from trio_websocket import open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnection, TextMessage
+from wsproto.events import Request as WsRequest
+from wsproto.utilities import LocalProtocolError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster import TOKENS, order_stream, percentile, start_cluster, status_line  # noqa: E402
+from cluster import (  # noqa: E402
+    NO_LIMIT,
+    ROOT,
+    TOKENS,
+    discovered,
+    order_stream,
+    percentile,
+    status_line,
+)
 from figures import print_figures  # noqa: E402
 
-from node.cli.devnet import stop  # noqa: E402
+from node.cli.devnet import start_node, stop  # noqa: E402
+from node.store import accounts, jointoken  # noqa: E402
 
 
 def ws_url(url: str) -> str:
@@ -179,35 +198,60 @@ async def http_entry(url: str, duration: float, rng: random.Random) -> int:
 
 
 async def ws_entry(url: str, duration: float, window: int, rng: random.Random) -> int:
+    """Single orders over one WebSocket, up to ``window`` unanswered: a lean client
+    (wsproto over a trio socket) that writes the frames it has ready together and
+    reads answers as they come, so that it costs far less CPU per order than the
+    node (trio-websocket costs about as much as the node per message: the client
+    would be the bottleneck). Every order is its own message, as before."""
     orders = order_stream(rng)
-    answered = 0
-    room = trio.Semaphore(window)
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    ws = WSConnection(ConnectionType.CLIENT)
     headers = [(k.lower().encode(), v.encode()) for k, v in auth_headers(url).items()]
-    async with open_websocket_url(ws_url(url), extra_headers=headers) as ws:
+    answered = sent = 0
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(ws.send(WsRequest(host=f"{host}:{port}", target="/ws",
+                                                extra_headers=headers)))
+        accepted = False
+        while not accepted:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise SystemExit("the node closed the WebSocket handshake")
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    accepted = True
+                elif isinstance(event, RejectConnection):
+                    raise SystemExit(f"WebSocket refused: {event.status_code}")
         deadline = time.monotonic() + duration
-
-        async def send() -> None:
-            ident = 0
-            while time.monotonic() < deadline:
-                await room.acquire()
-                ident += 1
-                await ws.send_message(json.dumps({"op": "order", "id": ident,
-                                                  "order": next(orders)}))
-
-        async def receive(cancel: trio.CancelScope) -> None:
-            nonlocal answered
-            while True:
-                message = json.loads(await ws.get_message())
-                assert message.get("status") == 201, message
-                answered += 1
-                room.release()
-                status_line(f"WebSocket entry: {answered} orders")
-                if time.monotonic() >= deadline:
-                    cancel.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(send)
-            nursery.start_soon(receive, nursery.cancel_scope)
+        text = ""
+        while True:
+            if time.monotonic() < deadline and sent - answered < window:
+                out = bytearray()
+                while sent - answered < window:
+                    sent += 1
+                    out += ws.send(TextMessage(json.dumps(
+                        {"op": "order", "id": sent, "order": next(orders)})))
+                await stream.send_all(out)
+            elif answered == sent:
+                break
+            data = await stream.receive_some(65536)
+            if not data:
+                raise SystemExit("the node closed the WebSocket")
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, TextMessage):
+                    text += event.data
+                    if not event.message_finished:
+                        continue
+                    message, text = json.loads(text), ""
+                    assert message.get("status") == 201, message
+                    answered += 1
+                elif isinstance(event, Ping):
+                    await stream.send_all(ws.send(event.response()))
+            status_line(f"WebSocket entry: {answered} orders")
+        with contextlib.suppress(trio.BrokenResourceError, LocalProtocolError):
+            await stream.send_all(ws.send(CloseConnection(code=1000)))
     return answered
 
 
@@ -224,6 +268,60 @@ async def entry(url: str, duration: float, window: int, seed: int) -> dict:
             "ws_to_http": round(ws_rate / http_rate, 2)}
 
 
+def start_nodes(args, data_root: str | None, code: str | None = None
+                ) -> tuple[list, list[str]]:
+    """3 nodes as cluster.py's ``start_cluster`` starts them, but never rate limited
+    (an ephemeral cluster included: its single account would get 429s past 1,000
+    orders/s), of the code in ``code`` if given (a revision that knows today's
+    options), else this checkout's."""
+    procs: list = []
+    urls: list[str] = []
+    token = jointoken.new()
+    try:
+        for i in range(3):
+            extra = ["--pull-interval", str(args.pull_interval), "--join-token", token]
+            extra += NO_LIMIT + ([] if data_root is not None else ["--insecure-no-auth"])
+            extra += (["--ephemeral"] if data_root is None
+                      else ["--data-dir", os.path.join(data_root, f"node{i}")])
+            proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)
+            procs.append(proc)
+            urls.append(url)
+            if data_root is not None:
+                TOKENS[url] = accounts.read(os.path.join(data_root, f"node{i}"))
+        print(f"nodes ({'ephemeral' if data_root is None else 'data under ' + data_root}): "
+              f"{' '.join(urls)}", file=sys.stderr)
+        trio.run(discovered, urls)
+    except BaseException:
+        stop(procs)
+        raise
+    return procs, urls
+
+
+def baseline_entry(args) -> dict:
+    """Part 2 on a cluster of ``args.baseline``'s code (exported, then removed)."""
+    print(f"== baseline: revision {args.baseline}", file=sys.stderr)
+    code = tempfile.mkdtemp(prefix="crdtbook-baseline-")
+    root = tempfile.mkdtemp(prefix="crdtbook-bench-stream-")
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
+        procs, urls = start_nodes(args, None if args.ephemeral else root, code)
+        try:
+            figures = trio.run(entry, urls[0], args.entry_duration, args.window, args.seed)
+        finally:
+            stop(procs)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"baseline skipped: revision {args.baseline} could not be exported ({exc})",
+              file=sys.stderr)
+        return {}
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+    return {"baseline_revision": args.baseline,
+            **{f"baseline_{k}": v for k, v in figures.items()}}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0)
@@ -238,17 +336,26 @@ def main(argv=None) -> int:
     parser.add_argument("--via", choices=("http", "ws"), default="http",
                         help="how the latency part sends its orders to A: single HTTP "
                              "requests (default) or one pipelined WebSocket")
+    parser.add_argument("--entry-only", action="store_true",
+                        help="skip the stream latency part (1)")
+    parser.add_argument("--baseline", metavar="REV", default=None,
+                        help="also run the order entry part (2) on a cluster of this "
+                             "revision's code, e.g. 2073425 (before issue 12)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="crdtbook-bench-stream-")
-    procs, urls = start_cluster(args, None if args.ephemeral else root)
+    procs, urls = start_nodes(args, None if args.ephemeral else root)
+    result: dict = {}
     try:
-        result = trio.run(stream_latency, urls[0], urls[1], args.rate, args.duration,
-                          args.via)
+        if not args.entry_only:
+            result = trio.run(stream_latency, urls[0], urls[1], args.rate, args.duration,
+                              args.via)
         result.update(trio.run(entry, urls[0], args.entry_duration, args.window, args.seed))
     finally:
         stop(procs)
         shutil.rmtree(root, ignore_errors=True)
+    if args.baseline:
+        result.update(baseline_entry(args))
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print_figures(result, args.json)

@@ -16,6 +16,10 @@ headers within ``HEADER_TIMEOUT_S``, a body within its deadline, idle
 keep-alive connections closed).
 
 Every connection's stream is wrapped (``Guarded``) before hypercorn gets it.
+hypercorn writes an HTTP/1 answer's head and body with two sends: asgi.py
+asks the guard (``hold_next``) to keep the head until the body comes, so the
+client gets one segment and wakes once; the WebSocket sender does the same
+with the frames it has queued (one write for all, up to ``SEND_CHUNK``).
 hypercorn writes to a socket inside a shielded scope, so a client that never
 reads would hold its connection, and the task writing to it, for ever (a
 graceful stop included): a ``Guarded`` send that makes no progress for
@@ -84,6 +88,8 @@ class Guarded:
         self._scope = scope  # the connection's: hypercorn's tasks for it run inside
         self._idle: float | None = None
         self._reading: trio.CancelScope | None = None  # the read under way, if any
+        self._hold = False  # the next write waits for the one after it
+        self._held = b""
 
     def _gone(self, grace: float) -> None:
         """The peer reset (grace 0) or closed its side: end the connection's tasks by
@@ -118,7 +124,35 @@ class Guarded:
             self._gone(GONE_GRACE_S)
         return data
 
+    def hold_next(self) -> None:
+        """Keep the next write until the one after it (an answer's head until its body;
+        a WebSocket frame while more are queued): one segment and one wakeup of
+        the client instead of several. The caller makes sure a write follows (or
+        calls ``flush``, or ``unhold`` when its write did not happen)."""
+        self._hold = True
+
+    def unhold(self) -> None:
+        """The write ``hold_next`` was for did not happen: hold nothing more (what is
+        held goes with the next write)."""
+        self._hold = False
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    async def flush(self) -> None:
+        """Send what ``hold_next`` kept, if a write it waited for never came."""
+        self._hold = False
+        if self._held:
+            await self.send_all(b"")
+
     async def send_all(self, data) -> None:
+        if self._hold:
+            self._hold = False
+            self._held += data
+            return
+        if self._held:
+            data, self._held = self._held + bytes(data), b""
         view = memoryview(data)
         for start in range(0, max(1, len(view)), SEND_CHUNK):
             with trio.move_on_after(SEND_STALL_S) as stalled:

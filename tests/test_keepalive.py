@@ -8,6 +8,10 @@ as a flaky test_generated_requests).
 
 from __future__ import annotations
 
+import json
+
+import trio
+
 from .nodes import client, start
 
 
@@ -30,3 +34,38 @@ async def test_refused_before_the_body_is_read_means_connection_close(nursery):
             await http.request("DELETE", f"{a.url}/orders/1.5", content=body,
                                headers={"authorization": "Bearer wrong"})
             assert (await http.get(f"{a.url}/status")).status_code == 200
+
+
+async def test_answers_carry_their_length_and_arrive_whole_in_order(nursery):
+    """Every answer says its Content-Length (no chunks), and a plain keep-alive
+    client reading exactly that many bytes gets each answer of a row of requests
+    whole, in order, on one connection."""
+    a = await start(nursery)
+    host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        buffer = bytearray()
+
+        async def answer() -> tuple[int, dict[bytes, bytes], bytes]:
+            while b"\r\n\r\n" not in buffer:
+                buffer.extend(await stream.receive_some(65536))
+            head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            fields = dict(line.lower().split(b": ", 1) for line in lines[1:])
+            assert b"transfer-encoding" not in fields
+            length = int(fields[b"content-length"])
+            while len(rest) < length:
+                rest += await stream.receive_some(65536)
+            buffer[:] = rest[length:]
+            return int(lines[0].split()[1]), fields, rest[:length]
+
+        token = (f"Authorization: Bearer {a.token}\r\n").encode()
+        for i in range(20):
+            body = json.dumps({"side": "buy", "qty": "1", "price": str(i + 1)}).encode()
+            await stream.send_all(b"POST /orders HTTP/1.1\r\nHost: x\r\n" + token
+                                  + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            status, _, got = await answer()
+            assert status == 201 and json.loads(got)["order"]["price"] == str(i + 1)
+            await stream.send_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, got = await answer()
+            assert status == 404 and json.loads(got)["error"] == "not_found"

@@ -518,3 +518,36 @@ async def test_orders_channel_shows_only_this_nodes_orders_of_the_account():
                 [here.json()["order"]["id"]]
         await b.stop()
         await a.stop()
+
+
+async def test_commands_pipelined_among_orders_are_answered_in_command_order():
+    """Orders are placed a batch ahead of their answers (the answerer waits for them
+    to be durable): a ping, a cancel of an order sent just before, or an auth
+    sent among them still gets its answer in command order, and sees the orders
+    before it."""
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery, rate_limit=0)
+        async with connect(a.url, token=a.token) as ws:
+            sent = []
+            for i in range(40):
+                await ws.send(op="order", id=f"o{i}", order={"side": "sell", "qty": "1",
+                                                             "price": str(100 + i)})
+                sent.append(f"o{i}")
+                if i % 10 == 9:
+                    await ws.send(op="ping", id=f"p{i}")
+                    sent.append(f"p{i}")
+            answers = [await ws.next() for _ in sent]
+            assert [x["id"] for x in answers] == sent
+            order = next(x for x in answers if x["id"] == "o39")["result"]["order"]["id"]
+            await ws.send(op="order", id="last", order={"side": "sell", "qty": "1",
+                                                        "price": "1000"})
+            await ws.send(op="cancel", id="c", order=order)
+            await ws.send(op="auth", id="t", token=a.token)
+            await ws.send(op="order", id="after", order={"side": "buy", "qty": "1",
+                                                         "price": "100"})
+            tail = [await ws.next() for _ in range(4)]
+            assert [x["id"] for x in tail] == ["last", "c", "t", "after"]
+            assert [x["status"] for x in tail] == [201, 200, 200, 201]
+            assert tail[3]["result"]["fills"][0]["price"] == "100"
+        assert a.node.journal.committed_events >= 42
+        await a.stop()

@@ -43,7 +43,7 @@ from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
 from .. import logs, metrics
-from ..asgi import BadRequest, Request, Response, _read_body, serve_asgi
+from ..asgi import BadRequest, Request, Response, _read_body, dumps, serve_asgi
 from ..cluster import admission, gossip, registry
 from ..cluster.peerapi import PeerAPI
 from ..service import Node, account_json
@@ -55,7 +55,7 @@ from .requests import parse_depth, parse_json, parse_order_id, parse_orders
 
 
 def json_response(status: int, data: object) -> Response:
-    return Response(status, json.dumps(data, separators=(",", ":")).encode())
+    return Response(status, dumps(data))
 
 
 def error_response(status: int, error: str, detail: str,
@@ -156,27 +156,24 @@ class App:
                                          self.node.monotonic())
                 return Response(200, answer)
             handler = self._route(scope["method"], path)
-            bare = Request(scope, b"")
-            headers = bare.headers
+            request = Request(scope)  # its headers decoded once; its body read below
+            headers = request.headers
             if path in ADMIN_ROUTES or path.startswith("/accounts"):
                 denied = admin_denied(headers, self.node.admin_digest)
                 if denied is not None:
                     raise auth.unauthorized(denied)
-                who = auth.ANYONE
+                request.who = auth.ANYONE
             elif path in ACCOUNT_ROUTES or path.startswith("/orders/") \
-                    or (path == "/fills" and "account" in bare.query):
-                who = auth.principal(self.node, auth.bearer(headers))
-            else:
-                who = None  # public
+                    or (path == "/fills" and "account" in request.query):
+                request.who = auth.principal(self.node, auth.bearer(headers))
+            # else public: who stays None
             limit = (admission.BODY_LIMIT if path == "/peer/join"
                      else gossip.PUSH_BODY_LIMIT if path.startswith("/peer/")
                      else self.node.config.client_body_limit)
-            declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+            declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:  # refused before reading it
                 raise BadRequest(413, "too_large", f"request body exceeds {limit} bytes")
-            body = await _read_body(receive, limit)
-            request = Request(scope, body)
-            request.who = who
+            request.body = await _read_body(receive, limit)
             response = handler(request)
             if inspect.isawaitable(response):
                 response = await response
@@ -190,9 +187,8 @@ class App:
                 logs.info("http.denied", path=path, status=exc.status, error=exc.error)
             elif isinstance(exc, BadRequest):
                 logs.debug("http.rejected", path=path, status=exc.status, detail=exc.detail)
-            return Response(refused.status, json.dumps(
-                {"error": refused.error, "detail": refused.detail},
-                separators=(",", ":")).encode(), headers=refused.headers)
+            return Response(refused.status, dumps(
+                {"error": refused.error, "detail": refused.detail}), headers=refused.headers)
 
     def _route(self, method: str, path: str) -> Callable[[Request], Response]:
         routes = self.exact.get(path)

@@ -33,8 +33,9 @@ def parse_json(body: bytes) -> object:
     if not body:
         raise BadRequest(400, "bad_json", "request body is empty; expected JSON")
     try:
-        return json.loads(body, parse_float=_no_float, parse_constant=_no_constant,
-                          object_pairs_hook=unique_keys)
+        if isinstance(body, bytes | bytearray):  # as json.loads does: UTF-8, -16 or -32
+            body = body.decode(json.detect_encoding(body), "surrogatepass")
+        return _DECODER.decode(body)
     except BadRequest:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
@@ -75,6 +76,11 @@ def parse_orders(body: bytes) -> tuple[list[OrderRequest], bool]:
                              f"a batch holds at most {MAX_BATCH} orders, got {len(data)}")
         return [parse_order(item, f"order {i}: ") for i, item in enumerate(data)], True
     return [parse_order(data, "")], False
+
+
+# One decoder for every request (json.loads with hooks builds a new one each call).
+_DECODER = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_constant,
+                            object_pairs_hook=unique_keys)
 
 
 def parse_order(data: object, where: str) -> OrderRequest:

@@ -5,7 +5,7 @@ Theory of operation
 ``serve`` takes the handshake: it refuses (plain HTTP, before the upgrade)
 a path other than ``/ws`` (404), a bad ``Authorization`` (401) and a
 connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
-``Connection``, three tasks in one nursery:
+``Connection``, four tasks in one nursery:
 
 * the reader takes frames from hypercorn (which bounds a message at
   ``MAX_FRAME`` and closes with 1009 beyond it) and queues them as they
@@ -17,11 +17,16 @@ connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
   Consecutive ``order`` commands already waiting are taken together (at
   most ``MAX_BATCH``), each reduced at once to its order (a few short
   strings) or its refusal: each is checked alone (parse, account, rate
-  limit), the valid ones are placed in one ``place_many``, one
-  ``journal.sync()`` makes them all durable, then each gets its answer.
-  That is how one connection places thousands of single orders a second:
-  one commit serves many of them;
-* the sender writes the outgoing queue to the socket.
+  limit), the valid ones are placed in one ``place_many``, then the batch
+  goes to the answerer and the processor takes the next one at once (at
+  most ``IN_COMMIT`` batches wait so). A command other than an order waits
+  until every batch before it was answered;
+* the answerer takes the batches in order: ``journal.sync`` up to the batch
+  makes it durable (one commit, one fsync, serves every batch placed while
+  the one before was being written), then each order gets its answer.
+  That is how one connection places thousands of single orders a second;
+* the sender writes the outgoing queue to the socket: what is queued when it
+  looks goes out in one write (``Guarded.hold_next``), not one per message.
 
 The outgoing queue (``Outbox``) holds answers and channel messages in the
 order they were made, bounded in characters: ``MAX_QUEUED`` for one
@@ -55,7 +60,7 @@ import trio
 from crdtbook.replica import ReplicaError
 
 from .. import httpserve, logs
-from ..asgi import MAX_DETAIL, WS_MAX_MESSAGE, WS_PING_EVERY_S, BadRequest
+from ..asgi import MAX_DETAIL, WS_MAX_MESSAGE, WS_PING_EVERY_S, BadRequest, dumps
 from . import auth, history, orderentry, views
 from .requests import parse_json, parse_order, parse_order_id
 from .streams import Hub, Subscription, Tally
@@ -68,6 +73,7 @@ MAX_QUEUED_TOTAL = 16 * 1024 * 1024  # beyond its fair share, while all together
 MAX_ID = 64
 MAX_INT_ID = 2**53  # integer ids a JavaScript client reads back exactly
 MAX_BATCH = 1_000  # pipelined orders placed together
+IN_COMMIT = 4  # batches placed and waiting to be durable (and answered), at most
 READ_AHEAD = 2 * MAX_FRAME  # characters of frames read ahead of the processor, unparsed
 IDLE_S = 60.0  # nothing received (not even a pong) for this long: closed
 PING_EVERY_S = WS_PING_EVERY_S  # hypercorn pings every connection this often
@@ -125,8 +131,8 @@ def parse_command(text: str | None) -> Command:
 
 
 def answer_ok(ident: object, status: int, result: dict) -> str:
-    return json.dumps({"type": "answer", "id": ident, "ok": True, "status": status,
-                       "result": result}, separators=(",", ":"))
+    return dumps({"type": "answer", "id": ident, "ok": True, "status": status,
+                  "result": result}).decode()
 
 
 def refusal(exc: BaseException) -> orderentry.Failure:
@@ -144,7 +150,7 @@ def answer_error(ident: object, exc: BaseException | orderentry.Failure) -> str:
     wait = orderentry.retry_after(refused)
     if wait is not None:
         out["retry_after_s"] = wait
-    return json.dumps(out, separators=(",", ":"))
+    return dumps(out).decode()
 
 
 class Inbox:
@@ -250,6 +256,10 @@ class Connection:
         self.close_reason = ""
         self._closing = trio.Event()
         self.inbox = Inbox()
+        # order batches placed, waiting to be durable, then answered (by _answerer)
+        self._placed_send, self._placed_receive = trio.open_memory_channel(IN_COMMIT)
+        self._unanswered = 0  # batches sent to _answerer and not yet answered
+        self._answered = trio.Event()
 
     # -- what the hub calls (never waits) ----------------------------------
     def deliver(self, sub: Subscription, text: str, alone: bool = False) -> None:
@@ -302,6 +312,7 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sender, nursery.cancel_scope)
                 nursery.start_soon(self._processor)
+                nursery.start_soon(self._answerer)
                 await self._reader(receive)
                 nursery.cancel_scope.cancel()
         finally:
@@ -323,6 +334,7 @@ class Connection:
             self.inbox.end()
 
     async def _sender(self, cancel_scope: trio.CancelScope) -> None:
+        guard = httpserve.current()
         while True:
             tag, text = await self.outbox.take()
             if self.close_code is not None:
@@ -332,7 +344,15 @@ class Connection:
                 return
             if tag is RESET:
                 self.resets_unsent -= 1
+            # More queued: this frame waits for the next one (httpserve.Guarded), so
+            # the answers of a batch leave in one write, not one syscall each.
+            holding = guard is not None and bool(self.outbox.items) \
+                and guard.held < httpserve.SEND_CHUNK
+            if holding:
+                guard.hold_next()
             await self._send({"type": "websocket.send", "text": text})
+            if holding:
+                guard.unhold()  # (a no-op once the frame was written)
 
     async def _processor(self) -> None:
         pending: Command | None = None  # parsed, not yet processed: at most one
@@ -342,6 +362,7 @@ class Connection:
             if command is None:
                 return
             if command.op != "order":
+                await self._settled()  # its answer comes after those of the orders before
                 await self._one(command)
                 continue
             batch = [command]
@@ -354,6 +375,40 @@ class Connection:
                     break
                 batch.append(following)
             await self._orders(batch)
+
+    async def _settled(self) -> None:
+        """Wait until every order batch placed so far was answered."""
+        while self._unanswered:
+            self._answered = trio.Event()
+            await self._answered.wait()
+
+    async def _answerer(self) -> None:
+        """Answer placed batches in order, each once its orders are durable."""
+        async for batch, answers, placed, target in self._placed_receive:
+            if placed:
+                try:
+                    await self.node.journal.sync(target)
+                except Exception as exc:  # nothing was promised: each order gets this answer
+                    answers = self._refused(batch, answers, exc)
+                    placed = []
+            replica = self.node.replica
+            results = iter(placed)
+            for command, text in zip(batch, answers, strict=True):
+                if text is None:
+                    text = answer_ok(command.id, 201,
+                                     orderentry.placed_json(replica, next(results)))
+                await self._answer(text)
+            self._unanswered -= 1
+            self._answered.set()
+
+    def _refused(self, batch: list[Command], answers: list, exc: Exception) -> list:
+        """The answers of a batch whose accepted orders all failed with ``exc``."""
+        refused = refusal(exc)
+        pending = [c for c, a in zip(batch, answers, strict=True) if a is None]
+        for _ in pending:
+            self.node.metrics.refused("order", refused.error)
+        return [answer_error(c.id, refused) if a is None else a
+                for c, a in zip(batch, answers, strict=True)]
 
     async def _answer(self, text: str) -> None:
         await self.outbox.room()
@@ -447,7 +502,8 @@ class Connection:
                                      {"cancel": views.cancel_json(result.cancel)}))
 
     async def _orders(self, batch: list[Command]) -> None:
-        """Check each order alone, place the good ones together, one sync, answer each."""
+        """Check each order alone, place the good ones together; the answerer answers
+        each once they are durable."""
         answers: list[str | None] = []
         accepted = []
         who: auth.Principal | Exception
@@ -475,21 +531,14 @@ class Connection:
         if accepted:
             try:
                 placed = self.node.place_many(accepted)
-                await self.node.journal.sync()
-            except Exception as exc:  # nothing was promised: each order gets this answer
-                refused = refusal(exc)
-                for _ in accepted:
-                    self.node.metrics.refused("order", refused.error)
-                answers = [answer_error(c.id, refused) if a is None else a
-                           for c, a in zip(batch, answers, strict=True)]
+            except Exception as exc:  # nothing was placed (or promised): each gets this answer
+                answers = self._refused(batch, answers, exc)
                 placed = []
-        replica = self.node.replica
-        results = iter(placed)
-        for command, text in zip(batch, answers, strict=True):
-            if text is None:
-                text = answer_ok(command.id, 201,
-                                 orderentry.placed_json(replica, next(results)))
-            await self._answer(text)
+        # Durable, then answered, by _answerer: meanwhile the next batch is placed (the
+        # commit under way, an fsync on a durable node, serves both). IN_COMMIT
+        # batches at most wait for it.
+        self._unanswered += 1
+        await self._placed_send.send((batch, answers, placed, self.node.journal.mark()))
 
 
 async def serve(node, scope: dict, receive, send) -> None:

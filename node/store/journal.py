@@ -29,6 +29,9 @@ raises ``StoreFailed`` from then on, so the node acknowledges nothing and
 sends nothing it has not made durable. The operator fixes the disk and
 restarts the node; the events of the failed batch were never promised.
 
+An ephemeral store (no fsync) writes a lone request's batch on the event loop
+itself: a few page copies cost less than the hop to a worker thread and back.
+
 Reads of history run on their own connection and thread, one at a time, so
 a long page never delays a commit (WAL lets both proceed).
 """
@@ -44,6 +47,11 @@ from .. import logs
 from .sqlite import Batch, Store, StoreError
 
 COMMIT_WINDOW_S = 0.002
+# An ephemeral store's commit of at most this many rows (a lone order or cancel and its
+# block) skips the thread. Larger ones go to it, so the event loop goes on placing
+# while they are written: bigger commits, fewer pushes (measured on 3 ephemeral nodes:
+# inlining every small batch cost a third of pipelined WebSocket entry).
+INLINE_ROWS = 3
 
 
 class StoreFailed(Exception):
@@ -60,7 +68,7 @@ class Journal:
         self._committed = trio.Event()  # replaced after every commit
         self._write_lock = trio.CapacityLimiter(1)
         self._flushing = trio.Lock()  # batches commit one after another, in order
-        self._last_batch = 0  # appends the last commit served
+        self._crowded = False  # appends came while the last commit was under way
         self._read_lock = trio.CapacityLimiter(1)
         self.failed: str | None = None
         self.commits = 0
@@ -105,9 +113,15 @@ class Journal:
         return self._durable < self._appended
 
     # -- waiting -----------------------------------------------------------------
-    async def sync(self) -> None:
-        """Return once everything appended before this call is durable."""
-        target = self._appended
+    def mark(self) -> int:
+        """Where the appends stand now: ``sync(mark)`` waits for these and no later ones."""
+        return self._appended
+
+    async def sync(self, target: int | None = None) -> None:
+        """Return once everything appended before this call (or before ``target`` was
+        marked) is durable."""
+        if target is None:
+            target = self._appended
         while self._durable < target:
             if self.failed:
                 raise StoreFailed(self.failed)
@@ -123,11 +137,13 @@ class Journal:
         """
         while True:
             await self._wake.wait()
-            if self._last_batch > 1:
-                # Under load (the last batch served several appends), let appends
-                # gather for a moment: one commit then serves many requests and
-                # peers' events for one fsync and one thread hop. A node serving
-                # one request at a time commits at once.
+            if self._crowded:
+                # Under load (appends kept coming while the last commit ran), let
+                # them gather for a moment: one commit then serves many requests
+                # and peers' events for one fsync and one thread hop. A node
+                # serving one request at a time commits at once: one request
+                # makes several appends (events, history, blocks), so counting
+                # appends would make every lone request wait the window.
                 await trio.sleep(COMMIT_WINDOW_S)
             await self.flush()
 
@@ -154,12 +170,12 @@ class Journal:
             self._batch.blocks.extend(written)
             self._touch()
         batch, target = self._batch, self._appended
-        self._last_batch = target - self._durable
         self._batch = Batch()
         if not batch:
             self._durable = target
         else:
             await self._commit(batch, target)
+        self._crowded = self._appended > target
         if not self.failed:
             if written:
                 self.index.committed(written)
@@ -171,7 +187,14 @@ class Journal:
     async def _commit(self, batch: Batch, target: int) -> None:
         started = time.perf_counter()
         try:
-            await trio.to_thread.run_sync(self.store.write, batch, limiter=self._write_lock)
+            if self.store.ephemeral and _small(batch):
+                # No fsync: a lone request's transaction is a few page copies, far
+                # less than the thread hop (which doubled its time).
+                self.store.write(batch)
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.to_thread.run_sync(self.store.write, batch,
+                                              limiter=self._write_lock)
         except Exception as exc:  # StoreError, or a bug: either way nothing more is promised
             self.failed = str(exc) if isinstance(exc, StoreError) else repr(exc)
             logs.error("store.failed", detail=self.failed,
@@ -196,3 +219,9 @@ def _ignore(_) -> None:
 
 def _nothing() -> None:
     pass
+
+
+def _small(batch: Batch) -> bool:
+    """Small enough to write on the event loop, without fsync (an ephemeral store)."""
+    return batch.snapshot is None and (len(batch.events) + len(batch.blocks) + len(batch.orders)
+                                       + len(batch.fills) + len(batch.accounts)) <= INLINE_ROWS
