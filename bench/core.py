@@ -23,6 +23,10 @@ follow one simulated wall clock. It prints events/s for
                        merged by a Door; verify_cost is 1 - signed/unsigned
   reference_eps        the tests' simple reference engine on the same events
 
+``--baseline REV`` first runs REV's own bench/core.py (``git archive REV``
+into a temporary folder, same options, this interpreter) and prints its
+figures beside these, with the ratio: before and after from the same run.
+
 plus p50/p99 microseconds per event of in-order ingest and bytes per resting
 order (tracemalloc over a replica holding only resting orders). Each timing
 runs --repeat times (default 3) and the fastest run counts. Figures, not
@@ -237,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--default-gc", action="store_true",
                         help="keep CPython's default GC thresholds (the node raises them)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run REV's bench/core.py first, same options (e.g. 2073425)")
     args = parser.parse_args(argv)
+    before = run_baseline(args) if args.baseline else None
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     if not args.default_gc:
         tune_gc()
@@ -359,14 +366,51 @@ def main(argv: list[str] | None = None) -> int:
         "cbor_bytes": len(data),
         "digest": digest,
     }
+    if before is not None:
+        result["baseline"] = before
     if args.json:
         print(json.dumps(result))
     else:
         width = max(len(k) for k in result)
+        if before is not None:
+            print(f"{'':<{width}}  {'this':>12}  {args.baseline:>12}  ratio")
         for key, value in result.items():
+            if key == "baseline":
+                continue
             shown = f"{value:,}" if isinstance(value, int) else value
-            print(f"{key:<{width}}  {shown}")
+            old = before.get(key) if before is not None else None
+            if isinstance(value, int) and isinstance(old, int) and old:
+                print(f"{key:<{width}}  {shown:>12}  {old:>12,}  {value / old:.2f}x")
+            else:
+                print(f"{key:<{width}}  {shown}")
     return 0
+
+
+def run_baseline(args) -> dict:
+    """REV's own bench/core.py with the same options, as one JSON object (or {})."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parent.parent
+    code = tempfile.mkdtemp(prefix="crdtbook-baseline-")
+    try:
+        archive = subprocess.run(["git", "-C", str(root), "archive", args.baseline],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
+        options = ["--commands", str(args.commands), "--seed", str(args.seed), "--batch",
+                   str(args.batch), "--repeat", str(args.repeat), "--json"]
+        if args.default_gc:
+            options.append("--default-gc")
+        print(f"baseline: {args.baseline}'s bench/core.py first ...", file=sys.stderr)
+        out = subprocess.run([sys.executable, str(Path(code) / "bench" / "core.py"), *options],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+    except (subprocess.CalledProcessError, OSError, ValueError) as exc:
+        print(f"baseline skipped: revision {args.baseline} did not run ({exc})", file=sys.stderr)
+        return {}
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
 
 
 if __name__ == "__main__":
