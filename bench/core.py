@@ -2,7 +2,7 @@
 
 Usage: python bench/core.py [--commands N] [--seed S] [--batch B] [--json]
 
-A seeded workload of N commands (default 200,000): 90% limit orders priced
+A seeded workload of N commands (default 100,000): 90% limit orders priced
 around a mid with a normal spread (so that about 40% cross), 10% cancels of
 earlier orders of the same replica, spread across 3 replicas whose clocks
 follow one simulated wall clock. It prints events/s for
@@ -232,7 +232,7 @@ def percentile(samples: list[int], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--commands", type=int, default=200_000)
+    parser.add_argument("--commands", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch", type=int, default=100,
                         help="events per message in the batched runs (default 100)")
