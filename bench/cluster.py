@@ -55,7 +55,9 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    prints, per node and in all, the orders it accepted, the events that
    arrived from peers (events held minus its own orders), the rewinds, and
    the replay ratio: events undone and re-applied per arriving event
-   (0 if every remote event sorts after everything applied). Also the
+   (0 if every remote event sorts after everything applied), and
+   ``applies_per_event``: engine applies per event taken in, local or
+   remote, replays included (1.0 if nothing was ever undone). Also the
    nodes' CPU time (from /proc, all three) per 1,000 orders accepted, and the
    client's wait for each batch's answer (p50, p99).
 
@@ -167,6 +169,10 @@ def replays(before: list[dict], after: list[dict]) -> dict:
         figures[f"node{i}"] = dict(node, ratio=round(node["replayed"] / max(node["arrived"], 1),
                                                      3))
     figures["replay_ratio"] = round(total["replayed"] / max(total["arrived"], 1), 3)
+    # issue 12's figure: engine applies per event taken in (local or remote), the
+    # first apply of each plus every replay (1.0: nothing was ever undone)
+    events = total["orders"] + total["arrived"]
+    figures["applies_per_event"] = round((events + total["replayed"]) / max(events, 1), 3)
     figures["rewinds"] = total["rewinds"]
     return figures
 
@@ -497,6 +503,7 @@ def baseline(args) -> dict:
     return {"baseline_revision": args.baseline,
             "baseline_durable_orders_per_s": figures["orders_per_s"],
             "baseline_replay_ratio": figures["replay_ratio"],
+            "baseline_applies_per_event": figures["applies_per_event"],
             "baseline_request_p50_ms": figures["request_p50_ms"],
             "baseline_node_cpu_ms_per_1k_orders": figures["node_cpu_ms_per_1k_orders"]}
 
