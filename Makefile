@@ -65,8 +65,10 @@ fuzz: $(STAMP)
 	$(PY) -m fuzz --budget 600
 
 bench: $(STAMP)
+	$(PY) bench/peers.py
 	$(PY) bench/core.py
 	$(PY) bench/cluster.py
+	$(PY) bench/httpentry.py
 	$(PY) bench/memory.py
 	$(PY) bench/stream.py
 
