@@ -85,6 +85,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from figures import print_figures  # noqa: E402
+from revision import export  # noqa: E402
 
 from crdtbook.codec import encode_event  # noqa: E402
 from crdtbook.events import make_order  # noqa: E402
@@ -489,9 +490,7 @@ def baseline(args) -> dict:
     code = tempfile.mkdtemp(prefix="crdtbook-baseline-")
     data = tempfile.mkdtemp(prefix="crdtbook-bench-")
     try:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline],
-                                 capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
+        export(args.baseline, into=code)
         figures = measure(args, data, full=False, code=code)
     except (subprocess.CalledProcessError, OSError) as exc:
         print(f"baseline skipped: revision {args.baseline} could not be exported ({exc})",

@@ -392,12 +392,11 @@ def run_baseline(args) -> dict:
     import subprocess
     import tempfile
 
-    root = Path(__file__).resolve().parent.parent
+    from revision import export
+
     code = tempfile.mkdtemp(prefix="crdtbook-baseline-")
     try:
-        archive = subprocess.run(["git", "-C", str(root), "archive", args.baseline],
-                                 capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
+        export(args.baseline, into=code)
         options = ["--commands", str(args.commands), "--seed", str(args.seed), "--batch",
                    str(args.batch), "--repeat", str(args.repeat), "--json"]
         if args.default_gc:

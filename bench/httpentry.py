@@ -46,7 +46,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cluster import cpu_seconds  # noqa: E402
 from figures import print_figures  # noqa: E402
+from revision import export  # noqa: E402
 
 from node.cli.devnet import start_node, stop  # noqa: E402
 from node.store import accounts  # noqa: E402
@@ -240,24 +242,6 @@ class Server:
         self.best: float = 0.0
         self.client_cpu_us: float = 0.0
         self.cpu_us: float = 0.0  # the server's CPU per request in its best round
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process used so far; 0 where /proc is not there."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def export(rev: str) -> str:
-    code = tempfile.mkdtemp(prefix="crdtbook-baseline-")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
-    return code
 
 
 def start_servers(args, root: str, code: str | None, prefix: str) -> list[Server]:

@@ -48,10 +48,11 @@ import random
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from revision import export  # noqa: E402 (bench/ is first on the path of a script run here)
 
 ROOT = Path(__file__).resolve().parent.parent
 ME_VERSION = "0.1.1"
@@ -355,13 +356,9 @@ def run_worker(python: str, label: str, root: Path, paths: list[str], workload_f
 
 
 def baseline_tree(rev: str, into: str) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "crdtbook"],
-                             capture_output=True, check=True).stdout
     target = Path(into) / f"baseline-{rev}"
     target.mkdir()
-    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data") if sys.version_info >= (3, 12) \
-            else tar.extractall(target)  # noqa: S202 (our own repository's archive)
+    export(rev, "crdtbook", into=str(target))
     return target
 
 

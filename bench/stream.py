@@ -56,7 +56,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster import (  # noqa: E402
     NO_LIMIT,
-    ROOT,
     TOKENS,
     discovered,
     order_stream,
@@ -64,6 +63,7 @@ from cluster import (  # noqa: E402
     status_line,
 )
 from figures import print_figures  # noqa: E402
+from revision import export  # noqa: E402
 
 from node.cli.devnet import start_node, stop  # noqa: E402
 from node.store import accounts, jointoken  # noqa: E402
@@ -303,9 +303,7 @@ def baseline_entry(args) -> dict:
     code = tempfile.mkdtemp(prefix="crdtbook-baseline-")
     root = tempfile.mkdtemp(prefix="crdtbook-bench-stream-")
     try:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline],
-                                 capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
+        export(args.baseline, into=code)
         procs, urls = start_nodes(args, None if args.ephemeral else root, code)
         try:
             figures = trio.run(entry, urls[0], args.entry_duration, args.window, args.seed)
