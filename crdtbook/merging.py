@@ -285,7 +285,7 @@ class Merging:
         """
         engine = self.engine
         replay: list = []
-        for event in [e for e in ready if e.kind == MEMBER]:
+        for event in [e for e in ready if e[3] == MEMBER]:
             if self._member_reason(event) is not None:
                 continue
             if event.action != JOIN:
@@ -414,10 +414,14 @@ def _single_event(delta: AWORSet) -> Order | Cancel | None:
     vv, cloud = context.vv, context.cloud
     if len(vv) + len(cloud) != 1:
         return None
-    ((replica, seqs),) = delta.store.items()
+    store = delta.store
+    for replica in store:  # the one replica (the caller checked there is one)
+        seqs = store[replica]
+        break
     if len(seqs) != 1:
         return None
-    ((seq, event),) = seqs.items()
+    for seq in seqs:
+        event = seqs[seq]
     if vv:  # the dot (replica, 1)
         return event if seq == 1 and vv.get(replica) == 1 else None
     dots = cloud.get(replica)
