@@ -19,6 +19,10 @@ from node.store import accounts
 
 from . import nodes
 from .procs import NodeProcess
+from .test_accounts import add
+from .test_arrivals import CLOCK as ARRIVALS_CLOCK
+from .test_arrivals import joined_cluster, message, placed_blocks
+from .test_equivocation import sign_block
 from .wsclient import connect
 
 READ_ROUTES = ("/book", "/fills", "/events", "/status", "/context", "/orders",
@@ -163,3 +167,122 @@ async def test_kill_9_right_after_answers_loses_no_acknowledged_order(tmp_path, 
                             f"{missing[:5]}"
     finally:
         node.kill()
+
+
+# -- the WebSocket pipeline: order, account and cancels of commands sent at once ----
+async def test_a_pipeline_of_orders_cancels_and_auth_switches_keeps_command_order(
+        nursery, tmp_path):
+    """Thousands of commands in one go, never waiting: orders (some refused), a cancel
+    of the order just before it, an auth switch, a ping. Every answer comes in command
+    order, each order as the account authenticated when it was sent, each cancel finds
+    its order."""
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    async with nodes.client() as http:
+        tokens = {"alice": await add(http, a, "alice"), "bob": await add(http, a, "bob")}
+    async with connect(a.url, token=tokens["alice"]) as ws:
+        probe = await ws.call(op="order", id="probe", order={"side": "buy", "price": "1",
+                                                              "qty": "1"})
+        replica, seq = probe["result"]["order"]["replica"], probe["result"]["order"]["seq"]
+        expected: list[tuple[object, str, object]] = []  # (id, kind, what the answer holds)
+        commands = []
+        account, n = "alice", 0
+        for _round in range(40):
+            for _ in range(30):
+                n += 1
+                if n % 7 == 0:  # refused alone; its neighbours placed
+                    commands.append({"op": "order", "id": n,
+                                     "order": {"side": "buy", "price": "1", "qty": "0"}})
+                    expected.append((n, "refused", 400))
+                    continue
+                seq += 1
+                commands.append({"op": "order", "id": n,
+                                 "order": {"side": "buy", "price": str(1 + n % 50),
+                                           "qty": "1"}})
+                expected.append((n, "order", (f"{replica}:{seq}", account)))
+            n += 1
+            commands.append({"op": "cancel", "id": n, "order": f"{replica}:{seq}"})
+            expected.append((n, "cancel", f"{replica}:{seq}"))
+            seq += 1
+            n += 1
+            commands.append({"op": "ping", "id": n})
+            expected.append((n, "pong", None))
+            account = "bob" if account == "alice" else "alice"
+            n += 1
+            commands.append({"op": "auth", "id": n, "token": tokens[account]})
+            expected.append((n, "auth", account))
+
+        async def send_all():
+            for command in commands:
+                await ws.send(**command)
+
+        nursery.start_soon(send_all)
+        for ident, kind, what in expected:
+            message = await ws.until(lambda m: m.get("type") in ("answer", "pong"))
+            assert message["id"] == ident, (message, ident, kind)
+            if kind == "order":
+                assert message["ok"], message
+                order = message["result"]["order"]
+                assert (order["id"], order["account"]) == what
+            elif kind == "refused":
+                assert (message["ok"], message["status"]) == (False, what)
+            elif kind == "cancel":
+                assert message["ok"], message
+                assert message["result"]["cancel"]["target"] == what, message
+            elif kind == "auth":
+                assert message["result"] == {"account": what}
+            else:
+                assert message["type"] == "pong"
+
+
+# -- pushes merged together (Node.arrive): as if each came alone ---------------------
+async def arrive_together(a, *pushes) -> list:
+    """Every push handed to ``a`` at the same moment (one merge); each one's outcome."""
+    outcomes: list = [None] * len(pushes)
+
+    async def push(i: int, blocks) -> None:
+        try:
+            outcomes[i] = await a.arrive(message(blocks))
+        except ValueError as exc:
+            outcomes[i] = exc
+
+    async with trio.open_nursery() as together:
+        for i, blocks in enumerate(pushes):
+            together.start_soon(push, i, blocks)
+    return outcomes
+
+
+async def test_a_forged_gap_push_does_not_hide_an_honest_push_merged_with_it():
+    """Anyone may POST /peer/push. A forged block of b's feed past a gap is skipped
+    unverified; merged in the same door call as b's honest push, it stopped b's feed
+    for the whole call, so the honest blocks were dropped too (answered 0 added)."""
+    async with trio.open_nursery() as nursery:
+        a, b, _ = await joined_cluster(nursery)
+        ARRIVALS_CLOCK.step()
+        first = await placed_blocks(b, "buy", "10", 2)
+        second = await placed_blocks(b, "buy", "10", 2)
+        third = await placed_blocks(b, "buy", "10", 2)
+        await a.arrive(message(first))
+        held = a.replica.events_total()
+        forged = [block._replace(sig=bytes(len(block.sig))) for block in third]
+        outcomes = await arrive_together(a, forged, second + third)
+        assert a.replica.events_total() == held + 4, outcomes
+        assert outcomes[1] == 4
+        assert a.door.tip(b.id).last == third[-1].last
+        nursery.cancel_scope.cancel()
+
+
+async def test_two_versions_of_a_block_pushed_together_convict_their_origin():
+    """An origin that signs two versions of a block is convicted when they come one
+    after the other; merged in one door call, the second looked like a duplicate
+    (compared with held blocks only) and the equivocation went unseen."""
+    async with trio.open_nursery() as nursery:
+        a, b, c = await joined_cluster(nursery)
+        ARRIVALS_CLOCK.step()
+        await a.arrive(message(await placed_blocks(c, "sell", "11", 1)))
+        prev = c.door.tip(c.id).hash
+        (version,) = message(await placed_blocks(c, "sell", "11", 1)).blocks
+        twin = version.events[0]._replace(qty=version.events[0].qty * 2)
+        other = sign_block(c.signer, prev, [twin])
+        await arrive_together(a, [version], [other])
+        assert c.id in a.door.proofs
+        nursery.cancel_scope.cancel()
