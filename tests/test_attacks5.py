@@ -14,7 +14,12 @@ import random
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from crdtbook import amount, codec
+from crdtbook.amount import MAX_UNITS, SCALE, AmountError, parse_amount
+from crdtbook.codec import CodecError, event_from_wire, events_from_wire
 from node.store import accounts
 
 from . import nodes
@@ -286,3 +291,56 @@ async def test_two_versions_of_a_block_pushed_together_convict_their_origin():
         await arrive_together(a, [version], [other])
         assert c.id in a.door.proofs
         nursery.cancel_scope.cancel()
+
+
+# -- crdtbook's fast paths agree with the careful ones --------------------------------
+def careful(item):
+    try:
+        return ("ok", event_from_wire(item, "event"))
+    except CodecError:
+        return ("refused", None)
+
+
+def fast(item):
+    try:
+        (event,) = events_from_wire([item], "event", codec._Names())
+        return ("ok", event)
+    except CodecError:
+        return ("refused", None)
+
+
+_ints = st.one_of(st.integers(-3, 6), st.sampled_from(
+    [0, 1, 2**53, 2**63 - 1, 2**63, 2**64, -(2**63), MAX_UNITS, MAX_UNITS + 1, 10**30]),
+    st.booleans(), st.none(), st.just(1.0), st.just("1"))
+_names = st.one_of(st.sampled_from(["r1", "a", "", "-r", "r.1_x-", "x" * 64, "x" * 65,
+                                    "r 1", "é", "\x00", "local", "acct\n", "Ünï", "\ud800"]),
+                   st.text(max_size=70), _ints)
+_tags = st.one_of(st.sampled_from([0, 1, 2, False, True, 0.0]), _ints)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(
+    st.tuples(_tags, _names, _ints, _ints, _ints, _ints, _ints, _ints, _names).map(list),
+    st.tuples(_tags, _names, _ints, _ints, _names, _ints).map(list),
+    st.lists(_ints, max_size=10), _ints, st.text(max_size=5)))
+def test_the_fast_event_loop_takes_exactly_what_event_from_wire_takes(item):
+    """codec.events_from_wire's inline checks against event_from_wire: same event (with
+    the same field types) or both refuse."""
+    want, got = careful(item), fast(item)
+    assert want[0] == got[0], (item, want, got)
+    if want[0] == "ok":
+        assert want[1] == got[1]
+        assert [type(f) for f in want[1]] == [type(f) for f in got[1]]
+        assert want[1].side is got[1].side if hasattr(got[1], "side") else True
+
+
+def test_the_amount_cache_keeps_each_refusals_own_words_and_stays_bounded():
+    for text in ("1.", ".5", "1e3", " 1", "1_0", "\uff11", "1" * 40, "1.000000001"):
+        for what in ("price", "quantity"):
+            with pytest.raises(AmountError) as refused:
+                parse_amount(text, what)
+            assert str(refused.value).startswith(what), (text, what)
+    assert parse_amount("01.5") == parse_amount("1.5") == 150_000_000
+    for n in range(1, 3 * amount._RECENT_MAX):
+        assert parse_amount(f"{n}.5", "price") == n * SCALE + SCALE // 2
+    assert len(amount._RECENT) <= amount._RECENT_MAX
