@@ -12,6 +12,7 @@ import contextlib
 import json
 import random
 
+import h11
 import pytest
 import trio
 from hypothesis import given, settings
@@ -344,3 +345,52 @@ def test_the_amount_cache_keeps_each_refusals_own_words_and_stays_bounded():
     for n in range(1, 3 * amount._RECENT_MAX):
         assert parse_amount(f"{n}.5", "price") == n * SCALE + SCALE // 2
     assert len(amount._RECENT) <= amount._RECENT_MAX
+
+
+# -- answers held until their body (httpserve.Guarded.hold_next) -----------------------
+async def test_pipelined_head_get_100_continue_and_refusals_on_one_connection(nursery):
+    """HEAD (no body goes out: the head must not wait for it), a POST that expects
+    100-continue, a 404 and a GET, all written at once on one keep-alive connection:
+    each answer comes whole, in order, with a length that frames it."""
+    a = await nodes.start(nursery)
+    host, port = a.url.split("://", 1)[1].split(":")
+    auth = f"Authorization: Bearer {a.token}\r\n"
+    order = json.dumps({"side": "buy", "price": "3", "qty": "1"}).encode()
+    requests = (
+        f"HEAD /status HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+        + f"HEAD /nowhere HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+        + f"POST /orders HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+          f"Expect: 100-continue\r\nContent-Length: {len(order)}\r\n\r\n".encode() + order
+        + f"GET /book HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+    conn = h11.Connection(h11.CLIENT)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(requests)
+        answers = []
+        for method in ("HEAD", "HEAD", "POST", "GET"):
+            # h11 needs to know what it asked to frame the answer (HEAD: no body)
+            length = [("Content-Length", str(len(order)))] if method == "POST" else []
+            conn.send(h11.Request(method=method, target="/", headers=[("Host", "x"), *length]))
+            if method == "POST":
+                conn.send(h11.Data(data=order))
+            conn.send(h11.EndOfMessage())
+            status, body = None, b""
+            with trio.fail_after(10):
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(65536))
+                        continue
+                    if isinstance(event, h11.Response):
+                        status = event.status_code
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+            answers.append((method, status, body))
+            conn.start_next_cycle()
+    assert [(m, s) for m, s, _ in answers] == [("HEAD", answers[0][1]), ("HEAD", 404),
+                                               ("POST", 201), ("GET", 200)], answers
+    assert answers[0][1] in (200, 405) and answers[0][2] == b"" and answers[1][2] == b""
+    assert json.loads(answers[2][2])["order"]["price"] == "3"
+    assert json.loads(answers[3][2])["bids"][0]["price"] == "3"
