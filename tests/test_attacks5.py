@@ -11,12 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import socket
+import struct
 
 import h11
 import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, TextMessage
+from wsproto.events import Request as WsRequest
 
 from crdtbook import amount, codec
 from crdtbook.amount import MAX_UNITS, SCALE, AmountError, parse_amount
@@ -394,3 +399,38 @@ async def test_pipelined_head_get_100_continue_and_refusals_on_one_connection(nu
     assert answers[0][1] in (200, 405) and answers[0][2] == b"" and answers[1][2] == b""
     assert json.loads(answers[2][2])["order"]["price"] == "3"
     assert json.loads(answers[3][2])["bids"][0]["price"] == "3"
+
+
+async def test_a_client_cut_mid_pipeline_leaves_no_task_and_loses_nothing_placed(
+        nursery, tmp_path):
+    """Thousands of orders pipelined, then the TCP connection dropped without a close
+    frame while batches wait to be durable: the connection's tasks end, the node goes
+    on serving, and whatever it placed is held after a restart."""
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    host, port = a.url.split("://", 1)[1].split(":")
+    ws = WSConnection(ConnectionType.CLIENT)
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(ws.send(WsRequest(host="x", target="/ws", extra_headers=[
+        (b"authorization", f"Bearer {a.token}".encode())])))
+    with trio.fail_after(10):
+        while not any(isinstance(e, AcceptConnection) for e in ws.events()):
+            ws.receive_data(await stream.receive_some(65536))
+    frames = b"".join(ws.send(TextMessage(json.dumps(
+        {"op": "order", "id": i, "order": {"side": "buy", "price": str(1 + i % 90),
+                                            "qty": "1"}})))
+        for i in range(3_000))
+    await stream.send_all(frames)
+    await nodes.eventually(lambda: nodes.trading_events(a.node) > 0, interval=0.001)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()  # a reset, mid-pipeline
+    await nodes.eventually(lambda: a.node.streams.connections == 0)
+    await a.node.journal.sync()
+    placed = nodes.trading_events(a.node)
+    digest = a.node.replica.digest()
+    assert 0 < placed <= 3_000
+    async with nodes.client() as http:
+        assert (await http.get(a.url + "/status")).status_code == 200
+    await a.stop()
+    again = await nodes.start(nursery, data_dir=str(tmp_path / "a"), wait=False)
+    assert nodes.trading_events(again.node) == placed  # from its store, before any peer
+    assert again.node.replica.digest() == digest
