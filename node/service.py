@@ -451,8 +451,29 @@ class Node:
         before each flush). One engine update takes them all: orders placed here
         after the oldest arriving event are undone and replayed once, not once
         per peer's push. If the messages together fail verification (nothing
-        changed), each is let in on its own, so only a bad one fails."""
+        changed), each is let in on its own, so only a bad one fails.
+
+        Only pushes of different origins' blocks merge together: the door
+        judges a message's feed of one origin as a whole (past a gap or a
+        skipped block, the rest of it is skipped; a fork is seen against held
+        blocks), so two pushes of one origin in one call would not be judged
+        as each alone: a forged block past a gap would hide an honest push of
+        that origin, two versions of a block would pass for a duplicate."""
         arrivals, self._arrivals = self._arrivals, []
+        group: list[_Arrival] = []
+        origins: set[str] = set()
+        for arrival in arrivals:  # in arrival order, a new group at a shared origin
+            blocks = {b.replica for b in arrival.message.blocks}
+            if not origins.isdisjoint(blocks):
+                self._merge_together(group)
+                group, origins = [], set()
+            group.append(arrival)
+            origins |= blocks
+        if group:
+            self._merge_together(group)
+
+    def _merge_together(self, arrivals: list[_Arrival]) -> None:
+        """Pushes of disjoint origins in one door call; any failure: each alone."""
         if len(arrivals) > 1:
             messages = [a.message for a in arrivals]
             try:
