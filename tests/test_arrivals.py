@@ -84,7 +84,10 @@ async def test_pushes_of_one_tick_rewind_once():
         async def push(blocks) -> None:
             got.append(await a.arrive(message(blocks)))
 
-        async with trio.open_nursery() as pushes:  # both arrive at the same moment
+        # Both arrive at the same moment. The journal's writer is held off meanwhile
+        # (its flush lock): its before-hook merges whatever has arrived, and trio may
+        # run it between the two pushes, which would merge them apart.
+        async with a.journal._flushing, trio.open_nursery() as pushes:
             pushes.start_soon(push, from_b)
             pushes.start_soon(push, from_c)
         assert a.replica.events_total() == held + 10
