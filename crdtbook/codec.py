@@ -369,15 +369,20 @@ def _explain_dots(events: list, context: CausalContext) -> None:
     raise AssertionError("no offending event")  # pragma: no cover: callers checked
 
 
-def events_from_wire(items: list, where: str, names: _Names) -> list[Order | Cancel | Member]:
+def events_from_wire(items: list, where: str = "event",
+                     names: _Names | None = None) -> list[Order | Cancel | Member]:
     """The events of wire ``items`` in order, or CodecError naming the first bad one.
 
     The hot loop of every message that carries events: plainly valid orders
     and cancels (exact ``type`` tests, the same rules as ``event_from_wire``)
     are built directly, with their strings checked once per message
     (``names``); anything else goes the careful way, which says what is wrong
-    or builds what the loop does not (membership events).
+    or builds what the loop does not (membership events). ``where`` names
+    the items in errors ("<where> <index>"); ``names`` may be shared by the
+    messages of one exchange.
     """
+    if names is None:
+        names = _Names()
     out: list = []
     append = out.append
     replicas, accounts = names.replicas, names.accounts
