@@ -206,10 +206,15 @@ class Replica(Merging):
     def _new_order(self, fields: tuple[str, str, int, int, str], clock: int) -> Order:
         """The order event from checked fields: nothing left to check but its seq."""
         side, type, price, qty, account = fields
+        return _new(Order, (clock, self.id, self._new_seq(), ORDER, side, type, price, qty,
+                            account))
+
+    def _new_seq(self) -> int:
+        """The seq of this replica's next event (place inlines it: its hot path)."""
         seq = self.state.context.vv.get(self.id, 0) + 1
         if seq > MAX_SEQ:
             raise ReplicaError(f"replica {self.id} has used every seq")
-        return _new(Order, (clock, self.id, seq, ORDER, side, type, price, qty, account))
+        return seq
 
     def _placed_views(self, order: Order) -> tuple[OrderView, list[Fill]]:
         """The new order's view and its fills, straight from its engine outcome."""
@@ -241,8 +246,8 @@ class Replica(Merging):
         if target.replica != self.id:
             raise ReplicaError(f"order {target} was placed at replica {target.replica}, "
                                f"not here ({self.id}); cancel it there")
+        seq = self._new_seq()  # checked before the clock moves, as place does
         clock = self._tick(now_ms)
-        seq = self.state.context.vv.get(self.id, 0) + 1
         # The target is a held order of this replica: its replica and seq are valid.
         cancel = _new(Cancel, (clock, self.id, seq, CANCEL, event.replica, event.seq))
         self._merge_own(cancel)
