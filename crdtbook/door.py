@@ -52,7 +52,13 @@ Rules this module keeps
 * A block that fails its signature after the hash held here could be a fork
   built on an earlier fork as well as a forgery: the door only sends a peer
   blocks after a boundary the peer named (``answer``), so honest answers
-  never carry one; pushes of an origin's own blocks always chain.
+  never carry one; pushes of an origin's own blocks always chain. One
+  exception, a race: the requester took a fork's other version between its
+  pull and the answer. The answer's first block of that origin then overlaps
+  the held feed and differs from the held block (in body or, past the fork,
+  in signature); the door skips it and the
+  rest of that origin's blocks in the message ("another version") instead of
+  judging their signatures against a hash they do not follow.
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ SKIP_STRANGER = "not a member"
 SKIP_RETIRED = "past its replica's cutoff"
 SKIP_BELOW_FINAL = "at or below the final frontier"
 SKIP_OVERLAP = "overlaps a block held here"
+SKIP_OTHER_VERSION = "another version of a block held here"
 SKIP_AHEAD = "stamped too far ahead of this node's clock"
 SKIP_CLOCK = "clock does not increase along its replica's feed"
 SKIP_BEFORE_JOIN = "stamped at or before its replica's join"
@@ -231,6 +238,12 @@ class Door(Detection):
                         found[origin] = proof
                     if block.last > tip.last:
                         skip(block, SKIP_OVERLAP)
+                    elif not self._holds_block(block):
+                        # Another version: the rest of this origin's blocks here chain on
+                        # it, not on the hash held here, so their signatures cannot be
+                        # checked (an honest answer carries this when the requester took
+                        # a fork's other version between its pull and the answer).
+                        skip(block, SKIP_OTHER_VERSION)
                     continue  # else held already: a duplicate, nothing to say
                 if block.first != tip.last + 1:
                     skip(block, SKIP_GAP)
@@ -335,6 +348,17 @@ class Door(Detection):
             self._convict(late)
         self.refused.update(skipped)
         return Admission(added, taken, skipped, tuple(found[r] for r in sorted(found)))
+
+    def _holds_block(self, block: Block) -> bool:
+        """Is ``block`` (at or below the held tip, or taken earlier in this message) the
+        same as the block held here at its place?"""
+        if block.first > self.tip(block.replica).last:
+            return True  # a repeat within the message, above what is held: as before
+        entry = self.index.block_starting(block.replica, block.first)
+        # the signature too: after a fork, the same events sealed on both versions have
+        # the same body but sign different chain hashes
+        return entry is not None and entry.block.last == block.last \
+            and entry.block.body == block.body and entry.block.sig == block.sig
 
     def _verified_claims(self, claims: Iterable[SignedClaim],
                          learned: dict[str, bytes]) -> list[SignedClaim]:

@@ -383,6 +383,12 @@ class Sim:
                      if other != slot and self.groups.get(other) == self.groups.get(slot)]
         if self._sponsor(slot) is None:
             return  # nobody correct to admit its next replica: it stays
+        # It first pulls from them (as `crdtbook leave` does): where its version of a
+        # feed differs from theirs, it finds the fork and holds the proof; their pulls
+        # then bring them its events and proofs. Without it, a version only the leaver
+        # held (fills it reported final on it) would vanish with no conviction.
+        for other in reachable:
+            self._pull_now(slot, other)
         for other in reachable:
             self._pull_now(other, slot)
         if not self._replicated(slot):

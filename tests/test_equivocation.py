@@ -242,6 +242,33 @@ def test_equivocator_stops_counting_for_finality():
     assert x.replica.frontier() >= later.events[0].clock
 
 
+def test_an_answer_racing_the_other_version_is_skipped_not_refused():
+    """x pulls f naming ``common``; before the answer lands, x takes version B (and a
+    block sealed on it with the same events as A's next block). The answer's A blocks
+    are skipped as another version, never refused as forgeries; the fork is proven."""
+    f, x, e = cluster("f", "x", "e")
+    common, a, b, after = forked([f, x, e], e)
+    # version B continues with the very events of A's next block, signed on B's chain
+    prev_b = link(_boundary(common, e), b.body)
+    b_next = sign_block(e.signer, prev_b, list(after.events))
+    assert b_next.body == after.body and b_next.sig != after.sig
+    f.door.admit([common, a, after])
+    x.door.admit([common])
+    answer = f.door.answer(x.door.pull_tips())  # the answer to x's pull, made now
+    x.door.admit([b, b_next])  # the other version arrives meanwhile
+    admission = x.door.admit(answer.blocks)  # no DoorError
+    assert admission.skipped["another version of a block held here"] == 1
+    assert admission.skipped["gap"] == 1  # the rest of e's feed in that answer
+    assert x.replica.membership.convicted == {e.id: common.last}
+    sync([f, x])
+    assert f.view() == x.view()
+
+
+def _boundary(block: Block, origin: Node) -> bytes:
+    """The chain hash after ``block`` in ``origin``'s own feed."""
+    return origin.door.index.block_ending(origin.id, block.last).hash
+
+
 def test_recut_feed_is_a_fork_found_by_the_skip_list():
     """Same events cut differently is two versions too: found by the detection protocol."""
     f, x, e = cluster("f", "x", "e")

@@ -357,6 +357,8 @@ class App:
         to a peer if one answers within the timeout), then stop the node."""
         _, timeout = parse_ack(request.query)
         self.node.ready_to_trade()
+        await gossip.hand_over(self.node, self.node.client)  # forks it alone could see
+        self.node.ready_to_trade()  # again, after the awaits
         with expecting_acks(self.node, "replicated"):
             delta = self.node.leave()
             if delta is None:

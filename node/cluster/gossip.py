@@ -380,6 +380,8 @@ def _held_after(blocks: list, held: int) -> int:
 
 
 WARN_EVERY_S = 5.0
+FORK_CHASES = 3  # extra pulls pull_everything makes to chase a suspected fork
+HAND_OVER_S = 3.0  # what a graceful stop spends pulling before its leave
 
 
 def _failed(node: Node, peer: Peer, what: str, exc: BaseException) -> None:
@@ -450,17 +452,23 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
 
 
 async def pull_everything(node: Node, client: httpx.AsyncClient) -> list[str]:
-    """Pull from every peer until each has nothing more; return the unreachable ones."""
+    """Pull from every peer until each has nothing more, and until a fork its answers
+    point at is chased down (a few more pulls: skips, then evidence); return the
+    unreachable ones."""
     unreachable: list[str] = []
 
     async def drain(peer: Peer) -> None:
+        chases = 0
         while True:
             got = await pull_one(node, client, peer)
             if got is None:
                 unreachable.append(peer.url)
                 return
-            if got < PAGE:
+            if got >= PAGE:
+                continue
+            if not peer.suspects or chases == FORK_CHASES:
                 return
+            chases += 1
 
     async with trio.open_nursery() as nursery:
         for peer in list(node.peers.values()):
@@ -468,8 +476,45 @@ async def pull_everything(node: Node, client: httpx.AsyncClient) -> list[str]:
     return sorted(unreachable)
 
 
+async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
+    """Push every equivocation proof held here to every peer (best effort, 1 s).
+
+    A leaving node may be the only one that held some version of a forked feed:
+    after ``pull_everything`` found the fork, this is how the others learn of it
+    before the node is gone."""
+    proofs = node.door.proofs_for({})
+    if not proofs:
+        return
+    body = encode_blocks([], node.claims(), proofs=proofs)
+
+    async def tell(peer: Peer) -> None:
+        try:
+            await post(client, peer.url + "/peer/push", body, peer_headers(node, with_url=False),
+                       1.0, 64 * 1024, expect=204)
+        except CallFailed as exc:
+            logs.debug("proofs.push_failed", peer=peer.url, detail=str(exc)[:200])
+
+    with trio.move_on_after(1.5):
+        async with trio.open_nursery() as nursery:
+            for peer in list(node.peers.values()):
+                nursery.start_soon(tell, peer)
+
+
+async def hand_over(node: Node, client: httpx.AsyncClient) -> None:
+    """Before a leave: pull from every peer (a fork between this node's version of a
+    feed and theirs shows up here), then push the proofs held. Without it, a version
+    only this node held, and fills it reported final on it, would vanish with it and
+    nobody would ever convict the origin that signed two versions."""
+    await pull_everything(node, client)
+    await share_proofs(node, client)
+
+
 async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
-    """On a graceful stop: leave, and push the leave to every peer (best effort, 1 s)."""
+    """On a graceful stop: hand over (at most a few seconds), leave, and push the leave
+    to every peer (best effort, 1 s)."""
+    if node.joined:
+        with trio.move_on_after(HAND_OVER_S):
+            await hand_over(node, client)
     delta = node.leave()
     if delta is None:
         return
