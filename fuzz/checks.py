@@ -33,12 +33,19 @@ class FinalityWatch:
         self.checked: dict[str, int] = {}  # replica id -> final fills already compared
         self.clocks: list[int] = []  # the taker clock of each recorded fill
         self.changed: list[tuple] = []  # (index, reported, its taker clock, now, its clock)
+        self.convictions: dict[str, dict] = {}  # replica id -> its convictions last compared
 
     def __call__(self, sim: Sim, slot: int) -> None:
         if sim.correct(slot):
             self.compare(sim.replicas[slot])
 
     def compare(self, replica) -> None:
+        convicted = replica.membership.convicted
+        if self.convictions.get(replica.id) != convicted:
+            # A conviction may change fills compared already (and the replica may
+            # compact them away before quiescence): compare its whole window again now.
+            self.convictions[replica.id] = dict(convicted)
+            self.checked[replica.id] = 0
         count = replica.final_fill_count()
         base = replica.fills_base
         start = max(self.checked.get(replica.id, 0), base)
