@@ -92,3 +92,10 @@ def test_byzantine_slots_are_refused_and_convicted():
             if kind == "forger":
                 assert sim.replicas[slot].id not in held, "a forger was convicted"
     assert refused and convicted["liar"] and convicted["equivocator"], (refused, convicted)
+
+
+def test_fuzz_sees_a_final_fill_a_conviction_changed_even_once_compacted():
+    """A schedule where a conviction changed a fill reported final and every replica
+    compacted it away before quiescence: the watch compares a replica's whole window
+    again when its convictions change, so the change is seen (and explained)."""
+    assert check(schedule(10747, 4, 150)) is None

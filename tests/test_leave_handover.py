@@ -47,10 +47,3 @@ def test_fuzz_schedules_where_a_leaver_held_the_only_other_version():
     a fill reported final on a version only the leaver held changed, unexplained."""
     assert check(schedule(10191, 3, 150)) is None
     assert check(schedule(50031, 3, 600)) is None
-
-
-def test_fuzz_sees_a_final_fill_a_conviction_changed_even_once_compacted():
-    """A schedule where a conviction changed a fill reported final and every replica
-    compacted it away before quiescence: the watch compares a replica's whole window
-    again when its convictions change, so the change is seen (and explained)."""
-    assert check(schedule(10747, 4, 150)) is None
