@@ -333,15 +333,23 @@ class Sim:
         self.groups = {}
 
     def _replicated(self, slot: int) -> bool:
-        """Every event the slot holds is also held by another slot.
+        """Every event the slot holds is also held by another slot (the same version),
+        and every proof it holds too.
 
         The simulated nodes keep no disk: a crash of the last holder loses
         events, and no protocol can keep promises about lost data, so the
         fuzzer only crashes or retires a slot whose events survive elsewhere.
         """
-        others = [r.state.context for i, r in enumerate(self.replicas) if i != slot]
-        return all(any(cc.has(r, s) for cc in others)
-                   for r, s, _ in self.replicas[slot].state.entries())
+        others = [r.state for i, r in enumerate(self.replicas) if i != slot]
+        if not all(any(state.get(r, s) == event for state in others)  # that very version
+                   for r, s, event in self.replicas[slot].state.entries()):
+            return False
+        # and every proof it holds: a proof only it held would leave with it, and an
+        # equivocator would never be convicted for fills it reported final
+        doors = [d for i, d in enumerate(self.doors) if i != slot]
+        return all(any(origin in d.proofs and d.proofs[origin].fault <= proof.fault
+                       for d in doors)
+                   for origin, proof in self.doors[slot].proofs.items())
 
     def _sponsor(self, slot: int) -> int | None:
         """The lowest correct member but ``slot``: who admits the slot's next replica.

@@ -99,3 +99,9 @@ def test_fuzz_sees_a_final_fill_a_conviction_changed_even_once_compacted():
     compacted it away before quiescence: the watch compares a replica's whole window
     again when its convictions change, so the change is seen (and explained)."""
     assert check(schedule(10747, 4, 150)) is None
+
+
+def test_a_slot_leaves_only_once_its_versions_and_proofs_are_held_elsewhere():
+    """A slot that alone held a proof (or another version of a feed) left while
+    partitioned: the equivocator was never convicted for a fill reported final."""
+    assert check(schedule(11481, 3, 150)) is None
