@@ -485,19 +485,8 @@ async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
     proofs = node.door.proofs_for({})
     if not proofs:
         return
-    body = encode_blocks([], node.claims(), proofs=proofs)
-
-    async def tell(peer: Peer) -> None:
-        try:
-            await post(client, peer.url + "/peer/push", body, peer_headers(node, with_url=False),
-                       1.0, 64 * 1024, expect=204)
-        except CallFailed as exc:
-            logs.debug("proofs.push_failed", peer=peer.url, detail=str(exc)[:200])
-
-    with trio.move_on_after(1.5):
-        async with trio.open_nursery() as nursery:
-            for peer in list(node.peers.values()):
-                nursery.start_soon(tell, peer)
+    await _tell_every_peer(node, client, encode_blocks([], node.claims(), proofs=proofs),
+                           "proofs.push_failed")
 
 
 async def hand_over(node: Node, client: httpx.AsyncClient) -> None:
@@ -522,13 +511,20 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
     leave = next(event for _, _, event in delta.entries())
     sealed = node.door.index.block_holding(node.id, leave.seq)
     body = encode_blocks([sealed.block] if sealed else [], node.claims())
+    await _tell_every_peer(node, client, body, "leave.push_failed")
+
+
+async def _tell_every_peer(node: Node, client: httpx.AsyncClient, body: bytes,
+                           failed: str) -> None:
+    """Push ``body`` to every peer at once, best effort: 1 s each, 1.5 s in all (the
+    node is on its way out; a failure is logged as ``failed``)."""
 
     async def tell(peer: Peer) -> None:
         try:
             await post(client, peer.url + "/peer/push", body, peer_headers(node, with_url=False),
                        1.0, 64 * 1024, expect=204)
         except CallFailed as exc:
-            logs.debug("leave.push_failed", peer=peer.url, detail=str(exc)[:200])
+            logs.debug(failed, peer=peer.url, detail=str(exc)[:200])
 
     with trio.move_on_after(1.5):
         async with trio.open_nursery() as nursery:
