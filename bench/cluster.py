@@ -390,6 +390,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def activity(urls) -> dict[str, int]:
+    """All nodes together: store commits, pushes and pulls made, events pulled."""
+    totals = dict.fromkeys(("commits", "push_requests", "pull_requests", "pulled_events"), 0)
+    async with client(timeout=30) as http:
+        for url in urls:
+            status = (await http.get(f"{url}/status")).json()
+            totals["commits"] += status["store"]["commits"]
+            for key in ("push_requests", "pull_requests", "pulled_events"):
+                totals[key] += status["gossip"][key]
+    return totals
+
+
 async def run_throughput(args, urls, rng, pids=()) -> dict:
     """Phase 1, ``--repeat`` times on the same cluster: the best run's figures
     (by orders/s), with every run's orders/s and replay ratio."""
@@ -403,11 +415,16 @@ async def run_throughput(args, urls, rng, pids=()) -> dict:
 
 async def throughput_once(args, urls, rng, pids=()) -> dict:
     before = await counters(urls)
+    acts = await activity(urls)
     cpu = [cpu_seconds(pid) for pid in pids]
+    own = time.process_time()
     waits: list[float] = []
     accepted, elapsed = await throughput(urls, args.duration, args.batch, args.workers, rng,
                                          waits)
-    cpu = sum(cpu_seconds(pid) - c for pid, c in zip(pids, cpu, strict=True))
+    own = time.process_time() - own
+    each = [cpu_seconds(pid) - c for pid, c in zip(pids, cpu, strict=True)]
+    cpu = sum(each)
+    acts = {k: v - acts[k] for k, v in (await activity(urls)).items()}
     converge_s = await wait_converged(urls)
     replayed = replays(before, await counters(urls))
     nodes = {f"node{i}_orders_per_s": round(replayed[f"node{i}"]["orders"] / elapsed)
@@ -421,6 +438,14 @@ async def throughput_once(args, urls, rng, pids=()) -> dict:
             "request_p99_ms": round(percentile(waits, 0.99) * 1000, 1) if waits else None,
             # the nodes' CPU (all three, threads included) per 1,000 orders accepted
             "node_cpu_ms_per_1k_orders": round(cpu * 1e6 / max(accepted, 1), 1),
+            "nodes_cpu_ms_per_1k_orders": " ".join(f"{c * 1e6 / max(accepted, 1):.1f}"
+                                                   for c in each),
+            # the bench's own CPU (its clients share the cores with the nodes)
+            "client_cpu_ms_per_1k_orders": round(own * 1e6 / max(accepted, 1), 1),
+            # per 1,000 orders, all nodes: store commits, pushes, pulls, events pulled
+            # (pulled events mostly duplicate pushes still on their way)
+            **{f"{k}_per_1k_orders": round(v * 1000 / max(accepted, 1), 1)
+               for k, v in acts.items()},
             **nodes, **replayed, **per_node}
 
 
@@ -534,8 +559,13 @@ def main(argv=None) -> int:
                              "machine is noisy)")
     parser.add_argument("--throughput-only", action="store_true",
                         help="phase 1 only (the baseline is phase 1 only anyway)")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="run the nodes under cProfile: each writes PREFIX.<pid>.prof "
+                             "when it stops (read with python -m pstats)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.profile:
+        os.environ["CRDTBOOK_PROFILE"] = os.path.abspath(args.profile)
     result: dict = {"nodes": 3, "duration_s": args.duration, "batch": args.batch,
                     "workers": args.workers}
     if args.baseline != "none" and not args.ephemeral:
