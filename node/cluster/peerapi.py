@@ -17,15 +17,9 @@ caller (``PULL_RATE`` a second for a member that signed its request, less
 for anyone else, keyed by address); and an unsigned pull that holds nothing
 (no context, no tips), which would ask for the whole history, is refused
 (403 ``not_a_member``): a node that is not a member yet gets its first page
-from ``/peer/join``. A pull or join answer carries only events durable
-here (it waits for the journal). A push is answered once its events are
-merged; only a push asking for a signed receipt (``x-crdtbook-ack``, for
-``ack=replicated``) waits until they are durable here too: the sender
-pushes its next blocks after the answer, so waiting for this node's commit
-as well held every push back by a commit or two, and its events reached
-peers older, undoing more of their orders (nothing else counts on a plain
-push's answer: acknowledgements for compaction come from signed pulls,
-which carry a context only once durable). Peers name themselves in
+from ``/peer/join``. Every
+answer waits for the journal: a push is answered once its events are
+durable here, and a pull or join answer carries only events durable here. Peers name themselves in
 ``x-crdtbook-replica`` / ``x-crdtbook-url`` / ``x-crdtbook-book``; a peer of
 another book is refused (409). A malformed delta or context is a 400 and
 changes nothing. The client app (node/api/app.py) routes these paths here;
@@ -89,13 +83,11 @@ class PeerAPI:
                          detail=str(exc)[:300])
             raise BadRequest(400, "bad_blocks", str(exc)) from None
         self._peer_seen(request)
-        receipt = request.headers.get("x-crdtbook-ack") == "1"
-        if receipt:
-            await self._durable()
+        await self._durable()
         logs.debug("peer.push.received", added=added, bytes=len(request.body))
         response = Response(204, b"", headers=[(b"x-crdtbook-replica", self.node.id.encode())])
         response.headers.pop(0)  # no body, no content-type: pushes are small, headers add up
-        if receipt:  # a signed receipt, for its acks
+        if request.headers.get("x-crdtbook-ack") == "1":  # a signed receipt, for its acks
             response.headers.append((peerauth.HEADER.encode(),
                                      peerauth.sign_answer(self.node, request.body, b"").encode()))
         return response
