@@ -522,6 +522,17 @@ def measure(args, data_root: str | None, full: bool, code: str | None = None,
         stop(procs)
 
 
+SETTLE_S = 5.0
+
+
+def settle() -> None:
+    """Let the disk catch up with a removed cluster (its files' blocks freed, discarded)
+    before the next one starts: the cluster that ran second was otherwise the slower
+    one, with the same code (same-code pairs, shared machine)."""
+    os.sync()
+    time.sleep(SETTLE_S)
+
+
 def baseline(args) -> dict:
     """Phase 1 on a durable cluster of ``args.baseline``'s code (exported, then removed)."""
     print(f"== baseline: durable cluster of revision {args.baseline}", file=sys.stderr)
@@ -537,6 +548,7 @@ def baseline(args) -> dict:
     finally:
         shutil.rmtree(code, ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
+        settle()
     return {"baseline_revision": args.baseline,
             "baseline_durable_orders_per_s": figures["orders_per_s"],
             "baseline_replay_ratio": figures["replay_ratio"],
