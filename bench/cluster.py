@@ -4,7 +4,7 @@ Usage: python bench/cluster.py [--ephemeral | --data-dir [ROOT]] [--duration S] 
                                [--ack-rate R] [--ack-duration S] [--rate R]
                                [--latency-duration S] [--batch N] [--workers W]
                                [--seed S] [--throughput-only] [--baseline REV]
-                               [--no-auth-compare] [--json]
+                               [--no-auth-compare] [--baseline-after] [--json]
 
 By default two fresh clusters run one after the other: first 3 ``--ephemeral``
 nodes (a throwaway store without fsync, the in-memory figure), phase 1 only;
@@ -48,7 +48,9 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    runs a durable cluster of that revision's code (exported with ``git
    archive`` into a temporary folder), phase 1 only, first: the throughput
    without signatures, in the same run, and the ratio signed / unsigned.
-   ``--baseline none`` skips it. A revision that knows client accounts
+   ``--baseline none`` skips it; ``--baseline-after`` runs it last instead
+   (the cluster that runs second has measured slower, with the same code
+   too: on a shared machine, compare both orders). A revision that knows client accounts
    (e.g. 2073425, before issue 12) runs authenticated like this checkout's.
 
 7. Replays: around phase 1 the bench reads each node's engine counters
@@ -577,6 +579,10 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", default=UNSIGNED, metavar="REV",
                         help=f"also measure a durable cluster of revision REV (default "
                              f"{UNSIGNED}, before signed feeds); 'none' to skip")
+    parser.add_argument("--baseline-after", action="store_true",
+                        help="run the baseline's cluster after this checkout's, not before "
+                             "(the cluster that runs second has measured slower, same code "
+                             "or not: run both orders and compare)")
     parser.add_argument("--no-auth-compare", action="store_true",
                         help="skip the durable --insecure-no-auth cluster (phase 1)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -593,7 +599,7 @@ def main(argv=None) -> int:
         os.environ["CRDTBOOK_PROFILE"] = os.path.abspath(args.profile)
     result: dict = {"nodes": 3, "duration_s": args.duration, "batch": args.batch,
                     "workers": args.workers}
-    if args.baseline != "none" and not args.ephemeral:
+    if args.baseline != "none" and not args.ephemeral and not args.baseline_after:
         result.update(baseline(args))
     if args.data_dir is None:
         print("== ephemeral cluster (--ephemeral: no fsync)", file=sys.stderr)
@@ -632,6 +638,9 @@ def main(argv=None) -> int:
             result["auth_to_no_auth"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])
                 / result["no_auth_durable_orders_per_s"], 3)
+        if args.baseline != "none" and args.baseline_after:
+            settle()
+            result.update(baseline(args))
         if "baseline_durable_orders_per_s" in result:
             result["durable_signed_to_baseline"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])

@@ -195,7 +195,8 @@ class Journal:
                 await trio.lowlevel.checkpoint()
             else:
                 # the rows on the loop, the wait for the disk on a thread: row by row
-                # on a thread, the writer fights the busy loop for the GIL (Store.stage)
+                # on a thread, the writer takes the GIL back from the loop at every
+                # row (Store.stage, bench/journal.py)
                 self.store.stage(batch)
                 await trio.to_thread.run_sync(self.store.commit, limiter=self._write_lock)
         except Exception as exc:  # StoreError, or a bug: either way nothing more is promised
