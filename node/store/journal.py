@@ -198,7 +198,9 @@ class Journal:
                 # on a thread, the writer takes the GIL back from the loop at every
                 # row (Store.stage, bench/journal.py)
                 self.store.stage(batch)
-                await trio.to_thread.run_sync(self.store.commit, limiter=self._write_lock)
+                with trio.CancelScope(shield=True):  # staged: the transaction is ended
+                    await trio.to_thread.run_sync(self.store.commit,
+                                                  limiter=self._write_lock)
         except Exception as exc:  # StoreError, or a bug: either way nothing more is promised
             self.failed = str(exc) if isinstance(exc, StoreError) else repr(exc)
             logs.error("store.failed", detail=self.failed,
