@@ -4,7 +4,8 @@ Usage: python bench/cluster.py [--ephemeral | --data-dir [ROOT]] [--duration S] 
                                [--ack-rate R] [--ack-duration S] [--rate R]
                                [--latency-duration S] [--batch N] [--workers W]
                                [--seed S] [--throughput-only] [--baseline REV]
-                               [--no-auth-compare] [--baseline-after] [--json]
+                               [--no-auth-compare] [--baseline-after] [--profile PREFIX]
+                               [--json]
 
 By default two fresh clusters run one after the other: first 3 ``--ephemeral``
 nodes (a throwaway store without fsync, the in-memory figure), phase 1 only;
@@ -61,8 +62,13 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    (0 if every remote event sorts after everything applied), and
    ``applies_per_event``: engine applies per event taken in, local or
    remote, replays included (1.0 if nothing was ever undone). Also the
-   nodes' CPU time (from /proc, all three) per 1,000 orders accepted, and the
-   client's wait for each batch's answer (p50, p99).
+   nodes' CPU time (from /proc, all three, and each) and the bench's own
+   per 1,000 orders accepted; store commits, pushes, pulls and events pulled
+   per 1,000 orders (all nodes); and the client's wait for each batch's
+   answer (p50, p99).
+
+``--profile PREFIX`` runs the nodes under cProfile (``CRDTBOOK_PROFILE``,
+see node/__main__.py): each writes ``PREFIX.<pid>.prof`` when it stops.
 
 ``--throughput-only`` runs phase 1 alone (quick iterations); ``--repeat N``
 runs phase 1 N times on each cluster (baseline's too) and keeps the best.
