@@ -4,7 +4,8 @@ Usage: python bench/cluster.py [--ephemeral | --data-dir [ROOT]] [--duration S] 
                                [--ack-rate R] [--ack-duration S] [--rate R]
                                [--latency-duration S] [--batch N] [--workers W]
                                [--seed S] [--throughput-only] [--baseline REV]
-                               [--no-auth-compare] [--json]
+                               [--no-auth-compare] [--baseline-after] [--profile PREFIX]
+                               [--json]
 
 By default two fresh clusters run one after the other: first 3 ``--ephemeral``
 nodes (a throwaway store without fsync, the in-memory figure), phase 1 only;
@@ -17,7 +18,8 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    around a mid, so a share cross) round-robin to the 3 nodes for --duration
    seconds (default 10); prints orders/s accepted (a 201 answers once the
    order is durable), then waits until all three nodes hold the same events
-   and digest.
+   and digest. The bodies (500, used in turn) are made and JSON-encoded
+   before the clock starts, so the bench's own CPU goes to HTTP only.
 2. Ack latency: one order per request (POST /orders), at a fixed --ack-rate
    (default 500/s) for --ack-duration seconds (default 8), round-robin over
    the nodes, open loop (each request starts on schedule in its own task, so
@@ -47,7 +49,9 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    runs a durable cluster of that revision's code (exported with ``git
    archive`` into a temporary folder), phase 1 only, first: the throughput
    without signatures, in the same run, and the ratio signed / unsigned.
-   ``--baseline none`` skips it. A revision that knows client accounts
+   ``--baseline none`` skips it; ``--baseline-after`` runs it last instead
+   (the cluster that runs second has measured slower, with the same code
+   too: on a shared machine, compare both orders). A revision that knows client accounts
    (e.g. 2073425, before issue 12) runs authenticated like this checkout's.
 
 7. Replays: around phase 1 the bench reads each node's engine counters
@@ -58,8 +62,13 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    (0 if every remote event sorts after everything applied), and
    ``applies_per_event``: engine applies per event taken in, local or
    remote, replays included (1.0 if nothing was ever undone). Also the
-   nodes' CPU time (from /proc, all three) per 1,000 orders accepted, and the
-   client's wait for each batch's answer (p50, p99).
+   nodes' CPU time (from /proc, all three, and each) and the bench's own
+   per 1,000 orders accepted; store commits, pushes, pulls and events pulled
+   per 1,000 orders (all nodes); and the client's wait for each batch's
+   answer (p50, p99).
+
+``--profile PREFIX`` runs the nodes under cProfile (``CRDTBOOK_PROFILE``,
+see node/__main__.py): each writes ``PREFIX.<pid>.prof`` when it stops.
 
 ``--throughput-only`` runs phase 1 alone (quick iterations); ``--repeat N``
 runs phase 1 N times on each cluster (baseline's too) and keeps the best.
@@ -70,6 +79,7 @@ Figures, not assertions. Nodes run with the same settings as `crdtbook node`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -178,12 +188,21 @@ def replays(before: list[dict], after: list[dict]) -> dict:
     return figures
 
 
-async def throughput(urls, duration, batch, workers, rng,
-                     waits: list[float] | None = None) -> tuple[int, float]:
+BODIES = 500  # distinct request bodies of phase 1, made before it starts and used in turn
+
+
+async def throughput(urls, duration, batch, workers, rng, waits: list[float] | None = None,
+                     own_cpu: list[float] | None = None) -> tuple[int, float]:
     orders = order_stream(rng)
+    # The bodies are made and encoded before the clock starts: the bench shares the
+    # cores with the nodes, and its own work per order is not what is measured.
+    bodies = [json.dumps([next(orders) for _ in range(batch)]).encode()
+              for _ in range(BODIES)]
+    json_headers = {"content-type": "application/json"}
     waits = [] if waits is None else waits  # seconds from each request to its answer
     accepted = 0
     errors = 0
+    cpu = time.process_time()
     start = trio.current_time()
     deadline = start + duration
 
@@ -192,10 +211,10 @@ async def throughput(urls, duration, batch, workers, rng,
         n = i
         while trio.current_time() < deadline:
             url = urls[n % len(urls)]
+            body = bodies[(n * workers + i) % BODIES]  # each worker its own share
             n += 1
-            body = [next(orders) for _ in range(batch)]
             sent = trio.current_time()
-            response = await http.post(f"{url}/orders", json=body)
+            response = await http.post(f"{url}/orders", content=body, headers=json_headers)
             waits.append(trio.current_time() - sent)
             if response.status_code == 201:
                 accepted += batch
@@ -214,6 +233,8 @@ async def throughput(urls, duration, batch, workers, rng,
         for i in range(workers):
             nursery.start_soon(worker, i, http)
     elapsed = trio.current_time() - start
+    if own_cpu is not None:
+        own_cpu.append(time.process_time() - cpu)
     print(file=sys.stderr)
     return accepted, elapsed
 
@@ -390,6 +411,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def activity(urls) -> dict[str, int]:
+    """All nodes together: store commits, pushes and pulls made, events pulled."""
+    totals = dict.fromkeys(("commits", "push_requests", "pull_requests", "pulled_events"), 0)
+    async with client(timeout=30) as http:
+        for url in urls:
+            status = (await http.get(f"{url}/status")).json()
+            totals["commits"] += status["store"]["commits"]
+            for key in ("push_requests", "pull_requests", "pulled_events"):
+                totals[key] += status["gossip"][key]
+    return totals
+
+
 async def run_throughput(args, urls, rng, pids=()) -> dict:
     """Phase 1, ``--repeat`` times on the same cluster: the best run's figures
     (by orders/s), with every run's orders/s and replay ratio."""
@@ -403,11 +436,16 @@ async def run_throughput(args, urls, rng, pids=()) -> dict:
 
 async def throughput_once(args, urls, rng, pids=()) -> dict:
     before = await counters(urls)
+    acts = await activity(urls)
     cpu = [cpu_seconds(pid) for pid in pids]
     waits: list[float] = []
+    own_cpu: list[float] = []  # the bench's CPU while it sent the orders
     accepted, elapsed = await throughput(urls, args.duration, args.batch, args.workers, rng,
-                                         waits)
-    cpu = sum(cpu_seconds(pid) - c for pid, c in zip(pids, cpu, strict=True))
+                                         waits, own_cpu)
+    own = own_cpu[0]
+    each = [cpu_seconds(pid) - c for pid, c in zip(pids, cpu, strict=True)]
+    cpu = sum(each)
+    acts = {k: v - acts[k] for k, v in (await activity(urls)).items()}
     converge_s = await wait_converged(urls)
     replayed = replays(before, await counters(urls))
     nodes = {f"node{i}_orders_per_s": round(replayed[f"node{i}"]["orders"] / elapsed)
@@ -421,6 +459,14 @@ async def throughput_once(args, urls, rng, pids=()) -> dict:
             "request_p99_ms": round(percentile(waits, 0.99) * 1000, 1) if waits else None,
             # the nodes' CPU (all three, threads included) per 1,000 orders accepted
             "node_cpu_ms_per_1k_orders": round(cpu * 1e6 / max(accepted, 1), 1),
+            "nodes_cpu_ms_per_1k_orders": " ".join(f"{c * 1e6 / max(accepted, 1):.1f}"
+                                                   for c in each),
+            # the bench's own CPU (its clients share the cores with the nodes)
+            "client_cpu_ms_per_1k_orders": round(own * 1e6 / max(accepted, 1), 1),
+            # per 1,000 orders, all nodes: store commits, pushes, pulls, events pulled
+            # (pulled events mostly duplicate pushes still on their way)
+            **{f"{k}_per_1k_orders": round(v * 1000 / max(accepted, 1), 1)
+               for k, v in acts.items()},
             **nodes, **replayed, **per_node}
 
 
@@ -484,6 +530,17 @@ def measure(args, data_root: str | None, full: bool, code: str | None = None,
         stop(procs)
 
 
+SETTLE_S = 5.0
+
+
+def settle() -> None:
+    """Let the disk catch up with a removed cluster (its files' blocks freed, discarded)
+    before the next one starts: the cluster that ran second was otherwise the slower
+    one, with the same code (same-code pairs, shared machine)."""
+    os.sync()
+    time.sleep(SETTLE_S)
+
+
 def baseline(args) -> dict:
     """Phase 1 on a durable cluster of ``args.baseline``'s code (exported, then removed)."""
     print(f"== baseline: durable cluster of revision {args.baseline}", file=sys.stderr)
@@ -499,6 +556,7 @@ def baseline(args) -> dict:
     finally:
         shutil.rmtree(code, ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
+        settle()
     return {"baseline_revision": args.baseline,
             "baseline_durable_orders_per_s": figures["orders_per_s"],
             "baseline_replay_ratio": figures["replay_ratio"],
@@ -527,6 +585,10 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", default=UNSIGNED, metavar="REV",
                         help=f"also measure a durable cluster of revision REV (default "
                              f"{UNSIGNED}, before signed feeds); 'none' to skip")
+    parser.add_argument("--baseline-after", action="store_true",
+                        help="run the baseline's cluster after this checkout's, not before "
+                             "(the cluster that runs second has measured slower, same code "
+                             "or not: run both orders and compare)")
     parser.add_argument("--no-auth-compare", action="store_true",
                         help="skip the durable --insecure-no-auth cluster (phase 1)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -534,11 +596,16 @@ def main(argv=None) -> int:
                              "machine is noisy)")
     parser.add_argument("--throughput-only", action="store_true",
                         help="phase 1 only (the baseline is phase 1 only anyway)")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="run the nodes under cProfile: each writes PREFIX.<pid>.prof "
+                             "when it stops (read with python -m pstats)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.profile:
+        os.environ["CRDTBOOK_PROFILE"] = os.path.abspath(args.profile)
     result: dict = {"nodes": 3, "duration_s": args.duration, "batch": args.batch,
                     "workers": args.workers}
-    if args.baseline != "none" and not args.ephemeral:
+    if args.baseline != "none" and not args.ephemeral and not args.baseline_after:
         result.update(baseline(args))
     if args.data_dir is None:
         print("== ephemeral cluster (--ephemeral: no fsync)", file=sys.stderr)
@@ -577,6 +644,9 @@ def main(argv=None) -> int:
             result["auth_to_no_auth"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])
                 / result["no_auth_durable_orders_per_s"], 3)
+        if args.baseline != "none" and args.baseline_after:
+            settle()
+            result.update(baseline(args))
         if "baseline_durable_orders_per_s" in result:
             result["durable_signed_to_baseline"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])

@@ -35,3 +35,29 @@ async def test_a_lone_appender_commits_at_once_and_sync_waits_for_its_mark(
             nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def test_a_flush_cancelled_once_its_rows_are_written_still_commits(tmp_path):
+    from crdtbook.events import make_order
+
+    store = Store.open(str(tmp_path / "data"), "default", fsync=False)
+    journal = Journal(store)
+    events = [make_order(10 + i, "a", i + 1, "buy", "limit", 100, 5, "") for i in range(3)]
+    written = store.stage
+
+    def stage_then_cancel(batch):  # the stop's deadline falls right after the rows
+        written(batch)
+        scope.cancel()
+
+    store.stage = stage_then_cancel
+    try:
+        journal.events(events[:2])
+        with trio.CancelScope() as scope:
+            await journal.flush()
+        assert store.event_count() == 2  # committed, not left in an open transaction
+        store.stage = written
+        journal.events(events[2:])
+        await journal.flush()  # the next transaction begins as usual
+        assert store.event_count() == 3 and not journal.failed
+    finally:
+        store.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from node.cluster import gossip
 from node.server import serve_node
 from node.service import NodeConfig
@@ -85,15 +87,19 @@ async def test_status_names_the_member_that_holds_finality_back(nursery, tmp_pat
     assert gone in a.node.status()["members"]
 
 
-async def test_a_failed_store_acknowledges_and_sends_nothing(nursery):
+@pytest.mark.parametrize("step", ["stage", "commit"])
+async def test_a_failed_store_acknowledges_and_sends_nothing(nursery, step):
     a = await start(nursery)
     b = await start(nursery, a.url)
     await eventually(lambda: len(b.node.replica.members()) == 2)
+    roll_back = a.node.store._rolled_back
 
-    def disk_full(batch):
+    def disk_full(*_):  # the rows could not be written, or the commit failed (rolled back)
+        if step == "commit":
+            roll_back()
         raise StoreError("writing to the store failed: database or disk is full")
 
-    a.node.store.write = disk_full
+    setattr(a.node.store, step, disk_full)
     async with client() as http:
         r = await http.post(a.url + "/orders", json={"side": "sell", "qty": "1", "price": "9"})
         assert r.status_code == 503 and r.json()["error"] == "store_failed"

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from crdtbook.events import make_cancel, make_member, make_order
-from node.store.sqlite import Batch, FinalOrder, Store, StoredFill, StoreError
+from node.store.sqlite import AccountRow, Batch, FinalOrder, Store, StoredFill, StoreError
 
 
 def order(clock, replica, seq, account="alice"):
@@ -37,6 +37,28 @@ def test_events_round_trip_in_position_order(store):
         after = page[-1].position
     assert walked == sorted(events)
     assert store.events_of("a", 1, 2) == {1: events[1], 2: events[2]}
+
+
+def test_staged_rows_count_once_committed(store):
+    events = [order(10, "a", 1), order(20, "b", 1)]
+    store.stage(Batch(events=events, meta={"k": 1}))
+    assert store.event_count() == 0  # the reader sees nothing of an open transaction
+    assert "k" not in store.meta
+    store.commit()
+    assert store.event_count() == 2 and store.meta["k"] == 1
+    assert store.events_page(None, 10) == events
+
+
+def test_a_failed_stage_leaves_nothing_and_the_store_usable(store):
+    unbindable = AccountRow("carol", b"\x00" * 32, object())  # not an SQLite value
+    with pytest.raises(StoreError, match="writing to the store failed"):
+        store.stage(Batch(events=[order(10, "fresh", 1)], accounts=[unbindable],
+                          meta={"k": 1}))
+    assert store.event_count() == 0 and "k" not in store.meta
+    # the name interned by the failed transaction is forgotten with it: interned
+    # again, the event reads back under its own name
+    store.write(Batch(events=[order(10, "fresh", 1)]))
+    assert store.events_page(None, 10) == [order(10, "fresh", 1)]
 
 
 def test_final_orders_and_fills(store):
