@@ -203,7 +203,13 @@ class Engine:
                 self.by_dot[event[1]] = {event[2]: outcome}
             return
         fills = self.fills
-        taker = Resting(event, self.fills_base + len(fills))
+        # Resting(event, start) without the call: a class call that runs a Python
+        # __init__ costs more than its six slot stores made here.
+        taker = _new_record(Resting)
+        taker.event = event
+        taker.remaining = taker.filled = 0
+        taker.reason = taker.cancel_reason = None
+        taker.fills_start = self.fills_base + len(fills)
         self.log.append(event)
         try:
             self.by_dot[event[1]][event[2]] = taker
@@ -424,6 +430,9 @@ class Engine:
     # -- queries -----------------------------------------------------------
     def outcome(self, replica: str, seq: int) -> Resting | CancelOutcome | None:
         return self.by_dot.get(replica, {}).get(seq)
+
+
+_new_record = object.__new__
 
 
 def _available(side: BookSide, is_buy: bool, limit: int, wanted: int) -> int:
