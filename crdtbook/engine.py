@@ -190,8 +190,8 @@ class Engine:
         calls it per event, and a loop of one, or a call to share the matching,
         costs it a tenth more.
         """
-        kind = event[3]
-        if kind != ORDER:
+        if len(event) != 9:  # a cancel (6 fields) or a membership event (8), not an order
+            kind = event[3]
             outcome = (self._apply_cancel(event) if kind == CANCEL
                        else self._apply_member(event))
             self.log.append(event)
@@ -209,16 +209,19 @@ class Engine:
         taker.reason = taker.cancel_reason = None
         taker.fills_start = self.fills_base + len(fills)
         self.log.append(event)
+        # One unpacking: an event is a tuple subclass, which CPython indexes and
+        # unpacks the generic way, so each event[i] costs a call.
+        _, replica, seq, _, side, kind, price, qty, _ = event
         try:
-            self.by_dot[event[1]][event[2]] = taker
+            self.by_dot[replica][seq] = taker
         except KeyError:
-            self.by_dot[event[1]] = {event[2]: taker}
+            self.by_dot[replica] = {seq: taker}
         if self.invalid:
             reason = self._chain_reason(event)
             if reason is not None:
                 taker.reason = reason
                 return
-        _, _, _, _, side, kind, price, remaining, _ = event
+        remaining = qty
         is_buy = side == BUY
         if is_buy:
             opposite, own = self.asks, self.bids
@@ -263,7 +266,7 @@ class Engine:
             if not level:
                 opposite.drop_best()
                 best = opposite.best
-        taker.filled = event[7] - remaining
+        taker.filled = qty - remaining
         if remaining and kind == LIMIT:  # market, ioc and fok drop what is left
             taker.remaining = remaining
             own.append(price, taker)
@@ -282,9 +285,8 @@ class Engine:
         invalid = self.invalid
         bids, asks = self.bids, self.asks
         for event in events:
-            kind = event[3]
-            if kind != ORDER:
-                self._apply_other(event, kind)
+            if len(event) != 9:  # as in apply
+                self._apply_other(event, event[3])
                 continue
             taker = _new_record(Resting)  # as in apply
             taker.event = event
@@ -292,16 +294,17 @@ class Engine:
             taker.reason = taker.cancel_reason = None
             taker.fills_start = self.fills_base + len(fills)
             log_append(event)
+            _, replica, seq, _, side, kind, price, qty, _ = event  # as in apply
             try:
-                by_dot[event[1]][event[2]] = taker
+                by_dot[replica][seq] = taker
             except KeyError:
-                by_dot[event[1]] = {event[2]: taker}
+                by_dot[replica] = {seq: taker}
             if invalid:
                 reason = self._chain_reason(event)
                 if reason is not None:
                     taker.reason = reason
                     continue
-            _, _, _, _, side, kind, price, remaining, _ = event
+            remaining = qty
             is_buy = side == BUY
             if is_buy:
                 opposite, own = asks, bids
@@ -345,7 +348,7 @@ class Engine:
                 if not level:
                     opposite.drop_best()
                     best = opposite.best
-            taker.filled = event[7] - remaining
+            taker.filled = qty - remaining
             if remaining and kind == LIMIT:  # market, ioc and fok drop what is left
                 taker.remaining = remaining
                 own.append(price, taker)
