@@ -7,7 +7,13 @@ around a mid with a normal spread (so that about 40% cross), 10% cancels of
 earlier orders of the same replica, spread across 3 replicas whose clocks
 follow one simulated wall clock. It prints events/s for
 
-  ingest_in_order_eps  every event merged as its own delta, in position order
+  ingest_in_order_eps  every event merged on its own, in position order, by
+                       Replica.merge_event (the one-event peer path, as in
+                       bench/peers.py: the event as codec.events_from_wire
+                       decodes it, no delta object around it)
+  ingest_in_order_delta_eps  the same through Replica.merge of a one-event delta
+                       each (what ingest_in_order_eps measured up to issue 12;
+                       a baseline's ingest_in_order_eps is compared with this)
   ingest_late_eps      the same, but 10% of events delivered late by up to
                        1,000 positions (book up to date after every event)
   *_batched_eps        the same two with deltas grouped into messages of
@@ -100,6 +106,16 @@ def single(event) -> AWORSet:
     return AWORSet.from_entries([(event.replica, event.seq, event)])
 
 
+def timed_events(events: list) -> tuple[float, Replica]:
+    replica = Replica("observer")
+    merge_event = replica.merge_event
+    gc.collect()
+    start = time.perf_counter()
+    for event in events:
+        merge_event(event)
+    return time.perf_counter() - start, replica
+
+
 def timed_ingest(deltas: list[AWORSet]) -> tuple[float, Replica]:
     replica = Replica("observer")
     merge = replica.merge
@@ -110,16 +126,16 @@ def timed_ingest(deltas: list[AWORSet]) -> tuple[float, Replica]:
     return time.perf_counter() - start, replica
 
 
-def latency_samples(deltas: list[AWORSet]) -> list[int]:
-    """Nanoseconds per merge, in a separate run so timing does not slow the eps run."""
+def latency_samples(events: list) -> list[int]:
+    """Nanoseconds per merge_event, in a separate run so timing does not slow the eps run."""
     replica = Replica("observer")
-    merge = replica.merge
+    merge_event = replica.merge_event
     clock = time.perf_counter_ns
     samples = []
     gc.collect()
-    for delta in deltas:
+    for event in events:
         t0 = clock()
-        merge(delta)
+        merge_event(event)
         samples.append(clock() - t0)
     return samples
 
@@ -254,11 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     n = len(events)
     best = best_of(args.repeat)
 
-    say(f"ingest in position order, one delta per event (best of {args.repeat}) ...")
-    deltas = [single(e) for e in events]
-    elapsed, replica = best(partial(timed_ingest, deltas))
+    say(f"ingest in position order, one event at a time (best of {args.repeat}) ...")
+    elapsed, replica = best(partial(timed_events, events))
     in_order = n / elapsed
-    samples = latency_samples(deltas)
+    samples = latency_samples(events)
+
+    say("ingest in position order, one delta per event ...")
+    deltas = [single(e) for e in events]
+    elapsed_deltas, by_delta = best(partial(timed_ingest, deltas))
+    assert by_delta.digest() == replica.digest() and by_delta.fills() == replica.fills()
+    del by_delta
     digest = replica.digest()
     fills = replica.fills()
     takers = {f.taker for f in fills}
@@ -346,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "gc_thresholds": list(__import__("gc").get_threshold()),
         "ingest_in_order_eps": round(in_order),
+        "ingest_in_order_delta_eps": round(n / elapsed_deltas),
         "ingest_in_order_batched_eps": round(n / elapsed_batched),
         "ingest_late_eps": round(n / elapsed_late1),
         "ingest_late_batched_eps": round(n / elapsed_late),
@@ -379,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             shown = f"{value:,}" if isinstance(value, int) else value
             old = before.get(key) if before is not None else None
+            if before is not None and "ingest_in_order_delta_eps" not in before:
+                # a revision from before the split measured one-event deltas only
+                old = {"ingest_in_order_eps": None,
+                       "ingest_in_order_delta_eps": before.get("ingest_in_order_eps")
+                       }.get(key, old)
             if isinstance(value, int) and isinstance(old, int) and old:
                 print(f"{key:<{width}}  {shown:>12}  {old:>12,}  {value / old:.2f}x")
             else:

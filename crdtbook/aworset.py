@@ -31,6 +31,7 @@ Rules this module keeps
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from .context import CausalContext
@@ -172,7 +173,8 @@ class AWORSet:
             cloud = cc.cloud.get(replica, ())
             if mine is None and not top and not cloud:  # a replica new to us: all added
                 store[replica] = dict(theirs)
-                added.extend([(replica, seq, theirs[seq]) for seq in sorted(theirs)])
+                seqs = sorted(theirs)  # the triples made at C speed: a replay's whole history
+                added.extend(zip(repeat(replica), seqs, map(theirs.__getitem__, seqs)))
                 continue
             for seq in sorted(theirs):
                 value = theirs[seq]

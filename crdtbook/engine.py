@@ -160,9 +160,7 @@ class Engine:
             if not add:
                 return
             if not log or add[0] > log[-1]:
-                apply = self.apply
-                for event in add:
-                    apply(event)
+                self.apply_run(add)
                 return
             first = add[0]
         else:
@@ -175,9 +173,7 @@ class Engine:
             suffix = [e for e in suffix if e not in gone]
         suffix.extend(add)
         suffix.sort()
-        apply = self.apply
-        for event in suffix:
-            apply(event)
+        self.apply_run(suffix)
 
     def reset(self) -> None:
         invalid, rewinds, replayed = self.invalid, self.rewinds, self.replayed
@@ -187,13 +183,15 @@ class Engine:
     # -- apply -----------------------------------------------------------
     def apply(self, event: Order | Cancel) -> None:
         """Apply one event that sorts after every applied one (the caller checked:
-        ``update`` does, and so does the replica's in-order merge path).
+        the replica's in-order merge path does).
 
-        Orders are matched here, inline: they are nine events in ten, and a
-        call per event is a measurable share of the engine's time.
+        ``apply_run`` for one event, written out (keep the two alike: the tests
+        hold them to the same outcomes): the in-order merge of a live node
+        calls it per event, and a loop of one, or a call to share the matching,
+        costs it a tenth more.
         """
-        kind = event[3]
-        if kind != ORDER:
+        if len(event) != 9:  # a cancel (6 fields) or a membership event (8), not an order
+            kind = event[3]
             outcome = (self._apply_cancel(event) if kind == CANCEL
                        else self._apply_member(event))
             self.log.append(event)
@@ -203,18 +201,27 @@ class Engine:
                 self.by_dot[event[1]] = {event[2]: outcome}
             return
         fills = self.fills
-        taker = Resting(event, self.fills_base + len(fills))
+        # Resting(event, start) without the call: a class call that runs a Python
+        # __init__ costs more than its six slot stores made here.
+        taker = _new_record(Resting)
+        taker.event = event
+        taker.remaining = taker.filled = 0
+        taker.reason = taker.cancel_reason = None
+        taker.fills_start = self.fills_base + len(fills)
         self.log.append(event)
+        # One unpacking: an event is a tuple subclass, which CPython indexes and
+        # unpacks the generic way, so each event[i] costs a call.
+        _, replica, seq, _, side, kind, price, qty, _ = event
         try:
-            self.by_dot[event[1]][event[2]] = taker
+            self.by_dot[replica][seq] = taker
         except KeyError:
-            self.by_dot[event[1]] = {event[2]: taker}
+            self.by_dot[replica] = {seq: taker}
         if self.invalid:
             reason = self._chain_reason(event)
             if reason is not None:
                 taker.reason = reason
                 return
-        _, _, _, _, side, kind, price, remaining, _ = event
+        remaining = qty
         is_buy = side == BUY
         if is_buy:
             opposite, own = self.asks, self.bids
@@ -259,10 +266,102 @@ class Engine:
             if not level:
                 opposite.drop_best()
                 best = opposite.best
-        taker.filled = event[7] - remaining
+        taker.filled = qty - remaining
         if remaining and kind == LIMIT:  # market, ioc and fok drop what is left
             taker.remaining = remaining
             own.append(price, taker)
+
+    def apply_run(self, events) -> None:
+        """Apply events, in position order, that all sort after every applied one
+        (the caller checked: ``update`` does).
+
+        ``apply`` over a whole run (a replay, a push) in one loop, with the
+        engine's parts held in locals: a tenth fewer instructions per event.
+        """
+        log_append = self.log.append
+        by_dot = self.by_dot
+        fills = self.fills
+        record_fill = fills.append
+        invalid = self.invalid
+        bids, asks = self.bids, self.asks
+        for event in events:
+            if len(event) != 9:  # as in apply
+                self._apply_other(event, event[3])
+                continue
+            taker = _new_record(Resting)  # as in apply
+            taker.event = event
+            taker.remaining = taker.filled = 0
+            taker.reason = taker.cancel_reason = None
+            taker.fills_start = self.fills_base + len(fills)
+            log_append(event)
+            _, replica, seq, _, side, kind, price, qty, _ = event  # as in apply
+            try:
+                by_dot[replica][seq] = taker
+            except KeyError:
+                by_dot[replica] = {seq: taker}
+            if invalid:
+                reason = self._chain_reason(event)
+                if reason is not None:
+                    taker.reason = reason
+                    continue
+            remaining = qty
+            is_buy = side == BUY
+            if is_buy:
+                opposite, own = asks, bids
+            else:
+                opposite, own = bids, asks
+            best = opposite.best
+            if best is None or (kind != MARKET and ((best > price) if is_buy else (best < price))):
+                if kind == FOK:
+                    taker.reason = REASON_FOK
+                elif kind in (LIMIT, POST_ONLY):
+                    taker.remaining = remaining
+                    level = own.levels.get(price)
+                    if level is None:
+                        own.open(price, taker)
+                    else:
+                        level.append(taker)
+                continue
+            if kind == POST_ONLY:
+                taker.reason = REASON_POST_ONLY
+                continue
+            if kind == FOK and _available(opposite, is_buy, price, remaining) < remaining:
+                taker.reason = REASON_FOK
+                continue
+            market = kind == MARKET
+            levels = opposite.levels
+            while remaining and best is not None:
+                if not market and ((best > price) if is_buy else (best < price)):
+                    break
+                level = levels[best]
+                while remaining and level:
+                    maker = level[0]
+                    quantity = maker.remaining
+                    if quantity > remaining:
+                        quantity = remaining
+                    maker.remaining -= quantity
+                    maker.filled += quantity
+                    remaining -= quantity
+                    record_fill((taker, maker, best, quantity))
+                    if not maker.remaining:
+                        level.popleft()
+                if not level:
+                    opposite.drop_best()
+                    best = opposite.best
+            taker.filled = qty - remaining
+            if remaining and kind == LIMIT:  # market, ioc and fok drop what is left
+                taker.remaining = remaining
+                own.append(price, taker)
+
+    def _apply_other(self, event: Cancel | Member, kind: str) -> None:
+        """Apply a cancel or a membership event (the caller checked the order)."""
+        outcome = (self._apply_cancel(event) if kind == CANCEL
+                   else self._apply_member(event))
+        self.log.append(event)
+        try:
+            self.by_dot[event[1]][event[2]] = outcome
+        except KeyError:  # the first event of its replica
+            self.by_dot[event[1]] = {event[2]: outcome}
 
     def _chain_reason(self, event: Order | Cancel) -> str | None:
         if self.invalid:
@@ -424,6 +523,9 @@ class Engine:
     # -- queries -----------------------------------------------------------
     def outcome(self, replica: str, seq: int) -> Resting | CancelOutcome | None:
         return self.by_dot.get(replica, {}).get(seq)
+
+
+_new_record = object.__new__
 
 
 def _available(side: BookSide, is_buy: bool, limit: int, wanted: int) -> int:

@@ -253,9 +253,9 @@ class Merging:
             # The common case of a long run (a pull answer, a replay): every seq held
             # and the clocks increasing, checked at C speed; else the loop below.
             get = seqs.get
-            run = [get(seq) for seq in range(old + 1, new + 1)]
+            run = list(map(get, range(old + 1, new + 1)))
             if None not in run:
-                clocks = [last] + [event[0] for event in run]
+                clocks = [last, *map(_clock, run)]
                 if all(map(lt, clocks, islice(clocks, 1, None))):
                     ready.extend(run)
                     self._chain_clock[replica] = clocks[-1]
@@ -285,7 +285,8 @@ class Merging:
         """
         engine = self.engine
         replay: list = []
-        for event in [e for e in ready if e[3] == MEMBER]:
+        members = [e for e in ready if e[3] == MEMBER] if MEMBER in map(_kind, ready) else ()
+        for event in members:
             if self._member_reason(event) is not None:
                 continue
             if event.action != JOIN:
@@ -406,6 +407,9 @@ class Merging:
         for replica in self.state.context.replicas():
             self._check_chain(replica, 0, self.state.context.contiguous(replica), ready)
         self._admit(ready)
+
+
+_clock, _kind = itemgetter(0), itemgetter(3)
 
 
 def _single_event(delta: AWORSet) -> Order | Cancel | None:
