@@ -48,6 +48,7 @@ from ..cluster import admission, gossip, registry
 from ..cluster.peerapi import PeerAPI
 from ..service import Node, account_json
 from ..store import admintoken
+from ..store.journal import StoreFailed
 from ..web.pages import STATIC_PREFIX, Pages
 from . import auth, history, openapi, orderentry, views, websocket
 from .acks import expecting_acks, parse_ack, wait_replicated
@@ -216,8 +217,13 @@ class App:
         orders, batch = parse_orders(request.body)
         orders = auth.entitled(self.node, request.who, orders)
         with expecting_acks(self.node, ack):
+            journal = self.node.journal
+            if journal.failed:  # as sync would: nothing more is acknowledged
+                raise StoreFailed(journal.failed)
             placed = self.node.place_many(orders)
-            await self.node.journal.sync()
+            if ack != "local" or not self.node.store.ephemeral:
+                # durable here first (an ephemeral store promises nothing: no wait)
+                await journal.sync()
             status, extra = 201, {}
             if ack != "local":
                 replicated = await wait_replicated(self.node, placed[-1].order.dot.seq, ack,
