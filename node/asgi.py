@@ -186,13 +186,35 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
         await guard.flush()  # (nothing left to send, unless hypercorn wrote no body)
 
 
+def queued_first(receive):
+    """``receive`` that takes a message already queued without a checkpoint.
+
+    hypercorn's trio worker hands the app a memory channel's ``receive``,
+    which checkpoints (a trip through the scheduler) even when a message is
+    there: a request's body is usually queued whole (its chunk and its end)
+    before the app runs, WebSocket frames come in runs. ``receive_nowait``
+    takes those; when nothing is queued, or ``receive`` is not a channel's, it
+    is awaited. (The channel holds a few messages at most, hypercorn's
+    ``max_app_queue_size``: a loop over it reaches a checkpoint soon.)"""
+    nowait = getattr(getattr(receive, "__self__", None), "receive_nowait", None)
+    if nowait is None:
+        return receive
+
+    async def receive_queued() -> dict:
+        try:
+            return nowait()
+        except trio.WouldBlock:
+            return await receive()
+    return receive_queued
+
+
 class _BodyRead:
     """``receive`` for the app, noting whether the request body was read to its end."""
 
     __slots__ = ("_receive", "done")
 
     def __init__(self, receive, bodyless: bool) -> None:
-        self._receive = receive
+        self._receive = queued_first(receive)
         self.done = bodyless
 
     async def receive(self) -> dict:

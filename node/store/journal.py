@@ -35,7 +35,9 @@ Nothing it writes is a promise, so what nobody waits for (an order answered
 without waiting, see node/api/app.py) gathers for up to ``LAZY_COMMIT_S``:
 one commit, one signed block and one push then serve every order of that
 window. A ``sync`` call cuts the wait short (a peer's pull, a read of history,
-``ack=replicated``): whoever waits gets the commit at once.
+``ack=replicated``): whoever waits gets the commit at once. Such a gathered
+batch, when nobody waits on it, is written on the event loop too (up to
+``LAZY_INLINE_ROWS``): the hop to the thread would cost more than the write.
 
 Reads of history run on their own connection and thread, one at a time, so
 a long page never delays a commit (WAL lets both proceed).
@@ -58,7 +60,8 @@ COMMIT_WINDOW_S = 0.002
 # inlining every small batch cost a third of pipelined WebSocket entry).
 INLINE_ROWS = 3
 # An ephemeral store's appends that nobody waits for are committed at most this late.
-LAZY_COMMIT_S = 0.005
+LAZY_COMMIT_S = 0.01
+LAZY_INLINE_ROWS = 64
 
 
 class StoreFailed(Exception):
@@ -202,7 +205,8 @@ class Journal:
     async def _commit(self, batch: Batch, target: int) -> None:
         started = time.perf_counter()
         try:
-            if self.store.ephemeral and _small(batch):
+            if self.store.ephemeral and (_small(batch, INLINE_ROWS) or (
+                    not self._hurry.is_set() and _small(batch, LAZY_INLINE_ROWS))):
                 # No fsync: a lone request's transaction is a few page copies, far
                 # less than the thread hop (which doubled its time).
                 self.store.write(batch)
@@ -236,7 +240,7 @@ def _nothing() -> None:
     pass
 
 
-def _small(batch: Batch) -> bool:
+def _small(batch: Batch, most: int) -> bool:
     """Small enough to write on the event loop, without fsync (an ephemeral store)."""
     return batch.snapshot is None and (len(batch.events) + len(batch.blocks) + len(batch.orders)
-                                       + len(batch.fills) + len(batch.accounts)) <= INLINE_ROWS
+                                       + len(batch.fills) + len(batch.accounts)) <= most
