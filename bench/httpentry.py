@@ -5,6 +5,7 @@ file named http.py would hide the standard library's http package from all.)
 
 Usage: python bench/httpentry.py [--requests N] [--rounds R] [--seed S]
                             [--baseline REV] [--no-durable] [--json]
+       python bench/httpentry.py --instructions [--requests N] [--baseline REV]
 
 Starts, each in its own process:
 
@@ -28,6 +29,15 @@ the same load from the rest of the machine; the best round counts. Prints
 requests/s for each, ``ephemeral_to_bare`` (the target: >= 0.9), each server's
 CPU per request (from /proc: less noisy than rates on a shared machine) and the
 client's, ``--json`` for a JSON object. A status line on stderr says what runs.
+
+``--instructions`` measures instead what no load on the machine moves: user-space
+instructions per request (valgrind's callgrind), of ``bare`` and ``ephemeral``
+(and the baseline's ephemeral node), each server run twice under callgrind,
+for N and 3N requests (N: --requests, keep it small: valgrind runs ~50 times
+slower), the difference divided by 2N. Under valgrind, trio's clock runs
+``CLOCK_SCALE`` times slower than the wall clock, so that the node's timers
+(its journal's window, lease, gossip) fire per request about as often as they
+would without valgrind. Prints instructions per request and ``ephemeral_to_bare``.
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MID = 100
 NO_LIMIT = ["--rate-limit", "0"]
 MAX_HEAD = 64 * 1024
+CLOCK_SCALE = 40.0  # trio's clock under valgrind: about its slowdown of this code
 
 
 # -- the bare app (run with --serve-bare) ------------------------------------
@@ -101,6 +112,89 @@ def serve_bare() -> int:
 
     trio.run(run)  # until stop()'s SIGTERM ends the process
     return 0
+
+
+def serve_scaled(what: str, node_args: list[str]) -> int:
+    """Serve ``bare`` or a node (``node_args``: its command line) with trio's clock
+    ``CLOCK_SCALE`` times slower than the wall clock (for callgrind)."""
+    import trio
+    import trio.abc
+
+    class Slow(trio.abc.Clock):
+        def start_clock(self) -> None:
+            self.start = time.perf_counter()
+
+        def current_time(self) -> float:
+            return (time.perf_counter() - self.start) / CLOCK_SCALE
+
+        def deadline_to_sleep_time(self, deadline: float) -> float:
+            return max(0.0, (deadline - self.current_time()) * CLOCK_SCALE)
+
+    run = trio.run
+
+    def slowly(*args, **kwargs):
+        kwargs.setdefault("clock", Slow())
+        return run(*args, **kwargs)
+
+    trio.run = slowly
+    if what == "bare":
+        return serve_bare()
+    from node.cli.main import main as node_main
+    return node_main(["node", *node_args])
+
+
+def instructions(what: str, count: int, code: str | None, out_dir: str) -> int:
+    """User-space instructions a server spent in its life, serving ``count`` requests."""
+    out = os.path.join(out_dir, f"callgrind.{what}.{count}")
+    node_args = ["--listen", "127.0.0.1:0", "--log-level", "warning", "--ephemeral",
+                 "--no-auth", *NO_LIMIT]
+    script = os.path.join(code or str(ROOT), "bench", "httpentry.py")  # that code's node
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+           sys.executable, script, "--serve-scaled", "bare" if what == "bare" else "node",
+           *([] if what == "bare" else node_args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=code or ROOT)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if " listening on " not in line:
+            raise SystemExit(f"{what} failed to start under valgrind")
+        run_client(line.strip().rsplit(" ", 1)[1], None, count, 1)
+    finally:
+        stop([proc])
+    with open(out) as f:
+        for row in f:
+            if row.startswith("totals:"):
+                return int(row.split()[1])
+    raise SystemExit(f"no totals in {out}")
+
+
+def count_instructions(args) -> dict:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (callgrind)")
+    root = tempfile.mkdtemp(prefix="crdtbook-bench-http-cg-")
+    code = export(args.baseline) if args.baseline else None
+    if code:  # this script serves the baseline's node too (its bench/ may not know how)
+        shutil.copy(__file__, os.path.join(code, "bench", "httpentry.py"))
+    servers = [("bare", None), ("ephemeral", None)] + ([("baseline_ephemeral", code)]
+                                                       if code else [])
+    result: dict = {"requests": args.requests}
+    try:
+        for name, where in servers:
+            totals = []
+            for count in (args.requests, 3 * args.requests):
+                status_line(f"{name}: {count} single orders under callgrind")
+                totals.append(instructions(name, count, where, root))
+            # each client run also sends a warm-up of a tenth
+            result[f"{name}_instructions_per_request"] = round(
+                (totals[1] - totals[0]) / (2 * args.requests * 1.1))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        if code:
+            shutil.rmtree(code, ignore_errors=True)
+    bare = result["bare_instructions_per_request"]
+    for name, _ in servers[1:]:
+        result[f"{name}_to_bare"] = round(result[f"{name}_instructions_per_request"] / bare, 3)
+    return result
 
 
 def start_bare() -> tuple[subprocess.Popen, str]:
@@ -260,7 +354,7 @@ def status_line(text: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--requests", type=int, default=5_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
@@ -268,9 +362,20 @@ def main(argv=None) -> int:
                         help="also measure nodes of this revision (e.g. 2073425)")
     parser.add_argument("--no-durable", action="store_true", help="skip the durable node")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per request under callgrind instead "
+                             "(bare and ephemeral; try --requests 100)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-scaled", choices=("bare", "node"), help=argparse.SUPPRESS)
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.serve_scaled:
+        return serve_scaled(args.serve_scaled, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.instructions:
+        print_figures(count_instructions(args), args.json)
+        return 0
     if args.serve_bare:
         return serve_bare()
     if args.client:

@@ -53,6 +53,10 @@ BODY_S_PER_MIB = 1.0
 MAX_BODIES_IN_FLIGHT = 64 * 1024 * 1024  # bytes of request bodies held at once, node-wide
 WS_MAX_MESSAGE = 64 * 1024  # bytes of one WebSocket message from a client (1009 beyond)
 WS_PING_EVERY_S = 20.0  # hypercorn pings WebSocket clients; their pongs keep them alive
+# Bodies of at most 4 digits of Content-Length (under 10,000 bytes: an order, a command)
+# are taken as queued; larger ones (a peer's push) checkpoint at every chunk, as before,
+# so that many large bodies read at once leave their turn to other requests.
+SMALL_BODY_DIGITS = 4
 
 
 def dumps(data: object) -> bytes:
@@ -151,13 +155,15 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
         return
     head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
     bodyless = True  # no Content-Length (or 0) and no Transfer-Encoding
+    small = True  # no body, or one of a chunk or so: read as queued (queued_first)
     for name, value in scope.get("headers", ()):
         head += len(name) + len(value) + 4
         if name == b"content-length":
             bodyless = bodyless and value == b"0"
+            small = len(value) <= SMALL_BODY_DIGITS
         elif name == b"transfer-encoding":
-            bodyless = False
-    read = _BodyRead(receive, bodyless)
+            bodyless = small = False
+    read = _BodyRead(queued_first(receive) if small else receive, bodyless)
     if head > MAX_HEADER_BYTES:  # h11 bounds incomplete headers; complete ones are bounded here
         response = Response(431, json.dumps({"error": "headers_too_large", "detail": (
             f"request line and headers exceed {MAX_HEADER_BYTES} bytes")}).encode())
@@ -184,6 +190,28 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
     await send({"type": "http.response.body", "body": response.body})
     if guard is not None:
         await guard.flush()  # (nothing left to send, unless hypercorn wrote no body)
+
+
+def queued_first(receive):
+    """``receive`` that takes a message already queued without a checkpoint.
+
+    hypercorn's trio worker hands the app a memory channel's ``receive``,
+    which checkpoints (a trip through the scheduler) even when a message is
+    there: a request's body is usually queued whole (its chunk and its end)
+    before the app runs, WebSocket frames come in runs. ``receive_nowait``
+    takes those; when nothing is queued, or ``receive`` is not a channel's, it
+    is awaited. (The channel holds a few messages at most, hypercorn's
+    ``max_app_queue_size``: a loop over it reaches a checkpoint soon.)"""
+    nowait = getattr(getattr(receive, "__self__", None), "receive_nowait", None)
+    if nowait is None:
+        return receive
+
+    async def receive_queued() -> dict:
+        try:
+            return nowait()
+        except trio.WouldBlock:
+            return await receive()
+    return receive_queued
 
 
 class _BodyRead:

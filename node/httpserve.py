@@ -151,6 +151,10 @@ class Guarded:
             self._hold = False
             self._held += data
             return
+        if not data and not self._held:
+            # hypercorn writes an answer's end (h11's b"" for a sized body) after it took
+            # its send lock, a checkpoint already: nothing to send, nothing to wait for
+            return
         if self._held:
             data, self._held = self._held + bytes(data), b""
         view = memoryview(data)

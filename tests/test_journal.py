@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 
-from node.store.journal import COMMIT_WINDOW_S, Journal
+from node.store.journal import COMMIT_WINDOW_S, LAZY_COMMIT_S, Journal
 from node.store.sqlite import Store
 
 
@@ -61,3 +61,33 @@ async def test_a_flush_cancelled_once_its_rows_are_written_still_commits(tmp_pat
         assert store.event_count() == 3 and not journal.failed
     finally:
         store.close()
+
+
+async def test_an_ephemeral_journal_gathers_what_nobody_waits_for(tmp_path, autojump_clock):
+    """Appends nobody syncs on wait up to LAZY_COMMIT_S for company, then commit
+    together (one commit for all); a sync meanwhile gets its commit at once."""
+    store = Store.open(str(tmp_path / "data"), "default", fsync=False)
+    store.ephemeral = True
+    journal = Journal(store)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(journal.run)
+            began = trio.current_time()
+            for i in range(3):  # three orders answered without waiting
+                journal.meta(n=i)
+                await trio.sleep(LAZY_COMMIT_S / 10)
+            assert journal.pending and journal.commits == 0  # still gathering
+            while journal.pending:
+                await trio.sleep(LAZY_COMMIT_S / 10)
+            assert journal.commits == 1 and store.meta["n"] == 2
+            assert trio.current_time() - began <= LAZY_COMMIT_S + LAZY_COMMIT_S / 10
+            journal.meta(n=3)
+            await trio.sleep(LAZY_COMMIT_S / 10)
+            began = trio.current_time()
+            await journal.sync()  # someone waits: no more gathering
+            assert trio.current_time() - began < LAZY_COMMIT_S / 10
+            assert journal.commits == 2 and store.meta["n"] == 3
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+

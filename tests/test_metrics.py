@@ -37,8 +37,8 @@ def moved(before: dict, after: dict, name: str, **labels) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-async def test_orders_cancels_fills_and_refusals(nursery):
-    node = await start(nursery)
+async def test_orders_cancels_fills_and_refusals(nursery, tmp_path):
+    node = await start(nursery, data_dir=str(tmp_path / "a"))  # each answer waits for a commit
     url, me = node.url, node.node.id
     async with client() as http:
         before = await scrape(http, url)

@@ -159,6 +159,7 @@ async def test_newcomer_catches_up_page_by_page(nursery, monkeypatch):
             r = await http.post(f"{a.url}/orders",
                                 json={"side": "buy", "qty": "1", "price": str(10 + i % 5)})
             assert r.status_code == 201
+            await a.node.journal.sync()  # (an ephemeral node's answer does not wait for it)
     b = await start(nursery, a.url)
     await eventually(lambda: converged(a, b, events=30))
     assert b.node.stats["pull_requests"] >= 30 // 7

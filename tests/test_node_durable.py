@@ -88,8 +88,10 @@ async def test_status_names_the_member_that_holds_finality_back(nursery, tmp_pat
 
 
 @pytest.mark.parametrize("step", ["stage", "commit"])
-async def test_a_failed_store_acknowledges_and_sends_nothing(nursery, step):
-    a = await start(nursery)
+async def test_a_failed_store_acknowledges_and_sends_nothing(nursery, tmp_path, step):
+    # durable: its 201 waits for the commit (an ephemeral node's does not, see
+    # tests/test_ephemeral_entry.py: it refuses once its journal has failed)
+    a = await start(nursery, data_dir=str(tmp_path / "a"))
     b = await start(nursery, a.url)
     await eventually(lambda: len(b.node.replica.members()) == 2)
     roll_back = a.node.store._rolled_back

@@ -21,15 +21,18 @@ from ..asgi import BadRequest
 from ..service import Node
 
 ACKS = ("local", "replicated", "all")
+DEFAULT_TIMEOUT_S = 5.0
 _SECONDS = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?", re.ASCII)
 
 
 def parse_ack(query: dict) -> tuple[str, float]:
     """``ack`` and ``timeout`` from a query string (or a PeerRPC payload's fields)."""
+    if not query:
+        return "local", DEFAULT_TIMEOUT_S
     ack = query.get("ack", "local")
     if ack not in ACKS:
         raise BadRequest(400, "bad_ack", f"ack must be one of {', '.join(ACKS)}")
-    text = query.get("timeout", "5")
+    text = query.get("timeout", "5")  # DEFAULT_TIMEOUT_S
     if isinstance(text, int | float) and not isinstance(text, bool):
         text = str(text)  # a number in a PeerRPC payload
     if not isinstance(text, str) or not _SECONDS.fullmatch(text):

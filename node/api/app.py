@@ -48,6 +48,7 @@ from ..cluster import admission, gossip, registry
 from ..cluster.peerapi import PeerAPI
 from ..service import Node, account_json
 from ..store import admintoken
+from ..store.journal import StoreFailed
 from ..web.pages import STATIC_PREFIX, Pages
 from . import auth, history, openapi, orderentry, views, websocket
 from .acks import expecting_acks, parse_ack, wait_replicated
@@ -211,18 +212,28 @@ class App:
     # -- client API -------------------------------------------------------
     async def post_orders(self, request: Request) -> Response:
         """Place one order or a batch; 201 once durable here (and, with ``ack=replicated``
-        or ``ack=all``, once peers hold it too; 202 if they did not in time)."""
+        or ``ack=all``, once peers hold it too; 202 if they did not in time). An
+        ephemeral store promises nothing, so ``ack=local`` answers it at once: the
+        journal commits what gathered a moment later (node/store/journal.py)."""
         ack, timeout = parse_ack(request.query)
         orders, batch = parse_orders(request.body)
         orders = auth.entitled(self.node, request.who, orders)
-        with expecting_acks(self.node, ack):
-            placed = self.node.place_many(orders)
-            await self.node.journal.sync()
-            status, extra = 201, {}
-            if ack != "local":
-                replicated = await wait_replicated(self.node, placed[-1].order.dot.seq, ack,
+        node = self.node
+        journal = node.journal
+        if journal.failed:  # as sync would say: nothing more is acknowledged
+            raise StoreFailed(journal.failed)
+        if ack == "local":
+            placed = node.place_many(orders)
+            if not node.store.ephemeral:  # (an ephemeral store promises nothing: no wait)
+                await journal.sync()
+            status, extra = 201, None
+        else:
+            with expecting_acks(node, ack):
+                placed = node.place_many(orders)
+                await journal.sync()
+                replicated = await wait_replicated(node, placed[-1].order.dot.seq, ack,
                                                    timeout)
-                status, extra = (201 if replicated else 202), {"replicated": replicated}
+            status, extra = (201 if replicated else 202), {"replicated": replicated}
         replica = self.node.replica
         results = [orderentry.placed_json(replica, p, extra) for p in placed]
         return json_response(status, results if batch else results[0])

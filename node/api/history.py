@@ -239,6 +239,7 @@ async def cancel(node: Node, dot, who: auth.Principal):
 # -- events ------------------------------------------------------------------
 async def events_page(node: Node, after, limit: int):
     """Events from the store (every event the node holds), in position order."""
+    await node.journal.sync()  # orders answered without waiting (ephemeral) are in it too
     events = await node.journal.read(node.store.events_page, after, limit + 1)
     more = len(events) > limit
     events = events[:limit]

@@ -60,7 +60,7 @@ import trio
 from crdtbook.replica import ReplicaError
 
 from .. import httpserve, logs
-from ..asgi import MAX_DETAIL, WS_MAX_MESSAGE, WS_PING_EVERY_S, BadRequest, dumps
+from ..asgi import MAX_DETAIL, WS_MAX_MESSAGE, WS_PING_EVERY_S, BadRequest, dumps, queued_first
 from . import auth, history, orderentry, views
 from .requests import parse_json, parse_order, parse_order_id
 from .streams import Hub, Subscription, Tally
@@ -322,6 +322,7 @@ class Connection:
             self.outbox.release()
 
     async def _reader(self, receive) -> None:
+        receive = queued_first(receive)  # a run of frames: no scheduler trip for each
         try:
             while True:
                 message = await receive()

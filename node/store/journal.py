@@ -32,6 +32,13 @@ restarts the node; the events of the failed batch were never promised.
 
 An ephemeral store (no fsync) writes a lone request's batch on the event loop
 itself: a few page copies cost less than the hop to a worker thread and back.
+Nothing it writes is a promise, so what nobody waits for (an order answered
+without waiting, see node/api/app.py) gathers for up to ``LAZY_COMMIT_S``:
+one commit, one signed block and one push then serve every order of that
+window. A ``sync`` call cuts the wait short (a peer's pull, a read of history,
+``ack=replicated``): whoever waits gets the commit at once. Such a gathered
+batch, when nobody waits on it, is written on the event loop too (up to
+``LAZY_INLINE_ROWS``): the hop to the thread would cost more than the write.
 
 Reads of history run on their own connection and thread, one at a time, so
 a long page never delays a commit (WAL lets both proceed).
@@ -53,6 +60,9 @@ COMMIT_WINDOW_S = 0.002
 # while they are written: bigger commits, fewer pushes (measured on 3 ephemeral nodes:
 # inlining every small batch cost a third of pipelined WebSocket entry).
 INLINE_ROWS = 3
+# An ephemeral store's appends that nobody waits for are committed at most this late.
+LAZY_COMMIT_S = 0.01
+LAZY_INLINE_ROWS = 64
 
 
 class StoreFailed(Exception):
@@ -70,6 +80,7 @@ class Journal:
         self._write_lock = trio.CapacityLimiter(1)
         self._flushing = trio.Lock()  # batches commit one after another, in order
         self._crowded = False  # appends came while the last commit was under way
+        self._hurry = trio.Event()  # someone waits in sync (an ephemeral store's cue)
         self._read_lock = trio.CapacityLimiter(1)
         self.failed: str | None = None
         self.commits = 0
@@ -123,6 +134,8 @@ class Journal:
         marked) is durable."""
         if target is None:
             target = self._appended
+        if self._durable < target:
+            self._hurry.set()
         while self._durable < target:
             if self.failed:
                 raise StoreFailed(self.failed)
@@ -138,7 +151,11 @@ class Journal:
         """
         while True:
             await self._wake.wait()
-            if self._crowded:
+            if self.store.ephemeral and not self._hurry.is_set():
+                # nothing promised waits on this commit: let more gather (see above)
+                with trio.move_on_after(LAZY_COMMIT_S):
+                    await self._hurry.wait()
+            elif self._crowded:
                 # Under load (appends kept coming while the last commit ran), let
                 # them gather for a moment: one commit then serves many requests
                 # and peers' events for one fsync and one thread hop. A node
@@ -146,6 +163,7 @@ class Journal:
                 # makes several appends (events, history, blocks), so counting
                 # appends would make every lone request wait the window.
                 await trio.sleep(COMMIT_WINDOW_S)
+            self._hurry = trio.Event()
             await self.flush()
 
     async def flush(self) -> None:
@@ -188,7 +206,8 @@ class Journal:
     async def _commit(self, batch: Batch, target: int) -> None:
         started = time.perf_counter()
         try:
-            if self.store.ephemeral and _small(batch):
+            if self.store.ephemeral and (_small(batch, INLINE_ROWS) or (
+                    not self._hurry.is_set() and _small(batch, LAZY_INLINE_ROWS))):
                 # No fsync: a lone request's transaction is a few page copies, far
                 # less than the thread hop (which doubled its time).
                 self.store.write(batch)
@@ -227,7 +246,7 @@ def _nothing() -> None:
     pass
 
 
-def _small(batch: Batch) -> bool:
+def _small(batch: Batch, most: int) -> bool:
     """Small enough to write on the event loop, without fsync (an ephemeral store)."""
     return batch.snapshot is None and (len(batch.events) + len(batch.blocks) + len(batch.orders)
-                                       + len(batch.fills) + len(batch.accounts)) <= INLINE_ROWS
+                                       + len(batch.fills) + len(batch.accounts)) <= most
