@@ -381,6 +381,7 @@ def _held_after(blocks: list, held: int) -> int:
 
 WARN_EVERY_S = 5.0
 FORK_CHASES = 3  # extra pulls pull_everything makes to chase a suspected fork
+EVERYTHING_S = 15.0  # pull_everything gives up on a peer not pulled dry by then
 HAND_OVER_S = 3.0  # what a graceful stop spends pulling before its leave
 
 
@@ -451,29 +452,34 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
     return PAGE if more and added else added
 
 
-async def pull_everything(node: Node, client: httpx.AsyncClient) -> list[str]:
+async def pull_everything(node: Node, client: httpx.AsyncClient,
+                          within: float | None = None) -> list[str]:
     """Pull from every peer until each has nothing more, and until a fork its answers
-    point at is chased down (a few more pulls: skips, then evidence); return the
-    unreachable ones."""
-    unreachable: list[str] = []
+    point at is chased down (a few more pulls: skips, then evidence); return the peers
+    not pulled dry: unreachable, or still sending after ``within`` seconds
+    (``EVERYTHING_S``). Each pull is bounded, the loop is too: a member can sign one
+    more event for every pull and say there is more, for ever."""
+    within = EVERYTHING_S if within is None else within
+    undrained: list[str] = []
 
     async def drain(peer: Peer) -> None:
         chases = 0
-        while True:
-            got = await pull_one(node, client, peer)
-            if got is None:
-                unreachable.append(peer.url)
-                return
-            if got >= PAGE:
-                continue
-            if not peer.suspects or chases == FORK_CHASES:
-                return
-            chases += 1
+        with trio.move_on_after(within):
+            while True:
+                got = await pull_one(node, client, peer)
+                if got is None:
+                    break
+                if got >= PAGE:
+                    continue
+                if not peer.suspects or chases == FORK_CHASES:
+                    return
+                chases += 1
+        undrained.append(peer.url)
 
     async with trio.open_nursery() as nursery:
         for peer in list(node.peers.values()):
             nursery.start_soon(drain, peer)
-    return sorted(unreachable)
+    return sorted(undrained)
 
 
 async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
@@ -489,12 +495,14 @@ async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
                            "proofs.push_failed")
 
 
-async def hand_over(node: Node, client: httpx.AsyncClient) -> None:
+async def hand_over(node: Node, client: httpx.AsyncClient, within: float | None = None) -> None:
     """Before a leave: pull from every peer (a fork between this node's version of a
-    feed and theirs shows up here), then push the proofs held. Without it, a version
-    only this node held, and fills it reported final on it, would vanish with it and
-    nobody would ever convict the origin that signed two versions."""
-    await pull_everything(node, client)
+    feed and theirs shows up here; ``within`` bounds it, see ``pull_everything``), then
+    push the proofs held, whatever the pulls did (a peer that never answers must not
+    keep the proof found at another from leaving). Without it, a version only this
+    node held, and fills it reported final on it, would vanish with it and nobody
+    would ever convict the origin that signed two versions."""
+    await pull_everything(node, client, within)
     await share_proofs(node, client)
 
 
@@ -502,8 +510,7 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
     """On a graceful stop: hand over (at most a few seconds), leave, and push the leave
     to every peer (best effort, 1 s)."""
     if node.joined:
-        with trio.move_on_after(HAND_OVER_S):
-            await hand_over(node, client)
+        await hand_over(node, client, HAND_OVER_S)  # pulls, then proofs (1.5 s at most)
     delta = node.leave()
     if delta is None:
         return

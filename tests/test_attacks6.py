@@ -1,0 +1,144 @@
+"""Attacks on the hand-over before a leave (pull everything, chase forks, share proofs).
+
+A leaving node pulls from every peer and pushes the proofs it holds, and
+``POST /evict`` pulls everything first too. Every pull is bounded, but a
+loop of them is only as bounded as its end condition: here peers that never
+let it end (a member that has one more event for every pull, a peer that
+never answers) play against real nodes on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from crdtbook.feed import genesis
+from crdtbook.feedwire import decode_pull_message, encode_blocks
+from crdtbook.proofs import fork
+from node.cluster import gossip
+
+from .fakepeer import Fake
+from .nodes import client, eventually, start
+from .peers import SignedPeer
+from .test_attacks import push
+
+QUIET = 60.0  # pull interval: these nodes pull only when a leave, an evict or a test does
+SHORT = 1.0  # the bound the tests give pull_everything, instead of its real one
+
+
+class Dribbler(Fake):
+    """A member's node that has exactly one event more for every pull (its member
+    places an order as it answers), and says there is more still."""
+
+    def __init__(self, member: SignedPeer, clock) -> None:
+        super().__init__({"/peer/pull": self._pull})
+        self.member = member
+        self.clock = clock  # the victim's wall clock (ms): the events stay within it
+        self.pulls = 0
+        self.armed = False  # until then it answers as an idle member: nothing, no more
+
+    def _pull(self, headers: dict, body: bytes) -> tuple[int, bytes, dict]:
+        self.pulls += 1
+        m = self.member
+        if not self.armed:
+            return 200, encode_blocks([]), {"x-crdtbook-replica": m.id}
+        tip = decode_pull_message(body).tips.get(m.id) or genesis(m.id)
+        m.place("sell", "1", "50", now_ms=self.clock() + 5)
+        blocks = [e.block for e in m.door.index.blocks_after(m.id, tip.last)]
+        return 200, encode_blocks(blocks), {"x-crdtbook-replica": m.id, "x-crdtbook-more": "1"}
+
+
+async def dribbling(nursery, a) -> Dribbler:
+    m = SignedPeer("one-more-each-time").admitted_by(a.node)
+    fake = Dribbler(m, a.node.clock_ms)
+    await fake.serve(nursery)
+    a.node.add_peer(fake.url)  # however it got there (a registry entry, a pull header)
+    await eventually(lambda: fake.pulls)  # its puller's first pull; the next is a minute away
+    fake.armed = True
+    return fake
+
+
+async def test_a_member_with_one_more_event_per_pull_cannot_hold_a_leave_for_ever(
+        nursery, monkeypatch):
+    monkeypatch.setattr(gossip, "EVERYTHING_S", SHORT)
+    a = await start(nursery, pull_interval_s=QUIET)
+    fake = await dribbling(nursery, a)
+    async with client() as http:
+        with trio.move_on_after(SHORT * 10) as waited:
+            r = await http.post(a.url + "/leave?timeout=0.5", headers=a.admin, timeout=60)
+        assert not waited.cancelled_caught, "the leave never ended"
+        assert r.status_code == 200, r.text
+    assert fake.pulls > 1  # it did feed the leave's pulls
+    assert a.node.door.tip(fake.member.id).last > 0
+
+
+async def test_a_member_with_one_more_event_per_pull_cannot_hold_an_evict_for_ever(
+        nursery, monkeypatch):
+    monkeypatch.setattr(gossip, "EVERYTHING_S", SHORT)
+    a = await start(nursery, pull_interval_s=QUIET)
+    gone = SignedPeer("vanished").admitted_by(a.node)
+    fake = await dribbling(nursery, a)
+    async with client() as http:
+        for force, status in ((False, 409), (True, 200)):
+            with trio.move_on_after(SHORT * 10) as waited:
+                r = await http.post(a.url + "/evict", json={"replica": gone.id, "force": force},
+                                    headers=a.admin, timeout=60)
+            assert not waited.cancelled_caught, "the evict never ended"
+            assert r.status_code == status, r.text
+            if not force:  # a peer that could not be pulled dry: evicting could lose events
+                assert r.json()["error"] == "peers_unreachable"
+                assert fake.url in r.json()["detail"]
+    assert gone.id not in a.node.replica.members()
+    assert a.node.replica.is_member(fake.member.id)
+
+
+async def hanging_peer(nursery) -> str:
+    """A peer that takes the connection and the request, and never answers."""
+    async def handle(stream) -> None:
+        async with stream:
+            await stream.receive_some(65536)
+            await trio.sleep_forever()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, handle, listeners)
+    return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+
+async def test_a_peer_that_never_answers_cannot_keep_a_stopping_node_from_sharing_proofs(
+        nursery):
+    """A graceful stop hands over within a bound: a peer whose pulls all time out used
+    to take the whole bound, and the proof of a fork only the stopping node had found
+    (pulling from the honest peer at once) was never pushed to anyone."""
+    a = await start(nursery, pull_interval_s=QUIET, leave_on_stop=True)
+    b = await start(nursery, a.url, pull_interval_s=QUIET)
+    await eventually(lambda: len(a.node.replica.members()) == 2 == len(b.node.replica.members()))
+    left, right = SignedPeer("two-faced-at-stop"), SignedPeer("two-faced-at-stop")
+    left.admitted_by(a.node)
+    await eventually(lambda: all(n.node.replica.is_member(left.id) for n in (a, b)))
+    a.node.add_peer(await hanging_peer(nursery))
+    assert a.node.config.request_timeout_s * 4 > gossip.HAND_OVER_S  # a pull outlasts it
+    now = a.node.clock_ms()
+    async with client() as http:
+        assert (await push(http, a, left.blocks([left.place("sell", "1", "30", now)]))
+                ).status_code == 204
+        assert (await push(http, b, right.blocks([right.place("buy", "2", "31", now)]))
+                ).status_code == 204
+    assert not a.node.door.proofs and not b.node.door.proofs  # nobody saw both
+    await a.stop()
+    assert left.id in a.node.door.proofs  # the stopping node found the fork
+    await eventually(lambda: left.id in b.node.door.proofs, timeout=5)
+    assert left.id not in b.node.replica.members()
+
+
+async def test_a_push_of_proofs_alone_convicts(nursery):
+    """What a leaving node's hand-over sends: proofs, no blocks."""
+    a = await start(nursery, pull_interval_s=QUIET)
+    left, right = SignedPeer("two-faced-proven"), SignedPeer("two-faced-proven")
+    left.admitted_by(a.node)
+    now = a.node.clock_ms()
+    one, other = left.place("sell", "1", "30", now), right.place("buy", "2", "31", now)
+    proof = fork(genesis(left.id).hash, one, other)
+    async with client() as http:
+        r = await push(http, a, encode_blocks([], proofs=[proof]))
+        assert r.status_code == 204, r.text
+    assert a.node.door.proofs[left.id].cut == 0
+    assert left.id not in a.node.replica.members()
