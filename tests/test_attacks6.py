@@ -142,3 +142,39 @@ async def test_a_push_of_proofs_alone_convicts(nursery):
         assert r.status_code == 204, r.text
     assert a.node.door.proofs[left.id].cut == 0
     assert left.id not in a.node.replica.members()
+
+
+def feed_block(peer: SignedPeer, side: str, price: str, now_ms: int, orders: int):
+    """One signed block of ``orders`` orders: a version of ``peer``'s feed that is large."""
+    peer.replica.place_many([(side, "1", price, "limit", "")] * orders, now_ms=now_ms)
+    return peer.seal()
+
+
+async def test_proofs_a_hand_over_shares_go_in_pushes_a_receiver_takes(nursery, monkeypatch):
+    """Two members fork with large blocks: each proof fits in a push, both together do
+    not. The leaving node pushed every proof in one body; the receiver refused it (413)
+    and convicted neither. It now pushes them in parts, as it pushes blocks."""
+    a = await start(nursery, pull_interval_s=QUIET)
+    b = await start(nursery, a.url, pull_interval_s=QUIET)
+    await eventually(lambda: len(a.node.replica.members()) == 2 == len(b.node.replica.members()))
+    faces = []
+    for name in ("large-two-faced-1", "large-two-faced-2"):
+        faces.append((SignedPeer(name).admitted_by(a.node), SignedPeer(name)))
+    await eventually(lambda: all(n.node.replica.is_member(left.id)
+                                 for n in (a, b) for left, _ in faces))
+    now = a.node.clock_ms()
+    versions = [(feed_block(left, "sell", "30", now, 300), feed_block(right, "buy", "1", now, 300))
+                for left, right in faces]
+    one = len(encode_blocks([], a.node.claims(), proofs=[
+        fork(genesis(faces[0][0].id).hash, *versions[0])]))
+    monkeypatch.setattr(gossip, "PUSH_BODY_LIMIT", one + one // 2)  # one proof, not two
+    monkeypatch.setattr(gossip, "PUSH_BYTES", one // 4)  # block bytes of a push: see _parts
+    async with client() as http:
+        for (left, right), (to_a, to_b) in zip(faces, versions, strict=True):
+            assert (await push(http, a, left.blocks([to_a]))).status_code == 204
+            assert (await push(http, b, right.blocks([to_b]))).status_code == 204
+        assert not a.node.door.proofs and not b.node.door.proofs  # nobody saw both
+        r = await http.post(a.url + "/leave?timeout=0.5", headers=a.admin, timeout=30)
+        assert r.status_code == 200, r.text
+    assert all(left.id in a.node.door.proofs for left, _ in faces)
+    await eventually(lambda: all(left.id in b.node.door.proofs for left, _ in faces), timeout=5)

@@ -312,18 +312,22 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
                 break
 
 
-def _parts(blocks: list) -> list[list]:
-    """``blocks`` in pushes of at most ``PUSH_BYTES`` (a larger block goes alone): a
-    receiver reads at most ``PUSH_BODY_LIMIT`` of a request."""
+def _parts(items: list, size_of=lambda block: len(block.body)) -> list[list]:
+    """``items`` (blocks, or proofs) in pushes of at most ``PUSH_BYTES`` of block bodies
+    (a larger item goes alone): a receiver reads at most ``PUSH_BODY_LIMIT`` of a request."""
     parts: list[list] = [[]]
     size = 0
-    for block in blocks:
-        if parts[-1] and size + len(block.body) > PUSH_BYTES:
+    for item in items:
+        if parts[-1] and size + size_of(item) > PUSH_BYTES:
             parts.append([])
             size = 0
-        parts[-1].append(block)
-        size += len(block.body)
+        parts[-1].append(item)
+        size += size_of(item)
     return parts
+
+
+def _proof_bytes(proof) -> int:
+    return len(proof.block.body) + (len(proof.other.body) if proof.other is not None else 0)
 
 
 async def _push(node: Node, client: httpx.AsyncClient, peer: Peer, blocks: list) -> bool | None:
@@ -491,7 +495,9 @@ async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
     proofs = node.door.proofs_for({})
     if not proofs:
         return
-    await _tell_every_peer(node, client, encode_blocks([], node.claims(), proofs=proofs),
+    claims = node.claims()
+    await _tell_every_peer(node, client, [encode_blocks([], claims, proofs=part)
+                                          for part in _parts(proofs, _proof_bytes)],
                            "proofs.push_failed")
 
 
@@ -518,20 +524,21 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
     leave = next(event for _, _, event in delta.entries())
     sealed = node.door.index.block_holding(node.id, leave.seq)
     body = encode_blocks([sealed.block] if sealed else [], node.claims())
-    await _tell_every_peer(node, client, body, "leave.push_failed")
+    await _tell_every_peer(node, client, [body], "leave.push_failed")
 
 
-async def _tell_every_peer(node: Node, client: httpx.AsyncClient, body: bytes,
+async def _tell_every_peer(node: Node, client: httpx.AsyncClient, bodies: list[bytes],
                            failed: str) -> None:
-    """Push ``body`` to every peer at once, best effort: 1 s each, 1.5 s in all (the
-    node is on its way out; a failure is logged as ``failed``)."""
+    """Push ``bodies`` (in order) to every peer at once, best effort: 1 s each, 1.5 s in
+    all (the node is on its way out; a failure is logged as ``failed``)."""
 
     async def tell(peer: Peer) -> None:
-        try:
-            await post(client, peer.url + "/peer/push", body, peer_headers(node, with_url=False),
-                       1.0, 64 * 1024, expect=204)
-        except CallFailed as exc:
-            logs.debug(failed, peer=peer.url, detail=str(exc)[:200])
+        for body in bodies:
+            try:
+                await post(client, peer.url + "/peer/push", body,
+                           peer_headers(node, with_url=False), 1.0, 64 * 1024, expect=204)
+            except CallFailed as exc:  # the next part may still get through
+                logs.debug(failed, peer=peer.url, detail=str(exc)[:200])
 
     with trio.move_on_after(1.5):
         async with trio.open_nursery() as nursery:
