@@ -9,11 +9,15 @@ never answers) play against real nodes on 127.0.0.1.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import trio
 
-from crdtbook.feed import genesis
+from crdtbook.feed import Block, genesis
 from crdtbook.feedwire import decode_pull_message, encode_blocks
 from crdtbook.proofs import fork
+from node import service
 from node.cluster import gossip
 
 from .fakepeer import Fake
@@ -178,3 +182,40 @@ async def test_proofs_a_hand_over_shares_go_in_pushes_a_receiver_takes(nursery, 
         assert r.status_code == 200, r.text
     assert all(left.id in a.node.door.proofs for left, _ in faces)
     await eventually(lambda: all(left.id in b.node.door.proofs for left, _ in faces), timeout=5)
+
+
+def pulls(fake: Fake) -> int:
+    return [path for path, _, _ in fake.requests].count("/peer/pull")
+
+
+async def test_a_pull_answer_slow_to_decode_cannot_hold_a_stop_past_its_bound(
+        nursery, monkeypatch):
+    """A pull answer of up to the peer body limit (64 MiB: about 8 s of decoding here,
+    on a worker thread) came from a peer while the node was stopping: the hand-over's
+    bound cancelled the pull, but the cancel waited for the thread, whatever the bound."""
+    a = await start(nursery, pull_interval_s=QUIET, leave_on_stop=True)
+    junk = Block("junk", 1, 1, bytes(service.LARGE_MESSAGE), bytes(64), ())
+    large = encode_blocks([junk])  # decoded on the worker thread (not an event: refused there)
+    fake = Fake({"/peer/pull": lambda h, body: (200, large if fake.armed else encode_blocks([]),
+                                                 {})})
+    fake.armed = False
+    await fake.serve(nursery)
+    release = threading.Event()
+    decode = service.decode_blocks_message
+
+    def slow(payload: bytes):
+        if payload == large:
+            release.wait(60)  # as long as a 64 MiB answer takes here, and more
+        return decode(payload)
+
+    monkeypatch.setattr(service, "decode_blocks_message", slow)
+    try:
+        a.node.add_peer(fake.url)
+        await eventually(lambda: pulls(fake))  # its puller's first pull; the next is far
+        fake.armed = True
+        started = time.monotonic()
+        await a.stop()  # fails past 10 s
+        assert time.monotonic() - started < gossip.HAND_OVER_S + 5
+        assert pulls(fake) >= 2  # the hand-over did pull it
+    finally:
+        release.set()
