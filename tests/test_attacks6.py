@@ -219,3 +219,47 @@ async def test_a_pull_answer_slow_to_decode_cannot_hold_a_stop_past_its_bound(
         assert pulls(fake) >= 2  # the hand-over did pull it
     finally:
         release.set()
+
+
+async def test_blocks_of_another_version_in_one_message_convict_skip_and_hide_nothing(nursery):
+    """The door skips a message's block that differs from the one held at its place,
+    and the rest of that origin's blocks in it. Against a real node: a duplicate is
+    still a no-op; a forged version hides nothing for good and convicts nobody; a
+    validly signed other version convicts; another origin's blocks in the same
+    message are taken whatever happens to the first one's."""
+    a = await start(nursery, pull_interval_s=QUIET)
+    m, twin = SignedPeer("forked-in-one-message"), SignedPeer("forked-in-one-message")
+    m.admitted_by(a.node)
+    other = SignedPeer("bystander").admitted_by(a.node)
+    now = a.node.clock_ms() + 5
+    one = m.place("sell", "1", "30", now)
+    two = m.place("sell", "1", "31", now + 1)
+    async with client() as http:
+        assert (await push(http, a, m.blocks([one]))).status_code == 204
+        # a duplicate of the held block, then the next: both as one message, taken
+        assert (await push(http, a, m.blocks([one, two]))).status_code == 204
+        assert a.node.door.tip(m.id).last == 2
+        assert not a.node.door.refused
+
+        # a forged version of a held block, then honest blocks: nothing of it changes
+        # anything (no conviction, nothing taken past it); another origin's block is taken
+        three = m.place("sell", "1", "32", now + 2)
+        forged = one._replace(sig=bytes(64))
+        first_of_other = other.place("buy", "1", "1", now + 2)
+        r = await push(http, a, encode_blocks([forged, three, first_of_other]))
+        assert r.status_code == 204
+        assert a.node.door.tip(m.id).last == 2 and not a.node.door.proofs
+        assert a.node.door.tip(other.id).last == 1
+        assert a.node.door.refused["another version of a block held here"] == 1
+        assert (await push(http, a, m.blocks([three]))).status_code == 204  # hidden: no
+        assert a.node.door.tip(m.id).last == 3
+
+        # a validly signed other version (a fork), then its next block: convicted at it
+        forked = twin.place("buy", "2", "29", now)
+        after = twin.place("buy", "2", "28", now + 1)
+        second_of_other = other.place("buy", "1", "2", now + 3)
+        r = await push(http, a, encode_blocks([forked, after, second_of_other]))
+        assert r.status_code == 204
+        assert a.node.door.proofs[m.id].cut == 0
+        assert m.id not in a.node.replica.members()
+        assert a.node.door.tip(other.id).last == 2
