@@ -191,11 +191,11 @@ class Detection:
         replica.observe_claims(claims)
         replica._fresh = fresh  # the events are not new: the node's store holds them
 
-    def _fork_with_held(self, block: Block) -> Proof | None:
-        """A fork proof if ``block`` starts where a held block starts, differs, and carries
-        its origin's signature after the same hash; else None (a duplicate, another cut,
-        or a forgery: none of them changes anything)."""
-        entry = self.index.block_starting(block.replica, block.first)
+    def _fork_with_held(self, block: Block, entry: Entry | None) -> Proof | None:
+        """A fork proof if ``block`` starts where a held block starts (``entry``, the
+        block held starting at its first seq), differs, and carries its origin's
+        signature after the same hash; else None (a duplicate, another cut, or a
+        forgery: none of them changes anything)."""
         if entry is None or entry.block.body == block.body:
             return None
         key = self.replica.membership.keys.get(block.replica)

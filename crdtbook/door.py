@@ -69,7 +69,7 @@ from typing import NamedTuple
 
 from . import proofs as proofs_
 from .aworset import AWORSet
-from .blockindex import BlockIndex
+from .blockindex import BlockIndex, Entry
 from .clock import MAX_CLOCK
 from .detection import Answer, Detection, DoorError
 from .events import JOIN, MEMBER
@@ -233,12 +233,15 @@ class Door(Detection):
                     continue
                 tip = working.get(origin) or self.tip(origin)
                 if block.first <= tip.last:
-                    proof = self._fork_with_held(block)
+                    # one lookup for both questions (a store query on a node: a message
+                    # can carry a hundred thousand blocks at or below the tip)
+                    held = self.index.block_starting(origin, block.first)
+                    proof = self._fork_with_held(block, held)
                     if proof is not None and lowers(proof):
                         found[origin] = proof
                     if block.last > tip.last:
                         skip(block, SKIP_OVERLAP)
-                    elif not self._holds_block(block):
+                    elif not self._holds_block(block, held):
                         # Another version: the rest of this origin's blocks here chain on
                         # it, not on the hash held here, so their signatures cannot be
                         # checked (an honest answer carries this when the requester took
@@ -349,12 +352,11 @@ class Door(Detection):
         self.refused.update(skipped)
         return Admission(added, taken, skipped, tuple(found[r] for r in sorted(found)))
 
-    def _holds_block(self, block: Block) -> bool:
+    def _holds_block(self, block: Block, entry: Entry | None) -> bool:
         """Is ``block`` (at or below the held tip, or taken earlier in this message) the
-        same as the block held here at its place?"""
+        same as ``entry``, the block held here at its place?"""
         if block.first > self.tip(block.replica).last:
             return True  # a repeat within the message, above what is held: as before
-        entry = self.index.block_starting(block.replica, block.first)
         # the signature too: after a fork, the same events sealed on both versions have
         # the same body but sign different chain hashes
         return entry is not None and entry.block.last == block.last \

@@ -939,11 +939,14 @@ async def decoded(payload: bytes):
     Decoding is pure (it changes nothing), so it can leave the event loop: a
     flood of large messages then waits its turn instead of stalling every
     other request (the scan is Python and yields the interpreter every few
-    milliseconds; cbor2's own pass is bounded by the scan's caps).
+    milliseconds; cbor2's own pass is bounded by the scan's caps). A cancel
+    does not wait for it (a 64 MiB message takes seconds: a stopping node's
+    bounds must hold); the thread keeps its place in the limiter until done.
     """
     if len(payload) <= LARGE_MESSAGE:
         return decode_blocks_message(payload)
-    return await trio.to_thread.run_sync(decode_blocks_message, payload, limiter=_DECODING)
+    return await trio.to_thread.run_sync(decode_blocks_message, payload, limiter=_DECODING,
+                                         abandon_on_cancel=True)
 
 
 def iso_time(clock: int) -> str:

@@ -350,9 +350,10 @@ class App:
                        and self.node.peers[u].replica != replica]
         if unreachable and not data.get("force", False):
             raise BadRequest(409, "peers_unreachable",
-                             f"cannot reach {', '.join(unreachable)}: evicting now could reject "
-                             f"events of {replica} that only they hold (and that they may have "
-                             "reported final); retry, or force")
+                             f"cannot reach {', '.join(unreachable)} (or still pulling after "
+                             f"{gossip.EVERYTHING_S:g}s): evicting now could reject events of "
+                             f"{replica} that only they hold (and that they may have reported "
+                             "final); retry, or force")
         self.node.ready_to_trade(forced=data.get("force", False))  # again, after the awaits
         try:
             delta = self.node.evict(replica)

@@ -312,18 +312,22 @@ async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
                 break
 
 
-def _parts(blocks: list) -> list[list]:
-    """``blocks`` in pushes of at most ``PUSH_BYTES`` (a larger block goes alone): a
-    receiver reads at most ``PUSH_BODY_LIMIT`` of a request."""
+def _parts(items: list, size_of=lambda block: len(block.body)) -> list[list]:
+    """``items`` (blocks, or proofs) in pushes of at most ``PUSH_BYTES`` of block bodies
+    (a larger item goes alone): a receiver reads at most ``PUSH_BODY_LIMIT`` of a request."""
     parts: list[list] = [[]]
     size = 0
-    for block in blocks:
-        if parts[-1] and size + len(block.body) > PUSH_BYTES:
+    for item in items:
+        if parts[-1] and size + size_of(item) > PUSH_BYTES:
             parts.append([])
             size = 0
-        parts[-1].append(block)
-        size += len(block.body)
+        parts[-1].append(item)
+        size += size_of(item)
     return parts
+
+
+def _proof_bytes(proof) -> int:
+    return len(proof.block.body) + (len(proof.other.body) if proof.other is not None else 0)
 
 
 async def _push(node: Node, client: httpx.AsyncClient, peer: Peer, blocks: list) -> bool | None:
@@ -381,6 +385,7 @@ def _held_after(blocks: list, held: int) -> int:
 
 WARN_EVERY_S = 5.0
 FORK_CHASES = 3  # extra pulls pull_everything makes to chase a suspected fork
+EVERYTHING_S = 15.0  # pull_everything gives up on a peer not pulled dry by then
 HAND_OVER_S = 3.0  # what a graceful stop spends pulling before its leave
 
 
@@ -451,29 +456,34 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
     return PAGE if more and added else added
 
 
-async def pull_everything(node: Node, client: httpx.AsyncClient) -> list[str]:
+async def pull_everything(node: Node, client: httpx.AsyncClient,
+                          within: float | None = None) -> list[str]:
     """Pull from every peer until each has nothing more, and until a fork its answers
-    point at is chased down (a few more pulls: skips, then evidence); return the
-    unreachable ones."""
-    unreachable: list[str] = []
+    point at is chased down (a few more pulls: skips, then evidence); return the peers
+    not pulled dry: unreachable, or still sending after ``within`` seconds
+    (``EVERYTHING_S``). Each pull is bounded, the loop is too: a member can sign one
+    more event for every pull and say there is more, for ever."""
+    within = EVERYTHING_S if within is None else within
+    undrained: list[str] = []
 
     async def drain(peer: Peer) -> None:
         chases = 0
-        while True:
-            got = await pull_one(node, client, peer)
-            if got is None:
-                unreachable.append(peer.url)
-                return
-            if got >= PAGE:
-                continue
-            if not peer.suspects or chases == FORK_CHASES:
-                return
-            chases += 1
+        with trio.move_on_after(within):
+            while True:
+                got = await pull_one(node, client, peer)
+                if got is None:
+                    break
+                if got >= PAGE:
+                    continue
+                if not peer.suspects or chases == FORK_CHASES:
+                    return
+                chases += 1
+        undrained.append(peer.url)
 
     async with trio.open_nursery() as nursery:
         for peer in list(node.peers.values()):
             nursery.start_soon(drain, peer)
-    return sorted(unreachable)
+    return sorted(undrained)
 
 
 async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
@@ -485,16 +495,20 @@ async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
     proofs = node.door.proofs_for({})
     if not proofs:
         return
-    await _tell_every_peer(node, client, encode_blocks([], node.claims(), proofs=proofs),
+    claims = node.claims()
+    await _tell_every_peer(node, client, [encode_blocks([], claims, proofs=part)
+                                          for part in _parts(proofs, _proof_bytes)],
                            "proofs.push_failed")
 
 
-async def hand_over(node: Node, client: httpx.AsyncClient) -> None:
+async def hand_over(node: Node, client: httpx.AsyncClient, within: float | None = None) -> None:
     """Before a leave: pull from every peer (a fork between this node's version of a
-    feed and theirs shows up here), then push the proofs held. Without it, a version
-    only this node held, and fills it reported final on it, would vanish with it and
-    nobody would ever convict the origin that signed two versions."""
-    await pull_everything(node, client)
+    feed and theirs shows up here; ``within`` bounds it, see ``pull_everything``), then
+    push the proofs held, whatever the pulls did (a peer that never answers must not
+    keep the proof found at another from leaving). Without it, a version only this
+    node held, and fills it reported final on it, would vanish with it and nobody
+    would ever convict the origin that signed two versions."""
+    await pull_everything(node, client, within)
     await share_proofs(node, client)
 
 
@@ -502,8 +516,7 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
     """On a graceful stop: hand over (at most a few seconds), leave, and push the leave
     to every peer (best effort, 1 s)."""
     if node.joined:
-        with trio.move_on_after(HAND_OVER_S):
-            await hand_over(node, client)
+        await hand_over(node, client, HAND_OVER_S)  # pulls, then proofs (1.5 s at most)
     delta = node.leave()
     if delta is None:
         return
@@ -511,20 +524,21 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
     leave = next(event for _, _, event in delta.entries())
     sealed = node.door.index.block_holding(node.id, leave.seq)
     body = encode_blocks([sealed.block] if sealed else [], node.claims())
-    await _tell_every_peer(node, client, body, "leave.push_failed")
+    await _tell_every_peer(node, client, [body], "leave.push_failed")
 
 
-async def _tell_every_peer(node: Node, client: httpx.AsyncClient, body: bytes,
+async def _tell_every_peer(node: Node, client: httpx.AsyncClient, bodies: list[bytes],
                            failed: str) -> None:
-    """Push ``body`` to every peer at once, best effort: 1 s each, 1.5 s in all (the
-    node is on its way out; a failure is logged as ``failed``)."""
+    """Push ``bodies`` (in order) to every peer at once, best effort: 1 s each, 1.5 s in
+    all (the node is on its way out; a failure is logged as ``failed``)."""
 
     async def tell(peer: Peer) -> None:
-        try:
-            await post(client, peer.url + "/peer/push", body, peer_headers(node, with_url=False),
-                       1.0, 64 * 1024, expect=204)
-        except CallFailed as exc:
-            logs.debug(failed, peer=peer.url, detail=str(exc)[:200])
+        for body in bodies:
+            try:
+                await post(client, peer.url + "/peer/push", body,
+                           peer_headers(node, with_url=False), 1.0, 64 * 1024, expect=204)
+            except CallFailed as exc:  # the next part may still get through
+                logs.debug(failed, peer=peer.url, detail=str(exc)[:200])
 
     with trio.move_on_after(1.5):
         async with trio.open_nursery() as nursery:
