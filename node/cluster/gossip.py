@@ -389,11 +389,13 @@ EVERYTHING_S = 15.0  # pull_everything gives up on a peer not pulled dry by then
 HAND_OVER_S = 3.0  # what a graceful stop spends pulling before its leave
 
 
-def _failed(node: Node, peer: Peer, what: str, exc: BaseException) -> None:
+def _failed(node: Node, peer: Peer, what: str, exc: BaseException,
+            quiet: bool = False) -> None:
     now = node.monotonic()
     # A peer that stays unreachable is worth a warning every few seconds, not
-    # only the first time: an operator tailing the log must see it.
-    loud = peer.warned_at is None or now - peer.warned_at >= WARN_EVERY_S
+    # only the first time: an operator tailing the log must see it. ``quiet``: this
+    # node is stopping (its peers may be stopping too): debug only.
+    loud = not quiet and (peer.warned_at is None or now - peer.warned_at >= WARN_EVERY_S)
     backoff = peer.failed(now)
     peer.last_error = str(exc) or type(exc).__name__
     detail = peer.last_error
@@ -417,8 +419,10 @@ async def _puller(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         await trio.sleep(interval * random.uniform(0.8, 1.2))
 
 
-async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | None:
-    """One pull exchange; returns how many events came back (None on failure)."""
+async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer,
+                   quiet: bool = False) -> int | None:
+    """One pull exchange; returns how many events came back (None on failure, logged
+    as a warning unless ``quiet``)."""
     context = node.replica.context()
     try:
         await node.journal.sync()  # the context counts as held (ack=replicated): durable
@@ -439,7 +443,7 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
         node.metrics.pull_seconds.labels(peer.url).observe(took)
         added, peer.suspects = await node.take(response.content)
     except (CallFailed, ValueError) as exc:  # CodecError, DoorError and ReplicaError too
-        _failed(node, peer, "pull", exc)
+        _failed(node, peer, "pull", exc, quiet)
         return None
     peer.ok(replica, node.monotonic())
     more = response.headers.get("x-crdtbook-more") == "1"
@@ -457,7 +461,7 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer) -> int | N
 
 
 async def pull_everything(node: Node, client: httpx.AsyncClient,
-                          within: float | None = None) -> list[str]:
+                          within: float | None = None, quiet: bool = False) -> list[str]:
     """Pull from every peer until each has nothing more, and until a fork its answers
     point at is chased down (a few more pulls: skips, then evidence); return the peers
     not pulled dry: unreachable, or still sending after ``within`` seconds
@@ -470,7 +474,7 @@ async def pull_everything(node: Node, client: httpx.AsyncClient,
         chases = 0
         with trio.move_on_after(within):
             while True:
-                got = await pull_one(node, client, peer)
+                got = await pull_one(node, client, peer, quiet)
                 if got is None:
                     break
                 if got >= PAGE:
@@ -501,14 +505,15 @@ async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
                            "proofs.push_failed")
 
 
-async def hand_over(node: Node, client: httpx.AsyncClient, within: float | None = None) -> None:
+async def hand_over(node: Node, client: httpx.AsyncClient, within: float | None = None,
+                    quiet: bool = False) -> None:
     """Before a leave: pull from every peer (a fork between this node's version of a
     feed and theirs shows up here; ``within`` bounds it, see ``pull_everything``), then
     push the proofs held, whatever the pulls did (a peer that never answers must not
     keep the proof found at another from leaving). Without it, a version only this
     node held, and fills it reported final on it, would vanish with it and nobody
     would ever convict the origin that signed two versions."""
-    await pull_everything(node, client, within)
+    await pull_everything(node, client, within, quiet)
     await share_proofs(node, client)
 
 
@@ -516,7 +521,8 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
     """On a graceful stop: hand over (at most a few seconds), leave, and push the leave
     to every peer (best effort, 1 s)."""
     if node.joined:
-        await hand_over(node, client, HAND_OVER_S)  # pulls, then proofs (1.5 s at most)
+        # pulls, then proofs (1.5 s at most); its peers may be stopping too: no warnings
+        await hand_over(node, client, HAND_OVER_S, quiet=True)
     delta = node.leave()
     if delta is None:
         return
