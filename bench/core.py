@@ -106,24 +106,20 @@ def single(event) -> AWORSet:
     return AWORSet.from_entries([(event.replica, event.seq, event)])
 
 
-def timed_events(events: list) -> tuple[float, Replica]:
+def timed_merges(method: str, items: list) -> tuple[float, Replica]:
+    """Seconds to feed ``items`` one by one to a fresh replica's ``method``
+    (``merge_event`` for events, ``merge`` for deltas)."""
     replica = Replica("observer")
-    merge_event = replica.merge_event
+    merge = getattr(replica, method)
     gc.collect()
     start = time.perf_counter()
-    for event in events:
-        merge_event(event)
+    for item in items:
+        merge(item)
     return time.perf_counter() - start, replica
 
 
-def timed_ingest(deltas: list[AWORSet]) -> tuple[float, Replica]:
-    replica = Replica("observer")
-    merge = replica.merge
-    gc.collect()
-    start = time.perf_counter()
-    for delta in deltas:
-        merge(delta)
-    return time.perf_counter() - start, replica
+timed_events = partial(timed_merges, "merge_event")
+timed_ingest = partial(timed_merges, "merge")
 
 
 def latency_samples(events: list) -> list[int]:
