@@ -122,6 +122,11 @@ class _InFlight:
 async def _read_body(receive, limit: int) -> bytes:
     """The request body, at most ``limit`` bytes (else 413), read in time (else 408),
     while the node-wide budget of bodies in flight allows (else 503)."""
+    reader = getattr(receive, "__self__", None)
+    if type(reader) is _BodyRead:
+        queued = reader.queued_body(limit)
+        if queued is not None:  # all of it was there: no timer, no checkpoint
+            return queued
     body = bytearray()  # one buffer: no list of chunks joined into a second copy
     try:
         with trio.move_on_after(BODY_GRACE_S) as scope:
@@ -163,7 +168,8 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
             small = len(value) <= SMALL_BODY_DIGITS
         elif name == b"transfer-encoding":
             bodyless = small = False
-    read = _BodyRead(queued_first(receive) if small else receive, bodyless)
+    read = _BodyRead(queued_first(receive) if small else receive, bodyless,
+                     _nowait(receive) if small else None)
     if head > MAX_HEADER_BYTES:  # h11 bounds incomplete headers; complete ones are bounded here
         response = Response(431, json.dumps({"error": "headers_too_large", "detail": (
             f"request line and headers exceed {MAX_HEADER_BYTES} bytes")}).encode())
@@ -184,12 +190,17 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
     # for its body (httpserve.Guarded), one write to the client instead of two
     guard = httpserve.current() if scope.get("http_version") in ("1.1", "1.0") else None
     if guard is not None:
-        guard.hold_next()
+        guard.hold_answer()
     await send({"type": "http.response.start", "status": response.status,
                 "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
     if guard is not None:
         await guard.flush()  # (nothing left to send, unless hypercorn wrote no body)
+
+
+def _nowait(receive):
+    """The ``receive_nowait`` of the channel behind ``receive`` (None if it has none)."""
+    return getattr(getattr(receive, "__self__", None), "receive_nowait", None)
 
 
 def queued_first(receive):
@@ -202,7 +213,7 @@ def queued_first(receive):
     takes those; when nothing is queued, or ``receive`` is not a channel's, it
     is awaited. (The channel holds a few messages at most, hypercorn's
     ``max_app_queue_size``: a loop over it reaches a checkpoint soon.)"""
-    nowait = getattr(getattr(receive, "__self__", None), "receive_nowait", None)
+    nowait = _nowait(receive)
     if nowait is None:
         return receive
 
@@ -215,16 +226,49 @@ def queued_first(receive):
 
 
 class _BodyRead:
-    """``receive`` for the app, noting whether the request body was read to its end."""
+    """``receive`` for the app, noting whether the request body was read to its end.
 
-    __slots__ = ("_receive", "done")
+    ``queued_body`` takes a body that is queued whole (a small request's chunk
+    and its end usually are when the app starts) without awaiting: no
+    checkpoint, and none of ``_read_body``'s timer. What it took without
+    reaching the body's end is handed to ``receive`` first."""
 
-    def __init__(self, receive, bodyless: bool) -> None:
+    __slots__ = ("_receive", "_nowait", "_pending", "done")
+
+    def __init__(self, receive, bodyless: bool, nowait=None) -> None:
         self._receive = receive
+        self._nowait = nowait
+        self._pending: list[dict] = []
         self.done = bodyless
 
+    def queued_body(self, limit: int) -> bytes | None:
+        nowait = self._nowait
+        if nowait is None or self._pending:
+            return None
+        taken: list[dict] = []
+        size = 0
+        while True:
+            try:
+                message = nowait()
+            except trio.WouldBlock:
+                break
+            taken.append(message)
+            if message.get("type") != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                break  # (receive refuses it, in _read_body's words)
+            if not message.get("more_body", False):
+                self.done = True
+                return b"".join(m.get("body", b"") for m in taken)
+        self._pending = taken
+        return None
+
     async def receive(self) -> dict:
-        message = await self._receive()
+        if self._pending:
+            message = self._pending.pop(0)
+        else:
+            message = await self._receive()
         if message.get("type") != "http.request" or not message.get("more_body", False):
             self.done = True  # the last chunk, or the client is gone
         return message

@@ -54,9 +54,11 @@ from __future__ import annotations
 
 import contextvars
 import errno
+import math
 
 import trio
 from hypercorn.config import Config
+from hypercorn.events import RawData
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
@@ -89,6 +91,7 @@ class Guarded:
         self._idle: float | None = None
         self._reading: trio.CancelScope | None = None  # the read under way, if any
         self._hold = False  # the next write waits for the one after it
+        self._answer = False  # an HTTP/1 answer is being written (hold_answer)
         self._held = b""
 
     def _gone(self, grace: float) -> None:
@@ -124,6 +127,27 @@ class Guarded:
             self._gone(GONE_GRACE_S)
         return data
 
+    def absorb(self, data) -> bool:
+        """Take a write of an HTTP/1 answer (``hold_answer``) that needs no I/O now:
+        its head, held for its body, and its empty end. False: ``send_all`` it."""
+        if not self._answer:
+            return False
+        if self._hold:
+            self._hold = False
+            self._held += data
+            return True
+        if not data and not self._held:
+            self._answer = False  # its end: the answer is out
+            return True
+        return False
+
+    def hold_answer(self) -> None:
+        """``hold_next`` for an HTTP/1 answer's head, which its task alone writes on
+        this connection (hypercorn writes nothing else meanwhile): its writes that
+        need no I/O may skip the connection's send lock (``Connection``)."""
+        self._answer = True
+        self._hold = True
+
     def hold_next(self) -> None:
         """Keep the next write until the one after it (an answer's head until its body;
         a WebSocket frame while more are queued): one segment and one wakeup of
@@ -135,6 +159,7 @@ class Guarded:
         """The write ``hold_next`` was for did not happen: hold nothing more (what is
         held goes with the next write)."""
         self._hold = False
+        self._answer = False
 
     @property
     def held(self) -> int:
@@ -142,7 +167,7 @@ class Guarded:
 
     async def flush(self) -> None:
         """Send what ``hold_next`` kept, if a write it waited for never came."""
-        self._hold = False
+        self._hold = self._answer = False
         if self._held:
             await self.send_all(b"")
 
@@ -170,6 +195,106 @@ class Guarded:
             if stalled.cancelled_caught:
                 await self._stream.aclose()
                 raise trio.BrokenResourceError(f"the client read nothing for {SEND_STALL_S}s")
+
+
+class Connection(TCPServer):
+    """hypercorn's handler of one connection, less two costs it pays per request.
+
+    * Its keep-alive timer (``TrioSingleTask``) starts a task each time the
+      connection goes idle and cancels it when a request comes, each behind a
+      lock: two task lives and several trips through the scheduler per request.
+      ``KeepAlive`` keeps one task per connection and moves its deadline.
+    * Every write takes the connection's send lock, a checkpoint (a trip through
+      the scheduler) even when nobody holds it, and a shielded scope. A write the
+      guard takes without any I/O (an answer's head it holds for the body,
+      hypercorn's empty end of a sized answer) needs neither: ``Guarded.absorb``.
+      Only an HTTP/1 answer's writes (``Guarded.hold_answer``): taking the lock
+      without its checkpoint for every uncontended write was tried, and a
+      WebSocket handshake refused while an invalid frame arrived then left its
+      connection open, its close never sent; skipping the lock for WebSocket
+      frames held for the next made a test of clients that never read fail."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.idle_task = KeepAlive(self)
+
+    async def _read_data(self) -> None:
+        try:
+            await super()._read_data()
+        finally:
+            self.idle_task.end()  # nothing more will come: the connection's tasks may end
+
+    async def protocol_send(self, event) -> None:
+        if type(event) is not RawData:
+            await super().protocol_send(event)
+            return
+        stream = self.stream
+        if stream.absorb(event.data):
+            return
+        await super().protocol_send(event)
+
+
+class KeepAlive:
+    """The keep-alive timer of one connection, in hypercorn's ``TrioSingleTask``
+    place: ``restart`` (the connection went idle) moves the deadline of one
+    watching task to ``keep_alive_timeout`` from now, ``stop`` (a request began)
+    to never. Past the deadline while idle, or when the server stops while the
+    connection is idle, the watcher closes it as hypercorn's ``_idle_timeout``
+    does; a connection busy when the server stops is closed by hypercorn after
+    its answer. Once the connection reads no more (``end``), the watcher ends:
+    hypercorn's connection waits for its tasks."""
+
+    def __init__(self, server: TCPServer) -> None:
+        self._server = server
+        self._idle = True
+        self._deadline = math.inf
+        self._scope: trio.CancelScope | None = None
+        self._watching = False
+        self._ended = False
+
+    def end(self) -> None:
+        self._ended = True
+        self._move(-math.inf)
+
+    async def restart(self, task_group, action) -> None:
+        if self._ended:
+            return
+        self._idle = True
+        self._move(trio.current_time() + self._server.config.keep_alive_timeout)
+        if not self._watching:
+            self._watching = True
+            task_group.spawn(self._watch)
+
+    async def stop(self) -> None:
+        if self._ended:
+            return
+        self._idle = False
+        self._move(math.inf)
+
+    def _move(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._scope is not None:
+            self._scope.deadline = deadline
+
+    async def _watch(self) -> None:
+        terminated = self._server.context.terminated
+        try:
+            while True:
+                with trio.CancelScope(deadline=self._deadline) as self._scope:
+                    await terminated.wait()
+                self._scope = None
+                if self._ended:
+                    return  # the connection is closing already
+                if self._idle:
+                    break  # idle past the deadline, or the server stops while idle
+                if terminated.is_set():
+                    return  # busy: hypercorn closes it after the answer
+                # (the deadline passed as a request began: watch on)
+        finally:
+            self._scope = None
+            self._watching = False
+        with trio.CancelScope(shield=True):
+            await self._server._initiate_server_close()
 
 
 _CURRENT: contextvars.ContextVar[Guarded | None] = contextvars.ContextVar(
@@ -219,7 +344,7 @@ async def serve(app, config: Config, slots: trio.Semaphore, *, shutdown_trigger,
                 guarded = Guarded(stream, scope)
                 _CURRENT.set(guarded)  # this task's own context: hypercorn's tasks inherit it
                 try:
-                    await TCPServer(wrapped, config, context, ConnectionState({}), guarded)
+                    await Connection(wrapped, config, context, ConnectionState({}), guarded)
                 except* Exception as group:  # (cancellation passes through)
                     # hypercorn's own errors on a connection a client broke (h11's
                     # "Can't send data when our state is ERROR", a ping racing its

@@ -12,6 +12,8 @@ import json
 
 import trio
 
+from node import asgi
+
 from .nodes import client, start
 
 
@@ -69,3 +71,40 @@ async def test_answers_carry_their_length_and_arrive_whole_in_order(nursery):
             await stream.send_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
             status, _, got = await answer()
             assert status == 404 and json.loads(got)["error"] == "not_found"
+
+
+IDLE_S = 0.6  # the keep-alive timeout these tests give the node
+PACE_S = IDLE_S / 4  # a client that asks this often is never idle that long
+
+
+async def _get_status(stream: trio.SocketStream) -> bytes:
+    await stream.send_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += await stream.receive_some(65536)
+    head, _, rest = got.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    while len(rest) < length:
+        rest += await stream.receive_some(65536)
+    return head.split(b"\r\n", 1)[0]
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(nursery, monkeypatch):
+    """One timer per connection (httpserve.KeepAlive) moves with every request: a
+    client that keeps asking is served past the timeout, one that goes quiet is
+    closed once it has been idle that long, and not before."""
+    monkeypatch.setattr(asgi, "HEADER_TIMEOUT_S", IDLE_S)
+    a = await start(nursery)
+    host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        begun = trio.current_time()
+        while True:  # busy for longer than the timeout
+            assert await _get_status(stream) == b"HTTP/1.1 200 "
+            quiet = trio.current_time()  # idle from the answer on
+            if quiet - begun > 3 * IDLE_S:
+                break
+            await trio.sleep(PACE_S)
+        with trio.fail_after(IDLE_S + 5):
+            assert await stream.receive_some(65536) == b""  # the node closed it
+        assert trio.current_time() - quiet >= IDLE_S * 0.9
