@@ -19,7 +19,7 @@ connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
   strings) or its refusal: each is checked alone (parse, account, rate
   limit), the valid ones are placed in one ``place_many``, then the batch
   goes to the answerer and the processor takes the next one at once (at
-  most ``IN_COMMIT`` batches wait so). A command other than an order waits
+  most ``IN_COMMIT`` orders wait so). A command other than an order waits
   until every batch before it was answered;
 * the answerer takes the batches in order: ``journal.sync`` up to the batch
   makes it durable (one commit, one fsync, serves every batch placed while
@@ -53,6 +53,7 @@ on a connection.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 
 import trio
@@ -73,7 +74,7 @@ MAX_QUEUED_TOTAL = 16 * 1024 * 1024  # beyond its fair share, while all together
 MAX_ID = 64
 MAX_INT_ID = 2**53  # integer ids a JavaScript client reads back exactly
 MAX_BATCH = 1_000  # pipelined orders placed together
-IN_COMMIT = 4  # batches placed and waiting to be durable (and answered), at most
+IN_COMMIT = 4 * MAX_BATCH  # orders placed and waiting to be durable (and answered), at most
 READ_AHEAD = 2 * MAX_FRAME  # characters of frames read ahead of the processor, unparsed
 IDLE_S = 60.0  # nothing received (not even a pong) for this long: closed
 PING_EVERY_S = WS_PING_EVERY_S  # hypercorn pings every connection this often
@@ -257,8 +258,10 @@ class Connection:
         self._closing = trio.Event()
         self.inbox = Inbox()
         # order batches placed, waiting to be durable, then answered (by _answerer)
-        self._placed_send, self._placed_receive = trio.open_memory_channel(IN_COMMIT)
+        # (bounded by IN_COMMIT orders: a batch holds one at least)
+        self._placed_send, self._placed_receive = trio.open_memory_channel(math.inf)
         self._unanswered = 0  # batches sent to _answerer and not yet answered
+        self._in_commit = 0  # commands of those batches
         self._answered = trio.Event()
 
     # -- what the hub calls (never waits) ----------------------------------
@@ -366,8 +369,10 @@ class Connection:
                 await self._settled()  # its answer comes after those of the orders before
                 await self._one(command)
                 continue
+            await self._room_to_place()  # (meanwhile more orders come: a larger batch)
             batch = [command]
-            while len(batch) < MAX_BATCH:  # the orders that already came: one batch
+            room = min(MAX_BATCH, IN_COMMIT - self._in_commit)
+            while len(batch) < room:  # the orders that already came: one batch
                 following = self.inbox.take_nowait()
                 if following is None:
                     break
@@ -376,6 +381,12 @@ class Connection:
                     break
                 batch.append(following)
             await self._orders(batch)
+
+    async def _room_to_place(self) -> None:
+        """Wait until fewer than ``IN_COMMIT`` orders wait to be durable and answered."""
+        while self._in_commit >= IN_COMMIT:
+            self._answered = trio.Event()
+            await self._answered.wait()
 
     async def _settled(self) -> None:
         """Wait until every order batch placed so far was answered."""
@@ -400,6 +411,7 @@ class Connection:
                                      orderentry.placed_json(replica, next(results)))
                 await self._answer(text)
             self._unanswered -= 1
+            self._in_commit -= len(batch)
             self._answered.set()
 
     def _refused(self, batch: list[Command], answers: list, exc: Exception) -> list:
@@ -535,11 +547,15 @@ class Connection:
             except Exception as exc:  # nothing was placed (or promised): each gets this answer
                 answers = self._refused(batch, answers, exc)
                 placed = []
-        # Durable, then answered, by _answerer: meanwhile the next batch is placed (the
-        # commit under way, an fsync on a durable node, serves both). IN_COMMIT
-        # batches at most wait for it.
+        # Durable, then answered, by _answerer: meanwhile the next batches are placed
+        # (the commit under way, an fsync on a durable node, serves them all), up to
+        # IN_COMMIT orders. Counted in orders, not batches: hypercorn hands frames
+        # over a few at a time, so the processor's batches are small while a commit
+        # runs; a cap of a few batches made each commit (and each push to the
+        # peers) carry a few dozen orders.
         self._unanswered += 1
-        await self._placed_send.send((batch, answers, placed, self.node.journal.mark()))
+        self._in_commit += len(batch)
+        self._placed_send.send_nowait((batch, answers, placed, self.node.journal.mark()))
 
 
 async def serve(node, scope: dict, receive, send) -> None:
