@@ -29,6 +29,12 @@ connection's tasks inherit) to close it when nothing at all arrives for a
 while (``idle_after``): hypercorn pings it, and a live client's pongs are
 bytes that arrive.
 
+hypercorn's per-connection handler runs as ``Connection``, which keeps its
+behaviour at a lower cost per request: one keep-alive timer task per
+connection whose deadline moves (``KeepAlive``), instead of a task started
+and cancelled around every request, and no send lock for an HTTP/1 answer's
+writes that need no I/O (``Guarded.absorb``).
+
 ``raise_file_limit`` lifts the soft ``RLIMIT_NOFILE`` to the hard one (where
 the system allows), and ``connection_cap`` picks a cap below it that leaves
 ``RESERVED_FDS`` for everything else. One semaphore is shared by every
@@ -40,6 +46,8 @@ Rules this module keeps
 * A send stalled for ``SEND_STALL_S`` ends its connection.
 * A connection that broke (a reset, or hypercorn closed it) ends its tasks
   at once; one whose peer closed its sending side, within ``GONE_GRACE_S``.
+* A connection idle for hypercorn's ``keep_alive_timeout`` is closed (so is an
+  idle one when the server stops); a busy one never is by that timer.
 * Whatever goes wrong in one connection's handling ends that connection
   (logged), never the server: hypercorn lets some protocol errors of a
   connection a client broke escape (an invalid frame right after a
