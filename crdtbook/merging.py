@@ -325,6 +325,8 @@ class Merging:
     def _admit(self, ready: list) -> None:
         """Send newly contiguous events to the engine, applying membership changes first.
 
+        ``ready`` comes in dot order: by replica, then seq (see the sort below).
+
         A valid leave or evict lowers its target's cutoff: the target's events
         after it are rejected, including ones already matched (they are replayed
         as rejected, from the earliest of them).
@@ -343,8 +345,12 @@ class Merging:
                 self._retire(event.target, cut, before, replay)
         if replay:
             ready = ready + replay
-        if len(ready) > 1:
             ready.sort()
+        elif len(ready) > 1:
+            # Every caller builds ``ready`` in dot order (replicas sorted, each one's
+            # seqs ascending), so a stable sort by clock alone leaves it in position
+            # order (clock, replica, seq): ints compare at half the cost of tuples.
+            ready.sort(key=_clock)
         if ready and ready[0].clock <= self._final:
             invalid = engine.invalid
             self.frontier_violations += sum(
