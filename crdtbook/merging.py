@@ -19,8 +19,8 @@ earliest of them if they were already matched.
 Rules this module keeps
 -----------------------
 * One event's admission depends only on the set, never on arrival order.
-* The in-order path of ``_merge_one`` reads plain attributes only: it is the
-  throughput of a live node.
+* The in-order path of ``_merge_one`` (and its copy in ``merge_event``) reads
+  plain attributes only: it is the throughput of a live node.
 * Deltas no honest peer sends (events under this replica's own id that it
   did not make, removals) are refused before anything changes.
 """
