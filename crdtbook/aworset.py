@@ -202,6 +202,23 @@ class AWORSet:
         cc.merge(other.context)
         return Changes(added, removed, replaced)
 
+    def adopt(self, other: AWORSet) -> list[Any]:
+        """``merge`` into a state that holds nothing and has seen nothing (a replay
+        into a new replica); return the values added, in dot order.
+
+        What ``merge`` would do, without its ``(replica, seq, value)`` triple per
+        entry: a replay's caller wants the values, and the triples of a whole
+        history cost more than copying it.
+        """
+        assert not self.store and not self.context.vv and not self.context.cloud
+        values: list[Any] = []
+        for replica in sorted(other.store):
+            theirs = other.store[replica]
+            self.store[replica] = dict(theirs)
+            values.extend(map(theirs.__getitem__, sorted(theirs)))
+        self.context.merge(other.context)
+        return values
+
     def join(self, other: AWORSet) -> AWORSet:
         """Pure join: a new state, neither input changed."""
         result = self.copy()

@@ -371,7 +371,10 @@ class Engine:
         return None
 
     def _apply_cancel(self, cancel: Cancel) -> CancelOutcome:
-        outcome = CancelOutcome(cancel)
+        outcome = _new_record(CancelOutcome)  # CancelOutcome(cancel) without the call (see apply)
+        outcome.event = cancel
+        outcome.target = outcome.reason = None
+        outcome.removed = outcome.index = 0
         reason = self._chain_reason(cancel) if self.invalid else None
         target = None
         if reason is None:

@@ -133,3 +133,18 @@ def test_missing_in_pages_adds_up_to_the_whole():
         b.merge(page)
         pages += 1
     assert b == a and pages == 5
+
+
+@settings(max_examples=150)
+@given(ops)
+def test_adopt_is_merge_into_nothing(op_list):
+    """``adopt`` (a replay into a new replica) against ``merge`` into an empty state:
+    the same store and context, and the values of the triples ``merge`` reports."""
+    states, deltas = run(op_list)
+    for other in [*states, *deltas]:
+        merged, adopted = AWORSet(), AWORSet()
+        changes = merged.merge(other)
+        values = adopted.adopt(other)
+        assert adopted.store == merged.store and adopted.context == merged.context
+        assert values == [value for _, _, value in changes.added]
+        assert not changes.removed and not changes.replaced

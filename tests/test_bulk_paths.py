@@ -2,6 +2,9 @@
 
 * ``Engine.apply_run`` (a run of events in one loop) against ``Engine.apply``
   called per event: the same fills, outcomes and book, record for record.
+* ``Replica.merge_event`` (its in-order branch written out) against ``merge``
+  of a one-event delta (``_merge_one``): the same state, field for field, in
+  position order, shuffled, and with events re-delivered.
 * A replica fed one delta of everything (``merge``, the replay of a pull
   answer or a restart) against one fed each event alone in position order
   (``merge_event``) and one fed them shuffled: the same digest, fills,
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +23,7 @@ from crdtbook.aworset import AWORSet
 from crdtbook.book import Resting
 from crdtbook.codec import decode_delta, encode_delta
 from crdtbook.engine import CancelOutcome, Engine
+from crdtbook.merging import ReplicaError
 from crdtbook.replica import Replica
 from fuzz.workload import play, random_steps
 
@@ -100,3 +105,74 @@ def test_a_long_seeded_replay_is_each_event_alone():
         alone.merge_event(event)
     assert observable(replayed) == observable(alone)
     assert_matches_reference(replayed)
+
+
+def replica_state(replica: Replica) -> tuple:
+    """What merging keeps, beyond what a user sees."""
+    return (
+        replica.digest(),  # first: it hashes what is pending (_unhashed)
+        replica.state.store, replica.state.context, replica.clock.last,
+        sorted(replica._unhashed), replica._events_total, replica._chain_clock,
+        replica._poisoned, {r: dict(m) for r, m in replica.engine.invalid.items()},
+        replica.frontier_violations, engine_state(replica.engine),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(workloads(max_size=120), st.randoms(use_true_random=False))
+def test_merge_event_is_merge_of_its_delta(workload, rnd):
+    count, steps, skew = workload
+    events = everything(play(count, steps, skew)).events()
+    late = list(events)
+    rnd.shuffle(late)
+    for order in (events, late, events + late[: len(late) // 3]):
+        by_event, by_delta = Replica("by-event"), Replica("by-delta")
+        returned = []
+        for event in order:
+            returned.append((by_event.merge_event(event),
+                             by_delta.merge(AWORSet.from_entries([(event.replica, event.seq,
+                                                                   event)]))))
+            assert returned[-1][0] == returned[-1][1]
+        assert replica_state(by_event) == replica_state(by_delta)
+
+
+def test_merge_event_refuses_an_event_under_its_own_id():
+    own = Replica("r0")
+    own.place("buy", "1", "1", "limit", "", 1_000)
+    made = own.events()[0]
+    before = replica_state(own)
+    for forged in (made._replace(qty=made.qty + 1), made._replace(seq=2, clock=made.clock + 1)):
+        with pytest.raises(ReplicaError):
+            own.merge_event(forged)
+        assert replica_state(own) == before
+    assert own.merge_event(made) == 0  # its own event, delivered back: nothing new
+
+
+def test_one_delta_with_tied_and_falling_clocks_is_in_position_order():
+    """The merge of a delta sorts what it admits by clock alone (it arrives in dot
+    order): equal clocks across replicas, and a replica whose clock falls along
+    its seqs (rejected, but in the log at its position), still land in position order."""
+    from crdtbook.events import make_cancel, make_order
+
+    rng = random.Random(3)
+    events = []
+    for name in ("a", "b", "c", "d"):
+        clocks = sorted(rng.sample(range(1, 40), 12))
+        if name == "c":
+            clocks[5], clocks[8] = clocks[8], clocks[5]  # a falling clock mid-chain
+        for seq, clock in enumerate(clocks, start=1):
+            if seq > 2 and rng.random() < 0.2:
+                events.append(make_cancel(clock, name, seq, name, rng.randrange(1, seq)))
+            else:
+                events.append(make_order(clock, name, seq, rng.choice(("buy", "sell")), "limit",
+                                         rng.randrange(95, 106), rng.randrange(1, 5), ""))
+    assert len({e.clock for e in events}) < len(events)  # ties across replicas
+    whole = Replica("whole")
+    whole.merge(AWORSet.from_entries((e.replica, e.seq, e) for e in events))
+    assert whole.engine.log == sorted(events)
+    alone = Replica("alone")
+    for event in sorted(events):
+        alone.merge_event(event)
+    assert replica_state(whole) == replica_state(alone)
+    assert observable(whole) == observable(alone)
+    assert_matches_reference(whole)
