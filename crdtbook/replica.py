@@ -542,7 +542,7 @@ class Replica(Merging):
             self._uncounted += 1
         self._digest_sum = total % _DIGEST_MODULUS
 
-    def digest(self) -> str:
+    def digest(self, encoded: dict | None = None) -> str:
         """A hash of the event set: equal on replicas holding the same events.
 
         Events past their origin's cutoff (a leave, an evict, a proven fault)
@@ -552,16 +552,29 @@ class Replica(Merging):
         hashes are added modulo 2**256, so the digest does not depend on
         arrival order and costs O(new events) per call, not O(all events).
         The count of events is hashed in with the sum.
+
+        ``encoded`` (``id(event)`` -> ``(event, canonical CBOR, ...)``, see
+        feedwire.encodings) hands in bytes that already exist for pending events,
+        the slices of their signed blocks: the same bytes are hashed, so the
+        digest's value does not depend on it. An entry counts only for the
+        very event object it was cut from (never another event that happens
+        to share its ``id``).
         """
         if self._unhashed:
             total = self._digest_sum
             cutoff = self._cutoff
+            sha256 = hashlib.sha256
+            found = (encoded or {}).get
             for event in self._unhashed:
                 cut = cutoff.get(event.replica)
                 if cut is not None and event.seq > cut:
                     self._uncounted += 1
                     continue
-                total += _event_hash(event)
+                hit = found(id(event))
+                if hit is not None and hit[0] is event:
+                    total += int.from_bytes(sha256(hit[1]).digest())
+                else:
+                    total += _event_hash(event)
             self._digest_sum = total % _DIGEST_MODULUS
             self._unhashed = []
         return hashlib.sha256(

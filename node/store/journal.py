@@ -51,6 +51,8 @@ from collections.abc import Callable
 
 import trio
 
+from crdtbook.feedwire import encodings
+
 from .. import logs
 from .sqlite import Batch, Store, StoreError
 
@@ -94,6 +96,10 @@ class Journal:
         # called at the start of every flush, before the batch is taken: the node
         # merges the peers' blocks still waiting (see Node.arrive)
         self.before: Callable[[], None] = _nothing
+        # handed the encodings of each flush's blocks (crdtbook.feedwire.encodings)
+        # before they are written: the node hashes its pending events into the
+        # digest with them, while the bytes exist
+        self.encoded: Callable[[dict], None] = _ignore
 
     # -- appending (never waits) ---------------------------------------------
     def _touch(self) -> None:
@@ -188,6 +194,10 @@ class Journal:
         if written:  # own blocks just sealed, and peers' blocks the door took
             self._batch.blocks.extend(written)
             self._touch()
+            # their events' bytes, cut once from the blocks: the rows' bodies and
+            # the digest reuse them instead of encoding every event twice more
+            self._batch.encoded = encodings([w.block for w in written])
+            self.encoded(self._batch.encoded)
         batch, target = self._batch, self._appended
         self._batch = Batch()
         if not batch:
