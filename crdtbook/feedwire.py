@@ -93,9 +93,9 @@ def _canonical_event() -> re.Pattern:
 _CANONICAL_EVENT = _canonical_event()
 
 
-def event_encodings(block: Block) -> list[tuple[bytes, int]] | None:
-    """Each event's canonical CBOR as it lies in ``block.body``, with the offset
-    where its fields after the clock start; None unless every event is found.
+def event_encodings(block: Block) -> list[tuple[bytes, bytes]] | None:
+    """Each event's canonical CBOR as it lies in ``block.body``, with its fields
+    after the clock (a slice of it); None unless every event is found.
 
     The digest hashes an event's canonical CBOR and the store keeps its fields
     after the clock (replica.py, node/store/sqlite.py): both are slices of the
@@ -105,34 +105,28 @@ def event_encodings(block: Block) -> list[tuple[bytes, int]] | None:
     any other way by its origin is decoded all the same, but gives None here,
     and its events are encoded anew. Membership events and long accounts
     (rare) give None too."""
-    body, count = block.body, len(block.events)
-    start = _array_head(count)
+    body, events = block.body, block.events
+    start = _array_head(len(events))
     if not body.startswith(start):
         return None
-    found = []
-    pos = len(start)
-    match = _CANONICAL_EVENT.match
-    for _ in range(count):
-        m = match(body, pos)
-        if m is None:
-            return None
-        end = m.end()
-        found.append((body[pos:end], m.start(m.lastindex) - pos))
-        pos = end
-    return found if pos == len(body) else None
+    # one C call per event: the scanner matches where the last match ended
+    matches = list(iter(_CANONICAL_EVENT.scanner(body, len(start)).match, None))
+    if len(matches) != len(events) or matches[-1].end() != len(body):
+        return None
+    return [m.group(0, m.lastindex) for m in matches]
 
 
 def encodings(blocks) -> dict:
-    """``id(event)`` -> ``(event, canonical CBOR, offset of its fields after the
-    clock)`` for the events of ``blocks`` whose bodies can be sliced (see
-    event_encodings): what ``Replica.digest`` and a store reuse
-    instead of encoding each event again."""
+    """``id(event)`` -> ``(event, (canonical CBOR, its fields after the clock))``
+    for the events of ``blocks`` whose bodies can be sliced (see
+    event_encodings): what ``Replica.digest`` and a store reuse instead of
+    encoding each event again."""
     found: dict = {}
     for block in blocks:
         sliced = event_encodings(block)
         if sliced is not None:
-            for event, (full, tail) in zip(block.events, sliced, strict=True):
-                found[id(event)] = (event, full, tail)
+            events = block.events
+            found.update(zip(map(id, events), zip(events, sliced, strict=True), strict=True))
     return found
 
 

@@ -553,7 +553,7 @@ class Replica(Merging):
         arrival order and costs O(new events) per call, not O(all events).
         The count of events is hashed in with the sum.
 
-        ``encoded`` (``id(event)`` -> ``(event, canonical CBOR, ...)``, see
+        ``encoded`` (``id(event)`` -> ``(event, (canonical CBOR, ...))``, see
         feedwire.encodings) hands in bytes that already exist for pending events,
         the slices of their signed blocks: the same bytes are hashed, so the
         digest's value does not depend on it. An entry counts only for the
@@ -572,7 +572,7 @@ class Replica(Merging):
                     continue
                 hit = found(id(event))
                 if hit is not None and hit[0] is event:
-                    total += int.from_bytes(sha256(hit[1]).digest())
+                    total += int.from_bytes(sha256(hit[1][0]).digest())
                 else:
                     total += _event_hash(event)
             self._digest_sum = total % _DIGEST_MODULUS

@@ -151,8 +151,8 @@ class Batch:
     snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
     meta: dict = field(default_factory=dict)
     accounts: list[AccountRow] = field(default_factory=list)  # made, rotated or revoked
-    # id(event) -> (event, canonical CBOR, offset after its clock): slices of the
-    # batch's blocks (crdtbook.feedwire.encodings), each event's body cut from them
+    # id(event) -> (event, (canonical CBOR, its fields after the clock)): slices of
+    # the batch's blocks (crdtbook.feedwire.encodings), each event's body cut from them
     encoded: dict = field(default_factory=dict)
 
     def __bool__(self) -> bool:
@@ -167,8 +167,8 @@ def _event_body(event, encoded: dict) -> bytes:
     shorter, the tag's byte and the fields' bytes are the same), else encoded."""
     hit = encoded.get(id(event))
     if hit is not None and hit[0] is event:
-        _, full, tail = hit
-        return bytes((full[0] - 3, full[1])) + full[tail:]
+        full, tail = hit[1]
+        return bytes((full[0] - 3, full[1])) + tail
     wire = event_to_wire(event)
     return cbor2.dumps([wire[0], *wire[4:]])
 
