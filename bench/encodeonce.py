@@ -86,7 +86,7 @@ def run(way: str, count: int, size: int) -> None:
         elif way == "digest_plain":
             replica.digest()
         elif way == "digest_sliced":
-            replica.digest(encodings(received))
+            replica.hash_pending(encodings(received))
         store.close()
 
 
