@@ -25,6 +25,11 @@ The node's own new events are *sealed* into one signed block per commit
 events, and handed to ``sealed`` once durable: that is what gets pushed, so
 one signature serves everything a commit makes durable.
 
+Each flush also cuts the events of the blocks it writes out of their bodies
+(crdtbook/feedwire.py ``encodings``): the rows' bodies and the digest
+(``encoded``: the node hashes its pending events there) reuse those bytes
+instead of encoding every event twice more.
+
 If a commit fails (disk full, I/O error) the journal is *failed*: ``sync``
 raises ``StoreFailed`` from then on, so the node acknowledges nothing and
 sends nothing it has not made durable. The operator fixes the disk and
