@@ -107,7 +107,7 @@ def event_encodings(block: Block) -> list[tuple[bytes, bytes]] | None:
     (rare) give None too."""
     body, events = block.body, block.events
     start = _array_head(len(events))
-    if not body.startswith(start):
+    if not events or not body.startswith(start):  # a block read back undecoded: no events
         return None
     # one C call per event: the scanner matches where the last match ended
     matches = list(iter(_CANONICAL_EVENT.scanner(body, len(start)).match, None))
