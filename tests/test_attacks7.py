@@ -285,3 +285,112 @@ async def test_the_same_events_signed_in_two_encodings_convict_alike(nursery, tm
     for running in (a, b):
         assert holds_reference_digest(running)
         rows_hold_the_events(running)
+
+
+# -- 4. bodies that decode to no block ----------------------------------------------------
+def _ints(*values: int) -> bytes:
+    return b"".join(_head(0, v, None) for v in values)
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return _head(3, len(raw), None) + raw
+
+
+def hostile_bodies(member: str, seq: int, clock: int) -> dict[str, bytes]:
+    """One order of ``member`` at ``seq``, its bytes bent every way a careless or
+    hostile encoder might: valid CBOR mostly, none of it an order."""
+    head = _ints(0) + _text(member) + _ints(seq, clock, 0, 0, UNITS)  # tag .. price
+    qty, account = _ints(7), _text("")
+
+    def order(*middle: bytes, count: int = 9) -> bytes:
+        return b"\x81" + _head(4, count, None) + head + b"".join(middle)
+
+    return {
+        "indefinite array": b"\x81\x9f" + head + qty + account + b"\xff",
+        "indefinite events": b"\x9f" + order(qty, account)[1:] + b"\xff",
+        "indefinite text": order(qty, b"\x7f\x61a\xff"),
+        "tag on qty": order(b"\xc0" + qty, account),
+        "bignum of 10 bytes": order(b"\xc2\x4a\x01" + bytes(9), account),  # 2^72
+        "bignum past the range": order(b"\xc2\x49" + b"\xff" * 9, account),
+        "bignum below 2^64": order(b"\xc2\x49" + bytes(8) + b"\x07", account),
+        "negative bignum": order(b"\xc3\x49\x01" + bytes(8), account),
+        "seq past its range": b"\x81\x89" + _ints(0) + _text(member) + b"\x1b" + b"\xff" * 8
+        + _ints(clock, 0, 0, UNITS) + qty + account,
+        "float qty": order(b"\xfb\x40\x1c" + bytes(6), account),  # 7.0
+        "half-float qty": order(b"\xf9\x47\x00", account),
+        "NaN qty": order(b"\xf9\x7e\x00", account),
+        "negative zero qty": order(b"\xf9\x80\x00", account),
+        "negative qty": order(b"\x26", account),
+        "true as qty": order(b"\xf5", account),
+        "null account": order(qty, b"\xf6"),
+        "bytes account": order(qty, b"\x41a"),
+        "invalid UTF-8 account": order(qty, b"\x62\xc3\x28"),
+        "surrogate in account": order(qty, b"\x63\xed\xa0\x80"),
+        "account of 65 characters": order(qty, _text("y" * 65)),
+        "unprintable account": order(qty, _text("a\nb")),
+        "map for an event": b"\x81\xa1" + _ints(0) + _ints(1),
+        "extra item": order(qty, account, _ints(0), count=10),
+        "missing item": order(qty, count=8),
+        "trailing bytes": order(qty, account) + b"\x00",
+        "two events one seq": b"\x82" + order(qty, account)[1:] * 2,
+        "no events": b"\x80",
+        "nothing": b"",
+    }
+
+
+async def test_bodies_that_are_no_block_are_refused_and_change_nothing(nursery, tmp_path):
+    a = await start(nursery, data_dir=str(tmp_path / "a"))
+    m = SignedPeer("bends-every-byte").admitted_by(a.node)
+    clock = a.node.clock_ms() << 16
+    before = a.node.replica.digest(), len(a.node.replica.events())
+    tip = m.door.tip(m.id)
+    async with client() as http:
+        for what, body in hostile_bodies(m.id, 1, clock).items():
+            chained = link(tip.hash, body)
+            sig = m.signer.sign(head_message(m.id, 1, chained))
+            message = cbor2.dumps({"v": 1, "kind": "blocks", "blocks": [[m.id, 1, body, sig]],
+                                   "claims": []}, canonical=True)
+            r = await push(http, a, message)
+            assert r.status_code == 400, (what, r.status_code, r.text)
+            assert r.json()["error"] == "bad_blocks", what
+        # nothing changed, nothing is pending, and the member's real block is taken
+        assert not a.node.journal.pending
+        assert (a.node.replica.digest(), len(a.node.replica.events())) == before
+        assert a.node.door.tip(m.id).last == 0
+        good = signed(m, encode_body(feed(random.Random(1), m.id, 1, 3, clock)), 1)
+        assert (await push(http, a, encode_blocks([good]))).status_code == 204
+    await eventually(lambda: a.node.door.tip(m.id).last == 3 and not a.node.journal.pending)
+    assert holds_reference_digest(a)
+    rows_hold_the_events(a)
+
+
+# -- 5. the largest amounts travel -------------------------------------------------------
+async def test_the_largest_amounts_reach_every_peer(nursery, tmp_path):
+    """An amount is at most 10^12 (10^20 units, amount.py): past 2^64 units its CBOR
+    is a bignum (a tag), which every peer's scan refused. The node took the order
+    (201), sealed it, and its feed stopped there for ever: no later order of its
+    reached a peer, and nothing said so. A positive bignum of 9 bytes (what cbor2
+    writes for 2^64..2^72) now passes the scan; larger ones, and every other tag,
+    are still refused."""
+    a = await start(nursery, data_dir=str(tmp_path / "a"))
+    b = await start(nursery, a.url, data_dir=str(tmp_path / "b"))
+    await eventually(lambda: len(a.node.replica.members()) == 2 == len(b.node.replica.members()))
+    async with client() as http:
+        for side, qty, price in (("sell", "1000000000000", "1000000000000"),
+                                 ("sell", "184467440737.09551616", "1"),  # 2^64 units
+                                 ("buy", "1", "999999999999.99999999"),
+                                 ("sell", "1", "10")):  # and an ordinary one after them
+            r = await http.post(a.url + "/orders", json={"side": side, "qty": qty, "price": price})
+            assert r.status_code == 201, r.text
+    await eventually(lambda: trading_events(b.node) == 4 and not b.node.journal.pending
+                     and not a.node.journal.pending)
+    assert a.node.replica.digest() == b.node.replica.digest()
+    assert max(e.qty for e in b.node.replica.events() if e.kind == "order") == 10**20
+    for running in (a, b):
+        assert holds_reference_digest(running)
+        rows_hold_the_events(running)
+    digest = b.node.replica.digest()
+    await b.stop()
+    again = await start(nursery, a.url, data_dir=str(tmp_path / "b"))
+    assert again.node.replica.digest() == digest
