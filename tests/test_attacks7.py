@@ -38,6 +38,7 @@ from node.store.sqlite import _event_body, _event_from_row
 
 from .nodes import client, eventually, start, trading_events
 from .peers import SignedPeer
+from .procs import NodeProcess, get
 from .test_attacks import push
 
 SIG = bytes(64)
@@ -394,3 +395,50 @@ async def test_the_largest_amounts_reach_every_peer(nursery, tmp_path):
     await b.stop()
     again = await start(nursery, a.url, data_dir=str(tmp_path / "b"))
     assert again.node.replica.digest() == digest
+
+
+# -- 6. kill -9 ------------------------------------------------------------------------------
+async def test_a_node_killed_while_taking_bodies_of_every_kind_comes_back_with_their_digest(
+        nursery, tmp_path):
+    """A real process takes a member's blocks (canonical and not), is killed with
+    SIGKILL right after a push, and restarts from its rows (cut from those blocks):
+    its digest is its peer's, which is the reference."""
+    rng = random.Random(9)
+    a = await start(nursery, data_dir=str(tmp_path / "a"))
+    b = NodeProcess(str(tmp_path / "b"), a.url)
+    await b.start()
+    try:
+        await eventually(lambda: len(a.node.replica.members()) == 2)
+        m = SignedPeer("killed-mid-load").admitted_by(a.node)
+        async with client(timeout=5) as http:
+            async def b_knows_m() -> bool:
+                return m.id in (await get(http, b.url, "/status"))["members"]
+
+            await eventually(b_knows_m)
+            seq, clock, last = 1, 0, 0
+            for round_ in range(10):
+                clock = max(clock, a.node.clock_ms() << 16)
+                events = feed(rng, m.id, seq, rng.choice([1, 2, 24]), clock)
+                seq, clock = seq + len(events), events[-1].clock
+                body = (encode_body(events) if round_ % 2 else
+                        stretched([event_to_wire(e) for e in events], rng, 0.3))
+                block = signed(m, body, events[0].seq)
+                to = b.url if round_ < 6 else a.url  # b, until it was killed
+                r = await http.post(f"{to}/peer/push", content=encode_blocks([block]))
+                assert r.status_code == 204, r.text
+                last = block.last
+                if round_ == 5:
+                    b.kill()  # the moment its last push was acknowledged
+                    await b.start()
+                await eventually(lambda: a.node.door.tip(m.id).last == last)  # noqa: B023
+
+            async def same_digest() -> bool:
+                return (await get(http, b.url, "/status"))["digest"] == a.node.replica.digest()
+
+            await eventually(lambda: not a.node.journal.pending)
+            await eventually(same_digest, timeout=30)
+        assert trading_events(a.node) == seq - 1
+        assert holds_reference_digest(a)
+        rows_hold_the_events(a)
+    finally:
+        b.kill()
