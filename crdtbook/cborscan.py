@@ -17,7 +17,13 @@ Rules this module keeps
   outside an indefinite item, truncated items, bytes after the one item,
   more than ``max_items`` items, nesting deeper than ``max_depth``.
 * Floats and simple values pass (the codec refuses them by type, with a
-  message naming the field).
+  message naming the field). So does one tag: a positive bignum of exactly
+  9 bytes, the first not zero (``_BIGNUM``), which is how canonical CBOR
+  writes an integer of 2^64..2^72-1. Amounts go up to 10^20 units
+  (amount.py), past 2^64: without it, a node's own order of more than
+  2^64 units was sealed into its feed, and every peer refused that block
+  and every later one. The codec refuses such an integer anywhere else by
+  its range.
 * Work is linear in the number of items scanned and stops at the cap: a
   refused message costs no more than ``max_items`` steps.
 * Pure: no I/O, no imports beyond the standard library.
@@ -49,6 +55,7 @@ _LONG = -1  # a string, array or map whose length follows the initial byte
 _CONTAINER = -2  # an array or map of fewer than 24 entries
 _REFUSED = -3  # a tag, an indefinite length, a reserved or break byte
 _SHORT = -4  # a string of 24..255 bytes (its length in one byte): replica ids, bodies
+_BIGNUM = b"\xc2\x49"  # tag 2 (a positive bignum) on a byte string of 9 bytes
 
 
 def _table() -> list[int]:
@@ -120,6 +127,9 @@ def scan(data: bytes | bytearray | memoryview, max_items: int = MAX_ITEMS,
                 initial = data[pos]
                 major, info = initial >> 5, initial & 31
                 if step == _REFUSED:
+                    if data.startswith(_BIGNUM, pos) and data[pos + 2]:  # 2^64..2^72-1
+                        pos += 11
+                        continue
                     raise ScanError(_refusal(major, info, pos))
                 pos += 1
                 if info < 24:

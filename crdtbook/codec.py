@@ -25,8 +25,9 @@ context) raises ``CodecError`` with a message naming the field. Nothing is
 returned half-built, so a failed decode can never change a replica.
 
 Untrusted bytes go through ``loads``: cborscan.py walks the item headers
-first (at most ``cborscan.MAX_ITEMS`` items, ``MAX_DEPTH`` levels, no tags,
-no indefinite lengths) and cbor2 builds objects only from a message that
+first (at most ``cborscan.MAX_ITEMS`` items, ``MAX_DEPTH`` levels, no tags
+but a 9-byte positive bignum, for amounts past 2^64 units; no indefinite
+lengths) and cbor2 builds objects only from a message that
 passes, so tags are refused before anything is decoded and a message of
 millions of empty arrays costs nothing. Only this node's own snapshots are
 decoded unscanned (``trusted``: they hold integers beyond 64 bits). Values

@@ -32,6 +32,7 @@ A block's events must all be of its replica, with seqs first_seq, first_seq+1,
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from .clock import MAX_CLOCK
@@ -70,6 +71,72 @@ MAX_SKIPS = 128
 def encode_body(events) -> bytes:
     """A block's bytes: the canonical CBOR array of its events' wire forms."""
     return _dumps([event_to_wire(e) for e in events])
+
+
+def _canonical_event() -> re.Pattern:
+    """An order or a cancel in canonical CBOR (shortest heads only), its fields
+    after the clock captured (group ``o`` or ``c``). Ids and accounts of 0..23
+    bytes and ids of 32 (keys.py) are matched; anything else is left to cbor2
+    (see below)."""
+    uint = (rb"(?:[\x00-\x17]|\x18[\x18-\xff]|\x19[\x01-\xff]."
+            rb"|\x1a(?:[\x01-\xff]...|\x00[\x01-\xff]..)"
+            rb"|\x1b(?:[\x01-\xff]...|\x00[\x01-\xff]..|\x00\x00[\x01-\xff].|\x00\x00\x00[\x01-\xff])"
+            rb".{4})")
+    short = b"|".join(bytes([0x60 + n]) + b".{%d}" % n for n in range(24))
+    ident = rb"(?:\x78\x20.{32}|" + short + b")"
+    order = rb"\x89\x00" + ident + uint + uint + rb"(?P<o>[\x00-\x17][\x00-\x17]" + uint + uint \
+        + b"(?:" + short + b"))"
+    cancel = rb"\x86\x01" + ident + uint + uint + b"(?P<c>" + ident + uint + b")"
+    return re.compile(order + b"|" + cancel, re.DOTALL)
+
+
+_CANONICAL_EVENT = _canonical_event()
+
+
+def event_encodings(block: Block) -> list[tuple[bytes, bytes]] | None:
+    """Each event's canonical CBOR as it lies in ``block.body``, with its fields
+    after the clock (a slice of it); None unless every event is found.
+
+    The digest hashes an event's canonical CBOR and the store keeps its fields
+    after the clock (replica.py, node/store/sqlite.py): both are slices of the
+    body a block already holds, so neither needs cbor2 to encode it again.
+    The slices are taken only where each byte is what ``encode_body`` writes
+    (shortest heads, the events in order, nothing after them): a body encoded
+    any other way by its origin is decoded all the same, but gives None here,
+    and its events are encoded anew. Membership events and long accounts
+    (rare) give None too."""
+    body, events = block.body, block.events
+    start = _array_head(len(events))
+    if not events or not body.startswith(start):  # a block read back undecoded: no events
+        return None
+    # one C call per event: the scanner matches where the last match ended
+    matches = list(iter(_CANONICAL_EVENT.scanner(body, len(start)).match, None))
+    if len(matches) != len(events) or matches[-1].end() != len(body):
+        return None
+    return [m.group(0, m.lastindex) for m in matches]
+
+
+def encodings(blocks) -> dict:
+    """``id(event)`` -> ``(event, (canonical CBOR, its fields after the clock))``
+    for the events of ``blocks`` whose bodies can be sliced (see
+    event_encodings): what ``Replica.digest`` and a store reuse instead of
+    encoding each event again."""
+    found: dict = {}
+    for block in blocks:
+        sliced = event_encodings(block)
+        if sliced is not None:
+            events = block.events
+            found.update(zip(map(id, events), zip(events, sliced, strict=True), strict=True))
+    return found
+
+
+def _array_head(count: int) -> bytes:
+    if count < 24:
+        return bytes([0x80 + count])
+    for info, width in ((24, 1), (25, 2), (26, 4)):
+        if count < 1 << (8 * width):
+            return bytes([0x80 + info]) + count.to_bytes(width, "big")
+    return b"\x9b" + count.to_bytes(8, "big")
 
 
 def signed_claims_to_wire(claims) -> list:

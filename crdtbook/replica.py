@@ -535,7 +535,7 @@ class Replica(Merging):
         cutoff first never takes them in (see door.py), so the digest covers
         only the events that count: replicas agree whichever they hold.
         """
-        self.digest()  # hash what is pending, under the cutoffs that held until now
+        self.hash_pending()  # hash what is pending, under the cutoffs that held until now
         total = self._digest_sum
         for event in events:
             total -= _event_hash(event)
@@ -553,21 +553,40 @@ class Replica(Merging):
         arrival order and costs O(new events) per call, not O(all events).
         The count of events is hashed in with the sum.
         """
-        if self._unhashed:
-            total = self._digest_sum
-            cutoff = self._cutoff
-            for event in self._unhashed:
-                cut = cutoff.get(event.replica)
-                if cut is not None and event.seq > cut:
-                    self._uncounted += 1
-                    continue
-                total += _event_hash(event)
-            self._digest_sum = total % _DIGEST_MODULUS
-            self._unhashed = []
+        self.hash_pending()
         return hashlib.sha256(
             b"crdtbook-digest-v1|%d|%d" % (self._events_total - self._uncounted,
                                           self._digest_sum)
         ).hexdigest()
+
+    def hash_pending(self, encoded: dict | None = None) -> None:
+        """Add the events not hashed yet into the digest's sum (see digest()).
+
+        ``encoded`` (``id(event)`` -> ``(event, (canonical CBOR, ...))``, see
+        feedwire.encodings) hands in bytes that already exist for pending
+        events, the slices of their signed blocks: the same bytes are hashed,
+        so the digest's value does not depend on it. An entry counts only for
+        the very event object it was cut from (never another event that
+        happens to share its ``id``).
+        """
+        if not self._unhashed:
+            return
+        total = self._digest_sum
+        cutoff = self._cutoff
+        sha256 = hashlib.sha256
+        found = (encoded or {}).get
+        for event in self._unhashed:
+            cut = cutoff.get(event.replica)
+            if cut is not None and event.seq > cut:
+                self._uncounted += 1
+                continue
+            hit = found(id(event))
+            if hit is not None and hit[0] is event:
+                total += int.from_bytes(sha256(hit[1][0]).digest())
+            else:
+                total += _event_hash(event)
+        self._digest_sum = total % _DIGEST_MODULUS
+        self._unhashed = []
 
 
 _DIGEST_MODULUS = 2**256

@@ -218,6 +218,7 @@ class Node:
         self.journal.sealer = self._seal
         self.journal.sealed = self._push_sealed
         self.journal.before = self.merge_arrivals
+        self.journal.encoded = self.replica.hash_pending
         self._arrivals: list[_Arrival] = []  # pushes waiting to be merged (arrive)
         self._unsealed: list = []  # own events journaled, to seal at the next commit
         self._own_claim: Claim | None = None  # the last own claim sent, and when it was made

@@ -23,7 +23,10 @@ from node.service import MAX_PEERS, Node, NodeConfig
     (cbor2.dumps(re.compile("a+")), "a tag"),
     (cbor2.dumps({1, 2}), "a tag"),
     (b"\xd8\x1c\x80", "a tag"),  # shareable
-    (cbor2.dumps(2**70), "a tag"),  # bignum
+    (cbor2.dumps(2**72), "a tag"),  # a bignum of more than 9 bytes
+    (cbor2.dumps(-(2**70)), "a tag"),  # a negative one
+    (b"\xc2\x49\x00" + b"\xff" * 8, "a tag"),  # 9 bytes for what fits 8
+    (b"\xc2\x49\x01", "truncated"),
     (b"\x9f\x01\xff", "indefinite"),
     (b"\x5f\x41a\xff", "indefinite"),
     (b"\xff", "indefinite"),
@@ -52,6 +55,13 @@ def test_scan_refuses(data, why):
 def test_scan_passes_what_cbor2_writes_without_tags(value):
     data = cbor2.dumps(value, canonical=True)
     assert scan(data) >= 1
+    assert loads(data, "x") == value
+
+
+@pytest.mark.parametrize("value", [2**64, 10**20, 2**72 - 1, [2**64, 1, "a"]])
+def test_scan_passes_a_bignum_of_9_bytes_an_amount_past_2_to_64_units(value):
+    data = cbor2.dumps(value, canonical=True)
+    assert scan(data) == scan(data, plain=True) >= 1
     assert loads(data, "x") == value
 
 

@@ -73,11 +73,13 @@ MALFORMED = [
     (_msg(events=[order(price=float("nan"))], context=CTX), "price must be an integer"),
     (_msg(events=[order(qty=-3)], context=CTX), "must be positive"),
     (_msg(events=[order(qty=0)], context=CTX), "must be positive"),
-    (_msg(events=[order(qty=10**21)], context=CTX), "refused CBOR \\(a tag"),  # a bignum
-    (_msg(events=[order(qty=2**70)], context=CTX), "refused CBOR \\(a tag"),
+    # a bignum of 9 bytes (an amount past 2^64 units) passes the scan, and is out of range
+    (_msg(events=[order(qty=10**21)], context=CTX), "exceeds the maximum"),
+    (_msg(events=[order(qty=2**70)], context=CTX), "exceeds the maximum"),
+    (_msg(events=[order(qty=2**72)], context=CTX), "refused CBOR \\(a tag"),  # 10 bytes
     (_msg(events=[order(seq=True)], context=CTX), "seq must be an integer"),
     (_msg(events=[order(seq=0)], context=CTX), "out of range"),
-    (_msg(events=[order(clock=2**64)], context=CTX), "refused CBOR \\(a tag"),
+    (_msg(events=[order(clock=2**64)], context=CTX), "clock .* out of range"),
     (_msg(events=[order(side=2)], context=CTX), "side .* out of range"),
     (_msg(events=[order(type=9)], context=CTX), "type .* out of range"),
     (_msg(events=[order(type=1)], context=CTX), "market order must carry price 0"),

@@ -25,6 +25,11 @@ The node's own new events are *sealed* into one signed block per commit
 events, and handed to ``sealed`` once durable: that is what gets pushed, so
 one signature serves everything a commit makes durable.
 
+Each flush also cuts the events of the blocks it writes out of their bodies
+(crdtbook/feedwire.py ``encodings``): the rows' bodies and the digest
+(``encoded``: the node hashes its pending events there) reuse those bytes
+instead of encoding every event twice more.
+
 If a commit fails (disk full, I/O error) the journal is *failed*: ``sync``
 raises ``StoreFailed`` from then on, so the node acknowledges nothing and
 sends nothing it has not made durable. The operator fixes the disk and
@@ -50,6 +55,8 @@ import time
 from collections.abc import Callable
 
 import trio
+
+from crdtbook.feedwire import encodings
 
 from .. import logs
 from .sqlite import Batch, Store, StoreError
@@ -94,6 +101,10 @@ class Journal:
         # called at the start of every flush, before the batch is taken: the node
         # merges the peers' blocks still waiting (see Node.arrive)
         self.before: Callable[[], None] = _nothing
+        # handed the encodings of each flush's blocks (crdtbook.feedwire.encodings)
+        # before they are written: the node hashes its pending events into the
+        # digest with them, while the bytes exist
+        self.encoded: Callable[[dict], None] = _ignore
 
     # -- appending (never waits) ---------------------------------------------
     def _touch(self) -> None:
@@ -188,6 +199,10 @@ class Journal:
         if written:  # own blocks just sealed, and peers' blocks the door took
             self._batch.blocks.extend(written)
             self._touch()
+            # their events' bytes, cut once from the blocks: the rows' bodies and
+            # the digest reuse them instead of encoding every event twice more
+            self._batch.encoded = encodings([w.block for w in written])
+            self.encoded(self._batch.encoded)
         batch, target = self._batch, self._appended
         self._batch = Batch()
         if not batch:

@@ -151,15 +151,26 @@ class Batch:
     snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
     meta: dict = field(default_factory=dict)
     accounts: list[AccountRow] = field(default_factory=list)  # made, rotated or revoked
+    # id(event) -> (event, (canonical CBOR, its fields after the clock)): slices of
+    # the batch's blocks (crdtbook.feedwire.encodings), each event's body cut from them
+    encoded: dict = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.blocks or self.orders or self.fills or self.snapshot
                     or self.meta or self.accounts)
 
 
-def _event_body(event) -> bytes:
+def _event_body(event, encoded: dict) -> bytes:
+    """The event's CBOR without its position (that lives in the key columns):
+    ``[tag, fields after the clock...]``. Cut from the event's canonical CBOR
+    in its block when the batch holds it (the array head is three entries
+    shorter, the tag's byte and the fields' bytes are the same), else encoded."""
+    hit = encoded.get(id(event))
+    if hit is not None and hit[0] is event:
+        full, tail = hit[1]
+        return bytes((full[0] - 3, full[1])) + tail
     wire = event_to_wire(event)
-    return cbor2.dumps([wire[0], *wire[4:]])  # position lives in the key columns
+    return cbor2.dumps([wire[0], *wire[4:]])
 
 
 def _event_from_row(clock: int, name: str, seq: int, body: bytes):
@@ -288,10 +299,11 @@ class Store:
         try:
             db.execute("BEGIN")
             if batch.events:
+                encoded = batch.encoded
                 db.executemany(
                     "INSERT OR IGNORE INTO events (clock, rid, seq, body, acct) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    [(e.clock, intern(e.replica), e.seq, _event_body(e),
+                    [(e.clock, intern(e.replica), e.seq, _event_body(e, encoded),
                       intern(e.account) if e.kind == ORDER and e.account else None)
                      for e in batch.events])
             if batch.blocks:
