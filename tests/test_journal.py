@@ -91,3 +91,27 @@ async def test_an_ephemeral_journal_gathers_what_nobody_waits_for(tmp_path, auto
     finally:
         store.close()
 
+
+
+async def test_a_flush_from_another_task_leaves_the_writer_awake(tmp_path, autojump_clock):
+    """``flush`` is callable from any task (the server's stop does): the writer,
+    waiting for appends meanwhile, still commits the next ones."""
+    store = Store.open(str(tmp_path / "data"), "default", fsync=False)
+    store.ephemeral = True
+    journal = Journal(store)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(journal.run)
+            journal.meta(a=1)
+            await journal.sync()
+            await trio.sleep(COMMIT_WINDOW_S)  # the writer now waits for an append
+            await journal.flush()  # another task flushes (nothing appended)
+            assert store.meta["a"] == 1 and not journal.pending
+            journal.meta(b=1)  # nobody flushes this one but the writer
+            with trio.move_on_after(10 * LAZY_COMMIT_S):
+                while journal.pending:
+                    await trio.sleep(LAZY_COMMIT_S / 10)
+            assert not journal.pending and store.meta["b"] == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()

@@ -184,7 +184,10 @@ class Journal:
 
     async def _flush(self) -> None:
         self.before()  # what it appends goes into this batch (or fails with it)
-        self._wake = trio.Event()
+        if self._wake.is_set():
+            # a fresh event only once this one fired: a flush from another task
+            # (the server's stop) must not swap out the event the writer waits on
+            self._wake = trio.Event()
         if self.failed:
             return
         try:
