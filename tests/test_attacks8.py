@@ -62,3 +62,46 @@ async def test_expect_continue_never_puts_the_continue_inside_an_answer(nursery)
                     status, body = await reader.answer()
             assert status == 404, (status, body)
             assert json.loads(body)["error"] == "not_found", bytes(body)
+
+
+PIPELINED = 150  # requests written in one go, before any answer is read
+
+
+async def test_pipelined_requests_get_their_answers_whole_and_in_order(nursery):
+    """A row of requests written at once (reads, orders, refusals, some expecting a
+    100) on one connection: each answer arrives whole, in the order asked, none
+    mixed into another, while the guard takes heads and ends without the lock."""
+    a = await start(nursery, rate_limit=0)
+    token = f"Authorization: Bearer {a.token}\r\n".encode()
+    requests, expected = [], []
+    for i in range(PIPELINED):
+        kind = i % 4
+        if kind == 0:
+            requests.append(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            expected.append((200, None))
+        elif kind in (1, 2):
+            body = json.dumps({"side": "buy", "qty": "1", "price": str(i + 1)}).encode()
+            expect = b"Expect: 100-continue\r\n" if kind == 2 else b""
+            requests.append(b"POST /orders HTTP/1.1\r\nHost: x\r\n" + token + expect
+                            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            expected.append((201, str(i + 1)))
+        else:
+            body = b'{"side": "buy", "qty": "-1", "price": "1"}'
+            requests.append(b"POST /orders HTTP/1.1\r\nHost: x\r\n" + token
+                            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            expected.append((400, None))
+    stream = await _open(a.url)
+    async with stream:
+        reader = Reader(stream)
+        await stream.send_all(b"".join(requests))
+        with trio.fail_after(30):
+            for i, (status, price) in enumerate(expected):
+                got, body = await reader.answer()
+                while got == 100:
+                    got, body = await reader.answer()
+                assert got == status, (i, got, body)
+                if price is not None:
+                    assert json.loads(body)["order"]["price"] == price, (i, body)
+                else:
+                    json.loads(body)  # whole JSON, nothing of another answer
+        assert not reader.buffer
