@@ -6,11 +6,17 @@ played against real nodes on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 
 import trio
 
-from .nodes import start
+from node import asgi, httpserve
 
+from .nodes import client, eventually, start
+
+GONE_S = 15.0  # a closed connection's tasks end by then
+LONG_IDLE_S = 120.0  # a keep-alive timeout longer than any wait here
 ROUNDS = 40  # answers asked for on one connection: trio's scheduling order varies
 
 
@@ -105,3 +111,61 @@ async def test_pipelined_requests_get_their_answers_whole_and_in_order(nursery):
                 else:
                     json.loads(body)  # whole JSON, nothing of another answer
         assert not reader.buffer
+
+
+def _tasks() -> int:
+    """Every task of this trio run (the node's included: it runs in the test's)."""
+    count, todo = 0, [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        count += 1
+        for child in task.child_nurseries:
+            todo.extend(child.child_tasks)
+    return count
+
+
+CLIENTS = 60  # connections of each kind
+
+
+async def test_closed_connections_leave_no_watcher_or_task_behind(nursery, monkeypatch):
+    """Connections that asked and closed, asked and half-closed, asked and reset,
+    or never asked at all: once they are gone the node runs as many tasks as
+    before (one keep-alive watcher per connection, ended with it, long before its
+    keep-alive timeout would have closed it)."""
+    monkeypatch.setattr(asgi, "HEADER_TIMEOUT_S", LONG_IDLE_S)
+    monkeypatch.setattr(httpserve, "GONE_GRACE_S", LONG_IDLE_S)  # no end but their own
+    a = await start(nursery)
+    host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+    stream = await _open(a.url)  # one request first: the node's own lazy tasks start
+    async with stream:
+        await stream.send_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await Reader(stream).answer())[0] == 200
+    await eventually(lambda: True)
+    before = _tasks()
+
+    async def asked(mode: str) -> None:
+        s = await trio.open_tcp_stream(host, int(port))
+        if mode == "half":  # hypercorn may drop the answer on the EOF (it did before too)
+            await s.send_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            await s.send_eof()
+            with trio.fail_after(GONE_S):  # but the node closes it
+                try:
+                    while await s.receive_some(65536):
+                        pass
+                except trio.BrokenResourceError:
+                    pass
+        elif mode != "silent":
+            await s.send_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await Reader(s).answer())[0] == 200
+        if mode == "reset":
+            s.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                struct.pack("ii", 1, 0))
+        await s.aclose()
+
+    async with trio.open_nursery() as clients:
+        for mode in ("close", "half", "reset", "silent"):
+            for _ in range(CLIENTS):
+                clients.start_soon(asked, mode)
+    await eventually(lambda: _tasks() <= before, timeout=GONE_S)
+    async with client() as http:
+        assert (await http.get(a.url + "/status")).status_code == 200
