@@ -55,7 +55,7 @@ Rules this module keeps
 * An accept that fails for lack of descriptors or memory is logged and
   retried shortly, never fatal.
 * On shutdown: stop accepting, let open connections finish for hypercorn's
-  ``graceful_timeout``, then cancel them.
+  ``graceful_timeout``, then cancel them (and close their sockets).
 """
 
 from __future__ import annotations
@@ -363,9 +363,12 @@ async def serve(app, config: Config, slots: trio.Semaphore, *, shutdown_trigger,
                     # EOF): they end that connection, never the node
                     logs.warning("http.connection_failed",
                                  error=repr(group.exceptions[0])[:200])
-            with trio.CancelScope(shield=True):
-                await stream.aclose()  # (again, if hypercorn closed it: harmless)
         finally:
+            # (again, if hypercorn closed it: harmless) also when the stop's graceful
+            # time is over: hypercorn's own close of a busy connection then gives up
+            # at its first checkpoint, and the socket stayed open, its client waiting
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
             slots.release()
 
     async def accept_loop(listener: trio.SocketListener, nursery: trio.Nursery) -> None:

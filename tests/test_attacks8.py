@@ -169,3 +169,67 @@ async def test_closed_connections_leave_no_watcher_or_task_behind(nursery, monke
     await eventually(lambda: _tasks() <= before, timeout=GONE_S)
     async with client() as http:
         assert (await http.get(a.url + "/status")).status_code == 200
+
+
+STOP_BOUND_S = 2.0 + 6.0  # hypercorn's graceful_timeout, and room for a loaded machine
+TRICKLE_S = 0.05  # a slow client's pace: one byte this often
+
+
+async def test_a_stop_with_every_kind_of_connection_open_ends_in_its_bound(nursery):
+    """Idle keep-alive connections, request heads and bodies trickled a byte at a
+    time, a client that pipelines without reading: the node stops within its
+    graceful bound anyway, and closes every one of them."""
+    a = await start(nursery)
+    streams: list[trio.SocketStream] = []
+    async with trio.open_nursery() as clients:
+        async def idle() -> None:
+            s = await _open(a.url)
+            await s.send_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await Reader(s).answer())[0] == 200
+            streams.append(s)
+
+        async def trickle(prefix: bytes) -> None:
+            s = await _open(a.url)
+            streams.append(s)
+            await s.send_all(prefix)
+            try:
+                for byte in b"{" * 1000:
+                    await s.send_all(bytes([byte]))
+                    await trio.sleep(TRICKLE_S)
+            except trio.BrokenResourceError:
+                pass  # the node closed it: fine
+
+        async def never_reads() -> None:
+            s = await _open(a.url)
+            streams.append(s)
+            with trio.move_on_after(1):  # (our sends block once the node stops reading)
+                try:
+                    while True:
+                        await s.send_all(b"GET /book HTTP/1.1\r\nHost: x\r\n\r\n" * 100)
+                except trio.BrokenResourceError:
+                    pass  # the node closed it: fine
+
+        for _ in range(CLIENTS // 2):
+            clients.start_soon(idle)
+            clients.start_soon(trickle, b"GET /status HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+        for _ in range(5):
+            clients.start_soon(trickle, b"POST /orders HTTP/1.1\r\nHost: x\r\n"
+                               + b"Authorization: Bearer %s\r\n" % a.token.encode()
+                               + b"Content-Length: 1000\r\n\r\n")
+        clients.start_soon(never_reads)
+        await eventually(lambda: len(streams) == CLIENTS + 6)
+        begun = trio.current_time()
+        a.shutdown.set()
+        with trio.fail_after(STOP_BOUND_S + 5):
+            await a.done.wait()
+        took = trio.current_time() - begun
+        clients.cancel_scope.cancel()
+    assert took < STOP_BOUND_S, took
+    for s in streams:  # every connection was closed (an answer may come first)
+        with trio.fail_after(5):
+            try:
+                while await s.receive_some(65536):
+                    pass
+            except trio.BrokenResourceError:
+                pass
+        await s.aclose()
