@@ -233,3 +233,43 @@ async def test_a_stop_with_every_kind_of_connection_open_ends_in_its_bound(nurse
             except trio.BrokenResourceError:
                 pass
         await s.aclose()
+
+
+BODY_PACE_S = 0.002  # a body sent a byte or a few at a time, this often
+
+
+async def test_bodies_split_cut_or_lying_about_their_length_place_nothing_wrong(nursery):
+    """A small order body trickled in pieces is read whole (one order); one whose
+    client goes away before its declared length, or sends more than it declared,
+    places nothing and costs the node nothing it keeps; the node serves on."""
+    a = await start(nursery)
+    auth = b"Authorization: Bearer %s\r\n" % a.token.encode()
+    body = json.dumps({"side": "buy", "qty": "1", "price": "7"}).encode()
+
+    async def post(head_length: int, sent: bytes, close: bool) -> trio.SocketStream:
+        s = await _open(a.url)
+        await s.send_all(b"POST /orders HTTP/1.1\r\nHost: x\r\n" + auth
+                         + b"Content-Length: %d\r\n\r\n" % head_length)
+        for i in range(0, len(sent), 3):
+            await s.send_all(sent[i:i + 3])
+            await trio.sleep(BODY_PACE_S)
+        if close:
+            await s.aclose()
+        return s
+
+    split = await post(len(body), body, close=False)  # trickled: still one order
+    async with split:
+        with trio.fail_after(10):
+            status, got = await Reader(split).answer()
+        assert status == 201 and json.loads(got)["order"]["price"] == "7"
+    for _ in range(10):
+        await post(len(body) + 50, body, close=True)  # cut before its declared end
+    longer = await post(len(body) - 5, body, close=False)  # more than declared
+    async with longer:
+        with trio.fail_after(10):
+            status, got = await Reader(longer).answer()
+        assert status == 400, got  # its first len-5 bytes: not JSON
+    async with client() as http:
+        orders = (await http.get(a.url + "/orders")).json()["orders"]
+        assert [o["price"] for o in orders] == ["7"]
+        assert (await http.get(a.url + "/status")).status_code == 200
