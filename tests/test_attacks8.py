@@ -12,8 +12,10 @@ import struct
 import trio
 
 from node import asgi, httpserve
+from node.api import websocket
 
-from .nodes import client, eventually, start
+from .nodes import client, eventually, start, trading_events
+from .wsclient import connect
 
 GONE_S = 15.0  # a closed connection's tasks end by then
 LONG_IDLE_S = 120.0  # a keep-alive timeout longer than any wait here
@@ -273,3 +275,52 @@ async def test_bodies_split_cut_or_lying_about_their_length_place_nothing_wrong(
         orders = (await http.get(a.url + "/orders")).json()["orders"]
         assert [o["price"] for o in orders] == ["7"]
         assert (await http.get(a.url + "/status")).status_code == 200
+
+
+WS_CONNS = 2  # connections, each pipelining more orders than may wait to be durable
+WS_ORDERS = websocket.IN_COMMIT + 500
+STUCK_S = 1.0  # a sender making no progress this long: the node stopped reading it
+
+
+async def test_connections_pipelining_past_the_commit_bound_without_reading(nursery, tmp_path):
+    """Several WebSocket connections on a durable node each send more orders than
+    may wait to be durable (IN_COMMIT) and read nothing until the node took what
+    it would: /status answers meanwhile; once they read, each gets every answer,
+    in the order sent, and each order is placed once."""
+    a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    sent = [0] * WS_CONNS
+    answers: list[list] = [[] for _ in range(WS_CONNS)]
+    reading = trio.Event()
+
+    async def pipeline(n: int) -> None:
+        async with connect(a.url, token=a.token) as ws:
+            async def sender() -> None:
+                for i in range(WS_ORDERS):  # (blocks while the node reads no more)
+                    await ws.send(op="order", id=i, order={
+                        "side": "buy", "qty": "1", "price": str(1 + i % 50)})
+                    sent[n] += 1
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(sender)
+                await reading.wait()
+                while len(answers[n]) < WS_ORDERS:
+                    message = await ws.next()
+                    if message.get("type") == "answer":
+                        answers[n].append((message["id"], message["status"]))
+
+    async with trio.open_nursery() as clients:
+        for n in range(WS_CONNS):
+            clients.start_soon(pipeline, n)
+        with trio.fail_after(60):
+            while True:  # until no sender makes progress: the node stopped reading them
+                before = list(sent)
+                await trio.sleep(STUCK_S)
+                if sent == before and all(sent):
+                    break  # (all sent, or blocked: the node buffers answers up to a bound)
+        async with client() as http:
+            with trio.fail_after(5):
+                assert (await http.get(a.url + "/status")).status_code == 200
+        reading.set()
+    for n in range(WS_CONNS):
+        assert answers[n] == [(i, 201) for i in range(WS_ORDERS)]
+    assert trading_events(a.node) == WS_CONNS * WS_ORDERS
