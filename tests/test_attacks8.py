@@ -324,3 +324,43 @@ async def test_connections_pipelining_past_the_commit_bound_without_reading(nurs
     for n in range(WS_CONNS):
         assert answers[n] == [(i, 201) for i in range(WS_ORDERS)]
     assert trading_events(a.node) == WS_CONNS * WS_ORDERS
+
+
+async def test_http10_close_head_and_chunked_requests_get_whole_answers(nursery):
+    """The guard holds an answer's head for its body: requests that end their
+    connection after the answer (HTTP/1.0, ``Connection: close``), a HEAD (a head
+    with no body written) and a chunked order each get their whole answer."""
+    a = await start(nursery)
+    auth = b"Authorization: Bearer %s\r\n" % a.token.encode()
+    body = json.dumps({"side": "buy", "qty": "1", "price": "3"}).encode()
+    cases = [
+        (b"GET /status HTTP/1.0\r\n\r\n", 200, True),
+        (b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200, True),
+        (b"HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, False),
+        (b"POST /orders HTTP/1.1\r\nHost: x\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\n"
+         + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), 201, False),
+    ]
+    for request, status, closes in cases:
+        stream = await _open(a.url)
+        async with stream:
+            await stream.send_all(request)
+            with trio.fail_after(10):
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = await stream.receive_some(65536)
+                    assert data, (request, head)
+                    head += data
+                got = int(head.split(b" ", 2)[1])
+                assert got == status, (request, head)
+                if request.startswith(b"HEAD"):
+                    assert head.endswith(b"\r\n\r\n")  # a head alone, no body
+                    continue
+                rest = head.partition(b"\r\n\r\n")[2]
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    rest += await stream.receive_some(65536)
+                json.loads(rest[:length])
+                if closes:  # and then the node ends the connection
+                    while data := await stream.receive_some(65536):
+                        rest += data
+                    assert len(rest) == length
