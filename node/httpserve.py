@@ -55,7 +55,7 @@ Rules this module keeps
 * An accept that fails for lack of descriptors or memory is logged and
   retried shortly, never fatal.
 * On shutdown: stop accepting, let open connections finish for hypercorn's
-  ``graceful_timeout``, then cancel them.
+  ``graceful_timeout``, then cancel them (and close their sockets).
 """
 
 from __future__ import annotations
@@ -215,7 +215,8 @@ class Connection(TCPServer):
     * Every write takes the connection's send lock, a checkpoint (a trip through
       the scheduler) even when nobody holds it, and a shielded scope. A write the
       guard takes without any I/O (an answer's head it holds for the body,
-      hypercorn's empty end of a sized answer) needs neither: ``Guarded.absorb``.
+      hypercorn's empty end of a sized answer) needs neither: ``Guarded.absorb``,
+      while no other write holds the lock (a "100 Continue" of the read task).
       Only an HTTP/1 answer's writes (``Guarded.hold_answer``): taking the lock
       without its checkpoint for every uncontended write was tried, and a
       WebSocket handshake refused while an invalid frame arrived then left its
@@ -236,8 +237,11 @@ class Connection(TCPServer):
         if type(event) is not RawData:
             await super().protocol_send(event)
             return
-        stream = self.stream
-        if stream.absorb(event.data):
+        # Only while no other write is under way: hypercorn's read task writes a
+        # "100 Continue" under the lock while the app may answer already, and a head
+        # taken meanwhile went out before the 100 (its body after it). Through the
+        # lock, the guard keeps them in the order they were written.
+        if not self.send_lock.locked() and self.stream.absorb(event.data):
             return
         await super().protocol_send(event)
 
@@ -359,9 +363,12 @@ async def serve(app, config: Config, slots: trio.Semaphore, *, shutdown_trigger,
                     # EOF): they end that connection, never the node
                     logs.warning("http.connection_failed",
                                  error=repr(group.exceptions[0])[:200])
-            with trio.CancelScope(shield=True):
-                await stream.aclose()  # (again, if hypercorn closed it: harmless)
         finally:
+            # (again, if hypercorn closed it: harmless) also when the stop's graceful
+            # time is over: hypercorn's own close of a busy connection then gives up
+            # at its first checkpoint, and the socket stayed open, its client waiting
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
             slots.release()
 
     async def accept_loop(listener: trio.SocketListener, nursery: trio.Nursery) -> None:

@@ -12,6 +12,7 @@ from trio_websocket import open_websocket_url, wrap_client_stream
 from crdtbook.amount import parse_amount
 
 WAIT_S = 15.0
+CLOSE_S = 5.0  # a close handshake with a node that may read nothing more
 
 
 def ws_url(url: str) -> str:
@@ -64,13 +65,27 @@ async def connect(url: str, token: str | None = None, rcvbuf: int | None = None)
     await sock.connect((host, int(port)))
     stream = trio.SocketStream(sock)
     async with trio.open_nursery() as nursery:
-        conn = await wrap_client_stream(nursery, stream, host, "/ws", extra_headers=headers,
-                                        message_queue_size=0)
+        try:
+            with trio.fail_after(WAIT_S):
+                conn = await wrap_client_stream(nursery, stream, host, "/ws",
+                                                extra_headers=headers, message_queue_size=0)
+        except BaseException:
+            with trio.CancelScope(shield=True):  # (no checkpoint once cancelled below:
+                await stream.aclose()            # a Cancelled would replace the error)
+            nursery.cancel_scope.cancel()  # its reader, waiting for a handshake that failed
+            raise
         try:
             yield Client(conn)
         finally:
-            await conn.aclose()
-            nursery.cancel_scope.cancel()  # its reader, should the node keep the socket
+            # Whatever ends the block (a cancellation included), the reader is
+            # cancelled and the socket closed: a node that reads this client no more
+            # never takes its close frame, and trio-websocket's close would wait for it
+            # (and for the node's answer) for ever.
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(CLOSE_S):
+                    await conn.aclose()
+                await stream.aclose()
+            nursery.cancel_scope.cancel()  # last: no checkpoint may follow it here
 
 
 class BookView:
