@@ -148,6 +148,31 @@ def test_a_cancel_that_waited_on_a_gap_is_sent_when_the_gap_fills():
     assert watch.update(replica, replica.take_fresh(), []) == []  # nothing left to send
 
 
+def test_a_leave_that_waited_on_a_gap_is_sent_when_the_gap_fills():
+    founder, member = Replica("a"), Replica("b")
+    setup = [founder.bootstrap(1), founder.join("b", 2)]
+    for delta in setup:
+        member.merge(delta)
+    first = member.place("sell", "1", "10", now_ms=10).delta
+    second = member.place("sell", "1", "11", now_ms=11).delta
+    leave = member.leave(now_ms=12)  # cancels both when it takes effect
+    replica = Replica("w", track_fresh=True)
+    for delta in setup:
+        replica.merge(delta)
+    watch = diffs.OrderWatch(replica, "")
+    replica.merge(leave)  # ahead of the gap at b:2
+    replica.merge(first)
+    [shown] = watch.update(replica, replica.take_fresh(), [])
+    assert (shown["id"], shown["status"]) == ("b:1", "open")
+
+    replica.merge(second)
+    sent = watch.update(replica, replica.take_fresh(), [])
+
+    assert [(o["id"], o["status"], o["reason"]) for o in sent] == [
+        ("b:1", "cancelled", "owner left"), ("b:2", "cancelled", "owner left")]
+    assert watch.waiting == {}
+
+
 def stream_through(deltas: list, rnd, depth: int) -> int:
     """Deliver ``deltas`` out of order (some held back, so they rewind); after every
     publish the client's book equals GET /book and its trades equal the fills;
