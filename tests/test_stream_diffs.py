@@ -148,6 +148,23 @@ def test_a_cancel_that_waited_on_a_gap_is_sent_when_the_gap_fills():
     assert watch.update(replica, replica.take_fresh(), []) == []  # nothing left to send
 
 
+def test_a_watch_made_while_a_cancel_waits_sends_it_when_the_gap_fills():
+    origin = Replica("r0")
+    orders = [origin.place("buy", "1", "8", now_ms=1_000).delta for _ in range(2)]
+    cancel = origin.cancel("r0:1", now_ms=1_001).delta
+    replica = Replica("late", track_fresh=True)
+    replica.merge(orders[0])
+    replica.merge(cancel)  # waits for r0:2
+    replica.take_fresh()  # a subscriber comes later: the watch never sees these
+    watch = diffs.OrderWatch(replica, "")
+    assert [(o["id"], o["status"]) for o in watch.snapshot] == [("r0:1", "open")]
+
+    replica.merge(orders[1])
+    sent = watch.update(replica, replica.take_fresh(), [])
+
+    assert [(o["id"], o["status"]) for o in sent] == [("r0:1", "cancelled"), ("r0:2", "open")]
+
+
 def test_a_leave_that_waited_on_a_gap_is_sent_when_the_gap_fills():
     founder, member = Replica("a"), Replica("b")
     setup = [founder.bootstrap(1), founder.join("b", 2)]

@@ -30,8 +30,9 @@ sends, waits or reads a clock, so each piece is tested on a bare ``Replica``.
   (orders settled but not final yet), and orders waiting on a gap (they are
   applied when the gap fills, by events of another order). New events are
   new in the set, not yet in the engine: a cancel (or leave, evict) that
-  arrives ahead of a gap is kept until its origin's contiguous seq reaches
-  it, and only then is its target looked at again.
+  arrives ahead of a gap (or was waiting already when the watch was made) is
+  kept until its origin's contiguous seq reaches it, and only then is its
+  target looked at again.
 
 Rules this module keeps: a diff is a pure function of the replica and the
 kept state; keys compared are plain tuples, never objects whose identity a
@@ -203,6 +204,12 @@ class OrderWatch:
         # Cancels and leaves/evicts that arrived ahead of a gap, by origin: they take
         # effect when the gap fills, by other events (see _ready).
         self.waiting: dict[str, list] = {}
+        context, store = replica.state.context, replica.state.store
+        for held in sorted(context.cloud):  # those that arrived before this watch
+            for seq in sorted(context.cloud[held]):
+                event = store.get(held, {}).get(seq)
+                if event is not None:
+                    self._wait(event)
         self.replayed = replica.engine.replayed
         self.frontier = replica.frontier()
         snapshot = []
