@@ -42,6 +42,8 @@ ever chooses the slow path).
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
+from operator import attrgetter
 from typing import NamedTuple
 
 from crdtbook.amount import format_amount
@@ -52,6 +54,7 @@ from ..service import stored_fill
 from . import views
 
 Levels = list[tuple[int, int]]
+_seq = attrgetter("seq")
 SNAPSHOT_TRADES = 100  # trades in a trades snapshot, at most
 
 
@@ -201,8 +204,8 @@ class OrderWatch:
         self.sent: dict[tuple[str, int], dict] = {}
         self.settled: set[tuple[str, int]] = set()  # not open, not final yet
         self.pending: set[tuple[str, int]] = set()  # waiting on a gap: applied any time
-        # Cancels and leaves/evicts that arrived ahead of a gap, by origin: they take
-        # effect when the gap fills, by other events (see _ready).
+        # Cancels and leaves/evicts that arrived ahead of a gap, by origin, in seq
+        # order: they take effect when the gap fills, by other events (see _ready).
         self.waiting: dict[str, list] = {}
         context, store = replica.state.context, replica.state.store
         for held in sorted(context.cloud):  # those that arrived before this watch
@@ -246,27 +249,25 @@ class OrderWatch:
                 return
         elif event.kind != MEMBER or event.action not in (LEAVE, EVICT):
             return
-        self.waiting.setdefault(event.replica, []).append(event)
+        insort(self.waiting.setdefault(event.replica, []), event, key=_seq)
 
     def _ready(self, top: dict, look: set) -> bool:
         """Release the waiting events whose gap has filled: a cancel's target is
         looked at again; True if a leave or evict took effect (any order may differ)."""
         everything = False
         for origin in sorted(self.waiting):
-            held = self.waiting[origin]
+            held = self.waiting[origin]  # in seq order: a check of the first will do
             applied = top.get(origin, 0)
-            if all(event.seq > applied for event in held):
+            if held[0].seq > applied:
                 continue
-            still = []
-            for event in held:
-                if event.seq > applied:
-                    still.append(event)
-                elif event.kind == CANCEL:
+            cut = bisect_right(held, applied, key=_seq)
+            for event in held[:cut]:
+                if event.kind == CANCEL:
                     look.add((event.target_replica, event.target_seq))
                 else:
                     everything = True
-            if still:
-                self.waiting[origin] = still
+            if cut < len(held):
+                del held[:cut]
             else:
                 del self.waiting[origin]
         return everything
