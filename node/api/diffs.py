@@ -28,7 +28,11 @@ sends, waits or reads a clock, so each piece is tested on a bare ``Replica``.
   still change. Which orders to look at again is decided from what moved:
   new events, new fills, a rewind (every watched order), the frontier
   (orders settled but not final yet), and orders waiting on a gap (they are
-  applied when the gap fills, by events of another order).
+  applied when the gap fills, by events of another order). New events are
+  new in the set, not yet in the engine: a cancel (or leave, evict) that
+  arrives ahead of a gap (or was waiting already when the watch was made) is
+  kept until its origin's contiguous seq reaches it, and only then is its
+  target looked at again.
 
 Rules this module keeps: a diff is a pure function of the replica and the
 kept state; keys compared are plain tuples, never objects whose identity a
@@ -38,6 +42,8 @@ ever chooses the slow path).
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
+from operator import attrgetter
 from typing import NamedTuple
 
 from crdtbook.amount import format_amount
@@ -48,6 +54,7 @@ from ..service import stored_fill
 from . import views
 
 Levels = list[tuple[int, int]]
+_seq = attrgetter("seq")
 SNAPSHOT_TRADES = 100  # trades in a trades snapshot, at most
 
 
@@ -197,6 +204,15 @@ class OrderWatch:
         self.sent: dict[tuple[str, int], dict] = {}
         self.settled: set[tuple[str, int]] = set()  # not open, not final yet
         self.pending: set[tuple[str, int]] = set()  # waiting on a gap: applied any time
+        # Cancels and leaves/evicts that arrived ahead of a gap, by origin, in seq
+        # order: they take effect when the gap fills, by other events (see _ready).
+        self.waiting: dict[str, list] = {}
+        context, store = replica.state.context, replica.state.store
+        for held in sorted(context.cloud):  # those that arrived before this watch
+            for seq in sorted(context.cloud[held]):
+                event = store.get(held, {}).get(seq)
+                if event is not None:
+                    self._wait(event)
         self.replayed = replica.engine.replayed
         self.frontier = replica.frontier()
         snapshot = []
@@ -223,6 +239,39 @@ class OrderWatch:
         elif view.status != "open":
             self.settled.add(key)
 
+    def _wait(self, event) -> None:
+        """Keep a cancel or leave/evict that the engine has not applied yet: an event
+        ahead of a gap enters the set (and ``events``) before it takes effect."""
+        if event.kind == CANCEL:
+            # A cancel targets an order of its own replica: with ``origin``, no
+            # other replica's cancel can touch a watched order.
+            if self.origin not in (None, event.replica):
+                return
+        elif event.kind != MEMBER or event.action not in (LEAVE, EVICT):
+            return
+        insort(self.waiting.setdefault(event.replica, []), event, key=_seq)
+
+    def _ready(self, top: dict, look: set) -> bool:
+        """Release the waiting events whose gap has filled: a cancel's target is
+        looked at again; True if a leave or evict took effect (any order may differ)."""
+        everything = False
+        for origin in sorted(self.waiting):
+            held = self.waiting[origin]  # in seq order: a check of the first will do
+            applied = top.get(origin, 0)
+            if held[0].seq > applied:
+                continue
+            cut = bisect_right(held, applied, key=_seq)
+            for event in held[:cut]:
+                if event.kind == CANCEL:
+                    look.add((event.target_replica, event.target_seq))
+                else:
+                    everything = True
+            if cut < len(held):
+                del held[:cut]
+            else:
+                del self.waiting[origin]
+        return everything
+
     def update(self, replica: Replica, events: list, fills: list) -> list[dict]:
         """The new views of orders that changed, given the events new since the last
         update and the fills (engine tuples) new since then."""
@@ -231,14 +280,20 @@ class OrderWatch:
         engine = replica.engine
         everything = engine.replayed != self.replayed  # a rewind: any order may differ
         self.replayed = engine.replayed
+        top = replica.state.context.vv
         for event in events:
-            if event.kind == ORDER and event.account == self.account \
-                    and self.origin in (None, event.replica):
-                new.add((event.replica, event.seq))
-            elif event.kind == CANCEL:
+            kind = event.kind
+            if kind == ORDER:
+                if event.account == self.account and self.origin in (None, event.replica):
+                    new.add((event.replica, event.seq))
+            elif event.seq > top.get(event.replica, 0):
+                self._wait(event)
+            elif kind == CANCEL:
                 look.add((event.target_replica, event.target_seq))
-            elif event.kind == MEMBER and event.action in (LEAVE, EVICT):
+            elif kind == MEMBER and event.action in (LEAVE, EVICT):
                 everything = True
+        if self.waiting and self._ready(top, look):
+            everything = True
         for taker, maker, _, _ in fills:
             look.add((taker.event.replica, taker.event.seq))
             look.add((maker.event.replica, maker.event.seq))
