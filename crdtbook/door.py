@@ -207,11 +207,24 @@ class Door(Detection):
             skipped[reason] += 1
             stopped.add(block.replica)
 
+        blocks = list(blocks)
+        message_keys: dict[str, bytes] | None = None
+        provisional: set[str] = set()  # proofs checked with a key only this message brings
         for proof in proofs:
             key = keys.get(proof.replica)
             if key is None:
-                skipped[SKIP_PROOF_STRANGER] += 1
-                continue
+                # A catching-up replica gets the proofs with the joins that make their
+                # origins known: checked only after those joins, the proof would come
+                # too late (the origin's blocks past its cut taken from a later
+                # message). An id is derived from its key, so a join in this message
+                # names the one key the proof must check against.
+                if message_keys is None:
+                    message_keys = _join_keys(blocks)
+                key = message_keys.get(proof.replica)
+                if key is None:
+                    skipped[SKIP_PROOF_STRANGER] += 1
+                    continue
+                provisional.add(proof.replica)
             if not proofs_.check(proof, key, self._verify):
                 raise DoorError(f"a proof against {proof.replica} does not check out")
             if lowers(proof):
@@ -221,7 +234,7 @@ class Door(Detection):
             if proof is not None and lowers(proof):
                 found[origin] = proof
 
-        pending = list(blocks)
+        pending = blocks
         while pending:
             for block in pending:
                 origin = block.replica
@@ -319,6 +332,12 @@ class Door(Detection):
                     skipped[SKIP_GAP] += len(strangers[origin]) - 1
             strangers = {}
 
+        for origin in sorted(provisional):
+            if origin not in learned and origin in found and origin not in keys:
+                # its join was not taken here after all (a gap, a stranger's feed):
+                # a non-member's proof takes no space; it comes again with the join
+                del found[origin]
+                skipped[SKIP_PROOF_STRANGER] += 1
         if replica.id in found:
             raise OwnFeedConflict("a peer holds proof that this replica's key signed two "
                                   "versions of its feed (another node runs with the same key, "
@@ -386,6 +405,17 @@ def _clocks_increase(events, previous: int) -> bool:
             return False
         previous = event.clock
     return True
+
+
+def _join_keys(blocks: list[Block]) -> dict[str, bytes]:
+    """The keys the joins in ``blocks`` name, each checked against its target's id."""
+    out: dict[str, bytes] = {}
+    for block in blocks:
+        for event in block.events:
+            if (event.kind == MEMBER and event.action == JOIN
+                    and owns(event.target, event.key)):
+                out.setdefault(event.target, event.key)
+    return out
 
 
 def _founding_key(block: Block) -> bytes | None:
