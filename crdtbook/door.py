@@ -234,6 +234,20 @@ class Door(Detection):
             if proof is not None and lowers(proof):
                 found[origin] = proof
 
+        if clock_limit is not None:
+            claims = [c for c in claims if c.clock <= clock_limit]
+        else:
+            claims = list(claims)
+        # Claims of origins known here are checked before the blocks: a block breaking
+        # a claim that rides in its own message is then a broken promise found before
+        # it is taken, not taken and retired after (an evict in it, applied, could
+        # reach back below F before the conviction undid it).
+        early = self._verified_claims([c for c in claims if c.replica in keys], {})
+        promised: dict[str, SignedClaim] = {}
+        for claim in early:
+            if claim.replica not in promised or claim.clock > promised[claim.replica].clock:
+                promised[claim.replica] = claim
+
         pending = blocks
         while pending:
             for block in pending:
@@ -284,11 +298,13 @@ class Door(Detection):
                         f"peers hold events {origin}:{block.first}-{block.last} signed with this "
                         "replica's key that this node does not have (its store lost events it "
                         "had sent, or another node runs with the same key)")
-                claim = self.claims.get(origin)
-                if proofs_.broken_seq(claim, block) is not None:
-                    proof = proofs_.broken_promise(claim, tip.hash, block)
-                    if lowers(proof):
-                        found[origin] = proof
+                broken = [c for c in (self.claims.get(origin), promised.get(origin))
+                          if proofs_.broken_seq(c, block) is not None]
+                if broken:
+                    for claim in broken:
+                        proof = proofs_.broken_promise(claim, tip.hash, block)
+                        if lowers(proof):
+                            found[origin] = proof
                     cut = cut_of(origin)
                     if block.first > cut:
                         skip(block, SKIP_RETIRED)
@@ -342,9 +358,8 @@ class Door(Detection):
             raise OwnFeedConflict("a peer holds proof that this replica's key signed two "
                                   "versions of its feed (another node runs with the same key, "
                                   "or the store lost events it had sent)")
-        if clock_limit is not None:
-            claims = [c for c in claims if c.clock <= clock_limit]
-        counted = self._verified_claims(claims, learned)
+        counted = early + self._verified_claims(
+            [c for c in claims if c.replica not in keys], learned)
         self._convict(found)
         added = 0
         if taken:

@@ -369,6 +369,27 @@ def test_a_proof_whose_origin_this_message_does_not_admit_is_not_kept():
     assert n.replica.membership.convicted == {} and not n.door.proofs
 
 
+
+def test_a_block_breaking_a_claim_in_its_own_message_is_never_taken():
+    """A liar that did not hold a member's order evicts it past its lie, and sends the
+    evict with the lie: x must find the broken promise before taking the block, or the
+    evict retires an order already final at x (an event below F)."""
+    f, x, liar, v = cluster("f", "x", "l", "v")
+    order = v.place("sell", 1, 100, T0 + 5)
+    f.door.admit([order])
+    x.door.admit([order])
+    for a in (f, liar, v):  # every member promises past the order (liar: its honest claim)
+        x.door.admit([], [a.door.own_claim(a.replica.claim(T0 + 50))])
+    assert x.replica.frontier() >= order.events[0].clock  # the order is final at x
+    promise = lie(liar)
+    evict = liar.seal(liar.replica.evict(v.id, T0 + 70))  # the liar never got v's order
+    assert evict.events[0].last_seq == 0 and evict.events[0].clock <= promise.clock
+    taken = x.door.admit([evict], [promise])
+    assert x.replica.frontier_violations == 0
+    assert not taken.blocks and x.replica.membership.convicted == {liar.id: evict.first - 1}
+    assert x.replica.order((v.id, order.first)).status == "open"
+
+
 # -- proofs on the wire -----------------------------------------------------------------
 def proofs_of(e: Node, common: Block, a: Block, b: Block):
     prev = link(e.door.index.block_ending(e.id, common.last).prev, common.body)
