@@ -6,7 +6,11 @@ Peers exchange *blocks* of signed feeds (feed.py) and *signed claims*. A
 ``Door`` stands in front of one ``Replica``: it keeps, per origin, the tip of
 the feed held here, and admits a message in two steps.
 
-1. **Check everything, change nothing.** Blocks are taken in message order.
+1. **Check everything, change nothing.** Proofs and the claims of known
+   members are checked first (a proof whose origin's join rides in the same
+   message, against the key that join names), so that a block past a proven
+   cut, or breaking a claim sent with it, is never taken and retired after
+   (it could be an evict reaching back below F). Blocks are taken in message order.
    A block is *verified* when it starts right after the tip held here (or
    after an earlier block of the same message), its origin's public key is
    known (a join event held here, or one in an earlier block of the same
