@@ -6,7 +6,11 @@ Peers exchange *blocks* of signed feeds (feed.py) and *signed claims*. A
 ``Door`` stands in front of one ``Replica``: it keeps, per origin, the tip of
 the feed held here, and admits a message in two steps.
 
-1. **Check everything, change nothing.** Blocks are taken in message order.
+1. **Check everything, change nothing.** Proofs and the claims of known
+   members are checked first (a proof whose origin's join rides in the same
+   message, against the key that join names), so that a block past a proven
+   cut, or breaking a claim sent with it, is never taken and retired after
+   (it could be an evict reaching back below F). Blocks are taken in message order.
    A block is *verified* when it starts right after the tip held here (or
    after an earlier block of the same message), its origin's public key is
    known (a join event held here, or one in an earlier block of the same
@@ -207,11 +211,24 @@ class Door(Detection):
             skipped[reason] += 1
             stopped.add(block.replica)
 
+        blocks = list(blocks)
+        message_keys: dict[str, bytes] | None = None
+        provisional: set[str] = set()  # proofs checked with a key only this message brings
         for proof in proofs:
             key = keys.get(proof.replica)
             if key is None:
-                skipped[SKIP_PROOF_STRANGER] += 1
-                continue
+                # A catching-up replica gets the proofs with the joins that make their
+                # origins known: checked only after those joins, the proof would come
+                # too late (the origin's blocks past its cut taken from a later
+                # message). An id is derived from its key, so a join in this message
+                # names the one key the proof must check against.
+                if message_keys is None:
+                    message_keys = _join_keys(blocks)
+                key = message_keys.get(proof.replica)
+                if key is None:
+                    skipped[SKIP_PROOF_STRANGER] += 1
+                    continue
+                provisional.add(proof.replica)
             if not proofs_.check(proof, key, self._verify):
                 raise DoorError(f"a proof against {proof.replica} does not check out")
             if lowers(proof):
@@ -221,7 +238,21 @@ class Door(Detection):
             if proof is not None and lowers(proof):
                 found[origin] = proof
 
-        pending = list(blocks)
+        if clock_limit is not None:
+            claims = [c for c in claims if c.clock <= clock_limit]
+        else:
+            claims = list(claims)
+        # Claims of origins known here are checked before the blocks: a block breaking
+        # a claim that rides in its own message is then a broken promise found before
+        # it is taken, not taken and retired after (an evict in it, applied, could
+        # reach back below F before the conviction undid it).
+        early = self._verified_claims([c for c in claims if c.replica in keys], {})
+        promised: dict[str, SignedClaim] = {}
+        for claim in early:
+            if claim.replica not in promised or claim.clock > promised[claim.replica].clock:
+                promised[claim.replica] = claim
+
+        pending = blocks
         while pending:
             for block in pending:
                 origin = block.replica
@@ -271,11 +302,13 @@ class Door(Detection):
                         f"peers hold events {origin}:{block.first}-{block.last} signed with this "
                         "replica's key that this node does not have (its store lost events it "
                         "had sent, or another node runs with the same key)")
-                claim = self.claims.get(origin)
-                if proofs_.broken_seq(claim, block) is not None:
-                    proof = proofs_.broken_promise(claim, tip.hash, block)
-                    if lowers(proof):
-                        found[origin] = proof
+                broken = [c for c in (self.claims.get(origin), promised.get(origin))
+                          if proofs_.broken_seq(c, block) is not None]
+                if broken:
+                    for claim in broken:
+                        proof = proofs_.broken_promise(claim, tip.hash, block)
+                        if lowers(proof):
+                            found[origin] = proof
                     cut = cut_of(origin)
                     if block.first > cut:
                         skip(block, SKIP_RETIRED)
@@ -319,13 +352,18 @@ class Door(Detection):
                     skipped[SKIP_GAP] += len(strangers[origin]) - 1
             strangers = {}
 
+        for origin in sorted(provisional):
+            if origin not in learned and origin in found and origin not in keys:
+                # its join was not taken here after all (a gap, a stranger's feed):
+                # a non-member's proof takes no space; it comes again with the join
+                del found[origin]
+                skipped[SKIP_PROOF_STRANGER] += 1
         if replica.id in found:
             raise OwnFeedConflict("a peer holds proof that this replica's key signed two "
                                   "versions of its feed (another node runs with the same key, "
                                   "or the store lost events it had sent)")
-        if clock_limit is not None:
-            claims = [c for c in claims if c.clock <= clock_limit]
-        counted = self._verified_claims(claims, learned)
+        counted = early + self._verified_claims(
+            [c for c in claims if c.replica not in keys], learned)
         self._convict(found)
         added = 0
         if taken:
@@ -386,6 +424,17 @@ def _clocks_increase(events, previous: int) -> bool:
             return False
         previous = event.clock
     return True
+
+
+def _join_keys(blocks: list[Block]) -> dict[str, bytes]:
+    """The keys the joins in ``blocks`` name, each checked against its target's id."""
+    out: dict[str, bytes] = {}
+    for block in blocks:
+        for event in block.events:
+            if (event.kind == MEMBER and event.action == JOIN
+                    and owns(event.target, event.key)):
+                out.setdefault(event.target, event.key)
+    return out
 
 
 def _founding_key(block: Block) -> bytes | None:

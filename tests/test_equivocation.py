@@ -326,6 +326,70 @@ def test_broken_promise_convicts_the_liar(claim_first):
     assert x.replica.order((liar.id, broken.first)).reason == "equivocation"
 
 
+
+def test_a_proof_that_comes_with_its_origins_join_counts_at_once():
+    """A new replica's first answer brings the joins and the proofs together. The proof
+    must count in that very message (the join in it names the key to check it with):
+    dropped as a stranger's, the liar's blocks past its cut, fetched from the liar
+    itself next, got in first (fuzz seed 90021: an evict the liar signed past its cut
+    reached back below F)."""
+    f, x, liar = cluster("f", "x", "l")
+    honest = liar.place("sell", 1, 100, T0 + 5)
+    promise = lie(liar)
+    broken = liar.place("sell", 2, 101, T0 + 20)
+    f.door.admit([honest])
+    f.door.admit([], [promise])
+    f.door.admit([broken])
+    assert f.replica.membership.convicted == {liar.id: honest.last}
+    n = Node("n")
+    f.seal(f.replica.join(n.id, T0 + 30, n.signer.public))
+    pull(n, f)
+    assert n.replica.membership.convicted == {liar.id: honest.last}
+    assert n.door.proofs[liar.id] == f.door.proofs[liar.id]
+    taken = n.door.admit([broken], [promise])
+    assert not taken.blocks and n.door.tip(liar.id).last == honest.last
+
+
+def test_a_proof_whose_origin_this_message_does_not_admit_is_not_kept():
+    """A join in a message names the key a proof is checked with, but the proof is kept
+    only if that join is taken here: a stranger's proof takes no space."""
+    f, x, liar = cluster("f", "x", "l")
+    liar.place("sell", 1, 100, T0 + 5)
+    promise = lie(liar)
+    broken = liar.place("sell", 2, 101, T0 + 20)
+    proof = broken_promise(promise, liar.door.index.block_ending(liar.id, broken.last).prev,
+                           broken)
+    assert check(proof, liar.signer.public)
+    n = Node("n")
+    bootstrap, _, liar_join = (f.door.index.block_ending(f.id, s).block for s in (1, 2, 3))
+    assert liar_join.events[0].target == liar.id
+    # x's join left out: the liar's join is a gap here, so the liar stays a stranger to n
+    taken = n.door.admit([bootstrap, liar_join], proofs=[proof])
+    assert taken.proofs == () and [v.block for v in taken.blocks] == [bootstrap]
+    assert n.replica.membership.convicted == {} and not n.door.proofs
+
+
+
+def test_a_block_breaking_a_claim_in_its_own_message_is_never_taken():
+    """A liar that did not hold a member's order evicts it past its lie, and sends the
+    evict with the lie: x must find the broken promise before taking the block, or the
+    evict retires an order already final at x (an event below F)."""
+    f, x, liar, v = cluster("f", "x", "l", "v")
+    order = v.place("sell", 1, 100, T0 + 5)
+    f.door.admit([order])
+    x.door.admit([order])
+    for a in (f, liar, v):  # every member promises past the order (liar: its honest claim)
+        x.door.admit([], [a.door.own_claim(a.replica.claim(T0 + 50))])
+    assert x.replica.frontier() >= order.events[0].clock  # the order is final at x
+    promise = lie(liar)
+    evict = liar.seal(liar.replica.evict(v.id, T0 + 70))  # the liar never got v's order
+    assert evict.events[0].last_seq == 0 and evict.events[0].clock <= promise.clock
+    taken = x.door.admit([evict], [promise])
+    assert x.replica.frontier_violations == 0
+    assert not taken.blocks and x.replica.membership.convicted == {liar.id: evict.first - 1}
+    assert x.replica.order((v.id, order.first)).status == "open"
+
+
 # -- proofs on the wire -----------------------------------------------------------------
 def proofs_of(e: Node, common: Block, a: Block, b: Block):
     prev = link(e.door.index.block_ending(e.id, common.last).prev, common.body)

@@ -105,3 +105,10 @@ def test_a_slot_leaves_only_once_its_versions_and_proofs_are_held_elsewhere():
     """A slot that alone held a proof (or another version of a feed) left while
     partitioned: the equivocator was never convicted for a fill reported final."""
     assert check(schedule(11481, 3, 150)) is None
+
+
+def test_a_new_replica_takes_the_proofs_that_come_with_its_first_answer():
+    """A slot rejoined anew caught up from a peer whose answer carried a liar's proof with
+    the joins; the door dropped the proof (the liar's key was not known yet), then took
+    from the liar itself an evict it had signed past its cut: an event below F retired."""
+    assert check(schedule(90021, 3, 150)) is None
