@@ -85,32 +85,25 @@ _SIZE = _table()
 def _event() -> re.Pattern:
     """An order (group 1) or a cancel (group 2) array, as codec.py encodes them
     between nodes whose ids are derived from keys (keys.py: 32 characters)."""
-    uint = rb"([\x00-\x17]|\x1b.{8}|\x1a.{4}|\x18.|\x19..)"  # head and all: see plain.py
-    small = rb"([\x00-\x17])"
-    ident = rb"\x78\x20(.{32})"  # the id's characters only
-    account = b"(" + b"|".join(bytes([0x60 + n]) + b".{%d}" % n for n in range(24)) + b")"
+    uint = rb"(?:[\x00-\x17]|\x1b.{8}|\x1a.{4}|\x18.|\x19..)"
+    small = rb"[\x00-\x17]"
+    ident = rb"\x78\x20.{32}"
+    account = b"(?:" + b"|".join(bytes([0x60 + n]) + b".{%d}" % n for n in range(24)) + b")"
     order = rb"\x89\x00" + ident + uint + uint + small + small + uint + uint + account
     cancel = rb"\x86\x01" + ident + uint + uint + ident + uint
     return re.compile(b"(" + order + b")|(" + cancel + b")", re.DOTALL)
 
 
 _EVENT = _event()
-ORDER_GROUP, CANCEL_GROUP = 1, 10  # the groups of a whole order, a whole cancel
-# by the group that matched last (the outer one): an order's entries, a cancel's
-_CHILDREN = tuple(9 if i == ORDER_GROUP else 6 if i == CANCEL_GROUP else 0 for i in range(16))
+_CHILDREN = (0, 9, 6)  # by the group that matched: an order's entries, a cancel's
 
 
 def scan(data: bytes | bytearray | memoryview, max_items: int = MAX_ITEMS,
-         max_depth: int = MAX_DEPTH, plain: bool = False, runs_out: list | None = None) -> int:
+         max_depth: int = MAX_DEPTH, plain: bool = False) -> int:
     """Check ``data`` holds exactly one CBOR item within the caps; return its item count.
 
     ``plain``: walk every item in Python, without the pattern (the reference
-    the tests hold the fast way to: same count, same refusal, same words).
-    ``runs_out``: a list that receives ``(head, end, matches)`` for each long
-    array whose entries all matched the pattern in one run (its header's
-    offset, the offset past it, the matches in order): the caller may build
-    those events from the matches (plain.py). Filled only as the scan goes:
-    read it only if the scan passed."""
+    the tests hold the fast way to: same count, same refusal, same words)."""
     data = bytes(data) if not isinstance(data, bytes) else data
     end = len(data)
     size = _SIZE
@@ -131,7 +124,6 @@ def scan(data: bytes | bytearray | memoryview, max_items: int = MAX_ITEMS,
                 if step == _SHORT:
                     pos += 2 + data[pos + 1]
                     continue
-                head = pos
                 initial = data[pos]
                 major, info = initial >> 5, initial & 31
                 if step == _REFUSED:
@@ -169,14 +161,7 @@ def scan(data: bytes | bytearray | memoryview, max_items: int = MAX_ITEMS,
                 if major == 4 and info >= 24 and len(stack) < max_depth and not plain:
                     # a long array (the events of a message): plain events in C first
                     runs.append(len(stack))
-                    if runs_out is None:
-                        pos, todo, items = _events(data, pos, todo, items, max_items)
-                    else:
-                        matches: list = []
-                        pos, todo, items = _events(data, pos, todo, items, max_items,
-                                                   matches.append)
-                        if not todo:
-                            runs_out.append((head, pos, matches))
+                    pos, todo, items = _events(data, pos, todo, items, max_items)
             if not stack:
                 break
             todo = stack.pop()
@@ -195,22 +180,11 @@ def scan(data: bytes | bytearray | memoryview, max_items: int = MAX_ITEMS,
     return items
 
 
-def _events(data: bytes, pos: int, todo: int, items: int, max_items: int, keep=None
+def _events(data: bytes, pos: int, todo: int, items: int, max_items: int
             ) -> tuple[int, int, int]:
     """Walk the plain events of a long array from ``pos`` (up to ``todo`` of them,
-    counting their entries against the cap); return where the walk stopped.
-    ``keep``: called with each match."""
+    counting their entries against the cap); return where the walk stopped."""
     found = None
-    if keep is not None:  # the same walk, each match kept
-        for found in iter(_EVENT.scanner(data, pos).match, None):
-            keep(found)
-            items += _CHILDREN[found.lastindex]
-            if items > max_items:
-                raise ScanError(f"more than {max_items} items")
-            todo -= 1
-            if not todo:
-                break
-        return (pos if found is None else found.end()), todo, items
     for found in iter(_EVENT.scanner(data, pos).match, None):
         items += _CHILDREN[found.lastindex]
         if items > max_items:
@@ -229,4 +203,4 @@ def _refusal(major: int, info: int, pos: int) -> str:
     return f"reserved additional information {info} at byte {pos}"
 
 
-__all__ = ["CANCEL_GROUP", "MAX_DEPTH", "MAX_ITEMS", "ORDER_GROUP", "ScanError", "scan"]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "ScanError", "scan"]

@@ -64,7 +64,6 @@ from .events import (
     make_order,
 )
 from .keys import owns
-from .plain import events_from_matches
 from .snapshot import Claim, Snapshot
 
 VERSION = 1
@@ -137,21 +136,14 @@ def encode_delta(delta: AWORSet, claims=()) -> bytes:
 
 
 # -- decoding -------------------------------------------------------------
-def _loads(data: object, kind: str, trusted: bool = False, scanned: bool = False) -> dict:
-    """``scanned``: the caller has scanned ``data`` already (it passed)."""
+def _loads(data: object, kind: str, trusted: bool = False) -> dict:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"{kind}: expected bytes, got {type(data).__name__}")
     if len(data) > MAX_BYTES:
         raise CodecError(f"{kind}: message of {len(data)} bytes exceeds {MAX_BYTES}")
     if not data:
         raise CodecError(f"{kind}: empty message")
-    message = loads(data, kind, trusted or scanned)
-    _check_head(message, kind)
-    return message
-
-
-def _check_head(message: object, kind: str) -> None:
-    """A map of this version and ``kind``, or CodecError."""
+    message = loads(data, kind, trusted)
     if not isinstance(message, dict):
         raise CodecError(f"{kind}: message must be a map, got {_name(message)}")
     version = message.get("v")
@@ -160,6 +152,7 @@ def _check_head(message: object, kind: str) -> None:
                          f"(this node speaks {VERSION})")
     if message.get("kind") != kind:
         raise CodecError(f"expected a {kind} message, got kind {shown(message.get('kind'))}")
+    return message
 
 
 def loads(data: bytes | bytearray | memoryview, what: str, trusted: bool = False) -> Any:
@@ -309,9 +302,9 @@ def decode_context_claims(data: bytes) -> tuple[CausalContext, list[Claim]]:
 
 @_total
 def decode_delta_claims(data: bytes) -> tuple[AWORSet, list[Claim]]:
-    message, events = _loads_delta(data)
+    message = _loads(data, "delta")
     claims = claims_from_wire(message.get("claims", []))
-    return _delta_from_message(message, events), claims
+    return _delta_from_message(message), claims
 
 
 @_total
@@ -328,57 +321,13 @@ def decode_context(data: bytes) -> CausalContext:
 
 @_total
 def decode_delta(data: bytes) -> AWORSet:
-    return _delta_from_message(*_loads_delta(data))
+    return _delta_from_message(_loads(data, "delta"))
 
 
-# Stands in for a delta's events while cbor2 decodes the rest: a tag, which a
-# scanned message cannot hold (cborscan refuses them), so found only where put.
-_STAND_IN = 40_000
-_STAND_IN_BYTES = cbor2.dumps(cbor2.CBORTag(_STAND_IN, 0))
-
-
-def _loads_delta(data: object) -> tuple[dict, list | None]:
-    """A delta message, with its events already built when the scan proved them
-    plain (plain.py): (message, events) then, else (message, None).
-
-    The same checks, in the same order, as ``_loads``: the fast way only
-    skips cbor2 and the type checks for the long array the scan matched; if
-    anything is off, the message is decoded the usual way, which refuses it
-    with the usual words."""
-    if not isinstance(data, bytes) or not data or len(data) > MAX_BYTES:
-        return _loads(data, "delta"), None
-    runs: list = []
-    try:
-        scan(data, runs_out=runs)
-    except ScanError as exc:
-        raise CodecError(f"delta: refused CBOR ({exc})") from None
-    message = events = None
-    if runs:
-        head, end, matches = max(runs, key=lambda run: len(run[2]))  # the first longest
-        events = events_from_matches(matches)
-        if events is not None:
-            try:
-                message = cbor2.loads(data[:head] + _STAND_IN_BYTES + data[end:])
-            except Exception:  # the usual way below says what is wrong
-                message = None
-            if type(message) is dict:
-                found = message.get("events")
-                if type(found) is cbor2.CBORTag and found.tag == _STAND_IN:
-                    message["events"] = events
-                else:
-                    message = None
-            else:
-                message = None
-    if message is None:
-        return _loads(data, "delta", scanned=True), None
-    _check_head(message, "delta")
-    return message, events
-
-
-def _delta_from_message(message: dict, built: list | None = None) -> AWORSet:
+def _delta_from_message(message: dict) -> AWORSet:
     items = _list(_field(message, "events", "delta"), "delta events", MAX_EVENTS)
     context = context_from_wire(_field(message, "context", "delta"), "delta context")
-    events = built if built is not None else events_from_wire(items, "delta event", _Names())
+    events = events_from_wire(items, "delta event", _Names())
     store: dict[str, dict[int, Order | Cancel]] = {}
     for event in events:
         seqs = store.get(event[1])
