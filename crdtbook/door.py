@@ -373,8 +373,10 @@ class Door(Detection):
                 (e.replica, e.seq, e) for v in taken for e in v.block.events)
             added = replica.merge(delta)
         if counted:
-            for claim in counted:
-                self.claims[claim.replica] = claim
+            for claim in counted:  # the latest of each origin, whatever the message order
+                held = self.claims.get(claim.replica)
+                if held is None or claim.clock > held.clock:
+                    self.claims[claim.replica] = claim
             replica.observe_claims(Claim(c.replica, c.seq, c.clock) for c in counted)
             late = {}
             for claim in counted:  # a claim that blocks held here already broke

@@ -57,3 +57,20 @@ def test_a_block_breaking_a_lower_claim_is_refused_though_a_higher_claim_rides_w
         outcomes.append((len(admission.blocks), admission.skipped[SKIP_RETIRED],
                          [p.kind for p in admission.proofs]))
     assert outcomes == [(0, 1, [PROMISE])] * 3
+
+
+def test_the_claim_held_is_the_latest_whatever_the_grouping():
+    # A member's two claims in one message, newer first, must leave the door holding
+    # the newer one (what it relays, what later blocks are judged by), as when the two
+    # come in two messages: else two nodes hold different claims for the same events.
+    liar_key, history, broken = _cluster_with_liar()
+    older = _claim(liar_key, broken.first - 1, broken.events[0].clock - 1)
+    newer = _claim(liar_key, broken.first - 1, broken.events[0].clock - 1 + 100)
+    held = []
+    for messages in ([[newer, older]], [[newer], [older]], [[older], [newer]]):
+        _, _, observer = _member("observer")
+        observer.admit(history)
+        for claims in messages:
+            observer.admit([], claims)
+        held.append(observer.claims[liar_key.id])
+    assert held == [newer] * 3
