@@ -67,6 +67,7 @@ Rules this module keeps
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -247,10 +248,7 @@ class Door(Detection):
         # it is taken, not taken and retired after (an evict in it, applied, could
         # reach back below F before the conviction undid it).
         early = self._verified_claims([c for c in claims if c.replica in keys], {})
-        promised: dict[str, SignedClaim] = {}
-        for claim in early:
-            if claim.replica not in promised or claim.clock > promised[claim.replica].clock:
-                promised[claim.replica] = claim
+        promised = _Promises(early)
 
         pending = blocks
         while pending:
@@ -302,7 +300,7 @@ class Door(Detection):
                         f"peers hold events {origin}:{block.first}-{block.last} signed with this "
                         "replica's key that this node does not have (its store lost events it "
                         "had sent, or another node runs with the same key)")
-                broken = [c for c in (self.claims.get(origin), promised.get(origin))
+                broken = [c for c in (self.claims.get(origin), promised.broken(block))
                           if proofs_.broken_seq(c, block) is not None]
                 if broken:
                     for claim in broken:
@@ -375,8 +373,10 @@ class Door(Detection):
                 (e.replica, e.seq, e) for v in taken for e in v.block.events)
             added = replica.merge(delta)
         if counted:
-            for claim in counted:
-                self.claims[claim.replica] = claim
+            for claim in counted:  # the latest of each origin, whatever the message order
+                held = self.claims.get(claim.replica)
+                if held is None or claim.clock > held.clock:
+                    self.claims[claim.replica] = claim
             replica.observe_claims(Claim(c.replica, c.seq, c.clock) for c in counted)
             late = {}
             for claim in counted:  # a claim that blocks held here already broke
@@ -416,6 +416,43 @@ class Door(Detection):
             else:
                 self.refused["claim without its replica's signature"] += 1
         return out
+
+
+class _Promises:
+    """A message's verified claims, per origin, asked which one a block breaks.
+
+    Every claim counts, not only each origin's latest: a block can keep a later
+    claim (its seq above the block) and break an earlier one sent with it. An event
+    breaks some claim iff, among the claims with a lower seq, the highest clock is
+    at or above its own: claims sorted by seq with a running best clock answer that
+    with one bisection per event, so many claims x many blocks stays cheap."""
+
+    __slots__ = ("_seqs", "_best")
+
+    def __init__(self, claims: Iterable[SignedClaim]) -> None:
+        by_origin: dict[str, list[SignedClaim]] = {}
+        for claim in claims:
+            by_origin.setdefault(claim.replica, []).append(claim)
+        self._seqs: dict[str, list[int]] = {}
+        self._best: dict[str, list[SignedClaim]] = {}
+        for origin, held in by_origin.items():
+            held.sort(key=lambda c: (c.seq, -c.clock))
+            best: list[SignedClaim] = []
+            for claim in held:
+                best.append(claim if not best or claim.clock > best[-1].clock else best[-1])
+            self._seqs[origin] = [c.seq for c in held]
+            self._best[origin] = best
+
+    def broken(self, block: Block) -> SignedClaim | None:
+        seqs = self._seqs.get(block.replica)
+        if seqs is None or block.last <= seqs[0]:
+            return None
+        best = self._best[block.replica]
+        for event in block.events:
+            below = bisect_left(seqs, event.seq)  # claims with a seq under the event's
+            if below and best[below - 1].clock >= event.clock:
+                return best[below - 1]
+        return None
 
 
 def _clocks_increase(events, previous: int) -> bool:
