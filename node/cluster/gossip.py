@@ -392,18 +392,23 @@ HAND_OVER_S = 3.0  # what a graceful stop spends pulling before its leave
 def _failed(node: Node, peer: Peer, what: str, exc: BaseException,
             quiet: bool = False) -> None:
     now = node.monotonic()
-    # A peer that stays unreachable is worth a warning every few seconds, not
-    # only the first time: an operator tailing the log must see it. ``quiet``: this
-    # node is stopping (its peers may be stopping too): debug only.
-    loud = not quiet and (peer.warned_at is None or now - peer.warned_at >= WARN_EVERY_S)
     backoff = peer.failed(now)
+    # A peer that stays unreachable is worth a warning every few seconds, not
+    # only the first time: an operator tailing the log must see it. One failure
+    # alone is not (info): a peer closing an idle keep-alive connection as the
+    # request goes out, or a peer stopping a moment before this node does, fails
+    # once and is gone or fine. ``quiet`` or stopping: this node is stopping (its
+    # peers may be stopping too): debug only.
+    quiet = quiet or node.stopping
+    loud = (not quiet and peer.failures >= 2
+            and (peer.warned_at is None or now - peer.warned_at >= WARN_EVERY_S))
     peer.last_error = str(exc) or type(exc).__name__
     detail = peer.last_error
     if loud:
         peer.warned_at = now
     node.metrics.peer_failures.labels(peer.url, what).inc()
-    (logs.warning if loud else logs.debug)(
-        f"peer.{what}_failed", peer=peer.url, failures=peer.failures,
+    log = logs.warning if loud else logs.debug if quiet or peer.warned_at else logs.info
+    log(f"peer.{what}_failed", peer=peer.url, failures=peer.failures,
         backoff_s=round(backoff, 2), detail=detail[:200])
 
 
