@@ -67,6 +67,8 @@ import math
 import trio
 from hypercorn.config import Config
 from hypercorn.events import RawData
+from hypercorn.trio import tcp_server
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
@@ -307,6 +309,35 @@ class KeepAlive:
             self._watching = False
         with trio.CancelScope(shield=True):
             await self._server._initiate_server_close()
+
+
+class QueuedTaskGroup(TaskGroup):
+    """hypercorn's task group of a connection, whose ``app_put`` (how hypercorn hands
+    the app a request's body, a WebSocket message) queues without a checkpoint
+    while the app's queue (``max_app_queue_size`` messages) has room.
+
+    A channel's ``send`` yields to the scheduler even when it need not wait: for
+    a run of WebSocket frames that was a trip through the scheduler for
+    hypercorn's read task at each frame, and one for the app's task that woke to
+    take it, one frame at a time. Now the read task queues frames until the
+    queue is full (then it waits, as before) or the bytes it read are used up
+    (its next read of the socket is a checkpoint), and the app takes what is
+    queued together. The queue's bound and the order of messages are unchanged."""
+
+    async def spawn_app(self, *args):
+        put = await super().spawn_app(*args)
+        channel = put.__self__
+        send_nowait = channel.send_nowait
+
+        async def put_queued(message: dict) -> None:
+            try:
+                send_nowait(message)
+            except trio.WouldBlock:  # full: wait for room (a checkpoint), as before
+                await put(message)
+        return put_queued
+
+
+tcp_server.TaskGroup = QueuedTaskGroup  # what Connection's run (hypercorn's) opens
 
 
 _CURRENT: contextvars.ContextVar[Guarded | None] = contextvars.ContextVar(
