@@ -25,7 +25,9 @@ keep nothing and never fsync, without authentication), then:
    WebSocket connection, pipelined (up to --window commands in flight,
    default 1,000; answers in order; each order its own message, sent by a
    lean wsproto client, so that the client is not the bottleneck). Prints
-   both rates in orders/s and their ratio (WebSocket / HTTP). ``--entry-only`` runs only this part;
+   both rates in orders/s and their ratio (WebSocket / HTTP), and the CPU
+   the entry node, the two others and the client spent per WebSocket order
+   (from /proc). ``--entry-only`` runs only this part;
    ``--baseline REV`` runs it again on a cluster of that revision's code
    (``git archive REV`` in a temp folder), in the same run.
 """
@@ -57,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cluster import (  # noqa: E402
     NO_LIMIT,
     TOKENS,
+    cpu_seconds,
     discovered,
     order_stream,
     percentile,
@@ -255,17 +258,30 @@ async def ws_entry(url: str, duration: float, window: int, rng: random.Random) -
     return answered
 
 
-async def entry(url: str, duration: float, window: int, seed: int) -> dict:
+async def entry(url: str, duration: float, window: int, seed: int,
+                pids: list[int] | None = None) -> dict:
+    """Both rates; with ``pids`` (the entry node's first), the CPU each node and this
+    client spent per WebSocket order (/proc: 0 where it is missing)."""
     rng = random.Random(seed)
     start = time.monotonic()
     http = await http_entry(url, duration, rng)
     http_rate = http / (time.monotonic() - start)
+    pids = pids or []
+    cpu = [cpu_seconds(pid) for pid in pids]
+    own = time.process_time()
     start = time.monotonic()
     ws = await ws_entry(url, duration, window, rng)
     ws_rate = ws / (time.monotonic() - start)
-    return {"http_single_orders_per_s": round(http_rate),
-            "ws_single_orders_per_s": round(ws_rate),
-            "ws_to_http": round(ws_rate / http_rate, 2)}
+    cpu = [(cpu_seconds(pid) - c) * 1e6 / max(ws, 1) for pid, c in zip(pids, cpu, strict=True)]
+    figures = {"http_single_orders_per_s": round(http_rate),
+               "ws_single_orders_per_s": round(ws_rate),
+               "ws_to_http": round(ws_rate / http_rate, 2)}
+    if cpu:
+        figures["ws_entry_node_cpu_us_per_order"] = round(cpu[0])
+        figures["ws_peer_nodes_cpu_us_per_order"] = " ".join(f"{c:.0f}" for c in cpu[1:])
+        figures["ws_client_cpu_us_per_order"] = round(
+            (time.process_time() - own) * 1e6 / max(ws, 1))
+    return figures
 
 
 def start_nodes(args, data_root: str | None, code: str | None = None
@@ -306,7 +322,8 @@ def baseline_entry(args) -> dict:
         export(args.baseline, into=code)
         procs, urls = start_nodes(args, None if args.ephemeral else root, code)
         try:
-            figures = trio.run(entry, urls[0], args.entry_duration, args.window, args.seed)
+            figures = trio.run(entry, urls[0], args.entry_duration, args.window, args.seed,
+                               [proc.pid for proc in procs])
         finally:
             stop(procs)
     except (subprocess.CalledProcessError, OSError) as exc:
@@ -348,7 +365,8 @@ def main(argv=None) -> int:
         if not args.entry_only:
             result = trio.run(stream_latency, urls[0], urls[1], args.rate, args.duration,
                               args.via)
-        result.update(trio.run(entry, urls[0], args.entry_duration, args.window, args.seed))
+        result.update(trio.run(entry, urls[0], args.entry_duration, args.window, args.seed,
+                               [proc.pid for proc in procs]))
     finally:
         stop(procs)
         shutil.rmtree(root, ignore_errors=True)
