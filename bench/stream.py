@@ -24,10 +24,14 @@ keep nothing and never fsync, without authentication), then:
    request at a time, as a client without batches sends them), then over one
    WebSocket connection, pipelined (up to --window commands in flight,
    default 1,000; answers in order; each order its own message, sent by a
-   lean wsproto client, so that the client is not the bottleneck). Prints
-   both rates in orders/s and their ratio (WebSocket / HTTP), and the CPU
-   the entry node, the two others and the client spent per WebSocket order
-   (from /proc). ``--entry-only`` runs only this part;
+   lean wsproto client, so that the client is not the bottleneck), each
+   answer in its own frame (``ws_single_orders_per_s``, the headline
+   figure); then the same with the connection opted into ``answers`` frames
+   (``ws_batched_answers_*``: still one order per client frame, each
+   answered, several answers per node frame; skipped on a node without the
+   option). Prints the rates in orders/s, the ratio WebSocket / HTTP, and
+   the CPU the entry node, the two others and the client spent per
+   WebSocket order (from /proc). ``--entry-only`` runs only this part;
    ``--baseline REV`` runs it again on a cluster of that revision's code
    (``git archive REV`` in a temp folder), in the same run.
 """
@@ -200,12 +204,15 @@ async def http_entry(url: str, duration: float, rng: random.Random) -> int:
     return placed
 
 
-async def ws_entry(url: str, duration: float, window: int, rng: random.Random) -> int:
+async def ws_entry(url: str, duration: float, window: int, rng: random.Random,
+                   batch_answers: bool = False) -> int | None:
     """Single orders over one WebSocket, up to ``window`` unanswered: a lean client
     (wsproto over a trio socket) that writes the frames it has ready together and
     reads answers as they come, so that it costs far less CPU per order than the
     node (trio-websocket costs about as much as the node per message: the client
-    would be the bottleneck). Every order is its own message, as before."""
+    would be the bottleneck). Every order is its own message, as before.
+    ``batch_answers``: the connection first opts into ``answers`` frames
+    (docs/streams.md); None if the node does not know that option."""
     orders = order_stream(rng)
     host, port = url.split("://", 1)[1].rsplit(":", 1)
     ws = WSConnection(ConnectionType.CLIENT)
@@ -226,8 +233,12 @@ async def ws_entry(url: str, duration: float, window: int, rng: random.Random) -
                     accepted = True
                 elif isinstance(event, RejectConnection):
                     raise SystemExit(f"WebSocket refused: {event.status_code}")
-        deadline = time.monotonic() + duration
         text = ""
+        if batch_answers:
+            sent, answered = 0, -1  # the options command is sent; its answer comes first
+            await stream.send_all(ws.send(TextMessage(json.dumps(
+                {"op": "options", "id": "options", "batch_answers": True}))))
+        deadline = time.monotonic() + duration
         while True:
             if time.monotonic() < deadline and sent - answered < window:
                 out = bytearray()
@@ -248,8 +259,14 @@ async def ws_entry(url: str, duration: float, window: int, rng: random.Random) -
                     if not event.message_finished:
                         continue
                     message, text = json.loads(text), ""
-                    assert message.get("status") == 201, message
-                    answered += 1
+                    for answer in message["answers"] if message["type"] == "answers" \
+                            else [message]:
+                        if answer["id"] == "options":
+                            if not answer["ok"]:
+                                return None  # a node before the option
+                        else:
+                            assert answer.get("status") == 201, answer
+                        answered += 1
                 elif isinstance(event, Ping):
                     await stream.send_all(ws.send(event.response()))
             status_line(f"WebSocket entry: {answered} orders")
@@ -266,21 +283,24 @@ async def entry(url: str, duration: float, window: int, seed: int,
     start = time.monotonic()
     http = await http_entry(url, duration, rng)
     http_rate = http / (time.monotonic() - start)
-    pids = pids or []
-    cpu = [cpu_seconds(pid) for pid in pids]
-    own = time.process_time()
-    start = time.monotonic()
-    ws = await ws_entry(url, duration, window, rng)
-    ws_rate = ws / (time.monotonic() - start)
-    cpu = [(cpu_seconds(pid) - c) * 1e6 / max(ws, 1) for pid, c in zip(pids, cpu, strict=True)]
-    figures = {"http_single_orders_per_s": round(http_rate),
-               "ws_single_orders_per_s": round(ws_rate),
-               "ws_to_http": round(ws_rate / http_rate, 2)}
-    if cpu:
-        figures["ws_entry_node_cpu_us_per_order"] = round(cpu[0])
-        figures["ws_peer_nodes_cpu_us_per_order"] = " ".join(f"{c:.0f}" for c in cpu[1:])
-        figures["ws_client_cpu_us_per_order"] = round(
-            (time.process_time() - own) * 1e6 / max(ws, 1))
+    figures = {"http_single_orders_per_s": round(http_rate)}
+    for batch, name in ((False, "ws"), (True, "ws_batched_answers")):
+        cpu = [cpu_seconds(pid) for pid in pids or []]
+        own = time.process_time()
+        start = time.monotonic()
+        ws = await ws_entry(url, duration, window, rng, batch)
+        if ws is None:
+            continue
+        figures[f"{name}_single_orders_per_s"] = round(ws / (time.monotonic() - start))
+        cpu = [(cpu_seconds(pid) - c) * 1e6 / max(ws, 1)
+               for pid, c in zip(pids or [], cpu, strict=True)]
+        if cpu:
+            figures[f"{name}_entry_node_cpu_us_per_order"] = round(cpu[0])
+            figures[f"{name}_peer_nodes_cpu_us_per_order"] = " ".join(f"{c:.0f}"
+                                                                      for c in cpu[1:])
+            figures[f"{name}_client_cpu_us_per_order"] = round(
+                (time.process_time() - own) * 1e6 / max(ws, 1))
+    figures["ws_to_http"] = round(figures["ws_single_orders_per_s"] / http_rate, 2)
     return figures
 
 

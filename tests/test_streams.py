@@ -551,3 +551,73 @@ async def test_commands_pipelined_among_orders_are_answered_in_command_order():
             assert tail[3]["result"]["fills"][0]["price"] == "100"
         assert a.node.journal.committed_events >= 42
         await a.stop()
+
+
+def flatten(frames: list[dict]) -> list[dict]:
+    """The messages of ``frames``, each ``answers`` frame's answers in their place."""
+    return [m for f in frames for m in (f["answers"] if f["type"] == "answers" else [f])]
+
+
+async def test_batched_answers_are_opted_into_and_keep_every_answer_in_order():
+    """``options`` with ``batch_answers``: answers may then share ``answers`` frames,
+    each exactly as it would have come alone, in command order; refused options
+    change nothing; turning it off again gives one frame per answer."""
+    async with trio.open_nursery() as nursery:
+        a = await nodes.start(nursery, rate_limit=0)
+        async with connect(a.url, token=a.token) as ws:
+            for bad in ({"batch_answers": 1}, {"batch_answers": True, "other": 2}):
+                refused = await ws.call(op="options", id="bad", **bad)
+                assert (refused["status"], refused["error"]) == (400, "bad_request")
+            alone = await ws.call(op="ping", id="still-alone")
+            assert alone == {"type": "pong", "id": "still-alone"}
+            on = await ws.call(op="options", id="on", batch_answers=True)
+            assert (on["type"], on["status"], on["result"]) == ("answer", 200,
+                                                                {"batch_answers": True})
+            sent = []
+            for i in range(200):
+                order = {"side": "buy" if i % 2 else "sell", "qty": "1", "price": "10"}
+                if i == 50:
+                    order = {"side": "up", "qty": "1", "price": "10"}  # refused alone
+                await ws.send(op="order", id=i, order=order)
+                sent.append(i)
+                if i % 40 == 39:
+                    await ws.send(op="ping", id=f"p{i}")
+                    sent.append(f"p{i}")
+            frames: list[dict] = []
+            while len(flatten(frames)) < len(sent):
+                frames.append(await ws.next())
+            answers = flatten(frames)
+            assert [x["id"] for x in answers] == sent
+            assert {f["type"] for f in frames} <= {"answers"}  # every answer in one
+            bad_order = next(x for x in answers if x["id"] == 50)
+            assert (bad_order["status"], bad_order["error"]) == (400, "bad_order")
+            orders = [x for x in answers if x["type"] == "answer"]
+            assert [x["status"] for x in orders].count(201) == 199
+            assert answers[-1] == {"type": "pong", "id": "p199"}
+            await ws.send(op="options", id="off", batch_answers=False)
+            off = flatten([await ws.next()])  # (framed as the answers before it)
+            assert [(x["id"], x["result"]) for x in off] == [("off", {"batch_answers": False})]
+            assert (await ws.call(op="ping", id="after")) == {"type": "pong", "id": "after"}
+        await a.stop()
+
+
+def test_answers_share_a_frame_up_to_its_bound_and_never_pass_channel_messages():
+    conn = websocket.Connection(None, FakeHub(), None, send=None)
+    book = Subscription(conn, "book", depth=5)
+    box = conn.outbox
+    for i in range(3):
+        box.push(websocket.BATCHABLE, json.dumps({"type": "answer", "id": i}))
+    box.push(book, '{"type":"update"}')
+    box.push(websocket.BATCHABLE, json.dumps({"type": "answer", "id": 3}))
+    big = "x" * (websocket.MAX_ANSWERS_FRAME // 2)
+    for i in range(4, 7):
+        box.push(websocket.BATCHABLE, json.dumps({"type": "answer", "id": i, "pad": big}))
+    frames = []
+    while box.items:
+        tag, text = box.items.popleft()
+        box._taken(len(text))
+        frames.append(json.loads(box.take_answers(text) if tag is websocket.BATCHABLE
+                                 else text))
+    assert [[a["id"] for a in f["answers"]] if f["type"] == "answers" else f["type"]
+            for f in frames] == [[0, 1, 2], "update", [3, 4], [5], [6]]
+    assert box.size == 0 and box.tally.chars == 0  # every character taken is counted out
