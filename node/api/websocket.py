@@ -31,7 +31,7 @@ connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
   gets the answers queued together in one ``answers`` frame (at most
   ``MAX_ANSWERS_FRAME`` characters, or one answer): each frame costs hypercorn
   and wsproto a pass and the connection's send lock a checkpoint, about a
-  quarter of the node's work per order when every answer had its own.
+  fifth of the node's work per order when every answer has its own.
 
 The outgoing queue (``Outbox``) holds answers and channel messages in the
 order they were made, bounded in characters: ``MAX_QUEUED`` for one
@@ -204,7 +204,8 @@ class Inbox:
 
 
 class Outbox:
-    """Outgoing messages in order, tagged with their subscription (None: an answer)."""
+    """Outgoing messages in order, tagged with their subscription (None, or
+    BATCHABLE when the connection opted into ``answers`` frames: an answer)."""
 
     def __init__(self, tally: Tally | None = None) -> None:
         self.items: deque[tuple[object, str]] = deque()
@@ -525,7 +526,8 @@ class Connection:
         self.hub.recheck(self)  # a watch of an account the new token may not read ends
 
     async def _options(self, command: Command) -> None:
-        """How this connection's answers are framed; its own answer comes alone."""
+        """How the answers to the next commands are framed (this one's answer is
+        framed as those before it)."""
         if set(command.data) - {"op", "id", "batch_answers"}:
             raise BadRequest(400, "bad_request", "options takes only batch_answers")
         batch = command.data.get("batch_answers", self.batch_answers)
