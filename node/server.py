@@ -16,7 +16,7 @@ from . import httpserve, logs
 from .api.app import App
 from .api.peerrpc import PeerRPCApp
 from .api.streams import Hub
-from .asgi import hypercorn_config
+from .asgi import HEADER_TIMEOUT_S, hypercorn_config
 from .cluster import gossip
 from .service import Node, NodeConfig
 from .signals import serve_until_signalled
@@ -39,7 +39,11 @@ async def serve_node(
 
 
 async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_status) -> None:
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    # A peer closes a connection idle for HEADER_TIMEOUT_S (its keep-alive timeout, timed
+    # from its answer; ours from reading it, later): reused near that age, a request raced
+    # the close ("server disconnected", or a reset). Ours are dropped well before.
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64,
+                          keepalive_expiry=HEADER_TIMEOUT_S / 2)
     async with (
         httpx.AsyncClient(limits=limits, timeout=config.request_timeout_s * 4) as client,
         trio.open_nursery() as nursery,

@@ -932,7 +932,19 @@ class _Arrival:
 
 
 LARGE_MESSAGE = 64 * 1024
-_DECODING = trio.CapacityLimiter(1)
+# One large decode at a time per trio run. A RunVar, not a module-level limiter: a
+# decode abandoned by a run that then ended (in tests, each test is a run of its own)
+# never gives its token back, and held every later run's large decodes forever.
+_DECODING: trio.lowlevel.RunVar = trio.lowlevel.RunVar("crdtbook_decoding")
+
+
+def _decoding() -> trio.CapacityLimiter:
+    try:
+        return _DECODING.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(1)
+        _DECODING.set(limiter)
+        return limiter
 
 
 async def decoded(payload: bytes):
@@ -947,7 +959,7 @@ async def decoded(payload: bytes):
     """
     if len(payload) <= LARGE_MESSAGE:
         return decode_blocks_message(payload)
-    return await trio.to_thread.run_sync(decode_blocks_message, payload, limiter=_DECODING,
+    return await trio.to_thread.run_sync(decode_blocks_message, payload, limiter=_decoding(),
                                          abandon_on_cancel=True)
 
 

@@ -14,6 +14,7 @@ import contextlib
 import httpx
 import trio
 
+from node import asgi
 from node.server import serve_node
 from node.service import Node, NodeConfig
 from node.store import accounts, admintoken
@@ -133,6 +134,15 @@ class LocalTokens(httpx.Auth):
         yield request
 
 
+# A node closes a connection idle for asgi.HEADER_TIMEOUT_S (timed from its answer; a
+# client times idleness from reading it, later). httpx's default keep-alive expiry is
+# that same 5 s: a request on a connection idle about that long raced the close
+# ("server disconnected without sending a response", or a reset, on a busy machine).
+KEEPALIVE_S = asgi.HEADER_TIMEOUT_S / 5
+
+
 def client(local_token: bool = True, **settings) -> httpx.AsyncClient:
     settings.setdefault("timeout", 10.0)
+    settings.setdefault("limits", httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                                               keepalive_expiry=KEEPALIVE_S))
     return httpx.AsyncClient(auth=LocalTokens() if local_token else None, **settings)

@@ -395,6 +395,8 @@ def nested_push(groups: int, per: int) -> bytes:
 
 
 PROBE_EVERY_S = 0.05  # the cadence of /status probes while an attack runs
+PUSHES = 40  # concurrent pushes of a million items each
+STALL_FRACTION = 2  # /status may wait for a few of the pushes' decodes, not half of them
 TRICKLE_S = 1.0  # a slowloris sends one byte this often
 
 
@@ -440,17 +442,22 @@ async def test_pushes_of_a_million_items_do_not_stall_status(proc):
 
         async with trio.open_nursery() as n:
             n.start_soon(status_latencies, http, proc.url, stop, latencies)
+            started = time.monotonic()
             async with trio.open_nursery() as pushes:
-                for _ in range(40):
+                for _ in range(PUSHES):
                     pushes.start_soon(push)
+            attack_s = time.monotonic() - started
             stop.set()
         assert await digest(http, proc.url) == before
-    print(f"\n40 pushes of 1M items: slowest /status {max(latencies):.2f}s")
-    # Alone, the slowest /status is well under 1 s (the decodes wait their turn on a
-    # worker thread); with the rest of the suite beside it on 2 cores it reached 2.1 s.
-    # What must never come back is the unbounded stall (before: seconds, growing
-    # with the number of pushes).
-    assert max(latencies) < 3.0
+    print(f"\n{PUSHES} pushes of 1M items in {attack_s:.1f}s: slowest /status "
+          f"{max(latencies):.2f}s")
+    # The decodes wait their turn on a worker thread, but cbor2 holds the interpreter
+    # for a whole decode, so /status waits for a few of them: alone, its slowest is
+    # ~1/15 of the attack (0.6 s of 10 s), up to 1/4 (2.8 s of 10.5 s) on a machine
+    # loaded by others (an absolute 3 s bound failed there). What must never come back
+    # is the unbounded stall: /status queued behind the pushes, for most of the attack.
+    # Measured against the attack's own length, the bound holds on a slower machine.
+    assert max(latencies) < attack_s / STALL_FRACTION
 
 
 async def test_slowloris_on_the_peerrpc_port_is_cut(proc):

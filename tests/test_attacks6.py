@@ -13,7 +13,9 @@ import threading
 import time
 
 import trio
+import trio.testing
 
+from crdtbook.codec import CodecError
 from crdtbook.feed import Block, genesis
 from crdtbook.feedwire import decode_pull_message, encode_blocks
 from crdtbook.proofs import fork
@@ -219,6 +221,45 @@ async def test_a_pull_answer_slow_to_decode_cannot_hold_a_stop_past_its_bound(
         assert pulls(fake) >= 2  # the hand-over did pull it
     finally:
         release.set()
+
+
+def test_a_decode_abandoned_by_an_ended_run_holds_no_later_runs_decodes(monkeypatch):
+    """The test above ends its run while its decode thread still works (as may any
+    test that stops a node mid-push). That thread never gave its token back to the
+    one-at-a-time decode limiter, a module global then, and every later large decode
+    in the process waited forever (test_node_api's large bad pushes timed out)."""
+    release = threading.Event()
+    large = encode_blocks([Block("junk", 1, 1, bytes(service.LARGE_MESSAGE), bytes(64), ())])
+    decode = service.decode_blocks_message
+    calls = []
+
+    def held_the_first_time(payload: bytes):
+        calls.append(payload)
+        if len(calls) == 1:
+            release.wait(60)
+        return decode(payload)
+
+    async def abandon() -> None:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(service.decoded, large)
+            await trio.testing.wait_all_tasks_blocked()  # waiting on its thread
+            inner.cancel_scope.cancel()
+
+    async def decode_again() -> str:
+        with trio.fail_after(30):  # a liveness bound: it waited forever
+            try:
+                await service.decoded(large)
+            except CodecError as exc:
+                return str(exc)
+        return "decoded"
+
+    monkeypatch.setattr(service, "decode_blocks_message", held_the_first_time)
+    try:
+        trio.run(abandon)  # the run is over, its thread still decoding
+    finally:
+        release.set()  # it ends now, with no run left to hand its token back to
+    assert "trailing bytes" in trio.run(decode_again)  # refused as usual, not stuck
+    assert len(calls) == 2
 
 
 async def test_blocks_of_another_version_in_one_message_convict_skip_and_hide_nothing(nursery):

@@ -170,22 +170,28 @@ async def test_slow_connections_are_cut_and_status_keeps_answering(proc):
                 for i in range(slow + headers_only):
                     nursery.start_soon(trickle, i < slow)
                 await wait_for(lambda: len(opened) == slow + headers_only)
-                while not held_for:  # while every slow connection is open
+                # while (nearly) every slow connection is open: each is cut ~5 s after
+                # it opened, and opening them all took ~4.5 s on a loaded machine, where
+                # "until the first is cut" left time for one probe
+                while len(held_for) * HELD_FRACTION < slow + headers_only:
                     t0 = time.monotonic()
                     await status(http, proc.url)
                     latencies.append(time.monotonic() - t0)
                     await trio.sleep(SAMPLE_S)
         after = await status(http, proc.url)
     print(f"\n{slow + headers_only} slow connections: /status worst {max(latencies):.3f}s "
-          f"over {len(latencies)} calls while all were open; each cut after "
+          f"over {len(latencies)} calls while 9 in 10 or more were open; each cut after "
           f"{min(held_for):.1f}..{max(held_for):.1f}s")
     assert len(latencies) >= 5 and max(latencies) < 1.0
-    assert max(held_for) < 10.0  # 5 s to send the headers or the body (asgi.py), and slack
+    # 5 s to send the headers or the body (asgi.py), and slack for a loaded machine
+    # (up to 8.8 s seen there: a cut is noticed by a task of this busy process)
+    assert max(held_for) < 20.0
     assert after["digest"] == before["digest"]
     assert proc.proc.poll() is None
 
 
-SAMPLE_S = 0.1  # between two /status probes while slow connections are held
+SAMPLE_S = 0.05  # between two /status probes while slow connections are held
+HELD_FRACTION = 10  # probes go on until a tenth of the slow connections was cut
 POLL_S = 0.05  # between two looks at a condition, within a deadline
 
 
