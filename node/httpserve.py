@@ -47,7 +47,9 @@ Rules this module keeps
 * A connection that broke (a reset, or hypercorn closed it) ends its tasks
   at once; one whose peer closed its sending side, within ``GONE_GRACE_S``.
 * A connection idle for hypercorn's ``keep_alive_timeout`` is closed (so is an
-  idle one when the server stops); a busy one never is by that timer.
+  idle one when the server stops); a busy one never is by that timer, nor one
+  whose next request already waits unread in its socket when the deadline comes
+  (the event loop stalled past it): that one gets one more timeout, once.
 * Whatever goes wrong in one connection's handling ends that connection
   (logged), never the server: hypercorn lets some protocol errors of a
   connection a client broke escape (an invalid frame right after a
@@ -63,6 +65,7 @@ from __future__ import annotations
 import contextvars
 import errno
 import math
+import select
 
 import trio
 from hypercorn.config import Config
@@ -265,6 +268,7 @@ class KeepAlive:
         self._scope: trio.CancelScope | None = None
         self._watching = False
         self._ended = False
+        self._graced = False  # this idle spell had its one more timeout
 
     def end(self) -> None:
         self._ended = True
@@ -283,6 +287,7 @@ class KeepAlive:
         if self._ended:
             return
         self._idle = False
+        self._graced = False
         self._move(math.inf)
 
     def _move(self, deadline: float) -> None:
@@ -300,7 +305,14 @@ class KeepAlive:
                 if self._ended:
                     return  # the connection is closing already
                 if self._idle:
-                    break  # idle past the deadline, or the server stops while idle
+                    if terminated.is_set() or self._graced or not self._bytes_waiting():
+                        break  # idle past the deadline, or the server stops while idle
+                    # A stalled loop woke this watcher and the reader together: the
+                    # client's next request is already here, unread. One more timeout
+                    # (once: a client trickling header bytes gets at most two).
+                    self._graced = True
+                    self._move(trio.current_time() + self._server.config.keep_alive_timeout)
+                    continue
                 if terminated.is_set():
                     return  # busy: hypercorn closes it after the answer
                 # (the deadline passed as a request began: watch on)
@@ -309,6 +321,19 @@ class KeepAlive:
             self._watching = False
         with trio.CancelScope(shield=True):
             await self._server._initiate_server_close()
+
+    def _bytes_waiting(self) -> bool:
+        """Whether the connection's socket holds bytes not read yet (or its end), asked
+        without waiting: the read task is the one waiting on it."""
+        sock = getattr(self._server.stream, "socket", None)
+        if sock is None:
+            return False
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):  # closed meanwhile
+            return False
 
 
 class QueuedTaskGroup(TaskGroup):

@@ -9,6 +9,8 @@ as a flaky test_generated_requests).
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import trio
 
@@ -107,4 +109,42 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(nursery
             await trio.sleep(PACE_S)
         with trio.fail_after(IDLE_S + 5):
             assert await stream.receive_some(65536) == b""  # the node closed it
+        assert trio.current_time() - quiet >= IDLE_S * 0.9
+
+
+STALL_S = IDLE_S * 2  # the node's event loop blocked past its keep-alive deadline
+STALLS = 8  # the watcher or the reader runs first after a stall, at random: try often
+
+
+async def test_a_request_waiting_when_a_stalled_loop_wakes_is_answered(nursery, monkeypatch):
+    """A request that arrived while the event loop was blocked past an idle
+    connection's deadline is answered, not cut: the keep-alive watcher and the
+    read task wake together, and the watcher sees the bytes waiting (without the
+    check, about one stall in two closed the connection under the request)."""
+    monkeypatch.setattr(asgi, "HEADER_TIMEOUT_S", IDLE_S)
+    a = await start(nursery)
+    host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+    for _ in range(STALLS):
+        plain = socket.create_connection((host, int(port)))
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(plain))
+        async with stream:
+            assert await _get_status(stream) == b"HTTP/1.1 200 "  # now idle
+            # sent and stalled on with no checkpoint between: the node sees the request
+            # only after the stall, its keep-alive deadline long past
+            plain.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(STALL_S)  # blocks every task of this run: the node's too
+            with trio.fail_after(10):
+                got = b""
+                while b"\r\n" not in got:
+                    chunk = await stream.receive_some(65536)
+                    assert chunk, "the node closed the connection under a waiting request"
+                    got += chunk
+            assert got.startswith(b"HTTP/1.1 200 ")
+        # and an idle one is still closed once its (one more) timeout passes
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        assert await _get_status(stream) == b"HTTP/1.1 200 "
+        quiet = trio.current_time()
+        with trio.fail_after(IDLE_S + 5):
+            assert await stream.receive_some(65536) == b""
         assert trio.current_time() - quiet >= IDLE_S * 0.9
