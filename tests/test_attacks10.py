@@ -12,15 +12,19 @@ node; their tests stay here.
 from __future__ import annotations
 
 import json
+import random
 import socket
 import struct
 
 import trio
 
 from node.api import websocket
+from node.store import accounts
 
 from . import nodes
+from .procs import NodeProcess, paged
 from .test_attacks4 import bugs, raw_frame, raw_ws, task_count  # noqa: F401 (a fixture)
+from .test_attacks5 import Acked, an_order, quietly
 from .wsclient import connect
 
 FLOOD_S = 3.0  # how long a client floods a node that stopped reading it
@@ -315,3 +319,49 @@ async def test_a_client_that_never_reads_its_answers_frames_holds_a_bounded_queu
                            timeout=GONE_S)
     assert hub.outgoing.chars == 0 and not bugs
     await a.stop()
+
+
+# -- durable before answered, in frames too: kill -9 right after an answers frame -------
+ACKED_BEFORE_KILL = 2_500  # answers read before the kill (the node dies as it reads)
+
+
+async def ws_batched(url: str, token: str, seed: int, acked: list[str]) -> None:
+    rng = random.Random(seed)
+    async with connect(url, token=token) as ws:
+        assert (await ws.call(op="options", id="on", batch_answers=True))["ok"]
+
+        async def send_all() -> None:
+            for i in range(1_000_000):
+                await ws.send(op="order", id=i, order=an_order(rng))
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(send_all)
+            while True:
+                frame = await ws.next()
+                acked.extend(m["result"]["order"]["id"] for m in frame.get("answers", ())
+                             if m.get("ok"))
+
+
+async def test_kill_9_right_after_an_answers_frame_loses_no_acknowledged_order(tmp_path):
+    node = NodeProcess(str(tmp_path / "n"), extra=("--rate-limit", "0"))
+    await node.start()
+    acked = Acked(node, ACKED_BEFORE_KILL)
+    try:
+        token = accounts.read(node.data_dir)
+        async with trio.open_nursery() as clients:
+            for seed in range(2):
+                clients.start_soon(quietly, ws_batched, node.url, token, seed, acked)
+            await nodes.eventually(lambda: node.proc.poll() is not None, timeout=60)
+            clients.cancel_scope.cancel()
+        seen = list(acked)
+        await node.start()
+        async with nodes.client(timeout=10) as http:
+            held = set()
+            for order in await paged(http, node.url, "/orders", "orders"):
+                held.add(order["id"])
+        assert len(set(seen)) == len(seen) >= ACKED_BEFORE_KILL
+        missing = [order_id for order_id in seen if order_id not in held]
+        assert not missing, f"{len(missing)} of {len(seen)} acknowledged orders lost: " \
+                            f"{missing[:5]}"
+    finally:
+        node.kill()
