@@ -365,3 +365,52 @@ async def test_kill_9_right_after_an_answers_frame_loses_no_acknowledged_order(t
                             f"{missing[:5]}"
     finally:
         node.kill()
+
+
+# -- connections cut mid-frame, with answers frames and orders in flight ---------------
+CUT = 12  # connections cut mid-frame, half by a reset, half by a close of their side
+LEFT_OPEN = 3  # connections still open, mid-frame, when the node stops
+
+
+async def cut_mid_frame(url: str, token: str, i: int) -> trio.SocketStream:
+    """A connection with answers frames, a subscription and orders in flight, whose
+    last frame stops halfway (its head says 1,000 bytes; 10 came)."""
+    stream, _client = await raw_ws(url)
+    frames = [raw_frame(0x1, json.dumps(c).encode()) for c in (
+        {"op": "auth", "id": "a", "token": token},
+        {"op": "options", "id": "o", "batch_answers": True},
+        {"op": "subscribe", "id": "s", "channel": "book"})]
+    frames += [raw_frame(0x1, json.dumps({"op": "order", "id": n, "order": an_entry(n + i)})
+                         .encode()) for n in range(300)]
+    frames.append(raw_frame(0x1, b"x" * 1_000)[:20])
+    await stream.send_all(b"".join(frames))
+    return stream
+
+
+async def test_connections_cut_mid_frame_with_orders_in_flight_leave_nothing_behind(
+        nursery, bugs):  # noqa: F811 (the fixture)
+    a = await nodes.start(nursery, rate_limit=0)
+    hub = a.node.streams
+    baseline = task_count()
+    for i in range(CUT):
+        stream = await cut_mid_frame(a.url, a.token, i)
+        if i % 2:
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                     struct.pack("ii", 1, 0))  # a reset, no goodbye
+        else:
+            await stream.send_eof()  # its side closed: the node's answers may still go
+        await stream.aclose()
+    # the connections' tasks, slots, subscriptions and queued characters are freed
+    await nodes.eventually(lambda: hub.connections == 0 and task_count() <= baseline,
+                           timeout=GONE_S)
+    assert hub.subscription_count() == 0 and hub.outgoing.chars == 0 and not bugs
+    async with connect(a.url, token=a.token) as ws:
+        assert (await ws.call(op="options", id=1, batch_answers=True))["ok"]
+        await ws.send(op="ping", id=2)
+        assert (await ws.next()) == {"type": "answers", "answers": [{"type": "pong", "id": 2}]}
+    left = [await cut_mid_frame(a.url, a.token, i) for i in range(LEFT_OPEN)]
+    await nodes.eventually(lambda: hub.connections == LEFT_OPEN)
+    await a.stop()  # a graceful stop ends them (within its deadline)
+    assert hub.connections == 0
+    for stream in left:
+        await stream.aclose()
