@@ -11,6 +11,7 @@ node; their tests stay here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -18,6 +19,7 @@ import struct
 
 import trio
 
+from node import httpserve
 from node.api import websocket
 from node.store import accounts
 
@@ -414,3 +416,33 @@ async def test_connections_cut_mid_frame_with_orders_in_flight_leave_nothing_beh
     assert hub.connections == 0
     for stream in left:
         await stream.aclose()
+
+
+# -- a stalled connection whose app stopped taking frames: its tasks end too -----------
+STALL_S = 1.0  # the node's send-stall cut, shortened for the test (20 s in a node)
+
+
+async def test_a_client_that_sends_and_never_reads_is_cut_and_frees_its_slot(
+        nursery, monkeypatch, bugs):  # noqa: F811 (the fixture)
+    """Pings pipelined, answers never read: the outbox fills, the processor waits, the
+    reader waits, hypercorn's queue of frames fills. The stalled send then cut the
+    socket, and hypercorn handed the app its disconnect through that full queue from
+    the app's own sender: a deadlock. The connection (a slot of the node's cap, one of
+    its 1,000 WebSocket connections) and its tasks stayed until the node stopped."""
+    monkeypatch.setattr(httpserve, "SEND_STALL_S", STALL_S)
+    a = await nodes.start(nursery, rate_limit=0)
+    hub = a.node.streams
+    baseline = task_count()
+    stream, _client = await raw_ws(a.url)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    burst = raw_frame(0x1, json.dumps({"op": "ping", "id": "p" * 60}).encode()) * 100
+    with trio.fail_after(60), contextlib.suppress(trio.BrokenResourceError):
+        while True:  # until the node cuts it (our sends wait once it stops reading)
+            await stream.send_all(burst)
+    await nodes.eventually(lambda: hub.connections == 0 and task_count() <= baseline,
+                           timeout=GONE_S)
+    await stream.aclose()
+    assert hub.outgoing.chars == 0 and not bugs
+    async with connect(a.url) as ws:
+        assert (await ws.call(op="ping", id=1))["type"] == "pong"
+    await a.stop()
