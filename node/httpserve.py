@@ -43,7 +43,7 @@ server of a node (HTTP and PeerRPC), so together they stay under the limit.
 Rules this module keeps
 -----------------------
 * Never more than the cap of connections open at once, across the node's servers.
-* A send stalled for ``SEND_STALL_S`` ends its connection.
+* A send stalled for ``SEND_STALL_S`` ends its connection, and its tasks.
 * A connection that broke (a reset, or hypercorn closed it) ends its tasks
   at once; one whose peer closed its sending side, within ``GONE_GRACE_S``.
 * A connection idle for hypercorn's ``keep_alive_timeout`` is closed (so is an
@@ -206,6 +206,11 @@ class Guarded:
                     self._gone(0.0)  # the peer is gone (a reset): so is the connection
                     raise
             if stalled.cancelled_caught:
+                # Its tasks end now, not only its socket: hypercorn, told the write
+                # failed, hands the app a disconnect through the app's queue, and a
+                # WebSocket app that stopped taking frames (its answers unread)
+                # never would: that task, and the connection's slot, waited for ever.
+                self._gone(0.0)
                 await self._stream.aclose()
                 raise trio.BrokenResourceError(f"the client read nothing for {SEND_STALL_S}s")
 

@@ -10,7 +10,9 @@ connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
 * the reader takes frames from hypercorn (which bounds a message at
   ``MAX_FRAME`` and closes with 1009 beyond it) and queues them as they
   came, unparsed (``Inbox``: at most ``READ_AHEAD`` characters, so a client
-  that sends faster than the node answers waits in TCP). Parsed JSON takes
+  that sends faster than the node answers waits in TCP; a frame counts at
+  least ``FRAME_COST``, so empty and binary frames, which the inbox keeps as
+  nothing, are bounded in number too). Parsed JSON takes
   up to ~25 times its text (a frame of nested empty arrays), so nothing
   parsed is ever held ahead of the processor;
 * the processor takes frames in order and parses each when it gets to it.
@@ -81,6 +83,7 @@ MAX_INT_ID = 2**53  # integer ids a JavaScript client reads back exactly
 MAX_BATCH = 1_000  # pipelined orders placed together
 IN_COMMIT = 4 * MAX_BATCH  # orders placed and waiting to be durable (and answered), at most
 READ_AHEAD = 2 * MAX_FRAME  # characters of frames read ahead of the processor, unparsed
+FRAME_COST = 16  # ... counted for a frame of fewer (an empty or binary one: still a deque slot)
 IDLE_S = 60.0  # nothing received (not even a pong) for this long: closed
 PING_EVERY_S = WS_PING_EVERY_S  # hypercorn pings every connection this often
 OPS = ("auth", "subscribe", "unsubscribe", "order", "cancel", "ping", "options")
@@ -161,6 +164,13 @@ def answer_error(ident: object, exc: BaseException | orderentry.Failure) -> str:
     return dumps(out).decode()
 
 
+def _cost(text: str | None) -> int:
+    """What a frame counts against ``READ_AHEAD``: its characters, ``FRAME_COST`` at
+    least (without it, a client that stops reading could queue empty frames for
+    ever: each costs it 6 bytes on the wire and the node a slot in the inbox)."""
+    return max(len(text or ""), FRAME_COST)
+
+
 class Inbox:
     """Frames read ahead of the processor, as they came (text, or None: binary)."""
 
@@ -172,7 +182,7 @@ class Inbox:
         self._drained = trio.Event()
 
     async def put(self, text: str | None) -> None:
-        cost = len(text or "")
+        cost = _cost(text)
         while self.items and self.size + cost > READ_AHEAD:  # one frame always fits
             self._drained = trio.Event()
             await self._drained.wait()
@@ -189,7 +199,7 @@ class Inbox:
         if not self.items:
             return None
         text = self.items.popleft()
-        self.size -= len(text or "")
+        self.size -= _cost(text)
         self._drained.set()
         return parse_command(text)
 
