@@ -183,23 +183,25 @@ class Engine:
     # -- apply -----------------------------------------------------------
     def apply(self, event: Order | Cancel) -> None:
         """Apply one event that sorts after every applied one (the caller checked:
-        the replica's in-order merge path does).
-
-        ``apply_run`` for one event, written out (keep the two alike: the tests
-        hold them to the same outcomes): the in-order merge of a live node
-        calls it per event, and a loop of one, or a call to share the matching,
-        costs it a tenth more.
-        """
+        the replica's in-order merge path does)."""
         if len(event) != 9:  # a cancel (6 fields) or a membership event (8), not an order
-            kind = event[3]
-            outcome = (self._apply_cancel(event) if kind == CANCEL
-                       else self._apply_member(event))
-            self.log.append(event)
-            try:
-                self.by_dot[event[1]][event[2]] = outcome
-            except KeyError:  # the first event of its replica
-                self.by_dot[event[1]] = {event[2]: outcome}
+            self.apply_other(event, event[3])
             return
+        # One unpacking: an event is a tuple subclass, which CPython indexes and
+        # unpacks the generic way, so each event[i] costs a call.
+        _, replica, seq, _, side, kind, price, qty, _ = event
+        self.apply_order(event, replica, seq, side, kind, price, qty)
+
+    def apply_order(self, event: Order, replica: str, seq: int, side: str, kind: str,
+                    price: int, qty: int) -> None:
+        """``apply`` of an order whose fields the caller has read already.
+
+        The replica's in-order merge paths read an event's fields once for
+        themselves and for this (reading them again cost them a tenth); it is
+        ``apply_run`` for one order, written out (keep the two alike: the tests
+        hold them to the same outcomes): a loop of one, or a call to share the
+        matching, costs it a tenth more.
+        """
         fills = self.fills
         # Resting(event, start) without the call: a class call that runs a Python
         # __init__ costs more than its six slot stores made here.
@@ -209,9 +211,6 @@ class Engine:
         taker.reason = taker.cancel_reason = None
         taker.fills_start = self.fills_base + len(fills)
         self.log.append(event)
-        # One unpacking: an event is a tuple subclass, which CPython indexes and
-        # unpacks the generic way, so each event[i] costs a call.
-        _, replica, seq, _, side, kind, price, qty, _ = event
         try:
             self.by_dot[replica][seq] = taker
         except KeyError:
@@ -286,7 +285,7 @@ class Engine:
         bids, asks = self.bids, self.asks
         for event in events:
             if len(event) != 9:  # as in apply
-                self._apply_other(event, event[3])
+                self.apply_other(event, event[3])
                 continue
             taker = _new_record(Resting)  # as in apply
             taker.event = event
@@ -353,7 +352,7 @@ class Engine:
                 taker.remaining = remaining
                 own.append(price, taker)
 
-    def _apply_other(self, event: Cancel | Member, kind: str) -> None:
+    def apply_other(self, event: Cancel | Member, kind: str) -> None:
         """Apply a cancel or a membership event (the caller checked the order)."""
         outcome = (self._apply_cancel(event) if kind == CANCEL
                    else self._apply_member(event))

@@ -76,13 +76,22 @@ class Merging:
         the position read by one slice (an event is a tuple subclass, which
         CPython indexes the generic way), is a tenth of its cost.
         """
-        clock, replica, seq, kind = event[:4]
+        if len(event) == 9:  # an order: its fields read once, here and for the engine
+            clock, replica, seq, kind, side, type_, price, qty, _ = event
+        else:
+            clock, replica, seq, kind = event[:4]
+            side = None
         if replica == self.id:
             self._refuse(AWORSet.from_entries([(replica, seq, event)]))
         state = self.state
         cc = state.context
         vv = cc.vv
-        top = vv.get(replica, 0)
+        chain = self._chain_clock
+        try:  # subscripts, not get(): an origin new here takes _merge_one's way
+            top = vv[replica]
+            last = chain[replica]
+        except KeyError:
+            return self._merge_one(event)
         if seq != top + 1 or kind == MEMBER or replica in cc.cloud:
             return self._merge_one(event)
         try:
@@ -90,25 +99,31 @@ class Merging:
         except KeyError:  # the first event held of its replica
             state.store[replica] = {seq: event}
         vv[replica] = seq
-        if clock > self.clock.last:
-            self.clock.last = clock
+        hybrid = self.clock
+        # Past every clock held, so past every event the engine has applied: it
+        # goes at the end of the log without comparing it with the log's last.
+        newest = clock > hybrid.last
+        if newest:
+            hybrid.last = clock
         self._unhashed.append(event)
         if self._fresh is not None:
             self._fresh.append(event)
         self._events_total += 1
         engine = self.engine
-        chain = self._chain_clock
-        if clock <= chain.get(replica, 0) or replica in engine.invalid \
-                or replica in self._cutoff:
+        if clock <= last or replica in engine.invalid or replica in self._cutoff:
             self._check_chain(replica, top, seq, [])
         chain[replica] = clock
         if clock <= self._final:  # see _admit: must never happen
             self.frontier_violations += 1
-        log = engine.log
-        if log and event < log[-1]:
-            engine.update([event])
+        if not newest:
+            log = engine.log
+            if log and event < log[-1]:
+                engine.update([event])
+                return 1
+        if side is None:
+            engine.apply_other(event, kind)
         else:
-            engine.apply(event)
+            engine.apply_order(event, replica, seq, side, type_, price, qty)
         return 1
 
     def _refuse(self, delta: AWORSet) -> None:
