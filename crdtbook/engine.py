@@ -115,14 +115,20 @@ def member_reason(event: Member) -> str | None:
 
 
 class CancelOutcome:
+    """What a cancel did. No ``__init__``, like ``Resting`` (see there): the
+    engine sets every slot; anyone else makes one with ``CancelOutcome.of``."""
+
     __slots__ = ("event", "target", "removed", "index", "reason")
 
-    def __init__(self, event: Cancel) -> None:
-        self.event = event
-        self.target: Resting | None = None
-        self.removed = 0  # quantity taken off the book
-        self.index = 0  # where the target stood in its level
-        self.reason: str | None = None
+    @staticmethod
+    def of(event: Cancel) -> CancelOutcome:
+        outcome = CancelOutcome()
+        outcome.event = event
+        outcome.target = None  # the order's Resting record, if it targets one
+        outcome.removed = 0  # quantity taken off the book
+        outcome.index = 0  # where the target stood in its level
+        outcome.reason = None
+        return outcome
 
     @property
     def status(self) -> str:
@@ -203,9 +209,7 @@ class Engine:
         matching, costs it a tenth more.
         """
         fills = self.fills
-        # Resting(event, start) without the call: a class call that runs a Python
-        # __init__ costs more than its six slot stores made here.
-        taker = _new_record(Resting)
+        taker = Resting()  # Resting.of(event, start), without its call: every slot set here
         taker.event = event
         taker.remaining = taker.filled = 0
         taker.reason = taker.cancel_reason = None
@@ -287,7 +291,7 @@ class Engine:
             if len(event) != 9:  # as in apply
                 self.apply_other(event, event[3])
                 continue
-            taker = _new_record(Resting)  # as in apply
+            taker = Resting()  # as in apply_order
             taker.event = event
             taker.remaining = taker.filled = 0
             taker.reason = taker.cancel_reason = None
@@ -370,7 +374,7 @@ class Engine:
         return None
 
     def _apply_cancel(self, cancel: Cancel) -> CancelOutcome:
-        outcome = _new_record(CancelOutcome)  # CancelOutcome(cancel) without the call (see apply)
+        outcome = CancelOutcome()  # CancelOutcome.of(cancel) without its call
         outcome.event = cancel
         outcome.target = outcome.reason = None
         outcome.removed = outcome.index = 0
@@ -526,8 +530,6 @@ class Engine:
     def outcome(self, replica: str, seq: int) -> Resting | CancelOutcome | None:
         return self.by_dot.get(replica, {}).get(seq)
 
-
-_new_record = object.__new__
 
 
 def _available(side: BookSide, is_buy: bool, limit: int, wanted: int) -> int:
