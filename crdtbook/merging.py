@@ -279,7 +279,11 @@ class Merging:
         If this replica's own chain was ever marked invalid, or a gap of its
         own is somehow open, the general path decides.
         """
-        me, seq = event[1], event[2]
+        if len(event) == 9:  # an order: its fields read once, here and for the engine
+            clock, me, seq, _, side, kind, price, qty, _ = event
+        else:
+            clock, me, seq = event[:3]
+            side = None
         state = self.state
         engine = self.engine
         if me in engine.invalid or me in state.context.cloud or me in self._cutoff:
@@ -294,14 +298,16 @@ class Merging:
         if self._fresh is not None:
             self._fresh.append(event)
         self._events_total += 1
-        self._chain_clock[me] = event[0]
-        if event[0] <= self._final:  # as in _merge_one: counted, never trusted away
+        self._chain_clock[me] = clock
+        if clock <= self._final:  # as in _merge_one: counted, never trusted away
             self.frontier_violations += 1
         log = engine.log
         if log and event < log[-1]:  # cannot happen (see above); kept exact all the same
             engine.update([event])
+        elif side is None:
+            engine.apply_other(event, event[3])
         else:
-            engine.apply(event)
+            engine.apply_order(event, me, seq, side, kind, price, qty)
 
     def _check_chain(self, replica: str, old: int, new: int, ready: list) -> None:
         """Admit seqs old+1..new of ``replica``: check its clock chain and cutoff."""
