@@ -287,6 +287,7 @@ class Engine:
         record_fill = fills.append
         invalid = self.invalid
         bids, asks = self.bids, self.asks
+        base = self.fills_base  # only compaction moves it
         for event in events:
             if len(event) != 9:  # as in apply
                 self.apply_other(event, event[3])
@@ -295,7 +296,7 @@ class Engine:
             taker.event = event
             taker.remaining = taker.filled = 0
             taker.reason = taker.cancel_reason = None
-            taker.fills_start = self.fills_base + len(fills)
+            taker.fills_start = base + len(fills)
             log_append(event)
             _, replica, seq, _, side, kind, price, qty, _ = event  # as in apply
             try:
