@@ -163,8 +163,10 @@ class Replica(Merging):
             raise ReplicaError(f"cannot stamp a new event: {exc}") from None
         order = _new(Order, (clock, me, seq, ORDER, side, type, price_units, units, account))
         self._merge_own(order)
-        view, fills = self._placed_views(order, me, seq)
-        return Placed(order, view, fills)
+        placed = _blank(Placed)  # Placed(order, *views) without its __init__'s call
+        placed._delta = order
+        placed.order, placed.fills = self._placed_views(order, me, seq)
+        return placed
 
     def place_many(self, orders: Iterable[tuple], now_ms: int = 0) -> list[Placed]:
         """Place a batch of orders, each ``(side, qty, price, type, account)``.
@@ -603,6 +605,7 @@ class BatchOrderError(ReplicaError):
 
 
 _new = tuple.__new__  # events and dots built from checked fields, no NamedTuple __new__
+_blank = object.__new__  # a slotted result whose slots the caller sets
 _SIDES = {side: side for side in SIDES}  # also interns: events share the module's strings
 _TYPES = {kind: kind for kind in TYPES}
 
