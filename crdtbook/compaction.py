@@ -195,7 +195,7 @@ def install(replica: Replica, snapshot: Snapshot) -> int:
     for origin, seq, amount, filled, reason in snapshot.base:
         event = replica.state.get(origin, seq)
         if event.kind == ORDER:
-            outcome = Resting(event, engine.fills_base)
+            outcome = Resting.of(event, engine.fills_base)
             outcome.remaining, outcome.filled = amount, filled
             if reason in CANCEL_REASONS:
                 outcome.cancel_reason = reason
@@ -205,7 +205,7 @@ def install(replica: Replica, snapshot: Snapshot) -> int:
                 (engine.bids if event.side == BUY else engine.asks).append(event.price,
                                                                            outcome)
         elif event.kind == CANCEL:
-            outcome = CancelOutcome(event)
+            outcome = CancelOutcome.of(event)
             outcome.removed, outcome.reason = amount, reason
             outcome.target = engine.by_dot.get(event.target_replica, {}).get(
                 event.target_seq)  # it sorts earlier: installed before it, if kept

@@ -21,6 +21,10 @@ Rules this module keeps
 * One event's admission depends only on the set, never on arrival order.
 * The in-order path of ``_merge_one`` (and its copy in ``merge_event``) reads
   plain attributes only: it is the throughput of a live node.
+* Every event held has been folded into ``clock`` (the hybrid clock), and the
+  engine applies only events held: so an event whose clock is past
+  ``clock.last`` sorts after everything in the engine's log, and the
+  in-order paths append it without comparing it with the log's last event.
 * Deltas no honest peer sends (events under this replica's own id that it
   did not make, removals) are refused before anything changes.
 """
@@ -72,17 +76,29 @@ class Merging:
 
         The first branch is ``_merge_one``'s in-order branch written out (keep
         the two alike: tests/test_bulk_paths.py holds them to the same state):
-        a live node's peer path runs it per event, and the call it saves, with
-        the position read by one slice (an event is a tuple subclass, which
-        CPython indexes the generic way), is a tenth of its cost.
+        a live node's peer path runs it per event, and the call it saves is a
+        tenth of its cost. An order's fields are read by one unpacking, for
+        this and for ``Engine.apply_order`` (an event is a tuple subclass,
+        which CPython indexes and unpacks the generic way: reading them twice
+        cost a tenth more); an origin not yet in the context or the chain
+        takes ``_merge_one``'s way.
         """
-        clock, replica, seq, kind = event[:4]
+        if len(event) == 9:  # an order: its fields read once, here and for the engine
+            clock, replica, seq, kind, side, type_, price, qty, _ = event
+        else:
+            clock, replica, seq, kind = event[:4]
+            side = None
         if replica == self.id:
             self._refuse(AWORSet.from_entries([(replica, seq, event)]))
         state = self.state
         cc = state.context
         vv = cc.vv
-        top = vv.get(replica, 0)
+        chain = self._chain_clock
+        try:  # subscripts, not get(): an origin new here takes _merge_one's way
+            top = vv[replica]
+            last = chain[replica]
+        except KeyError:
+            return self._merge_one(event)
         if seq != top + 1 or kind == MEMBER or replica in cc.cloud:
             return self._merge_one(event)
         try:
@@ -90,25 +106,31 @@ class Merging:
         except KeyError:  # the first event held of its replica
             state.store[replica] = {seq: event}
         vv[replica] = seq
-        if clock > self.clock.last:
-            self.clock.last = clock
+        hybrid = self.clock
+        # Past every clock held, so past every event the engine has applied: it
+        # goes at the end of the log without comparing it with the log's last.
+        newest = clock > hybrid.last
+        if newest:
+            hybrid.last = clock
         self._unhashed.append(event)
         if self._fresh is not None:
             self._fresh.append(event)
         self._events_total += 1
         engine = self.engine
-        chain = self._chain_clock
-        if clock <= chain.get(replica, 0) or replica in engine.invalid \
-                or replica in self._cutoff:
+        if clock <= last or replica in engine.invalid or replica in self._cutoff:
             self._check_chain(replica, top, seq, [])
         chain[replica] = clock
         if clock <= self._final:  # see _admit: must never happen
             self.frontier_violations += 1
-        log = engine.log
-        if log and event < log[-1]:
-            engine.update([event])
+        if not newest:
+            log = engine.log
+            if log and event < log[-1]:
+                engine.update([event])
+                return 1
+        if side is None:
+            engine.apply_other(event, kind)
         else:
-            engine.apply(event)
+            engine.apply_order(event, replica, seq, side, type_, price, qty)
         return 1
 
     def _refuse(self, delta: AWORSet) -> None:
@@ -201,19 +223,25 @@ class Merging:
         The first branch is the hot path of a live node: the next event of its
         origin, in order.
         """
-        clock, replica, seq = event[0], event[1], event[2]  # the position, by index: cheaper
+        if len(event) == 9:  # an order: its fields read once, here and for the engine
+            clock, replica, seq, kind, side, type_, price, qty, _ = event
+        else:
+            clock, replica, seq, kind = event[:4]
+            side = None
         state = self.state
         cc = state.context
         vv = cc.vv
         top = vv.get(replica, 0)
-        if seq == top + 1 and event[3] != MEMBER and replica not in cc.cloud:
+        if seq == top + 1 and kind != MEMBER and replica not in cc.cloud:
             try:
                 state.store[replica][seq] = event
             except KeyError:  # the first event held of its replica
                 state.store[replica] = {seq: event}
             vv[replica] = seq
-            if clock > self.clock.last:
-                self.clock.last = clock
+            hybrid = self.clock
+            newest = clock > hybrid.last  # see merge_event
+            if newest:
+                hybrid.last = clock
             self._unhashed.append(event)
             if self._fresh is not None:
                 self._fresh.append(event)
@@ -226,11 +254,15 @@ class Merging:
             chain[replica] = clock
             if clock <= self._final:  # see _admit: must never happen
                 self.frontier_violations += 1
-            log = engine.log
-            if log and event < log[-1]:
-                engine.update([event])
+            if not newest:
+                log = engine.log
+                if log and event < log[-1]:
+                    engine.update([event])
+                    return 1
+            if side is None:
+                engine.apply_other(event, kind)
             else:
-                engine.apply(event)
+                engine.apply_order(event, replica, seq, side, type_, price, qty)
             return 1
         if cc.has(replica, seq):
             held = state.get(replica, seq)
@@ -264,7 +296,11 @@ class Merging:
         If this replica's own chain was ever marked invalid, or a gap of its
         own is somehow open, the general path decides.
         """
-        me, seq = event[1], event[2]
+        if len(event) == 9:  # an order: its fields read once, here and for the engine
+            clock, me, seq, _, side, kind, price, qty, _ = event
+        else:
+            clock, me, seq = event[:3]
+            side = None
         state = self.state
         engine = self.engine
         if me in engine.invalid or me in state.context.cloud or me in self._cutoff:
@@ -279,14 +315,16 @@ class Merging:
         if self._fresh is not None:
             self._fresh.append(event)
         self._events_total += 1
-        self._chain_clock[me] = event[0]
-        if event[0] <= self._final:  # as in _merge_one: counted, never trusted away
+        self._chain_clock[me] = clock
+        if clock <= self._final:  # as in _merge_one: counted, never trusted away
             self.frontier_violations += 1
         log = engine.log
         if log and event < log[-1]:  # cannot happen (see above); kept exact all the same
             engine.update([event])
+        elif side is None:
+            engine.apply_other(event, event[3])
         else:
-            engine.apply(event)
+            engine.apply_order(event, me, seq, side, kind, price, qty)
 
     def _check_chain(self, replica: str, old: int, new: int, ready: list) -> None:
         """Admit seqs old+1..new of ``replica``: check its clock chain and cutoff."""

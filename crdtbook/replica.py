@@ -163,8 +163,10 @@ class Replica(Merging):
             raise ReplicaError(f"cannot stamp a new event: {exc}") from None
         order = _new(Order, (clock, me, seq, ORDER, side, type, price_units, units, account))
         self._merge_own(order)
-        view, fills = self._placed_views(order)
-        return Placed(order, view, fills)
+        placed = _blank(Placed)  # Placed(order, *views) without its __init__'s call
+        placed._delta = order
+        placed.order, placed.fills = self._placed_views(order, me, seq)
+        return placed
 
     def place_many(self, orders: Iterable[tuple], now_ms: int = 0) -> list[Placed]:
         """Place a batch of orders, each ``(side, qty, price, type, account)``.
@@ -199,7 +201,7 @@ class Replica(Merging):
             order = self._new_order(fields, clock.tick(now_ms))
             self._merge_own(order)
             made.append(order)
-            views.append(self._placed_views(order))
+            views.append(self._placed_views(order, order[1], order[2]))
         delta = EventsDelta(made)
         return [Placed(delta, view, fills) for view, fills in views]
 
@@ -216,12 +218,13 @@ class Replica(Merging):
             raise ReplicaError(f"replica {self.id} has used every seq")
         return seq
 
-    def _placed_views(self, order: Order) -> tuple[OrderView, list[Fill]]:
-        """The new order's view and its fills, straight from its engine outcome."""
-        dot = _new(Dot, (order.replica, order.seq))
+    def _placed_views(self, order: Order, me: str, seq: int) -> tuple[OrderView, list[Fill]]:
+        """The new order's view and its fills, straight from its engine outcome
+        (``me``, ``seq``: its dot's fields, which the caller holds)."""
+        dot = _new(Dot, (me, seq))
         engine = self.engine
-        seqs = engine.by_dot.get(order.replica)
-        outcome = seqs.get(order.seq) if seqs is not None else None
+        seqs = engine.by_dot.get(me)
+        outcome = seqs.get(seq) if seqs is not None else None
         fills = []
         if outcome is not None and outcome.filled:
             fills = taker_fills(engine.fills, outcome.fills_start - engine.fills_base, outcome,
@@ -602,6 +605,7 @@ class BatchOrderError(ReplicaError):
 
 
 _new = tuple.__new__  # events and dots built from checked fields, no NamedTuple __new__
+_blank = object.__new__  # a slotted result whose slots the caller sets
 _SIDES = {side: side for side in SIDES}  # also interns: events share the module's strings
 _TYPES = {kind: kind for kind in TYPES}
 

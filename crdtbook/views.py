@@ -184,25 +184,27 @@ def fill_views(fills: Iterable[tuple[Resting, Resting, int, int]]) -> list[Fill]
 
 def order_view(event: Order, outcome: Resting | None, dot: Dot | None = None) -> OrderView:
     """The order's view; ``dot`` is its Dot if the caller made it already."""
+    # One unpacking: an event is a tuple subclass, whose fields cost a call each.
+    clock, replica, seq, _, side, type_, price, qty, account = event
     if outcome is None:
         filled = resting = cancelled = 0
         status, reason = "pending", None
     else:
         filled, resting, reason = outcome.filled, outcome.remaining, outcome.reason
-        cancelled = event.qty - filled - resting
+        cancelled = qty - filled - resting
         if reason is not None:
             status = "rejected"
         elif resting:
             status = "open"
-        elif filled == event.qty:
+        elif filled == qty:
             status = "filled"
         else:
             status = "cancelled"
             reason = outcome.cancel_reason  # set if a leave or evict removed it
     if dot is None:
-        dot = _new(Dot, (event.replica, event.seq))
-    return _new(OrderView, (dot, event.clock, event.side, event.type, event.price, event.qty,
-                            filled, resting, cancelled, status, event.account, reason))
+        dot = _new(Dot, (replica, seq))
+    return _new(OrderView, (dot, clock, side, type_, price, qty, filled, resting, cancelled,
+                            status, account, reason))
 
 
 def taker_fills(fills: list, start: int, taker: Resting, dot: Dot) -> list[Fill]:

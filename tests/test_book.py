@@ -39,7 +39,7 @@ def test_book_side_matches_a_model_across_representations(ops, is_bid, monkeypat
             del model[max(model) if is_bid else min(model)]
             side.drop_best()
         elif op == "add" or price not in model:
-            side.append(price, Resting(None, 0))
+            side.append(price, Resting.of(None, 0))
             model[price] = model.get(price, 0) + 1
         else:
             side.pop_tail(price)
@@ -58,7 +58,7 @@ def test_book_side_matches_a_model_across_representations(ops, is_bid, monkeypat
 def test_a_deep_side_becomes_a_sorted_list_and_shrinks_back(monkeypatch_flat):
     side = BookSide(is_bid=False)
     for price in range(1, 12):
-        side.append(price, Resting(None, 0))
+        side.append(price, Resting.of(None, 0))
     assert isinstance(side.prices, SortedList)
     for price in range(1, 10):
         side.pop_tail(price)

@@ -176,3 +176,48 @@ def test_one_delta_with_tied_and_falling_clocks_is_in_position_order():
     assert replica_state(whole) == replica_state(alone)
     assert observable(whole) == observable(alone)
     assert_matches_reference(whole)
+
+
+@settings(max_examples=60, deadline=None)
+@given(workloads(max_size=120), st.randoms(use_true_random=False))
+def test_the_in_order_paths_keep_position_order_beside_local_orders(workload, rnd):
+    """The in-order paths append an event whose clock is past every clock held
+    without comparing it with the engine's last (merging.py's rules): peers'
+    events in any order that keeps each origin's seqs, the replica's own orders
+    and cancels between them (ticks right after the latest clock, so ties with
+    peers' clocks), by ``merge_event`` and by one-event deltas alike: the log
+    is in position order and the engine is the one a single merge of the same
+    events builds (the general path, which sorts)."""
+    count, steps, skew = workload
+    events = everything(play(count, steps, skew)).events()
+    queues: dict[str, list] = {}
+    for event in events:
+        queues.setdefault(event.replica, []).append(event)
+    for by_event in (True, False):
+        own = Replica("own")
+        waiting = {r: list(q) for r, q in queues.items()}
+        placed = []
+        while waiting:
+            if rnd.random() < 0.3:
+                if placed and rnd.random() < 0.3:
+                    own.cancel(rnd.choice(placed), 0)
+                else:
+                    side = rnd.choice(("buy", "sell"))
+                    made = own.place(side, str(rnd.randint(1, 5)), str(rnd.randint(95, 105)),
+                                     "limit", "", 0)
+                    placed.append(made.order.dot)
+            origin = rnd.choice(sorted(waiting))
+            event = waiting[origin].pop(0)
+            if not waiting[origin]:
+                del waiting[origin]
+            if by_event:
+                own.merge_event(event)
+            else:
+                own.merge(AWORSet.from_entries([(event.replica, event.seq, event)]))
+        held = own.events()
+        assert all(e.clock <= own.clock.last for e in own.engine.log)
+        assert own.engine.log == sorted(own.engine.log)
+        whole = Replica("whole")
+        whole.merge(AWORSet.from_entries((e.replica, e.seq, e) for e in held))
+        assert engine_state(own.engine) == engine_state(whole.engine)
+        assert observable(own) == observable(whole)
