@@ -148,3 +148,30 @@ async def test_a_request_waiting_when_a_stalled_loop_wakes_is_answered(nursery, 
         with trio.fail_after(IDLE_S + 5):
             assert await stream.receive_some(65536) == b""
         assert trio.current_time() - quiet >= IDLE_S * 0.9
+
+
+TRICKLE_S = IDLE_S / 30  # a header byte this often: bytes are often waiting at a deadline
+
+
+async def test_a_client_trickling_header_bytes_is_cut_within_two_timeouts(nursery, monkeypatch):
+    """The one more timeout for a request already waiting is granted once per idle
+    spell: a client that keeps a byte of an endless header in flight at every
+    deadline (the loop stalled or not) is still cut, within two timeouts."""
+    monkeypatch.setattr(asgi, "HEADER_TIMEOUT_S", IDLE_S)
+    a = await start(nursery)
+    host, port = a.url.split("://", 1)[1].rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        assert await _get_status(stream) == b"HTTP/1.1 200 "
+        quiet = trio.current_time()
+        await stream.send_all(b"GET /status HTTP/1.1\r\nX-Slow: ")
+        with trio.fail_after(2 * IDLE_S + 5):
+            while True:
+                try:
+                    await stream.send_all(b"a")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+                with trio.move_on_after(TRICKLE_S):
+                    if await stream.receive_some(65536) == b"":
+                        break
+        assert trio.current_time() - quiet >= IDLE_S * 0.9  # (and not before its timeout)
