@@ -407,7 +407,8 @@ def _failed(node: Node, peer: Peer, what: str, exc: BaseException,
     if loud:
         peer.warned_at = now
     node.metrics.peer_failures.labels(peer.url, what).inc()
-    log = logs.warning if loud else logs.debug if quiet or peer.warned_at else logs.info
+    warned = peer.warned_at is not None  # (a clock may read 0.0)
+    log = logs.warning if loud else logs.debug if quiet or warned else logs.info
     log(f"peer.{what}_failed", peer=peer.url, failures=peer.failures,
         backoff_s=round(backoff, 2), detail=detail[:200])
 
