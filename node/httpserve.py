@@ -77,7 +77,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from . import logs
+from . import http1, logs
 
 try:
     import resource
@@ -368,6 +368,7 @@ class QueuedTaskGroup(TaskGroup):
 
 
 tcp_server.TaskGroup = QueuedTaskGroup  # what Connection's run (hypercorn's) opens
+http1.install()  # HTTP/1.1 only: HTTP/2 would carry many requests per counted connection
 
 
 _CURRENT: contextvars.ContextVar[Guarded | None] = contextvars.ContextVar(
