@@ -4,8 +4,9 @@ under.
 
 Theory of operation
 -------------------
-``serve_asgi`` answers the lifespan protocol and turns each HTTP request into
-one ``Response`` from the app's ``respond``; an answer given before the
+``serve_asgi`` answers the lifespan protocol, refuses a WebSocket handshake
+(404: its apps serve none) and turns each HTTP request into one ``Response``
+from the app's ``respond``; an answer given before the
 request's body was read to its end says ``Connection: close`` (hypercorn
 ends that connection, and a keep-alive client must not reuse it). ``_read_body`` reads a request
 body up to a limit and raises ``BadRequest`` (413) beyond it, so no app ever
@@ -156,6 +157,9 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
+    if scope["type"] == "websocket":  # an app of no WebSocket (PeerRPC, a registry)
+        await _no_websocket(scope, send)
+        return
     if scope["type"] != "http":
         return
     head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
@@ -196,6 +200,16 @@ async def serve_asgi(scope: dict, receive, send, respond) -> None:
     await send({"type": "http.response.body", "body": response.body})
     if guard is not None:
         await guard.flush()  # (nothing left to send, unless hypercorn wrote no body)
+
+
+async def _no_websocket(scope: dict, send) -> None:
+    """Refuse a WebSocket handshake with a client error: returning without a word,
+    the app had hypercorn answer a bare 500, as if the node had failed."""
+    detail = f"no WebSocket endpoint {scope.get('path')!r:.60} on this server"
+    await send({"type": "websocket.http.response.start", "status": 404,
+                "headers": [(b"content-type", JSON)]})
+    await send({"type": "websocket.http.response.body",
+                "body": dumps({"error": "not_found", "detail": detail})})
 
 
 def _nowait(receive):

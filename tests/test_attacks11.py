@@ -14,6 +14,7 @@ port) are attacked alike.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -198,6 +199,46 @@ async def test_a_websocket_handshake_that_says_http_2_is_refused(nursery, monkey
                      b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n")
     assert [status for status, _, _ in answers(got)] == [505], got[:200]
     assert seen.requests == 0
+
+
+async def test_the_standalone_registry_speaks_http_1_1_only(nursery):
+    """``crdtbook registry`` serves through the same connection handler: HTTP/2's
+    preface and a request line saying HTTP/2.0 get 505, an h2c upgrade is served
+    over HTTP/1.1."""
+    from node.cluster.standalone import serve_registry
+
+    binds = await nursery.start(serve_registry, "127.0.0.1", 0, trio.Event())
+    port = port_of(binds[0])
+    for opening in (h2_opening(20), b"GET /lookup HTTP/2.0\r\n\r\n" + STATUS):
+        got = answers(await talk(port, opening))
+        assert [status for status, _, _ in got] == [505]
+    got = answers(await talk(port, b"POST /lookup HTTP/1.1\r\nHost: node\r\nConnection: "
+                             b"Upgrade, close\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n"
+                             b'""'))
+    assert [status for status, _, _ in got] == [200]
+
+
+def ws_handshake(path: bytes = b"/ws") -> bytes:
+    return (b"GET " + path + b" HTTP/1.1\r\nHost: node\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Key: " + WS_KEY
+            + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+async def test_a_websocket_handshake_to_a_server_without_websocket_is_a_clear_404(nursery):
+    """The PeerRPC port and a standalone registry serve no WebSocket: a handshake
+    there got hypercorn's bare 500 (their ASGI app returned without a word), an
+    error of the node's, not a client's. Now: 404 with the usual JSON error."""
+    from node.cluster.standalone import serve_registry
+
+    a = await start(nursery)
+    binds = await nursery.start(serve_registry, "127.0.0.1", 0, trio.Event())
+    for port in (a.node.rpc_port, port_of(binds[0])):
+        got = answers(await talk(port, ws_handshake(b"/")))
+        assert got[0][0] == 404, got
+        body = got[0][2]
+        if b"transfer-encoding" in got[0][1]:  # (chunked: the JSON is its one chunk)
+            body = body.split(b"\r\n")[1]
+        assert json.loads(body)["error"] == "not_found"
 
 
 # -- Upgrade: h2c, every way: an HTTP/1.1 answer, and the connection stays HTTP/1.1 ----
