@@ -5,11 +5,12 @@ hypercorn turned a plain connection into HTTP/2 on its preface or on
 once. Each test here is one way to get more than one request running on a
 connection, or to make the refusal cost the node something (a slot, a task, a
 descriptor, a logged error); it passes when the node held: an HTTP/1.1 answer,
-one request at a time and in order, nothing left behind. The one that got
-through (an HTTP/1.1 request line that says ``HTTP/2.0``: served, with
-hypercorn's HTTP/2 rules for a WebSocket handshake) is fixed in node/http1.py;
-its test stays here. Both servers of a node (its API and its Grenache PeerRPC
-port) are attacked alike.
+one request at a time and in order, nothing left behind. What got through is
+fixed, its test kept here: an HTTP/1.1 request line that says ``HTTP/2.0``
+was served, with hypercorn's HTTP/2 rules for a WebSocket handshake
+(node/http1.py); a WebSocket handshake to the PeerRPC port or a standalone
+registry got a bare 500 (node/asgi.py). Every server is attacked alike: the
+node's API, its Grenache PeerRPC port, ``crdtbook registry``.
 """
 
 from __future__ import annotations
