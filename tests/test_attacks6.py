@@ -228,7 +228,7 @@ def test_a_decode_abandoned_by_an_ended_run_holds_no_later_runs_decodes(monkeypa
     test that stops a node mid-push). That thread never gave its token back to the
     one-at-a-time decode limiter, a module global then, and every later large decode
     in the process waited forever (test_node_api's large bad pushes timed out)."""
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
     large = encode_blocks([Block("junk", 1, 1, bytes(service.LARGE_MESSAGE), bytes(64), ())])
     decode = service.decode_blocks_message
     calls = []
@@ -236,13 +236,16 @@ def test_a_decode_abandoned_by_an_ended_run_holds_no_later_runs_decodes(monkeypa
     def held_the_first_time(payload: bytes):
         calls.append(payload)
         if len(calls) == 1:
+            entered.set()
             release.wait(60)
         return decode(payload)
 
     async def abandon() -> None:
         async with trio.open_nursery() as inner:
             inner.start_soon(service.decoded, large)
-            await trio.testing.wait_all_tasks_blocked()  # waiting on its thread
+            # Its thread is in the decode (not merely started): on a loaded machine
+            # the later run's decode could otherwise come first.
+            await trio.to_thread.run_sync(entered.wait, 30)
             inner.cancel_scope.cancel()
 
     async def decode_again() -> str:

@@ -22,6 +22,8 @@ import httpx
 import pytest
 import trio
 
+from node import asgi
+
 from .procs import NodeProcess
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"),
@@ -130,7 +132,8 @@ async def test_a_60_mb_push_of_empty_arrays_and_a_gzip_bomb_are_refused_early(pr
 
 async def test_slow_connections_are_cut_and_status_keeps_answering(proc):
     """1,000 connections trickle their bodies (and 50 their headers), a byte a second:
-    /status still answers within 1 s, and every slow connection is cut within seconds."""
+    /status still answers (well before the first is cut), and every slow connection is
+    cut within seconds."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 1200:
         pytest.skip("this process may not open 1,100 files")
@@ -182,7 +185,10 @@ async def test_slow_connections_are_cut_and_status_keeps_answering(proc):
     print(f"\n{slow + headers_only} slow connections: /status worst {max(latencies):.3f}s "
           f"over {len(latencies)} calls while 9 in 10 or more were open; each cut after "
           f"{min(held_for):.1f}..{max(held_for):.1f}s")
-    assert len(latencies) >= 5 and max(latencies) < 1.0
+    # A liveness bound, not a speed: a node the slow connections stalled would answer
+    # only once they are cut (HEADER_TIMEOUT_S after they opened). 1.5 s was seen on a
+    # machine loaded 2.5x past its cores; 0.2-0.4 s when it is quiet.
+    assert len(latencies) >= 5 and max(latencies) < 0.8 * asgi.HEADER_TIMEOUT_S
     # 5 s to send the headers or the body (asgi.py), and slack for a loaded machine
     # (up to 8.8 s seen there: a cut is noticed by a task of this busy process)
     assert max(held_for) < 20.0
