@@ -38,7 +38,8 @@ Theory of operation
 Per-peer tasks mean a slow or dead peer only ever delays itself; every wait
 is a trio timeout scope, every answer is read up to a size limit, and no
 answer from a peer can crash the node (anything unexpected is a failed call:
-logged, backed off).
+logged, backed off). Calls go through the node's ``peerhttp.PeerClient``
+(HTTP/1.1 by h11, connections kept alive per peer; see peerhttp.py).
 """
 
 from __future__ import annotations
