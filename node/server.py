@@ -9,7 +9,6 @@ exits with status 0 when told to stop.
 
 from __future__ import annotations
 
-import httpx
 import trio
 
 from . import httpserve, logs
@@ -18,6 +17,7 @@ from .api.peerrpc import PeerRPCApp
 from .api.streams import Hub
 from .asgi import HEADER_TIMEOUT_S, hypercorn_config
 from .cluster import gossip
+from .cluster.peerhttp import PeerClient
 from .service import Node, NodeConfig
 from .signals import serve_until_signalled
 
@@ -42,10 +42,9 @@ async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_stat
     # A peer closes a connection idle for HEADER_TIMEOUT_S (its keep-alive timeout, timed
     # from its answer; ours from reading it, later): reused near that age, a request raced
     # the close ("server disconnected", or a reset). Ours are dropped well before.
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64,
-                          keepalive_expiry=HEADER_TIMEOUT_S / 2)
     async with (
-        httpx.AsyncClient(limits=limits, timeout=config.request_timeout_s * 4) as client,
+        PeerClient(max_connections=256, max_idle=64, idle_expiry=HEADER_TIMEOUT_S / 2,
+                   user_agent="crdtbook") as client,
         trio.open_nursery() as nursery,
     ):
         journal_scope = trio.CancelScope()
@@ -58,10 +57,6 @@ async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_stat
 
         nursery.start_soon(run_journal)
         await _first_lease(node)
-        # Peer messages are small: do not pay for headers nobody reads.
-        for name in ("accept", "accept-encoding", "connection"):  # HTTP/1.1 keeps alive
-            client.headers.pop(name, None)
-        client.headers["user-agent"] = "crdtbook"
         node.client = client
         node.streams = Hub(node)
         streams_scope = trio.CancelScope()

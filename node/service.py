@@ -275,7 +275,7 @@ class Node:
         # peer traffic this node initiated (both directions), for status and bench/
         self.conflict: str | None = None  # set if peers hold events under our id
         self.refused_messages = 0  # peers' messages the door refused whole
-        self.client = None  # the node's httpx.AsyncClient, set by the server
+        self.client = None  # the node's peer client (cluster/peerhttp.py), set by the server
         # called with the cluster's join token (or "open") when this node founds one
         self.on_founded: Callable[[Node, str], None] | None = None
         # (error, detail) once a sponsor refused this node's join request (403)

@@ -38,7 +38,8 @@ Theory of operation
 Per-peer tasks mean a slow or dead peer only ever delays itself; every wait
 is a trio timeout scope, every answer is read up to a size limit, and no
 answer from a peer can crash the node (anything unexpected is a failed call:
-logged, backed off).
+logged, backed off). Calls go through the node's ``peerhttp.PeerClient``
+(HTTP/1.1 by h11, connections kept alive per peer; see peerhttp.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ import random
 import secrets
 import time
 
-import httpx
 import trio
 
 from crdtbook.feedwire import encode_blocks, encode_pull
@@ -58,6 +58,7 @@ from ..service import PAGE, Node, Peer
 from ..store import jointoken
 from ..store.journal import StoreFailed
 from . import admission, peerauth
+from .peerhttp import Answer, AnswerTooLarge, PeerClient
 
 PUSH_BATCH = 1_000
 PUSH_BYTES = 4 * 1024 * 1024  # block bytes per push at most (one block more); see below
@@ -88,22 +89,15 @@ def peer_headers(node: Node, with_url: bool = True) -> dict[str, str]:
     return headers
 
 
-async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict,
+async def post(client: PeerClient, url: str, body: bytes, headers: dict,
                timeout: float, limit: int, expect: int = 200,
-               method: str = "POST") -> httpx.Response:
+               method: str = "POST") -> Answer:
     """POST and read the answer up to ``limit`` bytes; CallFailed for anything else."""
     try:
         with trio.fail_after(timeout):
-            async with client.stream(method, url, content=body, headers=headers) as response:
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise CallFailed(f"answer larger than {limit} bytes")
-                    chunks.append(chunk)
-                response._content = b"".join(chunks)
-    except CallFailed:
-        raise
+            response = await client.request(method, url, body, headers, limit)
+    except AnswerTooLarge as exc:
+        raise CallFailed(str(exc)) from None
     except trio.TooSlowError:
         raise CallFailed(f"no answer within {timeout:g}s") from None
     except Exception as exc:  # refused, reset, bad URL, protocol error: all one outcome
@@ -114,7 +108,7 @@ async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict,
     return response
 
 
-async def run(node: Node, client: httpx.AsyncClient) -> None:
+async def run(node: Node, client: PeerClient) -> None:
     """All gossip tasks; returns only when cancelled."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_peer_tasks, node, client, nursery)
@@ -125,7 +119,7 @@ async def run(node: Node, client: httpx.AsyncClient) -> None:
             nursery.start_soon(_join_loop, node, client)
 
 
-async def _peer_tasks(node: Node, client: httpx.AsyncClient, nursery: trio.Nursery) -> None:
+async def _peer_tasks(node: Node, client: PeerClient, nursery: trio.Nursery) -> None:
     """Give every peer, including ones found later, its own sender and puller."""
     while True:
         for peer in list(node.peers.values()):
@@ -135,7 +129,7 @@ async def _peer_tasks(node: Node, client: httpx.AsyncClient, nursery: trio.Nurse
         await node.peer_added.wait()
 
 
-async def _peer_main(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
+async def _peer_main(node: Node, client: PeerClient, peer: Peer) -> None:
     with trio.CancelScope() as scope:
         peer.cancel_scope = scope
         if node.peers.get(peer.url) is not peer:  # forgotten before it started
@@ -150,7 +144,7 @@ WAITING_EVERY_S = 5.0
 MAX_GROUP = 64  # ids a bootstrapping hello may name
 
 
-async def _join_loop(node: Node, client: httpx.AsyncClient) -> None:
+async def _join_loop(node: Node, client: PeerClient) -> None:
     """Ask known peers to admit this node; found a cluster if there is nobody to ask
     (or, with ``bootstrap_expect``, if this node is the one of the group to found).
 
@@ -191,7 +185,7 @@ async def _join_loop(node: Node, client: httpx.AsyncClient) -> None:
         waited += node.config.pull_interval_s / 2
 
 
-async def _expected_group(node: Node, client: httpx.AsyncClient, peers: list[str],
+async def _expected_group(node: Node, client: PeerClient, peers: list[str],
                           said: float | None) -> tuple[list[str], float | None]:
     """``--bootstrap-expect N``: learn who the known peers are. If one is a member
     already, ask the members to admit this node. Else, once N nodes (this one
@@ -248,7 +242,7 @@ async def _expected_group(node: Node, client: httpx.AsyncClient, peers: list[str
     return [], said
 
 
-async def _ask_to_join(node: Node, client: httpx.AsyncClient, url: str,
+async def _ask_to_join(node: Node, client: PeerClient, url: str,
                        done: trio.CancelScope, refused: list) -> None:
     token = node.config.join_token
     if token is None:
@@ -291,7 +285,7 @@ def _error_of(body: bytes) -> tuple[str, str]:
 
 
 # -- push ----------------------------------------------------------------------
-async def _sender(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
+async def _sender(node: Node, client: PeerClient, peer: Peer) -> None:
     async for first in peer.outbox:
         batch = [first]
         while len(batch) < PUSH_BATCH:
@@ -330,7 +324,7 @@ def _proof_bytes(proof) -> int:
     return len(proof.block.body) + (len(proof.other.body) if proof.other is not None else 0)
 
 
-async def _push(node: Node, client: httpx.AsyncClient, peer: Peer, blocks: list) -> bool | None:
+async def _push(node: Node, client: PeerClient, peer: Peer, blocks: list) -> bool | None:
     """One push; True if the peer took it, False if it failed, None if it is this node."""
     body = encode_blocks(blocks, node.claims())
     headers = peer_headers(node, with_url=False)
@@ -357,19 +351,13 @@ async def _push(node: Node, client: httpx.AsyncClient, peer: Peer, blocks: list)
     return True
 
 
-def wire_sizes(response: httpx.Response) -> tuple[int, int]:
-    """HTTP/1.1 bytes of one exchange: (request line, headers and body sent; the same
-    of the answer received)."""
-    request = response.request
-    sent = len(request.method) + len(request.url.raw_path) + len(" HTTP/1.1\r\n")
-    sent += sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
-    sent += len(request.content)
-    received = len("HTTP/1.1 200 OK\r\n") + sum(len(k) + len(v) + 4 for k, v in
-                                                  response.headers.raw) + 2
-    return sent, received + len(response.content)
+def wire_sizes(response: Answer) -> tuple[int, int]:
+    """HTTP/1.1 bytes of one exchange, as written and read: (request line, headers and
+    body sent; the same of the answer received)."""
+    return response.sent, response.received
 
 
-def _count_wire(node: Node, response: httpx.Response) -> None:
+def _count_wire(node: Node, response: Answer) -> None:
     sent, received = wire_sizes(response)
     node.stats["wire_bytes"] += sent + received
     node.metrics.exchanged(sent, received)
@@ -414,7 +402,7 @@ def _failed(node: Node, peer: Peer, what: str, exc: BaseException,
 
 
 # -- pull ----------------------------------------------------------------------
-async def _puller(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
+async def _puller(node: Node, client: PeerClient, peer: Peer) -> None:
     interval = node.config.pull_interval_s
     while True:
         # holding nothing yet: wait for the join answer's first page (a pull that holds
@@ -425,7 +413,7 @@ async def _puller(node: Node, client: httpx.AsyncClient, peer: Peer) -> None:
         await trio.sleep(interval * random.uniform(0.8, 1.2))
 
 
-async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer,
+async def pull_one(node: Node, client: PeerClient, peer: Peer,
                    quiet: bool = False) -> int | None:
     """One pull exchange; returns how many events came back (None on failure, logged
     as a warning unless ``quiet``)."""
@@ -466,7 +454,7 @@ async def pull_one(node: Node, client: httpx.AsyncClient, peer: Peer,
     return PAGE if more and added else added
 
 
-async def pull_everything(node: Node, client: httpx.AsyncClient,
+async def pull_everything(node: Node, client: PeerClient,
                           within: float | None = None, quiet: bool = False) -> list[str]:
     """Pull from every peer until each has nothing more, and until a fork its answers
     point at is chased down (a few more pulls: skips, then evidence); return the peers
@@ -496,7 +484,7 @@ async def pull_everything(node: Node, client: httpx.AsyncClient,
     return sorted(undrained)
 
 
-async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
+async def share_proofs(node: Node, client: PeerClient) -> None:
     """Push every equivocation proof held here to every peer (best effort, 1 s).
 
     A leaving node may be the only one that held some version of a forked feed:
@@ -511,7 +499,7 @@ async def share_proofs(node: Node, client: httpx.AsyncClient) -> None:
                            "proofs.push_failed")
 
 
-async def hand_over(node: Node, client: httpx.AsyncClient, within: float | None = None,
+async def hand_over(node: Node, client: PeerClient, within: float | None = None,
                     quiet: bool = False) -> None:
     """Before a leave: pull from every peer (a fork between this node's version of a
     feed and theirs shows up here; ``within`` bounds it, see ``pull_everything``), then
@@ -523,7 +511,7 @@ async def hand_over(node: Node, client: httpx.AsyncClient, within: float | None 
     await share_proofs(node, client)
 
 
-async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
+async def say_goodbye(node: Node, client: PeerClient) -> None:
     """On a graceful stop: hand over (at most a few seconds), leave, and push the leave
     to every peer (best effort, 1 s)."""
     if node.joined:
@@ -539,7 +527,7 @@ async def say_goodbye(node: Node, client: httpx.AsyncClient) -> None:
     await _tell_every_peer(node, client, [body], "leave.push_failed")
 
 
-async def _tell_every_peer(node: Node, client: httpx.AsyncClient, bodies: list[bytes],
+async def _tell_every_peer(node: Node, client: PeerClient, bodies: list[bytes],
                            failed: str) -> None:
     """Push ``bodies`` (in order) to every peer at once, best effort: 1 s each, 1.5 s in
     all (the node is on its way out; a failure is logged as ``failed``)."""
@@ -581,7 +569,7 @@ async def compact_once(node: Node) -> int:
 
 
 # -- discovery -------------------------------------------------------------------
-async def _discovery_loop(node: Node, client: httpx.AsyncClient) -> None:
+async def _discovery_loop(node: Node, client: PeerClient) -> None:
     last_announce = None
     while True:
         now = node.monotonic()
@@ -602,7 +590,7 @@ def _registries(node: Node) -> list[str]:
     return [node.url] + sorted(node.peers)
 
 
-async def announce(node: Node, client: httpx.AsyncClient) -> None:
+async def announce(node: Node, client: PeerClient) -> None:
     """Announce the node (and its PeerRPC port) to every registry in use."""
     entries = [(node.key, int(node.url.rsplit(":", 1)[1]))]
     if node.rpc_port:
@@ -615,7 +603,7 @@ async def announce(node: Node, client: httpx.AsyncClient) -> None:
                                        [key, port])
 
 
-async def lookup(node: Node, client: httpx.AsyncClient) -> None:
+async def lookup(node: Node, client: PeerClient) -> None:
     found: list[str] = []
 
     async def one(registry: str) -> None:
@@ -632,7 +620,7 @@ async def lookup(node: Node, client: httpx.AsyncClient) -> None:
             node.add_peer(address)
 
 
-async def _grape_call(node: Node, client: httpx.AsyncClient, registry: str, path: str,
+async def _grape_call(node: Node, client: PeerClient, registry: str, path: str,
                       data: object) -> object:
     """One grape API call; errors (string bodies, 500s, empty bodies) are logged, not raised."""
     try:
