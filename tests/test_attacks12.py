@@ -12,16 +12,25 @@ refused answer, and kept its connections bounded and none in a bad state.
 from __future__ import annotations
 
 import functools
+import gzip
+import socket
+import struct
 
 import h11
+import pytest
 import trio
 import trio.testing
 
+from node.cluster import gossip
 from node.cluster.peerhttp import PeerClient
 
-from .nodes import eventually, start
+from .nodes import client, converged, eventually, start, trading_events
+from .peers import SignedPeer
+from .test_attacks import order
 
 LOCAL = functools.partial(trio.serve_tcp, host="127.0.0.1")
+TRICKLE_S = 0.3  # a trickling peer's cadence: one byte per tick
+HOLD_S = 0.05  # how long a peer waits before the bytes nobody asked for
 
 
 async def read_request(stream: trio.SocketStream) -> tuple[h11.Request, bytes] | None:
@@ -108,10 +117,151 @@ def pull_body(target: bytes, payload: bytes) -> bytes:
     return payload if target == b"/peer/pull" else b""
 
 
+# -- the hostile answers: each one refused, and its connection never reused ------------------
+async def endless_head(stream, target, payload):
+    await stream.send_all(b"HTTP/1.1 200 OK\r\n")
+    while True:
+        await stream.send_all(b"x-more: " + b"m" * 1000 + b"\r\n")
+
+
+async def endless_chunks(stream, target, payload):
+    await stream.send_all(head(200, "transfer-encoding: chunked"))
+    while True:
+        await stream.send_all(b"400\r\n" + b"c" * 1024 + b"\r\n")
+
+
+async def huge_length_then_silence(stream, target, payload):
+    await stream.send_all(head(200, "content-length: 999999999999") + payload)
+    await until_closed(stream)
+    return "close"
+
+
+async def trickle(stream, target, payload):
+    body = pull_body(target, payload)
+    for byte in head(200 if body else 204, length(body)) + body:
+        await stream.send_all(bytes([byte]))
+        await trio.sleep(TRICKLE_S)
+    return "keep"
+
+
+async def endless_informational(stream, target, payload):
+    while True:
+        await stream.send_all(head(100) * 100)
+
+
+async def switching_protocols(stream, target, payload):
+    body = pull_body(target, payload)
+    await stream.send_all(head(101, "upgrade: h2c", "connection: upgrade")
+                          + head(200 if body else 204, length(body)) + body)
+    return "dirty"
+
+
+async def truncated(stream, target, payload):
+    body = pull_body(target, payload) or b"x"
+    await stream.send_all(head(200, f"content-length: {len(body) + 10}") + body)
+    return "close"
+
+
+async def unfinished_chunks(stream, target, payload):
+    body = pull_body(target, payload) or b"x"
+    await stream.send_all(head(200, "transfer-encoding: chunked") + b"%x\r\n" % len(body)
+                          + body + b"\r\n")
+    return "close"
+
+
+async def reset_mid_answer(stream, target, payload):
+    body = pull_body(target, payload) or b"x"
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.send_all(head(200, f"content-length: {len(body) + 10}") + body[:5])
+    return "close"
+
+
+async def answers_nobody_asked_for(stream, target, payload):
+    # an answer (an empty one: taken, not refused), a second one in the same write, a
+    # third a moment later
+    await stream.send_all(head(204) + head(204))
+    await trio.sleep(HOLD_S)
+    await stream.send_all(head(204))
+    return "dirty"
+
+
+async def http10_endless(stream, target, payload):
+    await stream.send_all(head(200, version="1.0"))
+    while True:
+        await stream.send_all(b"z" * 65536)
+
+
+BOMB = gzip.compress(b"\0" * (64 << 20))  # 64 MiB of zeros in ~64 KiB
+
+
+async def gzip_bomb(stream, target, payload):
+    await stream.send_all(head(200, "content-encoding: gzip", length(BOMB)) + BOMB)
+    return "keep"
+
+
+async def huge_head_then_answer(stream, target, payload):
+    body = pull_body(target, payload)
+    # past MAX_HEAD and one read more (h11 counts an incomplete head only)
+    await stream.send_all(b"HTTP/1.1 200 OK\r\n" + b"x-pad: p\r\n" * 20_000 + length(body).encode()
+                          + b"\r\n\r\n" + body)
+    return "keep"
+
+
+async def wrong_status(stream, target, payload):
+    body = pull_body(target, payload)
+    await stream.send_all(head(500, length(body)) + body)
+    return "keep"
+
+
+ATTACKS = [endless_head, endless_chunks, huge_length_then_silence, trickle,
+           endless_informational, switching_protocols, truncated, unfinished_chunks,
+           reset_mid_answer, answers_nobody_asked_for, http10_endless, gzip_bomb,
+           huge_head_then_answer, wrong_status]
+
+
 async def honest(stream, target, payload):
     body = pull_body(target, payload)
     await stream.send_all(head(200 if body else 204, length(body)) + body)
     return "keep"
+
+
+async def test_hostile_peers_answers_are_refused_and_the_node_stays_live_and_bounded(
+        nursery):
+    """14 hostile peers, one way each, call after call; meanwhile a's orders reach its
+    honest peer b, a answers /status, and no event the hostile peers' answers carry
+    (a member's signed order, whole in most of them) gets in. Forgotten, the hostile
+    peers see every connection a opened to them closed."""
+    async with client() as http:
+        a = await start(nursery, registry_ttl_s=3600.0)
+        b = await start(nursery, a.url)
+        member = SignedPeer("only-hostile-peers-carry-my-order").admitted_by(a.node)
+        await eventually(lambda: converged(a, b))
+        offered = member.place("sell", "1", "77", now_ms=a.node.clock_ms())
+        payload = member.blocks([offered], now_ms=a.node.clock_ms())
+        peers = [Hostile(attack, payload) for attack in ATTACKS]
+        for peer in peers:
+            a.node.add_peer(await peer.serve(nursery))
+        placed = 0
+        with trio.fail_after(60):
+            while not all(len(p.requests) >= 3 for p in peers):
+                await order(http, a.url, "buy", price=str(10 + placed % 5))
+                placed += 1
+                status = await http.get(f"{a.url}/status")
+                assert status.status_code == 200
+                await trio.sleep(0.1)  # a cadence: orders keep coming while peers attack
+        await eventually(lambda: converged(a, b, events=placed))
+        assert [p.dirty_reuse for p in peers] == [0] * len(peers)
+        assert trading_events(a.node) == placed  # the member's order is not in
+        for peer in peers:
+            a.node.forget_peer(peer.url, "a test")
+        # every connection a opened to them closed (the never-ending ones by a's timeouts,
+        # the idle kept-alive ones by the client's sweep)
+        await eventually(lambda: [p.open for p in peers] == [0] * len(peers))
+        await eventually(lambda: a.node.client._slots.borrowed_tokens <= 4)
+        # control: the same answer, served honestly, gets in
+        fair = Hostile(honest, payload)
+        a.node.add_peer(await fair.serve(nursery))
+        await eventually(lambda: trading_events(a.node) == placed + 1)
 
 
 async def test_a_forgotten_peers_idle_connection_is_closed(nursery):
@@ -139,3 +289,25 @@ async def test_an_idle_connection_of_an_address_not_called_again_expires(
         await trio.testing.wait_all_tasks_blocked()
         assert keeper.open == 0 and other.open == 1
         assert client_._idle_count == 1 and client_._slots.borrowed_tokens == 1
+
+
+async def test_a_peer_that_never_reads_bounds_the_push_in_time(nursery):
+    """A push far larger than the socket buffers, to a peer that accepts and never reads:
+    the send is cut by the call's time bound, the connection dropped, the next call to
+    an honest peer answered by that peer."""
+    accepted = []
+
+    async def never_read(stream):
+        accepted.append(stream)
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(LOCAL, never_read, 0)
+    deaf = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    fair = Hostile(honest, b"mine")
+    url = await fair.serve(nursery)
+    async with PeerClient() as client_:
+        with pytest.raises(gossip.CallFailed, match="no answer within"):
+            await gossip.post(client_, deaf + "/peer/push", b"p" * (64 << 20), {}, 1.0, 1024)
+        assert client_._slots.borrowed_tokens == 0 and len(accepted) == 1
+        answer = await gossip.post(client_, url + "/peer/pull", b"x", {}, 5.0, 1024)
+        assert answer.content == b"mine"
