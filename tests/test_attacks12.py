@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 import socket
 import struct
+import subprocess
+import tempfile
 
 import h11
 import pytest
@@ -24,8 +27,9 @@ import trio.testing
 from node.cluster import gossip
 from node.cluster.peerhttp import PeerClient
 
-from .nodes import client, converged, eventually, start, trading_events
+from .nodes import DATA_DIRS, client, converged, eventually, start, trading_events
 from .peers import SignedPeer
+from .procs import ROOT, NodeProcess
 from .test_attacks import order
 
 LOCAL = functools.partial(trio.serve_tcp, host="127.0.0.1")
@@ -311,3 +315,85 @@ async def test_a_peer_that_never_reads_bounds_the_push_in_time(nursery):
         assert client_._slots.borrowed_tokens == 0 and len(accepted) == 1
         answer = await gossip.post(client_, url + "/peer/pull", b"x", {}, 5.0, 1024)
         assert answer.content == b"mine"
+
+
+HANGING = 100  # peers that take a request and never answer: more calls than the client's slots
+ORDERS = 30  # placed at the node while its peers attack
+SAMPLE_S = 0.1  # how often the test counts the node's open files
+
+
+async def hang(stream, target, payload):
+    await until_closed(stream)
+    return "close"
+
+
+async def start_logging(node: NodeProcess, stderr) -> None:
+    """``node.start()``, its stderr into ``stderr``."""
+    node.proc = subprocess.Popen(node.command(), cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=stderr, text=True)
+    with trio.fail_after(20):
+        line = await trio.to_thread.run_sync(node.proc.stdout.readline)
+    assert " listening on " in line, line
+    node.url = line.split()[-1]
+    DATA_DIRS[node.url] = node.data_dir
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="counts /proc/PID/fd")
+async def test_a_node_process_among_hanging_and_hostile_peers_stays_bounded_and_quiet(nursery):
+    """``crdtbook node`` given, besides an honest peer, 100 peers that never answer and
+    the 14 hostile ones (more calls at once than its 256 connections): its open files
+    stay under that bound, it answers /status, its orders reach the honest peer, and
+    its stderr holds log lines only (warnings, no traceback)."""
+    peers = [Hostile(attack) for attack in ATTACKS] + [Hostile(hang) for _ in range(HANGING)]
+    urls = [await peer.serve(nursery) for peer in peers]
+    with tempfile.TemporaryDirectory() as root, \
+            open(os.path.join(root, "stderr"), "w+") as stderr:
+        a = NodeProcess(os.path.join(root, "a"))
+        await a.start()
+        p = NodeProcess(os.path.join(root, "p"), a.url, *urls)
+        await start_logging(p, stderr)
+        try:
+            async with client() as http:
+                most, placed, slowest = 0, 0, 0.0
+
+                async def joined() -> bool:
+                    status = (await http.get(f"{p.url}/status")).json()
+                    return status["joined"] and status["caught_up"]
+                await eventually(joined, timeout=30)
+                asked = [len(peer.requests) for peer in peers]
+                with trio.fail_after(90):
+                    while placed < ORDERS or any(len(peer.requests) < n + 3
+                                                 for peer, n in zip(peers, asked, strict=True)):
+                        most = max(most, open_files(p.proc.pid))
+                        status = await http.get(f"{p.url}/status")
+                        assert status.status_code == 200
+                        began = trio.current_time()
+                        await order(http, p.url, "buy", price=str(10 + placed % 5))
+                        slowest = max(slowest, trio.current_time() - began)
+                        placed += 1
+                        await trio.sleep(SAMPLE_S)
+                honest = open_files(a.proc.pid)
+                print(f"open files: at most {most} (the honest peer: {honest}); "
+                      f"{placed} orders, the slowest answered in {slowest:.2f}s")
+
+                async def reached() -> bool:  # the same set at both
+                    there, here = [(await http.get(f"{n.url}/status")).json()
+                                   for n in (a, p)]
+                    return there["digest"] == here["digest"]
+                await eventually(reached, timeout=30)
+        finally:
+            await p.stop()
+            await a.stop()
+        stderr.seek(0)
+        lines = [line for line in stderr.read().splitlines() if line]
+    assert most < 256 + 100
+    assert most <= honest + 256  # the client's connections, and what any node holds
+    # the start line, then warnings only (each clear, one line)
+    assert lines[0].startswith("crdtbook node "), lines[0]
+    assert lines[1:] and all(line.startswith("ts=") and " level=warning " in line
+                             for line in lines[1:]), \
+        [line for line in lines[1:] if " level=warning " not in line][:5]
