@@ -397,3 +397,21 @@ async def test_a_node_process_among_hanging_and_hostile_peers_stays_bounded_and_
     assert lines[1:] and all(line.startswith("ts=") and " level=warning " in line
                              for line in lines[1:]), \
         [line for line in lines[1:] if " level=warning " not in line][:5]
+
+
+async def test_a_peer_answering_before_the_whole_request_came_is_heard(nursery):
+    """A real node refuses a push past its body limit as soon as it is past, and closes:
+    the sender's write then fails (a broken pipe, a reset). httpx read the answer that
+    had come (413 too_large); the client said only "broken pipe". The connection is never
+    reused (the request was not all sent)."""
+    a = await start(nursery)
+    too_large = b"\0" * (gossip.PUSH_BODY_LIMIT + (1 << 20))
+    async with PeerClient() as client_:
+        with pytest.raises(gossip.CallFailed) as refused:
+            await gossip.post(client_, a.url + "/peer/push", too_large,
+                              {"x-crdtbook-book": "default"}, 10.0, 4096, expect=204)
+        assert refused.value.status == 413 and b"too_large" in refused.value.body
+        assert client_._slots.borrowed_tokens == 0
+        hello = await gossip.post(client_, a.url + "/peer/hello?nonce=00", b"", {}, 5.0,
+                                  4096, method="GET")
+        assert b'"replica"' in hello.content

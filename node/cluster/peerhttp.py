@@ -33,7 +33,8 @@ Rules this module keeps
   (``MAX_HEAD``), its body by the caller's ``limit``, read as it arrives.
 * Every wait is a trio checkpoint inside the caller's timeout scope; a
   cancelled or failed exchange never leaves a connection half-read for the
-  next call.
+  next call. A peer that answers before taking the whole request (a 413, a
+  503) and closes: its answer is read and returned, the connection closed.
 * Only ``http://host:port`` URLs (what ``service.normalize_url`` accepts);
   anything else is a ``ValueError`` before a connection is opened.
 """
@@ -67,6 +68,14 @@ class Answer:
 
 class AnswerTooLarge(Exception):
     pass
+
+
+class _AnsweredEarly(Exception):
+    """An answer that came before the request was all sent (its connection is spent)."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__()
+        self.answer = answer
 
 
 @functools.lru_cache(maxsize=1024)
@@ -127,6 +136,9 @@ class PeerClient:
         try:
             answer = await self._exchange(connection, method.encode("ascii"), target, head,
                                           body, limit)
+        except _AnsweredEarly as early:
+            self._drop(connection)  # the request was not all sent: never reused
+            return early.answer
         except BaseException:
             self._drop(connection)
             raise
@@ -140,8 +152,21 @@ class PeerClient:
         if body:
             data += state.send(h11.Data(data=body))
         data += state.send(h11.EndOfMessage())
-        await connection.stream.send_all(data)
-        sent, received = len(data), 0
+        try:
+            await connection.stream.send_all(data)
+        except trio.BrokenResourceError as broken:
+            # The peer stopped reading: it may have answered first (a 413 or a 503 before
+            # the whole body came) and closed. That answer says why (httpx read it too).
+            try:
+                answer = await self._answer(connection, len(data), limit)
+            except Exception:
+                raise broken from None
+            raise _AnsweredEarly(answer) from None
+        return await self._answer(connection, len(data), limit)
+
+    async def _answer(self, connection: _Connection, sent: int, limit: int) -> Answer:
+        state = connection.h11
+        received = 0
         status, headers, chunks, size = 0, {}, [], 0
         while True:
             event = state.next_event()
