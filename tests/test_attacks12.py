@@ -217,10 +217,20 @@ async def wrong_status(stream, target, payload):
     return "keep"
 
 
+async def close_and_keep_alive(stream, target, payload):
+    await stream.send_all(head(204, "connection: keep-alive", "connection: close"))
+    return "dirty"  # asked to close: a next request on it is a client bug
+
+
+async def http10_keep_alive(stream, target, payload):
+    await stream.send_all(head(204, "connection: keep-alive", version="1.0"))
+    return "dirty"
+
+
 ATTACKS = [endless_head, endless_chunks, huge_length_then_silence, trickle,
            endless_informational, switching_protocols, truncated, unfinished_chunks,
            reset_mid_answer, answers_nobody_asked_for, http10_endless, gzip_bomb,
-           huge_head_then_answer, wrong_status]
+           huge_head_then_answer, wrong_status, close_and_keep_alive, http10_keep_alive]
 
 
 async def honest(stream, target, payload):
@@ -229,9 +239,15 @@ async def honest(stream, target, payload):
     return "keep"
 
 
+async def redirect(location, stream, target, payload):
+    await stream.send_all(head(307, f"location: {location}{target.decode()}",
+                               "content-length: 0"))
+    return "keep"
+
+
 async def test_hostile_peers_answers_are_refused_and_the_node_stays_live_and_bounded(
         nursery):
-    """14 hostile peers, one way each, call after call; meanwhile a's orders reach its
+    """17 hostile peers, one way each, call after call; meanwhile a's orders reach its
     honest peer b, a answers /status, and no event the hostile peers' answers carry
     (a member's signed order, whole in most of them) gets in. Forgotten, the hostile
     peers see every connection a opened to them closed."""
@@ -242,7 +258,9 @@ async def test_hostile_peers_answers_are_refused_and_the_node_stays_live_and_bou
         await eventually(lambda: converged(a, b))
         offered = member.place("sell", "1", "77", now_ms=a.node.clock_ms())
         payload = member.blocks([offered], now_ms=a.node.clock_ms())
-        peers = [Hostile(attack, payload) for attack in ATTACKS]
+        lure = Hostile(honest, payload)  # where a redirect points: never followed
+        peers = [Hostile(attack, payload) for attack in ATTACKS] + [
+            Hostile(functools.partial(redirect, await lure.serve(nursery)), payload)]
         for peer in peers:
             a.node.add_peer(await peer.serve(nursery))
         placed = 0
@@ -255,6 +273,7 @@ async def test_hostile_peers_answers_are_refused_and_the_node_stays_live_and_bou
                 await trio.sleep(0.1)  # a cadence: orders keep coming while peers attack
         await eventually(lambda: converged(a, b, events=placed))
         assert [p.dirty_reuse for p in peers] == [0] * len(peers)
+        assert lure.requests == []
         assert trading_events(a.node) == placed  # the member's order is not in
         for peer in peers:
             a.node.forget_peer(peer.url, "a test")
@@ -345,7 +364,7 @@ def open_files(pid: int) -> int:
 @pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="counts /proc/PID/fd")
 async def test_a_node_process_among_hanging_and_hostile_peers_stays_bounded_and_quiet(nursery):
     """``crdtbook node`` given, besides an honest peer, 100 peers that never answer and
-    the 14 hostile ones (more calls at once than its 256 connections): its open files
+    the 16 hostile ones (more calls at once than its 256 connections): its open files
     stay under that bound, it answers /status, its orders reach the honest peer, and
     its stderr holds log lines only (warnings, no traceback)."""
     peers = [Hostile(attack) for attack in ATTACKS] + [Hostile(hang) for _ in range(HANGING)]
