@@ -75,6 +75,7 @@ class Hostile:
         self.accepted = 0
         self.ended = 0
         self.requests: list[bytes] = []
+        self.heads: list[h11.Request] = []
         self.dirty_reuse = 0
         self.url = ""
 
@@ -98,6 +99,7 @@ class Hostile:
                         return
                     self.dirty_reuse += dirty
                     self.requests.append(got[0].target)
+                    self.heads.append(got[0])
                     outcome = await self.act(stream, got[0].target, self.payload)
                     if outcome == "close":
                         return
@@ -434,3 +436,23 @@ async def test_a_peer_answering_before_the_whole_request_came_is_heard(nursery):
         hello = await gossip.post(client_, a.url + "/peer/hello?nonce=00", b"", {}, 5.0,
                                   4096, method="GET")
         assert b'"replica"' in hello.content
+
+
+async def test_peer_urls_other_than_http_host_port_are_refused_before_connecting(nursery):
+    """Ports out of range, userinfo, other schemes: a ValueError before any connection
+    (a refused call). An IPv6 address is a peer like any other, its Host header
+    bracketed."""
+    peer = Hostile(honest)
+    v6 = await nursery.start(functools.partial(trio.serve_tcp, host="::1"), peer._handle, 0)
+    port = v6[0].socket.getsockname()[1]
+    async with PeerClient() as client_:
+        for url in (f"http://[::1]:{port + 65536}/", f"http://[::1]:{port}99999/",
+                    f"https://[::1]:{port}/", f"http://user@[::1]:{port}/",
+                    f"http://:pw@[::1]:{port}/", f"http://[::1:{port}/"):
+            with pytest.raises(gossip.CallFailed, match="ValueError|not an http"):
+                await gossip.post(client_, url + "peer/push", b"x", {}, 2.0, 1024, expect=204)
+        assert peer.accepted == 0 and client_._slots.borrowed_tokens == 0
+        await gossip.post(client_, f"http://[::1]:{port}/peer/push", b"x", {}, 2.0, 1024,
+                          expect=204)
+    assert peer.requests == [b"/peer/push"] and peer.accepted == 1
+    assert dict(peer.heads[0].headers)[b"host"] == f"[::1]:{port}".encode()
