@@ -31,6 +31,7 @@ from .nodes import DATA_DIRS, client, converged, eventually, start, trading_even
 from .peers import SignedPeer
 from .procs import ROOT, NodeProcess
 from .test_attacks import order
+from .test_attacks4 import task_count
 
 LOCAL = functools.partial(trio.serve_tcp, host="127.0.0.1")
 TRICKLE_S = 0.3  # a trickling peer's cadence: one byte per tick
@@ -263,8 +264,11 @@ async def test_hostile_peers_answers_are_refused_and_the_node_stays_live_and_bou
         lure = Hostile(honest, payload)  # where a redirect points: never followed
         peers = [Hostile(attack, payload) for attack in ATTACKS] + [
             Hostile(functools.partial(redirect, await lure.serve(nursery)), payload)]
-        for peer in peers:
-            a.node.add_peer(await peer.serve(nursery))
+        urls = [await peer.serve(nursery) for peer in peers]
+        await trio.testing.wait_all_tasks_blocked()
+        tasks = task_count()
+        for url in urls:
+            a.node.add_peer(url)
         placed = 0
         with trio.fail_after(60):
             while not all(len(p.requests) >= 3 for p in peers):
@@ -283,6 +287,7 @@ async def test_hostile_peers_answers_are_refused_and_the_node_stays_live_and_bou
         # the idle kept-alive ones by the client's sweep)
         await eventually(lambda: [p.open for p in peers] == [0] * len(peers))
         await eventually(lambda: a.node.client._slots.borrowed_tokens <= 4)
+        await eventually(lambda: task_count() <= tasks + 4)  # no call left behind
         # control: the same answer, served honestly, gets in
         fair = Hostile(honest, payload)
         a.node.add_peer(await fair.serve(nursery))
