@@ -18,19 +18,23 @@ Connections: an answered exchange whose connection h11 says may carry another
 its address; the next call to that address takes the newest, unless it has
 been idle past ``idle_expiry`` (a peer closes a connection idle for its
 keep-alive timeout: reusing one near that age races the close) or the socket
-is readable (the peer closed it, or sent what nobody asked for). Anything
-else (an error, a timeout, a cancellation, a connection the peer asked to
-close) closes the connection.
+is readable (the peer closed it, or sent what nobody asked for). Every
+``idle_expiry`` or so, a call also closes such connections of every other
+address: a peer never called again (forgotten, gone) must not keep one open
+for ever. Anything else (an error, a timeout, a cancellation, a connection
+the peer asked to close) closes the connection.
 
 Rules this module keeps
 -----------------------
 * Every bound of the old client holds: at most ``max_connections`` open at
   once (a call waits for one, within its caller's time bound), at most
-  ``max_idle`` idle ones kept, an answer's head bounded by h11
+  ``max_idle`` idle ones kept (none idle much past ``idle_expiry`` while
+  calls go on), an answer's head bounded by h11
   (``MAX_HEAD``), its body by the caller's ``limit``, read as it arrives.
 * Every wait is a trio checkpoint inside the caller's timeout scope; a
   cancelled or failed exchange never leaves a connection half-read for the
-  next call.
+  next call. A peer that answers before taking the whole request (a 413, a
+  503) and closes: its answer is read and returned, the connection closed.
 * Only ``http://host:port`` URLs (what ``service.normalize_url`` accepts);
   anything else is a ``ValueError`` before a connection is opened.
 """
@@ -64,6 +68,14 @@ class Answer:
 
 class AnswerTooLarge(Exception):
     pass
+
+
+class _AnsweredEarly(Exception):
+    """An answer that came before the request was all sent (its connection is spent)."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__()
+        self.answer = answer
 
 
 @functools.lru_cache(maxsize=1024)
@@ -104,6 +116,7 @@ class PeerClient:
         self._tokens: dict[_Connection, object] = {}  # each open connection's slot
         self.max_idle = max_idle
         self.idle_expiry = idle_expiry
+        self._sweep_at = 0.0  # when a call next closes stale idle connections everywhere
         self._agent = user_agent.encode("ascii")
         self.closed = False
 
@@ -123,6 +136,9 @@ class PeerClient:
         try:
             answer = await self._exchange(connection, method.encode("ascii"), target, head,
                                           body, limit)
+        except _AnsweredEarly as early:
+            self._drop(connection)  # the request was not all sent: never reused
+            return early.answer
         except BaseException:
             self._drop(connection)
             raise
@@ -136,8 +152,21 @@ class PeerClient:
         if body:
             data += state.send(h11.Data(data=body))
         data += state.send(h11.EndOfMessage())
-        await connection.stream.send_all(data)
-        sent, received = len(data), 0
+        try:
+            await connection.stream.send_all(data)
+        except trio.BrokenResourceError as broken:
+            # The peer stopped reading: it may have answered first (a 413 or a 503 before
+            # the whole body came) and closed. That answer says why (httpx read it too).
+            try:
+                answer = await self._answer(connection, len(data), limit)
+            except Exception:
+                raise broken from None
+            raise _AnsweredEarly(answer) from None
+        return await self._answer(connection, len(data), limit)
+
+    async def _answer(self, connection: _Connection, sent: int, limit: int) -> Answer:
+        state = connection.h11
+        received = 0
         status, headers, chunks, size = 0, {}, [], 0
         while True:
             event = state.next_event()
@@ -165,20 +194,42 @@ class PeerClient:
             # an InformationalResponse (100 Continue): the real answer follows
 
     def _reusable(self, address: tuple[str, int]) -> _Connection | None:
-        idle = self._idle.get(address)
         now = trio.current_time()
+        if now >= self._sweep_at:
+            self._sweep(now)
+        idle = self._idle.get(address)
         found = None
         while idle and found is None:
             connection = idle.pop()
             self._idle_count -= 1
-            if now - connection.idle_since < self.idle_expiry \
-                    and not connection.stream.socket.is_readable():
+            if self._fresh(connection, now):
                 found = connection
             else:
                 self._drop(connection)  # old, closed by the peer, or sent something unasked
         if idle is not None and not idle:
             del self._idle[address]
         return found
+
+    def _fresh(self, connection: _Connection, now: float) -> bool:
+        return now - connection.idle_since < self.idle_expiry \
+            and not connection.stream.socket.is_readable()
+
+    def _sweep(self, now: float) -> None:
+        """Close the idle connections of every address that may not be reused."""
+        self._sweep_at = now + self.idle_expiry
+        for address in list(self._idle):
+            idle = self._idle[address]
+            kept = [connection for connection in idle if self._fresh(connection, now)]
+            if len(kept) == len(idle):
+                continue
+            for connection in idle:
+                if connection not in kept:
+                    self._drop(connection)
+            self._idle_count -= len(idle) - len(kept)
+            if kept:
+                self._idle[address] = kept
+            else:
+                del self._idle[address]
 
     async def _open(self, address: tuple[str, int]) -> _Connection:
         if self.closed:
