@@ -47,7 +47,9 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-MAX_HEAD = 64 * 1024  # bytes of an answer's status line and headers
+# bytes of an answer's unfinished head h11 holds: a head that ends within one more
+# read (RECEIVE) passes, so at most MAX_HEAD + RECEIVE in all
+MAX_HEAD = 64 * 1024
 RECEIVE = 64 * 1024  # bytes per socket read
 
 
@@ -167,7 +169,9 @@ class PeerClient:
     async def _answer(self, connection: _Connection, sent: int, limit: int) -> Answer:
         state = connection.h11
         received = 0
-        status, headers, chunks, size = 0, {}, [], 0
+        # One growing buffer, not a list of chunks: a peer answering in 1-byte chunks
+        # would cost a bytes object per byte (about 50 MB for 8 MB of answer).
+        status, named, body = 0, {}, bytearray()
         while True:
             event = state.next_event()
             if event is h11.NEED_DATA:
@@ -177,18 +181,18 @@ class PeerClient:
                 continue
             kind = type(event)
             if kind is h11.Data:
-                size += len(event.data)
-                if size > limit:
+                body += event.data
+                if len(body) > limit:
                     raise AnswerTooLarge(f"answer larger than {limit} bytes")
-                chunks.append(event.data)
             elif kind is h11.Response:
                 status = event.status_code
                 for name, value in event.headers:
-                    key = name.decode("latin-1")
-                    value = value.decode("latin-1")
-                    headers[key] = f"{headers[key]}, {value}" if key in headers else value
+                    # joined at the end: joining as they come is quadratic in a
+                    # head of thousands of repeats of one name
+                    named.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
             elif kind is h11.EndOfMessage:
-                return Answer(status, headers, b"".join(chunks), sent, received)
+                headers = {key: ", ".join(values) for key, values in named.items()}
+                return Answer(status, headers, bytes(body), sent, received)
             elif kind is h11.ConnectionClosed:
                 raise h11.RemoteProtocolError("the peer closed the connection")
             # an InformationalResponse (100 Continue): the real answer follows
