@@ -18,17 +18,18 @@ keep-alive connections closed).
 Every connection's stream is wrapped (``Guarded``) before hypercorn gets it.
 hypercorn writes an HTTP/1 answer's head and body with two sends: asgi.py
 asks the guard (``hold_next``) to keep the head until the body comes, so the
-client gets one segment and wakes once; the WebSocket sender does the same
-with the frames it has queued (one write for all, up to ``SEND_CHUNK``).
+client gets one segment and wakes once; the WebSocket sender hands hypercorn
+the frames it has queued in one message (asgi.FramesAtOnce: one write for
+all, up to ``SEND_CHUNK``).
 hypercorn writes to a socket inside a shielded scope, so a client that never
 reads would hold its connection, and the task writing to it, for ever (a
 graceful stop included): a ``Guarded`` send that makes no progress for
 ``SEND_STALL_S`` resets the connection instead (an abortive close: the
-unsent bytes are dropped, not kept by the kernel for minutes behind a FIN). A WebSocket connection also
-asks its guard (found through ``current()``, a context variable the
-connection's tasks inherit) to close it when nothing at all arrives for a
-while (``idle_after``): hypercorn pings it, and a live client's pongs are
-bytes that arrive.
+unsent bytes are dropped, not kept by the kernel for minutes behind a
+FIN). A WebSocket connection also asks its guard (found through
+``current()``, a context variable the connection's tasks inherit) to close
+it when nothing at all arrives for a while (``idle_after``): hypercorn pings
+it, and a live client's pongs are bytes that arrive.
 
 hypercorn's per-connection handler runs as ``Connection``, which keeps its
 behaviour at a lower cost per request: one keep-alive timer task per

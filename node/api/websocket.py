@@ -28,7 +28,11 @@ connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
   the one before was being written), then each order gets its answer.
   That is how one connection places thousands of single orders a second;
 * the sender writes the outgoing queue to the socket: what is queued when it
-  looks goes out in one write (``Guarded.hold_next``), not one per message.
+  looks (up to ``SEND_CHUNK`` characters, or one larger message) goes to
+  hypercorn in one node-private ``SEND_MANY`` message (asgi.FramesAtOnce:
+  each text its own frame, one pass through the connection's send lock, one
+  write), not one ``websocket.send`` each; under a server without it, each
+  frame waits for the next in the guard (``Guarded.hold_next``) instead.
   A connection that opted in (``{"op": "options", "batch_answers": true}``)
   gets the answers queued together in one ``answers`` frame (at most
   ``MAX_ANSWERS_FRAME`` characters, or one answer): each frame costs hypercorn
