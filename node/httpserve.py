@@ -18,16 +18,18 @@ keep-alive connections closed).
 Every connection's stream is wrapped (``Guarded``) before hypercorn gets it.
 hypercorn writes an HTTP/1 answer's head and body with two sends: asgi.py
 asks the guard (``hold_next``) to keep the head until the body comes, so the
-client gets one segment and wakes once; the WebSocket sender does the same
-with the frames it has queued (one write for all, up to ``SEND_CHUNK``).
+client gets one segment and wakes once; the WebSocket sender hands hypercorn
+the frames it has queued in one message (asgi.FramesAtOnce: one write for
+all, up to ``SEND_CHUNK``).
 hypercorn writes to a socket inside a shielded scope, so a client that never
 reads would hold its connection, and the task writing to it, for ever (a
 graceful stop included): a ``Guarded`` send that makes no progress for
-``SEND_STALL_S`` closes the connection instead. A WebSocket connection also
-asks its guard (found through ``current()``, a context variable the
-connection's tasks inherit) to close it when nothing at all arrives for a
-while (``idle_after``): hypercorn pings it, and a live client's pongs are
-bytes that arrive.
+``SEND_STALL_S`` resets the connection instead (an abortive close: the
+unsent bytes are dropped, not kept by the kernel for minutes behind a
+FIN). A WebSocket connection also asks its guard (found through
+``current()``, a context variable the connection's tasks inherit) to close
+it when nothing at all arrives for a while (``idle_after``): hypercorn pings
+it, and a live client's pongs are bytes that arrive.
 
 hypercorn's per-connection handler runs as ``Connection``, which keeps its
 behaviour at a lower cost per request: one keep-alive timer task per
@@ -43,7 +45,7 @@ server of a node (HTTP and PeerRPC), so together they stay under the limit.
 Rules this module keeps
 -----------------------
 * Never more than the cap of connections open at once, across the node's servers.
-* A send stalled for ``SEND_STALL_S`` ends its connection, and its tasks.
+* A send stalled for ``SEND_STALL_S`` ends its connection (a reset), and its tasks.
 * A connection that broke (a reset, or hypercorn closed it) ends its tasks
   at once; one whose peer closed its sending side, within ``GONE_GRACE_S``.
 * A connection idle for hypercorn's ``keep_alive_timeout`` is closed (so is an
@@ -62,10 +64,13 @@ Rules this module keeps
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import errno
 import math
 import select
+import socket
+import struct
 
 import trio
 from hypercorn.config import Config
@@ -91,6 +96,7 @@ _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 SEND_STALL_S = 20.0  # a send to a client that accepts no byte for this long ends the connection
 SEND_CHUNK = 64 * 1024  # the stall clock restarts after each chunk the kernel took
 GONE_GRACE_S = 5.0  # a connection whose peer closed its side ends this soon after
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 
 
 class Guarded:
@@ -211,8 +217,18 @@ class Guarded:
                 # WebSocket app that stopped taking frames (its answers unread)
                 # never would: that task, and the connection's slot, waited for ever.
                 self._gone(0.0)
+                self._abort()
                 await self._stream.aclose()
                 raise trio.BrokenResourceError(f"the client read nothing for {SEND_STALL_S}s")
+
+    def _abort(self) -> None:
+        """Make the close that follows a reset (RST), its unsent bytes dropped. A plain
+        close queues its FIN behind them: the kernel then keeps the socket, and
+        what it holds, for minutes, offering them to a client whose window stays
+        shut; a client that still sends is not told either while the socket's
+        receive queue is empty at the close (its data only meets a zero window)."""
+        with contextlib.suppress(OSError, AttributeError):  # gone, or not a socket (a test's)
+            self._stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
 
 class Connection(TCPServer):

@@ -3,8 +3,12 @@ WebSocket frames go out together, and nothing held is ever left behind."""
 
 from __future__ import annotations
 
+import socket
+
+import pytest
 import trio
 
+from node import httpserve
 from node.httpserve import Guarded
 
 
@@ -47,3 +51,25 @@ async def test_unhold_and_flush_leave_nothing_behind():
     assert stream.writes == [b"ping", b"head"] and guard.held == 0
     await guard.flush()  # nothing held: no write
     assert stream.writes == [b"ping", b"head"]
+
+
+STALL_S = 0.3  # the send-stall cut, shortened for the test
+
+
+async def test_a_stalled_send_resets_the_connection(monkeypatch):
+    """The cut is a reset: the client learns at once, and the kernel keeps no socket
+    (with the unsent bytes) behind a FIN it cannot deliver."""
+    monkeypatch.setattr(httpserve, "SEND_STALL_S", STALL_S)
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server = await listener.accept()
+    guard = Guarded(server)
+    with pytest.raises(trio.BrokenResourceError), trio.fail_after(30):
+        while True:  # the client reads nothing: the kernel's buffers fill, then it stalls
+            await guard.send_all(b"x" * 65536)
+    with pytest.raises(trio.BrokenResourceError), trio.fail_after(10):  # not EOF: a reset
+        while await client.receive_some(65536):
+            pass
+    await client.aclose()
+    await listener.aclose()

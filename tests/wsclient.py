@@ -10,6 +10,7 @@ import trio
 from trio_websocket import open_websocket_url, wrap_client_stream
 
 from crdtbook.amount import parse_amount
+from node.cli import wsclient  # noqa: F401  (trio-websocket answers no ping once closing)
 
 WAIT_S = 15.0
 CLOSE_S = 5.0  # a close handshake with a node that may read nothing more

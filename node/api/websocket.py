@@ -28,7 +28,11 @@ connection past ``MAX_CONNECTIONS`` (503); otherwise it accepts and runs a
   the one before was being written), then each order gets its answer.
   That is how one connection places thousands of single orders a second;
 * the sender writes the outgoing queue to the socket: what is queued when it
-  looks goes out in one write (``Guarded.hold_next``), not one per message.
+  looks (up to ``SEND_CHUNK`` characters, or one larger message) goes to
+  hypercorn in one node-private ``SEND_MANY`` message (asgi.FramesAtOnce:
+  each text its own frame, one pass through the connection's send lock, one
+  write), not one ``websocket.send`` each; under a server without it, each
+  frame waits for the next in the guard (``Guarded.hold_next``) instead.
   A connection that opted in (``{"op": "options", "batch_answers": true}``)
   gets the answers queued together in one ``answers`` frame (at most
   ``MAX_ANSWERS_FRAME`` characters, or one answer): each frame costs hypercorn
@@ -68,7 +72,15 @@ import trio
 from crdtbook.replica import ReplicaError
 
 from .. import httpserve, logs
-from ..asgi import MAX_DETAIL, WS_MAX_MESSAGE, WS_PING_EVERY_S, BadRequest, dumps, queued_first
+from ..asgi import (
+    MAX_DETAIL,
+    SEND_MANY,
+    WS_MAX_MESSAGE,
+    WS_PING_EVERY_S,
+    BadRequest,
+    dumps,
+    queued_first,
+)
 from . import auth, history, orderentry, views
 from .requests import parse_json, parse_order, parse_order_id
 from .streams import Hub, Subscription, Tally
@@ -254,6 +266,11 @@ class Outbox:
         while not self.items:
             self._filled = trio.Event()
             await self._filled.wait()
+        return self.take_nowait()
+
+    def take_nowait(self) -> tuple[object, str] | None:
+        if not self.items:
+            return None
         tag, text = self.items.popleft()
         self._taken(len(text))
         return tag, text
@@ -280,8 +297,10 @@ class Outbox:
 
 
 class Connection:
-    def __init__(self, node, hub: Hub, token: str | None, send) -> None:
+    def __init__(self, node, hub: Hub, token: str | None, send,
+                 send_many: bool = False) -> None:
         self.node = node
+        self.send_many = send_many  # the server takes SEND_MANY (asgi.FramesAtOnce)
         self.hub = hub
         self.token = token  # checked again at each use: a revoked token stops at once
         self._send = send
@@ -382,10 +401,20 @@ class Connection:
                                   "reason": self.close_reason})
                 cancel_scope.cancel()
                 return
-            if tag is RESET:
-                self.resets_unsent -= 1
-            elif tag is BATCHABLE:
-                text = self.outbox.take_answers(text)
+            text = self._framed(tag, text)
+            if self.send_many:
+                # Every message queued now, each its own frame, in one hypercorn call:
+                # one pass through the connection's send lock and one write for all.
+                texts, size = [text], len(text)
+                while size < httpserve.SEND_CHUNK:
+                    item = self.outbox.take_nowait()
+                    if item is None:
+                        break
+                    text = self._framed(*item)
+                    texts.append(text)
+                    size += len(text)
+                await self._send({"type": SEND_MANY, "texts": texts})
+                continue
             # More queued: this frame waits for the next one (httpserve.Guarded), so
             # the answers of a batch leave in one write, not one syscall each.
             holding = guard is not None and bool(self.outbox.items) \
@@ -395,6 +424,15 @@ class Connection:
             await self._send({"type": "websocket.send", "text": text})
             if holding:
                 guard.unhold()  # (a no-op once the frame was written)
+
+    def _framed(self, tag: object, text: str) -> str:
+        """The text of the frame that takes outgoing message ``text`` (and, for an
+        answer of a connection that opted in, the answers queued after it)."""
+        if tag is RESET:
+            self.resets_unsent -= 1
+        elif tag is BATCHABLE:
+            return self.outbox.take_answers(text)
+        return text
 
     async def _processor(self) -> None:
         pending: Command | None = None  # parsed, not yet processed: at most one
@@ -641,7 +679,8 @@ async def serve(node, scope: dict, receive, send) -> None:
         if guard is not None:
             guard.idle_after(IDLE_S)
         await send({"type": "websocket.accept"})
-        await Connection(node, hub, token, send).run(receive)
+        send_many = SEND_MANY in (scope.get("extensions") or {})
+        await Connection(node, hub, token, send, send_many).run(receive)
     finally:
         hub.connections -= 1
 

@@ -29,7 +29,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from crdtbook.amount import parse_amount
 
-from . import render
+from . import render, wsclient  # noqa: F401  (wsclient: a trio-websocket fix)
 from .client import CliError
 from .output import Output
 
