@@ -219,7 +219,8 @@ async def test_many_connections_that_never_read_share_a_bounded_queue(proc):
         async with trio.open_nursery() as nursery:
             for _ in range(READERS):
                 nursery.start_soon(stuck)
-            await nodes.eventually(lambda: subscribed[0] == READERS, timeout=10)
+            # a liveness bound: 9 s seen at load 4-5, the node building depth-1000 snapshots
+            await nodes.eventually(lambda: subscribed[0] == READERS, timeout=60)
             async with connect(proc.url) as ws:  # a reader is served meanwhile
                 assert (await ws.call(op="subscribe", id=1, channel="book", depth=5))["ok"]
                 assert (await ws.next())["type"] == "snapshot"
