@@ -8,11 +8,10 @@ gets a 505 and a closed connection; ``Upgrade: h2c`` is served as HTTP/1.1.
 
 from __future__ import annotations
 
-import h2.config
-import h2.connection
 import trio
 
 from .nodes import start
+from .test_attacks11 import h2_opening
 
 READ_FOR_S = 10.0  # a bound on reading one short exchange, not a measure of speed
 
@@ -32,19 +31,9 @@ async def exchange(url: str, data: bytes) -> bytes:
     return received
 
 
-def h2_requests(streams: int) -> bytes:
-    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    client.initiate_connection()
-    for i in range(streams):
-        client.send_headers(1 + 2 * i, [(":method", "GET"), (":path", "/status"),
-                                        (":scheme", "http"), (":authority", "node")],
-                            end_stream=True)
-    return client.data_to_send()
-
-
 async def test_http2_prior_knowledge_gets_505_and_no_request_runs(nursery):
     node = await start(nursery)
-    answer = await exchange(node.url, h2_requests(50))
+    answer = await exchange(node.url, h2_opening(50))
     assert answer.startswith(b"HTTP/1.1 505 "), answer[:80]
     assert b"connection: close" in answer.lower()
     assert answer.count(b"HTTP/1.1") == 1  # one answer, then the close: no stream ran
