@@ -27,6 +27,10 @@ Rules this module keeps
 * Work is linear in the number of items scanned and stops at the cap: a
   refused message costs no more than ``max_items`` steps.
 * Pure: no I/O, no imports beyond the standard library.
+* ``scan_proving`` proves a long array only if it is the item's one long
+  array and every entry of it matched the pattern in one run: a decoder may
+  then take the types of that array's entries as the pattern's (codec.py),
+  never a range.
 
 Speed: a delta is mostly one long array of events, ten items each, and a
 Python step per item is half the cost of decoding it. So the entries of a

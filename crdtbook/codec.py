@@ -32,6 +32,12 @@ passes, so tags are refused before anything is decoded and a message of
 millions of empty arrays costs nothing. Only this node's own snapshots are
 decoded unscanned (``trusted``: they hold integers beyond 64 bits). Values
 quoted back in an error are cut (``dot.shown``).
+
+A delta's events are the hot loop (``events_from_wire``). When the scan
+proves the message's one long array (``cborscan.scan_proving``: every entry
+an order or a cancel in its pattern's exact shape, so every field's type),
+``_proven_events`` builds it by the same range, id and account rules without
+the type tests; anything else takes the usual loop.
 """
 
 from __future__ import annotations

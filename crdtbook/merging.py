@@ -27,6 +27,9 @@ Rules this module keeps
   in-order paths append it without comparing it with the log's last event.
 * Deltas no honest peer sends (events under this replica's own id that it
   did not make, removals) are refused before anything changes.
+* ``_merge_into_empty`` (a replay into a replica that has seen nothing)
+  takes only deltas for which the general path could reject, remove or
+  defer nothing, and declines the rest having changed nothing.
 """
 
 from __future__ import annotations
