@@ -27,6 +27,10 @@ Rules this module keeps
 * Work is linear in the number of items scanned and stops at the cap: a
   refused message costs no more than ``max_items`` steps.
 * Pure: no I/O, no imports beyond the standard library.
+* ``scan_proving`` proves a long array only if it is the item's one long
+  array and every entry of it matched the pattern in one run: a decoder may
+  then take the types of that array's entries as the pattern's (codec.py),
+  never a range.
 
 Speed: a delta is mostly one long array of events, ten items each, and a
 Python step per item is half the cost of decoding it. So the entries of a
@@ -104,7 +108,29 @@ def scan(data: bytes | bytearray | memoryview, max_items: int = MAX_ITEMS,
 
     ``plain``: walk every item in Python, without the pattern (the reference
     the tests hold the fast way to: same count, same refusal, same words)."""
+    return _walk(data, max_items, max_depth, plain)[0]
+
+
+def scan_proving(data: bytes | bytearray | memoryview) -> bool:
+    """``scan`` with the default caps (same refusals); and whether the item holds
+    exactly one long array (24 entries or more), every entry of which matched
+    ``_EVENT``: an order or a cancel array in exactly the pattern's shape.
+
+    What that proves to a decoder (codec.py): an array of 24 entries or more
+    in the decoded item *is* that array (it is the only one), and each of its
+    entries is a list of 9 (tag 0, text, int, int, side 0..23, type 0..23,
+    int, int, text) or of 6 (tag 1, text, int, int, text, int), every int
+    unsigned. Ranges, ids and accounts are not proven."""
+    _, longs, proven = _walk(data, MAX_ITEMS, MAX_DEPTH, False)
+    return longs == 1 and proven == 1
+
+
+def _walk(data: bytes | bytearray | memoryview, max_items: int, max_depth: int,
+          plain: bool) -> tuple[int, int, int]:
+    """The scan: (items, long arrays seen, long arrays whose every entry matched
+    ``_EVENT`` in one run)."""
     data = bytes(data) if not isinstance(data, bytes) else data
+    longs = proven = 0
     end = len(data)
     size = _SIZE
     pos = 0
@@ -158,10 +184,14 @@ def scan(data: bytes | bytearray | memoryview, max_items: int = MAX_ITEMS,
                     raise ScanError(f"nested deeper than {max_depth}")
                 stack.append(todo)
                 todo = children
-                if major == 4 and info >= 24 and len(stack) < max_depth and not plain:
-                    # a long array (the events of a message): plain events in C first
-                    runs.append(len(stack))
-                    pos, todo, items = _events(data, pos, todo, items, max_items)
+                if major == 4 and info >= 24:
+                    longs += 1
+                    if len(stack) < max_depth and not plain:
+                        # a long array (the events of a message): plain events in C first
+                        runs.append(len(stack))
+                        pos, todo, items = _events(data, pos, todo, items, max_items)
+                        if not todo:
+                            proven += 1
             if not stack:
                 break
             todo = stack.pop()
@@ -177,7 +207,7 @@ def scan(data: bytes | bytearray | memoryview, max_items: int = MAX_ITEMS,
         raise ScanError(f"truncated at byte {end}")
     if pos != end:
         raise ScanError(f"{end - pos} trailing bytes after the message")
-    return items
+    return items, longs, proven
 
 
 def _events(data: bytes, pos: int, todo: int, items: int, max_items: int
@@ -203,4 +233,4 @@ def _refusal(major: int, info: int, pos: int) -> str:
     return f"reserved additional information {info} at byte {pos}"
 
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "ScanError", "scan"]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "ScanError", "scan", "scan_proving"]

@@ -32,6 +32,12 @@ passes, so tags are refused before anything is decoded and a message of
 millions of empty arrays costs nothing. Only this node's own snapshots are
 decoded unscanned (``trusted``: they hold integers beyond 64 bits). Values
 quoted back in an error are cut (``dot.shown``).
+
+A delta's events are the hot loop (``events_from_wire``). When the scan
+proves the message's one long array (``cborscan.scan_proving``: every entry
+an order or a cancel in its pattern's exact shape, so every field's type),
+``_proven_events`` builds it by the same range, id and account rules without
+the type tests; anything else takes the usual loop.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import cbor2
 
 from .amount import MAX_UNITS
 from .aworset import AWORSet
-from .cborscan import ScanError, scan
+from .cborscan import ScanError, scan, scan_proving
 from .clock import MAX_CLOCK
 from .context import CausalContext
 from .dot import MAX_SEQ, DotError, check_replica, show_int, shown
@@ -137,13 +143,25 @@ def encode_delta(delta: AWORSet, claims=()) -> bytes:
 
 # -- decoding -------------------------------------------------------------
 def _loads(data: object, kind: str, trusted: bool = False) -> dict:
+    return _loads_proving(data, kind, trusted)[0]
+
+
+def _loads_proving(data: object, kind: str, trusted: bool = False) -> tuple[dict, bool]:
+    """``_loads``, and whether the scan proved the message's one long array (see
+    ``cborscan.scan_proving``; never for trusted bytes, which are not scanned)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"{kind}: expected bytes, got {type(data).__name__}")
     if len(data) > MAX_BYTES:
         raise CodecError(f"{kind}: message of {len(data)} bytes exceeds {MAX_BYTES}")
     if not data:
         raise CodecError(f"{kind}: empty message")
-    message = loads(data, kind, trusted)
+    proven = False
+    if not trusted:
+        try:
+            proven = scan_proving(data)  # also refuses trailing bytes
+        except ScanError as exc:
+            raise CodecError(f"{kind}: refused CBOR ({exc})") from None
+    message = loads(data, kind, trusted=True)  # scanned just above (or trusted)
     if not isinstance(message, dict):
         raise CodecError(f"{kind}: message must be a map, got {_name(message)}")
     version = message.get("v")
@@ -152,7 +170,7 @@ def _loads(data: object, kind: str, trusted: bool = False) -> dict:
                          f"(this node speaks {VERSION})")
     if message.get("kind") != kind:
         raise CodecError(f"expected a {kind} message, got kind {shown(message.get('kind'))}")
-    return message
+    return message, proven
 
 
 def loads(data: bytes | bytearray | memoryview, what: str, trusted: bool = False) -> Any:
@@ -302,9 +320,9 @@ def decode_context_claims(data: bytes) -> tuple[CausalContext, list[Claim]]:
 
 @_total
 def decode_delta_claims(data: bytes) -> tuple[AWORSet, list[Claim]]:
-    message = _loads(data, "delta")
+    message, proven = _loads_proving(data, "delta")
     claims = claims_from_wire(message.get("claims", []))
-    return _delta_from_message(message), claims
+    return _delta_from_message(message, proven), claims
 
 
 @_total
@@ -321,13 +339,17 @@ def decode_context(data: bytes) -> CausalContext:
 
 @_total
 def decode_delta(data: bytes) -> AWORSet:
-    return _delta_from_message(_loads(data, "delta"))
+    return _delta_from_message(*_loads_proving(data, "delta"))
 
 
-def _delta_from_message(message: dict) -> AWORSet:
+def _delta_from_message(message: dict, proven: bool = False) -> AWORSet:
+    """``proven``: the scan proved the message's one long array (cborscan.scan_proving)."""
     items = _list(_field(message, "events", "delta"), "delta events", MAX_EVENTS)
     context = context_from_wire(_field(message, "context", "delta"), "delta context")
-    events = events_from_wire(items, "delta event", _Names())
+    if proven and len(items) >= _LONG:  # then it is the array the scan proved
+        events = _proven_events(items, "delta event", _Names())
+    else:
+        events = events_from_wire(items, "delta event", _Names())
     store: dict[str, dict[int, Order | Cancel]] = {}
     for event in events:
         seqs = store.get(event[1])
@@ -427,6 +449,52 @@ def events_from_wire(items: list, where: str = "event",
                         append(_new(Cancel, (clock, replica, seq, CANCEL, target_replica,
                                              target_seq)))
                         continue
+        append(event_from_wire(item, f"{where} {len(out)}"))
+    return out
+
+
+_LONG = 24  # entries from which CBOR writes an array's length after its first byte
+
+
+def _proven_events(items: list, where: str, names: _Names) -> list[Order | Cancel]:
+    """``events_from_wire`` for an array the scan proved (``cborscan.scan_proving``):
+    every entry a list of 9 (an order: tag 0, text, then ints but the account,
+    side and type below 24) or of 6 (a cancel: tag 1, text, int, int, text,
+    int), every int unsigned. So no type is tested here; every range, id and
+    account is, by the same rules, and anything that fails one goes the
+    careful way (``event_from_wire``), which says what is wrong. The loop is
+    ``events_from_wire``'s less its type tests (keep the two alike:
+    tests/test_codec_proven.py holds them to the same events and refusals).
+    """
+    out: list = []
+    append = out.append
+    replicas, accounts = names.replicas, names.accounts
+    for item in items:
+        if len(item) == 9:
+            _, replica, seq, clock, side, kind, price, qty, account = item
+            if (
+                0 < seq <= MAX_SEQ and 0 < clock <= MAX_CLOCK and side < 2 and kind < 5
+                and 0 < qty <= MAX_UNITS
+                and ((0 < price <= MAX_UNITS) if kind != 1 else price == 0)
+            ):
+                replica = replicas.get(replica) or names.replica(replica)
+                account = accounts.get(account)
+                if account is None:
+                    account = names.account(item[8])
+                if replica is not None and account is not None:
+                    append(_new(Order, (clock, replica, seq, ORDER, SIDES[side],
+                                        TYPES[kind], price, qty, account)))
+                    continue
+        else:
+            _, replica, seq, clock, target_replica, target_seq = item
+            if 0 < seq <= MAX_SEQ and 0 < clock <= MAX_CLOCK and 0 < target_seq <= MAX_SEQ:
+                replica = replicas.get(replica) or names.replica(replica)
+                target_replica = (replicas.get(target_replica)
+                                  or names.replica(target_replica))
+                if replica is not None and target_replica is not None:
+                    append(_new(Cancel, (clock, replica, seq, CANCEL, target_replica,
+                                         target_seq)))
+                    continue
         append(event_from_wire(item, f"{where} {len(out)}"))
     return out
 

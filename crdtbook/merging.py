@@ -27,6 +27,9 @@ Rules this module keeps
   in-order paths append it without comparing it with the log's last event.
 * Deltas no honest peer sends (events under this replica's own id that it
   did not make, removals) are refused before anything changes.
+* ``_merge_into_empty`` (a replay into a replica that has seen nothing)
+  takes only deltas for which the general path could reject, remove or
+  defer nothing, and declines the rest having changed nothing.
 """
 
 from __future__ import annotations
@@ -66,7 +69,66 @@ class Merging:
         self._refuse(delta)
         # _refuse checked that the delta carries every dot its context covers:
         # it removes nothing, so the join may skip looking for removals.
+        if not self.state.context.vv and not self.state.context.cloud:
+            added = self._merge_into_empty(delta)
+            if added is not None:
+                return added
         return self._merge_general(delta, additive=True)
+
+    def _merge_into_empty(self, delta: AWORSet) -> int | None:
+        """``_merge_general`` of an additive delta into a replica that has seen
+        nothing (a replay: restart, snapshot, a new node's first pull), in a
+        few passes at C speed; None, having changed nothing, for any delta
+        it is not sure of, which then takes the general way.
+
+        It takes the delta whose every origin is a run: its seqs exactly
+        1..n in ascending order (no gap, no cloud), clocks strictly
+        increasing along them, orders and cancels only, every clock past the
+        final frontier; and a replica whose engine, chains and cutoffs hold
+        nothing either. Then every event is new, nothing is rejected by its
+        chain, nothing is removed or replaced, and every event reaches the
+        engine: the general path's result, with each event's clock read once
+        (for its chain, the hybrid clock and the sort) and no lookups by seq.
+        ``tests/test_bulk_paths.py`` holds the two to the same replica.
+        """
+        state, engine = self.state, self.engine
+        if (state.store or engine.log or engine.invalid or self._chain_clock
+                or self._poisoned or self._cutoff or delta.context.cloud):
+            return None
+        vv = delta.context.vv
+        store = delta.store
+        if len(vv) != len(store):
+            return None
+        runs = []
+        for replica in sorted(store):
+            seqs = store[replica]
+            top = vv.get(replica)
+            if top is None or len(seqs) != top or list(seqs) != list(range(1, top + 1)):
+                return None
+            run = list(seqs.values())
+            if not _PLAIN.issuperset(map(type, run)):
+                return None  # a membership event (or anything else): the general way
+            clocks = list(map(_clock, run))
+            if not clocks[0] > self._final or not all(map(lt, clocks, islice(clocks, 1, None))):
+                return None
+            runs.append((replica, seqs, run, clocks[-1]))
+        added: list = []
+        for replica, seqs, run, last in runs:
+            state.store[replica] = dict(seqs)
+            self._chain_clock[replica] = last
+            added.extend(run)
+        state.context.merge(delta.context)
+        if not added:
+            return 0
+        self.clock.observe(max(last for _, _, _, last in runs))
+        self._unhashed.extend(added)
+        if self._fresh is not None:
+            self._fresh.extend(added)
+        self._events_total += len(added)
+        # In dot order, so a stable sort by clock puts it in position order (see _admit).
+        ready = sorted(added, key=_clock)
+        engine.update(ready)
+        return len(added)
 
     def merge_event(self, event: Order | Cancel | Member) -> int:
         """``merge`` of the delta holding just ``event`` and its dot, without building it.
@@ -500,6 +562,7 @@ class Merging:
 
 
 _clock, _kind = itemgetter(0), itemgetter(3)
+_PLAIN = frozenset((Order, Cancel))  # the events _merge_into_empty takes
 
 
 def _single_event(delta: AWORSet) -> Order | Cancel | None:

@@ -416,8 +416,12 @@ class Replica(Merging):
         """
         if not events:
             return 0
-        return self._merge_general(AWORSet.from_entries([(e.replica, e.seq, e)
-                                                         for e in events]))
+        delta = AWORSet.from_entries([(e.replica, e.seq, e) for e in events])
+        if not self.state.context.vv and not self.state.context.cloud:  # the first page
+            added = self._merge_into_empty(delta)
+            if added is not None:
+                return added
+        return self._merge_general(delta)
 
     def retirement(self, replica: str) -> str | None:
         """``"left"`` or ``"evicted"`` if ``replica`` is out of the cluster, else None."""

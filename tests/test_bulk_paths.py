@@ -221,3 +221,91 @@ def test_the_in_order_paths_keep_position_order_beside_local_orders(workload, rn
         whole.merge(AWORSet.from_entries((e.replica, e.seq, e) for e in held))
         assert engine_state(own.engine) == engine_state(whole.engine)
         assert observable(own) == observable(whole)
+
+
+def replay_variants(events: list, rnd: random.Random) -> list[AWORSet]:
+    """Deltas to replay into a new replica: the whole set, a prefix of every
+    origin (both runs, the fast way), a random subset (gaps: the general way),
+    and the whole set with an origin's seqs filed out of order (the general way)."""
+    whole = AWORSet.from_entries((e.replica, e.seq, e) for e in events)
+    cut = {r: rnd.randint(0, len(seqs)) for r, seqs in whole.store.items()}
+    prefix = AWORSet.from_entries((e.replica, e.seq, e) for e in events if e.seq <= cut[e.replica])
+    subset = AWORSet.from_entries((e.replica, e.seq, e) for e in events if rnd.random() < 0.7)
+    shuffled = AWORSet.from_entries((e.replica, e.seq, e) for e in rnd.sample(events, len(events)))
+    return [decode_delta(encode_delta(whole)), whole, prefix, subset, shuffled]
+
+
+def replayed_both_ways(delta: AWORSet, final: int = 0) -> tuple[Replica, Replica, bool]:
+    """``delta`` merged into a new replica (the fast way when it fits), and by the
+    general path; whether the fast way took it."""
+    fast, general = Replica("fast", track_fresh=True), Replica("general", track_fresh=True)
+    fast._final = general._final = final
+    took = fast._merge_into_empty(delta) is not None
+    fast = Replica("fast", track_fresh=True)
+    fast._final = final
+    count = fast.merge(delta)
+    general._refuse(delta)
+    assert count == general._merge_general(delta, additive=True)
+    return fast, general, took
+
+
+@settings(max_examples=80, deadline=None)
+@given(workloads(max_size=120), st.randoms(use_true_random=False))
+def test_a_replay_into_a_new_replica_is_the_general_merge(workload, rnd):
+    """``_merge_into_empty`` (a replay: one delta into a replica holding nothing)
+    against the general path: the same replica field for field, what it hands
+    the store (``take_fresh``, in the same order), the engine record for record;
+    and it declines whatever it is not sure of (gaps, an origin's seqs out of
+    order, a clock falling along an origin's seqs, a clock at or below F)."""
+    count, steps, skew = workload
+    events = everything(play(count, steps, skew)).events()
+    for delta in replay_variants(events, rnd):
+        final = rnd.choice(events).clock if events and rnd.random() < 0.3 else 0
+        fast, general, took = replayed_both_ways(delta, final)
+        assert replica_state(fast) == replica_state(general)
+        assert fast.take_fresh() == general.take_fresh()
+        assert fast.membership.cutoff == general.membership.cutoff
+        assert observable(fast) == observable(general)
+        if delta.context.cloud:
+            assert not took
+        falling = any(seqs[s].clock >= seqs[s + 1].clock for seqs in delta.store.values()
+                      for s in seqs if s + 1 in seqs)
+        if falling or (final and any(e.clock <= final for _, _, e in delta.entries())):
+            assert not took
+
+
+def test_a_replay_takes_the_fast_way_and_declines_membership_events():
+    """The whole set of a seeded run takes the fast way; the same with a join in
+    it takes the general way; both equal to the general path."""
+    from crdtbook.events import make_member
+
+    rng = random.Random(11)
+    whole = everything(play(3, random_steps(rng, 3, 400), [0, 5, 2]))
+    delta = decode_delta(encode_delta(whole.snapshot()))
+    fast, general, took = replayed_both_ways(delta)
+    assert took and len(fast.engine.log) == len(whole.events())
+    assert replica_state(fast) == replica_state(general) and observable(fast) == observable(whole)
+    origin = sorted(delta.store)[0]
+    seqs = delta.store[origin]
+    last = seqs[max(seqs)]
+    join = make_member(last.clock + 1, origin, last.seq + 1, "join", "z" * 32, 0)
+    joined = AWORSet.from_entries([*delta.entries(), (origin, join.seq, join)])
+    fast, general, took = replayed_both_ways(joined)
+    assert not took
+    assert replica_state(fast) == replica_state(general)
+
+
+def test_a_replay_declines_an_origin_filed_out_of_seq_order():
+    """An origin whose clock falls along its seqs, filed in clock order (so its
+    clocks rise in the order of the store): the fast way must read the seqs,
+    not the store's order, and decline it; the general path rejects seq 2 on."""
+    from crdtbook.events import make_order
+
+    a = [make_order(clock, "a", seq, "buy", "limit", 10, 1, "")
+         for seq, clock in ((1, 20), (2, 5), (3, 30))]
+    b = make_order(25, "b", 1, "sell", "limit", 10, 1, "")
+    delta = AWORSet.from_entries([("a", 2, a[1]), ("a", 1, a[0]), ("a", 3, a[2]), ("b", 1, b)])
+    fast, general, took = replayed_both_ways(delta)
+    assert not took
+    assert replica_state(fast) == replica_state(general)
+    assert sorted(fast.engine.invalid["a"]) == [2, 3]

@@ -1,0 +1,155 @@
+"""The codec's proven path against its plain one.
+
+A delta whose one long array the scan proved (``cborscan.scan_proving``:
+every entry an order or a cancel in exactly the pattern's shape) is decoded
+without type tests (``codec._proven_events``). That must change nothing but
+speed: for any such message the same delta, or the same refusal in the same
+words, as ``events_from_wire``'s way. Fields are drawn at and across every
+range edge, with ids and accounts valid and not; the proof must hold for
+most of them, and must not for messages holding a second long array.
+"""
+
+from __future__ import annotations
+
+import cbor2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crdtbook import codec
+from crdtbook.amount import MAX_UNITS
+from crdtbook.cborscan import scan_proving
+from crdtbook.clock import MAX_CLOCK
+from crdtbook.dot import MAX_SEQ
+
+IDS = st.sampled_from(["a" * 32, "vf3fs4ki6xjhhjix2auvgs2rnlndr3lz", "-" + "b" * 31,
+                       "c" * 31 + "\u00e9"[:1], "d" * 31 + " ", "e" * 32])
+VALID_IDS = ("a" * 32, "vf3fs4ki6xjhhjix2auvgs2rnlndr3lz")
+EDGES = (0, 1, 2, 4, 5, 23, 24, 255, 2**30, MAX_SEQ, MAX_SEQ + 1, MAX_CLOCK, MAX_UNITS,
+         MAX_UNITS + 1, 2**64 - 1)
+UINT = st.one_of(st.integers(1, 40), st.sampled_from(EDGES), st.integers(0, 2**64 - 1))
+SMALL = st.one_of(st.integers(0, 4), st.integers(0, 23))
+ACCOUNT = st.one_of(st.just(""), st.sampled_from(["desk-1", "tab\there", "x" * 23]),
+                    st.text(max_size=7))
+ORDER = st.tuples(st.just(0), IDS, UINT, UINT, SMALL, SMALL, UINT, UINT, ACCOUNT).map(list)
+CANCEL = st.tuples(st.just(1), IDS, UINT, UINT, IDS, UINT).map(list)
+EVENTS = st.lists(st.one_of(ORDER, ORDER, ORDER, CANCEL), min_size=24, max_size=60)
+
+
+def message(items: list, extra: list | None = None) -> bytes:
+    """A delta of ``items`` whose context covers each one's dot (when it can)."""
+    tops: dict = {}
+    for item in items:
+        if isinstance(item[1], str) and isinstance(item[2], int):
+            tops[item[1]] = max(tops.get(item[1], 0), min(item[2], MAX_SEQ))
+    body = {"v": 1, "kind": "delta", "events": items,
+            "context": [[r, top, []] for r, top in sorted(tops.items())]}
+    if extra is not None:
+        body["extra"] = extra
+    return cbor2.dumps(body, canonical=True)
+
+
+plain_decode = codec._total(lambda data: codec._delta_from_message(codec._loads(data, "delta")))
+
+
+def outcome(decode, data: bytes) -> tuple:
+    try:
+        delta = decode(data)
+    except codec.CodecError as exc:
+        return ("refused", str(exc))
+    return ("delta", delta.store, delta.context)
+
+
+@settings(max_examples=300, deadline=None)
+@given(EVENTS, st.randoms(use_true_random=False))
+def test_a_proven_array_decodes_as_the_plain_way(items, rnd):
+    if rnd.random() < 0.7:  # valid but for one field at an edge
+        for item in items:
+            item[1] = rnd.choice(VALID_IDS)
+            item[2] = rnd.randint(1, 50)
+            item[3] = rnd.randint(1, 2**62)
+            if item[0] == 0:
+                item[4], item[5] = rnd.randint(0, 1), rnd.choice((0, 0, 2, 3, 4))
+                item[6] = 0 if item[5] == 1 else rnd.randint(1, 10**9)
+                item[7] = rnd.randint(1, 10**9)
+                item[8] = rnd.choice(("", "desk-1"))
+            else:
+                item[4], item[5] = item[1], rnd.randint(1, 50)
+        bad = rnd.choice(items)
+        field = rnd.randrange(1, len(bad))
+        if isinstance(bad[field], str):
+            bad[field] = rnd.choice(("d" * 31 + " ", "-" + "b" * 31, "tab\there", ""))
+        else:
+            bad[field] = rnd.choice(EDGES)
+    data = message(items)
+    fast = outcome(codec.decode_delta, data)
+    assert fast == outcome(plain_decode, data)
+    assert fast == outcome(lambda d: codec.decode_delta_claims(d)[0], data)
+
+
+def fits_the_pattern(item: list) -> bool:
+    """Ids of 32 bytes, an account under 24, integers under 2^64 (no bignum)."""
+    ids = (item[1],) if item[0] == 0 else (item[1], item[4])
+    return (all(len(x.encode()) == 32 for x in ids)
+            and (item[0] == 1 or len(item[8].encode()) < 24)
+            and all(x < 2**64 for x in item if isinstance(x, int)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(EVENTS)
+def test_the_proof_holds_for_an_array_of_plain_events_only(items):
+    assert scan_proving(message(items)) == all(map(fits_the_pattern, items))
+
+
+def test_no_proof_with_a_second_long_array_or_a_short_one():
+    items = [[0, "a" * 32, seq, seq, 0, 0, 5, 5, ""] for seq in range(1, 31)]
+    assert scan_proving(message(items))
+    assert not scan_proving(message(items, extra=list(range(30))))
+    assert not scan_proving(message(items, extra=items))
+    assert not scan_proving(message(items[:23]))
+    data = message(items, extra=[1.5] * 30)  # its own long array, not of events
+    assert outcome(codec.decode_delta, data) == outcome(plain_decode, data)
+    assert outcome(codec.decode_delta, data)[0] == "delta"
+    # Events the pattern does not take (a float seq, a true side) beside a long
+    # array that it does: no proof, so refused as the plain way refuses them.
+    for field, odd in ((2, 1.5), (4, True), (3, 2.0**40)):
+        forged = [list(item) for item in items]
+        forged[7][field] = odd
+        data = message(forged, extra=items)
+        assert not scan_proving(data)
+        assert outcome(codec.decode_delta, data) == outcome(plain_decode, data)
+        assert outcome(codec.decode_delta, data)[0] == "refused"
+
+
+def test_every_field_at_every_edge_decodes_as_the_plain_way():
+    """One field of one order or cancel of a valid proven delta set to each edge
+    in turn (every one the pattern still takes): the same delta or refusal."""
+    def valid() -> list:
+        items = []
+        for seq in range(1, 31):
+            if seq % 5 == 0:
+                items.append([1, "a" * 32, seq, 10 * seq, "a" * 32, seq - 1])
+            else:
+                items.append([0, "a" * 32, seq, 10 * seq, seq % 2, (0, 2, 3, 4)[seq % 4],
+                              7 * 10**8, 3 * 10**8, "desk-1"])
+        items[3][5], items[3][6] = 1, 0  # a market order (price 0)
+        return items
+
+    assert outcome(codec.decode_delta, message(valid()))[0] == "delta"
+
+    strings = ("a" * 32, "vf3fs4ki6xjhhjix2auvgs2rnlndr3lz", "d" * 31 + " ", "-" + "b" * 31,
+               "tab\there", "", "x" * 23)
+    checked = 0
+    for index in (3, 4, 5, 29):  # a market order, two limit orders, a cancel
+        for field in range(1, len(valid()[index])):
+            for value in (*EDGES, *strings):
+                items = valid()
+                if isinstance(items[index][field], str) != isinstance(value, str):
+                    continue
+                items[index][field] = value
+                data = message(items)
+                if not scan_proving(data):
+                    continue
+                assert outcome(codec.decode_delta, data) == outcome(plain_decode, data), \
+                    (index, field, value)
+                checked += 1
+    assert checked > 150
