@@ -1,0 +1,113 @@
+"""Attacks on the WebSocket sender's frames written at once (``asgi.FramesAtOnce``: a
+batch of queued messages handed to hypercorn in one ``SEND_MANY`` message) and on the
+send-stall cut that resets a connection (``httpserve.Guarded``), against real nodes.
+
+Each test is one attack and passes when the node held: memory within the documented
+bounds of the outgoing queues (docs/streams.md, Limits), a client that reads is never
+cut, one that reads nothing is cut and leaves nothing behind (its slot, its
+descriptor, its tasks), and the node keeps serving everyone else. The ones that once
+got through are fixed in the node; their tests stay here.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from node import asgi
+from node.api import websocket
+
+from . import nodes
+from .test_attacks4 import bugs, raw_frame, raw_ws, task_count  # noqa: F401 (a fixture)
+from .test_attacks10 import GONE_S, Recorded
+from .wsclient import connect
+
+SAMPLE_S = 0.01  # how often a test samples a node's state while an attack runs
+LEVELS = 1000  # price levels a side: a depth-1000 book snapshot is ~40 K characters
+
+
+async def deep_book(url: str) -> None:
+    async with nodes.client() as http:
+        levels = [{"side": "buy", "qty": "1", "price": str(1000 + i)} for i in range(LEVELS)]
+        levels += [{"side": "sell", "qty": "1", "price": str(3000 + i)}
+                   for i in range(LEVELS)]
+        r = await http.post(url + "/orders", json=levels, timeout=60)
+        assert r.status_code == 201, r.text
+
+
+class InFlight:
+    """Characters of ``SEND_MANY`` batches handed to hypercorn and not yet written."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.chars = 0
+        self.most = 0
+        real = asgi.FramesAtOnce.app_send
+        me = self
+
+        async def app_send(stream, message) -> None:
+            if message is None or message["type"] != asgi.SEND_MANY:
+                await real(stream, message)
+                return
+            size = sum(len(text) for text in message["texts"])
+            me.chars += size
+            me.most = max(me.most, me.chars)
+            try:
+                await real(stream, message)
+            finally:
+                me.chars -= size
+        monkeypatch.setattr(asgi.FramesAtOnce, "app_send", app_send)
+
+
+# -- stalled batches: what the sender holds counts against the queues' bounds ----------
+STUCK = 8  # connections that subscribe and never read
+RESUBSCRIBES = 30  # depth-1000 book snapshots each asks for
+
+
+async def test_a_stalled_batch_counts_against_the_queues_bounds(nursery, monkeypatch, bugs):  # noqa: F811
+    """A client that reads nothing stalls the sender on a batch of up to 64 Ki
+    characters and one more message, held as text and as frames until the stall cut.
+    Uncounted, each stuck connection held that on top of its queue (400 such
+    connections: 149 KB each at the node's peak against 83 KB for one message at a
+    time). Now every character the node holds for a client, queued or being written,
+    counts in the node-wide tally and against the connection's sure share."""
+    monkeypatch.setattr(websocket, "MAX_QUEUED_TOTAL", 0)  # every queue at its sure share
+    recorded = Recorded(monkeypatch)
+    flight = InFlight(monkeypatch)
+    a = await nodes.start(nursery, rate_limit=0)
+    hub = a.node.streams
+    await deep_book(a.url)
+    uncounted = held = 0
+    subscribed = [0]
+
+    async def stuck() -> None:
+        async with connect(a.url, rcvbuf=4096) as ws:
+            with trio.move_on_after(GONE_S):  # the node stops reading it: fine
+                for i in range(RESUBSCRIBES):
+                    await ws.send(op="subscribe", id=i, channel="book", depth=LEVELS)
+            subscribed[0] += 1
+            await trio.sleep_forever()
+
+    async def sample() -> None:
+        nonlocal uncounted, held
+        while True:
+            queued = sum(c.outbox.size for c in recorded.connections)
+            uncounted = max(uncounted, queued + flight.chars - hub.outgoing.chars)
+            held = max(held, queued + flight.chars)
+            await trio.sleep(SAMPLE_S)
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(sample)
+        for _ in range(STUCK):
+            inner.start_soon(stuck)
+        await nodes.eventually(lambda: subscribed[0] == STUCK, timeout=60)
+        # every stuck sender is on a batch the client does not take
+        await nodes.eventually(lambda: flight.most > websocket.FAIR_SHARE, timeout=60)
+        async with connect(a.url) as ws:  # a reader is served meanwhile
+            assert (await ws.call(op="subscribe", id=1, channel="book", depth=5))["ok"]
+            assert (await ws.next())["type"] == "snapshot"
+        inner.cancel_scope.cancel()
+    print(f"\nat most {held} characters held for {STUCK} stuck connections, "
+          f"{uncounted} of them uncounted")
+    assert uncounted <= 0
+    await nodes.eventually(lambda: hub.connections == 0, timeout=GONE_S)
+    assert hub.outgoing.chars == 0 and not bugs
+    await a.stop()
