@@ -11,9 +11,13 @@ got through are fixed in the node; their tests stay here.
 
 from __future__ import annotations
 
-import trio
+import json
+import socket
 
-from node import asgi
+import trio
+from wsproto.events import CloseConnection, TextMessage
+
+from node import asgi, httpserve
 from node.api import websocket
 
 from . import nodes
@@ -110,4 +114,47 @@ async def test_a_stalled_batch_counts_against_the_queues_bounds(nursery, monkeyp
     assert uncounted <= 0
     await nodes.eventually(lambda: hub.connections == 0, timeout=GONE_S)
     assert hub.outgoing.chars == 0 and not bugs
+    await a.stop()
+
+
+# -- the stall cut: a client that reads slowly, but reads, is never cut ---------------
+STALL_S = 2.0  # the node's send-stall cut, shortened for the test (20 s in a node)
+SNAPSHOTS = 8  # depth-1000 book snapshots (~40 K characters each) the slow client asks for
+READ_BYTES = 16384  # what the slow client reads at a time ...
+READ_EVERY_S = 0.1  # ... this often: ~160 KB/s, a 64 KiB write takes it ~0.4 s
+
+
+async def test_a_slow_client_that_keeps_reading_is_never_cut(nursery, monkeypatch, bugs):  # noqa: F811
+    """The stall cut is for a client that takes nothing: one that reads steadily, a
+    few KB at a time, and takes what the node writes well within ``SEND_STALL_S``,
+    gets every message, is never reset. (The clock runs over each 64 KiB piece of a
+    write, and the kernel takes a piece once what it holds unsent drains: a client
+    must read about 128 KiB per ``SEND_STALL_S``, ~6 KB/s with the node's 20 s.)"""
+    monkeypatch.setattr(httpserve, "SEND_STALL_S", STALL_S)
+    a = await nodes.start(nursery, rate_limit=0)
+    await deep_book(a.url)
+    stream, client = await raw_ws(a.url)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, READ_BYTES)
+    await stream.send_all(b"".join(
+        raw_frame(0x1, json.dumps({"op": "subscribe", "id": i, "channel": "book",
+                                   "depth": LEVELS}).encode()) for i in range(SNAPSHOTS)))
+    answers = snapshots = 0
+    text = ""
+    with trio.fail_after(SNAPSHOTS * 10):
+        while snapshots < SNAPSHOTS:
+            data = await stream.receive_some(READ_BYTES)  # a reset raises here
+            assert data, "the node hung up on a client that reads"
+            client.receive_data(data)
+            for event in client.events():
+                assert not isinstance(event, CloseConnection), event
+                if isinstance(event, TextMessage):
+                    text += event.data
+                    if event.message_finished:
+                        kind = json.loads(text)["type"]
+                        answers += kind == "answer"
+                        snapshots += kind == "snapshot"
+                        text = ""
+            await trio.sleep(READ_EVERY_S)
+    assert answers == SNAPSHOTS and not bugs
+    await stream.aclose()
     await a.stop()
