@@ -12,12 +12,14 @@ got through are fixed in the node; their tests stay here.
 from __future__ import annotations
 
 import json
+import os
 import socket
 
+import pytest
 import trio
 from wsproto.events import CloseConnection, TextMessage
 
-from node import asgi, httpserve
+from node import asgi, httpserve, logs
 from node.api import websocket
 
 from . import nodes
@@ -158,3 +160,85 @@ async def test_a_slow_client_that_keeps_reading_is_never_cut(nursery, monkeypatc
     assert answers == SNAPSHOTS and not bugs
     await stream.aclose()
     await a.stop()
+
+
+# -- the stall reset on the HTTP path: an answer nobody reads ---------------------------
+CAP = 8  # the node's cap of open connections, for the test
+HTTP_STUCK = CAP + 4  # clients that post and never read: some wait for a freed slot
+ENTRY = 1000  # orders per post: an answer of ~300 KB, far more than the buffers take
+
+
+@pytest.fixture
+def failures(monkeypatch) -> list:
+    """Every warning and error the node logs about a connection or a bug."""
+    seen: list = []
+    for name in ("warning", "error"):
+        real = getattr(logs, name)
+
+        def record(event: str, _real=real, **fields) -> None:
+            seen.append((event, fields))
+            _real(event, **fields)
+        monkeypatch.setattr(logs, name, record)
+    return seen
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def post_and_never_read(url: str, token: str, i: int) -> bool:
+    """POST a batch of orders on a socket with a tiny receive buffer, read nothing for
+    a while, then read: True once the node reset the connection."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((host, int(port)))
+    stream = trio.SocketStream(sock)
+    body = json.dumps([{"side": "buy", "qty": "1", "price": str(1 + (i * ENTRY + n) % 900)}
+                       for n in range(ENTRY)]).encode()
+    head = (f"POST /orders HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    try:
+        await stream.send_all(head.encode() + body)
+        await trio.sleep(GONE_S)  # the node stalls on its answer, then cuts it
+        with trio.fail_after(GONE_S):
+            while await stream.receive_some(READ_BYTES):
+                pass
+        return False  # an EOF: the node hung up without a reset
+    except trio.BrokenResourceError:
+        return True
+    finally:
+        await stream.aclose()
+
+
+async def test_an_http_answer_nobody_reads_is_reset_and_frees_its_slot(
+        nursery, monkeypatch, failures):
+    monkeypatch.setattr(httpserve, "SEND_STALL_S", STALL_S)
+    a = await nodes.start(nursery, rate_limit=0, max_connections=CAP)
+    fds = open_fds()
+    reset = []
+
+    async def stuck(i: int) -> None:
+        reset.append(await post_and_never_read(a.url, a.token, i))
+
+    async with nodes.client() as http:
+        async with trio.open_nursery() as inner:
+            for i in range(HTTP_STUCK):
+                inner.start_soon(stuck, i)
+            # (while all the slots are stuck, /status waits for one: a freed slot)
+            with trio.fail_after(GONE_S * 2):
+                assert (await http.get(a.url + "/status")).status_code == 200
+        assert reset == [True] * HTTP_STUCK
+        # every stuck connection's descriptor and slot came back
+        await nodes.eventually(lambda: open_fds() <= fds + 1, timeout=GONE_S)
+        for _ in range(CAP * 2):  # keep-alive requests, more of them than the cap
+            assert (await http.get(a.url + "/book")).status_code == 200
+    async with connect(a.url) as ws:  # and an upgrade
+        assert (await ws.call(op="ping", id=1))["type"] == "pong"
+    assert trading_orders(a) == HTTP_STUCK * ENTRY  # placed, and durable, before the answer
+    assert not failures, failures[:3]
+    await a.stop()
+
+
+def trading_orders(a) -> int:
+    return nodes.trading_events(a.node)
