@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 
 import pytest
 import trio
@@ -242,3 +243,59 @@ async def test_an_http_answer_nobody_reads_is_reset_and_frees_its_slot(
 
 def trading_orders(a) -> int:
     return nodes.trading_events(a.node)
+
+
+# -- a close in the middle of batches: whole frames, then the close, then nothing -------
+CLOSING_PINGS = 2_000  # protocol pings a client sends around its close
+
+
+@pytest.mark.parametrize("pings", [False, True])
+async def test_a_close_amid_batches_gets_whole_frames_then_the_close_then_nothing(
+        nursery, failures, pings):
+    """A client that asked for ~1 MB of snapshots closes while the node writes them
+    in batches (with a flood of pings before its close and after it, which it may
+    not send): every frame it gets is whole and parses, the close answers its own,
+    and nothing follows it."""
+    a = await nodes.start(nursery, rate_limit=0)
+    hub = a.node.streams
+    await deep_book(a.url)
+    stream, client = await raw_ws(a.url)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, READ_BYTES)
+    ping = raw_frame(0x9, b"p" * 16)
+    await stream.send_all(b"".join(
+        raw_frame(0x1, json.dumps({"op": "subscribe", "id": i, "channel": "book",
+                                   "depth": LEVELS}).encode()) for i in range(25)))
+    client.receive_data(await stream.receive_some(READ_BYTES))  # the batches are under way
+    close = raw_frame(0x8, struct.pack(">H", 1000))
+    await stream.send_all((ping * CLOSING_PINGS if pings else b"") + close
+                          + (ping * CLOSING_PINGS if pings else b""))
+    messages, closes, after_close = 0, 0, 0
+    text = ""
+    with trio.fail_after(GONE_S * 2):
+        while True:
+            try:
+                data = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                data = b""  # (the node may reset once its close is out: our pings after)
+            if not data:  # (wsproto would make up a 1006 close of the EOF)
+                break
+            client.receive_data(data)
+            for event in client.events():
+                if closes:
+                    after_close += 1
+                elif isinstance(event, CloseConnection):
+                    closes += 1
+                    assert event.code == 1000
+                elif isinstance(event, TextMessage):
+                    text += event.data
+                    if event.message_finished:
+                        json.loads(text)  # whole
+                        messages, text = messages + 1, ""
+    print(f"\n{messages} whole messages, then the close")
+    assert closes == 1 and after_close == 0 and messages >= 1 and text == ""
+    await stream.aclose()
+    await nodes.eventually(lambda: hub.connections == 0, timeout=GONE_S)
+    assert hub.outgoing.chars == 0 and not failures, failures[:3]
+    async with connect(a.url) as ws:
+        assert (await ws.call(op="ping", id=1))["type"] == "pong"
+    await a.stop()
