@@ -22,10 +22,12 @@ from wsproto.events import CloseConnection, TextMessage
 
 from node import asgi, httpserve, logs
 from node.api import websocket
+from node.store import accounts
 
 from . import nodes
+from .procs import NodeProcess, paged
 from .test_attacks4 import bugs, raw_frame, raw_ws, task_count  # noqa: F401 (a fixture)
-from .test_attacks10 import GONE_S, Recorded
+from .test_attacks10 import GONE_S, Recorded, an_entry
 from .wsclient import connect
 
 SAMPLE_S = 0.01  # how often a test samples a node's state while an attack runs
@@ -299,3 +301,71 @@ async def test_a_close_amid_batches_gets_whole_frames_then_the_close_then_nothin
     async with connect(a.url) as ws:
         assert (await ws.call(op="ping", id=1))["type"] == "pong"
     await a.stop()
+
+
+# -- the stall reset while orders commit, then kill -9: nothing acknowledged is lost -----
+class StallingNode(NodeProcess):
+    """A node process whose send-stall cut is ``STALL_S`` (20 s in a node)."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        assert cmd[1:3] == ["-m", "node"]
+        boot = (f"from node import httpserve; httpserve.SEND_STALL_S = {STALL_S}; "
+                "import runpy; runpy.run_module('node', run_name='__main__', alter_sys=True)")
+        return [cmd[0], "-c", boot, *cmd[3:]]
+
+
+PIPELINED = 3_000  # orders sent at once by a client that reads a few answers, then stops
+
+
+async def test_a_stall_reset_amid_commits_then_kill_9_loses_no_acknowledged_order(tmp_path):
+    node = StallingNode(str(tmp_path / "n"), extra=("--rate-limit", "0"))
+    await node.start()
+    try:
+        stream, client = await raw_ws(node.url)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        token = accounts.read(node.data_dir)
+        commands = [{"op": "auth", "id": "a", "token": token}]
+        commands += [{"op": "order", "id": i, "order": an_entry(i)} for i in range(PIPELINED)]
+        acked: list[str] = []
+        text = ""
+
+        def take(data: bytes) -> None:
+            nonlocal text
+            client.receive_data(data)
+            for event in client.events():
+                if isinstance(event, TextMessage):
+                    text += event.data
+                    if event.message_finished:  # a whole answer: acknowledged
+                        answer, text = json.loads(text), ""
+                        if answer.get("ok") and answer.get("status") == 201:
+                            acked.append(answer["result"]["order"]["id"])
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(stream.send_all, b"".join(
+                raw_frame(0x1, json.dumps(c).encode()) for c in commands))
+            with trio.move_on_after(STALL_S):  # a few answers, then it stops reading
+                while True:
+                    take(await stream.receive_some(READ_BYTES))
+                    await trio.sleep(READ_EVERY_S)
+            await trio.sleep(STALL_S * 2)  # the node stalls on it and resets it
+            reset = False
+            with trio.fail_after(GONE_S):
+                try:
+                    while data := await stream.receive_some(65536):  # what came before it
+                        take(data)
+                except trio.BrokenResourceError:
+                    reset = True
+            inner.cancel_scope.cancel()
+        assert reset, "the node hung up on a client that read nothing, without a reset"
+        node.kill()  # right after the reset: commits may be under way
+        await stream.aclose()
+        assert acked, "no answer was read"
+        await node.start()
+        async with nodes.client(timeout=10) as http:
+            held = {order["id"] for order in await paged(http, node.url, "/orders", "orders")}
+        missing = [order_id for order_id in acked if order_id not in held]
+        assert not missing, f"{len(missing)} of {len(acked)} acknowledged orders lost"
+        print(f"\n{len(acked)} orders acknowledged before the reset, all held after kill -9")
+    finally:
+        node.kill()
