@@ -28,7 +28,7 @@ from . import nodes
 from .procs import NodeProcess, paged
 from .test_attacks4 import bugs, raw_frame, raw_ws, task_count  # noqa: F401 (a fixture)
 from .test_attacks10 import GONE_S, Recorded, an_entry
-from .wsclient import connect
+from .wsclient import BookView, book_of, connect
 
 SAMPLE_S = 0.01  # how often a test samples a node's state while an attack runs
 LEVELS = 1000  # price levels a side: a depth-1000 book snapshot is ~40 K characters
@@ -369,3 +369,62 @@ async def test_a_stall_reset_amid_commits_then_kill_9_loses_no_acknowledged_orde
         print(f"\n{len(acked)} orders acknowledged before the reset, all held after kill -9")
     finally:
         node.kill()
+
+
+# -- order across batches: answers in command order, once; channels without a gap ------
+ROUNDS = 40  # of: resubscribe to the deep book, orders that change it, a ping
+
+
+@pytest.mark.parametrize("batch_answers", [False, True])
+async def test_answers_and_channel_messages_keep_their_order_across_batches(
+        nursery, failures, batch_answers):
+    """Pipelined commands whose answers share batches with depth-1000 snapshots (each
+    one batch's "one larger message") and the book's updates their orders make: every
+    command answered once, in command order; each snapshot right after its subscribe's
+    answer; the book's updates without a gap from each snapshot; the book shown at
+    the end is GET /book's."""
+    a = await nodes.start(nursery, rate_limit=0)
+    await deep_book(a.url)
+    commands = [{"op": "options", "id": "o", "batch_answers": batch_answers}]
+    for r in range(ROUNDS):
+        commands.append({"op": "subscribe", "id": f"s{r}", "channel": "book",
+                         "depth": LEVELS})
+        commands += [{"op": "order", "id": f"o{r}.{n}", "order": an_entry(r * 7 + n)}
+                     for n in range(5)]
+        commands.append({"op": "ping", "id": f"p{r}"})
+    expected = [c["id"] for c in commands]
+    answered: list = []
+    view = None
+    async with connect(a.url, token=a.token) as ws:
+        for command in commands:
+            await ws.send(**command)
+        last_subscribe = None
+        while len(answered) < len(expected):
+            frame = await ws.next()
+            for m in frame["answers"] if frame["type"] == "answers" else [frame]:
+                if m["type"] in ("answer", "pong"):
+                    assert m.get("ok", True) or m["id"][0] == "o", m  # (some orders refused)
+                    answered.append(m["id"])
+                    last_subscribe = m["id"] if str(m["id"]).startswith("s") else None
+                elif m["type"] == "snapshot":
+                    assert last_subscribe is not None, "a snapshot before its answer"
+                    last_subscribe = None
+                    view = BookView(m)
+                else:
+                    assert m["type"] == "update", m
+                    view.apply(m)  # (asserts no gap)
+        assert answered == expected
+        async with nodes.client() as http:
+            async def same() -> bool:
+                body = (await http.get(a.url + f"/book?depth={LEVELS}")).json()
+                while True:  # the updates that came meanwhile
+                    with trio.move_on_after(SAMPLE_S):
+                        frame = await ws.next()
+                        assert frame["type"] == "update", frame
+                        view.apply(frame)
+                        continue
+                    break
+                return view.shown() == book_of(body)
+            await nodes.eventually(same)
+    assert not failures, failures[:3]
+    await a.stop()
