@@ -301,7 +301,7 @@ async def test_a_client_that_never_reads_its_answers_frames_holds_a_bounded_queu
         async def sample() -> None:
             nonlocal most_queued, most_in_commit
             while True:
-                most_queued = max(most_queued, conn.outbox.size)
+                most_queued = max(most_queued, conn.outbox.size + conn.outbox.sending)
                 most_in_commit = max(most_in_commit, conn._in_commit)
                 await trio.sleep(SAMPLE_S)
 

@@ -43,7 +43,9 @@ The outgoing queue (``Outbox``) holds answers and channel messages in the
 order they were made, bounded in characters: ``MAX_QUEUED`` for one
 connection, and past ``FAIR_SHARE`` only while every connection of the node
 together holds less than ``MAX_QUEUED_TOTAL`` (the hub's ``Tally``), so a
-thousand clients that stop reading hold tens of MB, not a GB. A snapshot
+thousand clients that stop reading hold tens of MB, not a GB. What the sender
+took and is writing counts too until written (``Outbox.writing``): a batch
+stalled on a client that reads nothing is held whole until the stall cut. A snapshot
 asked for while nothing was queued is taken whatever its size (an account's
 ``orders`` snapshot may be larger than the queue), so is a message that
 finds the queue empty. Answers wait for
@@ -63,6 +65,7 @@ on a connection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import deque
@@ -232,12 +235,13 @@ class Outbox:
     def __init__(self, tally: Tally | None = None) -> None:
         self.items: deque[tuple[object, str]] = deque()
         self.size = 0
+        self.sending = 0  # characters the sender took and is writing (``writing``)
         self.tally = tally if tally is not None else Tally()
         self._filled = trio.Event()
         self._drained = trio.Event()
 
     def full(self, more: int = 0) -> bool:
-        size = self.size + more
+        size = self.size + self.sending + more
         return size > MAX_QUEUED or (size > FAIR_SHARE
                                      and self.tally.chars + more > MAX_QUEUED_TOTAL)
 
@@ -252,6 +256,23 @@ class Outbox:
         size = sum(len(text) for _, text in self.items)
         self.tally.chars += size - self.size
         self.size = size
+
+    @contextlib.contextmanager
+    def writing(self, chars: int):
+        """The sender writes ``chars`` characters it took: they count against the
+        queue's bounds (this connection's and the node's) until written. A batch
+        written at once (``SEND_MANY``: up to ``SEND_CHUNK`` and one message) is
+        held whole, as text and as frames, while a client that reads nothing
+        stalls it: uncounted, each stuck connection held that on top of its queue."""
+        self.sending += chars
+        self.tally.chars += chars
+        try:
+            yield
+        finally:
+            self.sending -= chars
+            self.tally.chars -= chars
+            if not self.full():
+                self._drained.set()
 
     def release(self) -> None:
         """The connection ended: what it still held counts no more."""
@@ -413,7 +434,8 @@ class Connection:
                     text = self._framed(*item)
                     texts.append(text)
                     size += len(text)
-                await self._send({"type": SEND_MANY, "texts": texts})
+                with self.outbox.writing(size):
+                    await self._send({"type": SEND_MANY, "texts": texts})
                 continue
             # More queued: this frame waits for the next one (httpserve.Guarded), so
             # the answers of a batch leave in one write, not one syscall each.
