@@ -276,7 +276,7 @@ async def test_hostile_peers_answers_are_refused_and_the_node_stays_live_and_bou
                 placed += 1
                 status = await http.get(f"{a.url}/status")
                 assert status.status_code == 200
-                await trio.sleep(0.1)  # a cadence: orders keep coming while peers attack
+                await trio.sleep(ORDER_EVERY_S)  # orders keep coming while peers attack
         await eventually(lambda: converged(a, b, events=placed))
         assert [p.dirty_reuse for p in peers] == [0] * len(peers)
         assert lure.requests == []
@@ -311,10 +311,10 @@ async def test_an_idle_connection_of_an_address_not_called_again_expires(
     keeper = Hostile(honest)
     other = Hostile(honest)
     urls = [await keeper.serve(nursery), await other.serve(nursery)]
-    async with PeerClient(idle_expiry=2.5) as client_:
+    async with PeerClient(idle_expiry=IDLE_EXPIRY_S) as client_:
         await client_.request("POST", urls[0] + "/peer/push", b"x", {}, 1024)
-        for _ in range(4):
-            await trio.sleep(1.0)
+        for _ in range(4):  # calls to the other address only, past the first's expiry
+            await trio.sleep(IDLE_EXPIRY_S * 0.4)  # the mock clock's seconds
             await client_.request("POST", urls[1] + "/peer/push", b"x", {}, 1024)
         await trio.testing.wait_all_tasks_blocked()
         assert keeper.open == 0 and other.open == 1
@@ -463,3 +463,7 @@ async def test_peer_urls_other_than_http_host_port_are_refused_before_connecting
                           expect=204)
     assert peer.requests == [b"/peer/push"] and peer.accepted == 1
     assert dict(peer.heads[0].headers)[b"host"] == f"[::1]:{port}".encode()
+
+
+ORDER_EVERY_S = 0.1  # a cadence, not a wait for anything
+IDLE_EXPIRY_S = 2.5

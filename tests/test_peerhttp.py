@@ -135,14 +135,17 @@ async def test_a_connection_the_peer_closed_while_idle_is_not_reused(nursery):
     assert server.connections == 2
 
 
+EXPIRY_S = 2.5
+
+
 async def test_an_idle_connection_past_its_expiry_is_not_reused(nursery, autojump_clock):
     server, url = await serve(nursery, ok)
-    async with PeerClient(idle_expiry=2.5) as client:
+    async with PeerClient(idle_expiry=EXPIRY_S) as client:
         await client.request("POST", url + "/", b"1", {}, 1024)
-        await trio.sleep(1.0)
+        await trio.sleep(EXPIRY_S * 0.4)  # idle, well within its expiry (mock clock)
         await client.request("POST", url + "/", b"2", {}, 1024)
         assert server.connections == 1
-        await trio.sleep(3.0)
+        await trio.sleep(EXPIRY_S * 1.2)  # idle past its expiry
         await client.request("POST", url + "/", b"3", {}, 1024)
     assert server.connections == 2
 
