@@ -39,7 +39,6 @@ from urllib.parse import parse_qsl
 import orjson
 import trio
 from hypercorn.config import Config
-from hypercorn.protocol import h2 as h2_protocol
 from hypercorn.protocol import h11 as h11_protocol
 from hypercorn.protocol import ws_stream
 from hypercorn.protocol.events import Data
@@ -354,8 +353,9 @@ class FramesAtOnce(ws_stream.WSStream):
         await self.send(Data(stream_id=self.stream_id, data=data))
 
 
-h11_protocol.WSStream = FramesAtOnce  # what hypercorn's connections create for an upgrade
-h2_protocol.WSStream = FramesAtOnce
+# what hypercorn's HTTP/1 connections create for an upgrade (the node speaks no
+# HTTP/2: http1.py)
+h11_protocol.WSStream = FramesAtOnce
 
 
 def hypercorn_config(host: str, port: int) -> Config:

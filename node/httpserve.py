@@ -68,7 +68,6 @@ import contextlib
 import contextvars
 import errno
 import math
-import select
 import socket
 import struct
 
@@ -350,9 +349,7 @@ class KeepAlive:
         if sock is None:
             return False
         try:
-            poller = select.poll()
-            poller.register(sock.fileno(), select.POLLIN)
-            return bool(poller.poll(0))
+            return sock.is_readable()  # a zero-timeout poll
         except (OSError, ValueError):  # closed meanwhile
             return False
 
