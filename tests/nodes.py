@@ -139,6 +139,9 @@ class LocalTokens(httpx.Auth):
 # that same 5 s: a request on a connection idle about that long raced the close
 # ("server disconnected without sending a response", or a reset, on a busy machine).
 KEEPALIVE_S = asgi.HEADER_TIMEOUT_S / 5
+# "the node still answers while it is attacked": generous for a loaded 2-core CI
+# machine, far below any attack's own length (tens of seconds)
+LIVENESS_S = 3.0
 
 
 def client(local_token: bool = True, **settings) -> httpx.AsyncClient:

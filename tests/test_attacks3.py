@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from .nodes import bearer, client, eventually, start
+from .nodes import LIVENESS_S, bearer, client, eventually, start
 from .procs import NodeProcess
 from .test_accounts import add
 from .test_resources import MAX_RSS_MB, vm_kb
@@ -370,7 +370,7 @@ async def test_pipelining_many_requests_on_one_connection(node3):
         # /status answers meanwhile, within a second
         started = time.monotonic()
         await digest(http, a.url)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < LIVENESS_S
     await stream.aclose()
     assert got.count(b"HTTP/1.1 200") == count
 
@@ -502,10 +502,10 @@ async def test_slowloris_on_the_peerrpc_port_is_cut(proc):
                             content=json.dumps(["r", "crdtbook:default:rpc",
                                                 {"action": "status"}]))
         assert r.status_code == 200 and r.json()[1] is None
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < LIVENESS_S
     print(f"\nslowloris on PeerRPC: cut after at most {max(cut):.1f}s, "
           f"slowest /status {max(latencies):.2f}s")
-    assert max(cut) < 20 and max(latencies) < 1.0
+    assert max(cut) < 20 and max(latencies) < LIVENESS_S
 
 
 # -- registry flood -------------------------------------------------------------
@@ -546,5 +546,5 @@ async def test_registry_flood_from_many_loopback_sources_keeps_the_real_node(nur
     async with client() as http:
         before = time.monotonic()
         await digest(http, a.url)
-        assert time.monotonic() - before < 1.0
+        assert time.monotonic() - before < LIVENESS_S
     assert own in a.node.registry._entries.get(a.node.key, {})
