@@ -57,7 +57,7 @@ from .. import logs
 from ..service import PAGE, Node, Peer
 from ..store import jointoken
 from ..store.journal import StoreFailed
-from . import admission, peerauth
+from . import admission, peerauth, pushage
 from .peerhttp import Answer, AnswerTooLarge, PeerClient
 
 PUSH_BATCH = 1_000
@@ -296,7 +296,11 @@ async def _sender(node: Node, client: PeerClient, peer: Peer) -> None:
         if not peer.ready(node.monotonic()):
             peer.dropped += len(batch)
             continue
-        blocks = [b for blocks in batch for b in blocks]  # sealed once durable: send as is
+        # sealed once durable: send as is
+        blocks = [b for _, blocks in batch for b in blocks]
+        oldest = pushage.oldest_ms(first[1])
+        pushage.observe(node, "sealed", oldest, first[0])
+        pushage.observe(node, "sent", oldest)
         for part in _parts(blocks):
             sent = await _push(node, client, peer, part)
             if sent is None:

@@ -43,7 +43,7 @@ from ..store import jointoken
 from ..store.datadir import phrase
 from ..store.journal import StoreFailed
 from ..store.sqlite import StoreError
-from . import admission, peerauth
+from . import admission, peerauth, pushage
 
 CBOR = b"application/cbor"
 PAGE_BLOCKS = 2_000  # blocks per origin in a pull or join answer (and 8 MiB: feedindex.py)
@@ -75,9 +75,13 @@ class PeerAPI:
 
     async def peer_push(self, request: Request) -> Response:
         self._peer_check(request)
+        received = self.node.clock_ms()  # (before decoding: that is the merge's work)
         try:
             message = await decoded(request.body)
+            oldest = pushage.oldest_ms(message.blocks)
+            pushage.observe(self.node, "received", oldest, received)
             added = await self.node.arrive(message)  # merged with others ready with it
+            pushage.observe(self.node, "merged", oldest)
         except (CodecError, DoorError, ReplicaError) as exc:
             logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-replica", "?"),
                          detail=str(exc)[:300])
