@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 ``/peer/push`` takes a delta (merged together with the other pushes ready
-at the same moment, see Node.arrive); ``/peer/pull`` takes a causal context and
+at the same moment, see Node.arrive; one that overtook its sender's push
+before it waits for that one, briefly, see ``_after_overtaken``); ``/peer/pull`` takes a causal context and
 answers with the delta the caller lacks (a page of at most ``PAGE`` events;
 events compacted from memory are read back from the store, so a peer always
 gets events, never a snapshot); ``/peer/join`` admits a new replica whose
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import json
 
+import trio
+
 from crdtbook.codec import CodecError
 from crdtbook.door import DoorError
 from crdtbook.feedwire import decode_pull_message, encode_blocks
@@ -50,6 +53,7 @@ PAGE_BLOCKS = 2_000  # blocks per origin in a pull or join answer (and 8 MiB: fe
 PULL_BYTES = 8 * 1024 * 1024  # block bodies in one pull or join answer, all origins together
 PULL_RATE, PULL_BURST = 20.0, 40.0  # pulls a second per member (a catching-up peer pulls fast)
 STRANGER_RATE, STRANGER_BURST = 5.0, 10.0  # pulls a second per address of unsigned callers
+OVERTAKEN_WAIT_S = 0.25  # a push that overtook its sender's one before waits this long at most
 PEER_HEADERS = ("x-crdtbook-replica", "x-crdtbook-url", "x-crdtbook-book")
 
 
@@ -58,6 +62,30 @@ class PeerAPI:
         self.node = node
         self.member_pulls = RateLimit(PULL_RATE, PULL_BURST)
         self.stranger_pulls = RateLimit(STRANGER_RATE, STRANGER_BURST)
+        # pushes being taken, by the sender they name (one entry per request in a
+        # handler: the server's connection bounds bound it), and an event set (and
+        # replaced) as each is done: see _after_overtaken
+        self.receiving: dict[str, int] = {}
+        self._merged = trio.Event()
+
+    async def _after_overtaken(self, sender: str, message) -> None:
+        """A push that overtook the one before it on the way (a peer has up to two in
+        flight, gossip.py) waits for it, at most ``OVERTAKEN_WAIT_S``: merged first,
+        its blocks would lie past a gap and be skipped, to come again by pull, older.
+        It waits only while another push named by the same sender is being taken
+        (a sender that lies about its name delays only its own push)."""
+        with trio.move_on_after(OVERTAKEN_WAIT_S):
+            while self.receiving.get(sender, 0) > 1 and self._past_gap(message):
+                await self._merged.wait()
+
+    def _past_gap(self, message) -> bool:
+        door, seen = self.node.door, set()
+        for block in message.blocks:
+            if block.replica not in seen:
+                seen.add(block.replica)
+                if block.first > door.tip(block.replica).last + 1:
+                    return True
+        return False
 
     def _peer_check(self, request: Request) -> None:
         book = request.headers.get("x-crdtbook-book")
@@ -76,16 +104,25 @@ class PeerAPI:
     async def peer_push(self, request: Request) -> Response:
         self._peer_check(request)
         received = self.node.clock_ms()  # (before decoding: that is the merge's work)
+        sender = request.headers.get("x-crdtbook-replica", "?")[:64]
+        self.receiving[sender] = self.receiving.get(sender, 0) + 1
         try:
             message = await decoded(request.body)
             oldest = pushage.oldest_ms(message.blocks)
             pushage.observe(self.node, "received", oldest, received)
+            await self._after_overtaken(sender, message)
             added = await self.node.arrive(message)  # merged with others ready with it
             pushage.observe(self.node, "merged", oldest)
         except (CodecError, DoorError, ReplicaError) as exc:
             logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-replica", "?"),
                          detail=str(exc)[:300])
             raise BadRequest(400, "bad_blocks", str(exc)) from None
+        finally:
+            left = self.receiving.pop(sender) - 1
+            if left:
+                self.receiving[sender] = left
+            self._merged.set()
+            self._merged = trio.Event()
         self._peer_seen(request)
         await self._durable()
         logs.debug("peer.push.received", added=added, bytes=len(request.body))
