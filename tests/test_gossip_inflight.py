@@ -1,16 +1,24 @@
 """Pushes go out once their blocks are durable, up to two in flight per peer
-(node/cluster/gossip.py ``_sender``, ``PUSHES_IN_FLIGHT``).
+(node/cluster/gossip.py ``_sender``, ``PUSHES_IN_FLIGHT``), and a receiver
+takes one that overtook the push before it once that one is in
+(node/cluster/peerapi.py ``_after_overtaken``).
 
-The peer is a fake that holds every push's answer until the test lets it go,
-so the test sees what the node sends while its pushes are unanswered.
+The sending peer's test has a fake receiver that holds every push's answer
+until the test lets it go, so it sees what the node sends while its pushes are
+unanswered; the receiving side's tests hand pushes to ``PeerAPI`` directly.
 """
 
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from crdtbook.feedwire import decode_blocks_message, encode_blocks
+from node.api.requests import OrderRequest
+from node.asgi import Request
 from node.cluster import gossip
+from node.cluster.peerapi import PeerAPI
+from node.service import Node, NodeConfig
 
 from .nodes import client, eventually, start
 
@@ -110,3 +118,76 @@ async def test_two_pushes_in_flight_then_the_rest_in_one(nursery, tmp_path):
     seqs = sorted(own_seqs(peer.pushes, a.node.id))
     assert all(nxt[0] == prev[1] + 1 for prev, nxt in zip(seqs, seqs[1:], strict=False))
     assert sum(last - first + 1 for first, last in seqs) >= 4  # the four orders, each sent once
+
+
+# -- the receiver: a push that overtook the one before it -------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_764_000_000_000
+
+    def now(self) -> int:
+        self.ms += 1
+        return self.ms
+
+
+async def two_blocks(tmp_path, nursery):
+    """a (founder) and b (admitted), durable, writers running; a's next two blocks
+    (one order each, two commits), which b lacks."""
+    clock = Clock()
+    a, b = (Node(NodeConfig(port=0, data_dir=str(tmp_path / name), fsync=False,
+                            rpc_host=None), clock_ms=clock.now) for name in "ab")
+    for n in (a, b):
+        nursery.start_soon(n.journal.run)
+    a.bootstrap()
+    a.sponsor(b.id, b.signer.public)
+    await a.journal.sync()
+    b.accept(decode_blocks_message(encode_blocks(a.door.answer({}).blocks, [])).blocks,
+             may_found=True)
+    await b.journal.sync()
+    tip = a.door.tip(a.id).last
+    for price in ("10", "11"):
+        a.place_many([OrderRequest("buy", "1", price, "limit", "")])
+        await a.journal.sync()
+    blocks = [blk for blk in a.door.answer({}).blocks if blk.replica == a.id and blk.last > tip]
+    assert len(blocks) == 2
+    return a, b, blocks
+
+
+def push_request(sender: Node, blocks) -> Request:
+    scope = {"method": "POST", "path": "/peer/push",
+             "headers": [(b"x-crdtbook-replica", sender.id.encode())]}
+    return Request(scope, encode_blocks(blocks, []))
+
+
+async def test_a_push_that_overtook_the_one_before_waits_for_it(tmp_path, nursery):
+    a, b, (first, second) = await two_blocks(tmp_path, nursery)
+    api = PeerAPI(b)
+    held = b.replica.events_total()
+    answers: list[int] = []
+
+    async def push(block) -> None:
+        answers.append((await api.peer_push(push_request(a, [block]))).status)
+
+    async with trio.open_nursery() as pushes:
+        pushes.start_soon(push, second)  # overtook the first on the way
+        await trio.testing.wait_all_tasks_blocked()
+        assert b.replica.events_total() == held  # waiting, not skipped
+        pushes.start_soon(push, first)
+    assert answers == [204, 204]
+    assert b.replica.events_total() == held + 2  # both in, none left for a pull
+    assert b.door.refused["gap"] == 0
+    for n in (a, b):
+        n.close()
+
+
+async def test_a_push_past_a_real_gap_is_skipped_after_the_wait(tmp_path, nursery):
+    a, b, (_, second) = await two_blocks(tmp_path, nursery)
+    held = b.replica.events_total()
+    answer = await PeerAPI(b).peer_push(push_request(a, [second]))
+    assert answer.status == 204  # taken as before: its block skipped, a pull repairs
+    assert b.replica.events_total() == held
+    assert b.door.refused["gap"] == 1
+    for n in (a, b):
+        n.close()
