@@ -65,7 +65,14 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
    nodes' CPU time (from /proc, all three, and each) and the bench's own
    per 1,000 orders accepted; store commits, pushes, pulls and events pulled
    per 1,000 orders (all nodes); and the client's wait for each batch's
-   answer (p50, p99).
+   answer (p50, p99). Why events are undone: the events undone per rewind,
+   and the age of a push's oldest event (mean and p90, ms) at each step of
+   its way, all pushes of all nodes (``crdtbook_push_age_seconds``, see
+   node/cluster/pushage.py): durable at its origin (``sealed``), sent
+   (``sent``: the wait for the push in flight), read by the receiver
+   (``received``: transit and the receiver's HTTP queue), merged
+   (``merged``: the receiver's decoding and merge queue); ``_step_ms`` is
+   each step's share of the mean.
 
 ``--profile PREFIX`` runs the nodes under cProfile (``CRDTBOOK_PROFILE``,
 see node/__main__.py): each writes ``PREFIX.<pid>.prof`` when it stops.
@@ -152,18 +159,75 @@ COUNTERS = {"crdtbook_orders_accepted_total": "orders", "crdtbook_events_total":
             "crdtbook_rewinds_total": "rewinds", "crdtbook_replayed_events_total": "replayed"}
 
 
-async def counters(urls) -> list[dict[str, int]]:
-    """Per node, the engine and order counters of its GET /metrics."""
+AGE = "crdtbook_push_age_seconds"
+AGE_STEPS = ("sealed", "sent", "received", "merged")
+
+
+async def counters(urls) -> list[dict]:
+    """Per node, the engine and order counters of its GET /metrics, and the push-age
+    histogram's series (``(name, step, le)`` -> value; see node/cluster/pushage.py)."""
     out = []
     async with client(timeout=30) as http:
         for url in urls:
-            values = dict.fromkeys(COUNTERS.values(), 0)
+            values: dict = dict.fromkeys((*COUNTERS.values(), "gaps"), 0)
             for line in (await http.get(f"{url}/metrics")).text.splitlines():
-                name, _, value = line.partition(" ")
+                name, _, value = line.rpartition(" ")
                 if name in COUNTERS:
                     values[COUNTERS[name]] = int(float(value))
+                elif name == 'crdtbook_door_refused_total{reason="gap"}':
+                    values["gaps"] = int(float(value))  # blocks skipped past a gap
+                elif name.startswith(AGE):
+                    series, _, labels = name.partition("{")
+                    fields = dict(item.split("=", 1) for item in labels.rstrip("}").split(","))
+                    key = (series[len(AGE):], fields["step"].strip('"'),
+                           fields.get("le", "").strip('"'))
+                    values[key] = float(value)
             out.append(values)
     return out
+
+
+def push_ages(before: list[dict], after: list[dict]) -> dict:
+    """Mean and p90 (from the buckets, interpolated) in ms of the push-age steps, all
+    nodes' pushes together, between two ``counters``; and each step's share of the
+    way (the mean's rise since the step before)."""
+    figures: dict = {}
+    previous = 0.0
+    for step in AGE_STEPS:
+        buckets: dict[float, float] = {}
+        total = count = 0.0
+        for b, a in zip(before, after, strict=True):
+            for key, value in a.items():
+                if isinstance(key, tuple) and key[1] == step:
+                    delta = value - b.get(key, 0.0)
+                    if key[0] == "_sum":
+                        total += delta
+                    elif key[0] == "_count":
+                        count += delta
+                    elif key[0] == "_bucket":
+                        le = float(key[2])
+                        buckets[le] = buckets.get(le, 0.0) + delta
+        if not count:
+            continue
+        mean = total / count * 1000
+        figures[f"push_age_{step}_mean_ms"] = round(mean, 1)
+        figures[f"push_age_{step}_p90_ms"] = round(_quantile(buckets, count, 0.9) * 1000, 1)
+        figures[f"push_age_{step}_pushes"] = int(count)
+        figures[f"push_age_{step}_step_ms"] = round(mean - previous, 1)
+        previous = mean
+    return figures
+
+
+def _quantile(buckets: dict[float, float], count: float, q: float) -> float:
+    """The q-quantile of a cumulative histogram, linear within its bucket."""
+    wanted, low, below = q * count, 0.0, 0.0
+    for le in sorted(buckets):
+        if buckets[le] >= wanted:
+            if le == float("inf"):
+                return low
+            inside = buckets[le] - below
+            return low + (le - low) * ((wanted - below) / inside if inside else 1.0)
+        low, below = le, buckets[le]
+    return low
 
 
 def replays(before: list[dict], after: list[dict]) -> dict:
@@ -172,7 +236,7 @@ def replays(before: list[dict], after: list[dict]) -> dict:
     figures: dict = {}
     total = dict.fromkeys(("orders", "arrived", "rewinds", "replayed"), 0)
     for i, (b, a) in enumerate(zip(before, after, strict=True)):
-        d = {k: a[k] - b[k] for k in a}
+        d = {k: a[k] - b[k] for k in COUNTERS.values()}
         node = {"orders": d["orders"], "arrived": d["events"] - d["orders"],
                 "rewinds": d["rewinds"], "replayed": d["replayed"]}
         for k, v in node.items():
@@ -185,6 +249,10 @@ def replays(before: list[dict], after: list[dict]) -> dict:
     events = total["orders"] + total["arrived"]
     figures["applies_per_event"] = round((events + total["replayed"]) / max(events, 1), 3)
     figures["rewinds"] = total["rewinds"]
+    figures["undone_per_rewind"] = round(total["replayed"] / max(total["rewinds"], 1), 1)
+    # blocks a receiver skipped past a gap (a push overtaken by the next): pulls repair
+    figures["gap_skips"] = sum(a["gaps"] - b["gaps"] for b, a in zip(before, after,
+                                                                         strict=True))
     return figures
 
 
@@ -431,6 +499,10 @@ async def run_throughput(args, urls, rng, pids=()) -> dict:
     if len(runs) > 1:
         best["runs_orders_per_s"] = " ".join(f"{run['orders_per_s']:,}" for run in runs)
         best["runs_replay_ratio"] = " ".join(str(run["replay_ratio"]) for run in runs)
+        best["runs_applies_per_event"] = " ".join(str(run["applies_per_event"])
+                                                  for run in runs)
+        best["runs_push_age_merged_mean_ms"] = " ".join(
+            str(run.get("push_age_merged_mean_ms")) for run in runs)
     return best
 
 
@@ -447,7 +519,9 @@ async def throughput_once(args, urls, rng, pids=()) -> dict:
     cpu = sum(each)
     acts = {k: v - acts[k] for k, v in (await activity(urls)).items()}
     converge_s = await wait_converged(urls)
-    replayed = replays(before, await counters(urls))
+    after = await counters(urls)
+    replayed = replays(before, after)
+    ages = push_ages(before, after)
     nodes = {f"node{i}_orders_per_s": round(replayed[f"node{i}"]["orders"] / elapsed)
              for i in range(len(urls))}
     per_node = {f"node{i}_replays": " ".join(f"{k}={v:,}" for k, v in
@@ -467,7 +541,7 @@ async def throughput_once(args, urls, rng, pids=()) -> dict:
             # (pulled events mostly duplicate pushes still on their way)
             **{f"{k}_per_1k_orders": round(v * 1000 / max(accepted, 1), 1)
                for k, v in acts.items()},
-            **nodes, **replayed, **per_node}
+            **nodes, **replayed, **ages, **per_node}
 
 
 async def run(args, urls, rng, pids=()) -> dict:

@@ -51,6 +51,8 @@ prometheus_client.disable_created_metrics()
 
 # few buckets: a scrape renders every bucket of every peer (up to 64 peers, two each)
 PEER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
+# the age of a push's oldest event at each step of its way (see node/cluster/pushage.py)
+AGE_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
@@ -96,6 +98,11 @@ class Metrics:
         self.commit_seconds = Histogram(
             "crdtbook_store_commit_seconds", "Group commits of the store (one transaction and "
             "fsync), thread hop included.", buckets=COMMIT_BUCKETS, registry=registry)
+        self.push_age = Histogram(
+            "crdtbook_push_age_seconds", "Age of a push's oldest event (now minus its stamp), "
+            "by step: durable at its origin (sealed), sent by it (sent), received here "
+            "(received), merged here (merged).", ["step"], buckets=AGE_BUCKETS,
+            registry=registry)
         registry.register(_Snapshot(node, self))
 
     # -- counted where things happen ------------------------------------------

@@ -127,7 +127,8 @@ class Peer:
         self.warned_at: float | None = None  # last warning logged about it failing
         self.last_error: str | None = None
         self.retry_at = 0.0
-        self.outbox_send, self.outbox = trio.open_memory_channel[list](OUTBOX_LIMIT)
+        # (wall ms once durable, blocks): the time feeds the push-age figures (pushage.py)
+        self.outbox_send, self.outbox = trio.open_memory_channel[tuple](OUTBOX_LIMIT)
         self.suspects: list[str] = []  # origins it suspects us of holding another version of
         self.dropped = 0
         self.started = False  # its push and pull tasks are running
@@ -745,9 +746,10 @@ class Node:
         return result
 
     def push(self, blocks: list) -> None:
+        item = (self.clock_ms(), blocks)
         for peer in list(self.peers.values()):
             try:
-                peer.outbox_send.send_nowait(blocks)
+                peer.outbox_send.send_nowait(item)
             except trio.WouldBlock:
                 peer.dropped += 1  # the peer is slow or down; pull will repair
 

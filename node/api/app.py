@@ -105,6 +105,7 @@ class App:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.peer = PeerAPI(node)
+        self.at_flush = orderentry.AtFlush(node)
         self.pages = Pages()
         Handler = Callable[[Request], Response]
         self.exact: dict[str, dict[str, Handler]] = {
@@ -222,18 +223,20 @@ class App:
         journal = node.journal
         if journal.failed:  # as sync would say: nothing more is acknowledged
             raise StoreFailed(journal.failed)
-        if ack == "local":
-            placed = node.place_many(orders)
-            if not node.store.ephemeral:  # (an ephemeral store promises nothing: no wait)
-                await journal.sync()
-            status, extra = 201, None
-        else:
-            with expecting_acks(node, ack):
+        with expecting_acks(node, ack):
+            if not node.store.ephemeral:
+                # stamped when the flush that commits them starts (orderentry.AtFlush)
+                placed = await self.at_flush.place(orders)
+            else:  # an ephemeral store promises nothing: ack=local waits for nothing
                 placed = node.place_many(orders)
-                await journal.sync()
+                if ack != "local":
+                    await journal.sync()
+            if ack == "local":
+                status, extra = 201, None
+            else:
                 replicated = await wait_replicated(node, placed[-1].order.dot.seq, ack,
                                                    timeout)
-            status, extra = (201 if replicated else 202), {"replicated": replicated}
+                status, extra = (201 if replicated else 202), {"replicated": replicated}
         replica = self.node.replica
         results = [orderentry.placed_json(replica, p, extra) for p in placed]
         return json_response(status, results if batch else results[0])

@@ -1,14 +1,30 @@
 """What order entry over HTTP and over a WebSocket share: the answer's shape and
-how an error becomes a status, an error code and a detail.
+how an error becomes a status, an error code and a detail; and ``AtFlush``,
+which places HTTP batches when the journal's next flush starts.
 
 Both paths parse with requests.py, check with auth.py (``entitled``: the
 account and the rate limit), place with ``Node.place_many`` and answer only
 after ``journal.sync()``; they differ only in framing (one HTTP response, or
 one ``answer`` message per command, see websocket.py).
+
+Placing at the flush (``AtFlush``, durable stores): a batch is answered only
+once the commit after it is durable, so it may as well be stamped and
+matched when that commit's flush starts rather than when the request came:
+the stamp is just a later clock (deterministic everywhere: the events carry
+it). What that buys is a shorter way from stamp to peers: a peer merging the
+batch's block undoes every event it applied with a later stamp, and a batch
+stamped at the flush reaches it younger by the time it waited for that
+flush (docs/performance.md, "rewinds, seventh pass"). The peers' pushes that
+arrived meanwhile merge first (``Node.merge_arrivals``), then each waiting
+batch is placed on its own, in arrival order (one refused batch fails alone).
+The waiting list holds one entry per request in a handler, so the server's
+connection bounds bound it; a handler cancelled before its flush takes its
+batch back (nothing placed), one cancelled after leaves it placed (as before).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 from ..asgi import BadRequest
@@ -48,3 +64,56 @@ def placed_json(replica, placed, extra: dict | None = None) -> dict:
     return {"order": views.order_json(placed.order, replica.order_final(placed.order)),
             "fills": [views.fill_json(f, False, placed.order.clock) for f in placed.fills],
             **(extra or {})}
+
+
+class _Waiting:
+    __slots__ = ("orders", "placed", "error")
+
+    def __init__(self, orders) -> None:
+        self.orders = orders
+        self.placed: list | None = None
+        self.error: BaseException | None = None
+
+
+class AtFlush:
+    """HTTP order batches placed at the start of the journal's next flush."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.waiting: list[_Waiting] = []
+        merge = node.journal.before  # the node's merge of pushes waiting: first
+
+        def before() -> None:
+            merge()
+            self.place_waiting()
+
+        node.journal.before = before
+
+    async def place(self, orders) -> list:
+        """Place ``orders`` (validated, entitled) at the next flush; return the Placed
+        list once they are durable. Raises what ``place_many`` would (nothing placed),
+        or StoreFailed."""
+        node = self.node
+        node.ready_to_trade()  # a node that may not trade says so at once
+        waiting = _Waiting(orders)
+        self.waiting.append(waiting)
+        mark = node.journal.want_flush()
+        try:
+            await node.journal.sync(mark)
+        finally:
+            if waiting.placed is None and waiting.error is None:
+                # cancelled (or the store failed) before its flush: never placed
+                with contextlib.suppress(ValueError):
+                    self.waiting.remove(waiting)
+        if waiting.error is not None:
+            raise waiting.error
+        return waiting.placed
+
+    def place_waiting(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        place_many = self.node.place_many
+        for entry in waiting:
+            try:
+                entry.placed = place_many(entry.orders)
+            except Exception as exc:  # a refusal (ReplicaError, NotReady) or a bug:
+                entry.error = exc  # its own handler answers it, the others go on

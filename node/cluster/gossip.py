@@ -15,9 +15,11 @@ Theory of operation
   bootstrapping; the smallest id founds, the others join it. A peer that is
   a member already is simply asked to admit the node.
 * **Push.** Every peer has a sender task draining its outbox: it takes what
-  is queued (up to ``PUSH_BATCH`` deltas), joins it into one delta and POSTs
-  it to ``/peer/push``. A failure drops that batch and backs the peer off;
-  pull repairs whatever push lost.
+  is queued (up to ``PUSH_BATCH`` block lists, each durable here) and POSTs
+  it to ``/peer/push``, with up to ``PUSHES_IN_FLIGHT`` pushes under way to
+  the peer (sent in order; one that overtakes the other on the way waits at
+  the receiver for it, briefly, see peerapi.py). A failure drops that batch
+  and backs the peer off; pull repairs whatever push lost.
 * **Pull.** Every ``pull_interval_s`` (jittered by +-20%), each peer's puller
   sends the node's causal context to that peer and merges the delta that
   comes back: exactly the events the node lacks, at most ``PAGE`` of them (a
@@ -57,10 +59,11 @@ from .. import logs
 from ..service import PAGE, Node, Peer
 from ..store import jointoken
 from ..store.journal import StoreFailed
-from . import admission, peerauth
+from . import admission, peerauth, pushage
 from .peerhttp import Answer, AnswerTooLarge, PeerClient
 
 PUSH_BATCH = 1_000
+PUSHES_IN_FLIGHT = 2  # per peer: see _sender (docs/performance.md, rewinds, seventh pass)
 PUSH_BYTES = 4 * 1024 * 1024  # block bytes per push at most (one block more); see below
 PUSH_BODY_LIMIT = 16 * 1024 * 1024  # what a node reads of a peer request (push, pull)
 REGISTRY_ANSWER_LIMIT = 256 * 1024
@@ -286,24 +289,51 @@ def _error_of(body: bytes) -> tuple[str, str]:
 
 # -- push ----------------------------------------------------------------------
 async def _sender(node: Node, client: PeerClient, peer: Peer) -> None:
-    async for first in peer.outbox:
-        batch = [first]
-        while len(batch) < PUSH_BATCH:
+    """Drain the peer's outbox into pushes, up to ``PUSHES_IN_FLIGHT`` at once: blocks
+    go out as soon as they are durable, not after the push in flight is answered
+    (that answer waits for the peer's commit). A slot is taken before the outbox
+    is read, so a push takes everything queued by the time it may go."""
+    slots = trio.Semaphore(PUSHES_IN_FLIGHT)
+    async with trio.open_nursery() as nursery:
+        while True:
+            await slots.acquire()
             try:
-                batch.append(peer.outbox.receive_nowait())
-            except trio.WouldBlock:
-                break
-        if not peer.ready(node.monotonic()):
-            peer.dropped += len(batch)
-            continue
-        blocks = [b for blocks in batch for b in blocks]  # sealed once durable: send as is
+                first = await peer.outbox.receive()
+            except BaseException:
+                slots.release()
+                raise
+            batch = [first]
+            while len(batch) < PUSH_BATCH:
+                try:
+                    batch.append(peer.outbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if not peer.ready(node.monotonic()):
+                peer.dropped += len(batch)
+                slots.release()
+                continue
+            nursery.start_soon(_push_batch, node, client, peer, batch, slots,
+                               nursery.cancel_scope)
+
+
+async def _push_batch(node: Node, client: PeerClient, peer: Peer, batch: list,
+                      slots: trio.Semaphore, sender: trio.CancelScope) -> None:
+    try:
+        # sealed once durable: send as is
+        blocks = [b for _, blocks in batch for b in blocks]
+        oldest = pushage.oldest_ms(batch[0][1])
+        pushage.observe(node, "sealed", oldest, batch[0][0])
+        pushage.observe(node, "sent", oldest)
         for part in _parts(blocks):
             sent = await _push(node, client, peer, part)
             if sent is None:
-                return  # the peer is this node
+                sender.cancel()  # the peer is this node
+                return
             if not sent:
                 peer.dropped += len(batch)
                 break
+    finally:
+        slots.release()
 
 
 def _parts(items: list, size_of=lambda block: len(block.body)) -> list[list]:

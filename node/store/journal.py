@@ -131,6 +131,13 @@ class Journal:
         self._batch.meta.update(values)
         self._touch()
 
+    def want_flush(self) -> int:
+        """Wake the writer though nothing is appended yet: ``before`` will append
+        (orders placed at the flush, node/api/orderentry.py). Returns the mark to
+        ``sync`` on: the flush that commits it ran ``before`` after this call."""
+        self._touch()
+        return self._appended
+
     @property
     def pending(self) -> bool:
         return self._durable < self._appended
