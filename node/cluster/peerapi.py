@@ -87,11 +87,17 @@ class PeerAPI:
                          detail=str(exc)[:300])
             raise BadRequest(400, "bad_blocks", str(exc)) from None
         self._peer_seen(request)
+        # A receipt says every block of the push is held here. One skipped (past a
+        # gap: the sender's two pushes in flight overtook each other on the way)
+        # gets none, or the sender would count its events replicated (ack=replicated)
+        # before the next pull brings them. Held now, durable after the sync below.
+        receipt = request.headers.get("x-crdtbook-ack") == "1" and _holds(self.node,
+                                                                         message.blocks)
         await self._durable()
         logs.debug("peer.push.received", added=added, bytes=len(request.body))
         response = Response(204, b"", headers=[(b"x-crdtbook-replica", self.node.id.encode())])
         response.headers.pop(0)  # no body, no content-type: pushes are small, headers add up
-        if request.headers.get("x-crdtbook-ack") == "1":  # a signed receipt, for its acks
+        if receipt:  # a signed receipt, for its acks
             response.headers.append((peerauth.HEADER.encode(),
                                      peerauth.sign_answer(self.node, request.body, b"").encode()))
         return response
@@ -225,3 +231,9 @@ class PeerAPI:
             headers.append((b"x-crdtbook-hello-proof",
                             admission.hello_proof(token, nonce, body).encode()))
         return Response(200, body, headers=headers)
+
+
+def _holds(node, blocks) -> bool:
+    """Every event of ``blocks`` is held here, with no gap before it."""
+    context = node.replica.state.context
+    return all(context.contiguous(block.replica) >= block.last for block in blocks)

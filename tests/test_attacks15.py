@@ -1,0 +1,108 @@
+"""Attacks on order entry at the flush and on push scheduling, against real nodes.
+
+Durable nodes place an HTTP batch when the flush that commits it starts
+(node/api/orderentry.py ``AtFlush``) and merge peers' pushes there too
+(``Node.arrive``); the gossip keeps up to two pushes in flight per peer
+(node/cluster/gossip.py ``_sender``). Each test is one attack and passes when
+the node kept its promises: a 201 only for what is durable and placed exactly
+once, fills every node agrees on, ``ack=replicated`` only for what a peer holds,
+every queue bounded. The ones that once got through are fixed in the node; their
+tests stay here.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from node.cluster import gossip
+
+from . import nodes
+
+PULL_S = 2.0  # b pulls from a this often: pushes reach it first
+HOLD_S = 10.0  # at most this long the reordering network holds a push (a bound, not a wait)
+
+
+class Reordering:
+    """The network between two nodes, reordering pushes in pairs: the first of two
+    pushes in flight reaches the receiver only after the second was answered, and
+    its answer comes back to the sender first. Any two TCP connections may do that."""
+
+    def __init__(self, monkeypatch, url: str) -> None:
+        self.url = url + "/peer/push"
+        self.first: list[trio.Event] | None = None  # (second answered, first done)
+        self.pairs = 0
+        real = gossip.post
+
+        async def post(client, url, body, headers, *args, **kwargs):
+            if url != self.url:
+                return await real(client, url, body, headers, *args, **kwargs)
+            if self.first is None:  # hold it until another push overtook it
+                pair = self.first = [trio.Event(), trio.Event()]
+                with trio.move_on_after(HOLD_S):
+                    await pair[0].wait()
+                if self.first is pair:
+                    self.first = None
+                try:
+                    return await real(client, url, body, headers, *args, **kwargs)
+                finally:
+                    pair[1].set()  # (its caller reads the answer before the second's)
+            pair, self.first = self.first, None
+            self.pairs += 1
+            try:
+                answer = await real(client, url, body, headers, *args, **kwargs)
+            finally:
+                pair[0].set()
+            with trio.move_on_after(HOLD_S):
+                await pair[1].wait()
+            return answer
+
+        monkeypatch.setattr(gossip, "post", post)
+
+
+def holds(node, origin: str) -> int:
+    """Seq of ``origin`` that ``node`` holds with no gap before it."""
+    return node.replica.state.context.contiguous(origin)
+
+
+async def test_reordered_pushes_never_count_as_replicated_what_the_peer_skipped(
+        nursery, tmp_path, monkeypatch):
+    """Two pushes in flight can reach the peer in the other order: the second, past
+    a gap there, is skipped (the pull repairs it later), yet the peer answered it with
+    a signed receipt, and the sender, having read the first's receipt first, counted
+    the second's blocks as held. ``ack=replicated`` then said replicated for an
+    order the peer did not hold."""
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"))
+    b = await nodes.start(nursery, a.url, data_dir=str(tmp_path / "b"),
+                          pull_interval_s=PULL_S)
+    # a knows what b holds (b's pulls tell it): a push's receipt then extends that
+    await nodes.eventually(lambda: a.node.peer_holds.get(b.node.id, 0)
+                           >= a.node.replica.state.context.contiguous(a.node.id))
+    noted: list[tuple[int, int]] = []  # (seq a counted b as holding, what b held then)
+    real_note = a.node.note_held
+
+    def note_held(replica, seq) -> None:
+        if replica == b.node.id:
+            noted.append((seq, holds(b.node, a.node.id)))
+        real_note(replica, seq)
+
+    monkeypatch.setattr(a.node, "note_held", note_held)
+    net = Reordering(monkeypatch, b.url)
+    answers: list[dict] = []
+
+    async def place(price: str) -> None:
+        async with nodes.client() as http:
+            r = await http.post(a.url + "/orders?ack=replicated&timeout=5",
+                                json={"side": "buy", "qty": "1", "price": price})
+            assert r.status_code in (201, 202), r.text
+            answers.append(r.json())
+
+    async with trio.open_nursery() as clients:
+        clients.start_soon(place, "10")
+        await nodes.eventually(lambda: net.first is not None)  # its push is held
+        clients.start_soon(place, "11")
+    assert net.pairs >= 1  # the second push did overtake the first
+    assert b.node.door.refused["gap"] >= 1  # and b skipped it
+    assert noted
+    assert all(seq <= held for seq, held in noted), noted
+    for answer in answers:  # b's next pull tells a it holds both (within the timeout)
+        assert answer["replicated"], answer
