@@ -448,13 +448,18 @@ class Node:
         commit's time share one rewind."""
         arrival = _Arrival(message)
         self._arrivals.append(arrival)
-        if self.store.ephemeral:
-            await trio.sleep(0)
-        else:
-            with contextlib.suppress(StoreFailed):  # (the push's answer says so)
-                await self.journal.sync(self.journal.want_flush())
-        if not arrival.done.is_set():
-            self.merge_arrivals()
+        try:
+            if self.store.ephemeral:
+                await trio.sleep(0)
+            else:
+                with contextlib.suppress(StoreFailed):  # (the push's answer says so)
+                    await self.journal.sync(self.journal.want_flush())
+        finally:
+            # Merged now if not yet, cancelled included: a sender that gave up (a
+            # flush a hung disk delays) must not leave its push queued until then,
+            # or pushes sent and abandoned would pile up without bound.
+            if not arrival.done.is_set():
+                self.merge_arrivals()
         if arrival.error is not None:
             raise arrival.error
         return arrival.added

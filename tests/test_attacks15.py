@@ -12,8 +12,13 @@ tests stay here.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
+import httpx
 import trio
 
+from crdtbook.feedwire import encode_blocks
 from node.cluster import gossip
 
 from . import nodes
@@ -106,3 +111,66 @@ async def test_reordered_pushes_never_count_as_replicated_what_the_peer_skipped(
     assert all(seq <= held for seq, held in noted), noted
     for answer in answers:  # b's next pull tells a it holds both (within the timeout)
         assert answer["replicated"], answer
+
+
+class StuckDisk:
+    """A store whose next commit hangs (a stalled disk) until ``release()``."""
+
+    def __init__(self, monkeypatch, store) -> None:
+        self.entered = threading.Event()
+        self.go = threading.Event()
+        real = store.commit
+
+        def commit() -> None:
+            self.entered.set()
+            self.go.wait()
+            real()
+
+        monkeypatch.setattr(store, "commit", commit)
+
+    def release(self) -> None:
+        self.go.set()
+
+
+PUSHES = 20  # pushes sent, each given up on by its sender while the disk hangs
+GIVE_UP_S = 0.5  # how long such a sender waits for its answer
+GONE_S = 15.0  # a connection whose client went away is gone by then (5 s for a closed side)
+
+
+async def stranger_push(nursery) -> bytes:
+    """A well-formed push of validly signed blocks from another cluster's founder."""
+    other = await nodes.start(nursery)
+    async with nodes.client() as http:
+        r = await http.post(other.url + "/orders",
+                            json=[{"side": "buy", "qty": "1", "price": str(100 + i)}
+                                  for i in range(200)])
+        assert r.status_code == 201, r.text
+    body = encode_blocks(other.node.door.answer({}).blocks, [])
+    await other.stop()
+    return body
+
+
+async def test_pushes_given_up_on_while_the_disk_hangs_are_not_kept(
+        nursery, tmp_path, monkeypatch):
+    """A durable node holds a push for its next flush. A sender that gives up (its
+    timeout) leaves, and its handler is cancelled; its push stayed queued for that
+    flush, which a hung disk delays for as long as it hangs: anyone may push, so
+    pushes sent and abandoned piled up without bound (main merged each at once)."""
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"))
+    body = await stranger_push(nursery)
+    disk = StuckDisk(monkeypatch, a.node.store)
+    try:
+        await trio.to_thread.run_sync(disk.entered.wait)  # the lease's commit hangs
+        headers = {"content-type": "application/cbor", "x-crdtbook-book": "default"}
+        async with nodes.client() as http:
+            for _ in range(PUSHES):
+                with contextlib.suppress(httpx.TimeoutException):
+                    await http.post(a.url + "/peer/push", content=body, headers=headers,
+                                    timeout=GIVE_UP_S)
+        await nodes.eventually(lambda: not a.node._arrivals, timeout=GONE_S)
+        async with nodes.client() as http:  # and the node still serves reads
+            assert (await http.get(a.url + "/status")).status_code == 200
+    finally:
+        disk.release()
+    await nodes.eventually(lambda: not a.node.journal.pending)
+    assert a.node.door.refused["not a member"] >= 1  # the pushes were judged, not kept
