@@ -13,15 +13,21 @@ tests stay here.
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
+import struct
 import threading
 
 import httpx
 import trio
 
+from crdtbook.events import ORDER
 from crdtbook.feedwire import encode_blocks
+from node.api import orderentry
 from node.cluster import gossip
 
 from . import nodes
+from .procs import NodeProcess, paged
 
 PULL_S = 2.0  # b pulls from a this often: pushes reach it first
 HOLD_S = 10.0  # at most this long the reordering network holds a push (a bound, not a wait)
@@ -174,3 +180,142 @@ async def test_pushes_given_up_on_while_the_disk_hangs_are_not_kept(
         disk.release()
     await nodes.eventually(lambda: not a.node.journal.pending)
     assert a.node.door.refused["not a member"] >= 1  # the pushes were judged, not kept
+
+
+# -- clients that leave while their batch waits for its flush --------------------------
+STAYING = 6  # clients that wait for their answers while the disk hangs
+LEAVING = 6  # clients that reset their connection while their batch waits
+BATCH = 20  # orders a batch; each batch's prices are its own, so it can be counted
+
+
+def tagged(batch_no: int) -> list[dict]:
+    """A batch whose orders are told apart from every other batch's (price, qty)."""
+    return [{"side": "buy", "qty": str(k + 1), "price": str(1000 + batch_no)}
+            for k in range(BATCH)]
+
+
+def batches_held(node) -> dict[int, list[int]]:
+    """Per tagged batch, the quantities of its orders the replica holds."""
+    held: dict[int, list[int]] = {}
+    for event in node.replica.events():
+        if event.kind == ORDER and event.price >= 1000 * 10**8:
+            held.setdefault(event.price // 10**8 - 1000, []).append(event.qty // 10**8)
+    return held
+
+
+async def post_and_reset(url: str, token: str, batch: list[dict]) -> None:
+    """POST a batch on a raw connection, then reset it (no answer read)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps(batch).encode()
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(
+        (f"POST /orders HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\n"
+         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+         ).encode() + body)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()
+
+
+async def test_a_client_that_leaves_before_its_flush_gets_nothing_placed(
+        nursery, tmp_path, monkeypatch):
+    """Batches wait for a flush a hung disk delays; half their clients reset their
+    connections. Those batches are never placed (not at that flush, not later);
+    the others are placed once each, whole, and answered 201 once durable."""
+    entries: list[orderentry.AtFlush] = []
+    real_init = orderentry.AtFlush.__init__
+
+    def init(self, node) -> None:
+        real_init(self, node)
+        entries.append(self)
+
+    monkeypatch.setattr(orderentry.AtFlush, "__init__", init)
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    [entry] = entries
+    calls = [0]
+    real_place = entry.place
+
+    async def place(orders):
+        calls[0] += 1
+        return await real_place(orders)
+
+    entry.place = place
+    disk = StuckDisk(monkeypatch, a.node.store)
+    answers: dict[int, int] = {}
+    try:
+        await trio.to_thread.run_sync(disk.entered.wait)
+
+        async def stay(batch_no: int) -> None:
+            async with nodes.client(timeout=60) as http:
+                r = await http.post(a.url + "/orders", json=tagged(batch_no))
+                answers[batch_no] = r.status_code
+
+        async with trio.open_nursery() as clients:
+            for i in range(STAYING):
+                clients.start_soon(stay, i)
+            await nodes.eventually(lambda: len(entry.waiting) == STAYING)
+            for i in range(STAYING, STAYING + LEAVING):
+                await post_and_reset(a.url, a.token, tagged(i))
+            # every batch read; the reset ones taken back by their cancelled handlers
+            await nodes.eventually(lambda: calls[0] == STAYING + LEAVING
+                                   and len(entry.waiting) == STAYING, timeout=GONE_S)
+            assert not batches_held(a.node)  # nothing placed before its flush
+            disk.release()
+    finally:
+        disk.release()
+    assert answers == {i: 201 for i in range(STAYING)}
+    await nodes.eventually(lambda: not a.node.journal.pending)
+    held = batches_held(a.node)
+    assert sorted(held) == list(range(STAYING))  # the reset ones: never placed
+    for batch_no, qtys in held.items():
+        assert sorted(qtys) == list(range(1, BATCH + 1)), batch_no  # whole, once
+
+
+# -- kill -9 while batches wait for, and are placed at, their flushes -------------------
+FLOODERS = 24  # clients posting batch after batch
+ACKED_BEFORE_KILL = 150  # batches answered 201 before the node is killed
+
+
+async def test_kill_9_during_flushes_loses_no_acknowledged_batch_and_halves_none(tmp_path):
+    """Many clients post tagged batches; the node is killed mid-flood (flushes under
+    way, batches waiting for the next). After the restart every batch answered 201
+    is held, each order once; every other batch is held whole or not at all."""
+    node = NodeProcess(str(tmp_path / "n"), extra=("--rate-limit", "0"))
+    await node.start()
+    acked: list[int] = []
+    sent: list[int] = []
+    try:
+        async def flood(client_no: int) -> None:
+            async with nodes.client(timeout=30) as http:
+                for round_no in range(1_000_000):
+                    batch_no = client_no * 100_000 + round_no
+                    sent.append(batch_no)
+                    r = await http.post(node.url + "/orders", json=tagged(batch_no))
+                    assert r.status_code == 201, r.text
+                    acked.append(batch_no)
+
+        async with trio.open_nursery() as clients:
+            for i in range(FLOODERS):
+                clients.start_soon(quietly, flood, i)
+            await nodes.eventually(lambda: len(acked) >= ACKED_BEFORE_KILL, timeout=120)
+            node.kill()
+            clients.cancel_scope.cancel()
+        await node.start()
+        async with nodes.client(timeout=30) as http:
+            orders = await paged(http, node.url, "/orders", "orders")
+        held: dict[int, list[int]] = {}
+        for order in orders:
+            price = int(order["price"])
+            held.setdefault(price - 1000, []).append(int(order["qty"]))
+        lost = [b for b in acked if sorted(held.get(b, [])) != list(range(1, BATCH + 1))]
+        assert not lost, f"{len(lost)} of {len(acked)} acknowledged batches not held whole"
+        torn = {b: q for b, q in held.items() if sorted(q) != list(range(1, BATCH + 1))}
+        assert not torn, f"batches held in part or twice: {list(torn.items())[:3]}"
+        assert set(held) <= set(sent)
+    finally:
+        node.kill()
+
+
+async def quietly(run, *args) -> None:
+    """``run(*args)``, its end by a killed node's broken connection ignored."""
+    with contextlib.suppress(httpx.TransportError):
+        await run(*args)
