@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 import struct
 import threading
@@ -28,6 +29,7 @@ from node.cluster import gossip
 
 from . import nodes
 from .procs import NodeProcess, paged
+from .wsclient import connect
 
 PULL_S = 2.0  # b pulls from a this often: pushes reach it first
 HOLD_S = 10.0  # at most this long the reordering network holds a push (a bound, not a wait)
@@ -319,3 +321,88 @@ async def quietly(run, *args) -> None:
     """``run(*args)``, its end by a killed node's broken connection ignored."""
     with contextlib.suppress(httpx.TransportError):
         await run(*args)
+
+
+# -- three durable nodes: HTTP batches (some bad), WebSocket orders, cancels, compaction --
+HTTP_CLIENTS = 3  # per node
+ROUNDS = 12  # batches each HTTP client posts
+BAD_EVERY = 4  # every 4th batch has one bad order among good ones (refused whole)
+WS_ORDERS = 40  # orders each node's WebSocket client places, cancelling every other
+
+
+def a_batch(rng: random.Random, bad: bool) -> list[dict]:
+    orders = [{"side": rng.choice(("buy", "sell")), "qty": str(rng.randint(1, 5)),
+               "price": str(rng.randint(95, 105))} for _ in range(8)]
+    if bad:
+        orders[rng.randrange(len(orders))]["qty"] = "-1"
+    return orders
+
+
+def fills_seen(fills: list[dict]) -> list[tuple]:
+    """Fills as every node must agree on them (``final`` moves on its own time)."""
+    return [tuple(sorted((k, str(v)) for k, v in fill.items() if k != "final"))
+            for fill in fills]
+
+
+async def test_batches_websocket_orders_and_cancels_agree_on_three_durable_nodes(
+        nursery, tmp_path):
+    """Each node takes HTTP batches from several clients at once (one in four with a
+    bad order: refused whole, nothing of it placed, the others in its flush go
+    through), WebSocket orders and cancels, and HTTP cancels of orders just
+    placed, while compaction runs. The nodes end with one digest, the same fills,
+    and exactly the orders that were answered."""
+    settings = {"rate_limit": 0, "compact_interval_s": 0.2}
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"), **settings)
+    b = await nodes.start(nursery, a.url, data_dir=str(tmp_path / "b"), **settings)
+    c = await nodes.start(nursery, a.url, data_dir=str(tmp_path / "c"), **settings)
+    running = (a, b, c)
+    placed: set[str] = set()
+    refused: list[int] = []
+
+    async def http_client(node, seed: int) -> None:
+        rng = random.Random(seed)
+        async with nodes.client(timeout=60) as http:
+            for round_no in range(ROUNDS):
+                bad = round_no % BAD_EVERY == BAD_EVERY - 1
+                r = await http.post(node.url + "/orders", json=a_batch(rng, bad))
+                if bad:
+                    assert r.status_code == 400, r.text
+                    refused.append(r.status_code)
+                    continue
+                assert r.status_code == 201, r.text
+                ids = [p["order"]["id"] for p in r.json()]
+                placed.update(ids)
+                victim = rng.choice(ids)  # a cancel right after: it may have traded
+                r = await http.delete(f"{node.url}/orders/{victim}")
+                assert r.status_code in (200, 409), r.text
+
+    async def ws_client(node, seed: int) -> None:
+        rng = random.Random(seed)
+        async with connect(node.url, token=node.token) as ws:
+            for i in range(WS_ORDERS):
+                answer = await ws.call(op="order", id=i, order=a_batch(rng, False)[0])
+                assert answer["ok"], answer
+                order_id = answer["result"]["order"]["id"]
+                placed.add(order_id)
+                if i % 2:
+                    answer = await ws.call(op="cancel", id=f"c{i}", order=order_id)
+                    assert answer["ok"] or answer["error"] == "cannot_cancel", answer
+
+    async with trio.open_nursery() as clients:
+        for n, node in enumerate(running):
+            for i in range(HTTP_CLIENTS):
+                clients.start_soon(http_client, node, n * 100 + i)
+            clients.start_soon(ws_client, node, n * 100 + 99)
+    assert len(refused) == len(running) * HTTP_CLIENTS * (ROUNDS // BAD_EVERY)
+    await nodes.eventually(lambda: nodes.converged(*running), timeout=60)
+
+    async def views_of(node) -> tuple[set, list]:
+        async with nodes.client(timeout=30) as http:
+            orders = await paged(http, node.url, "/orders", "orders")
+            fills = await paged(http, node.url, "/fills", "fills")
+        return {o["id"] for o in orders}, fills_seen(fills)
+
+    seen = [await views_of(node) for node in running]
+    for ids, fills in seen:
+        assert ids == placed  # every answered order, nothing of a refused batch
+        assert fills == seen[0][1] and fills  # the same fills everywhere
