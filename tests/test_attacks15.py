@@ -28,6 +28,7 @@ from node.api import orderentry
 from node.cluster import gossip
 
 from . import nodes
+from .peers import SignedPeer
 from .procs import NodeProcess, paged
 from .wsclient import connect
 
@@ -406,3 +407,43 @@ async def test_batches_websocket_orders_and_cancels_agree_on_three_durable_nodes
     for ids, fills in seen:
         assert ids == placed  # every answered order, nothing of a refused batch
         assert fills == seen[0][1] and fills  # the same fills everywhere
+
+
+# -- a member's two versions of one block, pushed into the same flush --------------------
+async def test_two_versions_of_a_block_merged_in_one_flush_convict_their_member(
+        nursery, tmp_path, monkeypatch):
+    """A durable node merges the pushes that came by its next flush together; two
+    pushes of one origin must not be judged as one message (the second version
+    would pass for a duplicate of the first). Both versions wait for the same
+    flush here: the member is convicted, the node keeps one digest with its peer."""
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"))
+    b = await nodes.start(nursery, a.url, data_dir=str(tmp_path / "b"))
+    left, right = SignedPeer("two-faced-15"), SignedPeer("two-faced-15")
+    left.admitted_by(a.node)
+    await nodes.eventually(lambda: all(n.node.replica.is_member(left.id) for n in (a, b)))
+    now = a.node.clock_ms()
+    one = left.place("sell", "1", "30", now_ms=now)
+    other = right.place("buy", "2", "31", now_ms=now)
+    assert (one.first, one.last) == (other.first, other.last) and one.body != other.body
+    disk = StuckDisk(monkeypatch, a.node.store)
+    statuses: list[int] = []
+    headers = {"content-type": "application/cbor", "x-crdtbook-book": "default"}
+
+    async def push(body: bytes) -> None:
+        async with nodes.client(timeout=60) as http:
+            r = await http.post(a.url + "/peer/push", content=body, headers=headers)
+            statuses.append(r.status_code)
+
+    try:
+        await trio.to_thread.run_sync(disk.entered.wait)
+        async with trio.open_nursery() as pushers:
+            pushers.start_soon(push, left.blocks([one]))
+            pushers.start_soon(push, right.blocks([other]))
+            await nodes.eventually(lambda: len(a.node._arrivals) == 2)  # one flush for both
+            disk.release()
+    finally:
+        disk.release()
+    assert statuses == [204, 204]
+    assert left.id in a.node.door.proofs
+    await nodes.eventually(lambda: left.id in b.node.door.proofs)
+    await nodes.eventually(lambda: nodes.converged(a, b))
