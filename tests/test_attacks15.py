@@ -447,3 +447,58 @@ async def test_two_versions_of_a_block_merged_in_one_flush_convict_their_member(
     assert left.id in a.node.door.proofs
     await nodes.eventually(lambda: left.id in b.node.door.proofs)
     await nodes.eventually(lambda: nodes.converged(a, b))
+
+
+# -- a peer that never answers a push ----------------------------------------------------
+class BlackHole:
+    """A peer that reads requests and never answers; counts pushes open at once."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.open_pushes = 0
+        self.most_pushes = 0
+        self.pushes = 0
+
+    async def serve(self, nursery) -> str:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        return self.url
+
+    async def _handle(self, stream) -> None:
+        push = False
+        try:
+            head = await stream.receive_some(65536)
+            push = head.startswith(b"POST /peer/push ")
+            if push:
+                self.pushes += 1
+                self.open_pushes += 1
+                self.most_pushes = max(self.most_pushes, self.open_pushes)
+            while await stream.receive_some(65536):  # until the caller gives up
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            if push:
+                self.open_pushes -= 1
+            await stream.aclose()
+
+
+async def test_a_peer_that_never_answers_holds_at_most_two_pushes(nursery, tmp_path):
+    """Pushes to a peer that never answers: at most ``PUSHES_IN_FLIGHT`` are open at
+    once (each ends at the request timeout, then the peer is backed off), and the
+    node answers its clients meanwhile."""
+    hole = BlackHole()
+    await hole.serve(nursery)
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    a.node.add_peer(hole.url, sticky=True)
+    await nodes.eventually(lambda: a.node.peers[hole.url].started)
+    async with nodes.client(timeout=30) as http:
+        for i in range(30):
+            r = await http.post(a.url + "/orders", json=tagged(i))
+            assert r.status_code == 201, r.text
+            if hole.pushes >= 2 * gossip.PUSHES_IN_FLIGHT:
+                break
+    await nodes.eventually(lambda: hole.pushes >= gossip.PUSHES_IN_FLIGHT)
+    await nodes.eventually(lambda: hole.open_pushes == 0, timeout=GONE_S)
+    assert hole.most_pushes <= gossip.PUSHES_IN_FLIGHT
