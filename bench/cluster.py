@@ -169,11 +169,13 @@ async def counters(urls) -> list[dict]:
     out = []
     async with client(timeout=30) as http:
         for url in urls:
-            values: dict = dict.fromkeys(COUNTERS.values(), 0)
+            values: dict = dict.fromkeys((*COUNTERS.values(), "gaps"), 0)
             for line in (await http.get(f"{url}/metrics")).text.splitlines():
                 name, _, value = line.rpartition(" ")
                 if name in COUNTERS:
                     values[COUNTERS[name]] = int(float(value))
+                elif name == 'crdtbook_door_refused_total{reason="gap"}':
+                    values["gaps"] = int(float(value))  # blocks skipped past a gap
                 elif name.startswith(AGE):
                     series, _, labels = name.partition("{")
                     fields = dict(item.split("=", 1) for item in labels.rstrip("}").split(","))
@@ -248,6 +250,9 @@ def replays(before: list[dict], after: list[dict]) -> dict:
     figures["applies_per_event"] = round((events + total["replayed"]) / max(events, 1), 3)
     figures["rewinds"] = total["rewinds"]
     figures["undone_per_rewind"] = round(total["replayed"] / max(total["rewinds"], 1), 1)
+    # blocks a receiver skipped past a gap (a push overtaken by the next): pulls repair
+    figures["gap_skips"] = sum(a["gaps"] - b["gaps"] for b, a in zip(before, after,
+                                                                         strict=True))
     return figures
 
 

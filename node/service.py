@@ -29,7 +29,6 @@ merges. The node's own events are sealed into one signed block per commit
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import functools
 import math
@@ -56,7 +55,7 @@ from .metrics import Metrics
 from .store import accounts, admintoken, jointoken, secretfile
 from .store.datadir import Retired, open_store, phrase
 from .store.feedindex import StoreIndex
-from .store.journal import Journal, StoreFailed
+from .store.journal import Journal
 from .store.recover import recover
 from .store.sqlite import Batch, FinalOrder, StoredFill
 
@@ -437,29 +436,14 @@ class Node:
         ``accept`` (nothing of this message changed) if it fails verification.
         Durable once ``journal.sync()`` returns after it.
 
-        An ephemeral store: the merge runs here, in the push's own task, so it
-        overlaps a commit under way rather than delaying the next one; one
-        checkpoint first lets pushes that are ready at the same moment join it.
-        A durable store: the merge runs when the next flush starts (the
-        journal's ``before``), with every push that came meanwhile, just before
-        the client batches placed there (node/api/orderentry.py ``AtFlush``):
-        its events go into that commit either way (one under way took its
-        batch already), so its answer comes no later, and the pushes of a
-        commit's time share one rewind."""
+        The merge runs here, in the push's own task, so it overlaps a commit
+        under way rather than delaying the next one; one checkpoint first lets
+        pushes that are ready at the same moment join it."""
         arrival = _Arrival(message)
         self._arrivals.append(arrival)
-        try:
-            if self.store.ephemeral:
-                await trio.sleep(0)
-            else:
-                with contextlib.suppress(StoreFailed):  # (the push's answer says so)
-                    await self.journal.sync(self.journal.want_flush())
-        finally:
-            # Merged now if not yet, cancelled included: a sender that gave up (a
-            # flush a hung disk delays) must not leave its push queued until then,
-            # or pushes sent and abandoned would pile up without bound.
-            if not arrival.done.is_set():
-                self.merge_arrivals()
+        await trio.sleep(0)
+        if not arrival.done.is_set():
+            self.merge_arrivals()
         if arrival.error is not None:
             raise arrival.error
         return arrival.added

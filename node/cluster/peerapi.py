@@ -3,11 +3,13 @@
 Theory of operation
 -------------------
 ``/peer/push`` takes a delta (merged together with the other pushes ready
-at the same moment, see Node.arrive); ``/peer/pull`` takes a causal context and
-answers with the delta the caller lacks (a page of at most ``PAGE`` events;
-events compacted from memory are read back from the store, so a peer always
-gets events, never a snapshot); ``/peer/join`` admits a new replica whose
-signed request passes admission.py, and answers with the state it needs;
+at the same moment, see Node.arrive; one past a gap first waits briefly for
+the push before it, which it may have overtaken, see ``_after_overtaken``);
+``/peer/pull`` takes a causal context and answers with the delta the caller
+lacks (a page of at most ``PAGE`` events; events compacted from memory are
+read back from the store, so a peer always gets events, never a snapshot);
+``/peer/join`` admits a new replica whose signed request passes
+admission.py, and answers with the state it needs;
 ``/peer/hello`` says who this node is (for ``--bootstrap-expect``).
 
 Pulls are bounded three ways: an answer holds at most ``PAGE_BLOCKS``
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import json
 
+import trio
+
 from crdtbook.codec import CodecError
 from crdtbook.door import DoorError
 from crdtbook.feedwire import decode_pull_message, encode_blocks
@@ -50,6 +54,7 @@ PAGE_BLOCKS = 2_000  # blocks per origin in a pull or join answer (and 8 MiB: fe
 PULL_BYTES = 8 * 1024 * 1024  # block bodies in one pull or join answer, all origins together
 PULL_RATE, PULL_BURST = 20.0, 40.0  # pulls a second per member (a catching-up peer pulls fast)
 STRANGER_RATE, STRANGER_BURST = 5.0, 10.0  # pulls a second per address of unsigned callers
+OVERTAKEN_WAIT_S = 0.25  # a push past a gap waits this long at most for the one before
 PEER_HEADERS = ("x-crdtbook-replica", "x-crdtbook-url", "x-crdtbook-book")
 
 
@@ -58,6 +63,27 @@ class PeerAPI:
         self.node = node
         self.member_pulls = RateLimit(PULL_RATE, PULL_BURST)
         self.stranger_pulls = RateLimit(STRANGER_RATE, STRANGER_BURST)
+        self._merged = trio.Event()  # set (and replaced) as each push is taken or refused
+
+    async def _after_overtaken(self, message) -> None:
+        """A push that overtook the one before it on the way (a peer has up to two in
+        flight, gossip.py) waits for it, at most ``OVERTAKEN_WAIT_S``: merged first,
+        its blocks would lie past a gap and be skipped, to come again by pull, older.
+        (Its body is read before its handler runs, so "the push before is on its way"
+        cannot be known here: any push past a gap waits, and one past a real gap, a
+        push lost or dropped, is then skipped as before, the bound later.)"""
+        with trio.move_on_after(OVERTAKEN_WAIT_S):
+            while self._past_gap(message):
+                await self._merged.wait()
+
+    def _past_gap(self, message) -> bool:
+        door, seen = self.node.door, set()
+        for block in message.blocks:
+            if block.replica not in seen:
+                seen.add(block.replica)
+                if block.first > door.tip(block.replica).last + 1:
+                    return True
+        return False
 
     def _peer_check(self, request: Request) -> None:
         book = request.headers.get("x-crdtbook-book")
@@ -80,12 +106,16 @@ class PeerAPI:
             message = await decoded(request.body)
             oldest = pushage.oldest_ms(message.blocks)
             pushage.observe(self.node, "received", oldest, received)
+            await self._after_overtaken(message)
             added = await self.node.arrive(message)  # merged with others ready with it
             pushage.observe(self.node, "merged", oldest)
         except (CodecError, DoorError, ReplicaError) as exc:
             logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-replica", "?"),
                          detail=str(exc)[:300])
             raise BadRequest(400, "bad_blocks", str(exc)) from None
+        finally:
+            self._merged.set()
+            self._merged = trio.Event()
         self._peer_seen(request)
         # A receipt says every block of the push is held here. One skipped (past a
         # gap: the sender's two pushes in flight overtook each other on the way)
