@@ -497,3 +497,49 @@ async def test_a_peer_that_never_answers_holds_at_most_two_pushes(nursery, tmp_p
     await nodes.eventually(lambda: hole.pushes >= gossip.PUSHES_IN_FLIGHT)
     await nodes.eventually(lambda: hole.open_pushes == 0, timeout=GONE_S)
     assert hole.most_pushes <= gossip.PUSHES_IN_FLIGHT
+
+
+# -- batches racing a leave ----------------------------------------------------------------
+LEAVE_CLIENTS = 6
+BATCHES_BEFORE_LEAVE = 20  # batches answered at b before its operator makes it leave
+
+
+async def test_batches_racing_a_leave_are_placed_whole_and_answered_or_not_at_all(
+        nursery, tmp_path):
+    """Clients flood b with batches; b's operator makes it leave mid-flood. A batch
+    waiting for b's next flush when the leave is made is refused there (b creates
+    no more events), one placed before is answered 201 and reaches a: a ends holding
+    every batch b answered 201 (and none it refused), each whole."""
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    b = await nodes.start(nursery, a.url, data_dir=str(tmp_path / "b"), rate_limit=0)
+    answered: dict[int, int] = {}
+
+    async def flood(client_no: int) -> None:
+        async with nodes.client(timeout=30) as http:
+            for round_no in range(1_000):
+                batch_no = client_no * 1_000 + round_no
+                try:
+                    r = await http.post(b.url + "/orders", json=tagged(batch_no))
+                except httpx.TransportError:  # b stopped: its answer, if any, is lost
+                    unanswered.add(batch_no)
+                    return
+                answered[batch_no] = r.status_code
+                if r.status_code != 201:
+                    return
+
+    unanswered: set[int] = set()
+    async with trio.open_nursery() as clients:
+        for i in range(LEAVE_CLIENTS):
+            clients.start_soon(flood, i)
+        await nodes.eventually(lambda: len(answered) >= BATCHES_BEFORE_LEAVE)
+        async with nodes.client(timeout=30) as http:
+            r = await http.post(b.url + "/leave", headers=b.admin)
+            assert r.status_code == 200, r.text
+    await nodes.eventually(lambda: not a.node.replica.is_member(b.node.id))
+    placed = sorted(n for n, status in answered.items() if status == 201)
+    assert set(answered.values()) <= {201, 409, 503}, answered
+    assert 409 in answered.values()  # some batch did race the leave
+    await nodes.eventually(lambda: set(placed) <= set(batches_held(a.node)))
+    assert set(batches_held(a.node)) <= set(placed) | unanswered
+    for batch_no, qtys in batches_held(a.node).items():
+        assert sorted(qtys) == list(range(1, BATCH + 1)), batch_no
