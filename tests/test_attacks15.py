@@ -20,6 +20,7 @@ import struct
 import threading
 
 import httpx
+import pytest
 import trio
 
 from crdtbook.events import ORDER
@@ -280,10 +281,13 @@ FLOODERS = 24  # clients posting batch after batch
 ACKED_BEFORE_KILL = 150  # batches answered 201 before the node is killed
 
 
-async def test_kill_9_during_flushes_loses_no_acknowledged_batch_and_halves_none(tmp_path):
-    """Many clients post tagged batches; the node is killed mid-flood (flushes under
-    way, batches waiting for the next). After the restart every batch answered 201
-    is held, each order once; every other batch is held whole or not at all."""
+@pytest.mark.parametrize("how", ["kill", "stop"])
+async def test_kill_9_during_flushes_loses_no_acknowledged_batch_and_halves_none(
+        tmp_path, how):
+    """Many clients post tagged batches; the node is killed (or stopped: SIGTERM,
+    whose last flush places the batches waiting) mid-flood, with flushes under
+    way and batches waiting for the next. After the restart every batch answered
+    201 is held, each order once; every other batch is held whole or not at all."""
     node = NodeProcess(str(tmp_path / "n"), extra=("--rate-limit", "0"))
     await node.start()
     acked: list[int] = []
@@ -302,7 +306,10 @@ async def test_kill_9_during_flushes_loses_no_acknowledged_batch_and_halves_none
             for i in range(FLOODERS):
                 clients.start_soon(quietly, flood, i)
             await nodes.eventually(lambda: len(acked) >= ACKED_BEFORE_KILL, timeout=120)
-            node.kill()
+            if how == "kill":
+                node.kill()
+            else:
+                assert await node.stop() == 0
             clients.cancel_scope.cancel()
         await node.start()
         async with nodes.client(timeout=30) as http:
