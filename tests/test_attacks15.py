@@ -23,10 +23,11 @@ import httpx
 import pytest
 import trio
 
-from crdtbook.events import ORDER
-from crdtbook.feedwire import encode_blocks
+from crdtbook.events import ORDER, make_order
+from crdtbook.feed import Block
+from crdtbook.feedwire import encode_blocks, encode_body
 from node.api import orderentry
-from node.cluster import gossip
+from node.cluster import gossip, peerapi
 
 from . import nodes
 from .peers import SignedPeer
@@ -550,3 +551,55 @@ async def test_batches_racing_a_leave_are_placed_whole_and_answered_or_not_at_al
     assert set(batches_held(a.node)) <= set(placed) | unanswered
     for batch_no, qtys in batches_held(a.node).items():
         assert sorted(qtys) == list(range(1, BATCH + 1)), batch_no
+
+
+# -- a push past a gap waits for the one before: its wait costs per wake, not per block ---
+STRANGERS = 2_000  # blocks of non-members in the waiting push (each looked up once)
+WAKES = 5  # pushes answered while it waits: each wakes it
+
+
+async def test_a_push_waiting_past_a_gap_does_not_rescan_itself_at_every_wake(
+        nursery, tmp_path, monkeypatch):
+    """A push past a gap waits for the push it may have overtaken; every push the
+    node answers meanwhile wakes it. It looked every origin of its blocks up again at
+    each wake (a genesis hash per stranger origin: 80,000 blocks, 250 ms of the event
+    loop a wake), so a flood of tiny pushes made one large push cost the loop many
+    times what merging it costs. Now only the origins still past a gap are looked
+    at again, one at a time."""
+    monkeypatch.setattr(peerapi, "OVERTAKEN_WAIT_S", 60.0)  # it waits for the gap alone
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"))
+    member = SignedPeer("gappy-15").admitted_by(a.node)
+    await nodes.eventually(lambda: a.node.replica.is_member(member.id))
+    now = a.node.clock_ms()
+    feed = [member.place("sell", "1", str(30 + i), now_ms=now + 10 + i) for i in range(5)]
+    strangers = []
+    for i in range(STRANGERS):
+        event = make_order((now << 16) + i, f"x{i}", 1, "sell", "limit", 10**8, 10**8, "")
+        strangers.append(Block(f"x{i}", 1, 1, encode_body([event]), bytes(64), (event,)))
+    lookups = [0]
+    real_tip = a.node.door.tip
+
+    def tip(replica):
+        lookups[0] += 1
+        return real_tip(replica)
+
+    monkeypatch.setattr(a.node.door, "tip", tip)
+    headers = {"content-type": "application/cbor", "x-crdtbook-book": "default"}
+    statuses: list[int] = []
+
+    async def push(body: bytes) -> None:
+        async with nodes.client(timeout=60) as http:
+            r = await http.post(a.url + "/peer/push", content=body, headers=headers)
+            statuses.append(r.status_code)
+
+    async with trio.open_nursery() as pushers:
+        pushers.start_soon(push, member.blocks(strangers + feed[4:]))  # past a gap
+        await nodes.eventually(lambda: lookups[0] >= STRANGERS)  # it waits
+        waiting = lookups[0]
+        for _ in range(WAKES):
+            await push(encode_blocks([], []))
+        rescans = lookups[0] - waiting
+        await push(member.blocks(feed[:4]))  # the gap filled: it goes on
+    assert statuses == [204] * (WAKES + 2)
+    assert a.node.door.tip(member.id).last == feed[4].last  # taken after all
+    assert rescans < STRANGERS, rescans

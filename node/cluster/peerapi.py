@@ -72,18 +72,28 @@ class PeerAPI:
         (Its body is read before its handler runs, so "the push before is on its way"
         cannot be known here: any push past a gap waits, and one past a real gap, a
         push lost or dropped, is then skipped as before, the bound later.)"""
+        gaps = self._gaps(message)
+        tip = self.node.door.tip
         with trio.move_on_after(OVERTAKEN_WAIT_S):
-            while self._past_gap(message):
-                await self._merged.wait()
+            while gaps:
+                replica, first = gaps[-1]
+                if first <= tip(replica).last + 1:
+                    gaps.pop()  # filled (a tip only grows): never looked up again
+                else:
+                    await self._merged.wait()
 
-    def _past_gap(self, message) -> bool:
-        door, seen = self.node.door, set()
+    def _gaps(self, message) -> list[tuple[str, int]]:
+        """Each origin whose first block in ``message`` lies past a gap here, with that
+        block's first seq. Found once: every push answered meanwhile wakes the wait,
+        and a look-up per block at each wake (a genesis hash per stranger origin)
+        made a large push waiting cost the event loop once per push answered."""
+        door, seen, gaps = self.node.door, set(), []
         for block in message.blocks:
             if block.replica not in seen:
                 seen.add(block.replica)
                 if block.first > door.tip(block.replica).last + 1:
-                    return True
-        return False
+                    gaps.append((block.replica, block.first))
+        return gaps
 
     def _peer_check(self, request: Request) -> None:
         book = request.headers.get("x-crdtbook-book")
