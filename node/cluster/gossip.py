@@ -17,8 +17,8 @@ Theory of operation
 * **Push.** Every peer has a sender task draining its outbox: it takes what
   is queued (up to ``PUSH_BATCH`` block lists, each durable here) and POSTs
   it to ``/peer/push``, with up to ``PUSHES_IN_FLIGHT`` pushes under way to
-  the peer (sent in order; one that overtakes the other on the way is a gap
-  the receiver skips, and the next pull repairs). A failure drops that batch
+  the peer (sent in order; one that overtakes the other on the way waits at
+  the receiver for it, briefly, see peerapi.py). A failure drops that batch
   and backs the peer off; pull repairs whatever push lost.
 * **Pull.** Every ``pull_interval_s`` (jittered by +-20%), each peer's puller
   sends the node's causal context to that peer and merges the delta that
@@ -63,7 +63,7 @@ from . import admission, peerauth, pushage
 from .peerhttp import Answer, AnswerTooLarge, PeerClient
 
 PUSH_BATCH = 1_000
-PUSHES_IN_FLIGHT = 2  # per peer (see _sender; the receiver merges what came by its flush)
+PUSHES_IN_FLIGHT = 2  # per peer: see _sender (docs/performance.md, rewinds, seventh pass)
 PUSH_BYTES = 4 * 1024 * 1024  # block bytes per push at most (one block more); see below
 PUSH_BODY_LIMIT = 16 * 1024 * 1024  # what a node reads of a peer request (push, pull)
 REGISTRY_ANSWER_LIMIT = 256 * 1024
