@@ -41,19 +41,28 @@ HOLD_S = 10.0  # at most this long the reordering network holds a push (a bound,
 class Reordering:
     """The network between two nodes, reordering pushes in pairs: the first of two
     pushes in flight reaches the receiver only after the second was answered, and
-    its answer comes back to the sender first. Any two TCP connections may do that."""
+    its answer comes back to the sender first. Any two TCP connections may do that.
+    The receiver's pulls from the sender wait while a pair is on its way (else one
+    could bring the held push's events first, and nothing would lie past a gap)."""
 
-    def __init__(self, monkeypatch, url: str) -> None:
-        self.url = url + "/peer/push"
+    def __init__(self, monkeypatch, receiver: str, sender: str) -> None:
+        self.url = receiver + "/peer/push"
+        self.pull_url = sender + "/peer/pull"
         self.first: list[trio.Event] | None = None  # (second answered, first done)
+        self.quiet = trio.Event()  # set while no pair is on its way
+        self.quiet.set()
         self.pairs = 0
         real = gossip.post
 
         async def post(client, url, body, headers, *args, **kwargs):
+            if url == self.pull_url:
+                with trio.move_on_after(HOLD_S):
+                    await self.quiet.wait()
             if url != self.url:
                 return await real(client, url, body, headers, *args, **kwargs)
             if self.first is None:  # hold it until another push overtook it
                 pair = self.first = [trio.Event(), trio.Event()]
+                self.quiet = trio.Event()
                 with trio.move_on_after(HOLD_S):
                     await pair[0].wait()
                 if self.first is pair:
@@ -62,6 +71,8 @@ class Reordering:
                     return await real(client, url, body, headers, *args, **kwargs)
                 finally:
                     pair[1].set()  # (its caller reads the answer before the second's)
+                    if not pair[0].is_set():  # none overtook it: no pair after all
+                        self.quiet.set()
             pair, self.first = self.first, None
             self.pairs += 1
             try:
@@ -70,6 +81,7 @@ class Reordering:
                 pair[0].set()
             with trio.move_on_after(HOLD_S):
                 await pair[1].wait()
+            self.quiet.set()
             return answer
 
         monkeypatch.setattr(gossip, "post", post)
@@ -103,12 +115,12 @@ async def test_reordered_pushes_never_count_as_replicated_what_the_peer_skipped(
         real_note(replica, seq)
 
     monkeypatch.setattr(a.node, "note_held", note_held)
-    net = Reordering(monkeypatch, b.url)
+    net = Reordering(monkeypatch, b.url, a.url)
     answers: list[dict] = []
 
     async def place(price: str) -> None:
         async with nodes.client() as http:
-            r = await http.post(a.url + "/orders?ack=replicated&timeout=5",
+            r = await http.post(a.url + "/orders?ack=replicated&timeout=15",
                                 json={"side": "buy", "qty": "1", "price": price})
             assert r.status_code in (201, 202), r.text
             answers.append(r.json())
