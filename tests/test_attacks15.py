@@ -92,17 +92,19 @@ def holds(node, origin: str) -> int:
     return node.replica.state.context.contiguous(origin)
 
 
+@pytest.mark.parametrize("durable", [True, False])
 async def test_reordered_pushes_never_count_as_replicated_what_the_peer_skipped(
-        nursery, tmp_path, monkeypatch):
+        nursery, tmp_path, monkeypatch, durable):
     """Two pushes in flight can reach the peer in the other order: the second, past
     a gap there, waits for the first (``OVERTAKEN_WAIT_S``), is skipped when the
     first comes later than that (the pull repairs it), yet the peer answered it with
     a signed receipt, and the sender, having read the first's receipt first, counted
     the second's blocks as held. ``ack=replicated`` then said replicated for an
     order the peer did not hold."""
-    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"))
-    b = await nodes.start(nursery, a.url, data_dir=str(tmp_path / "b"),
-                          pull_interval_s=PULL_S)
+    stores = ({"data_dir": str(tmp_path / "a")}, {"data_dir": str(tmp_path / "b")}) \
+        if durable else ({}, {})  # (ephemeral nodes push two at a time too)
+    a = await nodes.start(nursery, **stores[0])
+    b = await nodes.start(nursery, a.url, pull_interval_s=PULL_S, **stores[1])
     # a knows what b holds (b's pulls tell it): a push's receipt then extends that
     await nodes.eventually(lambda: a.node.peer_holds.get(b.node.id, 0)
                            >= a.node.replica.state.context.contiguous(a.node.id))
