@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import socket
 import struct
@@ -32,6 +33,7 @@ from node.cluster import gossip, peerapi
 from . import nodes
 from .peers import SignedPeer
 from .procs import NodeProcess, paged
+from .test_attacks4 import task_count
 from .wsclient import connect
 
 PULL_S = 2.0  # b pulls from a this often: pushes reach it first
@@ -205,7 +207,7 @@ async def test_pushes_given_up_on_while_the_disk_hangs_are_not_kept(
 
 # -- clients that leave while their batch waits for its flush --------------------------
 STAYING = 6  # clients that wait for their answers while the disk hangs
-LEAVING = 6  # clients that reset their connection while their batch waits
+LEAVING = 120  # clients that reset their connection while their batch waits
 BATCH = 20  # orders a batch; each batch's prices are its own, so it can be counted
 
 
@@ -241,11 +243,13 @@ async def reset(stream: trio.SocketStream) -> None:
     await stream.aclose()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
 async def test_a_client_that_leaves_before_its_flush_gets_nothing_placed(
         nursery, tmp_path, monkeypatch):
-    """Batches wait for a flush a hung disk delays; half their clients reset their
-    connections. Those batches are never placed (not at that flush, not later);
-    the others are placed once each, whole, and answered 201 once durable."""
+    """Batches wait for a flush a hung disk delays; most of their clients reset their
+    connections. Those batches are never placed (not at that flush, not later),
+    and their handlers leave no task and no descriptor behind; the others are
+    placed once each, whole, and answered 201 once durable."""
     entries: list[orderentry.AtFlush] = []
     real_init = orderentry.AtFlush.__init__
 
@@ -277,15 +281,21 @@ async def test_a_client_that_leaves_before_its_flush_gets_nothing_placed(
         async with trio.open_nursery() as clients:
             for i in range(STAYING):
                 clients.start_soon(stay, i)
+            await nodes.eventually(lambda: len(entry.waiting) == STAYING)
+            tasks, fds = task_count(), len(os.listdir("/proc/self/fd"))
             leaving = [await post_raw(a.url, a.token, tagged(i))
                        for i in range(STAYING, STAYING + LEAVING)]
-            # every batch read and waiting, then half of their clients reset
+            # every batch read and waiting, then the leaving clients reset
             await nodes.eventually(lambda: len(entry.waiting) == STAYING + LEAVING)
             assert calls[0] == STAYING + LEAVING
             for stream in leaving:
                 await reset(stream)
-            # the reset ones taken back by their cancelled handlers
-            await nodes.eventually(lambda: len(entry.waiting) == STAYING, timeout=GONE_S)
+            # the reset ones taken back by their cancelled handlers, which left
+            # nothing behind: no task, no descriptor
+            await nodes.eventually(lambda: len(entry.waiting) == STAYING
+                                   and task_count() <= tasks
+                                   and len(os.listdir("/proc/self/fd")) <= fds,
+                                   timeout=GONE_S)
             assert not batches_held(a.node)  # nothing placed before its flush
             disk.release()
     finally:
