@@ -491,10 +491,12 @@ def _proven_events(items: list, where: str, names: _Names
                 and 0 < qty <= MAX_UNITS
                 and ((0 < price <= MAX_UNITS) if kind != 1 else price == 0)
             ):
-                replica = replicas.get(replica) or names.replica(replica)
-                account = accounts.get(account)
-                if account is None:
-                    account = names.account(item[8])
+                try:  # subscripts, not get(): a string first seen is checked below
+                    replica = replicas[replica]
+                    account = accounts[account]
+                except KeyError:
+                    replica = names.replica(replica)
+                    account = names.account(account)
                 if replica is not None and account is not None:
                     event = _new(Order, (clock, replica, seq, ORDER, SIDES[side],
                                          TYPES[kind], price, qty, account))
@@ -507,9 +509,12 @@ def _proven_events(items: list, where: str, names: _Names
         else:
             _, replica, seq, clock, target_replica, target_seq = item
             if 0 < seq <= MAX_SEQ and 0 < clock <= MAX_CLOCK and 0 < target_seq <= MAX_SEQ:
-                replica = replicas.get(replica) or names.replica(replica)
-                target_replica = (replicas.get(target_replica)
-                                  or names.replica(target_replica))
+                try:
+                    replica = replicas[replica]
+                    target_replica = replicas[target_replica]
+                except KeyError:
+                    replica = names.replica(replica)
+                    target_replica = names.replica(target_replica)
                 if replica is not None and target_replica is not None:
                     event = _new(Cancel, (clock, replica, seq, CANCEL, target_replica,
                                           target_seq))
