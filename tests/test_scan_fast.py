@@ -103,3 +103,62 @@ def test_the_fast_way_resumes_after_an_odd_entry(monkeypatch):
     assert walked == [0, 40, 40]  # stopped at each join, went on after it
     # a cap met in the second run of plain orders is met by the pattern's count
     assert outcome(data, max_items=count - 1) == outcome(data, max_items=count - 1, plain=True)
+
+
+# Blocks of cborscan._BLOCK entries: ids of 32 bytes (so the pattern takes
+# them), some holding a head's bytes (U+0089 U+0000 "x " is c2 89 00 78 20 in
+# UTF-8: an order's head; U+0086 U+0001 "x " a cancel's), and integers whose
+# bytes hold one, so that a block's heads do not add up to its entries.
+HEADED_IDS = st.sampled_from(["a" * 32, "vf3fs4ki6xjhhjix2auvgs2rnlndr3lz",
+                              "\u0089\u0000x " + "a" * 27, "b" * 27 + "\u0086\u0001x "])
+HEADED_UINT = st.one_of(st.integers(0, 30), st.integers(0, 2**63 - 1),
+                        st.sampled_from([0x89007820, 0x86017820, 0x89007820 << 32,
+                                         0x1234_8601_7820_5678, 2**64 - 1]))
+BLOCK_ORDER = st.tuples(st.just(0), HEADED_IDS, HEADED_UINT, HEADED_UINT, st.integers(0, 1),
+                        st.integers(0, 4), HEADED_UINT, HEADED_UINT,
+                        st.sampled_from(["", "desk-1", "\u0089\u0000x "])).map(list)
+BLOCK_CANCEL = st.tuples(st.just(1), HEADED_IDS, HEADED_UINT, HEADED_UINT, HEADED_IDS,
+                         HEADED_UINT).map(list)
+
+
+@settings(max_examples=150)
+@given(st.lists(st.one_of(BLOCK_ORDER, BLOCK_ORDER, BLOCK_CANCEL), min_size=24, max_size=140),
+       st.lists(st.tuples(st.integers(0, 140), ODD), max_size=3), st.integers(1, 1500),
+       st.booleans())
+def test_blocks_of_entries_scan_alike(events, odd, max_items, capped):
+    for at, entry in odd:  # odd entries anywhere, block boundaries included
+        events.insert(min(at, len(events)), entry)
+    data = cbor2.dumps({"events": events, "context": []}, canonical=True)
+    assert same(data)[0] == "items"
+    if capped:
+        same(data, max_items=max_items)
+    assert cborscan.scan_proving(data) == (not odd)
+
+
+def test_blocks_are_taken_and_a_head_inside_a_field_is_counted_one_by_one(monkeypatch):
+    blocks = []
+    match = cborscan._BLOCK_MATCH
+
+    def counted(data, pos):
+        found = match(data, pos)
+        blocks.append(found is not None)
+        return found
+
+    monkeypatch.setattr(cborscan, "_BLOCK_MATCH", counted)
+    order = [0, "a" * 32, 7, 2**40, 1, 0, 10**9, 5 * 10**8, ""]
+    cancel = [1, "a" * 32, 8, 2**40 + 1, "a" * 32, 7]
+    size = cborscan._BLOCK
+    plain = [order, cancel, order] * size  # three blocks, all plain
+    data = cbor2.dumps(plain, canonical=True)
+    assert scan(data) == scan(data, plain=True) == 1 + 3 * size + size * (9 + 6 + 9)
+    assert blocks == [True, True, True]
+    # an order whose price's bytes are an order's head: its block's heads add up
+    # to one more than its entries, so that block is walked one entry at a time
+    blocks.clear()
+    headed = [*plain[:size + 1], [0, "a" * 32, 9, 2**40, 1, 0, 0x89007820, 5, ""],
+              *plain[size + 2:]]
+    data = cbor2.dumps(headed, canonical=True)
+    assert scan(data) == scan(data, plain=True)
+    assert blocks == [True, True]  # the first block, then the headed one (matched, not counted)
+    assert outcome(data, max_items=scan(data) - 1) == outcome(
+        data, max_items=scan(data) - 1, plain=True)
