@@ -12,7 +12,9 @@ filled). Two ways:
   block), then every order's final state written into its row;
 * ``once`` (schema 3, node/store/journal.py): at arrival only the block,
   the row body kept in memory; at compaction each event's row, written once
-  with its final state.
+  with its final state;
+* ``once_encoded``: as ``once``, but no body kept: each row's body encoded
+  anew with cbor2 at compaction.
 
 Both write the same blocks. Each way (and the setup alone) runs in its own
 process under valgrind's callgrind with N and 2N events: what the second N
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from encodeonce import blocks  # noqa: E402
 from figures import print_figures  # noqa: E402
 
-WAYS = ("setup", "twice", "once")
+WAYS = ("setup", "twice", "once", "once_encoded")
 
 
 def run(way: str, count: int, size: int, every: int) -> None:
@@ -57,7 +59,7 @@ def run(way: str, count: int, size: int, every: int) -> None:
                                   encoded=encodings([block]))
                     if way == "twice":
                         batch.events = list(block.events)
-                    else:
+                    elif way == "once":
                         journal.held(block.events)
                         journal._take_bodies(batch)
                     store.write(batch)

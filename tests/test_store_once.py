@@ -198,7 +198,7 @@ def test_rows_replace_a_schema_2_row_and_blocks_alone_hold_events(tmp_path):
         assert store.blocks_past(replica, 3) == []
         store.write(Batch(events=events[:1]))  # schema 2's row, no final state
         final = FinalOrder(replica, 1, "filled", 5, None)
-        store.write(Batch(rows=[(events[0], None, final), (events[1], None, None)]))
+        store.write(Batch(rows=[(events[0], final), (events[1], None)]))
         assert store.order(replica, 1) == (events[0], final)
         assert store.order(replica, 2) == (events[1], None)
         assert store.event_count() == 2

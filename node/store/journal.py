@@ -67,7 +67,7 @@ import trio
 from crdtbook.feedwire import encodings
 
 from .. import logs
-from .sqlite import Batch, Store, StoreError, event_body
+from .sqlite import Batch, Store, StoreError
 
 COMMIT_WINDOW_S = 0.002
 # An ephemeral store's commit of at most this many rows (a lone order or cancel and its
@@ -274,9 +274,10 @@ class Journal:
             self.committed_events += len(batch.events) + batch.held
 
     def _take_bodies(self, batch: Batch) -> None:
-        """Keep the row bodies of the events held since the last flush (cut from
-        this batch's blocks while they are at hand), then give the batch's rows
-        theirs: an event's arrival flushes before, or with, its compaction."""
+        """Keep the row bodies of the events held since the last flush, cut from
+        this batch's blocks while they are at hand; the batch's rows take theirs
+        out when written (``Batch.bodies``): an event's arrival flushes before,
+        or with, its compaction."""
         held, self._held = self._held, []
         batch.held = len(held)
         bodies, encoded = self.bodies, batch.encoded
@@ -285,17 +286,10 @@ class Journal:
             for event in held:
                 hit = found(id(event))
                 if hit is not None and hit[0] is event:
-                    bodies[id(event)] = (event, event_body(event, encoded))
+                    full, tail = hit[1]  # as sqlite.event_body cuts it, without the call
+                    bodies[id(event)] = (event, bytes((full[0] - 3, full[1])) + tail)
         if batch.rows:
-            pop = bodies.pop
-            rows = []
-            for event, final in batch.rows:  # as ``history`` took them
-                kept = pop(id(event), None)
-                if kept is not None and kept[0] is not event:  # not this event's: put back
-                    bodies[id(event)] = kept
-                    kept = None
-                rows.append((event, None if kept is None else kept[1], final))
-            batch.rows = rows
+            batch.bodies = bodies
 
     def forget_bodies(self, keep) -> None:
         """Drop the kept bodies of events ``keep(event)`` says left memory some other

@@ -76,6 +76,7 @@ UPGRADES = {2: 3}
 STORE_FILE = "store.sqlite"
 LOCK_FILE = "LOCK"
 STATUSES = ("open", "filled", "cancelled", "rejected")
+_STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -160,8 +161,11 @@ class Batch:
     blocks: list = field(default_factory=list)  # feedindex.Unwritten: signed feed blocks
     orders: list[FinalOrder] = field(default_factory=list)  # final states of rows held
     # rows of events leaving memory, each written once with its final state:
-    # (event, body or None to encode it, FinalOrder or None)
+    # (event, FinalOrder or None: an order's, None for cancels and membership events)
     rows: list = field(default_factory=list)
+    # id(event) -> (event, row body) cut at arrival (see journal.py): each row takes
+    # (pops) its own; one without is encoded
+    bodies: dict = field(default_factory=dict)
     fills: list[StoredFill] = field(default_factory=list)
     snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
     meta: dict = field(default_factory=dict)
@@ -187,9 +191,6 @@ def _event_body(event, encoded: dict) -> bytes:
         return bytes((full[0] - 3, full[1])) + tail
     wire = event_to_wire(event)
     return cbor2.dumps([wire[0], *wire[4:]])
-
-
-event_body = _event_body  # the journal cuts rows' bodies at arrival (see journal.py)
 
 
 def _event_from_row(clock: int, name: str, seq: int, body: bytes):
@@ -347,15 +348,8 @@ class Store:
                     [(intern(b.replica), b.last, b.first, prev, h, b.sig, b.body)
                      for prev, h, b in batch.blocks])
             if batch.rows:
-                # one write per event for good: the row, with its final state
-                db.executemany(
-                    "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(e.clock, intern(e.replica), e.seq,
-                      body if body is not None else _event_body(e, {}),
-                      intern(e.account) if e.kind == ORDER and e.account else None,
-                      *((None, None, None) if o is None
-                        else (STATUSES.index(o.status), _units_in(o.filled), o.reason)))
-                     for e, body, o in batch.rows])
+                db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               self._row_values(batch.rows, batch.bodies))
             if batch.orders:
                 db.executemany(
                     "UPDATE events SET status = ?, filled = ?, reason = ? "
@@ -384,6 +378,26 @@ class Store:
         except (sqlite3.Error, OverflowError) as exc:
             self._rolled_back()
             raise StoreError(f"writing to the store failed: {exc}") from None
+
+    def _row_values(self, rows: list, bodies: dict) -> list:
+        """The events table's values of ``rows`` (``(event, FinalOrder or None)``),
+        each body taken out of ``bodies`` (cut at arrival) or else encoded."""
+        ids, intern, take, codes = self._ids, self._intern, bodies.pop, _STATUS_CODES
+        values = []
+        for e, o in rows:
+            kept = take(id(e), None)
+            # an entry holds its event, so no other live object has its id:
+            # the identity check can only fail on a bug, and then encodes
+            body = kept[1] if kept is not None and kept[0] is e else _event_body(e, {})
+            rid = ids.get(e.replica) or intern(e.replica)
+            if o is None:
+                values.append((e.clock, rid, e.seq, body, None, None, None, None))
+            else:
+                acct = e.account
+                values.append((e.clock, rid, e.seq, body,
+                               (ids.get(acct) or intern(acct)) if acct else None,
+                               codes[o.status], _units_in(o.filled), o.reason))
+        return values
 
     def commit(self) -> None:
         """Commit what ``stage`` wrote (one fsync); StoreError (rolled back) on failure."""
