@@ -48,6 +48,8 @@ Rules this module keeps
 * Opening never repairs, resets or overwrites: a locked, unwritable or corrupt
   directory, another book's store or an unknown schema raises ``StoreError``
   with a sentence a person can act on, and leaves the files as they were.
+  The one write at open: an older schema listed in ``UPGRADES`` has its
+  number raised (one transaction), once the store passed every check.
 """
 
 from __future__ import annotations
