@@ -114,7 +114,8 @@ async def test_a_copy_taken_after_a_commit_recovers_the_same_replica(nursery, tm
     assert (node.store.snapshot() is not None) == (snapshot_s == 0.0)
     before, fills = picture(node), await all_fills(node)
     events = await all_events(node, 1_000)
-    shutil.copytree(data, crash)
+    async with node.journal._flushing:  # no commit (nor its checkpoint) while copying
+        shutil.copytree(data, crash)
     await a.stop()
     recovered = Node(NodeConfig(port=0, data_dir=str(crash), fsync=False))
     try:
