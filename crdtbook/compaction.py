@@ -55,20 +55,26 @@ def compact(replica: Replica) -> Compaction:
     """
     final = replica.frontier()
     if not final:
-        return Compaction(0, [], [], replica.engine.fills_base)
+        return Compaction(0, [], [], replica.engine.fills_base, [])
     replica.digest()  # hash every event before any leaves the store
     peers = [replica._acks.get(r) for r in replica.members() if r != replica.id]
     if any(ack is None for ack in peers):
         keep = _keep_everything
     else:
         def keep(event) -> bool:  # until every live member has it: it may need it
-            return not all(ack.has(event.replica, event.seq) for ack in peers)
+            replica_, seq = event.replica, event.seq
+            for ack in peers:  # noqa: SIM110 (a loop, not any() of a generator: per event)
+                if not ack.has(replica_, seq):
+                    return True
+            return False
     start = replica.engine.fills_base
     gone, fills = replica.engine.compact(final, keep)
     store = replica.state.store
     orders = []
+    events = []
     for outcome in gone:
         event = outcome.event
+        events.append(event)
         if event.kind == ORDER:
             orders.append(order_view(event, outcome))
         seqs = store.get(event.replica)
@@ -78,14 +84,15 @@ def compact(replica: Replica) -> Compaction:
                 del store[event.replica]
     if gone or fills:
         replica._compacted = True
-    return Compaction(len(gone), orders, fills, start)
+    return Compaction(len(gone), orders, fills, start, events)
 
 
 class Compaction(NamedTuple):
     removed: int  # events that left memory
-    orders: list  # OrderView of every order among them (final)
+    orders: list  # OrderView of every order among them (final), in the order of ``events``
     fills: list  # the engine's (taker, maker, price, qty) records of the fills that left
     fills_start: int  # the number of the first of those fills
+    events: list  # every event that left memory (orders, cancels, membership events)
 
 
 def observe_ack(replica: Replica, peer: str, context: CausalContext) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 import math
 import shutil
 import time
@@ -45,6 +46,7 @@ from crdtbook.aworset import AWORSet
 from crdtbook.clock import LOGICAL_BITS
 from crdtbook.codec import encode_snapshot
 from crdtbook.door import Door, DoorError, OwnFeedConflict, Verified
+from crdtbook.events import ORDER
 from crdtbook.feedwire import decode_blocks_message, decode_proofs, encode_proofs
 from crdtbook.snapshot import Claim
 
@@ -65,6 +67,7 @@ MAX_PEERS = 64  # beyond this, newly heard-of peers are ignored (a flood must no
 CLAIM_EVERY_S = 0.05  # own claims (finality heartbeats) are renewed at most this often
 PAGE = 20_000  # events per pull answer (and per join answer): a bounded message
 SILENT_AFTER_S = 5.0  # a member heard from no later than this is "silent" in status
+STRAY_BODIES = 65_536  # row bodies kept past twice the events held before they are sorted out
 
 
 @dataclass
@@ -245,6 +248,7 @@ class Node:
         # history that compaction took out of memory but the journal has not committed yet
         self.unflushed_orders: dict[tuple[str, int], tuple] = {}
         self.unflushed_fills: list = []
+        self.unflushed_events: list = []  # every event compaction took out, in its order
         self.recovered = replayed
         # A restarted member takes no order before one peer has answered a pull:
         # if its store lost acknowledged events (a lost WAL, a stale backup), a
@@ -557,9 +561,26 @@ class Node:
         """Hand every event new to the replica to the journal (never waits); own
         events also wait to be sealed into the next commit's signed block."""
         fresh = self.replica.take_fresh()
-        self.journal.events(fresh)
-        self.notify_changed(fresh)
         me = self.id
+        if fresh:
+            # Every event stands in a signed block the store writes no later than
+            # this batch (own ones are sealed at the flush, peers' came in blocks
+            # the door took): its row waits for compaction. One no block of this
+            # node holds (none is expected) gets its row now, as schema 2 did.
+            newest: dict[str, int] = {}
+            for e in fresh:
+                if e.seq > newest.get(e.replica, 0):
+                    newest[e.replica] = e.seq
+            tip = self.door.tip
+            loose = {r for r, seq in newest.items() if r != me and tip(r).last < seq}
+            if loose:
+                self.journal.events([e for e in fresh if e.replica in loose
+                                     and tip(e.replica).last < e.seq])
+                self.journal.held([e for e in fresh if e.replica not in loose
+                                   or tip(e.replica).last >= e.seq])
+            else:
+                self.journal.held(fresh)
+        self.notify_changed(fresh)
         self._unsealed.extend(e for e in fresh if e.replica == me)
         if self.retired is None:
             how = self.replica.retirement(self.id)
@@ -772,7 +793,17 @@ class Node:
         for order, view in zip(orders, done.orders, strict=True):
             self.unflushed_orders[(order.replica, order.seq)] = (view, order)
         self.unflushed_fills.extend(fills)
-        self.journal.history(orders, fills, self._snapshot_if_due())
+        self.unflushed_events.extend(done.events)
+        finals = iter(orders)  # in the order of their events
+        rows = [(e, next(finals) if e.kind == ORDER else None) for e in done.events]
+        self.journal.history([], fills, self._snapshot_if_due(), rows)
+        bodies = self.journal.bodies
+        if len(bodies) > 2 * replica.event_count() + STRAY_BODIES:
+            # events that left memory other than by compaction (a feed replayed
+            # after a conviction rebuilds the replica): their bodies are never taken
+            held, leaving = replica.state.get, {id(e) for e in done.events}
+            self.journal.forget_bodies(
+                lambda e: id(e) in leaving or held(e.replica, e.seq) is e)
         return done.removed
 
     def snapshot_now(self) -> None:
@@ -797,11 +828,17 @@ class Node:
         body = encode_snapshot(snapshot, replica.claims())
         return snapshot.final, snapshot.fills_base, body
 
-    def history_committed(self, orders: int, fills: int) -> None:
-        """The oldest ``orders``/``fills`` of the unflushed history are in the store now."""
-        for key in list(self.unflushed_orders)[:orders]:
-            del self.unflushed_orders[key]
+    def history_committed(self, orders: int, fills: int, events: int = 0) -> None:
+        """The oldest ``orders``/``fills``/``events`` of the unflushed history are in
+        the store now."""
+        unflushed = self.unflushed_orders
+        if orders >= len(unflushed):
+            unflushed.clear()
+        else:
+            for key in list(itertools.islice(unflushed, orders)):
+                del unflushed[key]
         del self.unflushed_fills[:fills]
+        del self.unflushed_events[:events]
 
     # -- views -----------------------------------------------------------
     def status(self) -> dict:

@@ -63,3 +63,15 @@ def assert_invariants(replica: Replica) -> None:
             assert total <= order.filled, dot
         else:
             assert total == order.filled, dot
+
+
+def stored_events(store) -> set:
+    """Every event a node's store holds: its rows (events compacted out of memory)
+    and the events of its signed blocks (what recovery reads the rest from)."""
+    from crdtbook.feedwire import block_from_wire
+
+    held = {e for page in store.events_after(0) for e in page}
+    for origin in store.block_origins():
+        for first, body, sig in store.blocks_past(origin, 0):
+            held.update(block_from_wire([origin, first, body, sig], "stored block").events)
+    return held

@@ -36,6 +36,7 @@ from crdtbook.feedwire import (
 from crdtbook.replica import _DIGEST_MODULUS, Replica, _event_hash
 from node.store.sqlite import _event_body, _event_from_row
 
+from .helpers import stored_events
 from .nodes import client, eventually, start, trading_events
 from .peers import SignedPeer
 from .procs import NodeProcess, get
@@ -196,8 +197,11 @@ def holds_reference_digest(running) -> bool:
 
 
 def rows_hold_the_events(running) -> None:
-    stored = {e for page in running.node.store.events_after(0) for e in page}
-    assert stored == set(running.node.replica.events())
+    """The store (rows and blocks) holds every event, and every row body kept for
+    compaction is the event's own CBOR."""
+    assert stored_events(running.node.store) == set(running.node.replica.events())
+    for kept, body in running.node.journal.bodies.values():
+        assert body == _event_body(kept, {})
 
 
 async def test_bodies_signed_any_way_give_the_same_digest_rows_and_restart(

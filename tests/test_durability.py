@@ -284,9 +284,12 @@ async def test_leave_and_evict_cancel_resting_orders_everywhere(tmp_path):
                 if node is gone:  # it must first learn of it: start it, let it pull
                     await node.start()
                     await eventually(lambda n=node: _retired(client, n), timeout=20)
-                    node.kill()
-                result = await trio.run_process(node.command(), capture_stdout=True,
-                                                capture_stderr=True, check=False, cwd=ROOT)
+                    # a graceful stop: what it learnt is durable (a kill can land before
+                    # that commit, and the next start learns it again, from a peer)
+                    assert await node.stop() == 0
+                with trio.fail_after(30):  # one that does not refuse would serve forever
+                    result = await trio.run_process(node.command(), capture_stdout=True,
+                                                    capture_stderr=True, check=False, cwd=ROOT)
                 assert result.returncode != 0
                 assert how in result.stderr.decode()
                 assert "--rejoin-as-new" in result.stderr.decode()

@@ -10,6 +10,9 @@ only forward through them:
 2. ``node.unflushed_*``: taken out of memory by compaction, not yet committed;
 3. the store: final, for good.
 
+Events move the same way (memory, ``node.unflushed_events``, the store's
+rows): an event's row is written when compaction takes it out of memory.
+
 A page reads the three in that order of age and stitches them together, so
 a reader never sees a gap or a double while history moves.
 
@@ -238,9 +241,41 @@ async def cancel(node: Node, dot, who: auth.Principal):
 
 # -- events ------------------------------------------------------------------
 async def events_page(node: Node, after, limit: int):
-    """Events from the store (every event the node holds), in position order."""
-    await node.journal.sync()  # orders answered without waiting (ephemeral) are in it too
-    events = await node.journal.read(node.store.events_page, after, limit + 1)
+    """Every event the node holds, in position order: the store's rows (events
+    compacted out of memory), the unflushed ones and those in memory.
+
+    As for orders, memory and the unflushed events are read at one instant
+    before the store's read: an event compacted meanwhile is read twice and
+    kept once, and none is missed (it leaves ``unflushed_events`` only once
+    its row is committed)."""
+    await node.journal.sync()  # orders answered without waiting (ephemeral) are durable too
+    memory = _held_after(node.replica.state, after, limit + 1)
+    unflushed = heapq.nsmallest(limit + 1, (e for e in node.unflushed_events
+                                            if after is None or e.position > after))
+    stored = await node.journal.read(node.store.events_page, after, limit + 1)
+    events, seen = [], set()
+    for event in heapq.merge(stored, unflushed, memory):
+        position = event.position
+        if position in seen:
+            continue
+        seen.add(position)
+        events.append(event)
+        if len(events) > limit:
+            break
     more = len(events) > limit
     events = events[:limit]
     return events, (position_cursor(events[-1].position) if more else None)
+
+
+def _held_after(state, after, count: int) -> list:
+    """The first ``count`` events held in memory after position ``after``, in order:
+    one pass and a bounded heap, not a sort of everything held (the route is public)."""
+    held = (e for seqs in state.store.values() for e in seqs.values())
+    if after is None:
+        return heapq.nsmallest(count, held)
+    # an event compares as its fields, position first: one at the cursor's own
+    # position compares above it, so it is left out by identity
+    at = state.get(after[1], after[2])
+    if at is not None and at.position != after:
+        at = None  # a cursor that is not this event's position: nothing to leave out
+    return heapq.nsmallest(count, (e for e in held if e > after and e is not at))

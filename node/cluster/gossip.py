@@ -579,13 +579,15 @@ async def _compaction_loop(node: Node) -> None:
 async def compact_once(node: Node) -> int:
     """Compact, and wait until the history it took out of memory is in the store."""
     orders, fills = len(node.unflushed_orders), len(node.unflushed_fills)
+    events = len(node.unflushed_events)
     removed = node.compact()
     orders, fills = len(node.unflushed_orders) - orders, len(node.unflushed_fills) - fills
+    events = len(node.unflushed_events) - events
     try:
         await node.journal.sync()
     except StoreFailed:
         return removed  # the history stays readable from memory until the node stops
-    node.history_committed(orders, fills)
+    node.history_committed(orders, fills, events)
     if removed:
         logs.debug("node.compacted", events=removed, held=node.replica.event_count(),
                    final_clock=node.replica.frontier())

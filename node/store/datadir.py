@@ -88,7 +88,7 @@ def _key(store: Store, held: str | None) -> Signer:
     try:
         signer = keyfile.read(directory)
     except FileNotFoundError:
-        if store.event_count() or store.snapshot() is not None:
+        if store.holds_events() or store.snapshot() is not None:
             if held is None:
                 identity(store, "")  # refuses: events, but no replica named
             raise StoreError(f"the store in {directory} belongs to replica {held}, but its key "

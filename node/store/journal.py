@@ -30,6 +30,14 @@ Each flush also cuts the events of the blocks it writes out of their bodies
 (``encoded``: the node hashes its pending events there) reuse those bytes
 instead of encoding every event twice more.
 
+An event is stored once: its signed block is written when it arrives (its
+promise), its row only when compaction takes it out of memory (``history``),
+with its final state, so no row is written and then updated. Between the
+two, the event's row body waits in ``bodies`` (cut at its arrival's flush,
+while the block's bytes are at hand); one that has none there (recovered
+at a restart) is encoded at compaction. Events the node says no stored
+block holds (``events``) get their row at arrival, as before.
+
 If a commit fails (disk full, I/O error) the journal is *failed*: ``sync``
 raises ``StoreFailed`` from then on, so the node acknowledges nothing and
 sends nothing it has not made durable. The operator fixes the disk and
@@ -80,6 +88,10 @@ class Journal:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._batch = Batch()
+        self._held: list = []  # events appended by ``held`` since the last flush
+        # id(event) -> (event, row body): bodies cut at arrival, taken by ``history``
+        # rows; the event is kept with its entry, so its id is never another's
+        self.bodies: dict[int, tuple] = {}
         self._appended = 0  # appends so far (a counter, not a size)
         self._durable = 0  # appends committed
         self._wake = trio.Event()
@@ -112,12 +124,24 @@ class Journal:
         self._wake.set()
 
     def events(self, events) -> None:
+        """New events to write as rows now (ones no stored block holds)."""
         if events:
             self._batch.events.extend(events)
             self._touch()
 
-    def history(self, orders, fills, snapshot: tuple[int, int, bytes] | None) -> None:
+    def held(self, events) -> None:
+        """New events whose signed blocks this or an earlier batch writes: their rows
+        wait for ``history`` (their bodies are cut at the flush, see ``bodies``)."""
+        if events:
+            self._held.extend(events)
+            self._touch()
+
+    def history(self, orders, fills, snapshot: tuple[int, int, bytes] | None,
+                rows=()) -> None:
+        """Final history that left memory: ``rows`` are ``(event, FinalOrder or None)``
+        for every event that left, each written once, with its final state."""
         self._batch.orders.extend(orders)
+        self._batch.rows.extend(rows)
         self._batch.fills.extend(fills)
         if snapshot is not None:
             self._batch.snapshot = snapshot
@@ -215,6 +239,7 @@ class Journal:
             self.encoded(self._batch.encoded)
         batch, target = self._batch, self._appended
         self._batch = Batch()
+        self._take_bodies(batch)
         if not batch:
             self._durable = target
         else:
@@ -253,7 +278,31 @@ class Journal:
             self.timed(time.perf_counter() - started)
             self._durable = target
             self.commits += 1
-            self.committed_events += len(batch.events)
+            self.committed_events += len(batch.events) + batch.held
+
+    def _take_bodies(self, batch: Batch) -> None:
+        """Keep the row bodies of the events held since the last flush, cut from
+        this batch's blocks while they are at hand; the batch's rows take theirs
+        out when written (``Batch.bodies``): an event's arrival flushes before,
+        or with, its compaction."""
+        held, self._held = self._held, []
+        batch.held = len(held)
+        bodies, encoded = self.bodies, batch.encoded
+        if encoded:
+            found = encoded.get
+            for event in held:
+                hit = found(id(event))
+                if hit is not None and hit[0] is event:
+                    full, tail = hit[1]  # as sqlite._event_body cuts it, without the call
+                    bodies[id(event)] = (event, bytes((full[0] - 3, full[1])) + tail)
+        if batch.rows:
+            batch.bodies = bodies
+
+    def forget_bodies(self, keep) -> None:
+        """Drop the kept bodies of events ``keep(event)`` says left memory some other
+        way than compaction (a feed replayed after a conviction): they would never
+        be taken."""
+        self.bodies = {k: v for k, v in self.bodies.items() if keep(v[0])}
 
     # -- reading ---------------------------------------------------------------
     async def read(self, method, *args, **kwargs):
@@ -274,4 +323,5 @@ def _nothing() -> None:
 def _small(batch: Batch, most: int) -> bool:
     """Small enough to write on the event loop, without fsync (an ephemeral store)."""
     return batch.snapshot is None and (len(batch.events) + len(batch.blocks) + len(batch.orders)
-                                       + len(batch.fills) + len(batch.accounts)) <= most
+                                       + len(batch.rows) + len(batch.fills)
+                                       + len(batch.accounts)) <= most

@@ -3,16 +3,20 @@
 Theory of operation
 -------------------
 A store holds the replica's last snapshot (written with the history that
-compaction took out of memory) and every event. Every event that was in
-memory when the snapshot was taken is in it; every event stored later sorts
-after the snapshot's final frontier F (nothing at or below F can arrive any
-more: that is what F means). So recovery is:
+compaction took out of memory), a row for every event compaction took out
+of memory, and every signed block the node took or sealed (each written
+before anything that depends on it was promised). Every event that was in
+memory when the snapshot was taken is in it; every event that came later is
+in a stored block, and, if it was compacted since, in a row too (schema 2
+stores also hold a row for every event). So recovery is:
 
 1. install the snapshot (if there is one);
-2. replay, in position order, every stored event above its F (events the
-   snapshot already holds are duplicates and change nothing), and, should
-   the store hold more events than the replica now counts, every stored
-   event the snapshot's context does not cover (one that arrived below F);
+2. replay, in position order, every stored event the snapshot's context
+   does not cover: the rows above its final frontier F, and the events of
+   every origin's blocks past the seq its context holds contiguously (the
+   same event from a row and a block counts once). Should the store hold
+   more rows than the replica now counts, every row the context does not
+   cover is replayed too (one that arrived below F, schema 2 only);
 3. move the hybrid clock past the clock lease, the highest clock this
    replica may have promised in a claim before it stopped.
 
@@ -27,9 +31,12 @@ import cbor2
 
 from crdtbook.codec import decode_snapshot
 from crdtbook.dot import check_replica
+from crdtbook.feedwire import block_from_wire
 from crdtbook.replica import Replica
 
 from .sqlite import Batch, Store, StoreError
+
+RESTORE_PAGE = 50_000  # events handed to the replica at once
 
 
 def identity(store: Store, wanted: str) -> str:
@@ -37,7 +44,7 @@ def identity(store: Store, wanted: str) -> str:
     the directory's key, made durable before anything else)."""
     replica_id = store.meta.get("replica")
     if replica_id is None:
-        if store.event_count() or store.snapshot() is not None:
+        if store.holds_events() or store.snapshot() is not None:
             raise StoreError(f"the store in {store.directory} holds events but names no "
                              "replica id; it was left as it is: restore a backup or move it "
                              "aside")
@@ -76,11 +83,24 @@ def _recover(store: Store, replica_id: str) -> tuple[Replica, int]:
                              "the store was left as it is") from None
         replica.install(snapshot)
         replica.observe_claims(claims)
-    replayed = 0
+    context = replica.state.context
+    missing: dict[tuple[str, int], object] = {}
     for page in store.events_after(final):
-        replayed += replica.restore(page)  # what the snapshot did not hold already
+        for event in page:
+            if not context.has(event.replica, event.seq):
+                missing.setdefault((event.replica, event.seq), event)
+    for origin in store.block_origins():
+        for first, body, sig in store.blocks_past(origin, context.contiguous(origin)):
+            block = block_from_wire([origin, first, body, sig], "stored block")
+            for event in block.events:
+                if not context.has(event.replica, event.seq):
+                    missing.setdefault((event.replica, event.seq), event)
+    events = sorted(missing.values())
+    replayed = 0
+    for start in range(0, len(events), RESTORE_PAGE):
+        replayed += replica.restore(events[start:start + RESTORE_PAGE])
     if store.event_count() > replica.events_total():
-        # Some stored event sorts at or below the snapshot's F without being in
+        # Some stored row sorts at or below the snapshot's F without being in
         # it (one that arrived below F: an evict racing its target's last
         # events). Rare: find them with one pass over everything stored.
         for page in store.events_after(0):

@@ -7,10 +7,15 @@ A node's data directory holds ``store.sqlite`` (plus SQLite's ``-wal`` and
 
 * ``meta``: schema version, book name, the replica id, the clock lease (see
   journal.py) and whether this replica has left or was evicted;
-* ``events``: every event the node ever held, its own and its peers', keyed
-  by position ``(clock, replica, seq)`` so history pages in the order every
-  node agrees on; a second index finds an event by its dot. Once an order is
-  final, its final state (status, filled, reason) is written into its row;
+* ``events``: every event that compaction took out of memory, its own and
+  its peers', keyed by position ``(clock, replica, seq)`` so history pages in
+  the order every node agrees on; a second index finds an event by its dot.
+  A row is written once, when its event leaves memory, with an order's final
+  state (status, filled, reason). Events still in memory live in the signed
+  blocks (``blocks``: every block the node took or sealed, in the same
+  transaction as anything that depends on it), from which recovery reads
+  them back; an event no stored block holds (none is expected) gets its row
+  at arrival instead, as schema 2 wrote every event;
 * ``fills``: every final fill, numbered in replay order (fill number ``i`` is
   the same fill on every node), with the accounts of both sides;
 * ``accounts``: this node's client accounts (node/store/accounts.py): a
@@ -43,6 +48,8 @@ Rules this module keeps
 * Opening never repairs, resets or overwrites: a locked, unwritable or corrupt
   directory, another book's store or an unknown schema raises ``StoreError``
   with a sentence a person can act on, and leaves the files as they were.
+  The one write at open: an older schema listed in ``UPGRADES`` has its
+  number raised (one transaction), once the store passed every check.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ import fcntl
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cbor2
 
@@ -60,10 +68,18 @@ from crdtbook.codec import event_from_wire, event_to_wire
 from crdtbook.events import ORDER
 from crdtbook.feed import Tip
 
-SCHEMA_VERSION = 2  # 2: signed feeds (the blocks table)
+from .. import logs
+
+SCHEMA_VERSION = 3  # 2: signed feeds (the blocks table); 3: rows written at compaction
+# Schema 2 wrote every event's row at arrival (and its final state later): such a
+# store is schema 3 as it is (its extra rows are duplicates of its blocks), so
+# opening one only raises the number, which keeps an older crdtbook, which
+# recovers from rows alone, from opening it afterwards.
+UPGRADES = {2: 3}
 STORE_FILE = "store.sqlite"
 LOCK_FILE = "LOCK"
 STATUSES = ("open", "filled", "cancelled", "rejected")
+_STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -106,9 +122,9 @@ class StoreError(Exception):
     """The store cannot be used; the message says why and what to do."""
 
 
-@dataclass
-class FinalOrder:
-    """An order's final state, written into its event row."""
+class FinalOrder(NamedTuple):
+    """An order's final state, written into its event row (a named tuple: one is
+    made for every order that leaves memory, on every node)."""
 
     replica: str
     seq: int
@@ -117,8 +133,7 @@ class FinalOrder:
     reason: str | None
 
 
-@dataclass
-class StoredFill:
+class StoredFill(NamedTuple):  # one per final fill, on every node: a cheap tuple
     index: int  # fill number in replay order, the same on every node
     clock: int  # the taker's clock
     taker: tuple[str, int]
@@ -146,7 +161,13 @@ class Batch:
 
     events: list = field(default_factory=list)
     blocks: list = field(default_factory=list)  # feedindex.Unwritten: signed feed blocks
-    orders: list[FinalOrder] = field(default_factory=list)
+    orders: list[FinalOrder] = field(default_factory=list)  # final states of rows held
+    # rows of events leaving memory, each written once with its final state:
+    # (event, FinalOrder or None: an order's, None for cancels and membership events)
+    rows: list = field(default_factory=list)
+    # id(event) -> (event, row body) cut at arrival (see journal.py): each row takes
+    # (pops) its own; one without is encoded
+    bodies: dict = field(default_factory=dict)
     fills: list[StoredFill] = field(default_factory=list)
     snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
     meta: dict = field(default_factory=dict)
@@ -154,10 +175,11 @@ class Batch:
     # id(event) -> (event, (canonical CBOR, its fields after the clock)): slices of
     # the batch's blocks (crdtbook.feedwire.encodings), each event's body cut from them
     encoded: dict = field(default_factory=dict)
+    held: int = 0  # events the batch's blocks hold without rows (counted, not written)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.blocks or self.orders or self.fills or self.snapshot
-                    or self.meta or self.accounts)
+        return bool(self.events or self.blocks or self.orders or self.rows or self.fills
+                    or self.snapshot or self.meta or self.accounts or self.held)
 
 
 def _event_body(event, encoded: dict) -> bytes:
@@ -248,7 +270,7 @@ class Store:
 
     def _check(self, book: str, path: str) -> None:
         schema = self.meta.get("schema")
-        if schema != SCHEMA_VERSION:
+        if schema != SCHEMA_VERSION and schema not in UPGRADES:
             raise StoreError(f"{path} has store schema {schema!r}; this crdtbook reads schema "
                              f"{SCHEMA_VERSION} only (nothing was changed)")
         if self.meta.get("book") != book:
@@ -258,6 +280,22 @@ class Store:
         if problems != ["ok"]:
             raise StoreError(f"{path} is corrupt ({'; '.join(problems)[:300]}); it was left "
                              "as it is: restore a backup or move it aside")
+        if schema in UPGRADES:
+            self._upgrade(schema, path)
+
+    def _upgrade(self, schema: int, path: str) -> None:
+        """Raise an older schema to this one (see UPGRADES), in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
+                             (UPGRADES[schema],))
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self.meta["schema"] = UPGRADES[schema]
+        logs.info("store.upgraded", path=path, schema_from=schema, schema_to=UPGRADES[schema])
 
     def close(self) -> None:
         for conn in (self._db, self._read, self._index):
@@ -311,6 +349,9 @@ class Store:
                     "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(intern(b.replica), b.last, b.first, prev, h, b.sig, b.body)
                      for prev, h, b in batch.blocks])
+            if batch.rows:
+                db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               self._row_values(batch.rows, batch.bodies))
             if batch.orders:
                 db.executemany(
                     "UPDATE events SET status = ?, filled = ?, reason = ? "
@@ -339,6 +380,26 @@ class Store:
         except (sqlite3.Error, OverflowError) as exc:
             self._rolled_back()
             raise StoreError(f"writing to the store failed: {exc}") from None
+
+    def _row_values(self, rows: list, bodies: dict) -> list:
+        """The events table's values of ``rows`` (``(event, FinalOrder or None)``),
+        each body taken out of ``bodies`` (cut at arrival) or else encoded."""
+        ids, intern, take, codes = self._ids, self._intern, bodies.pop, _STATUS_CODES
+        values = []
+        for e, o in rows:
+            kept = take(id(e), None)
+            # an entry holds its event, so no other live object has its id:
+            # the identity check can only fail on a bug, and then encodes
+            body = kept[1] if kept is not None and kept[0] is e else _event_body(e, {})
+            rid = ids.get(e.replica) or intern(e.replica)
+            if o is None:
+                values.append((e.clock, rid, e.seq, body, None, None, None, None))
+            else:
+                acct = e.account
+                values.append((e.clock, rid, e.seq, body,
+                               (ids.get(acct) or intern(acct)) if acct else None,
+                               codes[o.status], _units_in(o.filled), o.reason))
+        return values
 
     def commit(self) -> None:
         """Commit what ``stage`` wrote (one fsync); StoreError (rolled back) on failure."""
@@ -496,7 +557,28 @@ class Store:
                     "SELECT name, digest, created, revoked FROM accounts ORDER BY name")]
 
     def event_count(self) -> int:
+        """Rows in the events table (events that left memory, and schema 2's rows)."""
         return self._read.execute("SELECT count(*) FROM events").fetchone()[0]
+
+    def holds_events(self) -> bool:
+        """Whether any event is stored: as a row or in a signed block."""
+        return any(self._read.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                   for table in ("events", "blocks"))
+
+    def block_origins(self) -> list[str]:
+        """Every origin some stored block is of, by name (recovery's first question)."""
+        return sorted(name for (name,) in self._read.execute(
+            "SELECT n.name FROM names n WHERE n.id IN (SELECT DISTINCT rid FROM blocks)"))
+
+    def blocks_past(self, replica: str, seq: int) -> list[tuple[int, bytes, bytes]]:
+        """``(first, body, sig)`` of every stored block of ``replica`` ending past
+        ``seq``, oldest first."""
+        rid = self._ids_read(replica)
+        if rid is None:
+            return []
+        return [(first, bytes(body), bytes(sig)) for first, body, sig in self._read.execute(
+            "SELECT first, body, sig FROM blocks WHERE rid = ? AND last > ? ORDER BY last",
+            (rid, seq))]
 
 
 def _final(replica: str, seq: int, state) -> FinalOrder | None:
