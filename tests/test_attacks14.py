@@ -27,6 +27,9 @@ import httpx
 import pytest
 import trio
 
+from crdtbook.dot import parse_dot
+from crdtbook.engine import REASON_FOK, REASON_FOREIGN, REASON_POST_ONLY
+from crdtbook.events import make_cancel
 from node.api import history
 from node.cluster import gossip
 from node.service import Node, NodeConfig
@@ -262,3 +265,96 @@ async def test_an_equivocators_blocks_past_its_cut_recover_as_they_stood(nursery
                 copy.close()
             fills.append(before[4])
         assert fills[0] == fills[1] and fills[0]
+
+
+# -- 3. every kind of event, from rows and blocks alike ------------------------------------
+BIG = "500000000000"  # whole units: 5 * 10^19 units, past 2^64 (a BLOB in the store)
+
+
+async def orders_of(node: Node) -> list:
+    out, after = [], None
+    while True:
+        page, cursor = await history.orders_page(node, after, 500, None, None)
+        out += [(position, view.status, view.filled, view.reason) for position, view, _ in page]
+        if cursor is None:
+            return out
+        after = page[-1][0]
+
+
+@pytest.mark.parametrize("snapshot_s", [0.0, 3_600.0], ids=["snapshots", "no-snapshot"])
+async def test_every_kind_of_event_comes_back_from_rows_and_blocks_alike(nursery, tmp_path,
+                                                                        snapshot_s):
+    """Joins, an evict, a member's cancel of another's order and orders the
+    engine rejects, cancels, orders and fills past 2^64 units: some compacted
+    into rows, some in blocks only; a crash copy of each node recovers the same
+    history, orders, fills and digest."""
+    settings = {"compact_interval_s": None, "fsync": False, "snapshot_interval_s": snapshot_s}
+    async with client() as http:
+        a = await start(nursery, data_dir=str(tmp_path / "a"), **settings)
+        b = await start(nursery, a.url, data_dir=str(tmp_path / "b"), **settings)
+        nodes = [a, b]
+        await eventually(lambda: all(len(r.node.peers) == 1 for r in nodes))
+        x = SignedPeer("soon-evicted").admitted_by(a.node)
+        await eventually(lambda: all(n.node.replica.is_member(x.id) for n in nodes))
+        now = a.node.clock_ms() + 5
+        first = x.place("sell", "1", "50", now)
+        for node in nodes:
+            assert (await push(http, node, x.blocks([first], now))).status_code == 204
+
+        async def trade(k: int) -> None:
+            node = nodes[k % 2]
+            await order(http, node.url, "sell", BIG, "1")
+            await order(http, node.url, "buy", BIG, "1")  # a fill of 5 * 10^19 units
+            resting = await order(http, node.url, "buy", "3", str(20 + k))
+            r = await http.delete(f"{node.url}/orders/{resting['order']['id']}")
+            assert r.status_code == 200, r.text
+            await order(http, node.url, "buy", "1", "50")  # fills x's sell (once)
+            await order(http, node.url, "sell", "2", str(60 + k))  # rests
+
+        for k in range(3):
+            await trade(k)
+        # x cancels an order of a's (a rejected event), then a evicts x
+        victim = await order(http, a.url, "buy", "1", "5")
+        target = parse_dot(victim["order"]["id"])
+        foreign = x.door.seal([make_cancel(a.node.replica.clock.last + (1 << 16), x.id, 2,
+                                           target.replica, target.seq)])
+        for node in nodes:
+            assert (await push(http, node, x.blocks([foreign]))).status_code == 204
+        for node in nodes:  # and orders the engine rejects: a post_only that would
+            for kind, price in (("post_only", "60"), ("fok", "1")):  # trade, an fok it can't
+                r = await http.post(node.url + "/orders", json={
+                    "side": "buy", "type": kind, "qty": "9", "price": price})
+                assert r.status_code == 201, r.text
+        r = await http.post(f"{a.url}/evict", json={"replica": x.id}, headers=a.admin)
+        assert r.status_code == 200, r.text
+        await eventually(lambda: all(x.id not in n.node.replica.members() for n in nodes))
+        reasons = {o.reason for o in a.node.replica.orders() if o.status == "rejected"}
+        assert REASON_POST_ONLY in reasons and REASON_FOK in reasons
+        assert a.node.replica.order(target).status == "open"  # the foreign cancel changed nothing
+        assert all(n.node.replica.cancel_view((x.id, 2)).reason == REASON_FOREIGN for n in nodes)
+        for k in range(3, 6):
+            await trade(k)
+        await eventually(lambda: converged(*nodes), timeout=20)
+        for running in nodes:
+            assert await gossip.compact_once(running.node) > 0
+        for k in range(6, 9):  # more, in blocks only
+            await trade(k)
+        await eventually(lambda: converged(*nodes), timeout=20)
+        pictures = []
+        for k, running in enumerate(nodes):
+            node = running.node
+            assert node.store.event_count() > 0
+            with node.store._read as db:  # a final fill and a filled order past 2^64
+                assert db.execute("SELECT count(*) FROM fills WHERE typeof(qty) = 'blob'"
+                                  ).fetchone()[0] > 0
+                assert db.execute("SELECT count(*) FROM events WHERE typeof(filled) = 'blob'"
+                                  ).fetchone()[0] > 0
+            before = (await history_of(node), await orders_of(node))
+            copy = await crash_copy(running, str(tmp_path / f"crash{k}"))
+            try:
+                assert copy.recovered > 0
+                assert (await history_of(copy), await orders_of(copy)) == before
+            finally:
+                copy.close()
+            pictures.append((before[0][0], before[0][1], before[0][4], before[1]))
+        assert pictures[0] == pictures[1]
