@@ -97,10 +97,79 @@ async def same_digest(http, nodes) -> bool:
 
 
 # -- 1. a seeded SIGKILL loop under load --------------------------------------------------
-KILLS = 6  # kills per run: small enough for CI (the whole test takes ~30-40 s)
+KILLS = 5  # kills per run: small enough for CI (a node process starts in ~1-4 s)
 KILL_AFTER_S = (0.1, 1.5)  # a kill comes this long after the last restart
 DOWN_S = (0.0, 0.4)  # and the node stays down this long
 ORDERS_PER_POST = 12  # crossing and resting orders: fills, and rows with final states
+
+
+class Traders:
+    """Clients posting batches of crossing and resting orders (and a cancel now
+    and then) to every node that is up, round robin; what each node answered
+    201 for is ``acked[i]``. A node that is down, or answers otherwise, is
+    skipped: only 201s are promises."""
+
+    def __init__(self, http, nodes: list) -> None:
+        self.http, self.nodes = http, nodes
+        self.acked: list[set[str]] = [set() for _ in nodes]
+        self.down: set[int] = set()
+        self.done = trio.Event()
+
+    async def trade(self, k: int) -> None:
+        http, i = self.http, 0
+        while not self.done.is_set():
+            i += 1
+            target = (k + i) % len(self.nodes)
+            if target in self.down:
+                await trio.sleep(COMPACT_S / 10)
+                continue
+            url = self.nodes[target].url
+            entries = [{"side": ("buy", "sell")[j % 2], "qty": str(1 + j % 3),
+                        "price": str(100 + (i + j) % 7)} for j in range(ORDERS_PER_POST)]
+            try:
+                r = await http.post(url + "/orders", json=entries)
+            except httpx.HTTPError:  # killed while it answered: not acknowledged
+                continue
+            if r.status_code != 201:  # a joiner catching up (503): not a promise
+                await trio.sleep(COMPACT_S / 10)
+                continue
+            ids = [item["order"]["id"] for item in r.json()]
+            self.acked[target].update(ids)
+            if i % 5 == 0:  # a cancel now and then (an event of its own)
+                with contextlib.suppress(httpx.HTTPError):
+                    await http.delete(f"{url}/orders/{ids[-1]}")
+
+    async def kill(self, victim: int, down_s: float) -> None:
+        """SIGKILL, check the store offline holds every order the node acknowledged,
+        stay down ``down_s``, restart."""
+        node = self.nodes[victim]
+        self.down.add(victim)
+        node.kill()
+        promised = set(self.acked[victim])
+        held = await trio.to_thread.run_sync(recovered_ids, node.data_dir)
+        lost = sorted(promised - held)
+        assert not lost, f"acknowledged, then lost: {lost[:5]} ({len(lost)})"
+        await trio.sleep(down_s)
+        await node.start(timeout=60)
+        self.down.discard(victim)
+
+    async def settle(self) -> list:
+        """Once every node stands at one digest: their views, checked equal and
+        holding every acknowledged order."""
+        await eventually(lambda: same_digest(self.http, self.nodes), timeout=60,
+                         interval=0.25)
+        seen = await views(self.http, self.nodes)
+        assert all(view == seen[0] for view in seen[1:])
+        assert not set().union(*self.acked) - set(seen[0][1])
+        return seen
+
+
+async def members(http, nodes, count: int) -> bool:
+    for node in nodes:
+        status = await get(http, node.url, "/status")
+        if not (status["joined"] and len(status["members"]) == count):
+            return False
+    return True
 
 
 @pytest.mark.parametrize("seed", [14])
@@ -112,61 +181,65 @@ async def test_sigkill_at_random_moments_loses_no_acknowledged_order(tmp_path, s
     for i in (1, 2):
         nodes.append(FastNode(str(tmp_path / f"n{i}"), nodes[0].url, extra=extra))
         await nodes[-1].start()
-    acked: list[set[str]] = [set(), set(), set()]
-    down: set[int] = set()
     try:
         async with client(timeout=5) as http:
-            async def joined():
-                for node in nodes:
-                    status = await get(http, node.url, "/status")
-                    if not (status["joined"] and len(status["members"]) == 3):
-                        return False
-                return True
-            await eventually(joined, timeout=60)
-            done = trio.Event()
-
-            async def trade(k: int) -> None:
-                i = 0
-                while not done.is_set():
-                    i += 1
-                    target = (k + i) % 3
-                    if target in down:
-                        await trio.sleep(COMPACT_S / 10)
-                        continue
-                    entries = [{"side": ("buy", "sell")[j % 2], "qty": str(1 + j % 3),
-                                "price": str(100 + (i + j) % 7)} for j in range(ORDERS_PER_POST)]
-                    try:
-                        r = await http.post(nodes[target].url + "/orders", json=entries)
-                    except httpx.HTTPError:  # killed while it answered: not acknowledged
-                        continue
-                    if r.status_code == 201:
-                        ids = [item["order"]["id"] for item in r.json()]
-                        acked[target].update(ids)
-                        if i % 5 == 0:  # a cancel now and then (an event of its own)
-                            with contextlib.suppress(httpx.HTTPError):
-                                await http.delete(f"{nodes[target].url}/orders/{ids[-1]}")
-
+            await eventually(lambda: members(http, nodes, 3), timeout=60)
+            traders = Traders(http, nodes)
             async with trio.open_nursery() as nursery:
                 for k in range(3):
-                    nursery.start_soon(trade, k)
+                    nursery.start_soon(traders.trade, k)
                 for _ in range(KILLS):
                     await trio.sleep(rng.uniform(*KILL_AFTER_S))
-                    victim = rng.randrange(3)
-                    down.add(victim)
-                    nodes[victim].kill()
-                    promised = set(acked[victim])
-                    held = await trio.to_thread.run_sync(recovered_ids, nodes[victim].data_dir)
-                    lost = sorted(promised - held)
-                    assert not lost, f"acknowledged, then lost: {lost[:5]} ({len(lost)})"
-                    await trio.sleep(rng.uniform(*DOWN_S))
-                    await nodes[victim].start(timeout=60)
-                    down.discard(victim)
-                done.set()
-            await eventually(lambda: same_digest(http, nodes), timeout=60, interval=0.25)
-            seen = await views(http, nodes)
-            assert seen[0] == seen[1] == seen[2]
-            assert not set().union(*acked) - set(seen[0][1])
-            assert len(seen[0][2]) > 0 and sum(map(len, acked)) >= KILLS
+                    await traders.kill(rng.randrange(3), rng.uniform(*DOWN_S))
+                traders.done.set()
+            seen = await traders.settle()
+            assert len(seen[0][2]) > 0 and sum(map(len, traders.acked)) >= KILLS
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+JOIN_KILLS = 2  # kills of a joiner within its first seconds (peers' blocks arriving)
+AGAIN = 2  # then kills of it in a row, each soon after its restart
+AGAIN_AFTER_S = (0.05, 0.6)
+
+
+@pytest.mark.parametrize("seed", [21])
+async def test_a_joiner_killed_as_it_joins_and_again_in_a_row_recovers(tmp_path, seed):
+    """A third node joins two that trade: it is SIGKILLed as its peers' blocks
+    arrive for the first time, then again and again soon after each restart.
+    Its store always opens, holds what it acknowledged, and it ends with
+    the same history as the others."""
+    rng = random.Random(seed)
+    extra = ("--rate-limit", "0")
+    nodes = [FastNode(str(tmp_path / "n0"), extra=extra)]
+    await nodes[0].start()
+    nodes.append(FastNode(str(tmp_path / "n1"), nodes[0].url, extra=extra))
+    await nodes[1].start()
+    try:
+        async with client(timeout=5) as http:
+            await eventually(lambda: members(http, nodes, 2), timeout=60)
+            traders = Traders(http, nodes)
+            async with trio.open_nursery() as nursery:
+                for k in range(2):
+                    nursery.start_soon(traders.trade, k)
+                await eventually(lambda: sum(map(len, traders.acked)) > 500, timeout=60)
+                joiner = FastNode(str(tmp_path / "n2"), nodes[0].url, extra=extra)
+                await joiner.start()
+                traders.acked.append(set())
+                traders.nodes.append(joiner)  # traded with once it is caught up
+                for _ in range(JOIN_KILLS):
+                    await trio.sleep(rng.uniform(0.0, 1.0))
+                    await traders.kill(2, 0.0)
+                await eventually(lambda: members(http, nodes, 3), timeout=60)
+                for _ in range(AGAIN):
+                    await trio.sleep(rng.uniform(*AGAIN_AFTER_S))
+                    await traders.kill(2, 0.0)
+                await eventually(lambda: traders.acked[2], timeout=60)
+                await trio.sleep(rng.uniform(*AGAIN_AFTER_S))
+                await traders.kill(2, 0.0)
+                traders.done.set()
+            await traders.settle()
     finally:
         for node in nodes:
             node.kill()
