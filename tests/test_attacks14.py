@@ -20,6 +20,7 @@ change something that was acknowledged:
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import shutil
 
@@ -431,3 +432,31 @@ async def test_every_kind_of_event_comes_back_from_rows_and_blocks_alike(nursery
                 copy.close()
             pictures.append((before[0][0], before[0][1], before[0][4], before[1]))
         assert pictures[0] == pictures[1]
+
+
+# -- 4. a conviction that rebuilds the replica while own events wait to be sealed ----------
+def test_a_feed_replay_keeps_own_events_not_sealed_yet():
+    """A conviction that reaches a membership event past its cut rebuilds the
+    replica from the blocks held (Door.replay_feed). A node seals its own new
+    events only at its next commit: one placed just before must survive the
+    rebuild, or the node's next event reuses its seq (its own feed then
+    breaks: the sealer fails and the node acknowledges nothing more) while
+    peers get the first one, acknowledged, from the next push."""
+    from .test_equivocation import T0, cluster
+
+    f, o, r = cluster("f", "o", "r")
+    newcomer = SignedPeer("joined-past-the-cut")
+    other_face = copy.deepcopy(o)
+    version_a = o.seal(o.replica.join(newcomer.id, T0 + 5, newcomer.signer.public))
+    version_b = other_face.place("sell", 1, 100, T0 + 6)
+    r.door.admit([version_a])
+    assert r.replica.is_member(newcomer.id)
+    placed = r.replica.place("buy", "1", "50", now_ms=T0 + 7)  # not sealed yet
+    mine = next(e for _, _, e in placed.delta.entries())
+    r.door.admit([version_b])  # a fork: o is convicted at cut 0, its join undone
+    assert o.id in r.door.proofs and not r.replica.is_member(newcomer.id)
+    assert r.replica.state.get(r.id, mine.seq) == mine
+    nxt = next(e for _, _, e in r.replica.place("buy", "1", "51", now_ms=T0 + 8).delta.entries())
+    assert nxt.seq == mine.seq + 1
+    block = r.door.seal([mine, nxt])  # what the node's next commit seals
+    assert [e.seq for e in block.events] == [mine.seq, nxt.seq]
