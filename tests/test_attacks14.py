@@ -23,6 +23,7 @@ import contextlib
 import copy
 import random
 import shutil
+import sqlite3
 
 import httpx
 import pytest
@@ -31,11 +32,12 @@ import trio
 from crdtbook.dot import parse_dot
 from crdtbook.engine import REASON_FOK, REASON_FOREIGN, REASON_POST_ONLY
 from crdtbook.events import make_cancel
+from crdtbook.feed import link
 from node.api import history
 from node.cluster import gossip
 from node.service import Node, NodeConfig
 from node.store.recover import recover
-from node.store.sqlite import Store
+from node.store.sqlite import STORE_FILE, Store, StoreError
 
 from .helpers import stored_events
 from .nodes import client, converged, eventually, start
@@ -460,3 +462,36 @@ def test_a_feed_replay_keeps_own_events_not_sealed_yet():
     assert nxt.seq == mine.seq + 1
     block = r.door.seal([mine, nxt])  # what the node's next commit seals
     assert [e.seq for e in block.events] == [mine.seq, nxt.seq]
+
+
+# -- 5. a block damaged on disk ---------------------------------------------------------
+@pytest.mark.parametrize("damage", ["one flipped byte", "the next block's link"])
+async def test_a_stored_block_damaged_on_disk_is_refused_not_read_as_other_events(
+        nursery, tmp_path, damage):
+    """Events above the snapshot live only in their blocks: a byte flipped in
+    one would be read back as another event (a price, a quantity) that nobody
+    placed, unlike its peers' copies, unless recovery checks the hash chain."""
+    data, crash = tmp_path / "a", tmp_path / "crash"
+    a = await start(nursery, data_dir=str(data), snapshot_interval_s=3_600.0)
+    node = a.node
+    for i in range(8):  # one block per commit
+        node.replica.place("buy", "1", str(100 + i), now_ms=node.clock_ms())
+        node._journal_fresh()
+        await node.journal.sync()
+    shutil.copytree(data, crash)
+    await a.stop()
+    path = crash / STORE_FILE
+    with sqlite3.connect(path) as db:
+        rid, last, body, prev = db.execute(
+            "SELECT rid, last, body, prev FROM blocks ORDER BY rid, last LIMIT 1 OFFSET 4"
+        ).fetchone()
+        if damage == "one flipped byte":
+            db.execute("UPDATE blocks SET body = ? WHERE rid = ? AND last = ?",
+                       (body[:-3] + bytes([body[-3] ^ 1]) + body[-2:], rid, last))
+        else:  # a consistent block whose link to the one before is broken
+            db.execute("UPDATE blocks SET prev = ?, hash = ? WHERE rid = ? AND last = ?",
+                       (bytes(32), link(bytes(32), body), rid, last))
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="do not match its feed's hash chain.*left as it is"):
+        Node(NodeConfig(port=0, data_dir=str(crash), fsync=False, rpc_host=None))
+    assert path.read_bytes() == before
