@@ -250,8 +250,8 @@ async def events_page(node: Node, after, limit: int):
     its row is committed)."""
     await node.journal.sync()  # orders answered without waiting (ephemeral) are durable too
     memory = _held_after(node.replica.state, after, limit + 1)
-    unflushed = sorted(e for e in node.unflushed_events
-                       if after is None or e.position > after)[:limit + 1]
+    unflushed = heapq.nsmallest(limit + 1, (e for e in node.unflushed_events
+                                            if after is None or e.position > after))
     stored = await node.journal.read(node.store.events_page, after, limit + 1)
     events, seen = [], set()
     for event in heapq.merge(stored, unflushed, memory):

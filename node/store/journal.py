@@ -286,7 +286,7 @@ class Journal:
             for event in held:
                 hit = found(id(event))
                 if hit is not None and hit[0] is event:
-                    full, tail = hit[1]  # as sqlite.event_body cuts it, without the call
+                    full, tail = hit[1]  # as sqlite._event_body cuts it, without the call
                     bodies[id(event)] = (event, bytes((full[0] - 3, full[1])) + tail)
         if batch.rows:
             batch.bodies = bodies

@@ -48,6 +48,8 @@ Rules this module keeps
 * Opening never repairs, resets or overwrites: a locked, unwritable or corrupt
   directory, another book's store or an unknown schema raises ``StoreError``
   with a sentence a person can act on, and leaves the files as they were.
+  The one write at open: an older schema listed in ``UPGRADES`` has its
+  number raised (one transaction), once the store passed every check.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import fcntl
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cbor2
 
@@ -119,9 +122,9 @@ class StoreError(Exception):
     """The store cannot be used; the message says why and what to do."""
 
 
-@dataclass
-class FinalOrder:
-    """An order's final state, written into its event row."""
+class FinalOrder(NamedTuple):
+    """An order's final state, written into its event row (a named tuple: one is
+    made for every order that leaves memory, on every node)."""
 
     replica: str
     seq: int
@@ -130,8 +133,7 @@ class FinalOrder:
     reason: str | None
 
 
-@dataclass
-class StoredFill:
+class StoredFill(NamedTuple):  # one per final fill, on every node: a cheap tuple
     index: int  # fill number in replay order, the same on every node
     clock: int  # the taker's clock
     taker: tuple[str, int]
