@@ -172,8 +172,15 @@ class Detection:
     def replay_feed(self) -> None:
         """Rebuild the replica in place from every block held (after a conviction that
         reached into history compaction had dropped). Keeps its id, clock, claims,
-        convictions, acks and safety counters; F is recomputed from scratch."""
+        convictions, acks and safety counters; F is recomputed from scratch.
+
+        Own events not sealed into a block yet (a node seals them at its next
+        commit) are kept too: dropped, the replica would reuse their seqs for
+        new events while the sealer still holds the first ones."""
         replica = self.replica
+        sealed = self.tip(replica.id).last
+        unsealed = [e for seq, e in sorted(replica.state.store.get(replica.id, {}).items())
+                    if seq > sealed]
         old = replica.membership
         claims, convicted = list(old.claimed.values()), dict(old.convicted)
         acks, clock, fresh = replica._acks, replica.clock.last, replica._fresh
@@ -187,7 +194,8 @@ class Detection:
         for origin, cut in sorted(convicted.items()):
             replica.membership.convict(origin, cut)
         replica.restore([e for origin in self.index.origins()
-                         for entry in self.index.entries(origin) for e in entry.block.events])
+                         for entry in self.index.entries(origin) for e in entry.block.events]
+                        + unsealed)
         replica.observe_claims(claims)
         replica._fresh = fresh  # the events are not new: the node's store holds them
 

@@ -14,7 +14,9 @@ stores also hold a row for every event). So recovery is:
 2. replay, in position order, every stored event the snapshot's context
    does not cover: the rows above its final frontier F, and the events of
    every origin's blocks past the seq its context holds contiguously (the
-   same event from a row and a block counts once). Should the store hold
+   same event from a row and a block counts once; each block's bytes are
+   checked against its feed's hash chain, so a block damaged on disk is
+   refused, not read as other events). Should the store hold
    more rows than the replica now counts, every row the context does not
    cover is replayed too (one that arrived below F, schema 2 only);
 3. move the hybrid clock past the clock lease, the highest clock this
@@ -31,6 +33,7 @@ import cbor2
 
 from crdtbook.codec import decode_snapshot
 from crdtbook.dot import check_replica
+from crdtbook.feed import link
 from crdtbook.feedwire import block_from_wire
 from crdtbook.replica import Replica
 
@@ -90,7 +93,15 @@ def _recover(store: Store, replica_id: str) -> tuple[Replica, int]:
             if not context.has(event.replica, event.seq):
                 missing.setdefault((event.replica, event.seq), event)
     for origin in store.block_origins():
-        for first, body, sig in store.blocks_past(origin, context.contiguous(origin)):
+        chained = None
+        for first, last, body, sig, prev, hash_ in store.linked_blocks_past(
+                origin, context.contiguous(origin)):
+            if link(prev, body) != hash_ or (chained is not None and prev != chained):
+                raise StoreError(f"the store in {store.directory} holds a block of {origin} "
+                                 f"(seqs {first}-{last}) whose bytes do not match its feed's "
+                                 "hash chain (damaged on disk); it was left as it is: restore "
+                                 "a backup or move it aside")
+            chained = hash_
             block = block_from_wire([origin, first, body, sig], "stored block")
             for event in block.events:
                 if not context.has(event.replica, event.seq):

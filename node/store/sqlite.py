@@ -573,12 +573,19 @@ class Store:
     def blocks_past(self, replica: str, seq: int) -> list[tuple[int, bytes, bytes]]:
         """``(first, body, sig)`` of every stored block of ``replica`` ending past
         ``seq``, oldest first."""
+        return [(first, body, sig) for first, _, body, sig, _, _ in
+                self.linked_blocks_past(replica, seq)]
+
+    def linked_blocks_past(self, replica: str, seq: int) -> list[tuple]:
+        """``(first, last, body, sig, prev, hash)`` of the same blocks: recovery
+        checks each body against the hash chain (see recover.py)."""
         rid = self._ids_read(replica)
         if rid is None:
             return []
-        return [(first, bytes(body), bytes(sig)) for first, body, sig in self._read.execute(
-            "SELECT first, body, sig FROM blocks WHERE rid = ? AND last > ? ORDER BY last",
-            (rid, seq))]
+        return [(first, last, bytes(body), bytes(sig), bytes(prev), bytes(hash_))
+                for first, last, body, sig, prev, hash_ in self._read.execute(
+                    "SELECT first, last, body, sig, prev, hash FROM blocks "
+                    "WHERE rid = ? AND last > ? ORDER BY last", (rid, seq))]
 
 
 def _final(replica: str, seq: int, state) -> FinalOrder | None:
