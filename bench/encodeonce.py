@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import callgrind  # noqa: E402
 from figures import print_figures  # noqa: E402
 
 WAYS = ("setup", "slices", "store_plain", "store_sliced", "digest_plain", "digest_sliced")
@@ -92,15 +93,8 @@ def run(way: str, count: int, size: int) -> None:
 
 def instructions(way: str, count: int, size: int, out_dir: str) -> int:
     out = os.path.join(out_dir, f"callgrind.{way}.{count}")
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                    "--dump-instr=no", "--collect-jumps=no", sys.executable, __file__,
-                    "--way", way, "--events", str(count), "--block", str(size)],
-                   check=True, capture_output=True)
-    with open(out) as f:
-        for line in f:
-            if line.startswith("summary:") or line.startswith("totals:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no instruction total in {out}")
+    return callgrind.run_script(out, __file__, "--way", way, "--events", str(count),
+                                "--block", str(size))
 
 
 def main() -> None:

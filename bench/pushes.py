@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import callgrind
+
 ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
 WARM = 20  # pushes before the clock starts
@@ -165,14 +167,6 @@ def one(code: str, events: int, pushes: int, callgrind: str | None = None) -> di
         shutil.rmtree(data, ignore_errors=True)
 
 
-def _instructions(path: str) -> int:
-    with open(path) as f:
-        for line in f:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
-    raise SystemExit(f"no totals in {path}")
-
-
 def measure(code: str, name: str, args, out_dir: str) -> dict:
     result: dict = {}
     for events in args.events:
@@ -183,7 +177,7 @@ def measure(code: str, name: str, args, out_dir: str) -> dict:
             for n in (args.pushes, 2 * args.pushes):
                 path = os.path.join(out_dir, f"callgrind.{name}.{events}.{n}")
                 one(code, events, n, path)
-                counts.append(_instructions(path))
+                counts.append(callgrind.total(path))
             result[f"{key}_receiver_instructions_per_push"] = round(
                 (counts[1] - counts[0]) / args.pushes)
             continue
