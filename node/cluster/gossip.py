@@ -63,7 +63,7 @@ from . import admission, peerauth, pushage
 from .peerhttp import Answer, AnswerTooLarge, PeerClient
 
 PUSH_BATCH = 1_000
-PUSHES_IN_FLIGHT = 2  # per peer: see _sender (docs/performance.md, rewinds, seventh pass)
+PUSHES_IN_FLIGHT = 4  # per peer: see _sender (docs/performance.md, rewinds, 7th and 8th pass)
 # a compaction waits this long at most for the outboxes to drain, polling this often, and
 # lets the loop run this many rounds before and after it (_compacted_between_pushes)
 QUIET_WAIT_S, QUIET_POLL_S, QUIET_ROUNDS = 0.1, 0.001, 8
