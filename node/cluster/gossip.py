@@ -28,6 +28,10 @@ Theory of operation
 * **Claims.** Every push, pull and answer carries the sender's claims (its
   own renewed at send time), so pulls double as heartbeats and the final
   frontier advances while the book is idle.
+* **Compaction.** Every ``compact_interval_s`` the node drops settled
+  history, at a moment when nothing it stamped waits for its commit or its
+  push (``_compacted_between_pushes``): the stall would age that push by
+  its length, and every peer would undo that much more.
 * **Discovery.** At start and every ``announce_interval_s`` the node
   announces ``crdtbook:<book>`` with its port to a registry and looks the key
   up. With the embedded registry, "a registry" is every known peer's own
