@@ -624,6 +624,11 @@ class Node:
         block = self.door.seal(events)
         return [Verified(block, self.door.tips[self.id].hash)]
 
+    @property
+    def unsealed(self) -> bool:
+        """Own events wait for the next flush to seal them (not sent yet)."""
+        return bool(self._unsealed)
+
     def _push_sealed(self, sealed: list[Verified]) -> None:
         """The journal's hook once own blocks are durable: push them to every peer."""
         self.push([v.block for v in sealed])

@@ -2,7 +2,7 @@
 
 Durable nodes place an HTTP batch when the flush that commits it starts
 (node/api/orderentry.py ``AtFlush``) and merge peers' pushes there too
-(``Node.arrive``); the gossip keeps up to two pushes in flight per peer
+(``Node.arrive``); the gossip keeps up to ``PUSHES_IN_FLIGHT`` pushes in flight per peer
 (node/cluster/gossip.py ``_sender``). Each test is one attack and passes when
 the node kept its promises: a 201 only for what is durable and placed exactly
 once, fills every node agrees on, ``ack=replicated`` only for what a peer holds,

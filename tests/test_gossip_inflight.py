@@ -1,4 +1,4 @@
-"""Pushes go out once their blocks are durable, up to two in flight per peer
+"""Pushes go out once their blocks are durable, up to four in flight per peer
 (node/cluster/gossip.py ``_sender``, ``PUSHES_IN_FLIGHT``), and a receiver
 takes one that overtook the push before it once that one is in
 (node/cluster/peerapi.py ``_after_overtaken``).
@@ -87,37 +87,38 @@ def own_seqs(pushes: list[list], origin: str) -> list[tuple[int, int]]:
     return [(b.first, b.last) for blocks in pushes for b in blocks if b.replica == origin]
 
 
-async def test_two_pushes_in_flight_then_the_rest_in_one(nursery, tmp_path):
+async def test_pushes_in_flight_up_to_the_bound_then_the_rest_in_one(nursery, tmp_path):
     peer = HoldingPeer()
     a = await start(nursery, data_dir=str(tmp_path / "a"))
     a.node.add_peer(await peer.serve(nursery))
     outbox = a.node.peers[peer.url].outbox
+    slots = gossip.PUSHES_IN_FLIGHT
+    assert slots >= 2
     async with client() as http:
 
-        async def order(price: str) -> None:
+        async def order(price: int) -> None:
             answer = await http.post(f"{a.url}/orders",
-                                     json={"side": "buy", "qty": "1", "price": price})
+                                     json={"side": "buy", "qty": "1", "price": str(price)})
             assert answer.status_code == 201, answer.text  # durable: its block is sealed
 
-        await order("10")
-        await eventually(lambda: len(peer.pushes) == 1)
-        await order("11")  # the first push is unanswered: this one goes out beside it
-        await eventually(lambda: len(peer.pushes) == 2)
-        await order("12")
-        await order("13")
-        # both slots taken: the two blocks wait in the outbox, not on the wire
+        for n in range(slots):  # none answered: each goes out beside the ones before
+            await order(10 + n)
+            await eventually(lambda n=n: len(peer.pushes) == n + 1)
+        await order(10 + slots)
+        await order(11 + slots)
+        # every slot taken: the two blocks wait in the outbox, not on the wire
         await eventually(lambda: outbox.statistics().current_buffer_used == 2)
-        assert len(peer.pushes) == 2 and peer.answered == 0
+        assert len(peer.pushes) == slots and peer.answered == 0
         peer.release()
-        await eventually(lambda: len(peer.pushes) == 3)  # everything queued, in one push
-        assert len(peer.pushes[2]) == 2
-        for _ in range(3):
+        await eventually(lambda: len(peer.pushes) == slots + 1)  # everything queued, in one
+        assert len(peer.pushes[slots]) == 2
+        for _ in range(slots):
             peer.release()
-        await eventually(lambda: peer.answered == 3)
-    assert peer.most_in_flight == gossip.PUSHES_IN_FLIGHT == 2
+        await eventually(lambda: peer.answered == slots + 1)
+    assert peer.most_in_flight == slots
     seqs = sorted(own_seqs(peer.pushes, a.node.id))
     assert all(nxt[0] == prev[1] + 1 for prev, nxt in zip(seqs, seqs[1:], strict=False))
-    assert sum(last - first + 1 for first, last in seqs) >= 4  # the four orders, each sent once
+    assert sum(last - first + 1 for first, last in seqs) >= slots + 2  # each order sent once
 
 
 # -- the receiver: a push that overtook the one before it -------------------------

@@ -28,6 +28,10 @@ Theory of operation
 * **Claims.** Every push, pull and answer carries the sender's claims (its
   own renewed at send time), so pulls double as heartbeats and the final
   frontier advances while the book is idle.
+* **Compaction.** Every ``compact_interval_s`` the node drops settled
+  history, at a moment when nothing it stamped waits for its commit or its
+  push (``_compacted_between_pushes``): the stall would age that push by
+  its length, and every peer would undo that much more.
 * **Discovery.** At start and every ``announce_interval_s`` the node
   announces ``crdtbook:<book>`` with its port to a registry and looks the key
   up. With the embedded registry, "a registry" is every known peer's own
@@ -63,7 +67,10 @@ from . import admission, peerauth, pushage
 from .peerhttp import Answer, AnswerTooLarge, PeerClient
 
 PUSH_BATCH = 1_000
-PUSHES_IN_FLIGHT = 2  # per peer: see _sender (docs/performance.md, rewinds, seventh pass)
+PUSHES_IN_FLIGHT = 4  # per peer: see _sender (docs/performance.md, rewinds, 7th and 8th pass)
+# a compaction waits this long at most for the outboxes to drain, polling this often, and
+# lets the loop run this many rounds before and after it (_compacted_between_pushes)
+QUIET_WAIT_S, QUIET_POLL_S, QUIET_ROUNDS = 0.1, 0.001, 8
 PUSH_BYTES = 4 * 1024 * 1024  # block bytes per push at most (one block more); see below
 PUSH_BODY_LIMIT = 16 * 1024 * 1024  # what a node reads of a peer request (push, pull)
 REGISTRY_ANSWER_LIMIT = 256 * 1024
@@ -573,14 +580,22 @@ async def _tell_every_peer(node: Node, client: PeerClient, bodies: list[bytes],
 async def _compaction_loop(node: Node) -> None:
     while True:
         await trio.sleep(node.config.compact_interval_s)
-        await compact_once(node)
+        await compact_once(node, between_pushes=True)
 
 
-async def compact_once(node: Node) -> int:
-    """Compact, and wait until the history it took out of memory is in the store."""
+async def compact_once(node: Node, between_pushes: bool = False) -> int:
+    """Compact, and wait until the history it took out of memory is in the store.
+
+    ``between_pushes``: at a moment when nothing stamped here waits to be sent
+    (see ``_compacted_between_pushes``): a compaction holds the event loop for a
+    tenth of a second or more, and a sealed block waiting through it reaches
+    every peer that much older."""
     orders, fills = len(node.unflushed_orders), len(node.unflushed_fills)
     events = len(node.unflushed_events)
-    removed = node.compact()
+    if between_pushes:
+        removed = await _compacted_between_pushes(node)
+    else:
+        removed = node.compact()
     orders, fills = len(node.unflushed_orders) - orders, len(node.unflushed_fills) - fills
     events = len(node.unflushed_events) - events
     try:
@@ -591,6 +606,40 @@ async def compact_once(node: Node) -> int:
     if removed:
         logs.debug("node.compacted", events=removed, held=node.replica.event_count(),
                    final_clock=node.replica.frontier())
+    return removed
+
+
+async def _compacted_between_pushes(node: Node) -> int:
+    """``node.compact()``, and the commit of what it took out of memory, where they
+    cost the peers no rewind; returns the events removed.
+
+    Both hold the event loop (the compaction a tenth of a second and more under
+    load, the rows of its events as long again). A peer merging one of this
+    node's blocks undoes every event it applied stamped after the block's
+    oldest; an own event stamped and waiting for its commit, or a sealed block
+    waiting for its push, when the loop stalls reaches the peers the stall's
+    length older, and each undoes that much more (docs/performance.md,
+    rewinds, eighth pass). So the compaction waits, at most ``QUIET_WAIT_S``
+    (a peer that does not answer holds its pushes), until no own event waits
+    for a flush, no flush is under way (HTTP batches are stamped at the flush,
+    see orderentry.py) and every outbox is drained; it then holds the next
+    flush off (``between_flushes``), lets the loop run a few rounds so that
+    the pushes just taken are written, compacts, commits the rows before any
+    order is stamped (``commit_held``), and lets the loop run a few rounds
+    more so that the peers' pushes read meanwhile merge before the next
+    flush stamps orders past them."""
+    journal = node.journal
+    with trio.move_on_after(QUIET_WAIT_S):
+        while node.unsealed or journal.flushing or any(
+                peer.outbox.statistics().current_buffer_used for peer in node.peers.values()):
+            await trio.sleep(QUIET_POLL_S)
+    async with journal.between_flushes():
+        for _ in range(QUIET_ROUNDS):
+            await trio.lowlevel.checkpoint()
+        removed = node.compact()
+        await journal.commit_held()
+        for _ in range(QUIET_ROUNDS):
+            await trio.lowlevel.checkpoint()
     return removed
 
 

@@ -128,7 +128,7 @@ class PeerAPI:
             self._merged = trio.Event()
         self._peer_seen(request)
         # A receipt says every block of the push is held here. One skipped (past a
-        # gap: the sender's two pushes in flight overtook each other on the way)
+        # gap: the sender's pushes in flight overtook each other on the way)
         # gets none, or the sender would count its events replicated (ack=replicated)
         # before the next pull brings them. Held now, durable after the sync below.
         receipt = request.headers.get("x-crdtbook-ack") == "1" and _holds(self.node,

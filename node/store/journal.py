@@ -20,6 +20,12 @@ is committed. It is the gate in front of every promise:
 ``before`` runs at the start of each flush: the node merges there any
 pushed blocks still waiting (see Node.arrive), so they go into this batch.
 
+Work that holds the event loop long (a compaction) runs ``between_flushes``:
+the writer waits for it, so no own event is stamped and left waiting for a
+commit through the stall; ``commit_held`` commits what it appended (its
+rows) without ``before``, so no order stamped at that flush waits through
+their staging either (node/cluster/gossip.py, ``_compacted_between_pushes``).
+
 The node's own new events are *sealed* into one signed block per commit
 (``sealer``, see crdtbook/door.py), written in the same transaction as the
 events, and handed to ``sealed`` once durable: that is what gets pushed, so
@@ -59,6 +65,7 @@ a long page never delays a commit (WAL lets both proceed).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -94,6 +101,9 @@ class Journal:
         self.bodies: dict[int, tuple] = {}
         self._appended = 0  # appends so far (a counter, not a size)
         self._durable = 0  # appends committed
+        # the first ``want_flush`` mark no ``before`` has served yet: a flush that
+        # skips ``before`` (``commit_held``) must not count it durable
+        self._unserved: int | None = None
         self._wake = trio.Event()
         self._committed = trio.Event()  # replaced after every commit
         self._write_lock = trio.CapacityLimiter(1)
@@ -160,11 +170,37 @@ class Journal:
         (orders placed at the flush, node/api/orderentry.py). Returns the mark to
         ``sync`` on: the flush that commits it ran ``before`` after this call."""
         self._touch()
+        if self._unserved is None:
+            self._unserved = self._appended
         return self._appended
 
     @property
     def pending(self) -> bool:
         return self._durable < self._appended
+
+    @property
+    def flushing(self) -> bool:
+        """A flush is under way (what it stamped is not durable, nor sent, yet)."""
+        return self._flushing.locked()
+
+    @contextlib.asynccontextmanager
+    async def between_flushes(self):
+        """Hold the writer off: entered once no flush is under way (the one under
+        way, if any, committed and handed its sealed block on), left when the
+        block ends; the next flush (its stamps, see ``before``) waits for it.
+        For work that stalls the event loop (a compaction): during it, nothing
+        stamped here waits unsent for its commit (docs/performance.md, rewinds,
+        eighth pass)."""
+        async with self._flushing:
+            yield
+
+    async def commit_held(self) -> None:
+        """Inside ``between_flushes``: commit what is appended (a compaction's rows)
+        without running ``before``: nothing is stamped or placed for it, so no own
+        order waits through this commit's staging (rows of a compaction's ten
+        thousand events hold the loop for a tenth of a second and more). A mark
+        from ``want_flush`` stays pending: its orders are placed by the next flush."""
+        await self._flush(run_before=False)
 
     # -- waiting -----------------------------------------------------------------
     def mark(self) -> int:
@@ -213,8 +249,10 @@ class Journal:
         async with self._flushing:
             await self._flush()
 
-    async def _flush(self) -> None:
-        self.before()  # what it appends goes into this batch (or fails with it)
+    async def _flush(self, run_before: bool = True) -> None:
+        if run_before:
+            self.before()  # what it appends goes into this batch (or fails with it)
+            self._unserved = None
         if self._wake.is_set():
             # a fresh event only once this one fired: a flush from another task
             # (the server's stop) must not swap out the event the writer waits on
@@ -238,6 +276,9 @@ class Journal:
             self._batch.encoded = encodings([w.block for w in written])
             self.encoded(self._batch.encoded)
         batch, target = self._batch, self._appended
+        if not run_before and self._unserved is not None:
+            target = self._unserved - 1  # what waits for ``before`` is not committed yet
+            self._wake.set()  # the writer's next flush serves it, however it waits now
         self._batch = Batch()
         self._take_bodies(batch)
         if not batch:
