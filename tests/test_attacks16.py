@@ -34,13 +34,16 @@ import threading
 import pytest
 import trio
 
+from crdtbook.amount import parse_amount
 from node.cluster import peerapi, peerauth
 from node.service import STRAY_BODIES
 from node.store.sqlite import Store, StoreError
 
-from .nodes import LIVENESS_S, client, eventually, start
+from .helpers import stored_events
+from .nodes import LIVENESS_S, client, converged, eventually, start
 from .peers import SignedPeer
 from .procs import get, paged
+from .reference import replay_all
 from .test_attacks14 import FastNode, Traders, members, recovered_ids
 from .wsclient import connect
 
@@ -50,15 +53,31 @@ from .wsclient import connect
 # outside would hit once in many tries.
 KILL_HOOK = """\
 import os, signal
+import trio as _trio
+import node.cluster.gossip as _g
 import node.service as _s
 import node.store.journal as _j
 import node.store.sqlite as _q
-_point, _arm = {point!r}, {arm!r}
+_point, _arm, _slow = {point!r}, {arm!r}, {slow!r}
 _held = [False]
 _due = [0]
+_flight = {{}}  # pushes in flight per peer
 
 def _die():
-    os.kill(os.getpid(), signal.SIGKILL)
+    if max(_flight.values(), default=0) >= _g.PUSHES_IN_FLIGHT:  # all four slots taken
+        os.kill(os.getpid(), signal.SIGKILL)
+
+_post = _g.post
+async def _post_hook(client, url, *args, **kwargs):
+    if not url.endswith("/peer/push"):
+        return await _post(client, url, *args, **kwargs)
+    _flight[url] = _flight.get(url, 0) + 1
+    try:
+        await _trio.sleep(_slow)  # a slow way to the peer: pushes pile up in flight
+        return await _post(client, url, *args, **kwargs)
+    finally:
+        _flight[url] -= 1
+_g.post = _post_hook
 
 _compact = _s.Node.compact
 def _compact_hook(self):
@@ -93,9 +112,14 @@ _q.Store.commit = _store_commit_hook
 """
 
 
+SLOW_PUSH_S = 0.3  # the victim's pushes take this long more on their way
+
+
 class KillingNode(FastNode):
-    """A ``FastNode`` that SIGKILLs itself at ``point`` of its second compaction
-    (that removed events) after ``arm()``; restarts run without the hook."""
+    """A ``FastNode`` that SIGKILLs itself at ``point`` of a compaction (its second
+    that removed events after ``arm()``, or a later one), at a moment when all
+    ``PUSHES_IN_FLIGHT`` pushes to one peer are on their way; restarts run
+    without the hook."""
 
     def __init__(self, data_dir: str, *peers: str, point: str, **kwargs) -> None:
         super().__init__(data_dir, *peers, **kwargs)
@@ -109,7 +133,8 @@ class KillingNode(FastNode):
     def command(self) -> list[str]:
         cmd = super().command()
         if self.point is not None:
-            cmd[2] = KILL_HOOK.format(point=self.point, arm=self.arm_file) + cmd[2]
+            cmd[2] = KILL_HOOK.format(point=self.point, arm=self.arm_file,
+                                      slow=SLOW_PUSH_S) + cmd[2]
         return cmd
 
 
@@ -357,7 +382,8 @@ async def test_a_node_never_quiet_still_compacts_and_keeps_memory_bounded(
 # -- 4. the held commit fails, or hangs while the node stops -----------------------------
 class HeldCommits:
     """Makes the store's commits inside ``commit_held`` fail as on a full disk
-    (``fail``) or hang until ``release`` (``hang``)."""
+    (``fail``) or hang until ``release`` (``hang``); ``fail_flush``: an ordinary
+    flush's commit fails instead (a compaction waits for its lock meanwhile)."""
 
     def __init__(self, monkeypatch, node, how: str) -> None:
         self.entered = threading.Event()
@@ -375,9 +401,9 @@ class HeldCommits:
                 self.inside = False
 
         def commit() -> None:
-            if self.armed and self.inside:
+            if self.armed and self.inside == (how != "fail_flush"):
                 self.entered.set()
-                if how == "fail":
+                if how != "hang":
                     store._db.execute("ROLLBACK")
                     store._rolled_back()
                     raise StoreError("writing to the store failed: database or disk is full")
@@ -417,11 +443,13 @@ async def orders_held(url: str) -> set:
         return {o["id"] for o in await paged(http, url, "/orders", "orders")}
 
 
+@pytest.mark.parametrize("how", ["fail", "fail_flush"])
 async def test_a_held_commit_failing_refuses_what_waits_and_deadlocks_nothing(
-        nursery, tmp_path, monkeypatch):
+        nursery, tmp_path, monkeypatch, how):
     directory = str(tmp_path / "a")
     a = await start(nursery, data_dir=directory, rate_limit=0, compact_interval_s=0.2)
-    disk = HeldCommits(monkeypatch, a.node, "fail")
+    compactions = Compactions(monkeypatch, a.node)
+    disk = HeldCommits(monkeypatch, a.node, how)
     acked: set[str] = set()
     refused: list[int] = []
     stop = trio.Event()
@@ -433,6 +461,8 @@ async def test_a_held_commit_failing_refuses_what_waits_and_deadlocks_nothing(
         await eventually(lambda: a.node.journal.failed, timeout=60)
         await eventually(lambda: len(refused) == ENTRY_CLIENTS, timeout=30)
     assert "disk is full" in a.node.journal.failed
+    ran = compactions.count  # the compaction loop goes on (nothing committed), unblocked
+    await eventually(lambda: compactions.count > ran + 2)
     with trio.fail_after(LIVENESS_S + 10):
         await a.stop()  # no flush waits for ever on a held writer
     b = await start(nursery, data_dir=directory, rate_limit=0, wait=False)  # (alone: reads)
@@ -468,3 +498,133 @@ async def test_a_node_stopping_while_its_held_commit_hangs_stops_and_keeps_every
     b = await start(nursery, data_dir=directory, rate_limit=0, wait=False)  # (alone: reads)
     assert not acked - await orders_held(b.url)
     await b.stop()
+
+
+# -- 5. batches, WebSocket orders and a member's shuffled pushes during compactions ------
+MIXED_ROUNDS = 10  # batches per HTTP client
+MIXED_WS = 30  # orders per node's WebSocket client
+MEMBER_BLOCKS = 30  # the outside member's feed, pushed shuffled in pieces to every node
+
+
+def mixed_batch(rng: random.Random) -> list[dict]:
+    return [{"side": rng.choice(("buy", "sell")), "qty": str(rng.randint(1, 4)),
+             "price": str(rng.randint(97, 103))} for _ in range(6)]
+
+
+def reference_fills(data_dir: str) -> list[tuple]:
+    """The reference engine's fills over every event a stopped node's store holds."""
+    store = Store.open(data_dir, "default", fsync=False)
+    try:
+        events = stored_events(store)
+    finally:
+        store.close()
+    fills, _, _, _ = replay_all(sorted(events, key=lambda e: (e.replica, e.seq)))
+    return [(f"{t[0]}:{t[1]}", f"{m[0]}:{m[1]}", price, qty) for t, m, price, qty in fills]
+
+
+async def test_batches_websocket_and_member_pushes_during_compactions_match_the_reference(
+        nursery, tmp_path, monkeypatch):
+    settings = {"rate_limit": 0, "compact_interval_s": 0.1, "snapshot_interval_s": 0.5}
+    a = await start(nursery, data_dir=str(tmp_path / "a"), **settings)
+    b = await start(nursery, a.url, data_dir=str(tmp_path / "b"), **settings)
+    c = await start(nursery, a.url, data_dir=str(tmp_path / "c"), **settings)
+    running = (a, b, c)
+    counters = [Compactions(monkeypatch, r.node) for r in running]
+    member = SignedPeer("mixed-16").admitted_by(a.node)
+    await eventually(lambda: all(r.node.replica.is_member(member.id) for r in running))
+    placed: set[str] = set()
+
+    async def http_client(node, seed: int) -> None:
+        rng = random.Random(seed)
+        async with client(timeout=60) as http:
+            for _ in range(MIXED_ROUNDS):
+                r = await http.post(node.url + "/orders", json=mixed_batch(rng))
+                assert r.status_code == 201, r.text
+                placed.update(p["order"]["id"] for p in r.json())
+
+    async def ws_client(node, seed: int) -> None:
+        rng = random.Random(seed)
+        async with connect(node.url, token=node.token) as ws:
+            for i in range(MIXED_WS):
+                answer = await ws.call(op="order", id=i, order=mixed_batch(rng)[0])
+                assert answer["ok"], answer
+                placed.add(answer["result"]["order"]["id"])
+
+    async def member_pushes() -> None:
+        rng = random.Random(16)
+        async with client(timeout=60) as http:
+            for i in range(MEMBER_BLOCKS):
+                now = a.node.clock_ms()
+                side = ("buy", "sell")[i % 2]
+                block = member.place(side, "2", str(98 + i % 5), now_ms=now)
+                # this block alone, then with the one before, to two nodes in turn
+                # and in either order: past gaps, duplicates, overtaking
+                targets = rng.sample(running, 2)
+                for target in targets:
+                    body = member.blocks([block], now_ms=now)
+                    r = await http.post(target.url + "/peer/push", content=body,
+                                        headers=PUSH_HEADERS)
+                    assert r.status_code == 204, r.text
+                placed.add(f"{member.id}:{block.last}")
+                await trio.sleep(0.02)  # (a member's pace: its claims move finality on)
+
+    before = [k.count for k in counters]
+    async with trio.open_nursery() as clients:
+        for n, node in enumerate(running):
+            for i in range(2):
+                clients.start_soon(http_client, node, n * 10 + i)
+            clients.start_soon(ws_client, node, n * 10 + 9)
+        clients.start_soon(member_pushes)
+    assert all(k.count > n for k, n in zip(counters, before, strict=True))
+    await eventually(lambda: converged(*running), timeout=60)
+
+    async def fills_of(node) -> list[tuple]:
+        async with client(timeout=30) as http:
+            fills = await paged(http, node.url, "/fills", "fills")
+        return [(f["taker"], f["maker"], parse_amount(f["price"]), parse_amount(f["qty"]))
+                for f in fills]
+
+    seen = [await fills_of(node) for node in running]
+    assert seen[0] and all(fills == seen[0] for fills in seen[1:])
+    for node in running:
+        assert not placed - await orders_held(node.url)
+    for node in running:
+        await node.stop()
+    for node in running:
+        assert reference_fills(node.directory) == seen[0], node.directory
+
+
+# -- 6. a flood of pushes past a gap nothing fills -----------------------------------------
+GAPPED = 96  # pushes at once, each past the same unfilled gap (httpx: 100 connections)
+
+
+async def test_a_flood_of_pushes_past_an_unfilled_gap_waits_bounded_and_leaves_no_trace(
+        nursery, tmp_path, monkeypatch):
+    a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0,
+                    compact_interval_s=0.2)
+    compactions = Compactions(monkeypatch, a.node)
+    member = SignedPeer("gapped-16").admitted_by(a.node)
+    await eventually(lambda: a.node.replica.is_member(member.id))
+    now = a.node.clock_ms()
+    feed = [member.place("sell", "1", str(300 + i), now_ms=now + 10 + i) for i in range(40)]
+    gapped = feed[1:]  # the first block never comes
+    statuses: list[tuple[int, bool]] = []
+    async with client(timeout=60) as http:
+        async def push(blocks: list) -> None:
+            with trio.fail_after(peerapi.OVERTAKEN_WAIT_S + LIVENESS_S):
+                r = await http.post(a.url + "/peer/push", content=member.blocks(blocks),
+                                    headers=PUSH_HEADERS)
+            statuses.append((r.status_code, peerauth.HEADER in r.headers))
+
+        ran_before = compactions.count
+        async with trio.open_nursery() as flood:
+            for i in range(GAPPED):
+                flood.start_soon(push, gapped[i % len(gapped):][:3])
+            assert await entry_answers(a.url, 5) == [201] * 5
+    assert statuses == [(204, False)] * GAPPED  # answered, skipped, no receipt
+    assert compactions.count > ran_before
+    assert a.node.door.tip(member.id).last < feed[0].first  # nothing of it held
+    assert all(a.node.replica.state.get(member.id, b.last) is None for b in gapped)
+    assert not a.node._arrivals
+    store = a.node.store
+    assert not [1 for origin in store.block_origins() if origin == member.id]
