@@ -343,10 +343,11 @@ PIPELINE = 40  # orders sent before their answers are read
 LOADED_COMPACTIONS = 5  # compactions that removed events, all under load
 
 
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "ephemeral"])
 async def test_a_node_never_quiet_still_compacts_and_keeps_memory_bounded(
-        nursery, tmp_path, monkeypatch):
-    a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0,
-                    compact_interval_s=0.2)
+        nursery, tmp_path, monkeypatch, durable):
+    store = {"data_dir": str(tmp_path / "a")} if durable else {}
+    a = await start(nursery, rate_limit=0, compact_interval_s=0.2, **store)
     node = a.node
     seen: list[tuple[bool, int]] = []  # (own events unsealed at compaction, removed)
     real = node.compact
