@@ -17,12 +17,19 @@ passes when the node kept its promises:
    signed twice), and the nodes end with one history;
 2. a member pushing out of order, past gaps, twice over and far more than
    four at once: a receipt only for blocks held, every push answered within
-   its bound, what was skipped leaves no trace, order entry and compaction
-   go on meanwhile; slow push bodies hold neither;
+   its bound, order entry and compaction go on meanwhile; slow push bodies
+   hold neither;
 3. a node that never has a quiet moment (orders pipelined over a WebSocket
    without pause) still compacts, and its memory stays bounded;
-4. the held commit failing (a full disk) or hanging while the node stops:
-   no deadlock, nothing more acknowledged, a restart holds every 201.
+4. the held commit failing (a full disk), an ordinary flush failing while a
+   compaction waits for the writer, or the held commit hanging while the
+   node stops: no deadlock, nothing more acknowledged, a restart holds
+   every 201;
+5. HTTP batches, WebSocket orders and a member's pushes on three durable
+   nodes during compactions: one history, fills equal to the reference
+   engine's over every stored event;
+6. a flood of pushes past a gap nothing fills: each answered within its
+   bound, none receipted, nothing of them kept.
 """
 
 from __future__ import annotations
