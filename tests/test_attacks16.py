@@ -29,7 +29,9 @@ passes when the node kept its promises:
    nodes during compactions: one history, fills equal to the reference
    engine's over every stored event;
 6. a flood of pushes past a gap nothing fills: each answered within its
-   bound, none receipted, nothing of them kept.
+   bound, none receipted, nothing of them kept;
+7. batches racing a leave while the leaving node compacts: each answered
+   201 and held whole by its peer, or refused and held nowhere.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import os
 import random
 import threading
 
+import httpx
 import pytest
 import trio
 
@@ -52,6 +55,7 @@ from .peers import SignedPeer
 from .procs import get, paged
 from .reference import replay_all
 from .test_attacks14 import FastNode, Traders, members, recovered_ids
+from .test_attacks15 import BATCH, tagged
 from .wsclient import connect
 
 # -- 1. SIGKILL inside a compaction between pushes --------------------------------------
@@ -636,3 +640,60 @@ async def test_a_flood_of_pushes_past_an_unfilled_gap_waits_bounded_and_leaves_n
     assert not a.node._arrivals
     store = a.node.store
     assert not [1 for origin in store.block_origins() if origin == member.id]
+
+
+# -- 7. batches racing a leave, with compactions between pushes ---------------------------
+LEAVE_CLIENTS = 6
+BATCHES_BEFORE_LEAVE = 30
+
+
+async def test_batches_racing_a_leave_amid_compactions_are_answered_whole_or_not_at_all(
+        nursery, tmp_path, monkeypatch):
+    """test_attacks15's leave race, with b compacting every 0.1 s (its writer held
+    off, its rows committed without ``before``) while the batches wait: a holds
+    every batch b answered 201, each whole, and none b refused."""
+    settings = {"rate_limit": 0, "compact_interval_s": 0.1}
+    a = await start(nursery, data_dir=str(tmp_path / "a"), **settings)
+    b = await start(nursery, a.url, data_dir=str(tmp_path / "b"), **settings)
+    compactions = Compactions(monkeypatch, b.node)
+    answered: dict[int, int] = {}
+    unanswered: set[int] = set()
+
+    async def flood(client_no: int) -> None:
+        async with client(timeout=30) as http:
+            for round_no in range(1_000):
+                batch_no = client_no * 1_000 + round_no
+                try:
+                    r = await http.post(b.url + "/orders", json=tagged(batch_no))
+                except httpx.TransportError:  # b stopped: its answer, if any, is lost
+                    unanswered.add(batch_no)
+                    return
+                answered[batch_no] = r.status_code
+                if r.status_code != 201:
+                    return
+
+    async with trio.open_nursery() as clients:
+        for i in range(LEAVE_CLIENTS):
+            clients.start_soon(flood, i)
+        await eventually(lambda: len(answered) >= BATCHES_BEFORE_LEAVE
+                         and compactions.count >= 3)
+        async with client(timeout=30) as http:
+            r = await http.post(b.url + "/leave", headers=b.admin)
+            assert r.status_code == 200, r.text
+    await eventually(lambda: not a.node.replica.is_member(b.node.id))
+    placed = sorted(n for n, status in answered.items() if status == 201)
+    assert placed and set(answered.values()) <= {201, 409, 503}, answered
+    held: dict[int, list[int]] = {}
+
+    async def all_placed_held() -> bool:  # (a compacts too: its history, not its memory)
+        held.clear()
+        async with client(timeout=30) as http:
+            for order in await paged(http, a.url, "/orders", "orders"):
+                if int(order["price"]) >= 1000:
+                    held.setdefault(int(order["price"]) - 1000, []).append(int(order["qty"]))
+        return set(placed) <= set(held)
+
+    await eventually(all_placed_held)
+    assert set(held) <= set(placed) | unanswered
+    for batch_no, qtys in held.items():
+        assert sorted(qtys) == list(range(1, BATCH + 1)), batch_no
