@@ -251,6 +251,7 @@ async def test_a_member_pushing_out_of_order_and_many_at_once_gets_receipts_only
         monkeypatch.setattr(peerapi, "OVERTAKEN_WAIT_S", 0.0)
     a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0,
                     compact_interval_s=0.2)
+    http = client(timeout=30)  # one client, 100 connections, for every push
     compactions = Compactions(monkeypatch, a.node)
     member = SignedPeer("flood-16").admitted_by(a.node)
     await eventually(lambda: a.node.replica.is_member(member.id))
@@ -259,10 +260,9 @@ async def test_a_member_pushing_out_of_order_and_many_at_once_gets_receipts_only
     answers: list[tuple[int, bool, bool, tuple]] = []  # status, receipt, held then, seqs
 
     async def push(blocks: list) -> None:
-        async with client(timeout=30) as http:
-            with trio.fail_after(peerapi.OVERTAKEN_WAIT_S + LIVENESS_S):
-                r = await http.post(a.url + "/peer/push", content=member.blocks(blocks),
-                                    headers=PUSH_HEADERS)
+        body = member.blocks(blocks)
+        with trio.fail_after(peerapi.OVERTAKEN_WAIT_S + LIVENESS_S):
+            r = await http.post(a.url + "/peer/push", content=body, headers=PUSH_HEADERS)
         held = all(holds_through(a.node, member.id) >= b.last for b in blocks)
         answers.append((r.status_code, peerauth.HEADER in r.headers, held,
                         tuple(b.last for b in blocks)))
@@ -298,6 +298,7 @@ async def test_a_member_pushing_out_of_order_and_many_at_once_gets_receipts_only
     assert answers[-1][:3] == (204, True, True)
     assert a.node.door.tip(member.id).last == feed[-1].last
     assert not a.node._arrivals  # nothing waits any more
+    await http.aclose()
 
 
 SLOW = 16  # push bodies trickling in at once
