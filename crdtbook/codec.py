@@ -432,10 +432,12 @@ def events_from_wire(items: list, where: str = "event",
                     and ((0 < price <= MAX_UNITS) if kind != 1 else price == 0)
                     and type(replica) is str and type(account) is str
                 ):
-                    replica = replicas.get(replica) or names.replica(replica)
-                    account = accounts.get(account)
-                    if account is None:
-                        account = names.account(item[8])
+                    try:  # subscripts, not get(), as in _proven_events
+                        replica = replicas[replica]
+                        account = accounts[account]
+                    except KeyError:  # a string first seen here: checked
+                        replica = names.replica(replica)
+                        account = names.account(account)
                     if replica is not None and account is not None:
                         append(_new(Order, (clock, replica, seq, ORDER, SIDES[side],
                                             TYPES[kind], price, qty, account)))
@@ -449,9 +451,12 @@ def events_from_wire(items: list, where: str = "event",
                     and type(target_seq) is int and 0 < target_seq <= MAX_SEQ
                     and type(replica) is str and type(target_replica) is str
                 ):
-                    replica = replicas.get(replica) or names.replica(replica)
-                    target_replica = (replicas.get(target_replica)
-                                      or names.replica(target_replica))
+                    try:
+                        replica = replicas[replica]
+                        target_replica = replicas[target_replica]
+                    except KeyError:
+                        replica = names.replica(replica)
+                        target_replica = names.replica(target_replica)
                     if replica is not None and target_replica is not None:
                         append(_new(Cancel, (clock, replica, seq, CANCEL, target_replica,
                                              target_seq)))
