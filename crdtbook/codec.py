@@ -48,7 +48,7 @@ from typing import Any
 import cbor2
 
 from .amount import MAX_UNITS
-from .aworset import AWORSet
+from .aworset import AWORSet, InOrderDelta
 from .cborscan import ScanError, scan, scan_proving
 from .clock import MAX_CLOCK
 from .context import CausalContext
@@ -346,14 +346,19 @@ def _delta_from_message(message: dict, proven: bool = False) -> AWORSet:
     """``proven``: the scan proved the message's one long array (cborscan.scan_proving)."""
     items = _list(_field(message, "events", "delta"), "delta events", MAX_EVENTS)
     context = context_from_wire(_field(message, "context", "delta"), "delta context")
+    in_order = False
     if proven and len(items) >= _LONG:  # then it is the array the scan proved
-        events, store = _proven_events(items, "delta event", _Names())
+        events, store, in_order = _proven_events(items, "delta event", _Names())
     else:
         events = events_from_wire(items, "delta event", _Names())
         store = _filed(events)
     if sum(map(len, store.values())) != len(events) or not _covers(context, store):
         _explain_dots(events, context)  # raises, naming the first offending event
-    delta = AWORSet()
+    if in_order:  # the replay's proof, on copies nobody else holds (see InOrderDelta)
+        delta = InOrderDelta()
+        delta.proof = (tuple(events), {r: dict(seqs) for r, seqs in store.items()})
+    else:
+        delta = AWORSet()
     delta.store = store
     delta.context = context
     return delta
@@ -469,7 +474,7 @@ _LONG = 24  # entries from which CBOR writes an array's length after its first b
 
 
 def _proven_events(items: list, where: str, names: _Names
-                   ) -> tuple[list[Order | Cancel], dict[str, dict[int, Order | Cancel]]]:
+                   ) -> tuple[list[Order | Cancel], dict[str, dict[int, Order | Cancel]], bool]:
     """``events_from_wire`` for an array the scan proved (``cborscan.scan_proving``):
     every entry a list of 9 (an order: tag 0, text, then ints but the account,
     side and type below 24) or of 6 (a cancel: tag 1, text, int, int, text,
@@ -483,11 +488,22 @@ def _proven_events(items: list, where: str, names: _Names
     same loop from the replica and seq it holds: a second loop over the events
     cost a replay about 1,600 instructions per event (reading an event's
     fields back is the generic, dear, way).
+
+    And whether the array is a replay's proof (``aworset.InOrderDelta``):
+    each event past the one before it by clock, or at the same clock by
+    replica (so in position order, and no origin's clock repeats), and each
+    origin's seqs 1, 2, 3, ... in the array's order. The loop has the clock
+    and replica in hand: one comparison per event, and one pass per origin
+    over its seqs at C speed, where checking the same of the store at merge
+    time (and sorting) cost a replay about 1,450 per event.
     """
     out: list = []
     append = out.append
     store: dict[str, dict[int, Order | Cancel]] = {}
     replicas, accounts = names.replicas, names.accounts
+    in_order = True
+    last_clock = 0
+    last_replica = ""
     for item in items:
         if len(item) == 9:
             _, replica, seq, clock, side, kind, price, qty, account = item
@@ -510,6 +526,10 @@ def _proven_events(items: list, where: str, names: _Names
                         store[replica][seq] = event
                     except KeyError:  # the first event of its replica
                         store[replica] = {seq: event}
+                    if clock <= last_clock and (clock < last_clock or replica <= last_replica):
+                        in_order = False
+                    last_clock = clock
+                    last_replica = replica
                     continue
         else:
             _, replica, seq, clock, target_replica, target_seq = item
@@ -528,14 +548,21 @@ def _proven_events(items: list, where: str, names: _Names
                         store[replica][seq] = event
                     except KeyError:
                         store[replica] = {seq: event}
+                    if clock <= last_clock and (clock < last_clock or replica <= last_replica):
+                        in_order = False
+                    last_clock = clock
+                    last_replica = replica
                     continue
         event = event_from_wire(item, f"{where} {len(out)}")
         append(event)
+        in_order = False  # the careful way took it: no proof needed for what is rare
         try:
             store[event[1]][event[2]] = event
         except KeyError:
             store[event[1]] = {event[2]: event}
-    return out, store
+    if in_order:  # each origin filed in seq order: its clocks rise along its seqs
+        in_order = all(list(seqs) == list(range(1, len(seqs) + 1)) for seqs in store.values())
+    return out, store, in_order
 
 
 class _Names:

@@ -99,6 +99,11 @@ class Merging:
         store = delta.store
         if len(vv) != len(store):
             return None
+        proof = getattr(delta, "proof", None)
+        if proof is not None:
+            added = self._merge_proven(delta, *proof)
+            if added is not None:
+                return added
         runs = []
         for replica in sorted(store):
             seqs = store[replica]
@@ -128,6 +133,42 @@ class Merging:
         # In dot order, so a stable sort by clock puts it in position order (see _admit).
         ready = sorted(added, key=_clock)
         engine.update(ready)
+        return len(added)
+
+    def _merge_proven(self, delta: AWORSet, events: tuple, runs: dict) -> int | None:
+        """``_merge_into_empty`` of a delta whose decode proved its replay
+        (``aworset.InOrderDelta``): ``events`` in position order, each
+        origin's seqs 1..n with its clocks rising along them, in ``runs``.
+        Declines (None, nothing changed) unless the delta's store still
+        equals ``runs``, dict for dict (anyone may have changed it since),
+        every origin's run is all its context says and the first clock is
+        past F (the decode made orders and cancels only). Then it is the
+        checks and the sort of ``_merge_into_empty``, proven once by the
+        decode: its result, with ``events`` as the engine's run.
+        """
+        store, vv = delta.store, delta.context.vv
+        if len(runs) != len(store) or not events or not events[0][0] > self._final:
+            return None
+        ordered = sorted(store)
+        for replica in ordered:
+            seqs = store[replica]
+            run = runs.get(replica)
+            if run is None or len(run) != vv.get(replica) or seqs != run:
+                return None
+        state = self.state
+        added: list = []
+        for replica in ordered:
+            run = runs[replica]
+            state.store[replica] = dict(run)
+            added.extend(run.values())
+            self._chain_clock[replica] = added[-1][0]
+        state.context.merge(delta.context)
+        self.clock.observe(events[-1][0])
+        self._unhashed.extend(added)
+        if self._fresh is not None:
+            self._fresh.extend(added)
+        self._events_total += len(added)
+        self.engine.update(list(events))
         return len(added)
 
     def merge_event(self, event: Order | Cancel | Member) -> int:
