@@ -202,7 +202,8 @@ class Merging:
             last = chain[replica]
         except KeyError:
             return self._merge_one(event)
-        if seq != top + 1 or kind == MEMBER or replica in cc.cloud:
+        # the dicts below are most often empty: their truth first, then the lookup
+        if seq != top + 1 or kind == MEMBER or (cc.cloud and replica in cc.cloud):
             return self._merge_one(event)
         try:
             state.store[replica][seq] = event
@@ -220,7 +221,8 @@ class Merging:
             self._fresh.append(event)
         self._events_total += 1
         engine = self.engine
-        if clock <= last or replica in engine.invalid or replica in self._cutoff:
+        if clock <= last or (engine.invalid and replica in engine.invalid) \
+                or (self._cutoff and replica in self._cutoff):
             self._check_chain(replica, top, seq, [])
         chain[replica] = clock
         if clock <= self._final:  # see _admit: must never happen
@@ -335,7 +337,7 @@ class Merging:
         cc = state.context
         vv = cc.vv
         top = vv.get(replica, 0)
-        if seq == top + 1 and kind != MEMBER and replica not in cc.cloud:
+        if seq == top + 1 and kind != MEMBER and (not cc.cloud or replica not in cc.cloud):
             try:
                 state.store[replica][seq] = event
             except KeyError:  # the first event held of its replica
@@ -351,8 +353,8 @@ class Merging:
             self._events_total += 1
             engine = self.engine
             chain = self._chain_clock
-            if clock <= chain.get(replica, 0) or replica in engine.invalid \
-                    or replica in self._cutoff:
+            if clock <= chain.get(replica, 0) or (engine.invalid and replica in engine.invalid) \
+                    or (self._cutoff and replica in self._cutoff):  # as in merge_event
                 self._check_chain(replica, top, seq, [])
             chain[replica] = clock
             if clock <= self._final:  # see _admit: must never happen
