@@ -235,7 +235,7 @@ class Engine:
         best = opposite.best
         # Most orders do not cross: decide that first, with one comparison.
         if best is None or (kind != MARKET and ((best > price) if is_buy else (best < price))):
-            # two string ==, not `in` a tuple: the engine's run 220 instructions fewer per event
+            # two string ==, not `in` a tuple: about 230 instructions fewer per event
             if kind == LIMIT or kind == POST_ONLY:  # noqa: SIM109
                 taker.remaining = remaining
                 level = own.levels.get(price)
