@@ -30,6 +30,8 @@ Rules this module keeps
 * ``_merge_into_empty`` (a replay into a replica that has seen nothing)
   takes only deltas for which the general path could reject, remove or
   defer nothing, and declines the rest having changed nothing.
+  ``_merge_proven`` takes a decoded delta's proof of the same only while
+  the delta's store still equals what its decode proved it of.
 """
 
 from __future__ import annotations
