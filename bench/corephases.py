@@ -26,6 +26,8 @@ Phases:
   inorder   ``Replica.merge_event`` of every event, one at a time
   wire      ``codec.events_from_wire`` of every event, one item a call (the
             peer path's decode, as bench/peers.py runs it)
+  restore   ``Replica.restore`` of every event (a restart's replay of its
+            store: a plain delta, no decode, no proof)
 
 ``--baseline REV`` also counts REV's crdtbook (``git archive``) with this
 same harness, and prints both with the change. Figures, not assertions.
@@ -44,7 +46,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PHASES = ("replay", "decode", "scan", "cbor", "proven", "merge", "engine", "inorder", "wire")
+PHASES = ("replay", "decode", "scan", "cbor", "proven", "merge", "engine", "inorder", "wire",
+          "restore")
 
 
 def run_phase(phase: str, commands: int) -> None:
@@ -106,6 +109,11 @@ def run_phase(phase: str, commands: int) -> None:
             for event in events:
                 merge_event(event)
             return observer
+    elif phase == "restore":
+        def work():
+            restored = replica.Replica("restored")
+            restored.restore(events)
+            return restored
     elif phase == "wire":
         def work():
             names = codec._Names()
