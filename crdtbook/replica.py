@@ -60,6 +60,8 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from collections.abc import Iterable
+from itertools import repeat
+from operator import is_, itemgetter
 
 import cbor2
 
@@ -576,22 +578,30 @@ class Replica(Merging):
         the very event object it was cut from (never another event that
         happens to share its ``id``).
         """
-        if not self._unhashed:
+        unhashed = self._unhashed
+        if not unhashed:
             return
-        total = self._digest_sum
         cutoff = self._cutoff
-        sha256 = hashlib.sha256
-        found = (encoded or {}).get
-        for event in self._unhashed:
-            cut = cutoff.get(event.replica)
-            if cut is not None and event.seq > cut:
-                self._uncounted += 1
-                continue
-            hit = found(id(event))
-            if hit is not None and hit[0] is event:
-                total += int.from_bytes(sha256(hit[1][0]).digest())
-            else:
-                total += _event_hash(event)
+        counted = unhashed
+        if cutoff:  # events past their origin's cutoff count nowhere (see uncount)
+            counted = [e for e in unhashed
+                       if (cut := cutoff.get(e.replica)) is None or e.seq <= cut]
+            self._uncounted += len(unhashed) - len(counted)
+        # one pass of C calls over the events, no bytecode per event; an event
+        # without its block's bytes is hashed by _event_hash, as it always was
+        total = self._digest_sum
+        if encoded:
+            hits = list(map(encoded.get, map(id, counted), repeat(_NOT_SLICED)))
+            if all(map(is_, map(_first, hits), counted)):
+                slices = map(_first, map(_second, hits))
+                total = sum(map(_from_bytes, map(_sha256_digest, map(hashlib.sha256, slices))),
+                            total)
+            else:  # an entry for another object under a reused id counts for nothing
+                total = sum([_from_bytes(hashlib.sha256(hit[1][0]).digest())
+                             if hit[0] is event else _event_hash(event)
+                             for hit, event in zip(hits, counted, strict=True)], total)
+        else:
+            total = sum(map(_event_hash, counted), total)
         self._digest_sum = total % _DIGEST_MODULUS
         self._unhashed = []
 
@@ -668,3 +678,9 @@ __all__ = [
 def _event_hash(event) -> int:
     return int.from_bytes(hashlib.sha256(cbor2.dumps(event_to_wire(event),
                                                      canonical=True)).digest())
+
+
+_NOT_SLICED = (None, None)  # the miss of an ``encoded`` lookup: no event is None
+_first, _second = itemgetter(0), itemgetter(1)
+_sha256_digest = type(hashlib.sha256()).digest  # the C method, without a lookup per event
+_from_bytes = int.from_bytes  # big-endian, as the digest has always read a hash

@@ -1027,12 +1027,16 @@ def account_json(row) -> dict:
 
 def final_order(view) -> FinalOrder:
     """The stored final state of an order (an ``OrderView`` that is final)."""
-    return FinalOrder(view.dot.replica, view.dot.seq, view.status, view.filled, view.reason)
+    replica, seq = view.dot
+    return _new(FinalOrder, (replica, seq, view.status, view.filled, view.reason))
 
 
 def stored_fill(index: int, raw) -> StoredFill:
     """A fill as the store keeps it, from the engine's (taker, maker, price, qty) record."""
     taker, maker, price, qty = raw
     t, m = taker.event, maker.event
-    return StoredFill(index, t.clock, (t.replica, t.seq), (m.replica, m.seq), price, qty,
-                      t.side, t.account, m.account)
+    return _new(StoredFill, (index, t.clock, (t.replica, t.seq), (m.replica, m.seq), price, qty,
+                             t.side, t.account, m.account))
+
+
+_new = tuple.__new__  # NamedTuples without their Python-level __new__: one per order and fill

@@ -238,7 +238,7 @@ class App:
                                                    timeout)
                 status, extra = (201 if replicated else 202), {"replicated": replicated}
         replica = self.node.replica
-        results = [orderentry.placed_json(replica, p, extra) for p in placed]
+        results = orderentry.placed_answers(replica, placed, extra)
         return json_response(status, results if batch else results[0])
 
     async def get_order(self, request: Request) -> Response:

@@ -39,11 +39,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections import Counter
 from collections.abc import Callable
+from operator import attrgetter
 from typing import NamedTuple
 
 from ..asgi import BadRequest
 from ..store import admintoken
+from .requests import OrderRequest
 
 MAX_BUCKETS = 100_000  # past this, full buckets are dropped (a full bucket = no bucket)
 
@@ -127,12 +130,17 @@ def entitled(node, who: Principal, orders: list) -> list:
     """``orders`` (OrderRequests) with the account each gets (403 if one names an
     account ``who`` may not act for), once the rate limit let them all through
     (429 otherwise)."""
-    orders = [o._replace(account=order_account(who, o.account)) for o in orders]
-    costs: dict[str, int] = {}
-    for order in orders:
-        costs[order.account] = costs.get(order.account, 0) + 1
-    node.limiter.take(costs)
+    # built without _replace's frames: it and a Python loop counting accounts
+    # cost a fifth as much as placing the batch (bench: callgrind, per order)
+    orders = [o if (account := order_account(who, o.account)) is o.account
+              else _new(OrderRequest, (o.side, o.qty, o.price, o.type, account))
+              for o in orders]
+    node.limiter.take(Counter(map(_account, orders)))
     return orders
+
+
+_new = tuple.__new__
+_account = attrgetter("account")
 
 
 class RateLimiter:

@@ -28,7 +28,7 @@ import contextlib
 from typing import NamedTuple
 
 from ..asgi import BadRequest
-from ..service import NotReady
+from ..service import NotReady, iso_time
 from ..store.journal import StoreFailed
 from . import views
 
@@ -61,9 +61,29 @@ def retry_after(failure: Failure) -> int | None:
 
 def placed_json(replica, placed, extra: dict | None = None) -> dict:
     """The answer for one placed order: ``{"order": ORDER, "fills": [ORDER_FILL...]}``."""
-    return {"order": views.order_json(placed.order, replica.order_final(placed.order)),
-            "fills": [views.fill_json(f, False, placed.order.clock) for f in placed.fills],
-            **(extra or {})}
+    return _placed_json(placed, replica.order_final(placed.order), extra)
+
+
+def placed_answers(replica, placed: list, extra: dict | None = None) -> list[dict]:
+    """``placed_json`` of each of a batch's orders, the final frontier read once
+    (nothing changes it between them)."""
+    frontier = replica.frontier()
+    return [_placed_json(p, p.order.status not in _NOT_FINAL and p.order.clock <= frontier,
+                         extra) for p in placed]
+
+
+_NOT_FINAL = ("open", "pending")  # as Replica.order_final says
+
+
+def _placed_json(placed, final: bool, extra: dict | None) -> dict:
+    order = placed.order
+    clock = order.clock
+    time = iso_time(clock)  # the order's and its fills' (a fill is its taker's time)
+    answer = {"order": views.order_json(order, final, time),
+              "fills": [views.fill_json(f, False, clock, time) for f in placed.fills]}
+    if extra:
+        answer.update(extra)
+    return answer
 
 
 class _Waiting:

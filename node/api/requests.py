@@ -74,7 +74,13 @@ def parse_orders(body: bytes) -> tuple[list[OrderRequest], bool]:
         if len(data) > MAX_BATCH:
             raise BadRequest(413, "batch_too_large",
                              f"a batch holds at most {MAX_BATCH} orders, got {len(data)}")
-        return [parse_order(item, f"order {i}: ") for i, item in enumerate(data)], True
+        try:
+            return [parse_order(item, "") for item in data], True
+        except BadRequest:
+            # the refusal says which order: the prefix is made only for it
+            for i, item in enumerate(data):
+                parse_order(item, f"order {i}: ")
+            raise
     return [parse_order(data, "")], False
 
 
@@ -86,8 +92,8 @@ _DECODER = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_constant,
 def parse_order(data: object, where: str) -> OrderRequest:
     if not isinstance(data, dict):
         raise BadRequest(400, "bad_order", f"{where}an order must be a JSON object")
-    unknown = sorted(set(data) - set(ORDER_FIELDS))
-    if unknown:
+    if not _ORDER_FIELD_SET.issuperset(data):
+        unknown = sorted(set(data) - _ORDER_FIELD_SET)
         raise BadRequest(400, "bad_order",
                          f"{where}unknown field(s) {', '.join(shown(k) for k in unknown[:5])}; "
                          f"allowed: {', '.join(ORDER_FIELDS)}")
@@ -114,7 +120,11 @@ def parse_order(data: object, where: str) -> OrderRequest:
         raise BadRequest(400, "bad_order",
                          f"{where}account must be a string of at most {MAX_ACCOUNT_LEN} "
                          "printable characters")
-    return OrderRequest(side, qty, price, kind, account)
+    return _new(OrderRequest, (side, qty, price, kind, account))
+
+
+_ORDER_FIELD_SET = frozenset(ORDER_FIELDS)
+_new = tuple.__new__  # a NamedTuple without its Python-level __new__ (one per order)
 
 
 def _amount(value: object, name: str, where: str) -> str:

@@ -11,24 +11,30 @@ from ..service import iso_time
 from ..store.sqlite import StoredFill
 
 
-def order_json(view: OrderView, final: bool = False) -> dict:
+def order_json(view: OrderView, final: bool = False, time: str | None = None) -> dict:
+    """``time``: ``iso_time(view.clock)`` if the caller has it already."""
+    # unpacked once, not read field by field: every order placed is answered here
+    (dot, clock, side, kind, price, qty, filled, resting, cancelled, status, account,
+     reason) = view
+    replica, seq = dot
+    known = _AMOUNT_TEXTS.get  # amount_text's hit without its frame
     return {
-        "id": str(view.dot),
-        "replica": view.dot.replica,
-        "seq": view.dot.seq,
-        "clock": view.clock,
-        "side": view.side,
-        "type": view.type,
-        "price": None if view.type == MARKET else format_amount(view.price),
-        "qty": format_amount(view.qty),
-        "filled": _amount(view.filled),
-        "resting": _amount(view.resting),
-        "cancelled": _amount(view.cancelled),
-        "status": view.status,
-        "reason": view.reason,
+        "id": f"{replica}:{seq}",  # str(dot)
+        "replica": replica,
+        "seq": seq,
+        "clock": clock,
+        "side": side,
+        "type": kind,
+        "price": None if kind == MARKET else (known(price) or amount_text(price)),
+        "qty": known(qty) or amount_text(qty),
+        "filled": known(filled) or amount_text(filled),
+        "resting": known(resting) or amount_text(resting),
+        "cancelled": known(cancelled) or amount_text(cancelled),
+        "status": status,
+        "reason": reason,
         "final": final,
-        "account": view.account,
-        "time": iso_time(view.clock),
+        "account": account,
+        "time": time or iso_time(clock),
     }
 
 
@@ -51,18 +57,24 @@ def stored_fill_json(fill: StoredFill, final: bool) -> dict:
     }
 
 
-def fill_json(fill: Fill, final: bool, clock: int | None = None) -> dict:
-    """A fill as an order's answer shows it (``clock``: its taker's, if known)."""
-    return {
-        "id": fill.id,
-        "taker": str(fill.taker),
-        "maker": str(fill.maker),
-        "price": format_amount(fill.price),
-        "qty": format_amount(fill.qty),
+def fill_json(fill: Fill, final: bool, clock: int | None = None,
+              time: str | None = None) -> dict:
+    """A fill as an order's answer shows it (``clock``: its taker's, if known;
+    ``time``: its ``iso_time`` if the caller has it already)."""
+    taker, maker = str(fill.taker), str(fill.maker)
+    known = _AMOUNT_TEXTS.get  # as in order_json
+    shown = {
+        "id": f"{taker}/{maker}",  # Fill.id, without making the two strings again
+        "taker": taker,
+        "maker": maker,
+        "price": known(fill.price) or amount_text(fill.price),
+        "qty": known(fill.qty) or amount_text(fill.qty),
         "taker_side": fill.taker_side,
         "final": final,
-        **({"time": iso_time(clock)} if clock else {}),
     }
+    if clock:
+        shown["time"] = time or iso_time(clock)
+    return shown
 
 
 def cancel_json(view: CancelView) -> dict:
@@ -125,3 +137,20 @@ def book_json(replica: Replica, depth: int | None) -> dict:
 
 def _amount(units: int) -> str:
     return format_amount(units) if units else "0"
+
+
+_AMOUNT_TEXTS: dict[int, str] = {}  # units -> format_amount(units), bounded
+_AMOUNT_TEXTS_MAX = 4096
+
+
+def amount_text(units: int) -> str:
+    """``format_amount(units)``, remembered: an answer shows each order's price,
+    size and fills, and a book's orders repeat a few prices and sizes (the
+    formatting was a quarter of building an order's answer)."""
+    text = _AMOUNT_TEXTS.get(units)
+    if text is None:
+        text = format_amount(units)
+        if len(_AMOUNT_TEXTS) >= _AMOUNT_TEXTS_MAX:
+            _AMOUNT_TEXTS.clear()
+        _AMOUNT_TEXTS[units] = text
+    return text
