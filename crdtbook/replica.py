@@ -587,19 +587,21 @@ class Replica(Merging):
             counted = [e for e in unhashed
                        if (cut := cutoff.get(e.replica)) is None or e.seq <= cut]
             self._uncounted += len(unhashed) - len(counted)
-        # one pass of C calls over the events, no bytecode per event: the
-        # interpreter's loop cost more than SHA-256 of an event's 60 bytes
+        # one pass of C calls over the events, no bytecode per event; an event
+        # without its block's bytes is hashed by _event_hash, as it always was
+        total = self._digest_sum
         if encoded:
             hits = list(map(encoded.get, map(id, counted), repeat(_NOT_SLICED)))
             if all(map(is_, map(_first, hits), counted)):
-                encodings = map(_first, map(_second, hits))
+                slices = map(_first, map(_second, hits))
+                total = sum(map(_from_bytes, map(_sha256_digest, map(hashlib.sha256, slices))),
+                            total)
             else:  # an entry for another object under a reused id counts for nothing
-                encodings = [hit[1][0] if hit[0] is event else _event_bytes(event)
-                             for hit, event in zip(hits, counted, strict=True)]
+                total = sum([_from_bytes(hashlib.sha256(hit[1][0]).digest())
+                             if hit[0] is event else _event_hash(event)
+                             for hit, event in zip(hits, counted, strict=True)], total)
         else:
-            encodings = map(_event_bytes, counted)
-        total = sum(map(_from_bytes, map(_sha256_digest, map(hashlib.sha256, encodings))),
-                    self._digest_sum)
+            total = sum(map(_event_hash, counted), total)
         self._digest_sum = total % _DIGEST_MODULUS
         self._unhashed = []
 
@@ -673,13 +675,9 @@ __all__ = [
 ]
 
 
-def _event_bytes(event) -> bytes:
-    """An event's canonical CBOR: what the digest hashes."""
-    return cbor2.dumps(event_to_wire(event), canonical=True)
-
-
 def _event_hash(event) -> int:
-    return int.from_bytes(hashlib.sha256(_event_bytes(event)).digest())
+    return int.from_bytes(hashlib.sha256(cbor2.dumps(event_to_wire(event),
+                                                     canonical=True)).digest())
 
 
 _NOT_SLICED = (None, None)  # the miss of an ``encoded`` lookup: no event is None
