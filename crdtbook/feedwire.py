@@ -33,7 +33,6 @@ A block's events must all be of its replica, with seqs first_seq, first_seq+1,
 from __future__ import annotations
 
 import re
-from operator import methodcaller
 from typing import NamedTuple
 
 from .clock import MAX_CLOCK
@@ -76,25 +75,22 @@ def encode_body(events) -> bytes:
 
 def _canonical_event() -> re.Pattern:
     """An order or a cancel in canonical CBOR (shortest heads only), its fields
-    after the clock captured (group ``t``: an order's if its tag matched group 1,
-    else a cancel's). Ids and accounts of 0..23 bytes and ids of 32 (keys.py)
-    are matched; anything else is left to cbor2 (see below)."""
+    after the clock captured (group ``o`` or ``c``). Ids and accounts of 0..23
+    bytes and ids of 32 (keys.py) are matched; anything else is left to cbor2
+    (see below)."""
     uint = (rb"(?:[\x00-\x17]|\x18[\x18-\xff]|\x19[\x01-\xff]."
             rb"|\x1a(?:[\x01-\xff]...|\x00[\x01-\xff]..)"
             rb"|\x1b(?:[\x01-\xff]...|\x00[\x01-\xff]..|\x00\x00[\x01-\xff].|\x00\x00\x00[\x01-\xff])"
             rb".{4})")
     short = b"|".join(bytes([0x60 + n]) + b".{%d}" % n for n in range(24))
     ident = rb"(?:\x78\x20.{32}|" + short + b")"
-    order_tail = rb"[\x00-\x17][\x00-\x17]" + uint + uint + b"(?:" + short + b")"
-    cancel_tail = ident + uint
-    # one group for either kind's tail, so that one C call (_FULL_AND_TAIL) takes
-    # both slices of every match: the tag decides which tail may follow
-    return re.compile(rb"(?:(\x89\x00)|\x86\x01)" + ident + uint + uint
-                      + b"(?P<t>(?(1)" + order_tail + b"|" + cancel_tail + b"))", re.DOTALL)
+    order = rb"\x89\x00" + ident + uint + uint + rb"(?P<o>[\x00-\x17][\x00-\x17]" + uint + uint \
+        + b"(?:" + short + b"))"
+    cancel = rb"\x86\x01" + ident + uint + uint + b"(?P<c>" + ident + uint + b")"
+    return re.compile(order + b"|" + cancel, re.DOTALL)
 
 
 _CANONICAL_EVENT = _canonical_event()
-_FULL_AND_TAIL = methodcaller("group", 0, "t")
 
 
 def event_encodings(block: Block) -> list[tuple[bytes, bytes]] | None:
@@ -117,7 +113,7 @@ def event_encodings(block: Block) -> list[tuple[bytes, bytes]] | None:
     matches = list(iter(_CANONICAL_EVENT.scanner(body, len(start)).match, None))
     if len(matches) != len(events) or matches[-1].end() != len(body):
         return None
-    return list(map(_FULL_AND_TAIL, matches))
+    return [m.group(0, m.lastindex) for m in matches]
 
 
 def encodings(blocks) -> dict:
