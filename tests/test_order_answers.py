@@ -149,3 +149,19 @@ def test_the_amount_memo_is_bounded_and_exact():
         assert len(views._AMOUNT_TEXTS) <= views._AMOUNT_TEXTS_MAX
     assert views.amount_text(0) == "0" == format_amount(0)
     assert views.amount_text(10**20) == format_amount(10**20)
+
+
+def test_answers_of_orders_stamped_in_different_milliseconds_keep_each_its_time():
+    """placed_answers makes the ISO time once per millisecond of the batch: orders
+    of other milliseconds and seconds in one call each get their own."""
+    replica = Replica("n" + "a" * 31)
+    placed = []
+    for i, ms in enumerate([0, 0, 1, 999, 1000, 1000, 61_000, 61_000, 3_600_001, 2]):
+        side = "buy" if i % 2 else "sell"
+        placed += replica.place_many([(side, "1", "10", "limit", "acct-1")], now_ms=NOW + ms)
+    times = [iso_time(p.order.clock) for p in placed]
+    assert len(set(times)) == 6  # the last, stamped earlier, keeps its forerunner's ms (hybrid)
+    answers = orderentry.placed_answers(replica, placed, {"replicated": True})
+    assert answers == [{**_plain_answer(replica, p), "replicated": True} for p in placed]
+    assert [a["order"]["time"] for a in answers] == times
+    assert any(a["fills"] for a in answers)

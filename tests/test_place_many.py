@@ -164,3 +164,47 @@ def test_results_read_as_tuples_did():
     assert placed.delta is placed.delta  # made once
     assert "Placed(delta=" in repr(placed)
     assert delta == AWORSet.from_entries([("a", 1, replica.state.get("a", 1))])
+
+
+class _Text(str):
+    """A str subclass: never the memo's exact type, so parse_amount decides."""
+
+
+def _checked_plainly(qty, price, account):
+    """_checked_order's amounts and account by the plain calls, as before the memo's
+    and the account's common cases were read inline."""
+    from crdtbook.amount import parse_amount
+    from crdtbook.events import check_account
+    try:
+        units, price_units = parse_amount(qty, "quantity"), parse_amount(price, "price")
+        if account != "":
+            check_account(account)
+    except ValueError as exc:
+        return "refused", str(exc)
+    return units, price_units, account
+
+
+def test_the_inline_amount_memo_and_account_check_agree_with_the_plain_calls():
+    from crdtbook.amount import _RECENT
+    from crdtbook.replica import _checked_order
+    amounts = ["1", "1.5", "1.50", "0", "01", "1e3", " 1", "1.123456789", _Text("1.5"),
+               _Text("x"), 1, 1.5, True, b"1", ["1"]]  # None: a price rule of its own
+    accounts = ["", "a", "a" * 64, "a" * 65, "a\tb", "\u200b", _Text("a"), _Text("a\n"), 5,
+                None, b"a", ["a"]]
+    for primed in (False, True):
+        _RECENT.clear()
+        if primed:  # the memo holds every valid plain spelling above
+            for text in amounts:
+                if type(text) is str and _checked_plainly(text, "1", "")[0] != "refused":
+                    assert text in _RECENT
+        for qty in amounts:
+            for price in amounts:
+                for account in accounts:
+                    expected = _checked_plainly(qty, price, account)
+                    try:
+                        got = _checked_order("buy", qty, price, "limit", account)
+                    except ReplicaError as exc:
+                        assert expected == ("refused", str(exc))
+                    else:  # got: side, type, price units, quantity units, account
+                        assert expected == (got[3], got[2], got[4])
+                        assert type(got[2]) is int and type(got[3]) is int
