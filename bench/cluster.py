@@ -103,23 +103,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from figures import print_figures  # noqa: E402
 from revision import export  # noqa: E402
+from workload import order_stream  # noqa: E402
 
 from crdtbook.codec import encode_event  # noqa: E402
 from crdtbook.events import make_order  # noqa: E402
 from node.cli.devnet import start_node, stop  # noqa: E402
 from node.store import accounts, jointoken  # noqa: E402
 
-MID = 100
 UNSIGNED = "8133cb8"  # the last revision whose nodes exchanged unsigned deltas
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def order_stream(rng: random.Random):
-    while True:
-        side = rng.choice(("buy", "sell"))
-        offset = round(rng.gauss(0.1, 0.5), 2)
-        price = MID - offset if side == "buy" else MID + offset
-        yield {"side": side, "qty": str(rng.randint(1, 20)), "price": f"{max(price, 0.01):.2f}"}
 
 
 _last_status = [0.0]

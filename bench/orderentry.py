@@ -36,19 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import callgrind  # noqa: E402
 from figures import print_figures  # noqa: E402
+from workload import order_stream  # noqa: E402
 
 STAGES = ("setup", "parse", "entitle", "place", "answer", "dump")
-MID = 100  # as bench/cluster.py
 BATCH = 100
 
 
-def order_stream(rng: random.Random):
-    """bench/cluster.py's orders (not imported: its imports would load this checkout)."""
-    while True:
-        side = rng.choice(("buy", "sell"))
-        offset = round(rng.gauss(0.1, 0.5), 2)
-        price = MID - offset if side == "buy" else MID + offset
-        yield {"side": side, "qty": str(rng.randint(1, 20)), "price": f"{max(price, 0.01):.2f}"}
 
 
 def run(stage: str, batches: int, code: str) -> None:
