@@ -43,6 +43,7 @@ import threading
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from crdtbook.amount import parse_amount
 from node.cluster import peerapi, peerauth
@@ -506,7 +507,9 @@ async def test_a_node_stopping_while_its_held_commit_hangs_stops_and_keeps_every
             assert disk.entered.is_set()
             stop.set()
             a.shutdown.set()  # the stop cancels the compaction in its held commit
-            await trio.sleep(0.5)  # (the disk hangs this long: a stall, not a wait for state)
+            with trio.fail_after(LIVENESS_S):  # the stop is stuck on the hung disk
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert not a.done.is_set()
             disk.release()
             with trio.fail_after(LIVENESS_S + 10):
                 await a.done.wait()

@@ -66,7 +66,7 @@ async def test_no_flush_starts_while_the_writer_is_held_off(tmp_path, nursery):
         node.place_many(buy("10"))  # appended, the writer woken
         for _ in range(20):
             await trio.testing.wait_all_tasks_blocked()
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         assert node.journal.pending and node.unsealed  # the writer waits for the block's end
     with trio.fail_after(10):
         await node.journal.sync()
