@@ -7,6 +7,9 @@ speed: for any such message the same delta, or the same refusal in the same
 words, as ``events_from_wire``'s way. Fields are drawn at and across every
 range edge, with ids and accounts valid and not; the proof must hold for
 most of them, and must not for messages holding a second long array.
+A signed block's proven body (``feedwire.block_from_wire``, built by
+``codec._proven_block``) is held the same way to ``events_from_wire`` and
+the block's replica and seq check.
 """
 
 from __future__ import annotations
