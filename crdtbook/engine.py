@@ -63,7 +63,6 @@ from .events import (
     LIMIT,
     MARKET,
     MEMBER,
-    ORDER,
     POST_ONLY,
     Cancel,
     Member,
@@ -428,38 +427,42 @@ class Engine:
 
     # -- undo --------------------------------------------------------------
     def _rewind(self, index: int) -> list:
-        """Undo log[index:]; return those events in position order."""
-        log, by_dot = self.log, self.by_dot
-        undone = []
-        while len(log) > index:
-            event = log.pop()
-            outcome = by_dot[event.replica].pop(event.seq)
-            if event.kind == ORDER:
-                self._undo_order(outcome)
-            elif event.kind == CANCEL:
-                self._undo_cancel(outcome)
-            elif outcome.cancelled:
-                self._undo_member(outcome)
-            undone.append(event)
-        undone.reverse()
-        return undone
+        """Undo log[index:]; return those events in position order.
 
-    def _undo_order(self, taker: Resting) -> None:
-        order = taker.event
-        is_buy = order.side == BUY
-        if taker.remaining:
-            (self.bids if is_buy else self.asks).pop_tail(order.price)
+        An order's undo is written out in the loop (a rewind undoes a few
+        hundred of a node's own orders whenever a peer's push lands behind
+        them): its fields read by one unpacking and the engine's parts held in
+        locals, where a call per order with its attribute reads cost about a
+        third more. Cancels and membership events keep their own undo."""
+        log, by_dot = self.log, self.by_dot
+        undone = log[index:]
+        del log[index:]
         fills = self.fills
-        start = taker.fills_start - self.fills_base
-        if len(fills) > start:
-            opposite = self.asks if is_buy else self.bids
-            for i in range(len(fills) - 1, start - 1, -1):
-                _, maker, price, quantity = fills[i]
-                if not maker.remaining:
-                    opposite.push_head(price, maker)
-                maker.remaining += quantity
-                maker.filled -= quantity
-            del fills[start:]
+        base = self.fills_base  # only compaction moves it
+        bids, asks = self.bids, self.asks
+        for event in reversed(undone):  # strictly in reverse: see the module doc
+            if len(event) != 9:  # a cancel (6 fields) or a membership event (8)
+                outcome = by_dot[event[1]].pop(event[2])
+                if event[3] == CANCEL:
+                    self._undo_cancel(outcome)
+                elif outcome.cancelled:
+                    self._undo_member(outcome)
+                continue
+            _, replica, seq, _, side, _, price, _, _ = event
+            taker = by_dot[replica].pop(seq)
+            is_buy = side == BUY
+            if taker.remaining:
+                (bids if is_buy else asks).pop_tail(price)
+            start = taker.fills_start - base
+            if len(fills) > start:
+                opposite = asks if is_buy else bids
+                for _, maker, level, quantity in reversed(fills[start:]):
+                    if not maker.remaining:
+                        opposite.push_head(level, maker)
+                    maker.remaining += quantity
+                    maker.filled -= quantity
+                del fills[start:]
+        return undone
 
     def _undo_cancel(self, outcome: CancelOutcome) -> None:
         if outcome.removed:

@@ -76,3 +76,62 @@ def test_a_feed_whose_clock_goes_back_is_refused_by_every_replica_alike():
         assert [v.block for v in taken.blocks] == [good]
         assert taken.skipped[SKIP_CLOCK] == 1
     assert observers[0].replica.digest() == observers[1].replica.digest()
+
+
+def _orders_at(origin: Replica, clocks: list[int]) -> list:
+    """Orders of ``origin`` with exactly these clocks (its next seqs), as if made there."""
+    from crdtbook.events import make_order
+
+    seq = origin.state.context.contiguous(origin.id)
+    made = [make_order(clock, origin.id, seq + i, "buy", "limit", 10**8, 10**8, "")
+            for i, clock in enumerate(clocks, start=1)]
+    for event in made:
+        origin.state.context.vv[origin.id] = event.seq  # so seal chains the next ones
+    return made
+
+
+def _receiver(origin_key: Signer) -> tuple[Replica, Door]:
+    _, replica, door = _member("receiver")
+    replica.membership.keys[origin_key.id] = origin_key.public
+    return replica, door
+
+
+def test_a_block_whose_clocks_do_not_rise_along_its_feed_is_skipped_whole():
+    """Every clock past the one before it, the block's first past the last taken
+    (in this message or before): a tie or a fall anywhere skips the block and the
+    rest of that origin's feed in the message, and nothing of it enters."""
+    from crdtbook.door import SKIP_CLOCK, SKIP_GAP
+
+    for clocks, later in (([5, 6, 6], [9]), ([5, 7, 6], [9]), ([5, 6, 7], [7]),
+                          ([5, 6, 7], [3, 8])):
+        key, origin, origin_door = _member("origin")
+        first = origin_door.seal(_orders_at(origin, clocks))
+        second = origin_door.seal(_orders_at(origin, later))
+        replica, door = _receiver(key)
+        taken = door.admit([first, second])
+        rising = clocks == sorted(set(clocks))
+        if rising:  # the second block's first clock is not past the first block's last
+            assert [v.block for v in taken.blocks] == [first]
+            assert taken.skipped == {SKIP_CLOCK: 1}
+        else:
+            assert not taken.blocks and taken.skipped == {SKIP_CLOCK: 1, SKIP_GAP: 1}
+        assert replica.event_count() == (len(clocks) if rising else 0)
+    key, origin, origin_door = _member("origin")
+    blocks = [origin_door.seal(_orders_at(origin, c)) for c in ([5, 6, 7], [8, 20])]
+    replica, door = _receiver(key)
+    assert door.admit(blocks[:1]).added == 3
+    assert door.admit(blocks[1:]).added == 2 and replica.event_count() == 5
+
+
+def test_a_block_with_any_event_at_or_below_the_final_frontier_is_skipped(monkeypatch):
+    from crdtbook.door import SKIP_BELOW_FINAL
+
+    for final, skipped in ((4, False), (5, True), (6, True), (7, True), (8, True)):
+        key, origin, origin_door = _member("origin")
+        block = origin_door.seal(_orders_at(origin, [5, 6, 7]))
+        replica, door = _receiver(key)
+        monkeypatch.setattr(replica, "frontier", lambda final=final: final)
+        taken = door.admit([block])
+        assert bool(taken.skipped) == skipped
+        assert taken.skipped == ({SKIP_BELOW_FINAL: 1} if skipped else {})
+        assert replica.event_count() == (0 if skipped else 3)
