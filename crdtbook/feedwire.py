@@ -33,10 +33,13 @@ A block's events must all be of its replica, with seqs first_seq, first_seq+1,
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from typing import NamedTuple
 
+from .cborscan import ScanError, scan_proving
 from .clock import MAX_CLOCK
 from .codec import (
+    _LONG,
     MAX_BYTES,
     MAX_EVENTS,
     MAX_REPLICAS,
@@ -51,6 +54,7 @@ from .codec import (
     _name,
     _Names,
     _pairs,
+    _proven_events,
     _total,
     context_from_wire,
     context_to_wire,
@@ -66,6 +70,7 @@ from .proofs import FORK, Proof, broken_promise, broken_seq, fork
 
 MAX_BLOCKS = 100_000
 MAX_SKIPS = 128
+_replica, _seq = itemgetter(1), itemgetter(2)
 
 
 def encode_body(events) -> bytes:
@@ -212,13 +217,20 @@ def block_from_wire(item: object, where: str, names: _Names | None = None) -> Bl
     first = _int(first, f"{where} first seq", 1, MAX_SEQ)
     body = _bytes(body, f"{where} body")
     sig = _bytes(sig, f"{where} signature", SIG_BYTES)
-    items = loads(body, f"{where} body")
+    try:
+        proven = scan_proving(body)  # loads' scan (the same refusals), and its proof
+    except ScanError as exc:
+        raise CodecError(f"{where} body: refused CBOR ({exc})") from None
+    items = loads(body, f"{where} body", trusted=True)  # scanned just above
     items = _list(items, f"{where} body", MAX_EVENTS)
     if not items:
         raise CodecError(f"{where} holds no events")
-    events = events_from_wire(items, f"{where} event", names or _Names())
-    if (any(event[1] != replica for event in events)
-            or [event[2] for event in events] != list(range(first, first + len(events)))):
+    if proven and len(items) >= _LONG:  # then it is the array the scan proved
+        events = _proven_events(items, f"{where} event", names or _Names())[0]
+    else:
+        events = events_from_wire(items, f"{where} event", names or _Names())
+    if (not all(map(replica.__eq__, map(_replica, events)))
+            or list(map(_seq, events)) != list(range(first, first + len(events)))):
         for i, event in enumerate(events):
             if event.replica != replica or event.seq != first + i:
                 raise CodecError(f"{where} event {i} must be {replica}:{first + i}, "
