@@ -26,6 +26,7 @@ passes when the two accept, refuse and compute the same thing:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import random
@@ -34,11 +35,14 @@ import sys
 import tarfile
 from pathlib import Path
 
+import cbor2
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fuzz.sim as sim_new
+from crdtbook import codec, feedwire
 from crdtbook.aworset import AWORSet
 from crdtbook.door import Door
 from crdtbook.events import make_cancel, make_member, make_order
@@ -50,6 +54,7 @@ from crdtbook.replica import Replica
 from fuzz.generate import schedule as make_schedule
 
 from .helpers import assert_invariants, assert_matches_reference
+from .test_codec_proven import CANCEL, EDGES, ORDER, VALID_IDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE_PASS = "55855002dfc49bb92e6ee698869d490de6eaa86f"  # main before the peer-path pass
@@ -572,9 +577,8 @@ def _engine_state(replica) -> tuple:
        batches=st.lists(st.integers(1, 6), min_size=1, max_size=8))
 def test_undo_of_any_delivery_matches_the_engine_before_and_the_reference(
         pre, steps, skews, order, batches):
-    from crdtbook_pre import aworset as pre_aworset
-    from crdtbook_pre import events as pre_events
-    from crdtbook_pre import replica as pre_replica
+    pre_aworset, pre_events, pre_replica = (importlib.import_module(f"crdtbook_pre.{name}")
+                                            for name in ("aworset", "events", "replica"))
     events = _authored(steps, skews)
     order.shuffle(events)
     new, old = Replica("receiver"), pre_replica.Replica("receiver")
@@ -594,25 +598,52 @@ def test_undo_of_any_delivery_matches_the_engine_before_and_the_reference(
 
 # -- real nodes: a durable cluster under load, one node killed and restarted --------
 
+def _snapshots(data_dir: str) -> int:
+    """How many snapshots a running node's store holds (0 or 1), read-only."""
+    import sqlite3
+
+    for path in Path(data_dir).rglob("store.sqlite"):
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            try:
+                return db.execute("SELECT count(*) FROM snapshot").fetchone()[0]
+            except sqlite3.OperationalError:  # not made yet
+                return 0
+    return 0
+
+
 async def test_a_durable_cluster_killed_mid_push_agrees_with_the_reference(tmp_path):
-    """Three durable node processes take batches of a hundred crossing orders of
-    every type (so every push is a block of many events landing behind the
-    receiver's own orders); one is killed with SIGKILL mid-load and restarted
-    on its directory. Then all three hold the same digest and the same fills,
-    and those are the reference engine's over the events."""
+    """Three durable node processes (compaction every 0.2 s, a snapshot every
+    second) take batches of a hundred crossing orders of every type from a
+    client each, so every push is a block of many events landing behind the
+    receiver's own orders. Once the victim's store holds a snapshot it is
+    killed with SIGKILL mid-load and restarted on its directory: it recovers
+    from the snapshot and the pushes continue its peers' feeds from there.
+    Then all three hold the same digest and the same fills, and those are
+    the reference engine's over the events."""
     import trio
 
     from .nodes import client as http_client
     from .nodes import eventually
     from .procs import get, paged
     from .reference import replay
-    from .test_durability import _events, converged, start_cluster, stop_all
+    from .test_attacks14 import FastNode
+    from .test_durability import _events, converged, stop_all
 
-    TYPES = ("limit",) * 6 + ("ioc", "fok", "post_only")  # noqa: N806
-    nodes = await start_cluster(tmp_path)
+    kinds = ("limit",) * 6 + ("ioc", "fok", "post_only")
+    nodes = [FastNode(str(tmp_path / "n0"))]
     acked: list[int] = []
     try:
+        await nodes[0].start()
+        for i in (1, 2):
+            nodes.append(FastNode(str(tmp_path / f"n{i}"), nodes[0].url))
+            await nodes[i].start()
         async with http_client(timeout=10) as http:
+
+            async def members() -> bool:
+                counts = [len((await get(http, n.url, "/status"))["members"]) for n in nodes]
+                return counts == [3, 3, 3]
+
+            await eventually(members, timeout=30)
 
             async def trade(k: int, stop: trio.Event) -> None:
                 i = 0
@@ -620,10 +651,10 @@ async def test_a_durable_cluster_killed_mid_push_agrees_with_the_reference(tmp_p
                     i += 1
                     batch = [{"side": ("buy", "sell")[(j + k) % 2],
                               "qty": str(1 + (i + j) % 3), "price": str(98 + (i * 7 + j) % 5),
-                              "type": TYPES[(i + j + k) % len(TYPES)]} for j in range(100)]
+                              "type": kinds[(i + j + k) % len(kinds)]} for j in range(100)]
                     try:
                         r = await http.post(nodes[k].url + "/orders", json=batch)
-                    except Exception:  # the killed node: try again once it is back
+                    except httpx.HTTPError:  # the killed node: again once it is back
                         await trio.sleep(0.05)
                         continue
                     if r.status_code == 201:
@@ -633,7 +664,8 @@ async def test_a_durable_cluster_killed_mid_push_agrees_with_the_reference(tmp_p
             async with trio.open_nursery() as load:
                 for k in range(3):
                     load.start_soon(trade, k, stop)
-                await eventually(lambda: len(acked) >= 12, timeout=60)
+                await eventually(lambda: len(acked) >= 12 and _snapshots(nodes[1].data_dir),
+                                 timeout=60)
                 nodes[1].kill()
                 await nodes[1].start()
                 target = len(acked) + 12  # load after the restart too
@@ -653,3 +685,56 @@ async def test_a_durable_cluster_killed_mid_push_agrees_with_the_reference(tmp_p
                 f"{t[0]}:{t[1]}/{m[0]}:{m[1]}" for t, m, _, _ in reference]
     finally:
         stop_all(nodes)
+
+
+# -- a block's body: the proven decode against block_from_wire before the pass -----
+
+def _block_outcome(feedwire, codec, item: list) -> tuple:
+    try:
+        block = feedwire.block_from_wire(item, "block 0")
+    except codec.CodecError as exc:
+        return ("refused", str(exc))
+    return ("block", tuple(block[:5]), [(type(e).__name__, *e) for e in block.events])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items=st.lists(st.one_of(ORDER, ORDER, ORDER, CANCEL), min_size=1, max_size=60),
+       rnd=st.randoms(use_true_random=False),
+       mutation=st.one_of(st.none(), st.tuples(st.integers(0, 10**6), st.integers(0, 255))))
+def test_a_block_body_decodes_as_before_the_pass(pre, items, rnd, mutation):
+    """Bodies as a member seals them but for a field at an edge, ids and accounts
+    valid or not, written canonically or with wider lengths than needed, now and
+    then a byte changed: the same block, or the same refusal in the same words,
+    as block_from_wire before the pass."""
+    pre_codec, pre_feedwire = (importlib.import_module(f"crdtbook_pre.{name}")
+                               for name in ("codec", "feedwire"))
+
+    replica = rnd.choice(VALID_IDS)
+    first = rnd.choice((1, 2, 40, 2**63 - 100))
+    if rnd.random() < 0.8:
+        for i, entry in enumerate(items):
+            entry[1], entry[2] = replica, first + i
+            entry[3] = rnd.randint(1, 2**62)
+            if entry[0] == 0:
+                entry[4], entry[5] = rnd.randint(0, 1), rnd.choice((0, 0, 2, 3, 4))
+                entry[6] = 0 if entry[5] == 1 else rnd.randint(1, 10**9)
+                entry[7] = rnd.randint(1, 10**9)
+                entry[8] = rnd.choice(("", "desk-1"))
+            else:
+                entry[4], entry[5] = entry[1], rnd.randint(1, 50)
+        if rnd.random() < 0.5:
+            bad = rnd.choice(items)
+            field = rnd.randrange(1, len(bad))
+            bad[field] = rnd.choice(EDGES) if isinstance(bad[field], int) else \
+                rnd.choice(("d" * 31 + " ", "", "e" * 32, "tab\there"))
+    body = cbor2.dumps(items, canonical=True)
+    if rnd.random() < 0.2:  # the same values, the array's length in 2 bytes (not minimal)
+        head = len(items)
+        body = (bytes((0x99,)) + head.to_bytes(2, "big")) + body[1 if head < 24 else 2:] \
+            if head < 256 else body
+    if mutation is not None:
+        at, value = mutation
+        body = body[:at % len(body)] + bytes((value,)) + body[at % len(body) + 1:]
+    item = [replica, first, body, b"s" * 64]
+    assert _block_outcome(feedwire, codec, item) == \
+        _block_outcome(pre_feedwire, pre_codec, item)
