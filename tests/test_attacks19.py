@@ -1,6 +1,7 @@
 """Attacks on the peer-path pass (branch perf-peer23): the door's merge of a push
 by ``Replica.merge_blocks``, its clock, below-F and join passes "at C speed",
-and ``Engine._rewind`` with an order's undo written out in its loop.
+``Engine._rewind`` with an order's undo written out in its loop, and a
+block's body decoded by the scan's proof (``block_from_wire``).
 
 The pass must change nothing but speed: each test here sets the new code
 beside the core as it was before the pass (commit 5585500, read from git into
@@ -20,6 +21,11 @@ passes when the two accept, refuse and compute the same thing:
   the same refusals (a refused message leaves no trace), the same state;
 * the engine's undo: random events in random orders and batches against
   the reference engine and the engine before the pass, after every step;
+* a block's body, valid but for a field at an edge, or a byte changed:
+  the same block or the same refusal in the same words;
+* real nodes: a durable cluster under load, one node killed with SIGKILL
+  once it holds a snapshot and restarted: one digest, the same fills on
+  every node, the reference engine's;
 * and what the pass must not cost: a run of many small blocks (a quiet
   node's feed, one event a block) built in linear time.
 """
@@ -30,6 +36,7 @@ import contextlib
 import importlib
 import io
 import random
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -77,6 +84,7 @@ def pre(tmp_path_factory):
     (folder / "crdtbook").rename(folder / "crdtbook_pre")
     source = (folder / "fuzz" / "sim.py").read_text()
     (folder / "sim_pre.py").write_text(source.replace("from crdtbook.", "from crdtbook_pre."))
+    shutil.rmtree(folder / "fuzz")  # on sys.path it would shadow the fuzz package
     sys.path.insert(0, str(folder))
     return importlib.import_module("sim_pre")
 
