@@ -98,10 +98,12 @@ class Merging:
         for block in blocks:
             run = runs.get(block[0])
             if run is None:
-                runs[block[0]] = [block[1], block[2], block[5]]
+                # a list to extend: a quiet origin's run is thousands of one-event
+                # blocks, and growing a tuple by concatenation copies it per block
+                runs[block[0]] = [block[1], block[2], list(block[5])]
             elif run[1] + 1 == block[1]:
                 run[1] = block[2]
-                run[2] = run[2] + block[5]
+                run[2].extend(block[5])
             else:
                 return self._merge_blocks_delta(blocks)
         state = self.state
