@@ -22,10 +22,14 @@ object tracked so far goes to the permanent generation, which no collection
 visits, and the young count starts again from zero): from then on the
 collector scans only what was allocated after the last compaction. Frozen
 objects are freed by their reference counts as before; only a cycle frozen
-before it became garbage would wait, so every ``THAW_S`` the compaction
-unfreezes the heap and runs one full collection before freezing it again:
-cycles are still collected, at most ``THAW_S`` later (a full collection at
-about the rate CPython's own thresholds ran one under load).
+before it became garbage (or before a collection found it) would wait, so
+the compaction unfreezes the heap and runs one full collection before
+freezing it again every ``THAW_S`` (about the rate CPython's own thresholds
+ran a full collection under load), and sooner once the frozen heap has grown
+to ``GROWTH`` times what the last thaw left: cycles are still collected, at
+most ``THAW_S`` later, and what waits frozen never outgrows the live heap
+(the thaws' work is then linear in the heap's growth, as CPython's own rule
+for full collections keeps it).
 
 The freezing is on only in a process that called ``tune()`` (a node, the
 benchmarks): a test process making nodes in-process keeps CPython's plain
@@ -41,6 +45,7 @@ from contextlib import contextmanager
 
 THRESHOLDS = (50_000, 20, 100)
 THAW_S = 600.0  # at most this long between full collections of the frozen heap
+GROWTH = 2  # and one as soon as the frozen heap is this many times the last thaw's
 
 
 class _Freezing:
@@ -48,6 +53,7 @@ class _Freezing:
 
     on = False
     thawed_at: float | None = None
+    thawed_left = 0  # objects frozen right after the last thaw
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
 
@@ -76,12 +82,16 @@ def compaction() -> Iterator[None]:
 
 
 def settle() -> None:
-    """Freeze the heap; first thaw it and collect it all if ``THAW_S`` has passed."""
+    """Freeze the heap; then thaw it and collect it all if ``THAW_S`` has passed or
+    the frozen heap has grown ``GROWTH``-fold since the last thaw."""
     now = _Freezing.clock()
-    if _Freezing.thawed_at is None:
-        _Freezing.thawed_at = now
-    elif now - _Freezing.thawed_at >= THAW_S:
-        _Freezing.thawed_at = now
+    gc.freeze()
+    if _Freezing.thawed_at is not None and now - _Freezing.thawed_at < THAW_S \
+            and gc.get_freeze_count() <= GROWTH * _Freezing.thawed_left:
+        return
+    if _Freezing.thawed_at is not None:  # the first call only starts the count
         gc.unfreeze()
         gc.collect()
-    gc.freeze()
+        gc.freeze()
+    _Freezing.thawed_at = now
+    _Freezing.thawed_left = gc.get_freeze_count()
