@@ -3,9 +3,10 @@
 A compaction pauses the collector and then freezes the heap, so collections
 scan only what was allocated since; every ``THAW_S``, or once the frozen
 heap has grown ``GROWTH``-fold, it unfreezes the heap and collects it all, so
-a cycle that became garbage after it was frozen is still freed. Only a process that called ``tune()`` freezes. The tests turn
-the policy on, drive its clock by hand, and restore the interpreter's
-collector (thresholds, nothing frozen) after each.
+a cycle that became garbage after it was frozen is still freed. Only a
+process that called ``tune()`` freezes. The tests turn the policy on, drive
+its clock by hand, and restore the interpreter's collector (thresholds,
+nothing frozen) after each.
 """
 
 from __future__ import annotations
