@@ -82,6 +82,15 @@ phases), ``--data-dir`` only the second (under ROOT if given; kept afterwards).
 ``--profile PREFIX`` runs the nodes under cProfile (``CRDTBOOK_PROFILE``,
 see node/__main__.py): each writes ``PREFIX.<pid>.prof`` when it stops.
 
+``--gc-log [FOLDER]`` logs every garbage collection of every node (bench/gcprobe: a
+``gc.callbacks`` hook the interpreter loads at start-up, so a baseline
+revision is measured the same way) and prints the collections that started
+during phase 1, all three nodes together: the collector's CPU in ms per
+second of the phase and per 1,000 orders, its share of the nodes' CPU, and
+per generation the collections, the objects a collection of generation 0
+found young (tracked allocations net of frees since the last one) and the
+objects collected (cycles freed), per 1,000 orders.
+
 ``--throughput-only`` runs phase 1 alone (quick iterations); ``--repeat N``
 runs phase 1 N times on each cluster (baseline's too) and keeps the best.
 
@@ -262,7 +271,8 @@ ANSWER_LIMIT = 16 * 1024 * 1024  # bytes of one batch's answer the lean client r
 
 
 async def throughput(urls, duration, batch, workers, rng, waits: list[float] | None = None,
-                     own_cpu: list[float] | None = None, lean: bool = True) -> tuple[int, float]:
+                     own_cpu: list[float] | None = None, pids=(),
+                     rss: list[float] | None = None, lean: bool = True) -> tuple[int, float]:
     orders = order_stream(rng)
     # The bodies are made and encoded before the clock starts: the bench shares the
     # cores with the nodes, and its own work per order is not what is measured.
@@ -298,6 +308,8 @@ async def throughput(urls, duration, batch, workers, rng, waits: list[float] | N
     async def report() -> None:
         while trio.current_time() < deadline:
             elapsed = trio.current_time() - start
+            if rss is not None:
+                rss.append(sum(map(rss_mb, pids)))
             status_line(f"throughput: {accepted:,} orders in {elapsed:.0f}s "
                         f"({accepted / max(elapsed, 1e-9):,.0f}/s), {errors} errors")
             await trio.sleep(1)
@@ -486,6 +498,28 @@ def start_cluster(args, data_root: str | None, code: str | None = None,
     return procs, urls
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` now, MiB (0 where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE / 2**20
+    except OSError:
+        return 0.0
+
+
+def rss_figures(samples: list[float]) -> dict:
+    """The nodes' resident memory (all three) sampled each second of phase 1: at each
+    quarter of the phase and its peak, so growth that does not stop shows."""
+    if not samples:
+        return {}
+    at = [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in (1, 2, 3)]
+    return {"nodes_rss_mb_quarters_end": " ".join(f"{m:.0f}" for m in (*at, samples[-1])),
+            "nodes_rss_mb_peak": round(max(samples))}
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of process ``pid`` so far (0 where /proc is missing)."""
     try:
@@ -523,14 +557,53 @@ async def run_throughput(args, urls, rng, pids=()) -> dict:
     return best
 
 
+def gc_figures(pids, since_ns: int, until_ns: int, elapsed: float, accepted: int,
+               node_cpu: float) -> dict:
+    """The nodes' collections that started in [since_ns, until_ns) (bench/gcprobe's logs)."""
+    folder = os.environ.get("CRDTBOOK_GC_LOG")
+    if not folder:
+        return {}
+    cpu_ns = wall_ns = 0
+    runs = [0, 0, 0]
+    young = [0, 0, 0]
+    collected = [0, 0, 0]
+    for pid in pids:
+        try:
+            with open(os.path.join(folder, f"gc.{pid}.log")) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) != 9 or not since_ns <= int(fields[0]) < until_ns:
+                continue  # a torn last line, or outside the phase
+            gen = int(fields[1])
+            wall_ns += int(fields[2])
+            cpu_ns += int(fields[3])
+            runs[gen] += 1
+            young[gen] += int(fields[6])
+            collected[gen] += int(fields[4])
+    per_k = 1000 / max(accepted, 1)
+    return {"gc_cpu_ms_per_s": round(cpu_ns / 1e6 / elapsed, 2),
+            "gc_cpu_ms_per_1k_orders": round(cpu_ns / 1e6 * per_k, 2),
+            "gc_wall_ms_per_1k_orders": round(wall_ns / 1e6 * per_k, 2),
+            "gc_share_of_node_cpu_pct": round(100 * cpu_ns / 1e9 / max(node_cpu, 1e-9), 2),
+            "gc_collections_gen0_gen1_gen2": " ".join(map(str, runs)),
+            "gc_gen0_young_per_1k_orders": round(young[0] * per_k),
+            "gc_collected_per_1k_orders": " ".join(f"{c * per_k:.0f}" for c in collected)}
+
+
 async def throughput_once(args, urls, rng, pids=()) -> dict:
     before = await counters(urls)
     acts = await activity(urls)
     cpu = [cpu_seconds(pid) for pid in pids]
     waits: list[float] = []
     own_cpu: list[float] = []  # the bench's CPU while it sent the orders
+    since_ns = time.monotonic_ns()
+    rss: list[float] = []
     accepted, elapsed = await throughput(urls, args.duration, args.batch, args.workers, rng,
-                                         waits, own_cpu, lean=not args.httpx_client)
+                                         waits, own_cpu, pids, rss, lean=not args.httpx_client)
+    until_ns = time.monotonic_ns()
     own = own_cpu[0]
     each = [cpu_seconds(pid) - c for pid, c in zip(pids, cpu, strict=True)]
     cpu = sum(each)
@@ -558,6 +631,8 @@ async def throughput_once(args, urls, rng, pids=()) -> dict:
             # (pulled events mostly duplicate pushes still on their way)
             **{f"{k}_per_1k_orders": round(v * 1000 / max(accepted, 1), 1)
                for k, v in acts.items()},
+            **gc_figures(pids, since_ns, until_ns, elapsed, accepted, cpu),
+            **rss_figures(rss),
             **nodes, **replayed, **ages, **per_node}
 
 
@@ -653,7 +728,9 @@ def baseline(args) -> dict:
             "baseline_replay_ratio": figures["replay_ratio"],
             "baseline_applies_per_event": figures["applies_per_event"],
             "baseline_request_p50_ms": figures["request_p50_ms"],
-            "baseline_node_cpu_ms_per_1k_orders": figures["node_cpu_ms_per_1k_orders"]}
+            "baseline_node_cpu_ms_per_1k_orders": figures["node_cpu_ms_per_1k_orders"],
+            **{f"baseline_{k}": v for k, v in figures.items()
+               if k.startswith(("gc_", "nodes_rss_"))}}
 
 
 def main(argv=None) -> int:
@@ -694,10 +771,21 @@ def main(argv=None) -> int:
                         help="phase 1's clients post with httpx (as before the lean "
                              "client: about 6 ms more of the bench's CPU per 1,000 orders, "
                              "taken from the same two cores as the nodes')")
+    parser.add_argument("--gc-log", nargs="?", const="", metavar="FOLDER",
+                        help="log the nodes' garbage collections (bench/gcprobe) and print "
+                             "the collector's figures for phase 1; the logs are kept in "
+                             "FOLDER if given (gc.<pid>.log)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.profile:
         os.environ["CRDTBOOK_PROFILE"] = os.path.abspath(args.profile)
+    gc_logs = None
+    if args.gc_log is not None:  # the nodes inherit the environment (node/cli/devnet.py)
+        gc_logs = args.gc_log or tempfile.mkdtemp(prefix="crdtbook-gclog-")
+        os.makedirs(gc_logs, exist_ok=True)
+        os.environ["CRDTBOOK_GC_LOG"] = gc_logs
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT / "bench" / "gcprobe"), os.environ.get("PYTHONPATH")]))
     result: dict = {"nodes": 3, "duration_s": args.duration, "batch": args.batch,
                     "workers": args.workers,
                     "client": "httpx" if args.httpx_client else "lean (h11)"}
@@ -747,6 +835,8 @@ def main(argv=None) -> int:
             result["durable_signed_to_baseline"] = round(
                 (result.get("durable_orders_per_s") or dur["orders_per_s"])
                 / result["baseline_durable_orders_per_s"], 3)
+    if gc_logs is not None and not args.gc_log:
+        shutil.rmtree(gc_logs, ignore_errors=True)
     print_figures(result, args.json)
     return 0
 

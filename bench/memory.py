@@ -20,6 +20,10 @@ snapshot. Without --fsync the stores skip fsync (the figure is memory, not
 durability). Bytes on disk per event: store.sqlite + -wal after a WAL
 checkpoint, divided by the events stored (the first replica's store).
 
+The collector runs the node's policy (node/gcpolicy.py: its thresholds, and
+each compaction paused and the heap frozen after it), so a cycle frozen
+before it became garbage shows here as it would in a node.
+
 Resident memory (RSS, after a garbage collection) is printed at the 250,000th
 and the last order, in two separate processes: compaction on (history on
 disk), and compaction off (everything in memory, no store) for comparison.
@@ -46,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crdtbook.codec import encode_snapshot  # noqa: E402
 from crdtbook.replica import Replica  # noqa: E402
+from node import gcpolicy  # noqa: E402
 from node.gcpolicy import tune as tune_gc  # noqa: E402
 from node.service import final_order, stored_fill  # noqa: E402
 from node.store.sqlite import STORE_FILE, Batch, Store  # noqa: E402
@@ -63,7 +68,8 @@ def persist(replica: Replica, store: Store, compact: bool) -> None:
     """One group commit: fresh events, and (after compacting) history and a snapshot."""
     batch = Batch(events=replica.take_fresh())
     if compact:
-        done = replica.compact()
+        with gcpolicy.compaction():  # as Node.compact: the collector paused, the heap frozen
+            done = replica.compact()
         if done.removed or done.fills:
             batch.orders = [final_order(view) for view in done.orders]
             batch.fills = [stored_fill(done.fills_start + i, raw)

@@ -52,7 +52,7 @@ from crdtbook.events import ORDER
 from crdtbook.feedwire import decode_blocks_message, decode_proofs, encode_proofs
 from crdtbook.snapshot import Claim
 
-from . import logs
+from . import gcpolicy, logs
 from .api import auth
 from .cluster.registry import DEFAULT_TTL_S, Registry
 from .metrics import Metrics
@@ -787,6 +787,10 @@ class Node:
         in one batch; until that batch commits they stay readable from
         ``unflushed_*`` (see api/history.py). Returns events removed from memory.
         """
+        with gcpolicy.compaction():
+            return self._compact()
+
+    def _compact(self) -> int:
         replica = self.replica
         if self.streams is not None:
             self.streams.publish()  # trades about to leave memory are on the streams first
