@@ -200,8 +200,10 @@ def rows_hold_the_events(running) -> None:
     """The store (rows and blocks) holds every event, and every row body kept for
     compaction is the event's own CBOR."""
     assert stored_events(running.node.store) == set(running.node.replica.events())
-    for kept, body in running.node.journal.bodies.values():
-        assert body == _event_body(kept, {})
+    journal = running.node.journal
+    for kept in journal.bodies.values():
+        if kept is not None:
+            assert journal.kept_body(kept[0]) == _event_body(kept[0], {})
 
 
 async def test_bodies_signed_any_way_give_the_same_digest_rows_and_restart(

@@ -39,9 +39,10 @@ instead of encoding every event twice more.
 An event is stored once: its signed block is written when it arrives (its
 promise), its row only when compaction takes it out of memory (``history``),
 with its final state, so no row is written and then updated. Between the
-two, the event's row body waits in ``bodies`` (cut at its arrival's flush,
-while the block's bytes are at hand); one that has none there (recovered
-at a restart) is encoded at compaction. Events the node says no stored
+two, the slices its row body is made of wait in ``bodies`` (cut at its
+arrival's flush, while the block's bytes are at hand, and filed there by C
+calls alone); one that has none there (recovered at a restart) is encoded
+at compaction. Events the node says no stored
 block holds (``events``) get their row at arrival, as before.
 
 If a commit fails (disk full, I/O error) the journal is *failed*: ``sync``
@@ -68,13 +69,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from itertools import repeat
+from operator import itemgetter
 
 import trio
 
 from crdtbook.feedwire import encodings
 
 from .. import logs
-from .sqlite import Batch, Store, StoreError
+from .sqlite import Batch, Store, StoreError, row_body
 
 COMMIT_WINDOW_S = 0.002
 # An ephemeral store's commit of at most this many rows (a lone order or cancel and its
@@ -87,6 +90,12 @@ LAZY_COMMIT_S = 0.01
 LAZY_INLINE_ROWS = 64
 
 
+# an event's slices entry is (event, (canonical CBOR, fields after the clock)):
+# what _take_bodies keeps of it, the tail, is read out by two C calls
+_NO_SLICES = (None, (None, None))  # an event its block could not be sliced for
+_SLICES = _TAIL = itemgetter(1)
+
+
 class StoreFailed(Exception):
     """The store could not commit; the node promises nothing until restarted."""
 
@@ -96,8 +105,9 @@ class Journal:
         self.store = store
         self._batch = Batch()
         self._held: list = []  # events appended by ``held`` since the last flush
-        # id(event) -> (event, row body): bodies cut at arrival, taken by ``history``
-        # rows; the event is kept with its entry, so its id is never another's
+        # id(event) -> (event, its fields after the clock, or None): cut at arrival,
+        # taken by ``history`` rows (see _take_bodies); the event is kept with its
+        # entry, so its id is never another's
         self.bodies: dict[int, tuple] = {}
         self._appended = 0  # appends so far (a counter, not a size)
         self._durable = 0  # appends committed
@@ -322,22 +332,34 @@ class Journal:
             self.committed_events += len(batch.events) + batch.held
 
     def _take_bodies(self, batch: Batch) -> None:
-        """Keep the row bodies of the events held since the last flush, cut from
-        this batch's blocks while they are at hand; the batch's rows take theirs
-        out when written (``Batch.bodies``): an event's arrival flushes before,
-        or with, its compaction."""
+        """Keep the slices of the events held since the last flush, cut from this
+        batch's blocks while they are at hand; the batch's rows take theirs out
+        when written (``Batch.bodies``, ``sqlite.row_body``): an event's arrival
+        flushes before, or with, its compaction.
+
+        What is kept is ``(event, its fields after the clock)`` (None for an
+        event its block could not be sliced for), filed by C calls only (map,
+        zip, itemgetter, dict.update): no per-event frame or bytes here, where
+        making each row body cost a frame's worth of bytecode and a bytes per
+        event; the row body is made at compaction from the tail (its head is
+        the kind's, see ``sqlite.row_body``). The tail alone, not the slices'
+        own entry: that would keep the whole canonical CBOR too, about 160
+        bytes more per event held. An event never has the id of another event
+        that is alive, so the entry found by ``id(event)`` is that event's; the
+        kept tuple holds its event, so the id is not reused while it waits."""
         held, self._held = self._held, []
         batch.held = len(held)
-        bodies, encoded = self.bodies, batch.encoded
-        if encoded:
-            found = encoded.get
-            for event in held:
-                hit = found(id(event))
-                if hit is not None and hit[0] is event:
-                    full, tail = hit[1]  # as sqlite._event_body cuts it, without the call
-                    bodies[id(event)] = (event, bytes((full[0] - 3, full[1])) + tail)
+        encoded = batch.encoded
+        if encoded and held:
+            ids = list(map(id, held))
+            tails = map(_TAIL, map(_SLICES, map(encoded.get, ids, repeat(_NO_SLICES))))
+            self.bodies.update(zip(ids, zip(held, tails, strict=True), strict=True))
         if batch.rows:
-            batch.bodies = bodies
+            batch.bodies = self.bodies
+
+    def kept_body(self, event) -> bytes | None:
+        """The row body kept for ``event`` (held, not yet compacted), or None."""
+        return row_body(event, self.bodies.get(id(event)))
 
     def forget_bodies(self, keep) -> None:
         """Drop the kept bodies of events ``keep(event)`` says left memory some other

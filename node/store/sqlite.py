@@ -60,6 +60,7 @@ import fcntl
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import NamedTuple
 
 import cbor2
@@ -165,8 +166,8 @@ class Batch:
     # rows of events leaving memory, each written once with its final state:
     # (event, FinalOrder or None: an order's, None for cancels and membership events)
     rows: list = field(default_factory=list)
-    # id(event) -> (event, row body) cut at arrival (see journal.py): each row takes
-    # (pops) its own; one without is encoded
+    # id(event) -> (event, its fields after the clock or None) cut at arrival (see
+    # journal.py): each row takes (pops) its own; one without is encoded
     bodies: dict = field(default_factory=dict)
     fills: list[StoredFill] = field(default_factory=list)
     snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
@@ -185,12 +186,28 @@ class Batch:
 def _event_body(event, encoded: dict) -> bytes:
     """The event's CBOR without its position (that lives in the key columns):
     ``[tag, fields after the clock...]``. Cut from the event's canonical CBOR
-    in its block when the batch holds it (the array head is three entries
-    shorter, the tag's byte and the fields' bytes are the same), else encoded."""
+    in its block when the batch holds it (``encoded``, see
+    crdtbook.feedwire.encodings), else encoded."""
     hit = encoded.get(id(event))
-    if hit is not None and hit[0] is event:
-        full, tail = hit[1]
-        return bytes((full[0] - 3, full[1])) + tail
+    return row_body(event, None if hit is None else (hit[0], hit[1][1]))
+
+
+# A row body's first two bytes, by its event's kind: feedwire's pattern slices
+# an order only after ``\x89\x00`` and a cancel only after ``\x86\x01`` (never a
+# membership event), and a row's array is three entries shorter (no replica,
+# seq or clock). bytearrays: a row body made from one is a bytearray, which the
+# sqlite3 module binds as the same BLOB without trying to adapt it (it tries
+# for every ``bytes`` and ``None``: a few thousand instructions a parameter).
+_ORDER_HEAD, _CANCEL_HEAD = bytearray(b"\x86\x00"), bytearray(b"\x83\x01")
+
+
+def row_body(event, kept):
+    """The row body of ``event`` from ``kept``, ``(event, its fields after the
+    clock)`` as the journal keeps them (see Journal._take_bodies), or encoded
+    anew when there is none for this very object. Same bytes either way (a
+    bytearray when made from the tail)."""
+    if kept is not None and kept[0] is event and kept[1] is not None:
+        return (_ORDER_HEAD if event.kind == ORDER else _CANCEL_HEAD) + kept[1]
     wire = event_to_wire(event)
     return cbor2.dumps([wire[0], *wire[4:]])
 
@@ -347,11 +364,17 @@ class Store:
             if batch.blocks:
                 db.executemany(
                     "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(intern(b.replica), b.last, b.first, prev, h, b.sig, b.body)
+                    # bytearrays: bound as the same BLOBs, without the sqlite3
+                    # module's attempt to adapt each bytes (see _ORDER_HEAD)
+                    [(intern(b.replica), b.last, b.first, bytearray(prev), bytearray(h),
+                      bytearray(b.sig), bytearray(b.body))
                      for prev, h, b in batch.blocks])
             if batch.rows:
-                db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               self._row_values(batch.rows, batch.bodies))
+                plain, other = self._row_values(batch.rows, batch.bodies)
+                _insert_rows(db, "INSERT OR REPLACE INTO events VALUES ", _PLAIN_ROW, plain)
+                if other:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", other)
             if batch.orders:
                 db.executemany(
                     "UPDATE events SET status = ?, filled = ?, reason = ? "
@@ -360,13 +383,9 @@ class Store:
                       intern(o.replica), o.seq)
                      for o in batch.orders])
             if batch.fills:
-                db.executemany(
-                    "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(f.index, f.clock, intern(f.taker[0]), f.taker[1], intern(f.maker[0]),
-                      f.maker[1], _units_in(f.price), _units_in(f.qty),
-                      0 if f.taker_side == "buy" else 1,
-                      f.taker_account and intern(f.taker_account),
-                      f.maker_account and intern(f.maker_account)) for f in batch.fills])
+                _insert_rows(
+                    db, "INSERT OR IGNORE INTO fills VALUES ", _FILL_ROW,
+                    self._fill_values(batch.fills))
             if batch.snapshot is not None:
                 db.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
                            batch.snapshot)
@@ -381,24 +400,56 @@ class Store:
             self._rolled_back()
             raise StoreError(f"writing to the store failed: {exc}") from None
 
-    def _row_values(self, rows: list, bodies: dict) -> list:
+    def _row_values(self, rows: list, bodies: dict) -> tuple[list, list]:
         """The events table's values of ``rows`` (``(event, FinalOrder or None)``),
-        each body taken out of ``bodies`` (cut at arrival) or else encoded."""
+        each body made from the slices taken out of ``bodies`` (cut at arrival)
+        or else encoded: ``(plain, other)``, an order with an account and no
+        reason (nearly every row) in ``plain`` without its NULL reason, every
+        other row whole. The sqlite3 module tries to adapt every ``None`` it
+        binds (a few thousand instructions each): the plain rows' statement
+        writes their NULL itself."""
         ids, intern, take, codes = self._ids, self._intern, bodies.pop, _STATUS_CODES
-        values = []
+        order_head, big = _ORDER_HEAD, _INT64
+        plain, other = [], []
         for e, o in rows:
             kept = take(id(e), None)
-            # an entry holds its event, so no other live object has its id:
-            # the identity check can only fail on a bug, and then encodes
-            body = kept[1] if kept is not None and kept[0] is e else _event_body(e, {})
-            rid = ids.get(e.replica) or intern(e.replica)
-            if o is None:
-                values.append((e.clock, rid, e.seq, body, None, None, None, None))
+            if o is not None:
+                if kept is not None and kept[0] is e and kept[1] is not None:
+                    body = order_head + kept[1]
+                else:
+                    body = row_body(e, None)
+                # one unpacking each (tuple subclasses: each field read is a call)
+                clock, replica, seq, _, _, _, _, _, acct = e
+                _, _, status, filled, reason = o
+                rid = ids.get(replica) or intern(replica)
+                if filled > big:
+                    filled = _units_in(filled)
+                if acct and reason is None:
+                    plain.append((clock, rid, seq, body, ids.get(acct) or intern(acct),
+                                  codes[status], filled))
+                else:
+                    other.append((clock, rid, seq, body,
+                                  (ids.get(acct) or intern(acct)) if acct else None,
+                                  codes[status], filled, reason))
             else:
-                acct = e.account
-                values.append((e.clock, rid, e.seq, body,
-                               (ids.get(acct) or intern(acct)) if acct else None,
-                               codes[o.status], _units_in(o.filled), o.reason))
+                other.append((e.clock, ids.get(e.replica) or intern(e.replica), e.seq,
+                              row_body(e, kept), None, None, None, None))
+        return plain, other
+
+    def _fill_values(self, fills: list) -> list:
+        """The fills table's values of ``fills`` (``StoredFill``): names interned
+        by a lookup first (a call of ``_intern`` only for a name new here), each
+        fill unpacked once."""
+        ids, intern, big = self._ids, self._intern, _INT64
+        values = []
+        for index, clock, (taker, tseq), (maker, mseq), price, qty, side, ta, ma in fills:
+            values.append((index, clock, ids.get(taker) or intern(taker), tseq,
+                           ids.get(maker) or intern(maker), mseq,
+                           price if price <= big else _units_in(price),
+                           qty if qty <= big else _units_in(qty),
+                           0 if side == "buy" else 1,
+                           ta and (ids.get(ta) or intern(ta)),
+                           ma and (ids.get(ma) or intern(ma))))
         return values
 
     def commit(self) -> None:
@@ -586,6 +637,29 @@ class Store:
                 for first, last, body, sig, prev, hash_ in self._read.execute(
                     "SELECT first, last, body, sig, prev, hash FROM blocks "
                     "WHERE rid = ? AND last > ? ORDER BY last", (rid, seq))]
+
+
+# Rows go in statements of ``ROWS_PER_STATEMENT`` rows each (``VALUES (...), (...)``),
+# the rest one by one: per statement run the sqlite3 module and SQLite have a cost
+# of their own (the step, the halt, the reset, the GIL given up and taken back),
+# a few thousand instructions that a row written alone pays by itself.
+ROWS_PER_STATEMENT = 32
+_PLAIN_ROW = "(?, ?, ?, ?, ?, ?, ?, NULL)"  # an events row with no reason
+_FILL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _insert_rows(db: sqlite3.Connection, head: str, row: str, rows: list) -> None:
+    """Execute ``head`` + ``row`` for every one of ``rows``, in their order,
+    ``ROWS_PER_STATEMENT`` rows a statement (the same rows, one statement per
+    row, give the same table)."""
+    many = len(rows) - len(rows) % ROWS_PER_STATEMENT
+    if many:
+        width = len(rows[0]) * ROWS_PER_STATEMENT
+        flat = list(chain.from_iterable(rows[:many]))
+        db.executemany(head + ", ".join([row] * ROWS_PER_STATEMENT),
+                       [flat[i:i + width] for i in range(0, len(flat), width)])
+    if many < len(rows):
+        db.executemany(head + row, rows[many:])
 
 
 def _final(replica: str, seq: int, state) -> FinalOrder | None:
