@@ -21,7 +21,9 @@ main promised:
    just committed, the next flush staged), beside a node of main's: every 201
    survives, no honest node is convicted (no seq signed twice), one history
    with no hole, and store rows equal to main's node's;
-3. "held by every live member" read through contiguous seqs gives the same
+3. a convicted equivocator (two versions of its feed, one per node) between a
+   node of the pass and one of main's: one history, the same rows;
+4. "held by every live member" read through contiguous seqs gives the same
    decision as asking every member's context, for contexts with clouds, gaps,
    origins one member never saw and claims past anything that exists.
 """
@@ -46,7 +48,8 @@ from crdtbook import compaction
 from crdtbook.context import CausalContext
 from node.store.sqlite import STORE_FILE
 
-from .nodes import admin_headers, client, eventually
+from .nodes import admin_headers, client, eventually, start
+from .peers import SignedPeer
 from .procs import get
 from .test_attacks14 import FastNode, members, recovered_ids
 from .test_attacks16 import KILL_HOOK, SLOW_PUSH_S, convictions
@@ -456,7 +459,87 @@ async def lost_nothing(victim, promised: set[str]) -> None:
     assert not lost, f"acknowledged, then lost: {lost[:5]} ({len(lost)})"
 
 
-# -- 3. settled by contiguous seqs: the same decision as asking every member ------------
+# -- 3. a convicted equivocator, between a node of the pass and one of main's ----------
+class At:
+    """An in-process node seen as the helpers above see a process (url, data_dir)."""
+
+    def __init__(self, running) -> None:
+        self.url, self.data_dir = running.url, running.directory
+
+
+async def test_an_equivocator_convicted_leaves_the_same_rows_on_main_and_on_the_pass(
+        nursery, tmp_path, main_code):
+    """The two-faced member (tests/test_attacks14.py) signs two versions of its feed
+    past a shared prefix: both nodes take one, the pass's node then the other and
+    convicts; main's learns the proof. (Were each node to hold another version,
+    fills on it made final before the proof arrived differ by node: that is the
+    conviction of final history, docs/performance.md, not this pass.) Trading goes
+    on, both compact: one history, and the rows of one key are the same bytes on
+    both."""
+    a = await start(nursery, data_dir=str(tmp_path / "a"), compact_interval_s=0.2,
+                    snapshot_interval_s=1.0, rate_limit=0)
+    m = Node(str(tmp_path / "main"), a.url, code=main_code, extra=("--rate-limit", "0"))
+    await m.start(timeout=60)
+    nodes = [At(a), m]
+    try:
+        async with client(timeout=10) as http:
+            await eventually(lambda: members(http, nodes, 2), timeout=60)
+            faces = [SignedPeer("two-faced") for _ in range(2)]
+            faces[0].admitted_by(a.node)
+            await eventually(lambda: members(http, nodes, 3), timeout=60)
+            for _ in range(6):  # resting buys the two-faced sells fill
+                for node in nodes:
+                    r = await http.post(node.url + "/orders", headers=admin_headers(
+                        node.data_dir), json={"side": "buy", "qty": "1", "price": "120",
+                                              "account": "alice"})
+                    assert r.status_code == 201, r.text
+            now = a.node.clock_ms() + 5
+            prefix = equivocator_feed(faces[0], 3, now, 100)
+            equivocator_feed(faces[1], 3, now, 100)
+            for node in nodes:
+                r = await http.post(f"{node.url}/peer/push",
+                                    content=faces[0].blocks(prefix, now + 3))
+                assert r.status_code == 204, r.text
+            later = a.node.clock_ms() + 5
+            versions = [equivocator_feed(face, 12, later + 50 * k, 110 + k)
+                        for k, face in enumerate(faces)]
+            # both take one version past the cut (fills on it may be final before the
+            # proof reaches main's node: the other version is seen by the pass's alone)
+            for node, face, blocks in ((m, faces[0], versions[0]), (a, faces[0], versions[0]),
+                                       (a, faces[1], versions[1])):
+                r = await http.post(f"{node.url}/peer/push", content=face.blocks(blocks, later))
+                assert r.status_code == 204, r.text
+            await eventually(lambda: faces[0].id in a.node.door.proofs, timeout=20)
+            work = Workload(http, nodes, seed=23)
+            work.up = {0, 1}
+            async with trio.open_nursery() as traders:
+                for k in range(2):
+                    traders.start_soon(work.trade, k)
+                await eventually(lambda: work.posts > 40, timeout=60)
+                work.done.set()
+            events, fills, _, orders, _ = await one_history(http, nodes)
+            assert len(fills) > 20
+            assert not work.acked - {o["id"] for o in orders}
+            two_faced = [e for e in events if e["replica"] == faces[0].id]
+            assert len(two_faced) == 15  # the prefix and the one version both hold
+            assert await m.stop() == 0
+            await a.stop()
+            assert faces[0].id.encode() in bytes(convictions(m.data_dir))
+            assert same_rows([a.directory, m.data_dir]) > len(events) // 2
+    finally:
+        m.kill()
+
+
+def equivocator_feed(peer: SignedPeer, count: int, start_ms: int, price: int) -> list:
+    """``count`` signed blocks of one sell each, for ``account`` none (a member's own)."""
+    blocks = []
+    for i in range(count):
+        peer.replica.place("sell", "1", str(price + i % 3), now_ms=start_ms + i)
+        blocks.append(peer.seal())
+    return blocks
+
+
+# -- 4. settled by contiguous seqs: the same decision as asking every member ------------
 ORIGINS = ("p", "q", "r")
 
 
