@@ -172,3 +172,27 @@ def test_a_kept_entry_of_another_event_is_never_used(tmp_path):
     other = next(kept for kept in found.values() if kept[0].kind == ORDER)
     for e in events:
         assert store_sqlite.row_body(e, other) == store_sqlite.row_body(e, None)
+
+
+def test_blocks_are_stored_as_the_blobs_they_were(tmp_path):
+    """Blocks are bound as bytearrays: the same BLOBs, read back as the same bytes."""
+    from node.store.feedindex import Unwritten
+
+    events, _ = workload(40, seed=5)
+    blocks = blocks_of(events)
+    store = Store.open(str(tmp_path / "s"), "book", fsync=False)
+    store.write(Batch(blocks=[Unwritten(bytes([i]) * 32, bytes([i + 1]) * 32, b)
+                              for i, b in enumerate(blocks)]))
+    for i, block in enumerate(blocks):
+        [(first, last, body, sig, prev, hash_)] = [
+            row for row in store.linked_blocks_past(block.replica, block.first - 1)
+            if row[0] == block.first]
+        assert (first, last, body, sig) == (block.first, block.last, block.body, block.sig)
+        assert (prev, hash_) == (bytes([i]) * 32, bytes([i + 1]) * 32)
+    store.close()
+    db = sqlite3.connect(f"{tmp_path / 's'}/{STORE_FILE}")
+    try:
+        assert set(db.execute("SELECT typeof(prev), typeof(hash), typeof(sig), typeof(body) "
+                              "FROM blocks")) == {("blob",) * 4}
+    finally:
+        db.close()

@@ -363,7 +363,10 @@ class Store:
             if batch.blocks:
                 db.executemany(
                     "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(intern(b.replica), b.last, b.first, prev, h, b.sig, b.body)
+                    # bytearrays: bound as the same BLOBs, without the sqlite3
+                    # module's attempt to adapt each bytes (see _ROW_HEADS)
+                    [(intern(b.replica), b.last, b.first, bytearray(prev), bytearray(h),
+                      bytearray(b.sig), bytearray(b.body))
                      for prev, h, b in batch.blocks])
             if batch.rows:
                 plain, other = self._row_values(batch.rows, batch.bodies)
