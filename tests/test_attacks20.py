@@ -251,27 +251,29 @@ def store_rows(data_dir: str) -> tuple[dict, dict]:
         counts = db.execute("SELECT count(*), count(DISTINCT rid || ':' || seq) "
                             "FROM events").fetchone()
         assert counts[0] == counts[1], "two rows of one event"
+        blocks = {(rid, last): rest for rid, last, *rest in db.execute(
+            "SELECT n.name, b.last, b.first, b.prev, b.hash, b.sig, b.body, typeof(b.prev), "
+            "typeof(b.hash), typeof(b.sig), typeof(b.body) FROM blocks b "
+            "JOIN names n ON n.id = b.rid")}
     finally:
         db.close()
-    return events, fills
+    return events, fills, blocks
 
 
 def same_rows(dirs: list[str]) -> int:
-    """The rows every store holds under one key are equal across the stores (and
-    there are many such): returns how many events rows all of them share."""
+    """The rows every store holds under one key (events, fills, signed blocks) are
+    equal across the stores, types included (and there are many such): returns
+    how many events rows all of them share."""
     tables = [store_rows(d) for d in dirs]
-    shared = set.intersection(*(set(events) for events, _ in tables))
-    for events, _ in tables[1:]:
-        for key in shared:
-            assert events[key] == tables[0][0][key], key
-    fills_shared = set.intersection(*(set(fills) for _, fills in tables))
-    for _, fills in tables[1:]:
-        for key in fills_shared:
-            assert fills[key] == tables[0][1][key], key
-    for _, fills in tables:  # fills numbered from 0 without a hole
+    shared = [set.intersection(*(set(table[i]) for table in tables)) for i in range(3)]
+    for table in tables[1:]:
+        for i, keys in enumerate(shared):  # events rows, fills rows, signed blocks
+            for key in keys:
+                assert table[i][key] == tables[0][i][key], key
+    for _, fills, _ in tables:  # fills numbered from 0 without a hole
         assert sorted(fills) == list(range(len(fills)))
-    assert len(fills_shared) > 20
-    return len(shared)
+    assert len(shared[1]) > 20 and len(shared[2]) > 20
+    return len(shared[0])
 
 
 async def test_main_and_the_pass_write_one_history_and_read_each_others_stores(
@@ -501,7 +503,9 @@ async def test_an_equivocator_convicted_leaves_the_same_rows_on_main_and_on_the_
                                     content=faces[0].blocks(prefix, now + 3))
                 assert r.status_code == 204, r.text
             later = a.node.clock_ms() + 5
-            versions = [equivocator_feed(face, 12, later + 50 * k, 110 + k)
+            # past the cut its sells rest (above every bid and no market order is
+            # sent before both nodes convict): no fill on them, final or not
+            versions = [equivocator_feed(face, 12, later + 50 * k, 140 + k)
                         for k, face in enumerate(faces)]
             # both take one version past the cut (fills on it may be final before the
             # proof reaches main's node: the other version is seen by the pass's alone)
@@ -510,6 +514,12 @@ async def test_an_equivocator_convicted_leaves_the_same_rows_on_main_and_on_the_
                 r = await http.post(f"{node.url}/peer/push", content=face.blocks(blocks, later))
                 assert r.status_code == 204, r.text
             await eventually(lambda: faces[0].id in a.node.door.proofs, timeout=20)
+
+            async def both_convicted():  # its sells past the cut left both books
+                books = [await get(http, node.url, "/book") for node in nodes]
+                return all(not any(float(ask["price"]) >= 140 for ask in book["asks"])
+                           for book in books)
+            await eventually(both_convicted, timeout=30, interval=0.2)
             work = Workload(http, nodes, seed=23)
             work.up = {0, 1}
             async with trio.open_nursery() as traders:
