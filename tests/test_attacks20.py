@@ -23,7 +23,12 @@ main promised:
    with no hole, and store rows equal to main's node's;
 3. a convicted equivocator (two versions of its feed, one per node) between a
    node of the pass and one of main's: one history, the same rows;
-4. "held by every live member" read through contiguous seqs gives the same
+4. a member SIGSTOPped (slow, cut off) while another pulls claiming every seq
+   up to 10^12, then a member claiming its clock but acking a frozen context:
+   nothing a member lacks leaves memory (on the pass's node and main's),
+   compaction goes on below it, memory falls back once it catches up; one
+   history, fills equal to the reference engine's;
+5. "held by every live member" read through contiguous seqs gives the same
    decision as asking every member's context, for contexts with clouds, gaps,
    origins one member never saw and claims past anything that exists.
 """
@@ -34,6 +39,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -45,14 +51,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtbook import compaction
+from crdtbook.amount import parse_amount
 from crdtbook.context import CausalContext
+from crdtbook.feedwire import encode_pull
 from node.store.sqlite import STORE_FILE
 
 from .nodes import admin_headers, client, eventually, start
 from .peers import SignedPeer
 from .procs import get
 from .test_attacks14 import FastNode, members, recovered_ids
-from .test_attacks16 import KILL_HOOK, SLOW_PUSH_S, convictions
+from .test_attacks16 import KILL_HOOK, SLOW_PUSH_S, convictions, reference_fills
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -549,7 +557,133 @@ def equivocator_feed(peer: SignedPeer, count: int, start_ms: int, price: int) ->
     return blocks
 
 
-# -- 4. settled by contiguous seqs: the same decision as asking every member ------------
+# -- 4. a member stopped (slow, cut off) and a member lying about what it holds --------
+LIE = 10**12  # the seq the liar claims to hold of every origin
+
+
+async def pulls(http, face: SignedPeer, context, nodes, clock, done: trio.Event) -> None:
+    """``face`` pulls from every node in ``nodes`` (a list that changes) with the
+    signed context ``context()`` says it holds (and claims of its clock, so F
+    moves past it), until ``done``."""
+    while not done.is_set():
+        claims = face.door.outgoing_claims(face.replica.claim(clock()))
+        body = encode_pull(context(), face.door.tips.items(), claims)
+        for node in list(nodes):
+            with contextlib.suppress(httpx.HTTPError):
+                await http.post(f"{node.url}/peer/pull", content=body,
+                                headers=face.signed(body))
+        await trio.sleep(0.3)
+
+
+def compacted_here(data_dir: str) -> set[tuple[str, int]]:
+    """The dots of the events rows a running node's store holds (compacted events)."""
+    db = sqlite3.connect(f"file:{data_dir}/{STORE_FILE}?mode=ro", uri=True)
+    try:
+        return set(db.execute("SELECT n.name, e.seq FROM events e JOIN names n "
+                              "ON n.id = e.rid"))
+    finally:
+        db.close()
+
+
+async def test_a_stopped_member_and_a_liar_get_nothing_dropped_and_keep_nothing_for_ever(
+        nursery, tmp_path, main_code):
+    """c is SIGSTOPped (a slow, cut-off member: its last ack stands still) while the
+    others trade and compact and a member pulls claiming every seq up to 10^12.
+    No event c's last ack lacks leaves memory; once c runs again, a member that
+    claims its clock (F moves) but lags (its ack stands still) holds back only
+    what it lacks, on the pass's node and on main's, while compaction goes on
+    below; once it catches up, and at the end, memory falls back (nothing kept
+    for ever); one history, fills equal to the reference engine's."""
+    a = await start(nursery, data_dir=str(tmp_path / "a"), compact_interval_s=0.2,
+                    snapshot_interval_s=1.0, rate_limit=0)
+    b = Node(str(tmp_path / "main"), a.url, code=main_code, extra=("--rate-limit", "0"))
+    c = Node(str(tmp_path / "c"), a.url, extra=("--rate-limit", "0"))
+    await b.start(timeout=60)
+    await c.start(timeout=60)
+    nodes = [At(a), b, c]
+    done = trio.Event()
+    try:
+        async with client(timeout=10) as http:
+            await eventually(lambda: members(http, nodes, 3), timeout=60)
+            liar = SignedPeer("liar").admitted_by(a.node)
+            laggard = SignedPeer("laggard").admitted_by(a.node)
+            await eventually(lambda: members(http, nodes, 5), timeout=60)
+            pulled = [nodes[0], b, c]
+            nursery.start_soon(pulls, http, liar, lambda: CausalContext.from_parts(
+                {r: LIE for r in a.node.replica.members()}, {}), pulled, a.node.clock_ms, done)
+            frozen: list = []  # the laggard's context while it lags: it holds no more
+            nursery.start_soon(pulls, http, laggard, lambda: frozen[0] if frozen else held_at(
+                a.node), pulled, a.node.clock_ms, done)
+            work = Workload(http, nodes, seed=24)
+            work.up = {0, 1, 2}
+            async with trio.open_nursery() as traders:
+                for k in range(3):
+                    traders.start_soon(work.trade, k)
+                await eventually(lambda: work.posts > 20, timeout=60)
+                # compaction runs with every ack known (the liar's too)
+                await eventually(lambda: len(compacted_here(a.directory)) > 50, timeout=60)
+                work.up.discard(2)
+                pulled.remove(c)
+                await trio.sleep(0.5)  # c's last pulls and pushes land (not a wait for a state)
+                c.proc.send_signal(signal.SIGSTOP)
+                stopped_at = len(compacted_here(a.directory))
+                seen = work.posts
+                await eventually(lambda: work.posts > seen + 40, timeout=60)
+                ack = a.node.replica._acks[c.replica]
+                gone = compacted_here(a.directory)
+                lacking = sorted(d for d in gone if not ack.has(*d))
+                assert not lacking, f"dropped what c lacks: {lacking[:5]} ({len(lacking)})"
+                held = a.node.replica.event_count()
+                assert held > 100  # it keeps what c may still need
+                c.proc.send_signal(signal.SIGCONT)
+                pulled.append(c)
+                work.up.add(2)
+                seen = work.posts
+                await eventually(lambda: work.posts > seen + 20, timeout=60)
+                # now every member claims its clock, and one lags: it acks no more
+                # than it held when it stopped taking events
+                frozen.append(held_at(a.node))
+                before = compacted_here(a.directory)
+                seen = work.posts
+                await eventually(lambda: work.posts > seen + 40, timeout=60)
+                for directory in (a.directory, b.data_dir):
+                    rows = compacted_here(directory)
+                    lacking = sorted(d for d in rows if not frozen[0].has(*d))
+                    assert not lacking, f"dropped what the laggard lacks: {lacking[:5]}"
+                assert len(compacted_here(a.directory)) > len(before)  # it went on
+                lagging = a.node.replica.event_count()
+                frozen.clear()  # it catches up
+                await eventually(lambda: a.node.replica.event_count() < lagging // 2,
+                                 timeout=60)
+                work.done.set()
+            events, fills, _, orders, _ = await one_history(http, nodes)
+            assert not work.acked - {o["id"] for o in orders}
+            assert len(compacted_here(a.directory)) > stopped_at
+            # nothing kept for ever: with c back, what it lacked leaves memory
+            await eventually(lambda: a.node.replica.event_count() < held // 2, timeout=60)
+            done.set()
+            assert await b.stop() == 0 and await c.stop() == 0
+            await a.stop()
+            for directory in (a.directory, b.data_dir, c.data_dir):
+                assert reference_fills(directory) == [
+                    (f["taker"], f["maker"], parse_amount(f["price"]), parse_amount(f["qty"]))
+                    for f in fills], directory
+    finally:
+        done.set()
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGCONT)
+        b.kill()
+        c.kill()
+
+
+def held_at(node) -> CausalContext:
+    """A copy of what ``node`` holds now (an in-process node's context)."""
+    context = node.replica.context()
+    return CausalContext.from_parts(dict(context.vv),
+                                    {r: set(seqs) for r, seqs in context.cloud.items()})
+
+
+# -- 5. settled by contiguous seqs: the same decision as asking every member ------------
 ORIGINS = ("p", "q", "r")
 
 
