@@ -28,7 +28,11 @@ main promised:
    nothing a member lacks leaves memory (on the pass's node and main's),
    compaction goes on below it, memory falls back once it catches up; one
    history, fills equal to the reference engine's;
-5. "held by every live member" read through contiguous seqs gives the same
+5. the disk failing after half of a compaction's rows went in (the pass writes
+   them 32 to a statement, bodies taken out of the journal as it goes):
+   nothing acknowledged after, and restarted the node holds every 201 and
+   writes main's rows;
+6. "held by every live member" read through contiguous seqs gives the same
    decision as asking every member's context, for contexts with clouds, gaps,
    origins one member never saw and claims past anything that exists.
 """
@@ -54,9 +58,10 @@ from crdtbook import compaction
 from crdtbook.amount import parse_amount
 from crdtbook.context import CausalContext
 from crdtbook.feedwire import encode_pull
+from node.store import sqlite as store_sqlite
 from node.store.sqlite import STORE_FILE
 
-from .nodes import admin_headers, client, eventually, start
+from .nodes import LIVENESS_S, admin_headers, client, eventually, start
 from .peers import SignedPeer
 from .procs import get
 from .test_attacks14 import FastNode, members, recovered_ids
@@ -683,7 +688,77 @@ def held_at(node) -> CausalContext:
                                     {r: set(seqs) for r, seqs in context.cloud.items()})
 
 
-# -- 5. settled by contiguous seqs: the same decision as asking every member ------------
+# -- 5. the disk failing in the middle of a compaction's rows -----------------------------
+async def test_a_disk_failing_amid_a_compactions_rows_promises_nothing_and_restarts_whole(
+        nursery, tmp_path, monkeypatch, main_code):
+    """The pass writes a compaction's rows 32 to a statement, each body made from
+    slices taken out of the journal's ``bodies`` as it goes. The disk fails (an
+    I/O error) after half of one such batch's rows went in: nothing is
+    acknowledged after, the node stops, and restarted on its directory (the
+    bodies now encoded anew from its blocks) it holds every 201 and writes the
+    rows main's node writes."""
+    m = Node(str(tmp_path / "main"), code=main_code, extra=("--rate-limit", "0"))
+    await m.start(timeout=60)
+    directory = str(tmp_path / "a")
+    settings = {"data_dir": directory, "compact_interval_s": 0.2,
+                "snapshot_interval_s": 1.0, "rate_limit": 0}
+    try:
+        async with client(timeout=10) as http:
+            failed: list[int] = []
+            with monkeypatch.context() as patch:
+                real = store_sqlite._insert_rows
+
+                def insert_rows(db, head, row, rows):
+                    if armed and head.startswith("INSERT OR REPLACE INTO events") \
+                            and len(rows) >= 2 * store_sqlite.ROWS_PER_STATEMENT:
+                        real(db, head, row, rows[:len(rows) // 2])
+                        failed.append(len(rows))
+                        raise sqlite3.OperationalError("disk I/O error")
+                    real(db, head, row, rows)
+                armed = False
+                patch.setattr(store_sqlite, "_insert_rows", insert_rows)
+                a = await start(nursery, m.url, **settings)
+                nodes = [At(a), m]
+                await eventually(lambda: members(http, nodes, 2), timeout=60)
+                work = Workload(http, nodes, seed=25)
+                work.up = {0, 1}
+                async with trio.open_nursery() as traders:
+                    for k in range(3):
+                        traders.start_soon(work.trade, k)
+                    await eventually(lambda: work.posts > 20, timeout=60)
+                    armed = True
+                    await eventually(lambda: a.node.journal.failed, timeout=60)
+                    assert failed and "disk I/O error" in a.node.journal.failed
+                    r = await http.post(a.url + "/orders", headers=admin_headers(directory),
+                                        json={"side": "buy", "qty": "1", "price": "1"})
+                    assert r.status_code == 503 and r.json()["error"] == "store_failed"
+                    work.up.discard(0)
+                    seen = work.posts
+                    await eventually(lambda: work.posts > seen + 20, timeout=60)
+                    with trio.fail_after(LIVENESS_S + 10):
+                        await a.stop()
+                    work.done.set()
+                armed = False
+            a = await start(nursery, m.url, **settings)
+            nodes = [At(a), m]
+            work.nodes, work.done = nodes, trio.Event()
+            work.up = {0, 1}
+            async with trio.open_nursery() as traders:
+                for k in range(3):
+                    traders.start_soon(work.trade, k)
+                seen = work.posts
+                await eventually(lambda: work.posts > seen + 20, timeout=60)
+                work.done.set()
+            events, fills, _, orders, _ = await one_history(http, nodes)
+            assert not work.acked - {o["id"] for o in orders}, "a 201 order is missing"
+            assert await m.stop() == 0
+            await a.stop()
+            assert same_rows([directory, m.data_dir]) > len(events) // 2
+    finally:
+        m.kill()
+
+
+# -- 6. settled by contiguous seqs: the same decision as asking every member ------------
 ORIGINS = ("p", "q", "r")
 
 
