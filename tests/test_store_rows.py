@@ -19,7 +19,7 @@ import cbor2
 import pytest
 
 from crdtbook.codec import event_to_wire
-from crdtbook.events import ORDER, make_cancel, make_order
+from crdtbook.events import CANCEL, ORDER, make_cancel, make_order
 from crdtbook.feedwire import block_from_wire, encode_body, encodings
 from node.store import sqlite as store_sqlite
 from node.store.journal import Journal
@@ -121,7 +121,7 @@ def test_compaction_rows_are_the_plain_inserts_rows(tmp_path, count):
         journal.held(list(block.events))
         batch = Batch(encoded=encodings([block]))
         journal._take_bodies(batch)
-    sliced = sum(kept is not None for kept in journal.bodies.values())
+    sliced = sum(tail is not None for _, tail in journal.bodies.values())
     if count >= 33:
         assert 0 < sliced < count  # both ways are exercised: slices, and encoded anew
     journal.history([], [], None, rows)
@@ -159,19 +159,21 @@ def test_row_heads_are_the_sliced_heads_three_entries_shorter():
     """The head a row body is made with (by the tag byte) is the one the slice's
     own first two bytes give, for every event feedwire slices."""
     events, _ = workload(300, seed=7)
-    for kept in encodings(blocks_of(events)).values():
-        full, tail = kept[1]
-        assert store_sqlite.row_body(kept[0], kept) == bytes((full[0] - 3, full[1])) + tail
-        assert store_sqlite.row_body(kept[0], kept) == store_sqlite.row_body(kept[0], None)
+    found = encodings(blocks_of(events))
+    assert {e.kind for e, _ in found.values()} == {ORDER, CANCEL}
+    for event, (full, tail) in found.values():
+        assert store_sqlite.row_body(event, (event, tail)) == bytes((full[0] - 3, full[1])) + tail
+        assert store_sqlite.row_body(event, (event, tail)) == store_sqlite.row_body(event, None)
 
 
 def test_a_kept_entry_of_another_event_is_never_used(tmp_path):
     """An entry whose event is not the row's (by identity) gives the encoded body."""
     events, _ = workload(20, seed=3)
     found = encodings(blocks_of(events))
-    other = next(kept for kept in found.values() if kept[0].kind == ORDER)
+    other, (_, tail) = next(kept for kept in found.values() if kept[0].kind == ORDER)
     for e in events:
-        assert store_sqlite.row_body(e, other) == store_sqlite.row_body(e, None)
+        assert store_sqlite.row_body(e, (other, tail)) == store_sqlite.row_body(e, None)
+        assert store_sqlite.row_body(e, (e, None)) == store_sqlite.row_body(e, None)
 
 
 def test_blocks_are_stored_as_the_blobs_they_were(tmp_path):

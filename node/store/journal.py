@@ -69,6 +69,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from itertools import repeat
+from operator import itemgetter
 
 import trio
 
@@ -88,6 +90,12 @@ LAZY_COMMIT_S = 0.01
 LAZY_INLINE_ROWS = 64
 
 
+# an event's slices entry is (event, (canonical CBOR, fields after the clock)):
+# what _take_bodies keeps of it, the tail, is read out by two C calls
+_NO_SLICES = (None, (None, None))  # an event its block could not be sliced for
+_SLICES = _TAIL = itemgetter(1)
+
+
 class StoreFailed(Exception):
     """The store could not commit; the node promises nothing until restarted."""
 
@@ -97,9 +105,9 @@ class Journal:
         self.store = store
         self._batch = Batch()
         self._held: list = []  # events appended by ``held`` since the last flush
-        # id(event) -> (event, (canonical CBOR, fields after the clock)) or None: the
-        # slices cut at arrival, taken by ``history`` rows (see _take_bodies); the
-        # event is kept with its entry, so its id is never another's
+        # id(event) -> (event, its fields after the clock, or None): cut at arrival,
+        # taken by ``history`` rows (see _take_bodies); the event is kept with its
+        # entry, so its id is never another's
         self.bodies: dict[int, tuple] = {}
         self._appended = 0  # appends so far (a counter, not a size)
         self._durable = 0  # appends committed
@@ -329,21 +337,23 @@ class Journal:
         when written (``Batch.bodies``, ``sqlite.row_body``): an event's arrival
         flushes before, or with, its compaction.
 
-        What is kept is the slices' own entry (``(event, (canonical CBOR, its
-        fields after the clock))``, None for an event its block could not be
-        sliced for), filed in C calls only: no per-event Python step and no new
-        object, where making each row body here cost a frame's worth of
-        bytecode, a tuple and a bytes per event (the row body is made at
-        compaction from the same two slices). An event never has the id of
-        another event that is alive, so an entry found by ``id(event)`` here is
-        that event's; the entry holds its event, so the id is not reused while
-        it waits."""
+        What is kept is ``(event, its fields after the clock)`` (None for an
+        event its block could not be sliced for), filed by C calls only (map,
+        zip, itemgetter, dict.update): no per-event frame or bytes here, where
+        making each row body cost a frame's worth of bytecode and a bytes per
+        event; the row body is made at compaction from the tail (its head is
+        the kind's, see ``sqlite.row_body``). The tail alone, not the slices'
+        own entry: that would keep the whole canonical CBOR too, about 160
+        bytes more per event held. An event never has the id of another event
+        that is alive, so the entry found by ``id(event)`` is that event's; the
+        kept tuple holds its event, so the id is not reused while it waits."""
         held, self._held = self._held, []
         batch.held = len(held)
         encoded = batch.encoded
         if encoded and held:
             ids = list(map(id, held))
-            self.bodies.update(zip(ids, map(encoded.get, ids), strict=True))
+            tails = map(_TAIL, map(_SLICES, map(encoded.get, ids, repeat(_NO_SLICES))))
+            self.bodies.update(zip(ids, zip(held, tails, strict=True), strict=True))
         if batch.rows:
             batch.bodies = self.bodies
 
@@ -355,7 +365,7 @@ class Journal:
         """Drop the kept bodies of events ``keep(event)`` says left memory some other
         way than compaction (a feed replayed after a conviction): they would never
         be taken."""
-        self.bodies = {k: v for k, v in self.bodies.items() if v is not None and keep(v[0])}
+        self.bodies = {k: v for k, v in self.bodies.items() if keep(v[0])}
 
     # -- reading ---------------------------------------------------------------
     async def read(self, method, *args, **kwargs):

@@ -166,8 +166,8 @@ class Batch:
     # rows of events leaving memory, each written once with its final state:
     # (event, FinalOrder or None: an order's, None for cancels and membership events)
     rows: list = field(default_factory=list)
-    # id(event) -> (event, row body) cut at arrival (see journal.py): each row takes
-    # (pops) its own; one without is encoded
+    # id(event) -> (event, its fields after the clock or None) cut at arrival (see
+    # journal.py): each row takes (pops) its own; one without is encoded
     bodies: dict = field(default_factory=dict)
     fills: list[StoredFill] = field(default_factory=list)
     snapshot: tuple[int, int, bytes] | None = None  # (final, fills_base, body)
@@ -186,27 +186,28 @@ class Batch:
 def _event_body(event, encoded: dict) -> bytes:
     """The event's CBOR without its position (that lives in the key columns):
     ``[tag, fields after the clock...]``. Cut from the event's canonical CBOR
-    in its block when the batch holds it, else encoded."""
-    return row_body(event, encoded.get(id(event)))
+    in its block when the batch holds it (``encoded``, see
+    crdtbook.feedwire.encodings), else encoded."""
+    hit = encoded.get(id(event))
+    return row_body(event, None if hit is None else (hit[0], hit[1][1]))
 
 
-# The row body's first two bytes, by the sliced event's tag byte (``full[1]``):
-# feedwire's pattern slices an order only after ``\x89\x00`` and a cancel only
-# after ``\x86\x01``, and a row's array is three entries shorter (no replica,
+# A row body's first two bytes, by its event's kind: feedwire's pattern slices
+# an order only after ``\x89\x00`` and a cancel only after ``\x86\x01`` (never a
+# membership event), and a row's array is three entries shorter (no replica,
 # seq or clock). bytearrays: a row body made from one is a bytearray, which the
 # sqlite3 module binds as the same BLOB without trying to adapt it (it tries
-# for every ``bytes``: a few thousand instructions a parameter).
-_ROW_HEADS = (bytearray(b"\x86\x00"), bytearray(b"\x83\x01"))
+# for every ``bytes`` and ``None``: a few thousand instructions a parameter).
+_ORDER_HEAD, _CANCEL_HEAD = bytearray(b"\x86\x00"), bytearray(b"\x83\x01")
 
 
 def row_body(event, kept):
-    """The row body of ``event`` from ``kept``, its slices' entry
-    (``(event, (canonical CBOR, fields after the clock))``, see
-    crdtbook.feedwire.encodings), or encoded anew when there is none for this
-    very object. Same bytes either way (a bytearray when cut)."""
-    if kept is not None and kept[0] is event:
-        full, tail = kept[1]
-        return _ROW_HEADS[full[1]] + tail
+    """The row body of ``event`` from ``kept``, ``(event, its fields after the
+    clock)`` as the journal keeps them (see Journal._take_bodies), or encoded
+    anew when there is none for this very object. Same bytes either way (a
+    bytearray when made from the tail)."""
+    if kept is not None and kept[0] is event and kept[1] is not None:
+        return (_ORDER_HEAD if event.kind == ORDER else _CANCEL_HEAD) + kept[1]
     wire = event_to_wire(event)
     return cbor2.dumps([wire[0], *wire[4:]])
 
@@ -364,7 +365,7 @@ class Store:
                 db.executemany(
                     "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
                     # bytearrays: bound as the same BLOBs, without the sqlite3
-                    # module's attempt to adapt each bytes (see _ROW_HEADS)
+                    # module's attempt to adapt each bytes (see _ORDER_HEAD)
                     [(intern(b.replica), b.last, b.first, bytearray(prev), bytearray(h),
                       bytearray(b.sig), bytearray(b.body))
                      for prev, h, b in batch.blocks])
@@ -408,16 +409,15 @@ class Store:
         binds (a few thousand instructions each): the plain rows' statement
         writes their NULL itself."""
         ids, intern, take, codes = self._ids, self._intern, bodies.pop, _STATUS_CODES
-        heads, big = _ROW_HEADS, _INT64
+        order_head, big = _ORDER_HEAD, _INT64
         plain, other = [], []
         for e, o in rows:
             kept = take(id(e), None)
-            if kept is not None and kept[0] is e:  # row_body, written out: once a row
-                full, tail = kept[1]
-                body = heads[full[1]] + tail
-            else:
-                body = row_body(e, None)
             if o is not None:
+                if kept is not None and kept[0] is e and kept[1] is not None:
+                    body = order_head + kept[1]
+                else:
+                    body = row_body(e, None)
                 # one unpacking each (tuple subclasses: each field read is a call)
                 clock, replica, seq, _, _, _, _, _, acct = e
                 _, _, status, filled, reason = o
@@ -432,8 +432,8 @@ class Store:
                                   (ids.get(acct) or intern(acct)) if acct else None,
                                   codes[status], filled, reason))
             else:
-                other.append((e.clock, ids.get(e.replica) or intern(e.replica), e.seq, body,
-                              None, None, None, None))
+                other.append((e.clock, ids.get(e.replica) or intern(e.replica), e.seq,
+                              row_body(e, kept), None, None, None, None))
         return plain, other
 
     def _fill_values(self, fills: list) -> list:
