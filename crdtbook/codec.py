@@ -573,6 +573,58 @@ def _proven_events(items: list, where: str, names: _Names
     return out, store, in_order
 
 
+def _proven_block(items: list, replica: str, first: int, names: _Names
+                  ) -> list[Order | Cancel] | None:
+    """The events of a signed block's body that the scan proved
+    (``cborscan.scan_proving``), each of ``replica`` with seqs ``first``,
+    ``first`` + 1, ... in order; None at anything else, having built nothing
+    the caller keeps: the caller then takes ``events_from_wire`` and its
+    check, which say what is wrong (so no refusal is worded here).
+
+    ``_proven_events``' loop (keep the two alike) less what a block does not
+    need: the events filed under their dots and the replay's proof; and with
+    the block's own rules in it (one replica, consecutive seqs), where the
+    block's decode checked them in two more passes. ``replica`` was checked
+    by the caller (``check_replica``), so an event's equal to it is valid.
+    """
+    if first + len(items) - 1 > MAX_SEQ:
+        return None
+    out: list = []
+    append = out.append
+    accounts = names.accounts
+    seq_expected = first
+    for item in items:
+        if len(item) == 9:
+            _, origin, seq, clock, side, kind, price, qty, account = item
+            if (
+                seq == seq_expected and origin == replica
+                and 0 < clock <= MAX_CLOCK and side < 2 and kind < 5 and 0 < qty <= MAX_UNITS
+                and ((0 < price <= MAX_UNITS) if kind != 1 else price == 0)
+            ):
+                try:  # a subscript, not get(): a string first seen is checked below
+                    account = accounts[account]
+                except KeyError:
+                    account = names.account(account)
+                    if account is None:
+                        return None
+                append(_new(Order, (clock, replica, seq, ORDER, SIDES[side], TYPES[kind],
+                                    price, qty, account)))
+                seq_expected += 1
+                continue
+            return None
+        _, origin, seq, clock, target_replica, target_seq = item
+        if (seq == seq_expected and origin == replica and 0 < clock <= MAX_CLOCK
+                and 0 < target_seq <= MAX_SEQ):
+            target_replica = names.replica(target_replica)
+            if target_replica is not None:
+                append(_new(Cancel, (clock, replica, seq, CANCEL, target_replica,
+                                     target_seq)))
+                seq_expected += 1
+                continue
+        return None
+    return out
+
+
 class _Names:
     """Validated strings of one message, each kept once (shared by its events).
 

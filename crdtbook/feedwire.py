@@ -54,7 +54,7 @@ from .codec import (
     _name,
     _Names,
     _pairs,
-    _proven_events,
+    _proven_block,
     _total,
     context_from_wire,
     context_to_wire,
@@ -225,10 +225,12 @@ def block_from_wire(item: object, where: str, names: _Names | None = None) -> Bl
     items = _list(items, f"{where} body", MAX_EVENTS)
     if not items:
         raise CodecError(f"{where} holds no events")
+    names = names or _Names()
     if proven and len(items) >= _LONG:  # then it is the array the scan proved
-        events = _proven_events(items, f"{where} event", names or _Names())[0]
-    else:
-        events = events_from_wire(items, f"{where} event", names or _Names())
+        events = _proven_block(items, replica, first, names)
+        if events is not None:
+            return Block(replica, first, first + len(events) - 1, body, sig, tuple(events))
+    events = events_from_wire(items, f"{where} event", names)
     if (not all(map(replica.__eq__, map(_replica, events)))
             or list(map(_seq, events)) != list(range(first, first + len(events)))):
         for i, event in enumerate(events):

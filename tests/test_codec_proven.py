@@ -7,6 +7,9 @@ speed: for any such message the same delta, or the same refusal in the same
 words, as ``events_from_wire``'s way. Fields are drawn at and across every
 range edge, with ids and accounts valid and not; the proof must hold for
 most of them, and must not for messages holding a second long array.
+A signed block's proven body (``feedwire.block_from_wire``, built by
+``codec._proven_block``) is held the same way to ``events_from_wire`` and
+the block's replica and seq check.
 """
 
 from __future__ import annotations
@@ -192,8 +195,9 @@ def proven_block(item: list, where: str = "block 0") -> tuple:
 @given(EVENTS, st.randoms(use_true_random=False))
 def test_a_blocks_proven_body_decodes_as_the_plain_way(items, rnd):
     """A block's body of 24 events or more that the scan proves is decoded without
-    type tests (``_proven_events``): the same events, or the same refusal in the
-    same words, as ``events_from_wire``'s way; the replica and seqs checked alike."""
+    type tests, its replica and seqs checked in the same loop (``_proven_block``;
+    anything irregular goes the plain way): the same events, or the same refusal
+    in the same words, as ``events_from_wire``'s way and the block's check after it."""
     replica = rnd.choice(VALID_IDS)
     first = rnd.choice((1, 2, 40, MAX_SEQ - 100))
     if rnd.random() < 0.8:  # a block as a member seals it, but for one field at an edge
@@ -221,3 +225,45 @@ def test_a_blocks_proven_body_decodes_as_the_plain_way(items, rnd):
     if len(items) >= 24 and all(fits_the_pattern(i) and (i[0] == 1 or max(i[4], i[5]) < 24)
                                 for i in items):
         assert scan_proving(item[2])  # the proven way was the one taken
+
+
+def test_every_field_of_a_block_at_every_edge_decodes_as_the_plain_way():
+    """One field of one event of a valid proven block set to each edge in turn
+    (every one the pattern still takes), with the block's first seq at 1 and
+    where its last seq is MAX_SEQ: the same block or refusal as the plain way."""
+    replica = "a" * 32
+
+    def valid(first: int) -> list:
+        items = []
+        for seq in range(first, first + 30):
+            if seq % 5 == 0:
+                items.append([1, replica, seq, 10 + seq % 1000, replica, 1])
+            else:
+                items.append([0, replica, seq, 10 + seq % 1000, seq % 2, (0, 2, 3, 4)[seq % 4],
+                              7 * 10**8, 3 * 10**8, "desk-1"])
+        for seq, item in enumerate(items):  # clocks rising along the block
+            item[3] = 10 + seq
+        items[3][5], items[3][6] = 1, 0  # a market order (price 0)
+        return items
+
+    strings = (replica, "vf3fs4ki6xjhhjix2auvgs2rnlndr3lz", "d" * 31 + " ", "-" + "b" * 31,
+               "tab\there", "", "x" * 23)
+    checked = taken = 0
+    for first in (1, MAX_SEQ - 29):
+        good = [replica, first, cbor2.dumps(valid(first), canonical=True), b"s" * 64]
+        assert proven_block(good)[0] == "block" and scan_proving(good[2])
+        for index in (3, 4, 5, 29):  # a market order, two limit orders, a cancel
+            for field in range(1, len(valid(first)[index])):
+                for value in (*EDGES, *strings):
+                    items = valid(first)
+                    if isinstance(items[index][field], str) != isinstance(value, str):
+                        continue
+                    items[index][field] = value
+                    item = [replica, first, cbor2.dumps(items, canonical=True), b"s" * 64]
+                    if not scan_proving(item[2]):
+                        continue
+                    fast = proven_block(item)
+                    assert fast == plain_block(item), (first, index, field, value)
+                    checked += 1
+                    taken += fast[0] == "block"
+    assert checked > 300 and taken > 20
