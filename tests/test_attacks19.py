@@ -706,7 +706,9 @@ def _block_outcome(feedwire, codec, item: list) -> tuple:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(items=st.lists(st.one_of(ORDER, ORDER, ORDER, CANCEL), min_size=1, max_size=60),
+@given(items=st.one_of(st.lists(st.one_of(ORDER, ORDER, ORDER, CANCEL), min_size=1, max_size=23),
+                      st.lists(st.one_of(ORDER, ORDER, ORDER, CANCEL), min_size=24,
+                               max_size=60)),  # 24 or more: the scan's proof
        rnd=st.randoms(use_true_random=False),
        mutation=st.one_of(st.none(), st.tuples(st.integers(0, 10**6), st.integers(0, 255))))
 def test_a_block_body_decodes_as_before_the_pass(pre, items, rnd, mutation):
