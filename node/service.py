@@ -103,6 +103,9 @@ class NodeConfig:
     insecure_no_auth: bool = False
     rate_limit: float = 1000.0  # orders (and cancels) per second per account; 0: unlimited
     rate_burst: int = 2000
+    # pushes to peers over one WebSocket each (cluster/pushstream.py), and /peer/stream
+    # served; off: every push is an HTTP request, and /peer/stream answers 404
+    peer_stream: bool = True
 
 
 class ProtectedMode(Exception):
@@ -291,7 +294,11 @@ class Node:
         secretfile.warn_if_readable(jointoken.path(self.store.directory),
                                     "join_token.readable_by_others")
         self.stats = {"pushed_events": 0, "push_requests": 0, "pulled_events": 0,
-                      "pull_requests": 0, "wire_bytes": 0}
+                      "pull_requests": 0, "wire_bytes": 0,
+                      "stream_pushes": 0}  # of push_requests: over a peer stream
+        # peers' streams served here (cluster/peerstream.py): open now, pushes answered
+        self.streams_open = 0
+        self.stream_pushes_answered = 0
         self.metrics = Metrics(self)  # this node's own registry (GET /metrics)
         self.journal.timed = self.metrics.commit_seconds.observe
 

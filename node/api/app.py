@@ -43,8 +43,8 @@ from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
 from .. import logs, metrics
-from ..asgi import BadRequest, Request, Response, _read_body, dumps, serve_asgi
-from ..cluster import admission, gossip, registry
+from ..asgi import PEER_STREAM, BadRequest, Request, Response, _read_body, dumps, serve_asgi
+from ..cluster import admission, gossip, peerstream, registry
 from ..cluster.peerapi import PeerAPI
 from ..service import Node, account_json
 from ..store import admintoken
@@ -133,6 +133,9 @@ class App:
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
         if scope["type"] == "websocket":
+            if scope.get("path") == PEER_STREAM:
+                await peerstream.serve(self.peer, scope, receive, send)
+                return
             await websocket.serve(self.node, scope, receive, send)
             return
         await serve_asgi(scope, receive, send, self.respond)
