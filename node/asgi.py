@@ -349,6 +349,7 @@ class FramesAtOnce(ws_stream.WSStream):
         self._scope = scope
         if scope.get("path") == PEER_STREAM:  # (set before the app is started)
             self.buffer = _ChargedBuffer(PEER_MAX_MESSAGE)
+            scope["extensions"][PARTIAL] = {"partial": self.buffer.partial}
 
     async def app_send(self, message) -> None:
         if message is None and type(self.buffer) is _ChargedBuffer:
@@ -366,8 +367,10 @@ class FramesAtOnce(ws_stream.WSStream):
         await self.send(Data(stream_id=self.stream_id, data=data))
 
 
-# The key of a peer stream's message that holds its ``Charge``.
+# The key of a peer stream's message that holds its ``Charge``, and the scope extension
+# that tells its app of a message begun (``_ChargedBuffer.partial``).
 CHARGE = "crdtbook.charge"
+PARTIAL = "crdtbook.partial_message"
 
 
 class Charge:
@@ -398,12 +401,21 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
 
     def __init__(self, max_length: int) -> None:
         super().__init__(max_length)
-        self.charge: Charge | None = None
+        self.charge: Charge | None = None  # of the message begun, if any
+        self.began = 0.0  # when its first frame came
         self.charges: list[Charge] = []  # handed over and maybe not released yet
         self.over = False
 
+    def partial(self) -> tuple[float, int] | None:
+        """(when its first frame came, bytes so far) of a message begun and not yet
+        whole: the app ends a connection whose message takes too long (a peer
+        that stalls mid-message would hold its charge for ever; its pongs keep
+        the connection from going idle)."""
+        return None if self.charge is None else (self.began, self.length)
+
     def extend(self, event) -> None:
         if self.charge is None:
+            self.began = trio.current_time()
             self.charge = Charge()
             self.charges.append(self.charge)
             if len(self.charges) > 64:  # forget those released (size 0)

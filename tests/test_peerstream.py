@@ -14,11 +14,13 @@ import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request
 
 from crdtbook.feedwire import encode_blocks
 from node import asgi
 from node.api.requests import OrderRequest
-from node.cluster import peerauth, streamwire
+from node.cluster import peerauth, peerstream, streamwire
 
 from .nodes import client, converged, eventually, start, trading_events, views
 from .procs import NodeProcess
@@ -233,3 +235,39 @@ async def test_the_sender_reconnects_to_a_receiver_killed_and_restarted(nursery,
             assert trading_events(a.node) == placed
     finally:
         receiver.kill()
+
+
+async def test_a_message_that_stalls_midway_closes_the_stream_and_gives_its_bytes_back(
+        nursery, monkeypatch):
+    monkeypatch.setattr(peerstream, "MESSAGE_GRACE_S", 0.3)
+    monkeypatch.setattr(peerstream, "WATCH_EVERY_S", 0.1)
+    a = await start(nursery)
+    before = trace(a.node)
+    stream = await trio.open_tcp_stream("127.0.0.1", int(a.url.rsplit(":", 1)[1]))
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host="127.0.0.1", target=asgi.PEER_STREAM,
+                                          extra_headers=peer_headers("p"))))
+    events: list = []
+
+    async def read_until(kind) -> object:
+        while True:
+            for event in ws.events():
+                events.append(event)
+                if isinstance(event, Ping):
+                    await stream.send_all(ws.send(event.response()))  # a live peer, pongs
+                if isinstance(event, kind):
+                    return event
+            data = await stream.receive_some(65536)
+            if not data:
+                raise AssertionError(f"closed without {kind.__name__}: {events}")
+            ws.receive_data(data)
+
+    await read_until(AcceptConnection)
+    await stream.send_all(ws.send(BytesMessage(data=b"\0" * 100_000, message_finished=False)))
+    await eventually(lambda: asgi._InFlight.held >= 100_000)
+    closed = await read_until(CloseConnection)  # (the rest never comes)
+    assert closed.code == 1008
+    await eventually(lambda: asgi._InFlight.held == 0)
+    await eventually(lambda: a.node.streams_open == 0)
+    assert trace(a.node) == before
+    await stream.aclose()

@@ -45,10 +45,13 @@ import trio
 from .. import httpserve, logs
 from ..api import orderentry
 from ..api.websocket import IDLE_S
-from ..asgi import CHARGE, BadRequest, dumps, queued_first
+from ..asgi import BODY_GRACE_S, BODY_S_PER_MIB, CHARGE, PARTIAL, BadRequest, dumps, queued_first
 from . import peerauth, streamwire
 
 IN_FLIGHT = 8  # pushes of one connection handled at once
+# a message must be whole this long after its first frame, plus this per MiB (as a body
+# over HTTP must, asgi._read_body); looked at this often
+MESSAGE_GRACE_S, MESSAGE_S_PER_MIB, WATCH_EVERY_S = BODY_GRACE_S, BODY_S_PER_MIB, 1.0
 MAX_STREAMS = 256  # peer streams served at once (a node has one per peer pushing to it)
 FRAME_HEAD = 10  # bytes a server's binary frame head takes (up to 64 KiB: 4), counted as sent
 RECEIPT = peerauth.HEADER
@@ -81,7 +84,8 @@ async def serve(api, scope: dict, receive, send) -> None:
             guard.idle_after(IDLE_S)
         await send({"type": "websocket.accept",
                     "headers": [(b"x-crdtbook-replica", node.id.encode())]})
-        await Connection(api, headers, send).run(receive)
+        partial = (scope.get("extensions") or {}).get(PARTIAL, {}).get("partial")
+        await Connection(api, headers, send).run(receive, partial)
     finally:
         node.streams_open -= 1
 
@@ -96,22 +100,41 @@ class Connection:
         self.receipt_headers = named | {"x-crdtbook-ack": "1"}
         self._send = send
         self.closed = False
+        self.watching = trio.CancelScope()  # the watch of messages begun (run)
 
-    async def run(self, receive) -> None:
+    async def run(self, receive, partial=None) -> None:
         receive = queued_first(receive)
         slots = trio.Semaphore(IN_FLIGHT)
         async with trio.open_nursery() as nursery:
-            while not self.closed:
-                await slots.acquire()  # at the bound: read nothing more until one is answered
-                message: dict | None = None
-                started = False
-                try:
-                    message = await receive()
-                    started = await self._take(message, nursery, slots)
-                finally:
-                    if not started:  # else the push's task releases both
-                        _release(message.get(CHARGE) if message else None)
-                        slots.release()
+            with trio.CancelScope() as reading:
+                if partial is not None:
+                    nursery.start_soon(self._watch, partial, reading)
+                while not self.closed:
+                    await slots.acquire()  # at the bound: read nothing more until one is answered
+                    message: dict | None = None
+                    started = False
+                    try:
+                        message = await receive()
+                        started = await self._take(message, nursery, slots)
+                    finally:
+                        if not started:  # else the push's task releases both
+                            _release(message.get(CHARGE) if message else None)
+                            slots.release()
+            self.closed = True
+            self.watching.cancel()
+
+    async def _watch(self, partial, reading: trio.CancelScope) -> None:
+        """End the connection when a message begun does not come whole in time."""
+        with self.watching:
+            while True:
+                await trio.sleep(WATCH_EVERY_S)
+                begun = partial()
+                if begun is not None and trio.current_time() - begun[0] > (
+                        MESSAGE_GRACE_S + MESSAGE_S_PER_MIB * begun[1] / (1024 * 1024)):
+                    logs.info("peer.stream_too_slow", peer=self.peer, bytes=begun[1])
+                    await self._close(1008, "a message did not arrive in time")
+                    reading.cancel()
+                    return
 
     async def _take(self, message: dict, nursery: trio.Nursery, slots) -> bool:
         """Start the handling of a push message; False if there was none to handle."""
