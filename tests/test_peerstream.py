@@ -311,3 +311,12 @@ async def test_a_peer_that_sends_on_past_a_refused_message_is_cut_off(nursery, m
     assert asgi._InFlight.held == 0
     assert trace(a.node) == before
     await stream.aclose()
+
+
+async def test_a_stopping_node_closes_its_peers_streams_going_away(nursery):
+    a = await start(nursery)
+    async with open_websocket_url(ws_url(a), extra_headers=peer_headers("p")) as ws:
+        nursery.start_soon(a.stop)
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1001

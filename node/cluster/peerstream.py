@@ -107,8 +107,7 @@ class Connection:
         slots = trio.Semaphore(IN_FLIGHT)
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as reading:
-                if buffer is not None:
-                    nursery.start_soon(self._watch, buffer, reading)
+                nursery.start_soon(self._watch, buffer, reading)
                 while not self.closed:
                     await slots.acquire()  # at the bound: read nothing more until one is answered
                     message: dict | None = None
@@ -124,12 +123,21 @@ class Connection:
             self.watching.cancel()
 
     async def _watch(self, buffer, reading: trio.CancelScope) -> None:
-        """End the connection when a message begun does not come whole in time, or
-        when hypercorn refused one (too large: it sent the 1009 close and hands the
-        app nothing more; the connection ends when the app does)."""
+        """End the connection when a message begun does not come whole in time, when
+        hypercorn refused one (too large: it sent the 1009 close and hands the app
+        nothing more; the connection ends when the app does), or when the node
+        stops."""
+        stopping = self.api.node.stop_begun
         with self.watching:
             while True:
-                await trio.sleep(WATCH_EVERY_S)
+                with trio.move_on_after(WATCH_EVERY_S):
+                    await stopping.wait()
+                if stopping.is_set():  # (hypercorn would wait its grace time for it)
+                    await self._close(1001, "the node is stopping")
+                    reading.cancel()
+                    return
+                if buffer is None:  # (not hypercorn with asgi.FramesAtOnce)
+                    continue
                 if buffer.refused:
                     self.closed = True
                     reading.cancel()
