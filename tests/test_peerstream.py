@@ -320,3 +320,59 @@ async def test_a_stopping_node_closes_its_peers_streams_going_away(nursery):
         with pytest.raises(ConnectionClosed) as closed:
             await ws.get_message()
     assert closed.value.reason.code == 1001
+
+
+class DeafPeer:
+    """A peer that takes connections and never answers; counts its upgrades to
+    ``/peer/stream``, and how many were open at once."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.upgrades = self.open = self.most_open = 0
+
+    async def serve(self, nursery) -> str:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        return self.url
+
+    async def _handle(self, stream) -> None:
+        upgrade = False
+        try:
+            head = await stream.receive_some(65536)
+            upgrade = head.startswith(b"GET /peer/stream ")
+            if upgrade:
+                self.upgrades += 1
+                self.open += 1
+                self.most_open = max(self.most_open, self.open)
+            while await stream.receive_some(65536):  # until the caller gives up
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            if upgrade:
+                self.open -= 1
+            await stream.aclose()
+
+
+async def test_a_peer_that_never_answers_the_upgrade_holds_one_connection(nursery, tmp_path):
+    """Pushes in flight to a peer that never answers wait for one connection (each
+    within its time bound), a timeout closes it, and a later push opens the next;
+    the node answers its clients meanwhile."""
+    deaf = DeafPeer()
+    await deaf.serve(nursery)
+    a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    a.node.add_peer(deaf.url, sticky=True)
+    await eventually(lambda: a.node.peers[deaf.url].started)
+    placed = 0
+
+    async def tried_again() -> bool:
+        nonlocal placed
+        async with client() as http:  # (each order answered: the deaf peer holds nothing)
+            await submit(http, a.url, "buy", "1", str(10 + placed % 5))
+        placed += 1
+        return deaf.upgrades >= 2
+
+    await eventually(tried_again, timeout=30, interval=0.1)
+    assert deaf.most_open == 1
+    assert a.node.stats["stream_pushes"] == 0
