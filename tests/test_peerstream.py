@@ -82,15 +82,30 @@ async def test_a_cluster_converges_with_its_pushes_over_the_stream(nursery):
     assert all(r.node.streams_open == 2 for r in (a, b, c))
 
 
-async def test_replicated_acknowledgements_come_from_signed_receipts_over_the_stream(nursery):
+async def test_replicated_acknowledgements_with_receipts_over_the_stream(nursery, monkeypatch):
     a = await start(nursery)
     b = await start(nursery, a.url)
     await eventually(lambda: len(a.node.peers) == 1 and len(b.node.peers) == 1)
+    checked = []  # answer_from of pushes (an empty answer body) at the sender
+    real = peerauth.answer_from
+
+    def answer_from(node, replica, signature, body, answer) -> bool:
+        good = real(node, replica, signature, body, answer)
+        if answer == b"" and node is a.node:
+            checked.append(good)
+        return good
+
+    monkeypatch.setattr(peerauth, "answer_from", answer_from)
     async with client() as http:
-        r = await http.post(f"{a.url}/orders?ack=replicated&timeout=10",
-                            json={"side": "buy", "qty": "1", "price": "10"})
-        assert r.status_code == 201, r.text
+        for price in ("10", "11", "12"):
+            r = await http.post(f"{a.url}/orders?ack=replicated&timeout=8",
+                                json={"side": "buy", "qty": "1", "price": price})
+            assert r.status_code == 201, r.text
+            assert r.json()["replicated"], r.text
     assert a.node.stats["stream_pushes"] == a.node.stats["push_requests"] > 0
+    # a receipt came back signed by b and checked good (a push with none asked, or
+    # one b could not give, checks False: not every push carries one)
+    assert any(checked)
 
 
 async def test_a_receipt_over_the_stream_is_signed_by_the_receiver(nursery):
