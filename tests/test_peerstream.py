@@ -76,10 +76,10 @@ async def test_a_cluster_converges_with_its_pushes_over_the_stream(nursery):
         stats = r.node.stats
         assert stats["stream_pushes"] > 0
         assert stats["stream_pushes"] == stats["push_requests"]  # none over HTTP
-    # each receiver answered them over its streams: one connection per peer pushing to it
+    # the receivers answered them over their streams (and maybe some whose answer came
+    # too late: a push timed out on a loaded machine reconnects)
     assert sum(r.node.stream_pushes_answered for r in (a, b, c)) >= sum(
         r.node.stats["stream_pushes"] for r in (a, b, c))
-    assert all(r.node.streams_open == 2 for r in (a, b, c))
 
 
 async def test_replicated_acknowledgements_with_receipts_over_the_stream(nursery, monkeypatch):
