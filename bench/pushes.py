@@ -1,7 +1,7 @@
 """Benchmark of one push between two nodes: CPU per push of the sender and the receiver.
 
 Usage: python bench/pushes.py [--events K ...] [--pushes N] [--instructions]
-                              [--baseline REV] [--json]
+                              [--transport http|stream ...] [--baseline REV] [--json]
 
 A durable node (a subprocess, fsync on: a push is answered once durable)
 takes N pushes (default 600) from a member this script plays in process:
@@ -11,7 +11,15 @@ commit's worth of orders) are signed and encoded before the clock starts,
 then sent one after the other as a node's sender does (``gossip.post`` with
 the client a node of that code makes, waiting for each 204). Prints, per
 push, the receiver's CPU (from /proc, its event loop's thread and the rest)
-and the sender's own (``time.process_time``: its HTTP client and the wait).
+and the sender's own (``time.process_time``: its HTTP client and the wait),
+and the wall time per push (sent one after the other: each waits for the
+receiver's commit).
+
+``--transport`` (default: both, each against a node of its own) says how
+the pushes travel: ``http``, one ``POST /peer/push`` each, or ``stream``, one
+binary message each on one WebSocket kept open to ``/peer/stream``
+(node/cluster/pushstream.py, as a node's sender keeps one per peer; a
+revision without it is measured over ``http`` only).
 
 ``--instructions`` counts instead what no load on the machine moves: the
 receiver runs under valgrind's callgrind, once for N and once for 2N
@@ -92,7 +100,8 @@ def _client():
     return PeerClient(), "peerhttp"
 
 
-def sender(url: str, token: str, events: int, pushes: int, pid: int) -> dict:
+def sender(url: str, token: str, events: int, pushes: int, pid: int,
+           transport: str = "http") -> dict:
     """This process plays the member: join, build the pushes, send them; CPU per push."""
     import trio
 
@@ -126,21 +135,37 @@ def sender(url: str, token: str, events: int, pushes: int, pid: int) -> dict:
 
     async def run() -> dict:
         client, kind = _client()
-        async with client:
+        async with client, trio.open_nursery() as nursery:
             join = admission.request(signer, "default", token, int(time.time() * 1000))
             await gossip.post(client, url + "/peer/join", join,
                               {"content-type": "application/cbor"}, 60, 1 << 26)
             await trio.sleep(0.01)  # the orders are stamped after the join
             made = bodies(WARM + pushes)
+            if transport == "stream":
+                from node.cluster import pushstream
+
+                link = await pushstream.connect(url, signer.id, "default")
+                nursery.start_soon(link.read)
+                kind = "pushstream"
+
+                async def push(body: bytes) -> None:
+                    with trio.fail_after(120):
+                        answer = await link.exchange(body, False)
+                    assert answer.status_code == 204, answer.content
+            else:
+                async def push(body: bytes) -> None:
+                    await gossip.post(client, url + "/peer/push", body, headers, 120, 65536,
+                                      expect=204)
             for body in made[:WARM]:
-                await gossip.post(client, url + "/peer/push", body, headers, 120, 65536,
-                                  expect=204)
-            before, own = _cpu(pid), time.process_time()
+                await push(body)
+            before, own, wall = _cpu(pid), time.process_time(), time.perf_counter()
             for body in made[WARM:]:
-                await gossip.post(client, url + "/peer/push", body, headers, 120, 65536,
-                                  expect=204)
+                await push(body)
             own, after = time.process_time() - own, _cpu(pid)
+            wall = time.perf_counter() - wall
+            nursery.cancel_scope.cancel()
         return {"client": kind, "sender_us": own / pushes * 1e6,
+                "wall_us": wall / pushes * 1e6,
                 "receiver_main_us": (after["main"] - before["main"]) / TICK / pushes * 1e6,
                 "receiver_threads_us": (after["threads"] - before["threads"]) / TICK
                 / pushes * 1e6}
@@ -148,7 +173,8 @@ def sender(url: str, token: str, events: int, pushes: int, pid: int) -> dict:
     return trio.run(run)
 
 
-def one(code: str, events: int, pushes: int, callgrind: str | None = None) -> dict:
+def one(code: str, events: int, pushes: int, callgrind: str | None = None,
+        transport: str = "http") -> dict:
     """A receiver of ``code`` and a sender of ``code`` (a subprocess on that tree)."""
     token = "crdtbook-join-" + "0123456789abcdef" * 2
     data = tempfile.mkdtemp(prefix="crdtbook-bench-pushes-")
@@ -156,7 +182,7 @@ def one(code: str, events: int, pushes: int, callgrind: str | None = None) -> di
     try:
         child = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "pushes.py"), "--sender", url, token,
-             str(events), str(pushes), str(proc.pid)],
+             str(events), str(pushes), str(proc.pid), transport],
             cwd=code, env=dict(os.environ, PYTHONPATH=code), capture_output=True, text=True)
         if child.returncode:
             raise SystemExit(f"the sender failed:\n{child.stderr[-2000:]}")
@@ -169,24 +195,30 @@ def one(code: str, events: int, pushes: int, callgrind: str | None = None) -> di
 
 def measure(code: str, name: str, args, out_dir: str) -> dict:
     result: dict = {}
+    streams = (Path(code) / "node" / "cluster" / "pushstream.py").exists()
     for events in args.events:
-        print(f"{name}: pushes of {events} orders", file=sys.stderr, flush=True)
-        key = f"{name}_{events}"
-        if args.instructions:
-            counts = []
-            for n in (args.pushes, 2 * args.pushes):
-                path = os.path.join(out_dir, f"callgrind.{name}.{events}.{n}")
-                one(code, events, n, path)
-                counts.append(callgrind.total(path))
-            result[f"{key}_receiver_instructions_per_push"] = round(
-                (counts[1] - counts[0]) / args.pushes)
-            continue
-        figures = one(code, events, args.pushes)
-        result[f"{key}_client"] = figures["client"]
-        result[f"{key}_sender_cpu_us_per_push"] = round(figures["sender_us"])
-        result[f"{key}_receiver_cpu_us_per_push"] = round(figures["receiver_main_us"]
-                                                          + figures["receiver_threads_us"])
-        result[f"{key}_receiver_loop_cpu_us_per_push"] = round(figures["receiver_main_us"])
+        for transport in args.transport:
+            if transport == "stream" and not streams:
+                continue
+            print(f"{name}: pushes of {events} orders over {transport}", file=sys.stderr,
+                  flush=True)
+            key = f"{name}_{transport}_{events}"
+            if args.instructions:
+                counts = []
+                for n in (args.pushes, 2 * args.pushes):
+                    path = os.path.join(out_dir, f"callgrind.{name}.{transport}.{events}.{n}")
+                    one(code, events, n, path, transport)
+                    counts.append(callgrind.total(path))
+                result[f"{key}_receiver_instructions_per_push"] = round(
+                    (counts[1] - counts[0]) / args.pushes)
+                continue
+            figures = one(code, events, args.pushes, transport=transport)
+            result[f"{key}_client"] = figures["client"]
+            result[f"{key}_sender_cpu_us_per_push"] = round(figures["sender_us"])
+            result[f"{key}_receiver_cpu_us_per_push"] = round(figures["receiver_main_us"]
+                                                              + figures["receiver_threads_us"])
+            result[f"{key}_receiver_loop_cpu_us_per_push"] = round(figures["receiver_main_us"])
+            result[f"{key}_wall_us_per_push"] = round(figures["wall_us"])
     return result
 
 
@@ -194,13 +226,16 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--sender"]:  # the sender half, on the tree it runs in
         url, token, events, pushes, pid = argv[1:6]
+        transport = argv[6] if len(argv) > 6 else "http"
         sys.path.insert(0, os.getcwd())
-        print(json.dumps(sender(url, token, int(events), int(pushes), int(pid))))
+        print(json.dumps(sender(url, token, int(events), int(pushes), int(pid), transport)))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--pushes", type=int, default=600)
     parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--transport", nargs="+", choices=("http", "stream"),
+                        default=["http", "stream"])
     parser.add_argument("--baseline", metavar="REV", default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -17,7 +17,14 @@ every HTTP surface: status, short error code, human detail (cut to
 ``MAX_DETAIL`` characters, so nothing a client sent is echoed back whole).
 
 WebSocket messages are bounded by hypercorn (``websocket_max_message_size``)
-after they are inflated; its permessage-deflate (wsproto's) inflates each
+after they are inflated, except on ``PEER_STREAM``, where a message is a
+peer's push and may be as large as one over HTTP (``PEER_MAX_MESSAGE``):
+there every byte of a message counts against the node-wide budget of
+request bodies (``MAX_BODIES_IN_FLIGHT``, as a push's body over HTTP does)
+from its first frame until the app is done with it (``Charge``), so many
+peers' connections each filling hypercorn's queue with large messages hold
+that budget at most; a message that would pass it ends its connection
+(1009). hypercorn's permessage-deflate (wsproto's) inflates each
 chunk without a bound first, so 64 KiB on the wire could become tens of
 MiB in memory before the size check. ``BoundedDeflate`` takes its place in
 hypercorn's handshake: a chunk that inflates past ``WS_MAX_MESSAGE`` ends
@@ -58,6 +65,8 @@ BODY_S_PER_MIB = 1.0
 MAX_BODIES_IN_FLIGHT = 64 * 1024 * 1024  # bytes of request bodies held at once, node-wide
 WS_MAX_MESSAGE = 64 * 1024  # bytes of one WebSocket message from a client (1009 beyond)
 WS_PING_EVERY_S = 20.0  # hypercorn pings WebSocket clients; their pongs keep them alive
+PEER_STREAM = "/peer/stream"  # peers' pushes over one WebSocket (cluster/peerstream.py)
+PEER_MAX_MESSAGE = 16 * 1024 * 1024  # bytes of one message there: a push's body limit
 # Bodies of at most 4 digits of Content-Length (under 10,000 bytes: an order, a command)
 # are taken as queued; larger ones (a peer's push) checkpoint at every chunk, as before,
 # so that many large bodies read at once leave their turn to other requests.
@@ -338,8 +347,13 @@ class FramesAtOnce(ws_stream.WSStream):
     def scope(self, scope: dict) -> None:
         scope.setdefault("extensions", {})[SEND_MANY] = {}
         self._scope = scope
+        if scope.get("path") == PEER_STREAM:  # (set before the app is started)
+            self.buffer = _ChargedBuffer(PEER_MAX_MESSAGE)
+            scope["extensions"][PARTIAL] = {"buffer": self.buffer}
 
     async def app_send(self, message) -> None:
+        if message is None and type(self.buffer) is _ChargedBuffer:
+            self.buffer.release_all()  # the app is done: what it never took counts no more
         if message is None or message["type"] != SEND_MANY:
             await super().app_send(message)
             return
@@ -351,6 +365,92 @@ class FramesAtOnce(ws_stream.WSStream):
         except LocalProtocolError:  # closing: as hypercorn drops a frame then
             return
         await self.send(Data(stream_id=self.stream_id, data=data))
+
+
+# The key of a peer stream's message that holds its ``Charge``, and the scope extension
+# that shows its app the message being received (``_ChargedBuffer``).
+CHARGE = "crdtbook.charge"
+PARTIAL = "crdtbook.partial_message"
+
+
+class Charge:
+    """Bytes of one WebSocket message held against ``MAX_BODIES_IN_FLIGHT``."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def add(self, size: int) -> bool:
+        if _InFlight.held + size > MAX_BODIES_IN_FLIGHT:
+            return False
+        self.size += size
+        _InFlight.held += size
+        return True
+
+    def release(self) -> None:
+        """(Again: nothing more.)"""
+        _InFlight.held -= self.size
+        self.size = 0
+
+
+class _ChargedBuffer(ws_stream.WebsocketBuffer):
+    """hypercorn's buffer of the message being received, charging its bytes (module
+    docstring). The message handed to the app carries its ``Charge`` (``CHARGE``);
+    the app releases it when done, and ``release_all`` whatever it never took.
+
+    Past its bound (the size, or the budget) it raises hypercorn's
+    FrameTooLargeError (hypercorn sends a 1009 close) and is ``refused`` from
+    then on: its bytes are given back at once and nothing more is charged
+    (a peer that never completes the close, and sends on, could otherwise
+    hold the budget), and the app, which hypercorn does not tell, ends the
+    connection when it sees that (peerstream.py)."""
+
+    def __init__(self, max_length: int) -> None:
+        super().__init__(max_length)
+        self.charge: Charge | None = None  # of the message begun, if any
+        self.began = 0.0  # when its first frame came
+        self.charges: list[Charge] = []  # handed over and maybe not released yet
+        self.refused = False
+
+    def partial(self) -> tuple[float, int] | None:
+        """(when its first frame came, bytes so far) of a message begun and not yet
+        whole: the app ends a connection whose message takes too long (a peer
+        that stalls mid-message would hold its charge for ever; its pongs keep
+        the connection from going idle)."""
+        return None if self.charge is None else (self.began, self.length)
+
+    def extend(self, event) -> None:
+        if self.refused:
+            raise ws_stream.FrameTooLargeError()
+        if self.charge is None:
+            self.began = trio.current_time()
+            self.charge = Charge()
+            self.charges.append(self.charge)
+            if len(self.charges) > 64:  # forget those released (size 0)
+                self.charges = [c for c in self.charges if c.size]
+        try:
+            if not self.charge.add(len(event.data)):
+                raise ws_stream.FrameTooLargeError()
+            super().extend(event)
+        except ws_stream.FrameTooLargeError:
+            self.refused = True
+            self.charge.release()
+            self.charge = None
+            raise
+
+    def to_message(self) -> dict:
+        message = super().to_message()
+        message[CHARGE] = self.charge
+        self.charge = None
+        return message
+
+    def release_all(self) -> None:
+        self.refused = True
+        for charge in self.charges:
+            charge.release()
+        self.charges = []
+        self.charge = None
 
 
 # what hypercorn's HTTP/1 connections create for an upgrade (the node speaks no

@@ -105,6 +105,11 @@ class NodeConfig:
     insecure_no_auth: bool = False
     rate_limit: float = 1000.0  # orders (and cancels) per second per account; 0: unlimited
     rate_burst: int = 2000
+    # pushes to peers over one WebSocket each (cluster/pushstream.py), and /peer/stream
+    # served (--peer-stream); off: every push is an HTTP request, and /peer/stream
+    # answers 404. Off by default: cheaper per push, not yet per order in the cluster
+    # (docs/performance.md, the peers' transport, ninth pass)
+    peer_stream: bool = False
 
 
 class ProtectedMode(Exception):
@@ -247,6 +252,7 @@ class Node:
         self.replicated = trio.Event()  # replaced whenever peer_holds grows
         self.stop_requested = trio.Event()  # set by `crdtbook leave` once it is done
         self.stopping = False  # set once a stop begins: peers failing then is expected
+        self.stop_begun = trio.Event()  # ... and this: peers' streams end (peerstream.py)
         # history that compaction took out of memory but the journal has not committed yet
         self.unflushed_orders: dict[tuple[str, int], tuple] = {}
         self.unflushed_fills: list = []
@@ -293,7 +299,11 @@ class Node:
         secretfile.warn_if_readable(jointoken.path(self.store.directory),
                                     "join_token.readable_by_others")
         self.stats = {"pushed_events": 0, "push_requests": 0, "pulled_events": 0,
-                      "pull_requests": 0, "wire_bytes": 0}
+                      "pull_requests": 0, "wire_bytes": 0,
+                      "stream_pushes": 0}  # of push_requests: over a peer stream
+        # peers' streams served here (cluster/peerstream.py): open now, pushes answered
+        self.streams_open = 0
+        self.stream_pushes_answered = 0
         self.metrics = Metrics(self)  # this node's own registry (GET /metrics)
         self.journal.timed = self.metrics.commit_seconds.observe
 

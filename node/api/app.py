@@ -9,7 +9,9 @@ Three families of routes share one port, and this app routes them all:
   (Prometheus text, node/metrics.py) and ``/openapi.json`` (the API's
   description, openapi.py);
 * the peer API, CBOR (``/peer/push``, ``/peer/pull``, ``/peer/join``),
-  answered by ``PeerAPI`` (node/cluster/peerapi.py);
+  answered by ``PeerAPI`` (node/cluster/peerapi.py), and the peers'
+  WebSocket of pushes (``/peer/stream``, node/cluster/peerstream.py; any
+  other WebSocket path goes to the client streams, node/api/websocket.py);
 * the Grenache-grape registry (``/announce``, ``/lookup``), answered by
   node/cluster/registry.py from the node's embedded table;
 * the web page (``/`` and ``/static/<file>``), public static files answered
@@ -43,8 +45,8 @@ from crdtbook.dot import check_replica
 from crdtbook.replica import ReplicaError
 
 from .. import logs, metrics
-from ..asgi import BadRequest, Request, Response, _read_body, dumps, serve_asgi
-from ..cluster import admission, gossip, registry
+from ..asgi import PEER_STREAM, BadRequest, Request, Response, _read_body, dumps, serve_asgi
+from ..cluster import admission, gossip, peerstream, registry
 from ..cluster.peerapi import PeerAPI
 from ..service import Node, account_json
 from ..store import admintoken
@@ -133,6 +135,9 @@ class App:
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
         if scope["type"] == "websocket":
+            if scope.get("path") == PEER_STREAM:
+                await peerstream.serve(self.peer, scope, receive, send)
+                return
             await websocket.serve(self.node, scope, receive, send)
             return
         await serve_asgi(scope, receive, send, self.respond)

@@ -11,6 +11,8 @@ read back from the store, so a peer always gets events, never a snapshot);
 ``/peer/join`` admits a new replica whose signed request passes
 admission.py, and answers with the state it needs;
 ``/peer/hello`` says who this node is (for ``--bootstrap-expect``).
+A push may also come as one message of a peer's WebSocket (``/peer/stream``,
+peerstream.py): it runs ``PeerAPI.push`` too, the same steps and answer.
 
 Pulls are bounded three ways: an answer holds at most ``PAGE_BLOCKS``
 blocks per origin and ``PULL_BYTES`` of block bodies in all (the caller asks
@@ -96,7 +98,10 @@ class PeerAPI:
         return gaps
 
     def _peer_check(self, request: Request) -> None:
-        book = request.headers.get("x-crdtbook-book")
+        self._peer_check_headers(request.headers)
+
+    def _peer_check_headers(self, headers: dict[str, str]) -> None:
+        book = headers.get("x-crdtbook-book")
         if book is not None and book != self.node.config.book:
             raise BadRequest(409, "wrong_book",
                              f"this node trades book {self.node.config.book!r}, not {book!r}")
@@ -110,36 +115,41 @@ class PeerAPI:
                 (b"x-crdtbook-book", self.node.config.book.encode("utf-8", "replace"))]
 
     async def peer_push(self, request: Request) -> Response:
-        self._peer_check(request)
+        return await self.push(request.headers, request.body)
+
+    async def push(self, headers: dict[str, str], body: bytes) -> Response:
+        """Take one push (``body``, as ``/peer/push`` takes it, from the peer that
+        ``headers`` name): its answer once durable here, or BadRequest. Over HTTP
+        and over a peer stream (peerstream.py) alike."""
+        self._peer_check_headers(headers)
         received = self.node.clock_ms()  # (before decoding: that is the merge's work)
         try:
-            message = await decoded(request.body)
+            message = await decoded(body)
             oldest = pushage.oldest_ms(message.blocks)
             pushage.observe(self.node, "received", oldest, received)
             await self._after_overtaken(message)
             added = await self.node.arrive(message)  # merged with others ready with it
             pushage.observe(self.node, "merged", oldest)
         except (CodecError, DoorError, ReplicaError) as exc:
-            logs.warning("peer.bad_push", peer=request.headers.get("x-crdtbook-replica", "?"),
+            logs.warning("peer.bad_push", peer=headers.get("x-crdtbook-replica", "?"),
                          detail=str(exc)[:300])
             raise BadRequest(400, "bad_blocks", str(exc)) from None
         finally:
             self._merged.set()
             self._merged = trio.Event()
-        self._peer_seen(request)
+        self.node.seen(headers.get("x-crdtbook-url"), headers.get("x-crdtbook-replica"))
         # A receipt says every block of the push is held here. One skipped (past a
         # gap: the sender's pushes in flight overtook each other on the way)
         # gets none, or the sender would count its events replicated (ack=replicated)
         # before the next pull brings them. Held now, durable after the sync below.
-        receipt = request.headers.get("x-crdtbook-ack") == "1" and _holds(self.node,
-                                                                         message.blocks)
+        receipt = headers.get("x-crdtbook-ack") == "1" and _holds(self.node, message.blocks)
         await self._durable()
-        logs.debug("peer.push.received", added=added, bytes=len(request.body))
+        logs.debug("peer.push.received", added=added, bytes=len(body))
         response = Response(204, b"", headers=[(b"x-crdtbook-replica", self.node.id.encode())])
         response.headers.pop(0)  # no body, no content-type: pushes are small, headers add up
         if receipt:  # a signed receipt, for its acks
             response.headers.append((peerauth.HEADER.encode(),
-                                     peerauth.sign_answer(self.node, request.body, b"").encode()))
+                                     peerauth.sign_answer(self.node, body, b"").encode()))
         return response
 
     async def peer_pull(self, request: Request) -> Response:
