@@ -17,15 +17,21 @@ socket, ``Raw``) that sends whatever a test wants.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request
 
 from crdtbook.feedwire import decode_blocks, encode_blocks, encode_body
 from crdtbook.keys import Signer
 from node import asgi
-from node.cluster import peerauth, peerstream, pushstream, streamwire
+from node.api.requests import OrderRequest
+from node.cluster import gossip, peerauth, peerstream, pushstream, streamwire
+from node.cluster.peerapi import PeerAPI
 
 from .nodes import LIVENESS_S, client, converged, eventually, start, trading_events
 from .peers import SignedPeer
@@ -278,3 +284,209 @@ async def test_a_stream_of_another_book_or_of_a_node_with_it_off_is_refused_befo
         assert json.loads(refused.value.body)["error"] in ("wrong_book", "not_found")
     assert a.node.streams_open == off.node.streams_open == 0
     assert membership(a.node) == before
+
+
+# -- flood and bound: a raw peer stream ---------------------------------------------
+class Raw:
+    """A peer stream spoken by hand (wsproto over a trio socket): sends any frame,
+    reads what comes, answers pings if ``pongs``."""
+
+    def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
+        self.stream, self.ws = stream, ws
+        self.pongs = True
+        self.answers: list[tuple[int, int, bytes, bytes]] = []
+        self.closed: CloseConnection | None = None
+
+    @classmethod
+    async def open(cls, node, replica: str = "raw") -> Raw:
+        stream = await trio.open_tcp_stream("127.0.0.1", int(node.url.rsplit(":", 1)[1]))
+        ws = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(ws.send(Request(host="127.0.0.1", target=asgi.PEER_STREAM,
+                                              extra_headers=named(replica))))
+        raw = cls(stream, ws)
+        event = await raw.next()
+        assert isinstance(event, AcceptConnection), event
+        return raw
+
+    async def send(self, event) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def push(self, ident: int, body: bytes, receipt: bool = False) -> None:
+        await self.send(BytesMessage(data=streamwire.push(ident, receipt, body)))
+
+    async def next(self):
+        """The next event but pings (answered); an answer is kept in ``answers`` (and
+        returned, read); None when the connection ends."""
+        pending = bytearray()
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, Ping):
+                    if self.pongs:
+                        await self.send(event.response())
+                elif isinstance(event, BytesMessage):
+                    pending += event.data
+                    if event.message_finished:
+                        self.answers.append(streamwire.read_answer(bytes(pending)))
+                        return self.answers[-1]
+                else:
+                    if isinstance(event, CloseConnection):
+                        self.closed = event
+                    return event
+            try:
+                data = await self.stream.receive_some(1 << 16)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                return None
+            self.ws.receive_data(data)
+
+    async def answered(self, count: int) -> list:
+        """Read until ``count`` answers came (or the connection ended)."""
+        while len(self.answers) < count:
+            with trio.fail_after(LIVENESS_S * 5):
+                if await self.next() is None or self.closed is not None:
+                    break
+        return self.answers
+
+    async def abort(self) -> None:
+        """Reset the connection (SO_LINGER 0), as a killed process's kernel may."""
+        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))
+        await self.stream.aclose()
+
+
+async def live(http, node) -> None:
+    """The node answers a client within LIVENESS_S."""
+    with trio.fail_after(LIVENESS_S):
+        r = await http.get(node.url + "/status")
+    assert r.status_code == 200
+
+
+def track_pushes(monkeypatch) -> dict:
+    """Pushes handled at once (PeerAPI.push, for HTTP and streams alike), and the most
+    bytes of bodies and messages charged at once, node-wide."""
+    seen = {"now": 0, "most": 0, "held": 0}
+    real_push, real_add = PeerAPI.push, asgi.Charge.add
+
+    async def push(self, headers, body):
+        seen["now"] += 1
+        seen["most"] = max(seen["most"], seen["now"])
+        try:
+            return await real_push(self, headers, body)
+        finally:
+            seen["now"] -= 1
+
+    def add(self, size):
+        taken = real_add(self, size)
+        seen["held"] = max(seen["held"], asgi._InFlight.held)
+        return taken
+
+    monkeypatch.setattr(PeerAPI, "push", push)
+    monkeypatch.setattr(asgi.Charge, "add", add)
+    return seen
+
+
+async def held_blocks(running, count: int) -> bytes:
+    """A push of ``count`` of ``running``'s own blocks (held there: a replay)."""
+    node = running.node
+    for i in range(count):
+        node.place_many([OrderRequest("buy", "1", str(10 + i), "limit", "")])
+        await node.journal.sync()
+    return encode_blocks([b for b in node.door.answer({}).blocks if b.replica == node.id])
+
+
+async def test_thousands_of_pushes_in_flight_on_one_connection_are_bounded(
+        nursery, monkeypatch):
+    a = await start(nursery)
+    body = await held_blocks(a, 3)
+    seen = track_pushes(monkeypatch)
+    before = membership(a.node)
+    raw = await Raw.open(a)
+    count = 3_000
+    async with client() as http:
+        async with trio.open_nursery() as flood:
+            async def send_all() -> None:  # never reading an answer meanwhile
+                for ident in range(count):
+                    await raw.push(ident, body, receipt=bool(ident % 2))
+
+            flood.start_soon(send_all)
+            for _ in range(5):
+                await live(http, a)
+                await trio.sleep(0.1)
+        answers = await raw.answered(count)
+        await live(http, a)
+    assert sorted(ident for ident, *_ in answers) == list(range(count))  # each once
+    assert {status for _, status, _, _ in answers} == {204}
+    assert all(bool(receipt) == bool(ident % 2) for ident, _, receipt, _ in answers)
+    assert seen["most"] <= peerstream.IN_FLIGHT
+    # the messages charged at once: those handled, those in hypercorn's queue, one begun
+    assert seen["held"] <= (peerstream.IN_FLIGHT + 10 + 1) * (len(body) + 9), seen
+    assert membership(a.node) == before
+    await raw.stream.aclose()
+    await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+
+
+async def test_large_messages_never_read_back_hold_a_bounded_budget(nursery, monkeypatch):
+    a = await start(nursery)
+    seen = track_pushes(monkeypatch)
+    raws = [await Raw.open(a) for _ in range(3)]
+    size = 1 << 20
+    async with client() as http:
+        with trio.move_on_after(LIVENESS_S * 2):  # they stop being read: TCP holds the rest
+            async with trio.open_nursery() as flood:
+                for raw in raws:
+                    async def send_many(raw=raw) -> None:
+                        for ident in range(200):
+                            await raw.push(ident, b"\xff" * size)
+                    flood.start_soon(send_many)
+                for _ in range(5):
+                    await live(http, a)
+                    await trio.sleep(0.2)
+        await live(http, a)
+    assert seen["most"] <= 3 * peerstream.IN_FLIGHT
+    assert seen["held"] <= asgi.MAX_BODIES_IN_FLIGHT
+    assert seen["held"] <= 3 * (peerstream.IN_FLIGHT + 10 + 1) * (size + 9), seen
+    for raw in raws:
+        await raw.abort()
+    await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+
+
+async def test_streams_past_the_cap_are_refused_and_the_peer_pushes_over_http(
+        nursery, monkeypatch):
+    monkeypatch.setattr(peerstream, "MAX_STREAMS", 3)
+    a = await start(nursery)
+    raws = [await Raw.open(a, f"hog{i}") for i in range(3)]
+    assert a.node.streams_open == 3
+    with pytest.raises(ConnectionRejected) as refused:
+        async with open_websocket_url(ws_url(a), extra_headers=named("one-more")):
+            pass
+    assert refused.value.status_code == 503
+    # an honest peer finds the cap reached: its pushes go over HTTP
+    b = await start(nursery, a.url)
+    await eventually(lambda: len(a.node.peers) == 1 and len(b.node.peers) == 1)
+    async with client() as http:
+        await place_until(http, b, lambda: b.node.stats["push_requests"] > 3)
+    assert b.node.stats["stream_pushes"] == 0
+    assert a.node.streams_open == 3
+    for raw in raws:
+        await raw.stream.aclose()
+    await eventually(lambda: a.node.streams_open == 0)
+
+
+async def test_a_message_at_the_push_limit_is_a_push_and_one_byte_more_is_not(nursery):
+    a = await start(nursery)
+    before = membership(a.node)
+    body = b"\xff" * gossip.PUSH_BODY_LIMIT  # the largest body /peer/push reads
+    async with client() as http:
+        by_http = await over_http(http, a, body, False, "big")
+        too_large = await http.post(a.url + "/peer/push", content=body + b"\xff")
+    assert by_http[0] == 400 and too_large.status_code == 413
+    raw = await Raw.open(a)
+    await raw.push(1, body)
+    assert [(ident, status) for ident, status, _, _ in await raw.answered(1)] == [(1, 400)]
+    await raw.push(2, body + b"\xff")
+    await raw.answered(2)
+    assert raw.closed is not None and raw.closed.code == 1009 and len(raw.answers) == 1
+    await raw.stream.aclose()
+    assert membership(a.node) == before
+    await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
