@@ -66,7 +66,9 @@ MAX_BODIES_IN_FLIGHT = 64 * 1024 * 1024  # bytes of request bodies held at once,
 WS_MAX_MESSAGE = 64 * 1024  # bytes of one WebSocket message from a client (1009 beyond)
 WS_PING_EVERY_S = 20.0  # hypercorn pings WebSocket clients; their pongs keep them alive
 PEER_STREAM = "/peer/stream"  # peers' pushes over one WebSocket (cluster/peerstream.py)
-PEER_MAX_MESSAGE = 16 * 1024 * 1024  # bytes of one message there: a push's body limit
+# bytes of one message there: a push's body limit (gossip.PUSH_BODY_LIMIT, what /peer/push
+# reads) and the message's head (streamwire.PUSH_HEAD): a body HTTP takes, a stream takes
+PEER_MAX_MESSAGE = 16 * 1024 * 1024 + 9
 # Bodies of at most 4 digits of Content-Length (under 10,000 bytes: an order, a command)
 # are taken as queued; larger ones (a peer's push) checkpoint at every chunk, as before,
 # so that many large bodies read at once leave their turn to other requests.
