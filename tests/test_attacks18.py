@@ -16,6 +16,7 @@ socket, ``Raw``) that sends whatever a test wants.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -490,3 +491,95 @@ async def test_a_message_at_the_push_limit_is_a_push_and_one_byte_more_is_not(nu
     await raw.stream.aclose()
     assert membership(a.node) == before
     await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+
+
+async def test_a_push_in_fragments_is_one_push_up_to_the_bound_of_frames(nursery):
+    a = await start(nursery)
+    message = streamwire.push(5, True, await held_blocks(a, 2))
+    cuts = [len(message) * i // (asgi.PEER_MAX_FRAMES - 1)
+            for i in range(asgi.PEER_MAX_FRAMES)]
+    pieces = [message[start:end] for start, end in zip(cuts, cuts[1:], strict=False)]
+    assert len(pieces) == asgi.PEER_MAX_FRAMES - 1 and all(pieces)
+    raw = await Raw.open(a)
+    for piece in pieces:
+        await raw.send(BytesMessage(data=piece, message_finished=False))
+    await raw.send(BytesMessage(data=b"", message_finished=True))  # (an empty last frame)
+    [(ident, status, receipt, _)] = await raw.answered(1)
+    assert (ident, status) == (5, 204) and receipt
+    # one frame more: refused whole, as a message too large is
+    for piece in pieces:
+        await raw.send(BytesMessage(data=piece, message_finished=False))
+    await raw.send(BytesMessage(data=b"", message_finished=False))
+    await raw.send(BytesMessage(data=b"", message_finished=True))
+    await raw.answered(2)
+    assert raw.closed is not None and raw.closed.code == 1009 and len(raw.answers) == 1
+    await raw.stream.aclose()
+    await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+
+
+async def test_messages_in_one_byte_frames_leave_the_node_live(nursery):
+    a = await start(nursery)
+    raws = [await Raw.open(a) for _ in range(4)]
+    # a frame of one byte is 7 on the wire: hypercorn reads 64 KiB at once, 9,000 frames
+    frames = b"".join(raws[0].ws.send(BytesMessage(data=b"\xff", message_finished=False))
+                      for _ in range(100_000))
+    async with client() as http, trio.open_nursery() as flood:
+        for raw in raws:
+            async def send(raw=raw) -> None:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await raw.stream.send_all(frames)
+            flood.start_soon(send)
+        for _ in range(10):
+            await live(http, a)
+            await trio.sleep(0.1)
+        flood.cancel_scope.cancel()
+    for raw in raws:
+        await raw.abort()
+    await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+
+
+async def flood_after_too_large(node, target: str, limit: int) -> tuple[int, int | None]:
+    """Open a WebSocket at ``target``, send a message of ``limit + 1`` bytes (closed with
+    1009), then frames without end: (bytes the node took after its close, the code it
+    closed with). The node must end the connection: never keep what comes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", int(node.url.rsplit(":", 1)[1]))
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host="127.0.0.1", target=target,
+                                          extra_headers=named("big"))))
+    raw = Raw(stream, ws)
+    assert isinstance(await raw.next(), AcceptConnection)
+    raw.pongs = False  # (one task sends)
+    await raw.send(BytesMessage(data=b"\xff" * (limit + 1)))
+    chunk = b"".join(ws.send(BytesMessage(data=b"\xff" * 100, message_finished=False))
+                     for _ in range(10_000))
+    sent = 0
+
+    async def read() -> None:
+        while await raw.next() is not None:
+            pass
+
+    async with trio.open_nursery() as both:
+        both.start_soon(read)
+        with trio.move_on_after(LIVENESS_S * 3):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while True:
+                    await stream.send_all(chunk)
+                    sent += len(chunk)
+        both.cancel_scope.cancel()
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(chunk)  # (ended: a reset, or the node's FIN; else one more)
+        sent += len(chunk)
+    await raw.abort()
+    return sent, raw.closed.code if raw.closed is not None else None
+
+
+async def test_what_follows_a_message_too_large_is_not_kept(nursery):
+    a = await start(nursery)
+    sent, code = await flood_after_too_large(a, asgi.PEER_STREAM, asgi.PEER_MAX_MESSAGE)
+    assert code == 1009
+    assert sent < 32 * 1024 * 1024, sent  # socket buffers, not the node's memory
+    await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+    # the same on a client's WebSocket (/ws: the same hypercorn stream, asgi.FramesAtOnce)
+    sent, code = await flood_after_too_large(a, "/ws", asgi.WS_MAX_MESSAGE)
+    assert code == 1009
+    assert sent < 32 * 1024 * 1024, sent
