@@ -24,11 +24,22 @@ request bodies (``MAX_BODIES_IN_FLIGHT``, as a push's body over HTTP does)
 from its first frame until the app is done with it (``Charge``), so many
 peers' connections each filling hypercorn's queue with large messages hold
 that budget at most; a message that would pass it ends its connection
-(1009). Its permessage-deflate (wsproto's) its permessage-deflate (wsproto's) inflates each
+(1009). Its permessage-deflate (wsproto's) inflates each
 chunk without a bound first, so 64 KiB on the wire could become tens of
 MiB in memory before the size check. ``BoundedDeflate`` takes its place in
 hypercorn's handshake: a chunk that inflates past ``WS_MAX_MESSAGE`` ends
 the connection at once.
+
+hypercorn handles every frame of a read (64 KiB) before it next yields,
+unless a message ends among them: a peer stream's message may hold at most
+``PEER_MAX_FRAMES`` frames (a node's sender sends one; 1009 beyond), or
+a message in one-byte frames would hold the event loop a third of a second
+per read. Once this side's close frame is out (a 1009, or the app's close),
+what the peer sends is dropped (at most ``WS_CLOSE_EVENTS`` frames looked at
+per read, for its close), and the connection ends at its close or past
+``WS_AFTER_CLOSE`` bytes: hypercorn, after its own 1009, took one frame per
+read and kept the rest, so a peer that went on sending grew the node's
+memory without bound.
 
 Limits on what comes before the body are hypercorn's, set in
 ``hypercorn_config``: request line and headers at most ``MAX_HEADER_BYTES``
@@ -39,6 +50,7 @@ keep-alive timer runs until a request's headers are in).
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
 from urllib.parse import parse_qsl
@@ -48,8 +60,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.protocol import h11 as h11_protocol
 from hypercorn.protocol import ws_stream
-from hypercorn.protocol.events import Data
-from wsproto.events import TextMessage
+from hypercorn.protocol.events import Data, StreamClosed
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
@@ -69,6 +82,10 @@ PEER_STREAM = "/peer/stream"  # peers' pushes over one WebSocket (cluster/peerst
 # bytes of one message there: a push's body limit (gossip.PUSH_BODY_LIMIT, what /peer/push
 # reads) and the message's head (streamwire.PUSH_HEAD): a body HTTP takes, a stream takes
 PEER_MAX_MESSAGE = 16 * 1024 * 1024 + 9
+PEER_MAX_FRAMES = 64  # frames of one message there (1009 beyond; see the module docstring)
+# after this side's close frame: bytes a peer may still send (what was in flight), and
+# frames looked at per read for its close (the rest is dropped unread)
+WS_AFTER_CLOSE, WS_CLOSE_EVENTS = 64 * 1024, 64
 # Bodies of at most 4 digits of Content-Length (under 10,000 bytes: an order, a command)
 # are taken as queued; larger ones (a peer's push) checkpoint at every chunk, as before,
 # so that many large bodies read at once leave their turn to other requests.
@@ -353,6 +370,28 @@ class FramesAtOnce(ws_stream.WSStream):
             self.buffer = _ChargedBuffer(PEER_MAX_MESSAGE)
             scope["extensions"][PARTIAL] = {"partial": self.buffer.partial}
 
+    after_close = 0  # bytes come since this side's close frame went out
+
+    async def handle(self, event) -> None:
+        if isinstance(event, Data) and self.state in _ACCEPTED \
+                and self.connection.state is ConnectionState.LOCAL_CLOSING:
+            await self._after_close(event.data)
+            return
+        await super().handle(event)
+
+    async def _after_close(self, data: bytes) -> None:
+        """Drop what the peer sends after this side's close; end the connection at
+        its close, or past ``WS_AFTER_CLOSE`` bytes (module docstring)."""
+        self.after_close += len(data)
+        self.connection.receive_data(data)
+        ended = self.after_close > WS_AFTER_CLOSE
+        for event in itertools.islice(self.connection.events(), WS_CLOSE_EVENTS):
+            if isinstance(event, CloseConnection):
+                ended = True
+                break
+        if ended and not self.closed:
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
     async def app_send(self, message) -> None:
         if message is None and type(self.buffer) is _ChargedBuffer:
             self.buffer.release_all()  # the app is done: what it never took counts no more
@@ -368,6 +407,8 @@ class FramesAtOnce(ws_stream.WSStream):
             return
         await self.send(Data(stream_id=self.stream_id, data=data))
 
+
+_ACCEPTED = (ws_stream.ASGIWebsocketState.CONNECTED, ws_stream.ASGIWebsocketState.CLOSED)
 
 # The key of a peer stream's message that holds its ``Charge``, and the scope extension
 # that tells its app of a message begun (``_ChargedBuffer.partial``).
@@ -407,6 +448,7 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
         self.began = 0.0  # when its first frame came
         self.charges: list[Charge] = []  # handed over and maybe not released yet
         self.over = False
+        self.frames = 0  # of the message begun
 
     def partial(self) -> tuple[float, int] | None:
         """(when its first frame came, bytes so far) of a message begun and not yet
@@ -422,7 +464,9 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
             self.charges.append(self.charge)
             if len(self.charges) > 64:  # forget those released (size 0)
                 self.charges = [c for c in self.charges if c.size]
-        if self.over or not self.charge.add(len(event.data)):
+            self.frames = 0
+        self.frames += event.frame_finished  # (a large frame comes in several reads)
+        if self.over or self.frames > PEER_MAX_FRAMES or not self.charge.add(len(event.data)):
             raise ws_stream.FrameTooLargeError()  # hypercorn closes with 1009
         super().extend(event)
 
