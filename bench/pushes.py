@@ -11,7 +11,9 @@ commit's worth of orders) are signed and encoded before the clock starts,
 then sent one after the other as a node's sender does (``gossip.post`` with
 the client a node of that code makes, waiting for each 204). Prints, per
 push, the receiver's CPU (from /proc, its event loop's thread and the rest)
-and the sender's own (``time.process_time``: its HTTP client and the wait).
+and the sender's own (``time.process_time``: its HTTP client and the wait),
+and the wall time per push (sent one after the other: each waits for the
+receiver's commit).
 
 ``--transport`` (default: both, each against a node of its own) says how
 the pushes travel: ``http``, one ``POST /peer/push`` each, or ``stream``, one
@@ -156,12 +158,14 @@ def sender(url: str, token: str, events: int, pushes: int, pid: int,
                                       expect=204)
             for body in made[:WARM]:
                 await push(body)
-            before, own = _cpu(pid), time.process_time()
+            before, own, wall = _cpu(pid), time.process_time(), time.perf_counter()
             for body in made[WARM:]:
                 await push(body)
             own, after = time.process_time() - own, _cpu(pid)
+            wall = time.perf_counter() - wall
             nursery.cancel_scope.cancel()
         return {"client": kind, "sender_us": own / pushes * 1e6,
+                "wall_us": wall / pushes * 1e6,
                 "receiver_main_us": (after["main"] - before["main"]) / TICK / pushes * 1e6,
                 "receiver_threads_us": (after["threads"] - before["threads"]) / TICK
                 / pushes * 1e6}
@@ -214,6 +218,7 @@ def measure(code: str, name: str, args, out_dir: str) -> dict:
             result[f"{key}_receiver_cpu_us_per_push"] = round(figures["receiver_main_us"]
                                                               + figures["receiver_threads_us"])
             result[f"{key}_receiver_loop_cpu_us_per_push"] = round(figures["receiver_main_us"])
+            result[f"{key}_wall_us_per_push"] = round(figures["wall_us"])
     return result
 
 

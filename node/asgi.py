@@ -368,7 +368,7 @@ class FramesAtOnce(ws_stream.WSStream):
         self._scope = scope
         if scope.get("path") == PEER_STREAM:  # (set before the app is started)
             self.buffer = _ChargedBuffer(PEER_MAX_MESSAGE)
-            scope["extensions"][PARTIAL] = {"partial": self.buffer.partial}
+            scope["extensions"][PARTIAL] = {"buffer": self.buffer}
 
     after_close = 0  # bytes come since this side's close frame went out
 
@@ -411,7 +411,7 @@ class FramesAtOnce(ws_stream.WSStream):
 _ACCEPTED = (ws_stream.ASGIWebsocketState.CONNECTED, ws_stream.ASGIWebsocketState.CLOSED)
 
 # The key of a peer stream's message that holds its ``Charge``, and the scope extension
-# that tells its app of a message begun (``_ChargedBuffer.partial``).
+# that shows its app the message being received (``_ChargedBuffer``).
 CHARGE = "crdtbook.charge"
 PARTIAL = "crdtbook.partial_message"
 
@@ -440,14 +440,21 @@ class Charge:
 class _ChargedBuffer(ws_stream.WebsocketBuffer):
     """hypercorn's buffer of the message being received, charging its bytes (module
     docstring). The message handed to the app carries its ``Charge`` (``CHARGE``);
-    the app releases it when done, and ``release_all`` whatever it never took."""
+    the app releases it when done, and ``release_all`` whatever it never took.
+
+    Past its bound (the size, or the budget) it raises hypercorn's
+    FrameTooLargeError (hypercorn sends a 1009 close) and is ``refused`` from
+    then on: its bytes are given back at once and nothing more is charged
+    (a peer that never completes the close, and sends on, could otherwise
+    hold the budget), and the app, which hypercorn does not tell, ends the
+    connection when it sees that (peerstream.py)."""
 
     def __init__(self, max_length: int) -> None:
         super().__init__(max_length)
         self.charge: Charge | None = None  # of the message begun, if any
         self.began = 0.0  # when its first frame came
         self.charges: list[Charge] = []  # handed over and maybe not released yet
-        self.over = False
+        self.refused = False
         self.frames = 0  # of the message begun
 
     def partial(self) -> tuple[float, int] | None:
@@ -458,6 +465,8 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
         return None if self.charge is None else (self.began, self.length)
 
     def extend(self, event) -> None:
+        if self.refused:
+            raise ws_stream.FrameTooLargeError()
         if self.charge is None:
             self.began = trio.current_time()
             self.charge = Charge()
@@ -466,9 +475,15 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
                 self.charges = [c for c in self.charges if c.size]
             self.frames = 0
         self.frames += event.frame_finished  # (a large frame comes in several reads)
-        if self.over or self.frames > PEER_MAX_FRAMES or not self.charge.add(len(event.data)):
-            raise ws_stream.FrameTooLargeError()  # hypercorn closes with 1009
-        super().extend(event)
+        try:
+            if self.frames > PEER_MAX_FRAMES or not self.charge.add(len(event.data)):
+                raise ws_stream.FrameTooLargeError()
+            super().extend(event)
+        except ws_stream.FrameTooLargeError:
+            self.refused = True
+            self.charge.release()
+            self.charge = None
+            raise
 
     def to_message(self) -> dict:
         message = super().to_message()
@@ -477,7 +492,7 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
         return message
 
     def release_all(self) -> None:
-        self.over = True
+        self.refused = True
         for charge in self.charges:
             charge.release()
         self.charges = []

@@ -100,6 +100,7 @@ async def _serve(node: Node, config: NodeConfig, shutdown: trio.Event, task_stat
             waiting.start_soon(stop_when, node.stop_requested)
         shutdown.set()
         node.stopping = True
+        node.stop_begun.set()  # peers' streams end now, not after hypercorn's grace
         logs.info("node.stopping", replica=node.id)
         if node.joined and config.leave_on_stop:
             await gossip.say_goodbye(node, client)

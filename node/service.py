@@ -248,6 +248,7 @@ class Node:
         self.replicated = trio.Event()  # replaced whenever peer_holds grows
         self.stop_requested = trio.Event()  # set by `crdtbook leave` once it is done
         self.stopping = False  # set once a stop begins: peers failing then is expected
+        self.stop_begun = trio.Event()  # ... and this: peers' streams end (peerstream.py)
         # history that compaction took out of memory but the journal has not committed yet
         self.unflushed_orders: dict[tuple[str, int], tuple] = {}
         self.unflushed_fills: list = []

@@ -105,6 +105,9 @@ async def test_reordered_pushes_never_count_as_replicated_what_the_peer_skipped(
     order the peer did not hold."""
     stores = ({"data_dir": str(tmp_path / "a")}, {"data_dir": str(tmp_path / "b")}) \
         if durable else ({}, {})  # (ephemeral nodes push two at a time too)
+    # pushes over HTTP, each on its own connection (Reordering holds them in gossip.post):
+    # on one peer stream they cannot overtake each other on the way
+    stores[0]["peer_stream"] = False
     a = await nodes.start(nursery, **stores[0])
     b = await nodes.start(nursery, a.url, pull_interval_s=PULL_S, **stores[1])
     # a knows what b holds (b's pulls tell it): a push's receipt then extends that
@@ -524,7 +527,9 @@ async def test_a_peer_that_never_answers_holds_at_most_two_pushes(nursery, tmp_p
     node answers its clients meanwhile."""
     hole = BlackHole()
     await hole.serve(nursery)
-    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    # (over HTTP: a peer stream to it is tested in tests/test_peerstream.py)
+    a = await nodes.start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0,
+                          peer_stream=False)
     a.node.add_peer(hole.url, sticky=True)
     await nodes.eventually(lambda: a.node.peers[hole.url].started)
     async with nodes.client(timeout=30) as http:

@@ -79,17 +79,16 @@ def _die():
     if max(_flight.values(), default=0) >= _g.PUSHES_IN_FLIGHT:  # all four slots taken
         os.kill(os.getpid(), signal.SIGKILL)
 
-_post = _g.post
-async def _post_hook(client, url, *args, **kwargs):
-    if not url.endswith("/peer/push"):
-        return await _post(client, url, *args, **kwargs)
-    _flight[url] = _flight.get(url, 0) + 1
+_push = _g._push
+async def _push_hook(node, client, peer, *args, **kwargs):
+    # (over HTTP or a peer stream alike)
+    _flight[peer.url] = _flight.get(peer.url, 0) + 1
     try:
         await _trio.sleep(_slow)  # a slow way to the peer: pushes pile up in flight
-        return await _post(client, url, *args, **kwargs)
+        return await _push(node, client, peer, *args, **kwargs)
     finally:
-        _flight[url] -= 1
-_g.post = _post_hook
+        _flight[peer.url] -= 1
+_g._push = _push_hook
 
 _compact = _s.Node.compact
 def _compact_hook(self):

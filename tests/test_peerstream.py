@@ -7,6 +7,7 @@ WebSocket client (trio-websocket) playing a peer that may send anything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import httpx
@@ -213,24 +214,22 @@ async def test_the_sender_reconnects_to_a_receiver_killed_and_restarted(nursery,
                     return False
                 return status["digest"] == a.node.replica.digest()
 
-            for i in range(5):
-                await submit(http, a.url, "buy", "1", str(10 + i))
-            await eventually(digests_agree)
-            streamed = a.node.stats["stream_pushes"]
-            assert streamed > 0
-            receiver.kill()
-            await receiver.start()  # same port, same store
-            placed = 5
+            placed = 0
 
-            async def pushed_again() -> bool:
-                # (an order placed while the sender backs off from the failures the
-                # kill caused is not pushed: the receiver's pull brings it)
+            async def pushed_over(streamed: int) -> bool:
+                # (an order placed while the sender backs off from a failure, such as
+                # those the kill causes, is not pushed: the receiver's pull brings it)
                 nonlocal placed
                 await submit(http, a.url, "sell", "1", str(30 + placed % 7))
                 placed += 1
                 return a.node.stats["stream_pushes"] > streamed
 
-            await eventually(pushed_again, timeout=30, interval=0.2)
+            await eventually(lambda: pushed_over(0), timeout=30, interval=0.2)
+            await eventually(digests_agree)
+            streamed = a.node.stats["stream_pushes"]
+            receiver.kill()
+            await receiver.start()  # same port, same store
+            await eventually(lambda: pushed_over(streamed), timeout=30, interval=0.2)
             await eventually(digests_agree, timeout=30)
             assert trading_events(a.node) == placed
     finally:
@@ -271,3 +270,109 @@ async def test_a_message_that_stalls_midway_closes_the_stream_and_gives_its_byte
     await eventually(lambda: a.node.streams_open == 0)
     assert trace(a.node) == before
     await stream.aclose()
+
+
+async def test_a_peer_that_sends_on_past_a_refused_message_is_cut_off(nursery, monkeypatch):
+    monkeypatch.setattr(peerstream, "WATCH_EVERY_S", 0.1)
+    a = await start(nursery)
+    before = trace(a.node)
+    stream = await trio.open_tcp_stream("127.0.0.1", int(a.url.rsplit(":", 1)[1]))
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host="127.0.0.1", target=asgi.PEER_STREAM,
+                                          extra_headers=peer_headers("p"))))
+    while not any(isinstance(e, AcceptConnection) for e in ws.events()):
+        ws.receive_data(await stream.receive_some(65536))
+    # too large; then, the 1009 close never read nor answered, more and more frames
+    received = b""
+
+    async def send_on() -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(ws.send(BytesMessage(data=b"\0" * (asgi.PEER_MAX_MESSAGE + 1))))
+            while True:
+                await stream.send_all(ws.send(BytesMessage(data=b"\0" * 60_000,
+                                                           message_finished=False)))
+                await trio.sleep(0.01)
+
+    async with trio.open_nursery() as sending:
+        sending.start_soon(send_on)
+        with trio.fail_after(10):
+            while True:  # until the node ends the connection
+                try:
+                    data = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    break
+                if not data:
+                    break
+                received += data
+        sending.cancel_scope.cancel()
+    ws.receive_data(received)
+    assert any(isinstance(e, CloseConnection) and e.code == 1009 for e in ws.events())
+    await eventually(lambda: a.node.streams_open == 0)
+    assert asgi._InFlight.held == 0
+    assert trace(a.node) == before
+    await stream.aclose()
+
+
+async def test_a_stopping_node_closes_its_peers_streams_going_away(nursery):
+    a = await start(nursery)
+    async with open_websocket_url(ws_url(a), extra_headers=peer_headers("p")) as ws:
+        nursery.start_soon(a.stop)
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1001
+
+
+class DeafPeer:
+    """A peer that takes connections and never answers; counts its upgrades to
+    ``/peer/stream``, and how many were open at once."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.upgrades = self.open = self.most_open = 0
+
+    async def serve(self, nursery) -> str:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        return self.url
+
+    async def _handle(self, stream) -> None:
+        upgrade = False
+        try:
+            head = await stream.receive_some(65536)
+            upgrade = head.startswith(b"GET /peer/stream ")
+            if upgrade:
+                self.upgrades += 1
+                self.open += 1
+                self.most_open = max(self.most_open, self.open)
+            while await stream.receive_some(65536):  # until the caller gives up
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            if upgrade:
+                self.open -= 1
+            await stream.aclose()
+
+
+async def test_a_peer_that_never_answers_the_upgrade_holds_one_connection(nursery, tmp_path):
+    """Pushes in flight to a peer that never answers wait for one connection (each
+    within its time bound), a timeout closes it, and a later push opens the next;
+    the node answers its clients meanwhile."""
+    deaf = DeafPeer()
+    await deaf.serve(nursery)
+    a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    a.node.add_peer(deaf.url, sticky=True)
+    await eventually(lambda: a.node.peers[deaf.url].started)
+    placed = 0
+
+    async def tried_again() -> bool:
+        nonlocal placed
+        async with client() as http:  # (each order answered: the deaf peer holds nothing)
+            await submit(http, a.url, "buy", "1", str(10 + placed % 5))
+        placed += 1
+        return deaf.upgrades >= 2
+
+    await eventually(tried_again, timeout=30, interval=0.1)
+    assert deaf.most_open == 1
+    assert a.node.stats["stream_pushes"] == 0

@@ -9,7 +9,9 @@ Three families of routes share one port, and this app routes them all:
   (Prometheus text, node/metrics.py) and ``/openapi.json`` (the API's
   description, openapi.py);
 * the peer API, CBOR (``/peer/push``, ``/peer/pull``, ``/peer/join``),
-  answered by ``PeerAPI`` (node/cluster/peerapi.py);
+  answered by ``PeerAPI`` (node/cluster/peerapi.py), and the peers'
+  WebSocket of pushes (``/peer/stream``, node/cluster/peerstream.py; any
+  other WebSocket path goes to the client streams, node/api/websocket.py);
 * the Grenache-grape registry (``/announce``, ``/lookup``), answered by
   node/cluster/registry.py from the node's embedded table;
 * the web page (``/`` and ``/static/<file>``), public static files answered

@@ -11,6 +11,8 @@ read back from the store, so a peer always gets events, never a snapshot);
 ``/peer/join`` admits a new replica whose signed request passes
 admission.py, and answers with the state it needs;
 ``/peer/hello`` says who this node is (for ``--bootstrap-expect``).
+A push may also come as one message of a peer's WebSocket (``/peer/stream``,
+peerstream.py): it runs ``PeerAPI.push`` too, the same steps and answer.
 
 Pulls are bounded three ways: an answer holds at most ``PAGE_BLOCKS``
 blocks per origin and ``PULL_BYTES`` of block bodies in all (the caller asks

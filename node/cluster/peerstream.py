@@ -84,8 +84,8 @@ async def serve(api, scope: dict, receive, send) -> None:
             guard.idle_after(IDLE_S)
         await send({"type": "websocket.accept",
                     "headers": [(b"x-crdtbook-replica", node.id.encode())]})
-        partial = (scope.get("extensions") or {}).get(PARTIAL, {}).get("partial")
-        await Connection(api, headers, send).run(receive, partial)
+        buffer = (scope.get("extensions") or {}).get(PARTIAL, {}).get("buffer")
+        await Connection(api, headers, send).run(receive, buffer)
     finally:
         node.streams_open -= 1
 
@@ -102,13 +102,12 @@ class Connection:
         self.closed = False
         self.watching = trio.CancelScope()  # the watch of messages begun (run)
 
-    async def run(self, receive, partial=None) -> None:
+    async def run(self, receive, buffer=None) -> None:
         receive = queued_first(receive)
         slots = trio.Semaphore(IN_FLIGHT)
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as reading:
-                if partial is not None:
-                    nursery.start_soon(self._watch, partial, reading)
+                nursery.start_soon(self._watch, buffer, reading)
                 while not self.closed:
                     await slots.acquire()  # at the bound: read nothing more until one is answered
                     message: dict | None = None
@@ -123,12 +122,27 @@ class Connection:
             self.closed = True
             self.watching.cancel()
 
-    async def _watch(self, partial, reading: trio.CancelScope) -> None:
-        """End the connection when a message begun does not come whole in time."""
+    async def _watch(self, buffer, reading: trio.CancelScope) -> None:
+        """End the connection when a message begun does not come whole in time, when
+        hypercorn refused one (too large: it sent the 1009 close and hands the app
+        nothing more; the connection ends when the app does), or when the node
+        stops."""
+        stopping = self.api.node.stop_begun
         with self.watching:
             while True:
-                await trio.sleep(WATCH_EVERY_S)
-                begun = partial()
+                with trio.move_on_after(WATCH_EVERY_S):
+                    await stopping.wait()
+                if stopping.is_set():  # (hypercorn would wait its grace time for it)
+                    await self._close(1001, "the node is stopping")
+                    reading.cancel()
+                    return
+                if buffer is None:  # (not hypercorn with asgi.FramesAtOnce)
+                    continue
+                if buffer.refused:
+                    self.closed = True
+                    reading.cancel()
+                    return
+                begun = buffer.partial()
                 if begun is not None and trio.current_time() - begun[0] > (
                         MESSAGE_GRACE_S + MESSAGE_S_PER_MIB * begun[1] / (1024 * 1024)):
                     logs.info("peer.stream_too_slow", peer=self.peer, bytes=begun[1])
