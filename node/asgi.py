@@ -35,11 +35,12 @@ unless a message ends among them: a peer stream's message may hold at most
 ``PEER_MAX_FRAMES`` frames (a node's sender sends one; 1009 beyond), or
 a message in one-byte frames would hold the event loop a third of a second
 per read. Once this side's close frame is out (a 1009, or the app's close),
-what the peer sends is dropped (at most ``WS_CLOSE_EVENTS`` frames looked at
-per read, for its close), and the connection ends at its close or past
-``WS_AFTER_CLOSE`` bytes: hypercorn, after its own 1009, took one frame per
-read and kept the rest, so a peer that went on sending grew the node's
-memory without bound.
+what the peer sends is dropped: its first ``WS_AFTER_CLOSE`` bytes (what was
+in flight) are looked at for its close (at most ``WS_CLOSE_EVENTS`` frames a
+read), which ends the connection, and the rest unread; a peer that sends on
+past them is cut off ``WS_CLOSE_GRACE_S`` later (time to read the close).
+hypercorn, after its own 1009, took one frame per read and kept the rest, so
+a peer that went on sending grew the node's memory without bound.
 
 Limits on what comes before the body are hypercorn's, set in
 ``hypercorn_config``: request line and headers at most ``MAX_HEADER_BYTES``
@@ -83,9 +84,9 @@ PEER_STREAM = "/peer/stream"  # peers' pushes over one WebSocket (cluster/peerst
 # reads) and the message's head (streamwire.PUSH_HEAD): a body HTTP takes, a stream takes
 PEER_MAX_MESSAGE = 16 * 1024 * 1024 + 9
 PEER_MAX_FRAMES = 64  # frames of one message there (1009 beyond; see the module docstring)
-# after this side's close frame: bytes a peer may still send (what was in flight), and
-# frames looked at per read for its close (the rest is dropped unread)
-WS_AFTER_CLOSE, WS_CLOSE_EVENTS = 64 * 1024, 64
+# after this side's close frame: bytes of the peer looked at for its close, frames looked
+# at per read, and how long a peer that sends on is given (module docstring)
+WS_AFTER_CLOSE, WS_CLOSE_EVENTS, WS_CLOSE_GRACE_S = 64 * 1024, 64, 1.0
 # Bodies of at most 4 digits of Content-Length (under 10,000 bytes: an order, a command)
 # are taken as queued; larger ones (a peer's push) checkpoint at every chunk, as before,
 # so that many large bodies read at once leave their turn to other requests.
@@ -371,6 +372,7 @@ class FramesAtOnce(ws_stream.WSStream):
             scope["extensions"][PARTIAL] = {"buffer": self.buffer}
 
     after_close = 0  # bytes come since this side's close frame went out
+    dropping_since: float | None = None  # when the first of them came
 
     async def handle(self, event) -> None:
         if isinstance(event, Data) and self.state in _ACCEPTED \
@@ -381,14 +383,20 @@ class FramesAtOnce(ws_stream.WSStream):
 
     async def _after_close(self, data: bytes) -> None:
         """Drop what the peer sends after this side's close; end the connection at
-        its close, or past ``WS_AFTER_CLOSE`` bytes (module docstring)."""
+        its close, or once it sent on for long (module docstring)."""
+        now = trio.current_time()
+        if self.dropping_since is None:
+            self.dropping_since = now
         self.after_close += len(data)
-        self.connection.receive_data(data)
-        ended = self.after_close > WS_AFTER_CLOSE
-        for event in itertools.islice(self.connection.events(), WS_CLOSE_EVENTS):
-            if isinstance(event, CloseConnection):
-                ended = True
-                break
+        ended = False
+        if self.after_close <= WS_AFTER_CLOSE:  # (else not even parsed: dropped)
+            self.connection.receive_data(data)
+            for event in itertools.islice(self.connection.events(), WS_CLOSE_EVENTS):
+                if isinstance(event, CloseConnection):
+                    ended = True
+                    break
+        elif now - self.dropping_since > WS_CLOSE_GRACE_S:
+            ended = True
         if ended and not self.closed:
             await self.send(StreamClosed(stream_id=self.stream_id))
 
