@@ -25,7 +25,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, Request
+from wsproto.events import Request as WsRequest
 
 from crdtbook.feedwire import decode_blocks, encode_blocks, encode_body
 from crdtbook.keys import Signer
@@ -592,3 +593,167 @@ async def test_what_follows_a_message_too_large_is_not_kept(nursery):
         ended, code, grown = await flood_after_too_large(a, target, limit)
         assert ended and code == 1009 and grown < 64, (target, ended, code, grown)
     await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+
+
+# -- a malicious receiver: what the sender's node does with any answer ---------------
+def answering(answer_of):
+    """A ``/peer/stream`` handler that takes pushes and sends, for each, what
+    ``answer_of(api, ident, receipt, body)`` returns (a list of ASGI send messages),
+    without merging anything."""
+    async def handler(api, scope, receive, send) -> None:
+        await _accept(api, receive, send)
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            ident, receipt, body = streamwire.read_push(message["bytes"])
+            for out in answer_of(api, ident, receipt, body):
+                await send(out)
+    return handler
+
+
+def _bytes(data: bytes) -> list[dict]:
+    return [{"type": "websocket.send", "bytes": data}]
+
+
+HOSTILE_ANSWERS = {
+    "an id never sent": lambda api, i, r, b: _bytes(streamwire.answer(i + 1000, 204, b"", b"")),
+    "id 0 and the largest": lambda api, i, r, b: _bytes(streamwire.answer(0, 204, b"", b""))
+    + _bytes(streamwire.answer(2**64 - 1, 204, b"", b"")),
+    "a text message": lambda api, i, r, b: [{"type": "websocket.send", "text": "204"}],
+    "a short message": lambda api, i, r, b: _bytes(b"\0\0\0"),
+    "a status out of range": lambda api, i, r, b: _bytes(streamwire.answer(i, 999, b"", b"")),
+    "a receipt longer than the message": lambda api, i, r, b: _bytes(
+        streamwire.answer(i, 204, b"", b"")[:-2] + b"\xff\xff"),
+    "a receipt not ASCII": lambda api, i, r, b: _bytes(streamwire.answer(i, 204, b"\xff", b"")),
+    "an answer past MAX_ANSWER": lambda api, i, r, b: _bytes(
+        streamwire.answer(i, 400, b"", b"x" * (pushstream.MAX_ANSWER + 1))),
+    "a close with a strange code": lambda api, i, r, b: [
+        {"type": "websocket.close", "code": 4999, "reason": "x" * 100}],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_ANSWERS))
+async def test_a_receiver_that_answers_nonsense_crashes_nothing_and_gets_pushes_over_http(
+        nursery, monkeypatch, kind):
+    a = await start(nursery)
+    c = await start(nursery, a.url)
+    opened = hostile(monkeypatch, (a, c), answering(HOSTILE_ANSWERS[kind]))
+    b = await start(nursery, a.url)
+    await eventually(lambda: all(len(r.node.peers) == 2 for r in (a, b, c)))
+    async with client() as http:
+        before = a.node.stats["push_requests"] - a.node.stats["stream_pushes"]
+        answered_by_c = c.node.stream_pushes_answered
+        # a keeps placing orders and pushing to c over its stream; the pushes to b go
+        # over HTTP once its stream answered nothing usable
+        await place_until(http, a, lambda: c.node.stream_pushes_answered > answered_by_c + 3
+                          and a.node.stats["push_requests"] - a.node.stats["stream_pushes"]
+                          > before + 3)
+        assert len(opened) <= 2, len(opened)  # (b's join may race its first push)
+        await live(http, a)
+    await eventually(lambda: converged(a, b, c))
+    assert not any(r.node.conflict for r in (a, b, c))
+
+
+async def test_a_receiver_that_answers_at_once_without_merging_gets_no_credit_for_receipts(
+        nursery, monkeypatch):
+    sent: list[str] = []
+
+    def lie(api, ident, receipt, body):
+        # 204 before anything is durable, with a receipt of the receiver's own key, but
+        # over another body (a replayed receipt, or one for what it does not hold)
+        signed = peerauth.sign_answer(api.node, body + b"?", b"").encode() if receipt else b""
+        sent.append(signed.decode())
+        return _bytes(streamwire.answer(ident, 204, signed, b""))
+
+    verified: list[tuple] = []
+    real_answer_from = peerauth.answer_from
+
+    def answer_from(node, replica, signature, request, answer):
+        ok = real_answer_from(node, replica, signature, request, answer)
+        verified.append((signature, ok))
+        return ok
+
+    monkeypatch.setattr(peerauth, "answer_from", answer_from)
+    a = await start(nursery)
+    hostile(monkeypatch, (a,), answering(lie))
+    b = await start(nursery, a.url)
+    await eventually(lambda: len(a.node.peers) == 1 and len(b.node.peers) == 1)
+    async with client() as http:
+        streamed = a.node.stats["stream_pushes"]
+        for i in range(5):
+            r = await http.post(f"{a.url}/orders?ack=replicated&timeout=5",
+                                json={"side": "buy", "qty": "1", "price": str(10 + i)})
+            assert r.status_code in (201, 202), r.text  # (b's own pulls may prove it)
+        assert a.node.stats["stream_pushes"] > streamed  # the lies were taken as pushes
+    lies = {signature for signature in sent if signature}
+    assert lies, "receipts were asked for"
+    assert not any(ok for signature, ok in verified if signature in lies)
+    await eventually(lambda: converged(a, b))  # (b's pulls bring everything)
+
+
+class RawReceiver:
+    """A receiver spoken by hand (wsproto, server side, over a trio socket): accepts
+    the upgrade, sends ``pings`` pings at once, then answers each push 204; counts
+    the pongs it gets."""
+
+    def __init__(self, pings: int) -> None:
+        self.pings = pings
+        self.pongs = 0
+        self.url = ""
+
+    async def serve(self, nursery) -> str:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        return self.url
+
+    async def _handle(self, stream) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        writing = trio.Lock()
+
+        async def write(data: bytes) -> None:
+            async with writing:
+                await stream.send_all(data)
+
+        async def flood() -> None:  # (while reading on: a receiver that reads its pongs)
+            for _ in range(self.pings // 100):
+                await write(b"".join(ws.send(Ping(payload=b"p" * 125)) for _ in range(100)))
+
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            async with trio.open_nursery() as tasks:
+                while True:
+                    data = await stream.receive_some(1 << 16)
+                    if not data:
+                        tasks.cancel_scope.cancel()
+                        return
+                    ws.receive_data(data)
+                    out = b""
+                    for event in ws.events():
+                        if isinstance(event, WsRequest):
+                            await write(ws.send(AcceptConnection(
+                                extra_headers=named("raw-receiver"))))
+                            tasks.start_soon(flood)
+                        elif isinstance(event, Pong):
+                            self.pongs += 1
+                        elif isinstance(event, BytesMessage):
+                            ident, _, _ = streamwire.read_push(bytes(event.data))
+                            out += ws.send(BytesMessage(
+                                data=streamwire.answer(ident, 204, b"", b"")))
+                    if out:
+                        await write(out)
+
+
+async def test_a_receiver_that_floods_pings_still_gets_its_pushes_answered(nursery):
+    receiver = RawReceiver(pings=5_000)
+    await receiver.serve(nursery)
+    link = await pushstream.connect(receiver.url, "sender", "default")
+    async with trio.open_nursery() as reading:
+        reading.start_soon(link.read)
+        with trio.fail_after(LIVENESS_S * 3):
+            answers = [await link.exchange(b"push %d" % i, False) for i in range(20)]
+        # every ping answered, none of them taken as an answer, the link still open
+        await eventually(lambda: receiver.pongs == 5_000)
+        assert link.closed is None
+        reading.cancel_scope.cancel()
+    assert [answer.status_code for answer in answers] == [204] * 20
