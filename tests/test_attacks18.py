@@ -477,6 +477,7 @@ async def test_streams_past_the_cap_are_refused_and_the_peer_pushes_over_http(
 
 async def test_a_message_at_the_push_limit_is_a_push_and_one_byte_more_is_not(nursery):
     a = await start(nursery)
+    await eventually(lambda: a.node.door.tips)  # (its own, once its founding is sealed)
     before = membership(a.node)
     body = b"\xff" * gossip.PUSH_BODY_LIMIT  # the largest body /peer/push reads
     async with client() as http:
@@ -757,3 +758,58 @@ async def test_a_receiver_that_floods_pings_still_gets_its_pushes_answered(nurse
         assert link.closed is None
         reading.cancel_scope.cancel()
     assert [answer.status_code for answer in answers] == [204] * 20
+
+
+async def test_ids_reused_or_extreme_are_each_answered_once(nursery):
+    a = await start(nursery)
+    body = await held_blocks(a, 1)
+    raw = await Raw.open(a)
+    idents = [0, 2**64 - 1, 7, 7, 7, 2**63]
+    for ident in idents:
+        await raw.push(ident, body)
+    answers = await raw.answered(len(idents))
+    assert sorted(ident for ident, *_ in answers) == sorted(idents)
+    assert {status for _, status, _, _ in answers} == {204}
+    await raw.stream.aclose()
+
+
+async def test_a_message_trickled_a_byte_at_a_time_is_cut_off_in_time(nursery, monkeypatch):
+    monkeypatch.setattr(peerstream, "MESSAGE_GRACE_S", 0.5)
+    monkeypatch.setattr(peerstream, "WATCH_EVERY_S", 0.1)
+    a = await start(nursery)
+    await eventually(lambda: a.node.door.tips)  # (its own, once its founding is sealed)
+    before = membership(a.node)
+    raw = await Raw.open(a)
+    started = trio.current_time()
+    closed = trio.Event()
+
+    async def read() -> None:
+        await raw.next()  # (the close, or the end)
+        closed.set()
+
+    async with trio.open_nursery() as both:
+        both.start_soon(read)
+        with trio.move_on_after(LIVENESS_S * 3):
+            while not closed.is_set():  # a byte every 50 ms: never idle, never whole
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await raw.send(BytesMessage(data=b"\0", message_finished=False))
+                await trio.sleep(0.05)
+        both.cancel_scope.cancel()
+    assert closed.is_set() and raw.closed is not None and raw.closed.code == 1008
+    assert trio.current_time() - started < LIVENESS_S
+    await raw.stream.aclose()
+    await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+    assert membership(a.node) == before
+
+
+async def test_a_sender_gone_mid_message_leaves_nothing_held(nursery):
+    a = await start(nursery)
+    message = streamwire.push(1, False, await held_blocks(a, 1) + b"\0" * 500_000)
+    before = membership(a.node)
+    for _ in range(20):  # reset at a different point of the message each time
+        raw = await Raw.open(a)
+        await raw.send(BytesMessage(data=message[:250_000], message_finished=False))
+        await eventually(lambda: asgi._InFlight.held >= 250_000)
+        await raw.abort()
+        await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+    assert membership(a.node) == before
