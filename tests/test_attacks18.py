@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 import struct
 
@@ -37,7 +38,9 @@ from node.cluster.peerapi import PeerAPI
 
 from .nodes import LIVENESS_S, client, converged, eventually, start, trading_events
 from .peers import SignedPeer
+from .procs import NodeProcess, get
 from .test_attacks import stranger_block
+from .test_attacks14 import Traders, members
 
 
 async def submit(http, url: str, side: str, qty: str, price: str) -> None:
@@ -112,6 +115,7 @@ async def test_a_receiver_that_accepts_and_closes_at_once_still_gets_pushes_over
         assert len(opened) == 1, (len(opened), placed)
     await eventually(lambda: converged(a, b))
     assert trading_events(b.node) == placed
+    await a.stop()  # its sender's tasks and link end with it (within stop's bound)
 
 
 async def test_a_receiver_that_never_answers_on_the_stream_gets_pushes_over_http(
@@ -132,6 +136,7 @@ async def test_a_receiver_that_never_answers_on_the_stream_gets_pushes_over_http
                           > 0, timeout=20)
         assert len(opened) == 1
     await eventually(lambda: converged(a, b, c))
+    await a.stop()  # (a link to b, hung, still open: it ends with a)
 
 
 async def test_a_receiver_that_flips_between_refusing_and_accepting(nursery, monkeypatch):
@@ -170,6 +175,7 @@ async def test_a_receiver_that_flips_between_refusing_and_accepting(nursery, mon
         took = trio.current_time() - started
         assert len(turns) <= 2 + took / pushstream.RETRY_S, (turns, took)
     await eventually(lambda: converged(a, b))
+    await a.stop()
 
 
 # -- forge: the stream answers as /peer/push does, and a refusal leaves no trace -----
@@ -654,6 +660,7 @@ async def test_a_receiver_that_answers_nonsense_crashes_nothing_and_gets_pushes_
         await live(http, a)
     await eventually(lambda: converged(a, b, c))
     assert not any(r.node.conflict for r in (a, b, c))
+    await a.stop()
 
 
 async def test_a_receiver_that_answers_at_once_without_merging_gets_no_credit_for_receipts(
@@ -813,3 +820,65 @@ async def test_a_sender_gone_mid_message_leaves_nothing_held(nursery):
         await raw.abort()
         await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
     assert membership(a.node) == before
+
+
+# -- kill -9: receivers with pushes in flight, senders mid-message --------------------
+def count_stream_pushes(monkeypatch) -> tuple[dict, dict]:
+    """Pushes this process's nodes answered over a stream, by the replica that sent
+    them; and pushes they sent over a stream and got a 204 for, by the peer's URL."""
+    answered: dict[str, int] = {}
+    sent: dict[str, int] = {}
+    real_one, real_push = peerstream.Connection._one, pushstream.PushStream.push
+
+    async def one(self, *args):
+        await real_one(self, *args)
+        answered[self.peer] = answered.get(self.peer, 0) + 1
+
+    async def push(self, body, receipt):
+        answer = await real_push(self, body, receipt)
+        if answer.status_code == 204:
+            sent[self.url] = sent.get(self.url, 0) + 1
+        return answer
+
+    monkeypatch.setattr(peerstream.Connection, "_one", one)
+    monkeypatch.setattr(pushstream.PushStream, "push", push)
+    return answered, sent
+
+
+@pytest.mark.parametrize("seed", [18])
+async def test_kill_9_mid_stream_loses_nothing_acknowledged_and_convicts_nobody(
+        nursery, tmp_path, monkeypatch, seed):
+    rng = random.Random(seed)
+    answered, sent = count_stream_pushes(monkeypatch)
+    a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)  # never killed
+    extra = ("--rate-limit", "0")
+    others = [NodeProcess(str(tmp_path / name), a.url, extra=extra) for name in ("b", "c")]
+    for node in others:
+        await node.start()
+    nodes = [a, *others]
+    try:
+        async with client(timeout=5) as http:
+            await eventually(lambda: members(http, nodes, 3), timeout=60)
+            traders = Traders(http, nodes)
+            async with trio.open_nursery() as load:
+                for k in range(3):
+                    load.start_soon(traders.trade, k)
+                for victim in (1, 2, 1, 2, 1):
+                    await trio.sleep(rng.uniform(0.3, 1.2))  # pushes in flight, both ways
+                    node = nodes[victim]
+                    from_it, to_it = answered.get(node.replica, 0), sent.get(node.url, 0)
+                    await traders.kill(victim, rng.uniform(0.0, 0.3))
+                    # both ways over a stream again: a reconnected, and so did the victim
+                    await eventually(lambda n=node, f=from_it, t=to_it:
+                                     answered.get(n.replica, 0) > f
+                                     and sent.get(n.url, 0) > t, timeout=30)
+                traders.done.set()
+            await traders.settle()  # one digest, one history, every acknowledged order
+            for node in nodes:
+                status = await get(http, node.url, "/status")
+                assert status["conflict"] is None
+                assert not [m for m in status["member_health"] if m["health"] == "convicted"]
+                assert status["finality"] == {"regressions": 0, "violations": 0}
+    finally:
+        for node in others:
+            node.kill()
