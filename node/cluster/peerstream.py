@@ -40,6 +40,8 @@ httpserve's stall time is reset (the WebSocket entry's limits).
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 
 from .. import httpserve, logs
@@ -212,7 +214,8 @@ class Connection:
     async def _close(self, code: int, reason: str) -> None:
         if not self.closed:
             self.closed = True
-            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 def _release(charge) -> None:

@@ -44,6 +44,7 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Ping,
+    Pong,
     RejectConnection,
     Request,
 )
@@ -155,6 +156,8 @@ class _Link:
                                 pending = bytearray()
                         elif isinstance(event, Ping):
                             await self.write(self.ws.send(event.response()))
+                        elif isinstance(event, Pong):
+                            pass  # (unasked for: RFC 6455 allows one)
                         elif isinstance(event, CloseConnection):
                             why = f"the peer closed the stream ({event.code})"
                             raise EOFError
