@@ -36,6 +36,7 @@ from node.api.requests import OrderRequest
 from node.cluster import gossip, peerauth, peerstream, pushstream, streamwire
 from node.cluster.peerapi import PeerAPI
 
+from .fakepeer import Fake
 from .nodes import LIVENESS_S, client, converged, eventually, start, trading_events
 from .peers import SignedPeer
 from .procs import NodeProcess, get
@@ -882,3 +883,28 @@ async def test_kill_9_mid_stream_loses_nothing_acknowledged_and_convicts_nobody(
     finally:
         for node in others:
             node.kill()
+
+
+@pytest.mark.parametrize("answer", ["101 without its accept key", "200 and a close",
+                                    "nothing and a close"])
+async def test_a_peer_whose_upgrade_answer_is_broken_still_gets_pushes_over_http(
+        nursery, answer):
+    def upgrade(headers, body):
+        if answer == "101 without its accept key":
+            return 101, b"", {"upgrade": "websocket", "connection": "Upgrade"}
+        if answer == "200 and a close":
+            return 200, b"{}", {}
+        raise ValueError("(the fake closes the connection without a word)")
+
+    fake = Fake({"/peer/stream": upgrade, "/peer/push": lambda headers, body: (204, b"", {})})
+    await fake.serve(nursery)
+    a = await start(nursery)
+    a.node.add_peer(fake.url)
+    async with client() as http:
+        def pushed() -> int:
+            return sum(1 for path, _, _ in fake.requests if path == "/peer/push")
+
+        await place_until(http, a, lambda: pushed() >= 3)
+        upgrades = sum(1 for path, _, _ in fake.requests if path == "/peer/stream")
+        assert upgrades <= 2, upgrades  # not one per push
+    await a.stop()
