@@ -23,16 +23,18 @@ fails (``StreamFailed``; the sender drops them, pull repairs), and the next
 push opens a new one. A peer that answers the upgrade with anything but
 101 does not speak the route (an older node, or one with it off): ``push``
 raises ``NotSpoken``, the caller pushes over HTTP instead, and the stream is
-tried again ``RETRY_S`` later. So does a peer whose connection ends before
-it answered a single push (one that accepts and closes at once, or never
-answers: a broken peer or something between): were it reconnected, every
-push would fail there, and the peer be backed off, with no push arriving
-at all. The push that found it out goes over HTTP at once (a push taken
-twice is taken once), unless its time was up. Pushes waiting for the
-connection to open see that verdict and go over HTTP too: one upgrade per
-``RETRY_S`` at most, however many pushes are in flight. An answer is read up to ``MAX_ANSWER`` bytes
-(a refusal's JSON and a receipt are small); a text message, a malformed
-answer or one for an id nobody waits for ends the connection.
+tried again ``RETRY_S`` later. So does a peer whose answer is no sound
+upgrade (a 101 without its key, a close and no answer), and one whose
+connection ends before it answered a single push (one that accepts and
+closes at once, or never answers: a broken peer or something between):
+were it reconnected, every push would fail there, and the peer be backed
+off, with no push arriving at all. The push that found it out goes over
+HTTP at once (a push taken twice is taken once), unless its time was up.
+Pushes waiting for the connection to open see that verdict and go over
+HTTP too: one upgrade per ``RETRY_S`` at most, however many pushes are in
+flight. An answer is read up to ``MAX_ANSWER`` bytes (a refusal's JSON and
+a receipt are small); a text message, a malformed answer or one for an id
+nobody waits for ends the connection.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from wsproto.events import (
     RejectConnection,
     Request,
 )
+from wsproto.utilities import RemoteProtocolError
 
 from ..asgi import PEER_STREAM
 from . import peerauth, streamwire
@@ -63,12 +66,12 @@ class StreamFailed(Exception):
 
 
 class NotSpoken(Exception):
-    """The peer refused the upgrade (``status``), or its stream answered nothing
-    (101): push over HTTP instead."""
+    """The peer refused the upgrade (``status``), answered it with nothing sound (0),
+    or its stream answered no push (101): push over HTTP instead."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(f"the peer refused {PEER_STREAM} ({status})" if status != 101 else
-                         f"the peer's {PEER_STREAM} ended before it answered a push")
+    def __init__(self, status: int, why: str | None = None) -> None:
+        super().__init__(why or (f"the peer refused {PEER_STREAM} ({status})" if status != 101
+                                 else f"the peer's {PEER_STREAM} ended before it answered a push"))
         self.status = status
 
 
@@ -198,19 +201,22 @@ async def connect(url: str, replica: str, book: str) -> _Link:
         sent, received = len(data), 0
         while True:
             data = await stream.receive_some(RECEIVE)
-            if not data:
-                raise StreamFailed("the peer closed the connection in the upgrade")
+            if not data:  # (as a server that takes no upgrade may)
+                raise NotSpoken(0, "the peer closed the connection in the upgrade")
             received += len(data)
-            ws.receive_data(data)
-            for event in ws.events():
-                if isinstance(event, AcceptConnection):
-                    named = dict(event.extra_headers)
-                    link = _Link(stream, ws, named.get(b"x-crdtbook-replica",
-                                                       b"").decode("latin-1"))
-                    link.sent, link.received = sent, received
-                    return link
-                if isinstance(event, RejectConnection):
-                    raise NotSpoken(event.status_code)
+            try:
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, AcceptConnection):
+                        named = dict(event.extra_headers)
+                        link = _Link(stream, ws, named.get(b"x-crdtbook-replica",
+                                                           b"").decode("latin-1"))
+                        link.sent, link.received = sent, received
+                        return link
+                    if isinstance(event, RejectConnection):
+                        raise NotSpoken(event.status_code)
+            except RemoteProtocolError as exc:  # a 101 without its key, not HTTP, ...
+                raise NotSpoken(0, f"a broken answer to the upgrade: {exc}"[:200]) from None
     except BaseException:
         stream.socket.close()
         raise
