@@ -908,3 +908,22 @@ async def test_a_peer_whose_upgrade_answer_is_broken_still_gets_pushes_over_http
         upgrades = sum(1 for path, _, _ in fake.requests if path == "/peer/stream")
         assert upgrades <= 2, upgrades  # not one per push
     await a.stop()
+
+
+async def test_a_ping_flood_leaves_the_node_live(nursery):
+    a = await start(nursery)
+    raw = await Raw.open(a)
+    raw.pongs = False
+    pings = b"".join(raw.ws.send(Ping(payload=b"p" * 125)) for _ in range(50_000))
+    async with client() as http, trio.open_nursery() as flood:
+        async def send() -> None:  # never reading a pong: its answers pile up unread
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await raw.stream.send_all(pings)
+
+        flood.start_soon(send)
+        for _ in range(10):
+            await live(http, a)
+            await trio.sleep(0.1)
+        flood.cancel_scope.cancel()
+    await raw.abort()
+    await eventually(lambda: a.node.streams_open == 0)
