@@ -245,7 +245,7 @@ class PushStream:
                 if self._link is not None and self._link.closed is not None:
                     self._ended(self._link)
                 if not self.ready(self.node.monotonic()):
-                    raise NotSpoken(101)  # found out while this push waited
+                    raise NotSpoken(0, f"{PEER_STREAM} found not spoken there meanwhile")
                 link = self._link
                 if link is None:
                     link = self._link = await self._open()
