@@ -472,6 +472,8 @@ def start_cluster(args, data_root: str | None, code: str | None = None,
                 extra += NO_LIMIT if auth else ["--insecure-no-auth"]
             extra += (["--ephemeral"] if data_root is None
                       else ["--data-dir", os.path.join(data_root, f"node{i}")])
+            if getattr(args, "peer_stream", False) and code is None:
+                extra += ["--peer-stream"]  # pushes over one WebSocket per peer
             proc, url = start_node(extra + (["--peer", urls[0]] if urls else []), cwd=code)
             procs.append(proc)
             urls.append(url)
@@ -690,6 +692,9 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", metavar="PREFIX",
                         help="run the nodes under cProfile: each writes PREFIX.<pid>.prof "
                              "when it stops (read with python -m pstats)")
+    parser.add_argument("--peer-stream", action="store_true",
+                        help="this checkout's nodes push over one WebSocket per peer "
+                             "(node --peer-stream); a baseline's never do")
     parser.add_argument("--httpx-client", action="store_true",
                         help="phase 1's clients post with httpx (as before the lean "
                              "client: about 6 ms more of the bench's CPU per 1,000 orders, "

@@ -24,7 +24,7 @@ request bodies (``MAX_BODIES_IN_FLIGHT``, as a push's body over HTTP does)
 from its first frame until the app is done with it (``Charge``), so many
 peers' connections each filling hypercorn's queue with large messages hold
 that budget at most; a message that would pass it ends its connection
-(1009). Its permessage-deflate (wsproto's) inflates each
+(1009). hypercorn's permessage-deflate (wsproto's) inflates each
 chunk without a bound first, so 64 KiB on the wire could become tens of
 MiB in memory before the size check. ``BoundedDeflate`` takes its place in
 hypercorn's handshake: a chunk that inflates past ``WS_MAX_MESSAGE`` ends

@@ -104,8 +104,10 @@ class NodeConfig:
     rate_limit: float = 1000.0  # orders (and cancels) per second per account; 0: unlimited
     rate_burst: int = 2000
     # pushes to peers over one WebSocket each (cluster/pushstream.py), and /peer/stream
-    # served; off: every push is an HTTP request, and /peer/stream answers 404
-    peer_stream: bool = True
+    # served (--peer-stream); off: every push is an HTTP request, and /peer/stream
+    # answers 404. Off by default: cheaper per push, not yet per order in the cluster
+    # (docs/performance.md, the peers' transport, ninth pass)
+    peer_stream: bool = False
 
 
 class ProtectedMode(Exception):

@@ -37,11 +37,19 @@ from node.cluster import gossip, peerauth, peerstream, pushstream, streamwire
 from node.cluster.peerapi import PeerAPI
 
 from .fakepeer import Fake
-from .nodes import LIVENESS_S, client, converged, eventually, start, trading_events
+from .nodes import LIVENESS_S, client, converged, eventually, trading_events
+from .nodes import start as start_node
 from .peers import SignedPeer
 from .procs import NodeProcess, get
 from .test_attacks import stranger_block
 from .test_attacks14 import Traders, members
+
+
+async def start(nursery, *peers: str, **settings):
+    """A node (tests/nodes.py) with the peer stream on: the route under attack (off
+    by default, NodeConfig.peer_stream)."""
+    settings.setdefault("peer_stream", True)
+    return await start_node(nursery, *peers, **settings)
 
 
 async def submit(http, url: str, side: str, qty: str, price: str) -> None:
@@ -852,7 +860,7 @@ async def test_kill_9_mid_stream_loses_nothing_acknowledged_and_convicts_nobody(
     rng = random.Random(seed)
     answered, sent = count_stream_pushes(monkeypatch)
     a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)  # never killed
-    extra = ("--rate-limit", "0")
+    extra = ("--rate-limit", "0", "--peer-stream")
     others = [NodeProcess(str(tmp_path / name), a.url, extra=extra) for name in ("b", "c")]
     for node in others:
         await node.start()

@@ -57,9 +57,9 @@ def trace(node) -> tuple:
 
 
 async def test_a_cluster_converges_with_its_pushes_over_the_stream(nursery):
-    a = await start(nursery)
-    b = await start(nursery, a.url)
-    c = await start(nursery, a.url)
+    a = await start(nursery, peer_stream=True)
+    b = await start(nursery, a.url, peer_stream=True)
+    c = await start(nursery, a.url, peer_stream=True)
     await eventually(lambda: all(len(r.node.peers) == 2 for r in (a, b, c)))
     async with client() as http:
         async def burst(url: str, offset: int) -> None:
@@ -76,26 +76,41 @@ async def test_a_cluster_converges_with_its_pushes_over_the_stream(nursery):
         stats = r.node.stats
         assert stats["stream_pushes"] > 0
         assert stats["stream_pushes"] == stats["push_requests"]  # none over HTTP
-    # each receiver answered them over its streams: one connection per peer pushing to it
+    # the receivers answered them over their streams (and maybe some whose answer came
+    # too late: a push timed out on a loaded machine reconnects)
     assert sum(r.node.stream_pushes_answered for r in (a, b, c)) >= sum(
         r.node.stats["stream_pushes"] for r in (a, b, c))
-    assert all(r.node.streams_open == 2 for r in (a, b, c))
 
 
-async def test_replicated_acknowledgements_come_from_signed_receipts_over_the_stream(nursery):
-    a = await start(nursery)
-    b = await start(nursery, a.url)
+async def test_replicated_acknowledgements_with_receipts_over_the_stream(nursery, monkeypatch):
+    a = await start(nursery, peer_stream=True)
+    b = await start(nursery, a.url, peer_stream=True)
     await eventually(lambda: len(a.node.peers) == 1 and len(b.node.peers) == 1)
+    checked = []  # answer_from of pushes (an empty answer body) at the sender
+    real = peerauth.answer_from
+
+    def answer_from(node, replica, signature, body, answer) -> bool:
+        good = real(node, replica, signature, body, answer)
+        if answer == b"" and node is a.node:
+            checked.append(good)
+        return good
+
+    monkeypatch.setattr(peerauth, "answer_from", answer_from)
     async with client() as http:
-        r = await http.post(f"{a.url}/orders?ack=replicated&timeout=10",
-                            json={"side": "buy", "qty": "1", "price": "10"})
-        assert r.status_code == 201, r.text
+        for price in ("10", "11", "12"):
+            r = await http.post(f"{a.url}/orders?ack=replicated&timeout=8",
+                                json={"side": "buy", "qty": "1", "price": price})
+            assert r.status_code == 201, r.text
+            assert r.json()["replicated"], r.text
     assert a.node.stats["stream_pushes"] == a.node.stats["push_requests"] > 0
+    # a receipt came back signed by b and checked good (a push with none asked, or
+    # one b could not give, checks False: not every push carries one)
+    assert any(checked)
 
 
 async def test_a_receipt_over_the_stream_is_signed_by_the_receiver(nursery):
-    a = await start(nursery)
-    b = await start(nursery, a.url)
+    a = await start(nursery, peer_stream=True)
+    b = await start(nursery, a.url, peer_stream=True)
     [block] = await own_blocks(a, 1)
     body = encode_blocks([block], [])
     async with open_websocket_url(ws_url(b), extra_headers=peer_headers(a.node.id)) as ws:
@@ -108,7 +123,7 @@ async def test_a_receipt_over_the_stream_is_signed_by_the_receiver(nursery):
 
 
 async def test_a_bad_push_gets_its_400_and_leaves_no_trace(nursery):
-    a = await start(nursery)
+    a = await start(nursery, peer_stream=True)
     before = trace(a.node)
     async with open_websocket_url(ws_url(a), extra_headers=peer_headers("stranger")) as ws:
         await ws.send_message(streamwire.push(1, True, b"\xa1\x61x\xff not cbor"))
@@ -123,7 +138,7 @@ async def test_a_bad_push_gets_its_400_and_leaves_no_trace(nursery):
 
 
 async def test_the_upgrade_of_a_peer_of_another_book_is_refused(nursery):
-    a = await start(nursery)
+    a = await start(nursery, peer_stream=True)
     with pytest.raises(ConnectionRejected) as refused:
         async with open_websocket_url(ws_url(a), extra_headers=peer_headers("x", "other")):
             pass
@@ -144,7 +159,7 @@ async def close_code(running, message) -> int:
 
 
 async def test_oversize_and_garbage_messages_close_the_stream_and_change_nothing(nursery):
-    a = await start(nursery)
+    a = await start(nursery, peer_stream=True)
     before = trace(a.node)
     assert await close_code(a, b"\0" * (asgi.PEER_MAX_MESSAGE + 1)) == 1009
     assert await close_code(a, "a text message") == 1003
@@ -156,8 +171,8 @@ async def test_oversize_and_garbage_messages_close_the_stream_and_change_nothing
 
 
 async def test_pushes_fall_back_to_http_against_a_node_that_refuses_the_route(nursery):
-    a = await start(nursery)
-    old = await start(nursery, a.url, peer_stream=False)  # as a node from before the stream
+    a = await start(nursery, peer_stream=True)
+    old = await start(nursery, a.url)  # as a node from before the stream
     await eventually(lambda: len(a.node.peers) == 1)
     async with client() as http:
         for i in range(6):
@@ -170,8 +185,8 @@ async def test_pushes_fall_back_to_http_against_a_node_that_refuses_the_route(nu
 
 
 async def test_an_answer_waits_for_the_journal_sync(nursery):
-    a = await start(nursery)
-    b = await start(nursery, a.url)
+    a = await start(nursery, peer_stream=True)
+    b = await start(nursery, a.url, peer_stream=True)
     blocks = await own_blocks(a, 1)
     body = encode_blocks(blocks, [])
     released, waiting = trio.Event(), []
@@ -202,10 +217,10 @@ async def test_an_answer_waits_for_the_journal_sync(nursery):
 
 
 async def test_the_sender_reconnects_to_a_receiver_killed_and_restarted(nursery, tmp_path):
-    receiver = NodeProcess(str(tmp_path / "receiver"))
+    receiver = NodeProcess(str(tmp_path / "receiver"), extra=("--peer-stream",))
     await receiver.start()
     try:
-        a = await start(nursery, receiver.url)
+        a = await start(nursery, receiver.url, peer_stream=True)
         async with client() as http, httpx.AsyncClient(timeout=5) as plain:
             async def digests_agree() -> bool:
                 try:
@@ -240,7 +255,7 @@ async def test_a_message_that_stalls_midway_closes_the_stream_and_gives_its_byte
         nursery, monkeypatch):
     monkeypatch.setattr(peerstream, "MESSAGE_GRACE_S", 0.3)
     monkeypatch.setattr(peerstream, "WATCH_EVERY_S", 0.1)
-    a = await start(nursery)
+    a = await start(nursery, peer_stream=True)
     before = trace(a.node)
     stream = await trio.open_tcp_stream("127.0.0.1", int(a.url.rsplit(":", 1)[1]))
     ws = WSConnection(ConnectionType.CLIENT)
@@ -274,7 +289,7 @@ async def test_a_message_that_stalls_midway_closes_the_stream_and_gives_its_byte
 
 async def test_a_peer_that_sends_on_past_a_refused_message_is_cut_off(nursery, monkeypatch):
     monkeypatch.setattr(peerstream, "WATCH_EVERY_S", 0.1)
-    a = await start(nursery)
+    a = await start(nursery, peer_stream=True)
     before = trace(a.node)
     stream = await trio.open_tcp_stream("127.0.0.1", int(a.url.rsplit(":", 1)[1]))
     ws = WSConnection(ConnectionType.CLIENT)
@@ -314,7 +329,7 @@ async def test_a_peer_that_sends_on_past_a_refused_message_is_cut_off(nursery, m
 
 
 async def test_a_stopping_node_closes_its_peers_streams_going_away(nursery):
-    a = await start(nursery)
+    a = await start(nursery, peer_stream=True)
     async with open_websocket_url(ws_url(a), extra_headers=peer_headers("p")) as ws:
         nursery.start_soon(a.stop)
         with pytest.raises(ConnectionClosed) as closed:
@@ -361,7 +376,7 @@ async def test_a_peer_that_never_answers_the_upgrade_holds_one_connection(nurser
     the node answers its clients meanwhile."""
     deaf = DeafPeer()
     await deaf.serve(nursery)
-    a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0)
+    a = await start(nursery, data_dir=str(tmp_path / "a"), rate_limit=0, peer_stream=True)
     a.node.add_peer(deaf.url, sticky=True)
     await eventually(lambda: a.node.peers[deaf.url].started)
     placed = 0

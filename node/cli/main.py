@@ -501,7 +501,8 @@ def run_node(args: argparse.Namespace) -> int:
                         bootstrap_expect=args.bootstrap_expect,
                         auth=not (args.no_auth or args.insecure_no_auth),
                         insecure_no_auth=args.insecure_no_auth,
-                        rate_limit=args.rate_limit, rate_burst=args.rate_burst)
+                        rate_limit=args.rate_limit, rate_burst=args.rate_burst,
+                        peer_stream=args.peer_stream)
     try:
         node = Node(config)
     except ProtectedMode as exc:

@@ -252,6 +252,9 @@ def build_parser() -> Parser:
                            "unlimited)")
     node.add_argument("--rate-burst", type=positive_int, default=2000, metavar="N",
                       help="how many an account may send at once (default 2000)")
+    node.add_argument("--peer-stream", action="store_true",
+                      help="push to peers over one WebSocket each (/peer/stream), and "
+                           "serve that route (default: HTTP pushes only)")
     node.add_argument("--log-level", choices=logs.LEVELS, default="info")
 
     order = subcommand(

@@ -18,12 +18,13 @@ Theory of operation
   is queued (up to ``PUSH_BATCH`` block lists, each durable here) and sends
   it as one push, with up to ``PUSHES_IN_FLIGHT`` pushes under way to
   the peer (sent in order; one that overtakes the other on the way waits at
-  the receiver for it, briefly, see peerapi.py). A push is one message on
-  the one WebSocket the sender keeps open to the peer's ``/peer/stream``
-  (pushstream.py; about a third less of the receiver's CPU per small push
-  than an HTTP request), or, to a peer that refuses that upgrade (an older
-  node), a ``POST /peer/push``. A failure drops that batch and backs the
-  peer off; pull repairs whatever push lost.
+  the receiver for it, briefly, see peerapi.py). A push is a
+  ``POST /peer/push``, or, with ``peer_stream`` on (``--peer-stream``), one
+  message on the one WebSocket the sender keeps open to the peer's
+  ``/peer/stream`` (pushstream.py; about a third less of the receiver's CPU
+  per small push), and a POST again to a peer that refuses that upgrade.
+  A failure drops that batch and backs the peer off; pull repairs whatever
+  push lost.
 * **Pull.** Every ``pull_interval_s`` (jittered by +-20%), each peer's puller
   sends the node's causal context to that peer and merges the delta that
   comes back: exactly the events the node lacks, at most ``PAGE`` of them (a
