@@ -30,6 +30,18 @@ MiB in memory before the size check. ``BoundedDeflate`` takes its place in
 hypercorn's handshake: a chunk that inflates past ``WS_MAX_MESSAGE`` ends
 the connection at once.
 
+hypercorn handles every frame of a read (64 KiB) before it next yields,
+unless a message ends among them: a peer stream's message may hold at most
+``PEER_MAX_FRAMES`` frames (a node's sender sends one; 1009 beyond), or
+a message in one-byte frames would hold the event loop a third of a second
+per read. Once this side's close frame is out (a 1009, or the app's close),
+what the peer sends is dropped: its first ``WS_AFTER_CLOSE`` bytes (what was
+in flight) are looked at for its close (at most ``WS_CLOSE_EVENTS`` frames a
+read), which ends the connection, and the rest unread; a peer that sends on
+past them is cut off ``WS_CLOSE_GRACE_S`` later (time to read the close).
+hypercorn, after its own 1009, took one frame per read and kept the rest, so
+a peer that went on sending grew the node's memory without bound.
+
 Limits on what comes before the body are hypercorn's, set in
 ``hypercorn_config``: request line and headers at most ``MAX_HEADER_BYTES``
 (h11's incomplete-event limit: beyond it the connection gets 400), and
@@ -39,6 +51,7 @@ keep-alive timer runs until a request's headers are in).
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
 from urllib.parse import parse_qsl
@@ -48,8 +61,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.protocol import h11 as h11_protocol
 from hypercorn.protocol import ws_stream
-from hypercorn.protocol.events import Data
-from wsproto.events import TextMessage
+from hypercorn.protocol.events import Data, StreamClosed
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
@@ -66,7 +80,13 @@ MAX_BODIES_IN_FLIGHT = 64 * 1024 * 1024  # bytes of request bodies held at once,
 WS_MAX_MESSAGE = 64 * 1024  # bytes of one WebSocket message from a client (1009 beyond)
 WS_PING_EVERY_S = 20.0  # hypercorn pings WebSocket clients; their pongs keep them alive
 PEER_STREAM = "/peer/stream"  # peers' pushes over one WebSocket (cluster/peerstream.py)
-PEER_MAX_MESSAGE = 16 * 1024 * 1024  # bytes of one message there: a push's body limit
+# bytes of one message there: a push's body limit (gossip.PUSH_BODY_LIMIT, what /peer/push
+# reads) and the message's head (streamwire.PUSH_HEAD): a body HTTP takes, a stream takes
+PEER_MAX_MESSAGE = 16 * 1024 * 1024 + 9
+PEER_MAX_FRAMES = 64  # frames of one message there (1009 beyond; see the module docstring)
+# after this side's close frame: bytes of the peer looked at for its close, frames looked
+# at per read, and how long a peer that sends on is given (module docstring)
+WS_AFTER_CLOSE, WS_CLOSE_EVENTS, WS_CLOSE_GRACE_S = 64 * 1024, 64, 1.0
 # Bodies of at most 4 digits of Content-Length (under 10,000 bytes: an order, a command)
 # are taken as queued; larger ones (a peer's push) checkpoint at every chunk, as before,
 # so that many large bodies read at once leave their turn to other requests.
@@ -351,6 +371,35 @@ class FramesAtOnce(ws_stream.WSStream):
             self.buffer = _ChargedBuffer(PEER_MAX_MESSAGE)
             scope["extensions"][PARTIAL] = {"buffer": self.buffer}
 
+    after_close = 0  # bytes come since this side's close frame went out
+    dropping_since: float | None = None  # when the first of them came
+
+    async def handle(self, event) -> None:
+        if isinstance(event, Data) and self.state in _ACCEPTED \
+                and self.connection.state is ConnectionState.LOCAL_CLOSING:
+            await self._after_close(event.data)
+            return
+        await super().handle(event)
+
+    async def _after_close(self, data: bytes) -> None:
+        """Drop what the peer sends after this side's close; end the connection at
+        its close, or once it sent on for long (module docstring)."""
+        now = trio.current_time()
+        if self.dropping_since is None:
+            self.dropping_since = now
+        self.after_close += len(data)
+        ended = False
+        if self.after_close <= WS_AFTER_CLOSE:  # (else not even parsed: dropped)
+            self.connection.receive_data(data)
+            for event in itertools.islice(self.connection.events(), WS_CLOSE_EVENTS):
+                if isinstance(event, CloseConnection):
+                    ended = True
+                    break
+        elif now - self.dropping_since > WS_CLOSE_GRACE_S:
+            ended = True
+        if ended and not self.closed:
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
     async def app_send(self, message) -> None:
         if message is None and type(self.buffer) is _ChargedBuffer:
             self.buffer.release_all()  # the app is done: what it never took counts no more
@@ -366,6 +415,8 @@ class FramesAtOnce(ws_stream.WSStream):
             return
         await self.send(Data(stream_id=self.stream_id, data=data))
 
+
+_ACCEPTED = (ws_stream.ASGIWebsocketState.CONNECTED, ws_stream.ASGIWebsocketState.CLOSED)
 
 # The key of a peer stream's message that holds its ``Charge``, and the scope extension
 # that shows its app the message being received (``_ChargedBuffer``).
@@ -412,6 +463,7 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
         self.began = 0.0  # when its first frame came
         self.charges: list[Charge] = []  # handed over and maybe not released yet
         self.refused = False
+        self.frames = 0  # of the message begun
 
     def partial(self) -> tuple[float, int] | None:
         """(when its first frame came, bytes so far) of a message begun and not yet
@@ -429,8 +481,10 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
             self.charges.append(self.charge)
             if len(self.charges) > 64:  # forget those released (size 0)
                 self.charges = [c for c in self.charges if c.size]
+            self.frames = 0
+        self.frames += event.frame_finished  # (a large frame comes in several reads)
         try:
-            if not self.charge.add(len(event.data)):
+            if self.frames > PEER_MAX_FRAMES or not self.charge.add(len(event.data)):
                 raise ws_stream.FrameTooLargeError()
             super().extend(event)
         except ws_stream.FrameTooLargeError:

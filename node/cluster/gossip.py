@@ -414,7 +414,7 @@ async def _stream_push(node: Node, stream: pushstream.PushStream, body: bytes,
             response = await stream.push(body, receipt)
     except pushstream.NotSpoken as exc:
         logs.info("peer.stream_refused", peer=stream.url, status=exc.status,
-                  detail=f"pushing over HTTP for {pushstream.RETRY_S:g}s")
+                  detail=f"{exc}; pushing over HTTP for {pushstream.RETRY_S:g}s")
         return None
     except trio.TooSlowError:
         raise CallFailed(f"no answer within {timeout:g}s") from None

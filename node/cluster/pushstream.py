@@ -23,9 +23,18 @@ fails (``StreamFailed``; the sender drops them, pull repairs), and the next
 push opens a new one. A peer that answers the upgrade with anything but
 101 does not speak the route (an older node, or one with it off): ``push``
 raises ``NotSpoken``, the caller pushes over HTTP instead, and the stream is
-tried again ``RETRY_S`` later. An answer is read up to ``MAX_ANSWER`` bytes
-(a refusal's JSON and a receipt are small); a text message, a malformed
-answer or one for an id nobody waits for ends the connection.
+tried again ``RETRY_S`` later. So does a peer whose answer is no sound
+upgrade (a 101 without its key, a close and no answer), and one whose
+connection ends before it answered a single push (one that accepts and
+closes at once, or never answers: a broken peer or something between):
+were it reconnected, every push would fail there, and the peer be backed
+off, with no push arriving at all. The push that found it out goes over
+HTTP at once (a push taken twice is taken once), unless its time was up.
+Pushes waiting for the connection to open see that verdict and go over
+HTTP too: one upgrade per ``RETRY_S`` at most, however many pushes are in
+flight. An answer is read up to ``MAX_ANSWER`` bytes (a refusal's JSON and
+a receipt are small); a text message, a malformed answer or one for an id
+nobody waits for ends the connection.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from wsproto.events import (
     RejectConnection,
     Request,
 )
+from wsproto.utilities import RemoteProtocolError
 
 from ..asgi import PEER_STREAM
 from . import peerauth, streamwire
@@ -56,10 +66,12 @@ class StreamFailed(Exception):
 
 
 class NotSpoken(Exception):
-    """The peer refused the upgrade (``status``): push over HTTP instead."""
+    """The peer refused the upgrade (``status``), answered it with nothing sound (0),
+    or its stream answered no push (101): push over HTTP instead."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(f"the peer refused {PEER_STREAM} ({status})")
+    def __init__(self, status: int, why: str | None = None) -> None:
+        super().__init__(why or (f"the peer refused {PEER_STREAM} ({status})" if status != 101
+                                 else f"the peer's {PEER_STREAM} ended before it answered a push"))
         self.status = status
 
 
@@ -85,6 +97,7 @@ class _Link:
         self.closed: str | None = None
         self.reader: trio.CancelScope | None = None
         self.sent = self.received = 0  # bytes of the upgrade
+        self.answered = 0  # answers routed (PushStream: a link that ends with none)
 
     def close(self, why: str) -> None:
         """End the connection (synchronously: also from a cancelled scope) and fail
@@ -170,6 +183,7 @@ class _Link:
             headers[peerauth.HEADER] = receipt.decode("ascii")
         waiter.answer = Answer(status, headers, body, 0, len(message) + FRAME_HEAD)
         waiter.done.set()
+        self.answered += 1
 
 
 async def connect(url: str, replica: str, book: str) -> _Link:
@@ -187,19 +201,22 @@ async def connect(url: str, replica: str, book: str) -> _Link:
         sent, received = len(data), 0
         while True:
             data = await stream.receive_some(RECEIVE)
-            if not data:
-                raise StreamFailed("the peer closed the connection in the upgrade")
+            if not data:  # (as a server that takes no upgrade may)
+                raise NotSpoken(0, "the peer closed the connection in the upgrade")
             received += len(data)
-            ws.receive_data(data)
-            for event in ws.events():
-                if isinstance(event, AcceptConnection):
-                    named = dict(event.extra_headers)
-                    link = _Link(stream, ws, named.get(b"x-crdtbook-replica",
-                                                       b"").decode("latin-1"))
-                    link.sent, link.received = sent, received
-                    return link
-                if isinstance(event, RejectConnection):
-                    raise NotSpoken(event.status_code)
+            try:
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, AcceptConnection):
+                        named = dict(event.extra_headers)
+                        link = _Link(stream, ws, named.get(b"x-crdtbook-replica",
+                                                           b"").decode("latin-1"))
+                        link.sent, link.received = sent, received
+                        return link
+                    if isinstance(event, RejectConnection):
+                        raise NotSpoken(event.status_code)
+            except RemoteProtocolError as exc:  # a 101 without its key, not HTTP, ...
+                raise NotSpoken(0, f"a broken answer to the upgrade: {exc}"[:200]) from None
     except BaseException:
         stream.socket.close()
         raise
@@ -220,14 +237,33 @@ class PushStream:
         return now >= self.http_until
 
     async def push(self, body: bytes, receipt: bool) -> Answer:
-        """One push and its answer (call it within the push's time bound)."""
+        """One push and its answer (call it within the push's time bound); NotSpoken
+        if the peer does not speak the stream (module docstring)."""
         link = self._link
         if link is None or link.closed is not None:
             async with self._opening:  # the pushes in flight wait for one connection
+                if self._link is not None and self._link.closed is not None:
+                    self._ended(self._link)
+                if not self.ready(self.node.monotonic()):
+                    raise NotSpoken(0, f"{PEER_STREAM} found not spoken there meanwhile")
                 link = self._link
-                if link is None or link.closed is not None:
+                if link is None:
                     link = self._link = await self._open()
-        return await link.exchange(body, receipt)
+        try:
+            return await link.exchange(body, receipt)
+        except BaseException as exc:  # (a timeout too: the link is closed by now)
+            self._ended(link)
+            if isinstance(exc, StreamFailed) and not link.answered:
+                raise NotSpoken(101) from None
+            raise
+
+    def _ended(self, link: _Link) -> None:
+        """``link`` is closed: forget it, and if it never answered a push, push over
+        HTTP for ``RETRY_S`` (once per link)."""
+        if self._link is link:
+            self._link = None
+            if not link.answered:
+                self.http_until = self.node.monotonic() + RETRY_S
 
     async def _open(self) -> _Link:
         node = self.node
