@@ -185,7 +185,8 @@ def test_cycles_frozen_alive_and_dropped_are_freed_once_they_grow_the_process(
     that much waits."""
     if not os.path.exists("/proc/self/statm"):
         pytest.skip("reads the resident size from /proc/self/statm")
-    monkeypatch.setattr(gcpolicy, "GROWTH_BYTES", 16 * MIB, raising=False)
+    monkeypatch.setattr(gcpolicy, "GROWTH_BYTES", 16 * MIB)
+    monkeypatch.setattr(gcpolicy, "GROWTH", 1)  # the floor alone decides
     with gcpolicy.compaction():
         pass  # the first compaction starts the thaw's clock
     refs = []
@@ -204,7 +205,8 @@ def test_small_cycles_frozen_alive_and_dropped_are_freed_once_they_are_many(
     """The same with cycles of small objects only (hypercorn's per connection):
     counted by the objects allocated, not the resident size, which reuses what
     the last thaw freed and so says nothing until it is all used."""
-    monkeypatch.setattr(gcpolicy, "GROWTH_BLOCKS", 50_000, raising=False)
+    monkeypatch.setattr(gcpolicy, "GROWTH_BLOCKS", 50_000)
+    monkeypatch.setattr(gcpolicy, "GROWTH", 1)  # the floor alone decides
     with gcpolicy.compaction():
         pass
     refs = []

@@ -1,16 +1,18 @@
 """The collector's policy around compactions (node/gcpolicy.py).
 
 A compaction pauses the collector and then freezes the heap, so collections
-scan only what was allocated since; every ``THAW_S`` it unfreezes the heap
-and collects it all, so a cycle that became garbage after it was frozen is
-still freed. Only a process that called ``tune()`` freezes. The tests turn
-the policy on, drive its clock by hand, and restore the interpreter's
-collector (thresholds, nothing frozen) after each.
+scan only what was allocated since; every ``THAW_S``, or once the frozen
+heap has grown ``GROWTH``-fold, it unfreezes the heap and collects it all, so
+a cycle that became garbage after it was frozen is still freed. Only a
+process that called ``tune()`` freezes. The tests turn the policy on, drive
+its clock by hand, and restore the interpreter's collector (thresholds,
+nothing frozen) after each.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 import pytest
@@ -33,6 +35,7 @@ def policy(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(gcpolicy._Freezing, "clock", clock)
     monkeypatch.setattr(gcpolicy._Freezing, "thawed_at", None)
+    monkeypatch.setattr(gcpolicy._Freezing, "size_at_thaw", (0, None))
     enabled = gc.isenabled()
     previous = gcpolicy.tune()
     try:
@@ -100,6 +103,23 @@ def test_a_cycle_frozen_by_a_compaction_is_freed_at_the_next_thaw(policy):
     young = cycle()
     gc.collect()
     assert young() is None  # a cycle not yet frozen is collected as ever
+
+
+def test_a_frozen_heap_grown_past_its_bound_is_thawed_before_thaw_s(policy, monkeypatch):
+    monkeypatch.setattr(gcpolicy, "GROWTH", 1.05)
+    monkeypatch.setattr(gcpolicy, "GROWTH_BLOCKS", 0)  # no floor: this heap is small
+    with gcpolicy.compaction():
+        pass  # the first compaction notes the heap it froze
+    garbage = cycle()
+    with gcpolicy.compaction():
+        pass
+    gc.collect()
+    assert garbage() is not None  # frozen, and the heap has not grown
+    grown = [[i] for i in range(sys.getallocatedblocks() // 10)]  # a tenth more, alive
+    with gcpolicy.compaction():
+        pass
+    assert garbage() is None  # thawed and collected, long before THAW_S
+    assert gc.get_freeze_count() >= len(grown)  # and frozen again after
 
 
 def test_without_tune_a_compaction_leaves_the_collector_alone():
