@@ -18,7 +18,8 @@ those cycles hold, and for how long.
   objects, ~2.5 kB): frozen, a stranger connecting 300 times a second grew a
   node by 0.7 MB/s, some 400 MB before the thaw. The policy now thaws early
   once the heap grew by ``GROWTH`` (and a floor) since the last thaw, and a
-  closed connection is no cycle any more (node/httpserve.py).
+  closed connection is no cycle any more (node/httpserve.py), nor a
+  WebSocket connection cancelled (node/api/websocket.py).
 
 The soak (``CRDTBOOK_SOAK_S`` seconds against a real node process, off unless
 set) shows the second over time; the tests here show each bound quickly.
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
+import struct
 import time
 import weakref
 
@@ -167,6 +170,43 @@ async def test_a_closed_connection_leaves_no_reference_cycle(nursery, tmp_path):
         if was:
             gc.enable()
     assert left == [], f"closed connections left cycles of {left}"
+
+
+async def test_a_dropped_websocket_leaves_no_reference_cycle(nursery, tmp_path):
+    """Whatever the policy: a WebSocket client that subscribes and then resets its
+    connection leaves nothing for the collector (its cancelled tasks included)."""
+    a = await start(nursery, data_dir=str(tmp_path / "a"))
+    host, port = a.url.removeprefix("http://").rsplit(":", 1)
+    await trio.sleep(0)
+    gc.collect()
+    living = trio.lowlevel.current_statistics().tasks_living
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(3):
+            client = trio.socket.socket()
+            await client.connect((host, int(port)))
+            await client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            assert (await client.recv(4096)).startswith(b"HTTP/1.1 101")
+            text = b'{"op":"subscribe","channel":"book"}'
+            mask = b"\x01\x02\x03\x04"
+            await client.send(bytes([0x81, 0x80 | len(text)]) + mask
+                              + bytes(c ^ mask[i % 4] for i, c in enumerate(text)))
+            assert await client.recv(4096)  # its answer: the subscription is live
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()  # a reset
+        await eventually(lambda: trio.lowlevel.current_statistics().tasks_living <= living)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = sorted({type(thing).__qualname__ for thing in gc.garbage})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if was:
+            gc.enable()
+    assert left == [], f"dropped WebSocket connections left cycles of {left}"
 
 
 class Holder:
