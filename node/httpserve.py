@@ -252,6 +252,17 @@ class Connection(TCPServer):
         super().__init__(*args)
         self.idle_task = KeepAlive(self)
 
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            # hypercorn's objects of one connection refer to each other (its protocol
+            # holds this handler's bound send, the keep-alive timer this handler): a
+            # cycle of some 28 objects per connection, left to the collector, and
+            # once a compaction froze it (gcpolicy.py) to the next thaw. Its tasks
+            # are all done here: without this handler's references it is no cycle.
+            vars(self).clear()
+
     async def _read_data(self) -> None:
         try:
             await super()._read_data()

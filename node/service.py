@@ -1017,8 +1017,17 @@ async def decoded(payload: bytes):
     """
     if len(payload) <= LARGE_MESSAGE:
         return decode_blocks_message(payload)
-    return await trio.to_thread.run_sync(decode_blocks_message, payload, limiter=_decoding(),
-                                         abandon_on_cancel=True)
+    try:
+        return await trio.to_thread.run_sync(decode_blocks_message, payload,
+                                             limiter=_decoding(), abandon_on_cancel=True)
+    except Exception as exc:
+        # The worker thread's last frame keeps the outcome that holds the exception,
+        # whose traceback (or its context's) leads back to that frame: a cycle whose
+        # frames hold the payload, freed only by a collection (and once a compaction
+        # froze it, at the thaw: a stranger's refused megabyte pushes piled up,
+        # tests/test_attacks21.py). Without them the exception holds nothing there.
+        exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+        raise
 
 
 def newest_seqs(events) -> dict[str, int]:

@@ -12,6 +12,7 @@ nothing frozen) after each.
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 import pytest
@@ -34,7 +35,7 @@ def policy(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(gcpolicy._Freezing, "clock", clock)
     monkeypatch.setattr(gcpolicy._Freezing, "thawed_at", None)
-    monkeypatch.setattr(gcpolicy._Freezing, "thawed_left", 0)
+    monkeypatch.setattr(gcpolicy._Freezing, "size_at_thaw", (0, None))
     enabled = gc.isenabled()
     previous = gcpolicy.tune()
     try:
@@ -106,6 +107,7 @@ def test_a_cycle_frozen_by_a_compaction_is_freed_at_the_next_thaw(policy):
 
 def test_a_frozen_heap_grown_past_its_bound_is_thawed_before_thaw_s(policy, monkeypatch):
     monkeypatch.setattr(gcpolicy, "GROWTH", 1.05)
+    monkeypatch.setattr(gcpolicy, "GROWTH_BLOCKS", 0)  # no floor: this heap is small
     with gcpolicy.compaction():
         pass  # the first compaction notes the heap it froze
     garbage = cycle()
@@ -113,7 +115,7 @@ def test_a_frozen_heap_grown_past_its_bound_is_thawed_before_thaw_s(policy, monk
         pass
     gc.collect()
     assert garbage() is not None  # frozen, and the heap has not grown
-    grown = [[i] for i in range(gc.get_freeze_count() // 10)]  # a tenth more, alive
+    grown = [[i] for i in range(sys.getallocatedblocks() // 10)]  # a tenth more, alive
     with gcpolicy.compaction():
         pass
     assert garbage() is None  # thawed and collected, long before THAW_S
