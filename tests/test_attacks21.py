@@ -28,6 +28,7 @@ set) shows the second over time; the tests here show each bound quickly.
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 import socket
 import struct
@@ -214,7 +215,13 @@ class Holder:
 
     def __init__(self, size: int) -> None:
         self.me = self
-        self.buffer = b"\x01" * size  # written: resident, not a zero page
+        self.buffer = b""
+        if size:
+            # Pages of its own (an anonymous map, unmapped when freed), written so
+            # they are resident: a buffer from malloc could reuse what earlier tests
+            # of this process freed, and so not grow the resident size at all.
+            self.buffer = mmap.mmap(-1, size)
+            self.buffer.write(b"\x01" * size)
 
 
 def test_cycles_frozen_alive_and_dropped_are_freed_once_they_grow_the_process(
