@@ -121,6 +121,7 @@ class Workload:
         self.acked_by: dict[int, set[str]] = {}  # what each node answered 201 for
         self.done = trio.Event()
         self.posts = 0
+        self.posting: dict[int, int] = {}  # posts under way, per node
 
     def batch(self) -> list[dict]:
         rng, out = self.rng, []
@@ -145,11 +146,14 @@ class Workload:
             target = up[i % len(up)]
             node = self.nodes[target]
             headers = admin_headers(node.data_dir)
+            self.posting[target] = self.posting.get(target, 0) + 1
             try:
                 r = await self.http.post(node.url + "/orders", json=self.batch(),
                                          headers=headers)
             except httpx.HTTPError:
                 continue
+            finally:
+                self.posting[target] -= 1
             if r.status_code != 201:
                 await trio.sleep(0.05)
                 continue
@@ -334,12 +338,38 @@ async def test_main_and_the_pass_write_one_history_and_read_each_others_stores(
                 seen = work.posts
                 await eventually(lambda: work.posts > seen + 20, timeout=60)
                 work.up.discard(4)
+                # what gone acknowledged is durable on its disk alone (ack=local) until
+                # pushed: once new1 holds the last of it (a feed has no hole), a kill
+                # and an eviction may lose nothing of it
+                await eventually(lambda: not work.posting.get(4), timeout=30)
+                mine = [i for i in work.acked_by.get(4, ()) if i.startswith(gone.replica)]
+                last = max(mine, key=lambda i: int(i.rsplit(":", 1)[1]))
+
+                async def pushed():
+                    r = await http.get(f"{new1.url}/orders/{last}",
+                                       headers=admin_headers(new1.data_dir))
+                    return r.status_code == 200 or None
+                await eventually(pushed, timeout=60)
                 gone.kill()
+                answers: list = []
+
                 async def evicted():
                     r = await http.post(new1.url + "/evict", json={"replica": gone.replica},
                                         headers=admin_headers(new1.data_dir))
+                    answers.append((r.status_code, r.text[:300]))
                     return r.status_code == 200 or None
-                await eventually(evicted, timeout=60, interval=0.5)
+                try:
+                    # new1 may have found gone's address in the registry only after
+                    # gone was killed, never having heard from it: that peer's replica
+                    # is unknown, so the evict counts it among the unreachable peers
+                    # (409) until new1 forgets it, a registry TTL (60 s) after its
+                    # first failure (seen here: failing 57 s, replica None)
+                    await eventually(evicted, timeout=150, interval=0.5)
+                except AssertionError:
+                    peers = (await get(http, new1.url, "/status"))["peers"]
+                    raise AssertionError(f"never evicted: {answers[-1]}; leaver "
+                                         f"{leaver.url} {leaver.replica}, gone {gone.url}; "
+                                         f"new1's peers {peers}") from None
                 await eventually(lambda: members(http, nodes, 3), timeout=60)
                 seen = work.posts
                 await eventually(lambda: work.posts > seen + 20, timeout=60)
@@ -348,7 +378,9 @@ async def test_main_and_the_pass_write_one_history_and_read_each_others_stores(
             events, fills, per_account, orders, _ = before
             kinds = {e["kind"] for e in events}
             assert len(fills) > 50 and all(per_account), "the workload crossed little"
-            assert not work.acked - {o["id"] for o in orders}, "a 201 order is missing"
+            missing = work.acked - {o["id"] for o in orders}
+            assert not missing, ("a 201 order is missing", sorted(missing)[:5], {
+                k: len(missing & v) for k, v in work.acked_by.items()})
             assert len(kinds) >= 3, kinds
             for node in nodes:
                 assert await node.stop() == 0
@@ -665,11 +697,15 @@ async def test_a_stopped_member_and_a_liar_get_nothing_dropped_and_keep_nothing_
                 before = compacted_here(a.directory)
                 seen = work.posts
                 await eventually(lambda: work.posts > seen + 40, timeout=60)
+                # compaction goes on below what the laggard holds (its resting orders
+                # trade on): polled for, as it may have caught up with the laggard's
+                # context before the laggard froze, and then waits for those trades
+                await eventually(lambda: len(compacted_here(a.directory)) > len(before),
+                                 timeout=60)
                 for directory in (a.directory, b.data_dir):
                     rows = compacted_here(directory)
                     lacking = sorted(d for d in rows if not frozen[0].has(*d))
                     assert not lacking, f"dropped what the laggard lacks: {lacking[:5]}"
-                assert len(compacted_here(a.directory)) > len(before)  # it went on
 
                 def held_for_laggard() -> set:  # below F, lacked by the laggard alone
                     replica = a.node.replica
