@@ -477,10 +477,12 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
             raise ws_stream.FrameTooLargeError()
         if self.charge is None:
             self.began = trio.current_time()
+            if len(self.charges) >= 64:  # forget those released (size 0)
+                # (before the new one goes in: it has size 0 until its bytes are
+                # added, and one forgotten here would never be released)
+                self.charges = [c for c in self.charges if c.size]
             self.charge = Charge()
             self.charges.append(self.charge)
-            if len(self.charges) > 64:  # forget those released (size 0)
-                self.charges = [c for c in self.charges if c.size]
             self.frames = 0
         self.frames += event.frame_finished  # (a large frame comes in several reads)
         try:

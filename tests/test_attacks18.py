@@ -831,6 +831,25 @@ async def test_a_sender_gone_mid_message_leaves_nothing_held(nursery):
     assert membership(a.node) == before
 
 
+async def test_a_sender_gone_mid_message_after_64_whole_ones_leaves_nothing_held(nursery):
+    """The buffer forgot the charge of each 65th message as it began: a sender gone
+    in the middle of that one kept its bytes charged for ever (the whole suite
+    once failed on 589,333 bytes a test left held). Each round lands the
+    message begun on another index of the buffer's list."""
+    a = await start(nursery)
+    small = await held_blocks(a, 1)
+    message = streamwire.push(1, False, small + b"\0" * 500_000)
+    for whole in (63, 64, 65, 129):
+        raw = await Raw.open(a)
+        for ident in range(whole):
+            await raw.push(ident, small)
+        assert len(await raw.answered(whole)) == whole
+        await raw.send(BytesMessage(data=message[:250_000], message_finished=False))
+        await eventually(lambda: asgi._InFlight.held >= 250_000)
+        await raw.abort()
+        await eventually(lambda: a.node.streams_open == 0 and asgi._InFlight.held == 0)
+
+
 # -- kill -9: receivers with pushes in flight, senders mid-message --------------------
 def count_stream_pushes(monkeypatch) -> tuple[dict, dict]:
     """Pushes this process's nodes answered over a stream, by the replica that sent

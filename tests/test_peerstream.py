@@ -391,3 +391,24 @@ async def test_a_peer_that_never_answers_the_upgrade_holds_one_connection(nurser
     await eventually(tried_again, timeout=30, interval=0.1)
     assert deaf.most_open == 1
     assert a.node.stats["stream_pushes"] == 0
+
+
+async def test_every_message_begun_is_charged_where_release_all_finds_it():
+    """A connection that ends mid-message gives back every byte charged, whatever
+    number of messages came before (the buffer once forgot the charge of each
+    65th message as it began: a peer sending 64 messages, then half of one, then
+    hanging up, kept that half of the node-wide budget for ever)."""
+    start = asgi._InFlight.held
+    for whole in (0, 1, 63, 64, 65, 100, 200):
+        buffer = asgi._ChargedBuffer(1 << 20)
+        for _ in range(whole):
+            buffer.extend(BytesMessage(data=b"x" * 10, frame_finished=True,
+                                       message_finished=True))
+            message = buffer.to_message()
+            buffer.clear()
+            message[asgi.CHARGE].release()  # the app is done with it
+        buffer.extend(BytesMessage(data=b"y" * 1000, frame_finished=True,
+                                   message_finished=False))  # half a message
+        assert asgi._InFlight.held == start + 1000
+        buffer.release_all()  # the connection ends
+        assert asgi._InFlight.held == start, whole
