@@ -47,6 +47,8 @@ from .client import CliError
 from .output import Output, crdtbook_command, quiet_broken_pipe
 from .parser import UsageError, join_token, parse
 
+SWITCH_INTERVAL_S = 0.001  # a node's sys.setswitchinterval (see run_node)
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -490,6 +492,12 @@ def run_node(args: argparse.Namespace) -> int:
         data_dir = args.data_dir or os.path.join("crdtbook-data",
                                                  f"{args.book}-{args.listen[1]}")
     tune()
+    # A commit's fsync runs on a worker thread; once it is done, the thread waits for
+    # the interpreter while the event loop runs Python, up to the switch interval
+    # (CPython's default 5 ms) before the loop is made to give it up: under load
+    # every commit's answers and pushes came up to that much later. 1 ms:
+    # docs/performance.md, "The durable cluster, tenth pass".
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     config = NodeConfig(host=args.listen[0], port=args.listen[1], peers=args.peer,
                         registry_url=args.registry and normalize_url(args.registry),
                         book=args.book, pull_interval_s=args.pull_interval,
