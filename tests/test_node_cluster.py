@@ -149,6 +149,7 @@ async def test_fills_become_final_leave_and_evict_release_the_frontier(nursery):
         r = await http.post(f"{a.url}/evict", json={"replica": d.node.id}, headers=a.admin)
         assert r.status_code == 409 and r.json()["error"] == "peers_unreachable"
         assert silent in r.json()["detail"], r.text
+        assert f"{silent} never answered" in r.json()["detail"], r.text  # replica unknown
         r = await http.post(f"{a.url}/evict", json={"replica": d.node.id, "force": True},
                             headers=a.admin)
         assert r.status_code == 200, r.text

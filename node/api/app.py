@@ -357,11 +357,16 @@ class App:
         unreachable = [u for u in unreachable if self.node.peers.get(u) is not None
                        and self.node.peers[u].replica != replica]
         if unreachable and not data.get("force", False):
+            unknown = [u for u in unreachable if self.node.peers[u].replica is None]
+            hint = (f"; {', '.join(unknown)} never answered this node, so which replica "
+                    f"it is (maybe {replica} itself) is not known: a peer found only in "
+                    f"the registry is forgotten {self.node.config.registry_ttl_s:g}s "
+                    "after its first failure" if unknown else "")
             raise BadRequest(409, "peers_unreachable",
                              f"cannot reach {', '.join(unreachable)} (or still pulling after "
                              f"{gossip.EVERYTHING_S:g}s): evicting now could reject events of "
                              f"{replica} that only they hold (and that they may have reported "
-                             "final); retry, or force")
+                             f"final){hint}; retry, or force")
         self.node.ready_to_trade(forced=data.get("force", False))  # again, after the awaits
         try:
             delta = self.node.evict(replica)
