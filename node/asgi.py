@@ -450,6 +450,12 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
     docstring). The message handed to the app carries its ``Charge`` (``CHARGE``);
     the app releases it when done, and ``release_all`` whatever it never took.
 
+    A text message (refused by the app once whole, 1003) is charged, and bounded, at
+    4 bytes a character: the most one takes in UTF-8 on the wire and in the str
+    hypercorn builds (hypercorn's own bound counts characters, so one of
+    ``PEER_MAX_MESSAGE`` four-byte characters took 4 times the bytes it was
+    charged, and passed that bound as many times).
+
     Past its bound (the size, or the budget) it raises hypercorn's
     FrameTooLargeError (hypercorn sends a 1009 close) and is ``refused`` from
     then on: its bytes are given back at once and nothing more is charged
@@ -485,8 +491,12 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
             self.charges.append(self.charge)
             self.frames = 0
         self.frames += event.frame_finished  # (a large frame comes in several reads)
+        # a text's characters: up to 4 bytes each, in UTF-8 and in the str hypercorn
+        # joins (one of them widens the whole), where its own bound counts characters
+        size = len(event.data) * (4 if isinstance(event.data, str) else 1)
         try:
-            if self.frames > PEER_MAX_FRAMES or not self.charge.add(len(event.data)):
+            if self.frames > PEER_MAX_FRAMES or self.charge.size + size > self.max_length \
+                    or not self.charge.add(size):
                 raise ws_stream.FrameTooLargeError()
             super().extend(event)
         except ws_stream.FrameTooLargeError:
