@@ -15,8 +15,15 @@ import zlib
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Pong,
-                            Request, TextMessage)
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
@@ -196,6 +203,50 @@ async def test_messages_held_by_the_app_and_queued_are_given_back_when_the_peer_
     await raw.abort()
     gate.set()
     await settled(a)
+
+
+async def test_messages_the_app_never_took_go_with_it(nursery, monkeypatch):
+    """The app ends (here a malformed message, 1007) while hypercorn's queue is full
+    of messages it never took and its reader waits to put one more: the app's
+    end gave their charges back, but nobody would ever take them, so the reader
+    waited for ever, read nothing (not the peer's close, not its hang-up), and
+    the connection kept them all in memory, uncharged: a peer could repeat it
+    on connection after connection (the cap of streams counts only apps)."""
+    a = await start(nursery)
+    gate = trio.Event()
+    real_push = PeerAPI.push
+
+    async def blocked(self, headers, body):
+        await gate.wait()
+        return await real_push(self, headers, body)
+
+    monkeypatch.setattr(PeerAPI, "push", blocked)
+    raw = await Raw.open(a)
+    raw.pongs = False  # (two tasks send)
+    for ident in range(peerstream.IN_FLIGHT):  # every slot taken, the pushes under way
+        await raw.push(ident, b"x")
+    await raw.send(BytesMessage(data=b"short"))  # malformed: 1007 once taken
+    big = b"\0" * 200_000
+    queued = 12  # the queue's 10 (the malformed one first), one being put, one in TCP
+
+    async def send_big() -> None:
+        for ident in range(queued):
+            await raw.push(100 + ident, big)
+
+    nursery.start_soon(send_big)
+    await eventually(lambda: asgi._InFlight.held >= 10 * len(big))
+    gate.set()
+    with trio.fail_after(LIVENESS_S * 5):
+        while raw.closed is None:
+            assert await raw.next() is not None
+    assert raw.closed.code == 1007
+    await raw.send(raw.closed.response())  # the close handshake, completed
+    await settled(a)
+    # the node ends the connection: it read the close (nothing left unread, unfreed)
+    with trio.fail_after(LIVENESS_S * 5):
+        while await raw.next() is not None:
+            pass
+    await raw.stream.aclose()
 
 
 # -- many at once --------------------------------------------------------------------
