@@ -40,7 +40,12 @@ in flight) are looked at for its close (at most ``WS_CLOSE_EVENTS`` frames a
 read), which ends the connection, and the rest unread; a peer that sends on
 past them is cut off ``WS_CLOSE_GRACE_S`` later (time to read the close).
 hypercorn, after its own 1009, took one frame per read and kept the rest, so
-a peer that went on sending grew the node's memory without bound.
+a peer that went on sending grew the node's memory without bound. Once the
+app is done, what hypercorn would put in its queue is dropped, and so is
+what the queue holds unread (``FramesAtOnce._end_puts``): hypercorn's
+reader, waiting for room in a queue the app filled and will never empty,
+read nothing more for ever (the peer's close neither) and kept every message
+in it, their charges given back.
 
 Limits on what comes before the body are hypercorn's, set in
 ``hypercorn_config``: request line and headers at most ``MAX_HEADER_BYTES``
@@ -51,6 +56,7 @@ keep-alive timer runs until a request's headers are in).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import zlib
@@ -400,9 +406,43 @@ class FramesAtOnce(ws_stream.WSStream):
         if ended and not self.closed:
             await self.send(StreamClosed(stream_id=self.stream_id))
 
+    _put = None  # hypercorn's put of a message to the app (its channel's send), till its end
+    _app_put = None  # what hypercorn calls instead (None until the app is started)
+
+    @property
+    def app_put(self):
+        return self._app_put
+
+    @app_put.setter
+    def app_put(self, put) -> None:
+        self._put = put
+        self._app_put = None if put is None else self._put_while_app_runs
+
+    async def _put_while_app_runs(self, message: dict) -> None:
+        """hypercorn's put to the app, until the app ends: then it is dropped, and so
+        is a put waiting for room (nobody will ever take it: the queue was full,
+        the app gone; the reader waited for ever, reading nothing, not even the
+        peer's close, and held every message queued, their charges given back)."""
+        put = self._put
+        if put is None:
+            return
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            await put(message)
+
+    def _end_puts(self) -> None:
+        """The app is done: close hypercorn's side of its channel (a put waiting is
+        woken, and dropped) and let go of it, so that what it holds unread is
+        freed with the app's side (nothing else refers to it then)."""
+        put, self._put = self._put, None
+        close = getattr(getattr(put, "__self__", None), "close", None)
+        if close is not None:
+            close()
+
     async def app_send(self, message) -> None:
-        if message is None and type(self.buffer) is _ChargedBuffer:
-            self.buffer.release_all()  # the app is done: what it never took counts no more
+        if message is None:
+            if type(self.buffer) is _ChargedBuffer:
+                self.buffer.release_all()  # the app is done: what it never took counts no more
+            self._end_puts()
         if message is None or message["type"] != SEND_MANY:
             await super().app_send(message)
             return
