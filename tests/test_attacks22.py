@@ -11,6 +11,7 @@ what a message really takes.
 from __future__ import annotations
 
 import contextlib
+import socket
 import zlib
 
 import trio
@@ -247,6 +248,48 @@ async def test_messages_the_app_never_took_go_with_it(nursery, monkeypatch):
         while await raw.next() is not None:
             pass
     await raw.stream.aclose()
+
+
+async def test_a_peer_that_never_reads_holds_bounded_state_and_charges(nursery, monkeypatch):
+    """Thousands of pushes, small and large, from a peer that reads no answer and
+    no ping: the node's answers back up, its slots fill, then hypercorn's queue,
+    then TCP. The buffer's list of charges, the bytes charged and the pushes
+    under way stay bounded; the node stays live; its reset gives all back."""
+    a = await start(nursery)
+    small = await held_blocks(a, 2)
+    seen = track_pushes(monkeypatch)
+    most = {"charges": 0}
+    real_extend = asgi._ChargedBuffer.extend
+
+    def extend(self, event):
+        most["charges"] = max(most["charges"], len(self.charges))
+        return real_extend(self, event)
+
+    monkeypatch.setattr(asgi._ChargedBuffer, "extend", extend)
+    raw = await Raw.open(a)
+    raw.pongs = False
+    raw.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # backs up soon
+    large = b"\xff" * 300_000
+    async with client() as http:
+        with trio.move_on_after(LIVENESS_S * 2):
+            async with trio.open_nursery() as flood:
+                async def send_all() -> None:
+                    for ident in range(20_000):
+                        most["sent"] = ident
+                        await raw.push(ident, large if ident % 50 == 0 else small,
+                                       receipt=True)
+                flood.start_soon(send_all)
+                for _ in range(5):
+                    await live(http, a)
+                    await trio.sleep(0.2)
+        await live(http, a)
+    bound = peerstream.IN_FLIGHT + 10 + 1  # under way, queued, begun
+    assert most["sent"] < 20_000 - 1, most  # it backed up: the node stopped reading
+    assert most["charges"] <= 64 + bound, most
+    assert seen["most"] <= peerstream.IN_FLIGHT
+    assert seen["held"] <= bound * (len(large) + 9), seen
+    await raw.abort()
+    await settled(a)
 
 
 # -- many at once --------------------------------------------------------------------
