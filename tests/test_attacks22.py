@@ -292,6 +292,40 @@ async def test_a_peer_that_never_reads_holds_bounded_state_and_charges(nursery, 
     await settled(a)
 
 
+async def test_a_refused_or_abandoned_message_leaves_no_bytes_behind(nursery, monkeypatch):
+    """A message refused (too large: 1009) or cut off by the node (too slow: 1008)
+    gives its charge back at once, but hypercorn's buffer kept its bytes until
+    the connection ended: a peer that then stays silent keeps them a minute
+    (``IDLE_S``), uncharged, on as many connections as it opens one after the
+    other. The buffer drops them with the charge."""
+    monkeypatch.setattr(asgi, "PEER_MAX_MESSAGE", 1 << 20)
+    monkeypatch.setattr(peerstream, "MESSAGE_GRACE_S", 0.5)
+    monkeypatch.setattr(peerstream, "WATCH_EVERY_S", 0.1)
+    buffers: list = []
+    real_init = asgi._ChargedBuffer.__init__
+
+    def init(self, max_length):
+        real_init(self, max_length)
+        buffers.append(self)
+
+    monkeypatch.setattr(asgi._ChargedBuffer, "__init__", init)
+    a = await start(nursery)
+    for refused, code in ((True, 1009), (False, 1008)):
+        raw = await Raw.open(a)
+        raw.pongs = False  # silent from now on, but for what it sends here
+        size = (1 << 20) + 1 if refused else 900_000
+        await raw.send(BytesMessage(data=b"\0" * size, message_finished=not refused))
+        if refused:  # (the rest of it, past the bound)
+            await raw.send(BytesMessage(data=b"\0", message_finished=True))
+        with trio.fail_after(LIVENESS_S * 5):
+            while raw.closed is None:
+                assert await raw.next() is not None
+        assert raw.closed.code == code
+        await settled(a)  # its app ended, its charge given back; the connection is open
+        assert buffers[-1].length == 0 and buffers[-1].value is None, (code, buffers[-1].length)
+        await raw.abort()
+
+
 # -- many at once --------------------------------------------------------------------
 async def test_many_connections_never_charge_past_the_budget_and_give_it_all_back(
         nursery, monkeypatch):
