@@ -501,7 +501,10 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
     then on: its bytes are given back at once and nothing more is charged
     (a peer that never completes the close, and sends on, could otherwise
     hold the budget), and the app, which hypercorn does not tell, ends the
-    connection when it sees that (peerstream.py)."""
+    connection when it sees that (peerstream.py). Its bytes go with its charge
+    (so do those of a message begun when the app ends, ``release_all``):
+    hypercorn kept them until the connection ended, a minute (``IDLE_S``) for
+    a peer silent after the close, uncharged, on connection after connection."""
 
     def __init__(self, max_length: int) -> None:
         super().__init__(max_length)
@@ -543,6 +546,7 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
             self.refused = True
             self.charge.release()
             self.charge = None
+            self.clear()  # (its bytes with its charge: nobody will ever take them)
             raise
 
     def to_message(self) -> dict:
@@ -557,6 +561,7 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
             charge.release()
         self.charges = []
         self.charge = None
+        self.clear()  # the message begun, if any: never handed to anyone now
 
 
 # what hypercorn's HTTP/1 connections create for an upgrade (the node speaks no
