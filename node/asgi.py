@@ -40,7 +40,12 @@ in flight) are looked at for its close (at most ``WS_CLOSE_EVENTS`` frames a
 read), which ends the connection, and the rest unread; a peer that sends on
 past them is cut off ``WS_CLOSE_GRACE_S`` later (time to read the close).
 hypercorn, after its own 1009, took one frame per read and kept the rest, so
-a peer that went on sending grew the node's memory without bound.
+a peer that went on sending grew the node's memory without bound. Once the
+app is done, what hypercorn would put in its queue is dropped, and so is
+what the queue holds unread (``FramesAtOnce._end_puts``): hypercorn's
+reader, waiting for room in a queue the app filled and will never empty,
+read nothing more for ever (the peer's close neither) and kept every message
+in it, their charges given back.
 
 Limits on what comes before the body are hypercorn's, set in
 ``hypercorn_config``: request line and headers at most ``MAX_HEADER_BYTES``
@@ -51,6 +56,7 @@ keep-alive timer runs until a request's headers are in).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import zlib
@@ -400,9 +406,43 @@ class FramesAtOnce(ws_stream.WSStream):
         if ended and not self.closed:
             await self.send(StreamClosed(stream_id=self.stream_id))
 
+    _put = None  # hypercorn's put of a message to the app (its channel's send), till its end
+    _app_put = None  # what hypercorn calls instead (None until the app is started)
+
+    @property
+    def app_put(self):
+        return self._app_put
+
+    @app_put.setter
+    def app_put(self, put) -> None:
+        self._put = put
+        self._app_put = None if put is None else self._put_while_app_runs
+
+    async def _put_while_app_runs(self, message: dict) -> None:
+        """hypercorn's put to the app, until the app ends: then it is dropped, and so
+        is a put waiting for room (nobody will ever take it: the queue was full,
+        the app gone; the reader waited for ever, reading nothing, not even the
+        peer's close, and held every message queued, their charges given back)."""
+        put = self._put
+        if put is None:
+            return
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            await put(message)
+
+    def _end_puts(self) -> None:
+        """The app is done: close hypercorn's side of its channel (a put waiting is
+        woken, and dropped) and let go of it, so that what it holds unread is
+        freed with the app's side (nothing else refers to it then)."""
+        put, self._put = self._put, None
+        close = getattr(getattr(put, "__self__", None), "close", None)
+        if close is not None:
+            close()
+
     async def app_send(self, message) -> None:
-        if message is None and type(self.buffer) is _ChargedBuffer:
-            self.buffer.release_all()  # the app is done: what it never took counts no more
+        if message is None:
+            if type(self.buffer) is _ChargedBuffer:
+                self.buffer.release_all()  # the app is done: what it never took counts no more
+            self._end_puts()
         if message is None or message["type"] != SEND_MANY:
             await super().app_send(message)
             return
@@ -450,12 +490,21 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
     docstring). The message handed to the app carries its ``Charge`` (``CHARGE``);
     the app releases it when done, and ``release_all`` whatever it never took.
 
+    A text message (refused by the app once whole, 1003) is charged, and bounded, at
+    4 bytes a character: the most one takes in UTF-8 on the wire and in the str
+    hypercorn builds (hypercorn's own bound counts characters, so one of
+    ``PEER_MAX_MESSAGE`` four-byte characters took 4 times the bytes it was
+    charged, and passed that bound as many times).
+
     Past its bound (the size, or the budget) it raises hypercorn's
     FrameTooLargeError (hypercorn sends a 1009 close) and is ``refused`` from
     then on: its bytes are given back at once and nothing more is charged
     (a peer that never completes the close, and sends on, could otherwise
     hold the budget), and the app, which hypercorn does not tell, ends the
-    connection when it sees that (peerstream.py)."""
+    connection when it sees that (peerstream.py). Its bytes go with its charge
+    (so do those of a message begun when the app ends, ``release_all``):
+    hypercorn kept them until the connection ended, a minute (``IDLE_S``) for
+    a peer silent after the close, uncharged, on connection after connection."""
 
     def __init__(self, max_length: int) -> None:
         super().__init__(max_length)
@@ -485,14 +534,19 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
             self.charges.append(self.charge)
             self.frames = 0
         self.frames += event.frame_finished  # (a large frame comes in several reads)
+        # a text's characters: up to 4 bytes each, in UTF-8 and in the str hypercorn
+        # joins (one of them widens the whole), where its own bound counts characters
+        size = len(event.data) * (4 if isinstance(event.data, str) else 1)
         try:
-            if self.frames > PEER_MAX_FRAMES or not self.charge.add(len(event.data)):
+            if self.frames > PEER_MAX_FRAMES or self.charge.size + size > self.max_length \
+                    or not self.charge.add(size):
                 raise ws_stream.FrameTooLargeError()
             super().extend(event)
         except ws_stream.FrameTooLargeError:
             self.refused = True
             self.charge.release()
             self.charge = None
+            self.clear()  # (its bytes with its charge: nobody will ever take them)
             raise
 
     def to_message(self) -> dict:
@@ -507,6 +561,7 @@ class _ChargedBuffer(ws_stream.WebsocketBuffer):
             charge.release()
         self.charges = []
         self.charge = None
+        self.clear()  # the message begun, if any: never handed to anyone now
 
 
 # what hypercorn's HTTP/1 connections create for an upgrade (the node speaks no
