@@ -180,21 +180,29 @@ async def test_hang_ups_at_every_point_of_a_message_leave_nothing_held(nursery):
     assert membership(a.node) == before
 
 
+def held_pushes(monkeypatch, started: list[int] | None = None) -> trio.Event:
+    """Every push the app handles waits, once begun, until the event returned is set
+    (its body's size appended to ``started``, if given)."""
+    gate = trio.Event()
+    real_push = PeerAPI.push
+
+    async def blocked(self, headers, body):
+        if started is not None:
+            started.append(len(body))
+        await gate.wait()
+        return await real_push(self, headers, body)
+
+    monkeypatch.setattr(PeerAPI, "push", blocked)
+    return gate
+
+
 async def test_messages_held_by_the_app_and_queued_are_given_back_when_the_peer_goes(
         nursery, monkeypatch):
     """Pushes under way (blocked in the app) and messages whole in hypercorn's queue,
     never taken, when the sender resets: all given back once the pushes end."""
     a = await start(nursery)
-    gate = trio.Event()
-    started = []
-    real_push = PeerAPI.push
-
-    async def blocked(self, headers, body):
-        started.append(len(body))
-        await gate.wait()
-        return await real_push(self, headers, body)
-
-    monkeypatch.setattr(PeerAPI, "push", blocked)
+    started: list[int] = []
+    gate = held_pushes(monkeypatch, started)
     raw = await Raw.open(a)
     body = b"\0" * 100_000
     for ident in range(peerstream.IN_FLIGHT + 5):  # 8 under way, the rest queued
@@ -216,14 +224,7 @@ async def test_messages_the_app_never_took_go_with_it(nursery, monkeypatch):
     the connection kept them all in memory, uncharged: a peer could repeat it
     on connection after connection (the cap of streams counts only apps)."""
     a = await start(nursery)
-    gate = trio.Event()
-    real_push = PeerAPI.push
-
-    async def blocked(self, headers, body):
-        await gate.wait()
-        return await real_push(self, headers, body)
-
-    monkeypatch.setattr(PeerAPI, "push", blocked)
+    gate = held_pushes(monkeypatch)
     raw = await Raw.open(a)
     raw.pongs = False  # (two tasks send)
     for ident in range(peerstream.IN_FLIGHT):  # every slot taken, the pushes under way
@@ -410,14 +411,7 @@ async def test_http_bodies_cut_off_chunked_or_slow_give_back_what_they_held(nurs
 async def test_a_node_stopping_with_streams_mid_message_and_pushes_under_way_holds_nothing(
         nursery, monkeypatch):
     a = await start(nursery)
-    gate = trio.Event()
-    real_push = PeerAPI.push
-
-    async def blocked(self, headers, body):
-        await gate.wait()
-        return await real_push(self, headers, body)
-
-    monkeypatch.setattr(PeerAPI, "push", blocked)
+    held_pushes(monkeypatch)  # never let go: the node stops with them under way
     raws = [await Raw.open(a) for _ in range(3)]
     body = b"\0" * 200_000
     for raw in raws:
