@@ -407,16 +407,18 @@ class FramesAtOnce(ws_stream.WSStream):
             await self.send(StreamClosed(stream_id=self.stream_id))
 
     _put = None  # hypercorn's put of a message to the app (its channel's send), till its end
-    _app_put = None  # what hypercorn calls instead (None until the app is started)
+    _started = False  # hypercorn gave its put: the app is started
 
     @property
     def app_put(self):
-        return self._app_put
+        # What hypercorn calls instead, made at each call: the bound method kept on
+        # the stream would be a reference cycle per connection (tests/test_attacks21).
+        return self._put_while_app_runs if self._started else None
 
     @app_put.setter
     def app_put(self, put) -> None:
         self._put = put
-        self._app_put = None if put is None else self._put_while_app_runs
+        self._started = put is not None
 
     async def _put_while_app_runs(self, message: dict) -> None:
         """hypercorn's put to the app, until the app ends: then it is dropped, and so
