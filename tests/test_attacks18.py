@@ -421,15 +421,17 @@ async def test_thousands_of_pushes_in_flight_on_one_connection_are_bounded(
     raw = await Raw.open(a)
     count = 3_000
     async with client() as http:
+        sent = [0]
         async with trio.open_nursery() as flood:
             async def send_all() -> None:  # never reading an answer meanwhile
                 for ident in range(count):
                     await raw.push(ident, body, receipt=bool(ident % 2))
+                    sent[0] += 1
 
             flood.start_soon(send_all)
-            for _ in range(5):
+            for k in range(1, 6):  # live at every fifth of the flood
+                await eventually(lambda k=k: sent[0] >= k * count // 5, timeout=60)
                 await live(http, a)
-                await trio.sleep(0.1)
         answers = await raw.answered(count)
         await live(http, a)
     assert sorted(ident for ident, *_ in answers) == list(range(count))  # each once
@@ -449,16 +451,20 @@ async def test_large_messages_never_read_back_hold_a_bounded_budget(nursery, mon
     raws = [await Raw.open(a) for _ in range(3)]
     size = 1 << 20
     async with client() as http:
+        sent = [0]
         with trio.move_on_after(LIVENESS_S * 2):  # they stop being read: TCP holds the rest
             async with trio.open_nursery() as flood:
                 for raw in raws:
                     async def send_many(raw=raw) -> None:
                         for ident in range(200):
                             await raw.push(ident, b"\xff" * size)
+                            sent[0] += 1
                     flood.start_soon(send_many)
-                for _ in range(5):
+                # live while they come: after 3, 6, ... 15 messages sent (each connection
+                # has 8 handled, 10 queued and one begun before the node stops reading it)
+                for k in range(1, 6):
+                    await eventually(lambda k=k: sent[0] >= 3 * k, timeout=LIVENESS_S)
                     await live(http, a)
-                    await trio.sleep(0.2)
         await live(http, a)
     assert seen["most"] <= 3 * peerstream.IN_FLIGHT
     assert seen["held"] <= asgi.MAX_BODIES_IN_FLIGHT
@@ -540,15 +546,23 @@ async def test_messages_in_one_byte_frames_leave_the_node_live(nursery):
     # a frame of one byte is 7 on the wire: hypercorn reads 64 KiB at once, 9,000 frames
     frames = b"".join(raws[0].ws.send(BytesMessage(data=b"\xff", message_finished=False))
                       for _ in range(100_000))
+    step = len(frames) // 10
+    sent, ended = [0], [0]  # tenths of the frames sent, senders done (or cut off)
     async with client() as http, trio.open_nursery() as flood:
         for raw in raws:
             async def send(raw=raw) -> None:
-                with contextlib.suppress(trio.BrokenResourceError):
-                    await raw.stream.send_all(frames)
+                try:
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        for i in range(0, len(frames), step):
+                            await raw.stream.send_all(frames[i:i + step])
+                            sent[0] += 1
+                finally:
+                    ended[0] += 1
             flood.start_soon(send)
-        for _ in range(10):
+        for k in range(1, 11):  # live at every tenth of the frames (or once all ended)
+            await eventually(lambda k=k: sent[0] >= k * len(raws) or ended[0] == len(raws),
+                             timeout=LIVENESS_S)
             await live(http, a)
-            await trio.sleep(0.1)
         flood.cancel_scope.cancel()
     for raw in raws:
         await raw.abort()
